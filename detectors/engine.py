@@ -1,0 +1,589 @@
+"""The correlation engine: events in arrival order, findings out.
+
+Pure and synchronous: time comes from the events (the watermark) and the
+`now` callable the caller passes for `detected_at`; state lives in the
+stores of `EngineState`. A decision that needs other events waits, pending,
+until the watermark passes the time it needs (rules.md, "watermark"); the
+rest is decided on arrival.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import Counter
+from collections.abc import Callable, Iterable
+from datetime import date, datetime
+from hashlib import blake2b
+from typing import Any
+
+from detectors.calendar import DAY, day_of, to_datetime
+from detectors.masking import mask_text
+from detectors.policy_in_force import PolicyInForce, posture_flags
+from detectors.rules import (
+    sep001_unevaluated_saas as sep001,
+)
+from detectors.rules import (
+    sep002_category_not_permitted as sep002,
+)
+from detectors.rules import (
+    sep003_unique_identification as sep003,
+)
+from detectors.rules import (
+    sep004_personal_credit as sep004,
+)
+from detectors.rules import (
+    sep005_pseudonymous_undesignated as sep005,
+)
+from detectors.rules import (
+    sep006_posture_failing as sep006,
+)
+from detectors.rules import (
+    sep007_posture_unknown as sep007,
+)
+from detectors.rules import (
+    sep008_review_overdue as sep008,
+)
+from detectors.rules import (
+    sep009_review_not_reported as sep009,
+)
+from detectors.rules.base import Hit, Rule
+from detectors.rules.dlp_common import Destination
+from detectors.state import EngineState
+from detectors.views import AccessView, DlpView, PostureView, ReviewView
+from schemas import (
+    ControlReview,
+    DevicePosture,
+    DlpAlert,
+    Finding,
+    Policy,
+    SaasAccess,
+    WaiverRef,
+)
+
+Clock = Callable[[], datetime]
+AnyEvent = SaasAccess | DevicePosture | DlpAlert | ControlReview
+
+CORRELATABLE_ACTIONS = frozenset({"upload", "share", "edit"})
+
+
+class _Unknowable:
+    """An as-of posture that eviction has made unknowable (a very late access)."""
+
+
+_UNKNOWN = _Unknowable()
+
+
+def finding_id(rule_id: str, trigger: str) -> str:
+    """Deterministic: the same rule on the same trigger is the same finding,
+    after a crash, a redelivery or in a replay."""
+    return f"{rule_id}-{blake2b(f'{rule_id}|{trigger}'.encode(), digest_size=10).hexdigest()}"
+
+
+class Engine:
+    def __init__(
+        self,
+        policy: Policy,
+        *,
+        now: Clock,
+        state: EngineState | None = None,
+        idle_retention: float = 7 * DAY,
+    ) -> None:
+        self.state = state if state is not None else EngineState()
+        self._now = now
+        self.stats: Counter[str] = Counter()
+        self.policy = PolicyInForce(policy)
+        self._idle_retention = max(idle_retention, 2 * self.policy.posture_max_age)
+        self._max_ts: float = float(self.state.meta.get("max_ts", float("-inf")))
+        self._seq = itertools.count()
+        # The pending store is the truth; this heap only orders it by release
+        # time, and is rebuilt from it after a restart.
+        self._heap: list[tuple[float, int, str]] = []
+        for key, (kind, view) in sorted(self.state.pending.items()):
+            self._push(self._release_time(kind, view), key)
+        self._sweep_mark = self._sweep_slot(self.watermark)
+        self._alarm = float("inf")
+        self.set_policy(policy)
+
+    # -- the policy ----------------------------------------------------------
+
+    def set_policy(self, policy: Policy) -> None:
+        """Install a (validated) policy; later decisions use it."""
+        self.policy = PolicyInForce(policy)
+        for entity in policy.review.entity_baselines:
+            self._see_entity(entity)
+        self._alarm = self._next_alarm()
+
+    # -- time ----------------------------------------------------------------
+
+    @property
+    def watermark(self) -> float:
+        """Largest event time seen minus the allowed lateness (epoch seconds)."""
+        return self._max_ts - self.policy.lateness
+
+    @property
+    def pending_count(self) -> int:
+        return len(self.state.pending)
+
+    # -- input ---------------------------------------------------------------
+
+    def process(self, event: AnyEvent) -> list[Finding]:
+        """Take one event in arrival order; return the findings it decides."""
+        out: list[Finding] = []
+        ts = event.timestamp.timestamp()
+        w = self.watermark
+        self.stats[f"events.{event.stream}"] += 1
+        if ts < w:
+            self.stats["events.late"] += 1
+        if event.entity not in self.state.entities:
+            self._see_entity(event.entity)
+        if isinstance(event, SaasAccess):
+            self._on_access(event, ts, w, out)
+        elif isinstance(event, DevicePosture):
+            self._on_posture(event, ts, w)
+        elif isinstance(event, DlpAlert):
+            self._on_dlp(event, ts, w, out)
+        else:
+            self._on_review(event, ts, w, out)
+        if ts > self._max_ts:
+            self._max_ts = ts
+            self.state.meta["max_ts"] = ts
+            self._advance(out, final=False)
+        return out
+
+    def run(self, events: Iterable[AnyEvent]) -> list[Finding]:
+        """Process every event, then flush: the findings in the order decided."""
+        out: list[Finding] = []
+        for event in events:
+            out.extend(self.process(event))
+        out.extend(self.flush())
+        return out
+
+    def flush(self) -> list[Finding]:
+        """End of input: the watermark moves to the last event time, and every
+        decision still waiting for other events is made now."""
+        out: list[Finding] = []
+        if self._max_ts != float("-inf"):
+            self._advance(out, final=True)
+        return out
+
+    # -- saas_access: SEP-001/002 on arrival, SEP-006/007 once postures are in
+
+    def _on_access(self, ev: SaasAccess, ts: float, w: float, out: list[Finding]) -> None:
+        if ev.network_zone != "internal":
+            return
+        view = AccessView(
+            ts,
+            ev.event_id,
+            ev.entity,
+            ev.user_id,
+            ev.device_id,
+            ev.saas_app,
+            ev.action,
+            ev.source,
+            ev.object.sha256.lower() if ev.object and ev.object.sha256 else None,
+        )
+        day = day_of(ts)
+        app = self.policy.app(view.saas_app, day)
+        trigger = f"saas_access|{view.source}|{view.event_id}"
+        hit = sep001.check(view, app, day)
+        if hit:
+            out.append(self._access_finding(sep001.RULE, hit, trigger, view))
+        else:
+            hit = sep002.check(view, app, day, self.policy.permitted_categories(day))
+            if hit:
+                out.append(self._access_finding(sep002.RULE, hit, trigger, view))
+
+        if view.action in CORRELATABLE_ACTIONS:
+            self._remember_access(view, w)
+
+        if view.device_id is None or ts < w:
+            # Nothing more can arrive that this decision waits for.
+            self._judge_posture(view, out)
+        else:
+            key = "a|" + trigger
+            self.state.pending[key] = ("a", view)
+            self._push(ts, key)
+
+    def _judge_posture(self, access: AccessView, out: list[Finding]) -> None:
+        posture = None
+        if access.device_id is not None:
+            found = self._posture_at(access.device_id, access.ts)
+            if isinstance(found, _Unknowable):
+                self.stats["decisions.posture_unknowable"] += 1
+                return
+            posture = found
+        trigger = f"saas_access|{access.source}|{access.event_id}"
+        max_age = self.policy.posture_max_age
+        if posture is not None:
+            failures = self.policy.posture_failures(posture.flags, posture.patch_age)
+            hit = sep006.check(access, posture, max_age, failures)
+            if hit:
+                out.append(self._access_finding(sep006.RULE, hit, trigger, access))
+                return
+        hit = sep007.check(access, posture, max_age)
+        if hit:
+            out.append(self._access_finding(sep007.RULE, hit, trigger, access))
+
+    def _access_finding(self, rule: Rule, hit: Hit, trigger: str, a: AccessView) -> Finding:
+        return self._finding(
+            rule, hit, trigger, a.ts, a.entity, a.user_id, a.device_id, a.saas_app, a.event_id
+        )
+
+    # -- device_posture ----------------------------------------------------------
+
+    def _on_posture(self, ev: DevicePosture, ts: float, w: float) -> None:
+        view = PostureView(
+            ts,
+            ev.event_id,
+            posture_flags(
+                ev.managed, ev.edr_running, ev.disk_encrypted, ev.screen_lock, ev.jailbroken
+            ),
+            ev.os_patch_age_days,
+        )
+        evicted, entries = self.state.postures.get(ev.device_id, (False, ()))
+        entries = [PostureView(*p) for p in entries]
+        i = len(entries)
+        while i and entries[i - 1][0] > ts:
+            i -= 1
+        entries.insert(i, view)
+        # Keep the latest posture at or before the watermark and all after it:
+        # no access still to be judged can need an older one.
+        keep = 0
+        for j, p in enumerate(entries):
+            if p.ts <= w:
+                keep = j
+        if keep:
+            evicted = True
+            entries = entries[keep:]
+        self.state.postures[ev.device_id] = (evicted, entries)
+
+    def _posture_at(self, device_id: str, ts: float) -> PostureView | _Unknowable | None:
+        """The device's latest posture at or before `ts`, None, or _UNKNOWN."""
+        evicted, entries = self.state.postures.get(device_id, (False, ()))
+        for p in reversed(entries):
+            if p[0] <= ts:
+                return PostureView(*p)
+        return _UNKNOWN if evicted else None
+
+    # -- dlp_alert: SEP-003/004/005 --------------------------------------------
+
+    def _on_dlp(self, ev: DlpAlert, ts: float, w: float, out: list[Finding]) -> None:
+        if not self.policy.dlp_types.intersection(ev.data_types):
+            self.stats["dlp.not_regulated_types"] += 1
+            return
+        view = DlpView(
+            ts,
+            ev.event_id,
+            ev.entity,
+            ev.user_id,
+            ev.device_id,
+            ev.channel,
+            ev.saas_app,
+            tuple(ev.data_types),
+            ev.match_count,
+            ev.object.sha256.lower() if ev.object and ev.object.sha256 else None,
+            mask_text(ev.snippet) if ev.snippet is not None else None,
+            ev.source,
+        )
+        release = ts + self.policy.correlation_window
+        if (view.channel == "saas_upload" and view.saas_app) or release < w:
+            self._judge_dlp(view, out)
+        else:
+            key = f"d|{view.source}|{view.event_id}"
+            self.state.pending[key] = ("d", view)
+            self._push(release, key)
+
+    def _judge_dlp(self, alert: DlpView, out: list[Finding]) -> None:
+        if alert.channel == "saas_upload" and alert.saas_app:
+            dest = Destination(alert.saas_app, None)
+        else:
+            via = self._nearest_access(alert)
+            if via is None:
+                self.stats["dlp.not_saas_bound"] += 1
+                return
+            dest = Destination(via.saas_app, via)
+        groups = self.policy.dlp
+        app = self.policy.app(dest.app_id, day_of(alert.ts))
+        trigger = f"dlp_alert|{alert.source}|{alert.event_id}"
+        for rule, hit in (
+            (sep003.RULE, sep003.check(alert, dest, groups.unique_identification)),
+            (sep004.RULE, sep004.check(alert, dest, groups.personal_credit)),
+            (sep005.RULE, sep005.check(alert, dest, app, groups.pseudonymous)),
+        ):
+            if hit:
+                out.append(
+                    self._finding(
+                        rule,
+                        hit,
+                        trigger,
+                        alert.ts,
+                        alert.entity,
+                        alert.user_id,
+                        alert.device_id,
+                        dest.app_id,
+                        alert.event_id,
+                    )
+                )
+
+    def _remember_access(self, view: AccessView, w: float) -> None:
+        horizon = w - 2 * self.policy.correlation_window
+        kept = [a for a in self.state.accesses.get(view.user_id, ()) if a[0] >= horizon]
+        if view.ts >= horizon:
+            kept.append(view)
+        if kept:
+            self.state.accesses[view.user_id] = kept
+        else:
+            self.state.accesses.pop(view.user_id, None)
+
+    def _nearest_access(self, alert: DlpView) -> AccessView | None:
+        window = self.policy.correlation_window
+        best: tuple[float, float, str] | None = None
+        found: AccessView | None = None
+        for raw in self.state.accesses.get(alert.user_id, ()):
+            a = AccessView(*raw)
+            gap = abs(a.ts - alert.ts)
+            if gap > window:
+                continue
+            if alert.sha256 is not None and a.sha256 is not None and a.sha256 != alert.sha256:
+                continue
+            rank = (gap, a.ts, a.event_id)  # nearest wins; ties go to the earlier access
+            if best is None or rank < best:
+                best, found = rank, a
+        return found
+
+    # -- control_review: SEP-009, and the anchor of SEP-008 ------------------
+
+    def _on_review(self, ev: ControlReview, ts: float, w: float, out: list[Finding]) -> None:
+        completed = ev.completed_at.timestamp()
+        reported = ev.reported_to_committee_at.timestamp() if ev.reported_to_committee_at else None
+        last, last_id, fired, *judged = self.state.entities[ev.entity]
+        if last is None or completed > last or (completed == last and ev.event_id < last_id):
+            last, last_id = completed, ev.event_id
+        if completed in judged:
+            self.stats["reviews.already_judged"] += 1
+            self.state.entities[ev.entity] = [last, last_id, fired, *judged]
+            self._alarm = self._next_alarm()
+            return
+        key = f"r|{ev.entity}|{completed!r}"
+        prior = self.state.pending.get(key)
+        view = ReviewView(ev.entity, completed, reported, (ev.event_id,), ts, ev.reviewer)
+        if prior is not None:
+            view = _merge_reviews(_review_view(prior[1]), view)
+        deadline = sep009.deadline(view, self.policy.policy.review.report_within_days)
+        if deadline < w:
+            self.state.pending.pop(key, None)
+            judged.append(completed)
+            self._judge_review(view, out)
+        else:
+            self.state.pending[key] = ("r", view)
+            self._push(deadline, key)
+        self.state.entities[ev.entity] = [last, last_id, fired, *judged[-8:]]
+        self._alarm = self._next_alarm()
+
+    def _judge_review(self, review: ReviewView, out: list[Finding]) -> None:
+        hit = sep009.check(review, self.policy.policy.review.report_within_days)
+        if hit:
+            trigger = f"control_review|{review.entity}|{to_datetime(review.completed_at)}"
+            out.append(
+                self._finding(
+                    sep009.RULE,
+                    hit,
+                    trigger,
+                    review.recorded_at,
+                    review.entity,
+                    None,
+                    None,
+                    None,
+                    *review.event_ids,
+                )
+            )
+
+    # -- SEP-008: every entity, against the watermark ------------------------
+
+    def _see_entity(self, entity: str) -> None:
+        if entity not in self.state.entities:
+            self.state.entities[entity] = [None, None, None]
+            self._alarm = min(self._alarm, self._entity_alarm(entity))
+
+    def _anchor(self, entity: str) -> tuple[date, str | None, date | None]:
+        last, last_id, fired, *_ = self.state.entities[entity]
+        anchor = day_of(last) if last is not None else None
+        baseline = self.policy.review_baseline(entity)
+        a = date.fromordinal(anchor) if anchor is not None else baseline
+        return a, last_id, date.fromordinal(fired) if fired is not None else None
+
+    def _entity_alarm(self, entity: str) -> float:
+        anchor, _, fired = self._anchor(entity)
+        return sep008.overdue_from(
+            sep008.next_due(anchor, self.policy.policy.review.interval_months, fired)
+        )
+
+    def _next_alarm(self) -> float:
+        return min((self._entity_alarm(e) for e in self.state.entities), default=float("inf"))
+
+    def _check_overdue(self, w: float, out: list[Finding]) -> None:
+        interval = self.policy.policy.review.interval_months
+        for entity in sorted(self.state.entities):
+            while True:
+                anchor, last_id, fired = self._anchor(entity)
+                due = sep008.next_due(anchor, interval, fired)
+                hit = sep008.check(entity, anchor, due, w, last_id)
+                if hit is None:
+                    break
+                record = list(self.state.entities[entity])
+                record[2] = due.toordinal()
+                self.state.entities[entity] = record
+                out.append(
+                    self._finding(
+                        sep008.RULE,
+                        hit,
+                        f"entity|{entity}|{due.isoformat()}",
+                        sep008.overdue_from(due),
+                        entity,
+                        None,
+                        None,
+                        None,
+                        *hit.evidence,
+                    )
+                )
+        self._alarm = self._next_alarm()
+
+    # -- the watermark moves -------------------------------------------------
+
+    def _advance(self, out: list[Finding], *, final: bool) -> None:
+        w = self._max_ts if final else self.watermark
+        heap = self._heap
+        while heap and heap[0][0] < w:
+            self._release(heapq.heappop(heap)[2], out)
+        if final:
+            # No more events can come: joins are decided with what is here.
+            # Review reports wait for their deadline, which is real time.
+            waiting = []
+            for entry in sorted(heap):
+                item = self.state.pending.get(entry[2])
+                if item is not None and item[0] == "r":
+                    waiting.append(entry)
+                else:
+                    self._release(entry[2], out)
+            self._heap = waiting
+        if w >= self._alarm:
+            self._check_overdue(w, out)
+        slot = self._sweep_slot(w)
+        if slot > self._sweep_mark:
+            self._sweep_mark = slot
+            self._sweep(w)
+
+    def _release(self, key: str, out: list[Finding]) -> None:
+        item = self.state.pending.pop(key, None)
+        if item is None:
+            return  # a redelivered duplicate, already decided
+        kind, raw = item
+        if kind == "a":
+            self._judge_posture(AccessView(*raw), out)
+        elif kind == "d":
+            self._judge_dlp(_dlp_view(raw), out)
+        else:
+            view = _review_view(raw)
+            last, last_id, fired, *judged = self.state.entities[view.entity]
+            self.state.entities[view.entity] = [
+                last,
+                last_id,
+                fired,
+                *judged[-7:],
+                view.completed_at,
+            ]
+            self._judge_review(view, out)
+
+    def _release_time(self, kind: str, raw: Any) -> float:
+        if kind == "a":
+            return float(raw[0])
+        if kind == "d":
+            return float(raw[0]) + self.policy.correlation_window
+        return float(raw[1]) + self.policy.policy.review.report_within_days * DAY
+
+    def _push(self, at: float, key: str) -> None:
+        heapq.heappush(self._heap, (at, next(self._seq), key))
+
+    @staticmethod
+    def _sweep_slot(w: float) -> int:
+        return int(w // 3600) if w != float("-inf") else -1
+
+    def _sweep(self, w: float) -> None:
+        """Hourly (event time): forget devices and users no rule can still need."""
+        idle = w - self._idle_retention
+        postures = self.state.postures
+        for device in [d for d, (_, e) in postures.items() if not e or e[-1][0] < idle]:
+            del postures[device]
+            self.stats["state.devices_evicted"] += 1
+        horizon = w - 2 * self.policy.correlation_window
+        accesses = self.state.accesses
+        for user in [u for u, a in accesses.items() if not a or a[-1][0] < horizon]:
+            del accesses[user]
+
+    # -- findings ------------------------------------------------------------
+
+    def _finding(
+        self,
+        rule: Rule,
+        hit: Hit,
+        trigger: str,
+        ts: float,
+        entity: str,
+        user_id: str | None,
+        device_id: str | None,
+        saas_app: str | None,
+        *trigger_ids: str,
+    ) -> Finding:
+        waiver = self.policy.waiver(rule.id, day_of(ts), entity, user_id, device_id, saas_app)
+        self.stats[f"findings.{rule.id}"] += 1
+        evidence = list(dict.fromkeys((*trigger_ids, *hit.evidence)))
+        return Finding.model_construct(
+            finding_id=finding_id(rule.id, trigger),
+            rule_id=rule.id,
+            rule_name=rule.title,
+            severity=rule.severity,
+            status="waived" if waiver else "open",
+            timestamp=to_datetime(ts),
+            detected_at=self._now(),
+            entity=entity,
+            user_id=user_id,
+            device_id=device_id,
+            saas_app=saas_app,
+            evidence_event_ids=evidence,
+            summary=hit.summary,
+            regulation=rule.regulation,
+            waiver=WaiverRef(
+                id=waiver.name,
+                approved_by=waiver.approved_by,
+                reason=waiver.reason,
+                valid_until=waiver.valid_until.isoformat(),
+            )
+            if waiver
+            else None,
+            details=hit.details,
+        )
+
+
+def _merge_reviews(a: ReviewView, b: ReviewView) -> ReviewView:
+    """Two records of one review (same entity, same completion): the earliest
+    report date counts, and both records are evidence."""
+    reports = [r for r in (a.reported_at, b.reported_at) if r is not None]
+    first = a if a.recorded_at <= b.recorded_at else b
+    return ReviewView(
+        a.entity,
+        a.completed_at,
+        min(reports) if reports else None,
+        tuple(dict.fromkeys((*first.event_ids, *a.event_ids, *b.event_ids))),
+        first.recorded_at,
+        first.reviewer,
+    )
+
+
+# A JSON changelog turns tuples into lists; these give the views back their shape.
+def _dlp_view(raw: Any) -> DlpView:
+    return DlpView._make((*raw[:7], tuple(raw[7]), *raw[8:]))
+
+
+def _review_view(raw: Any) -> ReviewView:
+    return ReviewView._make((*raw[:3], tuple(raw[3]), *raw[4:]))

@@ -1,0 +1,48 @@
+"""Masking of identifiers (rules.md, "Masking").
+
+A resident or alien registration number keeps its first seven characters
+(birth date and gender digit): `900101-1******`. Any other identifier keeps
+at most its last four characters. `mask_text` is applied to every snippet
+and to every raw line that goes to the dead letters.
+"""
+
+from __future__ import annotations
+
+import re
+
+# RRN / alien registration number: YYMMDD, optional separator, 7 digits.
+_RRN = re.compile(r"(?<![0-9])([0-9]{6})[\s\-.]?([0-9])[0-9]{6}(?![0-9])")
+# Passports: M12345678 and the 2021 form M123A4567.
+_PASSPORT = re.compile(
+    r"(?<![A-Za-z0-9])[A-Za-z](?:[0-9]{8}|[0-9]{3}[A-Za-z][0-9]{4})(?![A-Za-z0-9])"
+)
+# Other long numbers (card, account, driver's licence 11-23-456789-01, phone):
+# groups of digits joined by single separators, nine digits or more in all.
+# Nine keeps dates (8 digits) readable in dead letters.
+_NUMBER = re.compile(r"(?<![0-9])[0-9](?:[\s\-.]?[0-9]){8,}(?![0-9])")
+
+
+def _keep_last_four(match: re.Match[str]) -> str:
+    text = match.group(0)
+    alnum = [i for i, c in enumerate(text) if c.isalnum()]
+    hide = set(alnum[:-4]) if len(alnum) > 4 else set(alnum)
+    return "".join("*" if i in hide else c for i, c in enumerate(text))
+
+
+def _rrn(match: re.Match[str]) -> str:
+    return f"{match.group(1)}-{match.group(2)}******"
+
+
+def mask_text(text: str) -> str:
+    """Mask every identifier-shaped run in free text."""
+    text = _RRN.sub(_rrn, text)
+    text = _PASSPORT.sub(_keep_last_four, text)
+    return _NUMBER.sub(_keep_last_four, text)
+
+
+def mask_identifier(value: str) -> str:
+    """Mask one identifier known to be sensitive, whatever its shape."""
+    if _RRN.fullmatch(value.strip()):
+        return _RRN.sub(_rrn, value.strip())
+    keep = value[-4:] if len(value) > 4 else ""
+    return "*" * (len(value) - len(keep)) + keep

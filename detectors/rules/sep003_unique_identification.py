@@ -1,0 +1,31 @@
+"""SEP-003: unique identification information sent to a SaaS app."""
+
+from __future__ import annotations
+
+from detectors.rules import dlp_common
+from detectors.rules.base import REGULATION, Hit, Rule
+from detectors.views import DlpView
+
+RULE = Rule(
+    id="SEP-003",
+    title="Unique identification information sent to SaaS",
+    severity="critical",
+    regulation=f"{REGULATION}: the exception does not apply where unique identification "
+    "information (resident registration, passport, driver's licence, alien registration "
+    "numbers) is handled",
+    reads=("dlp_alert", "saas_access"),
+)
+
+
+def check(
+    alert: DlpView, dest: dlp_common.Destination, unique_identification: frozenset[str]
+) -> Hit | None:
+    matched = unique_identification.intersection(alert.data_types)
+    if not matched:
+        return None
+    return Hit(
+        summary=f"User {alert.user_id} sent {', '.join(sorted(matched))} "
+        f"({alert.match_count} matches) to {dest.app_id}.",
+        details=dlp_common.details(alert, dest, matched),
+        evidence=dlp_common.evidence(dest),
+    )

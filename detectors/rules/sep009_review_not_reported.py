@@ -1,0 +1,53 @@
+"""SEP-009: a control review not reported to the committee in time."""
+
+from __future__ import annotations
+
+from detectors.calendar import DAY, to_datetime
+from detectors.rules.base import REGULATION, Hit, Rule
+from detectors.views import ReviewView
+
+RULE = Rule(
+    id="SEP-009",
+    title="Control review not reported to the Information Protection Committee in time",
+    severity="medium",
+    regulation=f"{REGULATION}: the result of each six-monthly review is reported to the "
+    "institution's Information Protection Committee",
+    reads=("control_review", "watermark"),
+)
+
+
+def deadline(review: ReviewView, report_within_days: int) -> float:
+    return review.completed_at + report_within_days * DAY
+
+
+def check(review: ReviewView, report_within_days: int) -> Hit | None:
+    """Called once the watermark has passed the deadline."""
+    due = deadline(review, report_within_days)
+    if review.reported_at is not None and review.reported_at <= due:
+        return None
+    completed = to_datetime(review.completed_at).isoformat()
+    if review.reported_at is None:
+        summary = (
+            f"The control review of {review.entity} completed {completed} was not reported "
+            f"to the Information Protection Committee within {report_within_days} days."
+        )
+        late = None
+    else:
+        late = round((review.reported_at - due) / DAY, 2)
+        summary = (
+            f"The control review of {review.entity} completed {completed} was reported to the "
+            f"Information Protection Committee {late} days after the {report_within_days}-day "
+            "limit."
+        )
+    return Hit(
+        summary=summary,
+        details={
+            "completed_at": completed,
+            "reported_at": to_datetime(review.reported_at).isoformat()
+            if review.reported_at is not None
+            else None,
+            "report_deadline": to_datetime(due).isoformat(),
+            "days_late": late,
+            "reviewer": review.reviewer,
+        },
+    )

@@ -1,0 +1,37 @@
+"""The engine's memory, in mapping-like stores that the caller hands in.
+
+A replay passes plain dicts; the streaming path passes Faust tables, which
+changelog every assignment to Kafka. So the engine never mutates a stored
+value in place: it builds the new value and assigns it. Values are tuples and
+lists of plain scalars, so they survive a JSON changelog.
+
+What each store holds, and why it stays bounded:
+
+- `postures`: device_id -> (evicted, [PostureView...]): the latest posture at
+  or before the watermark and every later one; older ones can no longer be
+  the as-of posture of any access still to be judged. A device silent for
+  longer than the idle retention is dropped.
+- `accesses`: user_id -> [AccessView...]: internal upload/share/edit accesses
+  within two correlation windows of the watermark, for DLP correlation.
+- `pending`: key -> (kind, view): decisions waiting for the watermark.
+- `entities`: entity -> [last_review_completed_ts, last_review_id,
+  fired_due_ordinal, judged_review_completed_ts...]; a handful of entities.
+- `meta`: "max_ts", the largest event time seen (the watermark's source).
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+Store = MutableMapping[str, Any]
+
+
+@dataclass
+class EngineState:
+    postures: Store = field(default_factory=dict)
+    accesses: Store = field(default_factory=dict)
+    pending: Store = field(default_factory=dict)
+    entities: Store = field(default_factory=dict)
+    meta: Store = field(default_factory=dict)

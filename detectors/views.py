@@ -1,0 +1,52 @@
+"""What the engine hands a rule: small, flat records of the events it keeps.
+
+They are tuples on purpose: cheap to keep for many devices, and they go
+through a JSON changelog (Faust tables) and come back as lists unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class AccessView(NamedTuple):
+    ts: float
+    event_id: str
+    entity: str
+    user_id: str
+    device_id: str | None
+    saas_app: str
+    action: str
+    source: str
+    sha256: str | None
+
+
+class PostureView(NamedTuple):
+    ts: float
+    event_id: str
+    flags: int
+    patch_age: int
+
+
+class DlpView(NamedTuple):
+    ts: float
+    event_id: str
+    entity: str
+    user_id: str
+    device_id: str | None
+    channel: str
+    saas_app: str | None
+    data_types: tuple[str, ...]
+    match_count: int
+    sha256: str | None
+    snippet: str | None  # already masked: raw text never enters the engine's state
+    source: str
+
+
+class ReviewView(NamedTuple):
+    entity: str
+    completed_at: float
+    reported_at: float | None
+    event_ids: tuple[str, ...]
+    recorded_at: float
+    reviewer: str

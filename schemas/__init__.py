@@ -1,0 +1,60 @@
+"""The project's public shapes: canonical events, the policy, findings.
+
+Arrows point one way: `streams -> detectors -> schemas`; this package imports
+pydantic only.
+"""
+
+from schemas.durations import Duration, format_duration, parse_duration
+from schemas.events import (
+    ACTIONS,
+    CHANNELS,
+    STREAMS,
+    ControlReview,
+    DevicePosture,
+    DlpAlert,
+    Event,
+    EventAdapter,
+    ObjectRef,
+    SaasAccess,
+)
+from schemas.findings import RULE_IDS, SEVERITIES, Finding, WaiverRef
+from schemas.policy import (
+    AlertingPolicy,
+    DlpPolicy,
+    PermittedCategories,
+    Policy,
+    PostureCheck,
+    PosturePolicy,
+    RegistryApp,
+    ReviewPolicy,
+    Waiver,
+)
+
+__all__ = [
+    "ACTIONS",
+    "CHANNELS",
+    "RULE_IDS",
+    "SEVERITIES",
+    "STREAMS",
+    "AlertingPolicy",
+    "ControlReview",
+    "DevicePosture",
+    "DlpAlert",
+    "DlpPolicy",
+    "Duration",
+    "Event",
+    "EventAdapter",
+    "Finding",
+    "ObjectRef",
+    "PermittedCategories",
+    "Policy",
+    "PostureCheck",
+    "PosturePolicy",
+    "RegistryApp",
+    "ReviewPolicy",
+    "SaasAccess",
+    "Waiver",
+    "WaiverRef",
+    "format_duration",
+    "parse_duration",
+]

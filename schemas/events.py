@@ -1,0 +1,111 @@
+"""The four canonical input events (contract.md, "Input events").
+
+Timestamps must carry an offset: a naive time is rejected, never guessed.
+Unknown fields are kept in `extra` and never break parsing.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+
+STREAMS = ("saas_access", "device_posture", "dlp_alert", "control_review")
+ACTIONS = ("login", "view", "download", "upload", "edit", "share", "delete", "other")
+CHANNELS = ("saas_upload", "email", "web", "usb", "print", "other")
+
+Action = Literal["login", "view", "download", "upload", "edit", "share", "delete", "other"]
+Channel = Literal["saas_upload", "email", "web", "usb", "print", "other"]
+NetworkZone = Literal["internal", "external"]
+
+# Bounds keep one hostile record from costing unbounded memory downstream.
+Id = Annotated[str, Field(min_length=1, max_length=256)]
+Name = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="allow", str_strip_whitespace=True)
+
+    event_id: Id
+    timestamp: AwareDatetime
+    entity: Name
+    source: Annotated[str, Field(max_length=128)] = "unknown"
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        """Fields the contract does not name, kept as they came."""
+        return self.model_extra or {}
+
+
+class ObjectRef(BaseModel):
+    """The file or item acted on."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: Annotated[str, Field(max_length=1024)] | None = None
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")] | None = None
+    size: Annotated[int, Field(ge=0)] | None = None
+
+
+class SaasAccess(_Event):
+    """Someone used a SaaS app."""
+
+    stream: Literal["saas_access"] = "saas_access"
+    user_id: Id
+    device_id: Id | None = None
+    saas_app: Id
+    action: Action
+    network_zone: NetworkZone
+    src_ip: Annotated[str, Field(max_length=64)] | None = None
+    object: ObjectRef | None = None
+
+
+class DevicePosture(_Event):
+    """The state of an endpoint at a time."""
+
+    stream: Literal["device_posture"] = "device_posture"
+    device_id: Id
+    user_id: Id | None = None
+    managed: bool
+    edr_running: bool
+    disk_encrypted: bool
+    screen_lock: bool
+    os_patch_age_days: Annotated[int, Field(ge=0, le=100_000)]
+    jailbroken: bool = False
+
+
+class DlpAlert(_Event):
+    """A DLP product saw sensitive data leave. `snippet` is raw here and is
+    masked by the engine before anything leaves it."""
+
+    stream: Literal["dlp_alert"] = "dlp_alert"
+    user_id: Id
+    device_id: Id | None = None
+    channel: Channel
+    saas_app: Id | None = None
+    data_types: Annotated[list[Name], Field(max_length=64)]
+    match_count: Annotated[int, Field(ge=0)]
+    object: ObjectRef | None = None
+    snippet: Annotated[str, Field(max_length=4096)] | None = None
+
+
+class ControlReview(_Event):
+    """The six-monthly review of the information-security controls."""
+
+    stream: Literal["control_review"] = "control_review"
+    completed_at: AwareDatetime
+    reported_to_committee_at: AwareDatetime | None = None
+    reviewer: Name
+    controls_reviewed: Annotated[list[Name], Field(max_length=256)] = []
+
+
+Event = Annotated[
+    SaasAccess | DevicePosture | DlpAlert | ControlReview,
+    Field(discriminator="stream"),
+]
+
+# One adapter, built once: validating a JSON line straight from bytes keeps
+# parsing in pydantic-core, which is what makes replay fast.
+EventAdapter: TypeAdapter[SaasAccess | DevicePosture | DlpAlert | ControlReview] = TypeAdapter(
+    Event
+)
