@@ -1,0 +1,1 @@
+"""Everything that moves data: replay, the CLI, (later) Kafka, sinks, metrics."""

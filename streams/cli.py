@@ -1,0 +1,286 @@
+"""The `sepwatch` command."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, BinaryIO
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from detectors import CATALOGUE
+from schemas import (
+    ControlReview,
+    DevicePosture,
+    DlpAlert,
+    EventAdapter,
+    Finding,
+    Policy,
+    SaasAccess,
+)
+from streams.policy_file import PolicyError, load_policy
+from streams.replay import ReplaySummary, replay
+from streams.settings import Settings
+
+app = typer.Typer(
+    name="sepwatch",
+    help="Continuous compliance monitor for the network-separation SaaS exception "
+    "(Korean Electronic Financial Supervisory Regulation, rev. 2026-04-20).\n\n"
+    "Every command reads SEPWATCH_* environment variables and ./sepwatch.toml "
+    "(or SEPWATCH_CONFIG) for defaults; flags win.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+)
+policy_app = typer.Typer(help="Validate and inspect policy files.", no_args_is_help=True)
+schema_app = typer.Typer(help="JSON Schema of the canonical shapes.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+app.add_typer(schema_app, name="schema")
+
+out = Console()
+err = Console(stderr=True)
+
+PolicyOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--policy",
+        "-p",
+        help="Policy YAML. Default: $SEPWATCH_POLICY, else deploy/policy/example.yaml.",
+        show_default=False,
+    ),
+]
+
+
+def _policy(path: Path | None) -> Policy:
+    chosen = path or Settings().policy
+    try:
+        return load_policy(chosen)
+    except PolicyError as exc:
+        err.print(f"[bold red]policy refused[/]: {len(exc.problems)} problem(s) in {chosen}")
+        for problem in exc.problems:
+            err.print(f"  {problem}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+
+
+# -- replay -------------------------------------------------------------------
+
+
+def _lines(stream: BinaryIO) -> Iterator[bytes]:
+    yield from stream
+
+
+@app.command("replay")
+def replay_cmd(
+    events: Annotated[
+        str,
+        typer.Option(
+            "--events", "-e", help="Canonical events, JSONL, in arrival order; - for stdin."
+        ),
+    ],
+    findings: Annotated[
+        Path, typer.Option("--out", "-o", help="Where findings go, one JSON a line.")
+    ],
+    policy: PolicyOpt = None,
+    dead_letter: Annotated[
+        Path | None,
+        typer.Option(
+            "--dead-letter",
+            help="Where bad lines go, with line number and reason. Default: OUT.dead.jsonl",
+            show_default=False,
+        ),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or table.")] = False,
+) -> None:
+    """Run the rules over a file of events, exactly as the stream would.
+
+    File order is arrival order; timestamps may be out of order as on a real
+    stream. At the end the watermark moves to the last event time and every
+    pending decision is made. Bad lines go to the dead-letter file and the run
+    goes on.
+
+    Example:
+    sepwatch replay -p deploy/policy/example.yaml -e deploy/samples/day.jsonl -o findings.jsonl
+    """
+    pol = _policy(policy)
+    dead_path = dead_letter or Path(f"{findings}.dead.jsonl")
+    try:
+        source: BinaryIO = sys.stdin.buffer if events == "-" else open(events, "rb")  # noqa: SIM115
+    except OSError as exc:
+        err.print(f"[bold red]cannot read events[/] {events}: {exc.strerror}")
+        raise typer.Exit(2) from None
+    size = Path(events).stat().st_size if events != "-" else None
+    with (
+        source,
+        open(findings, "w", encoding="utf-8") as fout,
+        open(dead_path, "w", encoding="utf-8") as dout,
+    ):
+        if quiet or (not err.is_terminal and size is None):
+            summary = replay(pol, _lines(source), fout, dout, source_name=events)
+        else:
+            with Progress(
+                TextColumn("[bold]replay[/]"),
+                BarColumn(),
+                DownloadColumn(),
+                TimeRemainingColumn(),
+                console=err,
+                transient=True,
+            ) as bar:
+                task = bar.add_task("replay", total=size)
+                summary = replay(
+                    pol,
+                    _lines(source),
+                    fout,
+                    dout,
+                    source_name=events,
+                    on_progress=lambda n: bar.update(task, completed=n),
+                )
+    if not quiet:
+        _print_summary(summary, findings, dead_path)
+
+
+def _print_summary(s: ReplaySummary, findings: Path, dead: Path) -> None:
+    entities = sorted({e for _, e in s.by_rule_entity})
+    table = Table(title="Findings by rule and entity", show_footer=True)
+    table.add_column("rule", footer="total")
+    table.add_column("severity")
+    table.add_column("title", overflow="fold", max_width=48)
+    for e in entities:
+        table.add_column(
+            e,
+            justify="right",
+            footer=str(sum(n for (_, x), n in s.by_rule_entity.items() if x == e)),
+        )
+    table.add_column("all", justify="right", footer=str(s.findings))
+    for rule in CATALOGUE.values():
+        row = [s.by_rule_entity.get((rule.id, e), 0) for e in entities]
+        table.add_row(rule.id, rule.severity, rule.title, *map(str, row), str(sum(row)))
+    out.print(table)
+    status = ", ".join(f"{k} {v}" for k, v in sorted(s.by_status.items())) or "none"
+    out.print(
+        f"{s.events:,} events from {s.lines:,} lines; {s.findings:,} findings ({status}); "
+        f"{s.dead_letters:,} dead letters; late events {s.engine_stats.get('events.late', 0):,}"
+    )
+    out.print(f"findings: {findings}   dead letters: {dead}")
+
+
+# -- policy -------------------------------------------------------------------
+
+
+@policy_app.command("check")
+def policy_check(
+    path: Annotated[Path, typer.Argument(help="Policy YAML file to validate.")],
+) -> None:
+    """Validate a policy: every problem is listed with file:line, path and reason.
+
+    Exit code 0 when the policy is valid, 2 when it is refused.
+    """
+    pol = _policy(path)
+    out.print(
+        f"[green]ok[/] {path}: {len(pol.registry)} registry entries, "
+        f"{len(pol.permitted_categories)} category periods, {len(pol.waivers)} waivers"
+    )
+
+
+# -- schema -------------------------------------------------------------------
+
+
+@schema_app.command("export")
+def schema_export(
+    directory: Annotated[Path, typer.Argument(help="Folder to write *.schema.json files into.")],
+) -> None:
+    """Write JSON Schema files for the events, the policy and findings, so
+    producers in other languages can validate what they send."""
+    directory.mkdir(parents=True, exist_ok=True)
+    shapes = {
+        "event": EventAdapter.json_schema(),
+        "saas_access": SaasAccess.model_json_schema(),
+        "device_posture": DevicePosture.model_json_schema(),
+        "dlp_alert": DlpAlert.model_json_schema(),
+        "control_review": ControlReview.model_json_schema(),
+        "policy": Policy.model_json_schema(),
+        "finding": Finding.model_json_schema(mode="serialization"),
+    }
+    for name, schema in shapes.items():
+        schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+        path = directory / f"{name}.schema.json"
+        path.write_text(json.dumps(schema, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        out.print(f"wrote {path}")
+
+
+# -- simulate -----------------------------------------------------------------
+
+
+@app.command("simulate")
+def simulate_cmd(
+    users: Annotated[int, typer.Option(help="Number of users.", min=1)] = 500,
+    devices: Annotated[int, typer.Option(help="Number of devices.", min=1)] = 550,
+    hours: Annotated[float, typer.Option(help="Hours of event time to generate.", min=0.01)] = 24.0,
+    violation_rate: Annotated[
+        float, typer.Option(help="Share of opportunities turned into violations.", min=0.0, max=1.0)
+    ] = 0.02,
+    seed: Annotated[int, typer.Option(help="Same seed, same events.")] = 1,
+    start: Annotated[
+        datetime | None,
+        typer.Option(
+            help="Start of the day (ISO 8601). Default 2026-11-23T00:00:00+09:00.",
+            show_default=False,
+        ),
+    ] = None,
+    output: Annotated[str, typer.Option("--out", "-o", help="JSONL file, or - for stdout.")] = "-",
+    policy: PolicyOpt = None,
+) -> None:
+    """Generate realistic canonical events (JSONL, arrival order) with a share
+    of violations of every rule. Deterministic for a seed."""
+    from zoneinfo import ZoneInfo
+
+    from streams.simulate import simulate
+
+    pol = _policy(policy)
+    begin = start or datetime(2026, 11, 23, tzinfo=ZoneInfo("Asia/Seoul"))
+    if begin.tzinfo is None:
+        err.print("[bold red]--start needs an offset[/], e.g. 2026-11-23T00:00:00+09:00")
+        raise typer.Exit(2)
+    sink = sys.stdout if output == "-" else open(output, "w", encoding="utf-8")  # noqa: SIM115
+    count = 0
+    with sink:
+        for event in simulate(
+            pol,
+            users=users,
+            devices=devices,
+            hours=hours,
+            violation_rate=violation_rate,
+            seed=seed,
+            start=begin,
+        ):
+            sink.write(json.dumps(event, ensure_ascii=False))
+            sink.write("\n")
+            count += 1
+    if output != "-":
+        err.print(f"wrote {count:,} events to {output}")
+
+
+# -- rules --------------------------------------------------------------------
+
+
+@app.command("rules")
+def rules_cmd() -> None:
+    """List the rule catalogue: id, severity, title and the regulation clause."""
+    table = Table(title="sepwatch rules")
+    for col in ("id", "severity", "title", "regulation"):
+        table.add_column(col, overflow="fold")
+    for rule in CATALOGUE.values():
+        table.add_row(rule.id, rule.severity, rule.title, rule.regulation)
+    out.print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""Settings shared by every command: flags win, then SEPWATCH_* environment
+variables, then the config file (`SEPWATCH_CONFIG`, default ./sepwatch.toml)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_POLICY = Path("deploy/policy/example.yaml")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SEPWATCH_", extra="ignore")
+
+    policy: Path = Field(DEFAULT_POLICY, description="policy YAML file")
+    broker: str = Field("localhost:9092", description="Kafka bootstrap servers")
+    topic_prefix: str = Field("sepwatch.", description="prefix of every Kafka topic")
+    state_dir: Path = Field(Path(".sepwatch-state"), description="worker's local state")
+    es_url: str = Field("http://localhost:9200", description="Elasticsearch URL")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        config = Path(os.environ.get("SEPWATCH_CONFIG", "sepwatch.toml"))
+        return (
+            init_settings,
+            env_settings,
+            TomlConfigSettingsSource(settings_cls, toml_file=config),
+        )
