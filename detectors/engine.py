@@ -357,45 +357,53 @@ class Engine:
     def _on_review(self, ev: ControlReview, ts: float, w: float, out: list[Finding]) -> None:
         completed = ev.completed_at.timestamp()
         reported = ev.reported_to_committee_at.timestamp() if ev.reported_to_committee_at else None
-        last, last_id, fired, *judged = self.state.entities[ev.entity]
-        if last is None or completed > last or (completed == last and ev.event_id < last_id):
-            last, last_id = completed, ev.event_id
+        fired, reviews, judged = self.state.entities[ev.entity]
+        reviews = [*reviews, (completed, ts, ev.event_id)][-16:]
+        self.state.entities[ev.entity] = [fired, reviews, judged]
+        self._alarm = self._next_alarm()
         if completed in judged:
             self.stats["reviews.already_judged"] += 1
-            self.state.entities[ev.entity] = [last, last_id, fired, *judged]
-            self._alarm = self._next_alarm()
             return
         key = f"r|{ev.entity}|{completed!r}"
         prior = self.state.pending.get(key)
-        view = ReviewView(ev.entity, completed, reported, (ev.event_id,), ts, ev.reviewer)
-        if prior is not None:
-            view = _merge_reviews(_review_view(prior[1]), view)
-        deadline = sep009.deadline(view, self.policy.policy.review.report_within_days)
-        if deadline < w:
-            self.state.pending.pop(key, None)
-            judged.append(completed)
-            self._judge_review(view, out)
-        else:
-            self.state.pending[key] = ("r", view)
-            self._push(deadline, key)
-        self.state.entities[ev.entity] = [last, last_id, fired, *judged[-8:]]
-        self._alarm = self._next_alarm()
+        records = [*(prior[1][3] if prior else ()), (ts, reported, ev.event_id)]
+        item = (ev.entity, completed, ev.reviewer, sorted(records))
+        self.state.pending[key] = ("r", item)
+        self._push(self._release_time("r", item), key)
+        if self._release_time("r", item) < w:
+            self._release(key, out)
 
-    def _judge_review(self, review: ReviewView, out: list[Finding]) -> None:
-        hit = sep009.check(review, self.policy.policy.review.report_within_days)
+    def _judge_review(self, item: Any, out: list[Finding]) -> None:
+        entity, completed, reviewer, records = item
+        fired, reviews, judged = self.state.entities[entity]
+        self.state.entities[entity] = [fired, reviews, [*judged[-7:], completed]]
+        # Only what was recorded by the time the review is judged counts, so
+        # the judgement does not depend on the order records arrive in.
+        at = self._release_time("r", item)
+        counted = [r for r in records if r[0] <= at]
+        reports = [r[1] for r in counted if r[1] is not None]
+        view = ReviewView(
+            entity,
+            completed,
+            min(reports) if reports else None,
+            tuple(r[2] for r in counted),
+            counted[0][0],
+            reviewer,
+        )
+        hit = sep009.check(view, self.policy.policy.review.report_within_days)
         if hit:
-            trigger = f"control_review|{review.entity}|{to_datetime(review.completed_at)}"
+            trigger = f"control_review|{entity}|{to_datetime(completed).isoformat()}"
             out.append(
                 self._finding(
                     sep009.RULE,
                     hit,
                     trigger,
-                    review.recorded_at,
-                    review.entity,
+                    view.recorded_at,
+                    entity,
                     None,
                     None,
                     None,
-                    *review.event_ids,
+                    *view.event_ids,
                 )
             )
 
@@ -403,43 +411,38 @@ class Engine:
 
     def _see_entity(self, entity: str) -> None:
         if entity not in self.state.entities:
-            self.state.entities[entity] = [None, None, None]
-            self._alarm = min(self._alarm, self._entity_alarm(entity))
+            self.state.entities[entity] = [None, [], []]
+            self._alarm = min(self._alarm, self._breach(entity)[0])
 
-    def _anchor(self, entity: str) -> tuple[date, str | None, date | None]:
-        last, last_id, fired, *_ = self.state.entities[entity]
-        anchor = day_of(last) if last is not None else None
-        baseline = self.policy.review_baseline(entity)
-        a = date.fromordinal(anchor) if anchor is not None else baseline
-        return a, last_id, date.fromordinal(fired) if fired is not None else None
-
-    def _entity_alarm(self, entity: str) -> float:
-        anchor, _, fired = self._anchor(entity)
-        return sep008.overdue_from(
-            sep008.next_due(anchor, self.policy.policy.review.interval_months, fired)
+    def _breach(self, entity: str) -> tuple[float, date, date, str | None]:
+        """When the entity's next review due date is missed, and its parts."""
+        fired, reviews, _ = self.state.entities[entity]
+        due, anchor, review_id = sep008.first_breach(
+            reviews,
+            self.policy.review_baseline(entity),
+            self.policy.policy.review.interval_months,
+            date.fromordinal(fired) if fired is not None else None,
         )
+        return sep008.overdue_from(due), due, anchor, review_id
 
     def _next_alarm(self) -> float:
-        return min((self._entity_alarm(e) for e in self.state.entities), default=float("inf"))
+        return min((self._breach(e)[0] for e in self.state.entities), default=float("inf"))
 
-    def _check_overdue(self, w: float, out: list[Finding]) -> None:
-        interval = self.policy.policy.review.interval_months
+    def _check_overdue(self, w: float, final: bool, out: list[Finding]) -> None:
         for entity in sorted(self.state.entities):
             while True:
-                anchor, last_id, fired = self._anchor(entity)
-                due = sep008.next_due(anchor, interval, fired)
-                hit = sep008.check(entity, anchor, due, w, last_id)
-                if hit is None:
+                at, due, anchor, review_id = self._breach(entity)
+                if not (at < w or (final and at <= w)):
                     break
-                record = list(self.state.entities[entity])
-                record[2] = due.toordinal()
-                self.state.entities[entity] = record
+                _, reviews, judged = self.state.entities[entity]
+                self.state.entities[entity] = [due.toordinal(), reviews, judged]
+                hit = sep008.check(entity, anchor, due, review_id)
                 out.append(
                     self._finding(
                         sep008.RULE,
                         hit,
                         f"entity|{entity}|{due.isoformat()}",
-                        sep008.overdue_from(due),
+                        at,
                         entity,
                         None,
                         None,
@@ -457,18 +460,18 @@ class Engine:
         while heap and heap[0][0] < w:
             self._release(heapq.heappop(heap)[2], out)
         if final:
-            # No more events can come: joins are decided with what is here.
-            # Review reports wait for their deadline, which is real time.
+            # No more events can come: joins are decided with what is here;
+            # a review report is judged only if its deadline is in the past.
             waiting = []
             for entry in sorted(heap):
                 item = self.state.pending.get(entry[2])
-                if item is not None and item[0] == "r":
+                if item is not None and item[0] == "r" and entry[0] > w:
                     waiting.append(entry)
                 else:
                     self._release(entry[2], out)
             self._heap = waiting
-        if w >= self._alarm:
-            self._check_overdue(w, out)
+        if w > self._alarm or (final and w >= self._alarm):
+            self._check_overdue(w, final, out)
         slot = self._sweep_slot(w)
         if slot > self._sweep_mark:
             self._sweep_mark = slot
@@ -484,23 +487,17 @@ class Engine:
         elif kind == "d":
             self._judge_dlp(_dlp_view(raw), out)
         else:
-            view = _review_view(raw)
-            last, last_id, fired, *judged = self.state.entities[view.entity]
-            self.state.entities[view.entity] = [
-                last,
-                last_id,
-                fired,
-                *judged[-7:],
-                view.completed_at,
-            ]
-            self._judge_review(view, out)
+            self._judge_review(raw, out)
 
     def _release_time(self, kind: str, raw: Any) -> float:
         if kind == "a":
             return float(raw[0])
         if kind == "d":
             return float(raw[0]) + self.policy.correlation_window
-        return float(raw[1]) + self.policy.policy.review.report_within_days * DAY
+        # A review is judged at its report deadline, or when it was first
+        # recorded if that is later.
+        deadline = float(raw[1]) + self.policy.policy.review.report_within_days * DAY
+        return max(deadline, min(float(r[0]) for r in raw[3]))
 
     def _push(self, at: float, key: str) -> None:
         heapq.heappush(self._heap, (at, next(self._seq), key))
@@ -565,25 +562,6 @@ class Engine:
         )
 
 
-def _merge_reviews(a: ReviewView, b: ReviewView) -> ReviewView:
-    """Two records of one review (same entity, same completion): the earliest
-    report date counts, and both records are evidence."""
-    reports = [r for r in (a.reported_at, b.reported_at) if r is not None]
-    first = a if a.recorded_at <= b.recorded_at else b
-    return ReviewView(
-        a.entity,
-        a.completed_at,
-        min(reports) if reports else None,
-        tuple(dict.fromkeys((*first.event_ids, *a.event_ids, *b.event_ids))),
-        first.recorded_at,
-        first.reviewer,
-    )
-
-
 # A JSON changelog turns tuples into lists; these give the views back their shape.
 def _dlp_view(raw: Any) -> DlpView:
     return DlpView._make((*raw[:7], tuple(raw[7]), *raw[8:]))
-
-
-def _review_view(raw: Any) -> ReviewView:
-    return ReviewView._make((*raw[:3], tuple(raw[3]), *raw[4:]))

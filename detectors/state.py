@@ -14,8 +14,9 @@ What each store holds, and why it stays bounded:
 - `accesses`: user_id -> [AccessView...]: internal upload/share/edit accesses
   within two correlation windows of the watermark, for DLP correlation.
 - `pending`: key -> (kind, view): decisions waiting for the watermark.
-- `entities`: entity -> [last_review_completed_ts, last_review_id,
-  fired_due_ordinal, judged_review_completed_ts...]; a handful of entities.
+- `entities`: entity -> [fired_due_ordinal, [(completed_ts, recorded_ts,
+  review_id)...], [judged completed_ts...]]: the last 16 reviews and the last
+  8 judged, for a handful of entities.
 - `meta`: "max_ts", the largest event time seen (the watermark's source).
 """
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
+from typing import Any
 
-from detectors.calendar import add_months, day_start
+from detectors.calendar import add_months, day_of, day_start
 from detectors.rules.base import REGULATION, Hit, Rule
 
 RULE = Rule(
@@ -27,16 +29,35 @@ def next_due(anchor: date, interval_months: int, fired_due: date | None) -> date
         k += 1
 
 
+def first_breach(
+    reviews: Sequence[Sequence[Any]], baseline: date, interval_months: int, fired: date | None
+) -> tuple[date, date, str | None]:
+    """The earliest due date that can still be missed: (due, anchor, review id).
+
+    A review counts from the time it was *recorded* (`reviews` holds
+    `(completed_ts, recorded_ts, event_id)`): whether due date D is missed is
+    decided by the reviews recorded by the end of D, whatever order they
+    arrive in afterwards.
+    """
+    horizon = float("inf")
+    while True:
+        known = [r for r in reviews if r[1] < horizon]
+        last = max(known, key=lambda r: (r[0], r[2]), default=None)
+        anchor = date.fromordinal(day_of(last[0])) if last else baseline
+        due = next_due(anchor, interval_months, fired)
+        end = overdue_from(due)
+        if end >= horizon:
+            return due, anchor, last[2] if last else None
+        horizon = end
+
+
 def overdue_from(due: date) -> float:
     """Due dates are whole UTC days: overdue once that day has ended."""
     return day_start(due.toordinal() + 1)
 
 
-def check(
-    entity: str, anchor: date, due: date, watermark: float, last_review_id: str | None
-) -> Hit | None:
-    if watermark < overdue_from(due):
-        return None
+def check(entity: str, anchor: date, due: date, last_review_id: str | None) -> Hit:
+    """Called once the watermark has passed the end of the due day."""
     since = "its last review" if last_review_id else "the baseline"
     return Hit(
         summary=f"{entity} has no control review since {since} of {anchor}; one was due by {due}.",
