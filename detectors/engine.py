@@ -243,8 +243,10 @@ class Engine:
         )
         evicted, entries = self.state.postures.get(ev.device_id, (False, ()))
         entries = [PostureView(*p) for p in entries]
+        # Ordered by (time, event id): of two postures stamped the same
+        # second, the same one is "latest" whatever order they arrived in.
         i = len(entries)
-        while i and entries[i - 1][0] > ts:
+        while i and entries[i - 1][:2] > view[:2]:
             i -= 1
         entries.insert(i, view)
         # Keep the latest posture at or before the watermark and all after it:
@@ -367,7 +369,7 @@ class Engine:
         key = f"r|{ev.entity}|{completed!r}"
         prior = self.state.pending.get(key)
         records = [*(prior[1][3] if prior else ()), (ts, reported, ev.event_id)]
-        item = (ev.entity, completed, ev.reviewer, sorted(records))
+        item = (ev.entity, completed, ev.reviewer, sorted(records, key=lambda r: (r[0], r[2])))
         self.state.pending[key] = ("r", item)
         self._push(self._release_time("r", item), key)
         if self._release_time("r", item) < w:
