@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import sys
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, BinaryIO
@@ -70,10 +70,6 @@ def _policy(path: Path | None) -> Policy:
 # -- replay -------------------------------------------------------------------
 
 
-def _lines(stream: BinaryIO) -> Iterator[bytes]:
-    yield from stream
-
-
 @app.command("replay")
 def replay_cmd(
     events: Annotated[
@@ -109,18 +105,21 @@ def replay_cmd(
     pol = _policy(policy)
     dead_path = dead_letter or Path(f"{findings}.dead.jsonl")
     try:
-        source: BinaryIO = sys.stdin.buffer if events == "-" else open(events, "rb")  # noqa: SIM115
+        raw: BinaryIO = sys.stdin.buffer if events == "-" else open(events, "rb")  # noqa: SIM115
     except OSError as exc:
         err.print(f"[bold red]cannot read events[/] {events}: {exc.strerror}")
         raise typer.Exit(2) from None
+    # A .gz file is read through gzip; progress follows the bytes on disk.
+    source: BinaryIO = gzip.GzipFile(fileobj=raw) if events.endswith(".gz") else raw
     size = Path(events).stat().st_size if events != "-" else None
     with (
+        raw,
         source,
         open(findings, "w", encoding="utf-8") as fout,
         open(dead_path, "w", encoding="utf-8") as dout,
     ):
-        if quiet or (not err.is_terminal and size is None):
-            summary = replay(pol, _lines(source), fout, dout, source_name=events)
+        if quiet or size is None:
+            summary = replay(pol, source, fout, dout, source_name=events)
         else:
             with Progress(
                 TextColumn("[bold]replay[/]"),
@@ -133,11 +132,11 @@ def replay_cmd(
                 task = bar.add_task("replay", total=size)
                 summary = replay(
                     pol,
-                    _lines(source),
+                    source,
                     fout,
                     dout,
                     source_name=events,
-                    on_progress=lambda n: bar.update(task, completed=n),
+                    on_progress=lambda _: bar.update(task, completed=raw.tell()),
                 )
     if not quiet:
         _print_summary(summary, findings, dead_path)

@@ -19,16 +19,30 @@ FIXED_NOW = datetime(2030, 1, 1, tzinfo=UTC)
 # that matter to it, as Panther's and Elastic's rule tests do.
 DEFAULTS: dict[str, dict[str, Any]] = {
     "saas_access": {
-        "entity": "HQ", "user_id": "u1", "device_id": "d1", "action": "view",
-        "network_zone": "internal", "source": "test",
+        "entity": "HQ",
+        "user_id": "u1",
+        "device_id": "d1",
+        "action": "view",
+        "network_zone": "internal",
+        "source": "test",
     },
     "device_posture": {
-        "entity": "HQ", "device_id": "d1", "managed": True, "edr_running": True,
-        "disk_encrypted": True, "screen_lock": True, "os_patch_age_days": 3, "source": "test",
+        "entity": "HQ",
+        "device_id": "d1",
+        "managed": True,
+        "edr_running": True,
+        "disk_encrypted": True,
+        "screen_lock": True,
+        "os_patch_age_days": 3,
+        "source": "test",
     },
     "dlp_alert": {
-        "entity": "HQ", "user_id": "u1", "device_id": "d1", "channel": "web",
-        "match_count": 1, "source": "test",
+        "entity": "HQ",
+        "user_id": "u1",
+        "device_id": "d1",
+        "channel": "web",
+        "match_count": 1,
+        "source": "test",
     },
     "control_review": {"entity": "HQ", "reviewer": "ISO team", "source": "test"},
 }

@@ -1,0 +1,39 @@
+# The README's commands. Everything installs into .venv from PyPI on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: demo test lint bench install clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## demo: replay the bundled simulated day through the rules and print findings by rule and entity
+demo: $(STAMP)
+	@mkdir -p out
+	$(BIN)/sepwatch policy check deploy/policy/example.yaml
+	$(BIN)/sepwatch replay --policy deploy/policy/example.yaml \
+	    --events deploy/samples/day.jsonl.gz --out out/findings.jsonl
+
+## lint: ruff over everything, mypy --strict over schemas/ and detectors/
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy schemas detectors
+
+## test: lint, then the whole test suite
+test: lint
+	$(BIN)/pytest
+
+## bench: the replay benchmark (1M events; prints events/s, RSS, bytes per device)
+bench: $(STAMP)
+	$(BIN)/python -m bench.replay
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache .hypothesis
