@@ -43,10 +43,12 @@ def replay(
     on_progress: Callable[[int], None] | None = None,
     now: Callable[[], datetime] = utc_now,
     source_name: str = "-",
+    engine: Engine | None = None,
 ) -> ReplaySummary:
     """Run every line through the engine; write findings and dead letters as
-    JSON lines. `on_progress` is told the bytes read, every few thousand lines."""
-    engine = Engine(policy, now=now)
+    JSON lines. `on_progress` is told the bytes read, every few thousand lines.
+    Pass `engine` to keep hold of it (and its state) afterwards."""
+    engine = engine if engine is not None else Engine(policy, now=now)
     summary = ReplaySummary()
     validate = EventAdapter.validate_json
     read = 0

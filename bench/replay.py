@@ -1,0 +1,202 @@
+"""Replay benchmark: events/s, peak RSS and bytes of state per tracked device,
+beside plain `json.loads` of the same file measured in the same run.
+
+    python -m bench.replay                      # 1M events, 50k devices, 40k users
+    python -m bench.replay --events 200000 --runs 3
+
+Each measured run is its own process (so peak RSS is that run's alone), the
+baseline and the replay alternate, and the medians are printed with their
+ratio. The events come from `sepwatch simulate` and are cached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+POLICY = Path(__file__).resolve().parent.parent / "deploy" / "policy" / "example.yaml"
+CACHE = Path(os.environ.get("SEPWATCH_CACHE_DIR", Path.home() / ".cache" / "sepwatch")) / "bench"
+
+
+def deep_size(obj: Any, seen: set[int] | None = None) -> int:
+    """Bytes held by a structure of dicts, lists, tuples and scalars."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return 0
+    seen.add(id(obj))
+    size = sys.getsizeof(obj)
+    if isinstance(obj, dict):
+        size += sum(deep_size(k, seen) + deep_size(v, seen) for k, v in obj.items())
+    elif isinstance(obj, list | tuple | set | frozenset):
+        size += sum(deep_size(v, seen) for v in obj)
+    return size
+
+
+def events_file(n: int, users: int, devices: int, hours: float, seed: int) -> Path:
+    from streams.policy_file import load_policy
+    from streams.simulate import simulate
+
+    path = CACHE / f"events-{n}-{users}u-{devices}d-{hours}h-s{seed}.jsonl"
+    if path.exists():
+        return path
+    CACHE.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    tmp = path.with_suffix(".tmp")
+    start = datetime(2026, 11, 23, tzinfo=ZoneInfo("Asia/Seoul"))
+    with tmp.open("w", encoding="utf-8") as out:
+        stream = simulate(
+            load_policy(POLICY),
+            users=users,
+            devices=devices,
+            hours=hours,
+            violation_rate=0.02,
+            seed=seed,
+            start=start,
+        )
+        for event in itertools.islice(stream, n):
+            out.write(json.dumps(event, ensure_ascii=False) + "\n")
+    tmp.rename(path)
+    print(f"generated {path} in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    return path
+
+
+def phase_json(path: Path) -> dict[str, Any]:
+    started = time.perf_counter()
+    n = 0
+    with path.open("rb") as f:
+        for line in f:
+            json.loads(line)
+            n += 1
+    return {"seconds": time.perf_counter() - started, "events": n}
+
+
+def phase_replay(path: Path) -> dict[str, Any]:
+    from detectors import Engine
+    from streams.policy_file import load_policy
+    from streams.replay import replay, utc_now
+
+    policy = load_policy(POLICY)
+    engine = Engine(policy, now=utc_now)
+    started = time.perf_counter()
+    with path.open("rb") as f, open(os.devnull, "w") as out, open(os.devnull, "w") as dead:
+        summary = replay(policy, f, out, dead, engine=engine)
+    seconds = time.perf_counter() - started
+    state = engine.state
+    stores = {name: deep_size(store) for name, store in vars(state).items()}
+    return {
+        "seconds": seconds,
+        "events": summary.events,
+        "findings": summary.findings,
+        "devices": len(state.postures),
+        "state_bytes": stores,
+    }
+
+
+def run_phase(phase: str, path: Path) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.replay", "--phase", phase, str(path)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(proc.stdout)
+
+
+def flat_memory(devices: int, users: int, days: int) -> list[tuple[float, int]]:
+    """State size sampled along a long history at a fixed fleet size."""
+    from detectors import Engine
+    from schemas import EventAdapter
+    from streams.policy_file import load_policy
+    from streams.simulate import simulate
+
+    policy = load_policy(POLICY)
+    engine = Engine(policy, now=lambda: datetime(2030, 1, 1, tzinfo=ZoneInfo("UTC")))
+    start = datetime(2026, 11, 23, tzinfo=ZoneInfo("Asia/Seoul"))
+    samples = []
+    for n, event in enumerate(
+        simulate(
+            policy,
+            users=users,
+            devices=devices,
+            hours=24 * days,
+            violation_rate=0.02,
+            seed=5,
+            start=start,
+        )
+    ):
+        engine.process(EventAdapter.validate_python(event))
+        if n % 20000 == 0:
+            samples.append((n, deep_size(vars(engine.state))))
+    return samples
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--users", type=int, default=40_000)
+    ap.add_argument("--devices", type=int, default=50_000)
+    ap.add_argument("--hours", type=float, default=24.0)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--flat-days", type=int, default=6)
+    ap.add_argument("--phase", choices=["json", "replay"], help=argparse.SUPPRESS)
+    ap.add_argument("path", nargs="?", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+
+    if args.phase:
+        result = (phase_json if args.phase == "json" else phase_replay)(Path(args.path))
+        result["max_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        print(json.dumps(result))
+        return
+
+    path = events_file(args.events, args.users, args.devices, args.hours, args.seed)
+    base, rep = [], []
+    for _ in range(args.runs):
+        base.append(run_phase("json", path))
+        rep.append(run_phase("replay", path))
+    n = rep[0]["events"]
+    b_s = statistics.median(r["seconds"] for r in base)
+    r_s = statistics.median(r["seconds"] for r in rep)
+    ratios = sorted(r["seconds"] / b["seconds"] for r, b in zip(rep, base, strict=True))
+    state = rep[0]["state_bytes"]
+    devices = rep[0]["devices"]
+    rss = statistics.median(r["max_rss_bytes"] for r in rep)
+    base_rss = statistics.median(r["max_rss_bytes"] for r in base)
+    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}; file {path.name}")
+    print(f"events: {n:,}; findings: {rep[0]['findings']:,}; runs: {args.runs} (medians)")
+    print(f"{'':24}{'seconds':>10}{'events/s':>12}{'peak RSS MiB':>14}")
+    print(f"{'json.loads baseline':24}{b_s:>10.2f}{n / b_s:>12,.0f}{base_rss / 2**20:>14.0f}")
+    print(f"{'sepwatch replay':24}{r_s:>10.2f}{n / r_s:>12,.0f}{rss / 2**20:>14.0f}")
+    print(
+        f"replay / json.loads: median {statistics.median(ratios):.2f}x "
+        f"(range {ratios[0]:.2f}-{ratios[-1]:.2f})"
+    )
+    total = sum(state.values())
+    print(
+        f"state at end: {total / 2**20:.1f} MiB for {devices:,} devices = "
+        f"{total / max(devices, 1):.0f} B per tracked device "
+        f"(postures alone {state['postures'] / max(devices, 1):.0f} B); by store: "
+        + ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in state.items())
+    )
+    if args.flat_days:
+        samples = flat_memory(devices=2000, users=1600, days=args.flat_days)
+        quarter = len(samples) // 4
+        print(
+            f"flat memory, 2,000 devices over {args.flat_days} days of history: state bytes "
+            + " -> ".join(f"{s / 1024:.0f} KiB@{n:,}ev" for n, s in samples[quarter::quarter])
+        )
+
+
+if __name__ == "__main__":
+    main()
