@@ -52,6 +52,7 @@ from detectors.rules.dlp_common import Destination
 from detectors.state import EngineState
 from detectors.views import AccessView, DlpView, PostureView, ReviewView
 from schemas import (
+    STREAMS,
     ControlReview,
     DevicePosture,
     DlpAlert,
@@ -65,13 +66,10 @@ Clock = Callable[[], datetime]
 AnyEvent = SaasAccess | DevicePosture | DlpAlert | ControlReview
 
 CORRELATABLE_ACTIONS = frozenset({"upload", "share", "edit"})
+_EVENT_KEYS = {s: f"events.{s}" for s in STREAMS}
 
 
-class _Unknowable:
-    """An as-of posture that eviction has made unknowable (a very late access)."""
-
-
-_UNKNOWN = _Unknowable()
+_NO_POSTURES: tuple[bool, tuple[PostureView, ...]] = (False, ())
 
 
 def finding_id(rule_id: str, trigger: str) -> str:
@@ -93,6 +91,11 @@ class Engine:
         self._now = now
         self.stats: Counter[str] = Counter()
         self.policy = PolicyInForce(policy)
+        self._lateness = self.policy.lateness
+        self._max_age = self.policy.posture_max_age
+        self._clean_apps: set[tuple[str, int]] = set()
+        # A fast mirror of the entities store's keys (it may be a remote table).
+        self._entities: set[str] = set(self.state.entities)
         self._idle_retention = max(idle_retention, 2 * self.policy.posture_max_age)
         self._max_ts: float = float(self.state.meta.get("max_ts", float("-inf")))
         self._seq = itertools.count()
@@ -110,6 +113,9 @@ class Engine:
     def set_policy(self, policy: Policy) -> None:
         """Install a (validated) policy; later decisions use it."""
         self.policy = PolicyInForce(policy)
+        self._lateness = self.policy.lateness
+        self._max_age = self.policy.posture_max_age
+        self._clean_apps = set()
         for entity in policy.review.entity_baselines:
             self._see_entity(entity)
         self._alarm = self._next_alarm()
@@ -119,7 +125,7 @@ class Engine:
     @property
     def watermark(self) -> float:
         """Largest event time seen minus the allowed lateness (epoch seconds)."""
-        return self._max_ts - self.policy.lateness
+        return self._max_ts - self._lateness
 
     @property
     def pending_count(self) -> int:
@@ -131,11 +137,11 @@ class Engine:
         """Take one event in arrival order; return the findings it decides."""
         out: list[Finding] = []
         ts = event.timestamp.timestamp()
-        w = self.watermark
-        self.stats[f"events.{event.stream}"] += 1
+        w = self._max_ts - self._lateness
+        self.stats[_EVENT_KEYS[event.stream]] += 1
         if ts < w:
             self.stats["events.late"] += 1
-        if event.entity not in self.state.entities:
+        if event.entity not in self._entities:
             self._see_entity(event.entity)
         if isinstance(event, SaasAccess):
             self._on_access(event, ts, w, out)
@@ -184,15 +190,20 @@ class Engine:
             ev.object.sha256.lower() if ev.object and ev.object.sha256 else None,
         )
         day = day_of(ts)
-        app = self.policy.app(view.saas_app, day)
         trigger = f"saas_access|{view.source}|{view.event_id}"
-        hit = sep001.check(view, app, day)
-        if hit:
-            out.append(self._access_finding(sep001.RULE, hit, trigger, view))
-        else:
-            hit = sep002.check(view, app, day, self.policy.permitted_categories(day))
+        # SEP-001/002 depend on the app and the day only: once both pass for
+        # a pair, the pair is remembered as clean (the common case).
+        if (view.saas_app, day) not in self._clean_apps:
+            app = self.policy.app(view.saas_app, day)
+            hit = sep001.check(view, app, day)
             if hit:
-                out.append(self._access_finding(sep002.RULE, hit, trigger, view))
+                out.append(self._access_finding(sep001.RULE, hit, trigger, view))
+            else:
+                hit = sep002.check(view, app, day, self.policy.permitted_categories(day))
+                if hit:
+                    out.append(self._access_finding(sep002.RULE, hit, trigger, view))
+                elif len(self._clean_apps) < 65536:
+                    self._clean_apps.add((view.saas_app, day))
 
         if view.action in CORRELATABLE_ACTIONS:
             self._remember_access(view, w)
@@ -208,11 +219,21 @@ class Engine:
     def _judge_posture(self, access: AccessView, out: list[Finding]) -> None:
         posture = None
         if access.device_id is not None:
-            found = self._posture_at(access.device_id, access.ts)
-            if isinstance(found, _Unknowable):
-                self.stats["decisions.posture_unknowable"] += 1
-                return
-            posture = found
+            evicted, entries = self.state.postures.get(access.device_id, _NO_POSTURES)
+            for p in reversed(entries):
+                if p[0] <= access.ts:
+                    break
+            else:
+                if evicted:  # the as-of posture was forgotten: a very late access
+                    self.stats["decisions.posture_unknowable"] += 1
+                    return
+                p = None
+            if p is not None:
+                if access.ts - p[0] <= self._max_age and not self.policy.posture_failures(
+                    p[2], p[3]
+                ):
+                    return  # the common case: a recent, compliant posture
+                posture = PostureView._make(p)
         trigger = f"saas_access|{access.source}|{access.event_id}"
         max_age = self.policy.posture_max_age
         if posture is not None:
@@ -241,32 +262,24 @@ class Engine:
             ),
             ev.os_patch_age_days,
         )
-        evicted, entries = self.state.postures.get(ev.device_id, (False, ()))
-        entries = [PostureView(*p) for p in entries]
+        evicted, stored = self.state.postures.get(ev.device_id, _NO_POSTURES)
+        entries = list(stored)
         # Ordered by (time, event id): of two postures stamped the same
         # second, the same one is "latest" whatever order they arrived in.
         i = len(entries)
-        while i and entries[i - 1][:2] > view[:2]:
+        while i and (entries[i - 1][0], entries[i - 1][1]) > (ts, ev.event_id):
             i -= 1
         entries.insert(i, view)
         # Keep the latest posture at or before the watermark and all after it:
         # no access still to be judged can need an older one.
         keep = 0
         for j, p in enumerate(entries):
-            if p.ts <= w:
+            if p[0] <= w:
                 keep = j
         if keep:
             evicted = True
             entries = entries[keep:]
         self.state.postures[ev.device_id] = (evicted, entries)
-
-    def _posture_at(self, device_id: str, ts: float) -> PostureView | _Unknowable | None:
-        """The device's latest posture at or before `ts`, None, or _UNKNOWN."""
-        evicted, entries = self.state.postures.get(device_id, (False, ()))
-        for p in reversed(entries):
-            if p[0] <= ts:
-                return PostureView(*p)
-        return _UNKNOWN if evicted else None
 
     # -- dlp_alert: SEP-003/004/005 --------------------------------------------
 
@@ -412,6 +425,7 @@ class Engine:
     # -- SEP-008: every entity, against the watermark ------------------------
 
     def _see_entity(self, entity: str) -> None:
+        self._entities.add(entity)
         if entity not in self.state.entities:
             self.state.entities[entity] = [None, [], []]
             self._alarm = min(self._alarm, self._breach(entity)[0])
@@ -458,9 +472,13 @@ class Engine:
 
     def _advance(self, out: list[Finding], *, final: bool) -> None:
         w = self._max_ts if final else self.watermark
-        heap = self._heap
+        heap, pending = self._heap, self.state.pending
         while heap and heap[0][0] < w:
-            self._release(heapq.heappop(heap)[2], out)
+            item = pending.pop(heapq.heappop(heap)[2], None)
+            if item is not None and type(item[1]) is AccessView:
+                self._judge_posture(item[1], out)  # the common case, without a detour
+            elif item is not None:
+                self._decide(item, out)
         if final:
             # No more events can come: joins are decided with what is here;
             # a review report is judged only if its deadline is in the past.
@@ -481,11 +499,13 @@ class Engine:
 
     def _release(self, key: str, out: list[Finding]) -> None:
         item = self.state.pending.pop(key, None)
-        if item is None:
-            return  # a redelivered duplicate, already decided
+        if item is not None:  # else a redelivered duplicate, already decided
+            self._decide(item, out)
+
+    def _decide(self, item: Any, out: list[Finding]) -> None:
         kind, raw = item
         if kind == "a":
-            self._judge_posture(AccessView(*raw), out)
+            self._judge_posture(raw if type(raw) is AccessView else AccessView(*raw), out)
         elif kind == "d":
             self._judge_dlp(_dlp_view(raw), out)
         else:
@@ -537,7 +557,7 @@ class Engine:
         waiver = self.policy.waiver(rule.id, day_of(ts), entity, user_id, device_id, saas_app)
         self.stats[f"findings.{rule.id}"] += 1
         evidence = list(dict.fromkeys((*trigger_ids, *hit.evidence)))
-        return Finding.model_construct(
+        return Finding(
             finding_id=finding_id(rule.id, trigger),
             rule_id=rule.id,
             rule_name=rule.title,

@@ -67,6 +67,7 @@ class PolicyInForce:
             apps[app.app_id].append((since, app))
         self._apps = {k: sorted(v, key=lambda e: e[0]) for k, v in apps.items()}
         self._app_days = {k: [since for since, _ in v] for k, v in self._apps.items()}
+        self._app_cache: dict[tuple[str, int], RegistryApp | None] = {}
 
         cats = sorted(policy.permitted_categories, key=lambda c: c.effective_from)
         self._cat_days = [c.effective_from.toordinal() for c in cats]
@@ -81,6 +82,7 @@ class PolicyInForce:
             require.jailbroken,
         )
         self.max_patch_age = require.os_patch_age_days_max
+        self._failures: dict[tuple[int, bool], tuple[str, ...]] = {}
 
         self._waivers: dict[str, list[Waiver]] = defaultdict(list)
         for waiver in policy.waivers:
@@ -88,6 +90,15 @@ class PolicyInForce:
 
     def app(self, app_id: str, day: int) -> RegistryApp | None:
         """The registry entry in force on `day` (a date ordinal), if any."""
+        key = (app_id, day)
+        if key in self._app_cache:
+            return self._app_cache[key]
+        if len(self._app_cache) > 65536:  # hostile app ids must not grow it without bound
+            self._app_cache.clear()
+        found = self._app_cache[key] = self._app_at(app_id, day)
+        return found
+
+    def _app_at(self, app_id: str, day: int) -> RegistryApp | None:
         entries = self._apps.get(app_id)
         if entries is None:
             return None
@@ -98,11 +109,15 @@ class PolicyInForce:
         i = bisect_right(self._cat_days, day)
         return self._cats[i - 1] if i else frozenset()
 
-    def posture_failures(self, flags: int, patch_age: int) -> list[str]:
+    def posture_failures(self, flags: int, patch_age: int) -> tuple[str, ...]:
         """The required controls a posture fails, in the policy's words."""
-        failed = [name for name, bit in _CONTROLS if (flags & bit) != (self._required & bit)]
-        if patch_age > self.max_patch_age:
-            failed.append("os_patch_age_days")
+        key = (flags, patch_age > self.max_patch_age)
+        failed = self._failures.get(key)
+        if failed is None:
+            names = [name for name, bit in _CONTROLS if (flags & bit) != (self._required & bit)]
+            if key[1]:
+                names.append("os_patch_age_days")
+            failed = self._failures[key] = tuple(names)
         return failed
 
     def waiver(

@@ -17,7 +17,7 @@ RULE = Rule(
 
 
 def check(
-    access: AccessView, posture: PostureView | None, max_age: float, failures: list[str]
+    access: AccessView, posture: PostureView | None, max_age: float, failures: tuple[str, ...]
 ) -> Hit | None:
     """`failures` are the controls `posture` fails under the policy in force."""
     if posture is None or access.ts - posture.ts > max_age or not failures:
@@ -26,7 +26,7 @@ def check(
         summary=f"User {access.user_id} used {access.saas_app} from device {access.device_id}, "
         f"which fails {', '.join(failures)}.",
         details={
-            "failed_controls": failures,
+            "failed_controls": list(failures),
             "posture_at": to_datetime(posture.ts).isoformat(),
             "os_patch_age_days": posture.patch_age,
         },
