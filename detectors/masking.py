@@ -10,16 +10,27 @@ from __future__ import annotations
 
 import re
 
-# RRN / alien registration number: YYMMDD, optional separator, 7 digits.
-_RRN = re.compile(r"(?<![0-9])([0-9]{6})[\s\-.]?([0-9])[0-9]{6}(?![0-9])")
+# RRN / alien registration number: YYMMDD (a real month and day), an optional
+# separator (with spaces around it), then 7 digits.
+_RRN = re.compile(
+    r"(?<![0-9])([0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01]))"
+    r"\s?[\-.]?\s?([0-9])[0-9]{6}(?![0-9])"
+)
 # Passports: M12345678 and the 2021 form M123A4567.
 _PASSPORT = re.compile(
     r"(?<![A-Za-z0-9])[A-Za-z](?:[0-9]{8}|[0-9]{3}[A-Za-z][0-9]{4})(?![A-Za-z0-9])"
 )
+# Dates, times and IPv4 addresses are kept as they are: they are not
+# identifiers, and dead letters must stay readable.
+_KEEP = (
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2})?)?"
+    r"|[0-9]{1,3}(?:\.[0-9]{1,3}){3}"
+)
 # Other long numbers (card, account, driver's licence 11-23-456789-01, phone):
 # groups of digits joined by single separators, nine digits or more in all.
-# Nine keeps dates (8 digits) readable in dead letters.
-_NUMBER = re.compile(r"(?<![0-9])[0-9](?:[\s\-.]?[0-9]){8,}(?![0-9])")
+# Nine keeps a date (8 digits) readable; a space before a date ends the run.
+_NUMBER = r"[0-9](?:(?:[\-.]|\s(?![0-9]{4}-[0-9]{2}-[0-9]{2}))?[0-9]){8,}"
+_NUMBERS = re.compile(rf"(?<![0-9])(?:(?P<keep>{_KEEP})|(?P<num>{_NUMBER}))(?![0-9])")
 
 
 def _keep_last_four(match: re.Match[str]) -> str:
@@ -27,6 +38,10 @@ def _keep_last_four(match: re.Match[str]) -> str:
     alnum = [i for i, c in enumerate(text) if c.isalnum()]
     hide = set(alnum[:-4]) if len(alnum) > 4 else set(alnum)
     return "".join("*" if i in hide else c for i, c in enumerate(text))
+
+
+def _number(match: re.Match[str]) -> str:
+    return match.group(0) if match.group("keep") else _keep_last_four(match)
 
 
 def _rrn(match: re.Match[str]) -> str:
@@ -37,7 +52,7 @@ def mask_text(text: str) -> str:
     """Mask every identifier-shaped run in free text."""
     text = _RRN.sub(_rrn, text)
     text = _PASSPORT.sub(_keep_last_four, text)
-    return _NUMBER.sub(_keep_last_four, text)
+    return _NUMBERS.sub(_number, text)
 
 
 def mask_identifier(value: str) -> str:

@@ -17,7 +17,11 @@ def reason_of(exc: ValidationError) -> tuple[str, list[dict[str, Any]]]:
     since an input value is exactly what may hold an identifier."""
     errors = []
     for err in exc.errors(include_input=False, include_url=False, include_context=False):
-        errors.append({"path": dotted(tuple(err["loc"])), "type": err["type"], "msg": err["msg"]})
+        # Some messages repeat the input (an unknown `stream` tag, say): masked too.
+        msg = mask_text(err["msg"])
+        errors.append(
+            {"path": mask_text(dotted(tuple(err["loc"]))), "type": err["type"], "msg": msg}
+        )
     text = "; ".join(f"{e['path'] or '(record)'}: {e['msg']}" for e in errors[:5])
     if len(errors) > 5:
         text += f"; and {len(errors) - 5} more"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,11 +42,18 @@ def dotted(loc: tuple[int | str, ...]) -> str:
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
-    """Walk the YAML node tree along a pydantic error location."""
+    """Walk the YAML node tree along a pydantic error location; a mapping
+    step points at its key's line (a misspelt key is reported where it is)."""
     line = node.start_mark.line + 1 if node is not None else None
     for part in loc:
         if isinstance(node, yaml.MappingNode):
-            node = next((v for k, v in node.value if k.value == part), None)
+            pair = next(((k, v) for k, v in node.value if k.value == part), None)
+            if pair is not None:
+                line = pair[0].start_mark.line + 1
+            node = pair[1] if pair is not None else None
+            if node is None:
+                break
+            continue
         elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
             node = node.value[part] if part < len(node.value) else None
         else:
@@ -74,7 +82,40 @@ def parse_policy(text: str, file: str = "<policy>") -> Policy:
             loc = tuple(err["loc"])
             reason = err["msg"].removeprefix("Value error, ")
             problems.append(Problem(file, dotted(loc), _line_of(node, loc), reason))
+        # The model's list-wide checks run only once every item is valid; so
+        # that one pass lists every problem, repeat them on the raw data.
+        reported = {p.path for p in problems}
+        for loc, reason in _duplicates(data):
+            if dotted(loc) not in reported:  # else the model said it already
+                problems.append(Problem(file, dotted(loc), _line_of(node, loc), reason))
         raise PolicyError(problems) from None
+
+
+def _duplicates(data: dict[str, Any]) -> list[tuple[tuple[int | str, ...], str]]:
+    """Raw twins of Policy's uniqueness checks, worded as the model words them."""
+    checks: tuple[tuple[str, Callable[[dict[str, Any]], Any], str], ...] = (
+        ("registry", lambda e: e.get("app_id"), "app_id listed twice with the same effective_from"),
+        (
+            "permitted_categories",
+            lambda e: e.get("effective_from"),
+            "two entries take effect on the same day",
+        ),
+        ("waivers", lambda e: e.get("id"), "waiver id used twice"),
+    )
+    found = []
+    for section, name_of, reason in checks:
+        items = data.get(section)
+        if not isinstance(items, list):
+            continue
+        keys = [
+            (name_of(i), str(i.get("effective_from")) if section == "registry" else "")
+            for i in items
+            if isinstance(i, dict) and name_of(i) is not None
+        ]
+        twice = sorted({str(k[0]) for k in keys if keys.count(k) > 1})
+        if twice:
+            found.append(((section,), f"{reason}: {', '.join(twice)}"))
+    return found
 
 
 def load_policy(path: str | Path) -> Policy:

@@ -29,8 +29,12 @@ The bank
     entity's six-monthly control review is simulated from the review baseline
     on: completed five to ten weeks before each due date, reported to the
     committee in time, recorded in the GRC tool (`grc`) a day or two later.
-    The last review recorded before `start` (and any recorded in the window)
-    is emitted, so those lines carry event times weeks before `start`.
+    The whole history is emitted (about two records a year per entity), so
+    the first lines carry event times months before `start`; the engine
+    tracks entities named in `review.entity_baselines` from the first event,
+    and every due date the watermark passes must be met by a review already
+    on record. Before a window where no registry app is evaluated, valid and
+    permitted (the exception not yet in force), all SaaS use is external.
 
 Violations (`violation_rate` = the share of *opportunities* turned bad)
     - each internal access: SEP-001 (an unregistered app such as notion, a
@@ -54,14 +58,14 @@ Violations (`violation_rate` = the share of *opportunities* turned bad)
       reports a posture (findings with `status: waived` while the waiver is
       in force).
 
-At violation_rate 0 the engine should find nothing. The structural
-exceptions, none of which the example policy and the defaults hit:
-    - fewer devices than entities with users: users without a device make
+At violation_rate 0 the engine finds nothing (tests/test_simulate.py runs
+it), except where the arguments or the policy leave no lawful choice:
+    - fewer devices than entities with users: a user with no device makes
       device-less accesses (SEP-007);
-    - on a day when no registry app is evaluated, valid and permitted (before
-      the exception took effect), all SaaS traffic is external (no finding);
-    - SEP-008 can fire only from a policy whose review baseline leaves no room
-      for an on-time review (an interval under about two months).
+    - `posture.max_age` under about a minute: reports come every 30 s at the
+      most, so a posture can go stale (SEP-007).
+Waived findings count as findings: the waived behaviours above happen only
+when violation_rate > 0.
 """
 
 from __future__ import annotations
@@ -265,23 +269,36 @@ def _poisson(rnd: Callable[[], float], gauss: Callable[[float, float], float], l
 
 
 class _Stamps:
-    """RFC 3339 strings, fast: one date string per local day, cached."""
+    """RFC 3339 strings, fast: the text up to the minute is cached."""
 
     def __init__(self) -> None:
-        self._days: dict[int, str] = {}
+        self._minutes: dict[int, tuple[str, str]] = {}
+
+    def _head(self, minute: int, offset_h: int) -> tuple[str, str]:
+        key = minute * 64 + offset_h + 32
+        found = self._minutes.get(key)
+        if found is None:
+            if len(self._minutes) > 100_000:  # a long run: keep memory flat
+                self._minutes.clear()
+            day, rest = divmod(minute + offset_h * 60, 1440)
+            h, m = divmod(rest, 60)
+            stamp = f"{date.fromordinal(day + _EPOCH).isoformat()}T{h:02d}:{m:02d}:"
+            zone = "Z" if offset_h == 0 else f"{offset_h:+03d}:00"
+            found = self._minutes[key] = (stamp, zone)
+        return found
 
     def __call__(self, ms: int, offset_h: int, millis: bool) -> str:
         secs, frac = divmod(ms, 1000)
-        day, sec = divmod(secs + offset_h * 3600, 86400)
-        prefix = self._days.get(day)
-        if prefix is None:
-            prefix = self._days[day] = date.fromordinal(day + _EPOCH).isoformat() + "T"
-        h, rest = divmod(sec, 3600)
-        m, s = divmod(rest, 60)
-        zone = "Z" if offset_h == 0 else f"{offset_h:+03d}:00"
+        minute, s = divmod(secs, 60)
+        head, zone = self._head(minute, offset_h)
         if millis:
-            return f"{prefix}{h:02d}:{m:02d}:{s:02d}.{frac:03d}{zone}"
-        return f"{prefix}{h:02d}:{m:02d}:{s:02d}{zone}"
+            return f"{head}{s:02d}.{frac:03d}{zone}"
+        return f"{head}{s:02d}{zone}"
+
+    def compact_day(self, ms: int, offset_h: int) -> str:
+        """`20261123`, for file names."""
+        head = self._head(ms // MINUTE, offset_h)[0]
+        return head[:4] + head[5:7] + head[8:10]
 
 
 # -- the registry as it stands on a UTC day -----------------------------------------
@@ -434,16 +451,27 @@ def _snippet(rnd: Callable[[], float], data_type: str) -> str:
 
 # -- the simulation -----------------------------------------------------------------
 
+Event = dict[str, Any]
+Timed = tuple[int, Event]  # (event time in ms, the event)
+
+# Device states: as expected, never enrolled, agent died before `start`,
+# waived and always failing.
 _NORMAL, _UNENROLLED, _STALE, _FAILING = 0, 1, 2, 3
+# How a failing posture fails, and how often.
+POSTURE_FAILURES = _table(
+    {"edr_running": 3, "disk_encrypted": 2, "os_patch_age_days": 4, "screen_lock": 2, "managed": 1}
+)
+# Access violations: SEP-001, SEP-002 and SEP-007 (no device) as 4:3:3.
+ACCESS_VIOLATIONS = _table({"unevaluated": 4, "not_permitted": 3, "no_device": 3})
 
 
 @dataclass
 class _Review:
     entity: int
-    due: date
+    due: date  # the due date this review meets
     completed: int  # ms
     reported: int | None  # ms
-    records: list[int]  # ms at which the GRC tool recorded it
+    records: list[int]  # when the GRC tool recorded it, ms
 
 
 class _Simulation:
@@ -457,7 +485,6 @@ class _Simulation:
         seed: int,
         start: datetime,
     ) -> None:
-        self.policy = policy
         self.rate = rate
         self.seed = seed
         self.rng = random.Random(seed)
@@ -467,13 +494,17 @@ class _Simulation:
         self.registry = _Registry(policy)
         self.stamp = _Stamps()
         lateness = int(policy.allowed_lateness.total_seconds() * 1000)
-        # Strictly under the allowed lateness, so no decision waits in vain.
+        # Strictly under the allowed lateness, so no decision is made without
+        # an event that was still on its way.
         self.max_delay = max(0, min(MAX_DELAY, lateness // 2))
         self.max_age = int(policy.posture.max_age.total_seconds() * 1000)
         self.require = policy.posture.require
-        self.heap: list[tuple[int, int, dict[str, Any]]] = []
+        self.heap: list[tuple[int, int, Event]] = []
         self.seq = itertools.count()
         self.ids = itertools.count(1)
+        self.action_tables = {c: _table(w) for c, w in ACTIONS_BY_CATEGORY.items()}
+        self.default_actions = _table(DEFAULT_ACTIONS)
+        self.violation_types = _table(VIOLATION_TYPES)
 
         self.profiles = self._entities(policy)
         self._people(users)
@@ -485,7 +516,8 @@ class _Simulation:
 
     @staticmethod
     def _entities(policy: Policy) -> list[EntityProfile]:
-        """The bank's entities, plus any the policy names that it does not know."""
+        """The bank's entities, plus any the policy names that it does not know
+        (they need reviews too, or SEP-008 fires)."""
         profiles = list(ENTITIES)
         known = {p.entity for p in profiles}
         named = [*policy.review.entity_baselines, *(w.entity for w in policy.waivers if w.entity)]
@@ -496,21 +528,21 @@ class _Simulation:
                 profiles.append(EntityProfile(entity, code, 0.02, 9, 30 + len(profiles)))
         return profiles
 
-    def _entity_of(self, ident: str, default: str | None) -> int:
+    def _entity_of(self, ident: str, entity: str | None) -> int:
+        """The waiver's entity, else the one whose code the id carries, else HQ."""
         names = [p.entity for p in self.profiles]
-        if default in names:
-            return names.index(default)
+        if entity in names:
+            return names.index(entity)
         parts = ident.split("-")
-        for i, p in enumerate(self.profiles):
-            if len(parts) > 1 and parts[1] == p.code:
-                return i
-        return 0
+        codes = [p.code for p in self.profiles]
+        return codes.index(parts[1]) if len(parts) > 1 and parts[1] in codes else 0
 
     def _people(self, users: int) -> None:
-        counts = _apportion(users, [p.share for p in self.profiles])
         self.user_ids: list[str] = []
         self.user_entity: list[int] = []
+        self.user_devices: list[list[int]] = []
         self.entity_users: list[list[int]] = [[] for _ in self.profiles]
+        counts = _apportion(users, [p.share for p in self.profiles])
         for e, (prof, n) in enumerate(zip(self.profiles, counts, strict=True)):
             for k in range(n):
                 self._add_user(f"u-{prof.code}-{k + 1:05d}", e)
@@ -522,6 +554,7 @@ class _Simulation:
         j = len(self.user_ids)
         self.user_ids.append(user_id)
         self.user_entity.append(e)
+        self.user_devices.append([])
         self.entity_users[e].append(j)
         return j
 
@@ -531,69 +564,62 @@ class _Simulation:
         self.dev_user: list[str | None] = []
         self.dev_source: list[str] = []
         self.dev_ip: list[str] = []
-        self.user_devices: list[list[int]] = [[] for _ in self.user_ids]
         self.entity_kiosks: list[list[int]] = [[] for _ in self.profiles]
         branches = [e for e, p in enumerate(self.profiles) if p.entity.startswith("BR-")]
         kiosks = min(12, devices // 200) if branches else 0
         for k in range(kiosks):
-            e = branches[k % len(branches)]
-            self._add_kiosk(e, len(self.entity_kiosks[e]) + 1)
-        left = devices - kiosks
-        with_users = [e for e, us in enumerate(self.entity_users) if us]
-        counts = _apportion(left, [len(us) for us in self.entity_users])
-        # Every entity with users gets a device where there are enough to go round.
-        for e in with_users:
-            if counts[e] == 0:
+            self._add_kiosk(branches[k % len(branches)])
+        counts = _apportion(devices - kiosks, [len(us) for us in self.entity_users])
+        # Every entity with users gets a device, where there are enough to go round.
+        for e, members in enumerate(self.entity_users):
+            if members and counts[e] == 0:
                 richest = max(range(len(counts)), key=lambda i: (counts[i], -i))
                 if counts[richest] > 1:
                     counts[richest] -= 1
                     counts[e] = 1
         for e, n in enumerate(counts):
             members, code = self.entity_users[e], self.profiles[e].code
-            if not members:
-                continue
             for k in range(n):
                 if k < len(members):
                     self._add_device(f"lt-{code}-{k + 1:05d}", e, members[k])
-                else:  # a second device: a desk PC beside the laptop
-                    owner = members[(k - len(members)) % len(members)]
-                    self._add_device(f"dt-{code}-{k - len(members) + 1:05d}", e, owner)
-            if 0 < n < len(members):  # shift workers share laptops
-                for k in range(n, len(members)):
-                    self.user_devices[members[k]].append(self.user_devices[members[k % n]][0])
+                else:  # more devices than people: a desk PC beside the laptop
+                    extra = k - len(members)
+                    self._add_device(f"dt-{code}-{extra + 1:05d}", e, members[extra % len(members)])
+            for k in range(n, len(members) if n else 0):  # shift workers share laptops
+                self.user_devices[members[k]].append(self.user_devices[members[k % n]][0])
 
-    def _add_device(self, device_id: str, e: int, owner: int | None) -> int:
+    def _add_device(self, device_id: str, e: int, owner: int | None, source: str = "") -> int:
         d = len(self.dev_ids)
         self.dev_ids.append(device_id)
         self.dev_entity.append(e)
         self.dev_user.append(self.user_ids[owner] if owner is not None else None)
-        self.dev_source.append("intune" if self.rnd() < 0.75 else "osquery")
-        n = len(self.dev_ids)
+        self.dev_source.append(source or ("intune" if self.rnd() < 0.75 else "osquery"))
+        n = d + 1
         self.dev_ip.append(f"10.{self.profiles[e].ip_octet}.{(n >> 8) & 255}.{n & 255}")
         if owner is not None:
             self.user_devices[owner].append(d)
         return d
 
-    def _add_kiosk(self, e: int, number: int, device_id: str | None = None) -> int:
-        d = self._add_device(device_id or f"kiosk-{self.profiles[e].code}-{number:03d}", e, None)
-        self.dev_source[d] = "osquery"
+    def _add_kiosk(self, e: int, device_id: str | None = None) -> int:
+        number = len(self.entity_kiosks[e]) + 1
+        name = device_id or f"kiosk-{self.profiles[e].code}-{number:03d}"
+        d = self._add_device(name, e, None, source="osquery")
         self.entity_kiosks[e].append(d)
         return d
 
     def _waived_behaviour(self, policy: Policy) -> None:
         """Waivers name people and devices: they exist, and when violations are
-        simulated they do what was waived."""
-        self.dev_state = [_NORMAL] * len(self.dev_ids)
+        simulated they do what was waived. Then some devices go dark."""
         for w in policy.waivers:
             if w.user_id and w.user_id not in self.user_ids:
                 e = self._entity_of(w.user_id, w.entity)
+                code = self.profiles[e].code
                 j = self._add_user(w.user_id, e)
-                self.user_devices.append([])
-                self._add_device(f"lt-{self.profiles[e].code}-{w.user_id[2:]}", e, j)
+                self._add_device(f"lt-{code}-{w.user_id.removeprefix(f'u-{code}-')}", e, j)
             if w.device_id and w.device_id not in self.dev_ids:
-                self._add_kiosk(self._entity_of(w.device_id, w.entity), 0, w.device_id)
-            self.dev_state += [_NORMAL] * (len(self.dev_ids) - len(self.dev_state))
+                self._add_kiosk(self._entity_of(w.device_id, w.entity), w.device_id)
         r = self.rate
+        self.dev_state = [_NORMAL] * len(self.dev_ids)
         for d in range(len(self.dev_ids)):
             u = self.rnd()
             if u < r / 2:
@@ -613,7 +639,7 @@ class _Simulation:
 
     def _reviews(self, policy: Policy) -> None:
         """Each entity's review history from its baseline, on time; then, if
-        violations are wanted, one entity skips a review and one reports late."""
+        violations are wanted, some entity skips a review and some reports late."""
         rp = policy.review
         within = rp.report_within_days * DAY
         chains: list[list[_Review]] = []
@@ -622,13 +648,12 @@ class _Simulation:
             chain: list[_Review] = []
             while True:
                 due = _add_months(anchor, rp.interval_months)
-                room = (due - anchor).days
-                lead = min(self.rng.uniform(35, 70), 0.6 * room) * DAY
-                completed = _day_start(due.toordinal()) - int(lead) + int(self.rnd() * 8 * HOUR)
+                lead = int(min(self.rng.uniform(35, 70), 0.6 * (due - anchor).days) * DAY)
+                completed = _day_start(due.toordinal()) - lead + int(self.rnd() * 8 * HOUR)
                 if completed >= self.end:
                     break
-                # Report and record well before the due day ends (SEP-008 counts
-                # a review from when it was recorded).
+                # Reported, then recorded, well before the due day ends: SEP-008
+                # counts a review from when it was recorded.
                 slack = lead - DAY
                 reported = completed + int(self.rng.uniform(0.1, 0.6) * min(within, slack))
                 recorded = reported + int(min(self.rng.uniform(1, 36) * HOUR, 0.3 * slack))
@@ -636,89 +661,81 @@ class _Simulation:
                 anchor = date.fromordinal(_utc_day(completed))
             chains.append(chain)
 
-        # The SEP-009 target may be older than the last review before `start`.
-        targets: list[_Review] = []
+        # Decisions need the watermark past them, so leave the run's last hours.
         margin = self.end - 2 * HOUR
         if self.rate > 0:
-            overdue = [
-                (e, k)
-                for e, chain in enumerate(chains)
-                for k in range(len(chain) - 1, -1, -1)
-                if _day_start(chain[k].due.toordinal() + 1) < min(margin, self.start)
-                or _day_start(chain[k].due.toordinal() + 1) < margin
-            ]
-            latest: dict[int, int] = {}
-            for e, k in overdue:
-                latest.setdefault(e, k)
-            skip = sorted(latest)
+            # SEP-008: the last review whose due date has passed never happened.
+            missed = {}
+            for e, chain in enumerate(chains):
+                passed = [
+                    k for k, r in enumerate(chain) if _day_start(r.due.toordinal() + 1) < margin
+                ]
+                if passed:
+                    missed[e] = passed[-1]
+            skip = sorted(missed)
             self.rng.shuffle(skip)
             skip = skip[: max(1, round(self.rate * len(skip)))]
             for e in skip:
-                del chains[e][latest[e] :]  # the review due then never happened
-            late = [
-                (e, chain[k])
-                for e, chain in enumerate(chains)
-                for k in range(len(chain) - 1, -1, -1)
-                if chain[k].completed + within < margin
-            ]
-            first: dict[int, _Review] = {}
-            for e, review in late:
-                first.setdefault(e, review)
-            pool = [e for e in sorted(first) if e not in skip] or sorted(first)
+                del chains[e][missed[e] :]
+            # SEP-009: the latest review whose report deadline has passed.
+            judged = {}
+            for e, chain in enumerate(chains):
+                done = [r for r in chain if r.completed + within < margin]
+                if done:
+                    judged[e] = done[-1]
+            pool = [e for e in sorted(judged) if e not in skip] or sorted(judged)
             self.rng.shuffle(pool)
             for e in pool[: max(1, round(self.rate * len(pool)))]:
-                self._report_late(first[e], within)
-                targets.append(first[e])
+                self._report_late(judged[e], within, margin)
 
+        # The whole history, not just the latest review: an entity the policy
+        # names is tracked from the first event on, and every due date it has
+        # passed by then must already be met by a review on record.
         for chain in chains:
-            before = [r for r in chain if r.records[0] < self.start]
-            keep = [*before[-1:], *(r for r in chain if r.records[0] >= self.start)]
-            keep += [r for r in targets if r in chain and r not in keep]
-            for review in keep:
+            for review in chain:
                 for n, at in enumerate(review.records):
-                    if at < self.end:
-                        self._review_event(review, at, n, [at == review.records[-1]])
+                    self._push(at, self._review_event(review, at, n), delay=False)
 
-    def _report_late(self, review: _Review, within: int) -> None:
-        """Late if there is room before the due date, else never reported."""
+    def _report_late(self, review: _Review, within: int, margin: int) -> None:
+        """Reported after the deadline if that still fits before the due date
+        (and the run's end), else never reported."""
         due_end = _day_start(review.due.toordinal() + 1)
         reported = review.completed + within + int(self.rng.uniform(1, 10) * DAY)
         recorded = reported + int(self.rng.uniform(1, 24) * HOUR)
-        if recorded < min(due_end, self.end - 2 * HOUR) and self.rnd() < 0.5:
+        if recorded < min(due_end, margin) and self.rnd() < 0.5:
             review.reported, review.records = reported, [recorded]
         else:
             review.reported = None
             review.records = [review.completed + int(self.rng.uniform(1, 48) * HOUR)]
 
-    def _review_event(self, review: _Review, at: int, n: int, _last: list[bool]) -> None:
+    def _review_event(self, review: _Review, at: int, n: int) -> Event:
         prof = self.profiles[review.entity]
-        day = date.fromordinal(_utc_day(review.completed)).isoformat()
         offset = prof.utc_offset_h
-        event = {
+        reported = review.reported
+        return {
             "stream": "control_review",
-            "event_id": f"grc-{prof.code}-{day}-{n + 1}",
+            "event_id": f"grc-{prof.code}-{date.fromordinal(_utc_day(review.completed))}-{n + 1}",
             "timestamp": self.stamp(at, offset, False),
             "entity": prof.entity,
             "completed_at": self.stamp(review.completed, offset, False),
-            "reported_to_committee_at": self.stamp(review.reported, offset, False)
-            if review.reported is not None and review.reported <= at
+            "reported_to_committee_at": self.stamp(reported, offset, False)
+            if reported is not None and reported <= at
             else None,
             "reviewer": REVIEWERS[review.entity % len(REVIEWERS)],
             "controls_reviewed": list(CONTROLS),
             "source": "grc",
         }
-        self._push(at, event, delay=False)
 
     # -- output ----------------------------------------------------------------------
 
-    def _push(self, ms: int, event: dict[str, Any], delay: bool = True) -> None:
+    def _push(self, ms: int, event: Event, delay: bool = True) -> None:
         """Queue by arrival time: event time plus a delivery delay."""
         if ms >= self.end:
             return
         arrival = ms
         if delay and self.max_delay:
             u = self.rnd()
-            if u > 0.85:
+            if u > 0.85:  # 13 % a few seconds late, 2 % up to the maximum
                 cap = self.max_delay if u > 0.98 else min(3 * SECOND, self.max_delay)
                 arrival += int(self.rnd() * cap)
         heapq.heappush(self.heap, (arrival, next(self.seq), event))
@@ -726,102 +743,103 @@ class _Simulation:
     def _event_id(self, source: str) -> str:
         return f"{source}-{self.seed}-{next(self.ids):09d}"
 
-    def events(self) -> Iterator[dict[str, Any]]:
-        rnd, gauss = self.rnd, self.rng.gauss
-        profiles = self.profiles
+    def events(self) -> Iterator[Event]:
+        """Minute by minute: postures due, then accesses (and what rides on
+        them); everything that arrives before the next minute is final."""
+        rnd, gauss, heap = self.rnd, self.rng.gauss, self.heap
         # Initial postures land in the minutes before `start`, so every device
         # has one before its first access.
         lead = min(10 * MINUTE, self.max_age // 2)
-        slots = -(-lead // MINUTE)
-        t0 = self.start - slots * MINUTE
-        buckets: dict[int, list[int]] = {}
+        t0 = self.start - -(-lead // MINUTE) * MINUTE
+        due: dict[int, list[int]] = {}  # minute index -> devices reporting then
         self.next_posture = [0] * len(self.dev_ids)
         self.interval = [0] * len(self.dev_ids)
         self.patch_base = [0] * len(self.dev_ids)
-        max_patch = self.require.os_patch_age_days_max
         for d, state in enumerate(self.dev_state):
-            self.interval[d] = max(
-                30 * SECOND, int(min(self.rng.uniform(3, 8) * HOUR, 0.5 * self.max_age))
-            )
-            self.patch_base[d] = int(rnd() * (max_patch + 1))
+            # Every 3-8 h; at most half the max age, so even a late report is in time.
+            hours = self.rng.uniform(3, 8) * HOUR
+            self.interval[d] = max(30 * SECOND, int(min(hours, 0.5 * self.max_age)))
+            self.patch_base[d] = int(rnd() * (self.require.os_patch_age_days_max + 1))
             if state == _UNENROLLED:
                 continue
             if state == _STALE:  # its agent last reported yesterday, then died
                 at = self.start - int(self.rng.uniform(0.5, 0.95) * self.max_age)
-                self._push(at, self._posture(d, at, fail=False), delay=False)
+                self._push(*self._posture(d, at, fail=False), delay=False)
                 continue
             at = self.start - 1 - int(rnd() * lead)
             self.next_posture[d] = at
-            buckets.setdefault((at - t0) // MINUTE, []).append(d)
+            due.setdefault((at - t0) // MINUTE, []).append(d)
 
         per_minute = ACCESSES_PER_USER_DAY / sum(HOURLY) / 60
-        slot = 0
-        t = t0
+        minute, t = 0, t0
         while t < self.end:
             t_next = min(t + MINUTE, self.end)
-            for d in buckets.pop(slot, ()):
-                at = self.next_posture[d]
-                fail = self.dev_state[d] == _FAILING or (self.rate > 0 and rnd() < self.rate)
-                self._push(at, self._posture(d, at, fail))
-                first = at < self.start
-                step = self.interval[d] * (self.rng.uniform(0.2, 1.0) if first else 1.0)
-                at += int(step * self.rng.uniform(0.85, 1.15) if not first else step)
-                if at < self.end:
-                    self.next_posture[d] = at
-                    buckets.setdefault((at - t0) // MINUTE, []).append(d)
+            for d in due.pop(minute, ()):
+                self._report_posture(d, due, t0)
             if t >= self.start:
                 span = t_next - t
                 for e, members in enumerate(self.entity_users):
                     if not members:
                         continue
-                    local = t + profiles[e].utc_offset_h * HOUR
+                    local = t + self.profiles[e].utc_offset_h * HOUR
                     weekday = date.fromordinal(_utc_day(local)).weekday()
                     hour = (local // HOUR) % 24
                     lam = len(members) * per_minute * HOURLY[hour] * span / MINUTE
                     if weekday >= 5:
                         lam *= WEEKEND_FACTOR
-                    n_members = len(members)
+                    working = weekday < 5 and 8 <= hour < 19
                     for _ in range(_poisson(rnd, gauss, lam)):
-                        j = members[int(rnd() * n_members)]
-                        self._access(j, e, t + int(rnd() * span), hour, weekday)
-            heap = self.heap
+                        j = members[int(rnd() * len(members))]
+                        self._access(j, e, t + int(rnd() * span), working)
+            # Nothing generated later has an event time, hence an arrival, before t_next.
             while heap and heap[0][0] < t_next:
                 yield heapq.heappop(heap)[2]
             t = t_next
-            slot += 1
-        while self.heap:
-            yield heapq.heappop(self.heap)[2]
+            minute += 1
+        while heap:
+            yield heapq.heappop(heap)[2]
 
     # -- device_posture ---------------------------------------------------------------
 
-    def _posture(self, d: int, at: int, fail: bool) -> dict[str, Any]:
+    def _report_posture(self, d: int, due: dict[int, list[int]], t0: int) -> None:
+        at = self.next_posture[d]
+        fail = self.dev_state[d] == _FAILING or (self.rate > 0 and self.rnd() < self.rate)
+        self._push(*self._posture(d, at, fail))
+        if at < self.start:  # the first periodic report at a random phase
+            at += int(self.interval[d] * self.rng.uniform(0.2, 1.0))
+        else:
+            at += int(self.interval[d] * self.rng.uniform(0.85, 1.15))
+        if at < self.end:
+            self.next_posture[d] = at
+            due.setdefault((at - t0) // MINUTE, []).append(d)
+
+    def _posture(self, d: int, at: int, fail: bool) -> Timed:
         req = self.require
-        e = self.dev_entity[d]
         source = self.dev_source[d]
+        prof = self.profiles[self.dev_entity[d]]
         at -= at % SECOND  # intune and osquery stamp whole seconds
         days = max(0, (at - self.start) // DAY)
-        values = {
+        # Patched monthly-ish: the age cycles below the limit.
+        patch_age = (self.patch_base[d] + days) % (req.os_patch_age_days_max + 1)
+        values: dict[str, Any] = {
             "managed": req.managed,
             "edr_running": req.edr_running,
             "disk_encrypted": req.disk_encrypted,
             "screen_lock": req.screen_lock,
-            "os_patch_age_days": (self.patch_base[d] + days) % (req.os_patch_age_days_max + 1),
+            "os_patch_age_days": patch_age,
             "jailbroken": req.jailbroken,
         }
         if fail:
-            what = ("edr_running", "disk_encrypted", "os_patch_age_days", "screen_lock", "managed")[
-                min(4, int(self.rnd() * 5.5))
-            ]
+            what = POSTURE_FAILURES[int(self.rnd() * len(POSTURE_FAILURES))]
             if what == "os_patch_age_days":
                 values[what] = req.os_patch_age_days_max + 5 + int(self.rnd() * 120)
             else:
                 values[what] = not values[what]
-        return {
+        return at, {
             "stream": "device_posture",
             "event_id": self._event_id(source),
-            "timestamp": self.stamp(at, 0 if source == "intune" else self.profiles[e].utc_offset_h,
-                                    False),  # fmt: skip
-            "entity": self.profiles[e].entity,
+            "timestamp": self.stamp(at, 0 if source == "intune" else prof.utc_offset_h, False),
+            "entity": prof.entity,
             "device_id": self.dev_ids[d],
             "user_id": self.dev_user[d],
             **values,
@@ -830,9 +848,8 @@ class _Simulation:
 
     # -- saas_access, and the DLP alerts that ride on it ---------------------------------
 
-    def _access(self, j: int, e: int, t: int, hour: int, weekday: int) -> None:
+    def _access(self, j: int, e: int, t: int, working: bool) -> None:
         rnd, rate = self.rnd, self.rate
-        working = weekday < 5 and 8 <= hour < 19
         internal = rnd() < (INTERNAL_WORKING if working else INTERNAL_OFF_HOURS)
         devices = self.user_devices[j]
         device: int | None = None
@@ -840,23 +857,20 @@ class _Simulation:
             device = devices[0] if len(devices) == 1 or rnd() < 0.8 else devices[-1]
         apps = self.registry.day(_utc_day(t))
         action: str | None = None
-        kiosks = self.entity_kiosks[e]
-        violation = ""
-        if internal and not apps.good:
-            internal = False  # before the exception: SaaS only from outside
+        if not apps.good:
+            internal = False  # the exception is not in force: SaaS only from outside
         if internal:
             u = rnd()
-            if j in self.pilots and u < 0.3:
+            kiosks = self.entity_kiosks[e]
+            if j in self.pilots and u < 0.5:
                 app = self.pilots[j]
-            elif rate > 0 and u < rate:
-                violation = ("sep001", "sep001", "sep002", "nodevice", "nodevice")[
-                    int(rnd() * 5)
-                ]
-                table = apps.not_permitted if violation == "sep002" else apps.good
-                if violation == "sep001" or not table:
-                    table = apps.unevaluated
+            elif u < rate:
+                kind = ACCESS_VIOLATIONS[int(rnd() * len(ACCESS_VIOLATIONS))]
+                table = apps.not_permitted if kind == "not_permitted" else apps.good
+                if kind == "unevaluated" or not table:
+                    table = apps.unevaluated or apps.good
                 app = table[int(rnd() * len(table))]
-                if violation == "nodevice":
+                if kind == "no_device":
                     device = None
             elif j in self.analysts and apps.designated and u < 0.25:
                 app = apps.designated[int(rnd() * len(apps.designated))]
@@ -865,48 +879,41 @@ class _Simulation:
                 device, app, action = kiosks[int(rnd() * len(kiosks))], apps.kiosk_app, "view"
             else:
                 app = apps.good[int(rnd() * len(apps.good))]
-        elif rnd() < 0.1 or not apps.good:
-            # From outside: anything goes, personal tools included.
-            app = apps.unevaluated[int(rnd() * len(apps.unevaluated))]
         else:
-            app = apps.good[int(rnd() * len(apps.good))]
+            # From outside anything goes, personal tools included: no rule applies.
+            table = apps.unevaluated if rnd() < 0.1 or not apps.good else apps.good
+            app = table[int(rnd() * len(table))]
         if action is None:
-            table = self._actions(apps.category.get(app, ""))
+            table = self.action_tables.get(apps.category.get(app, ""), self.default_actions)
             action = table[int(rnd() * len(table))]
 
         obj = self._object(t, action)
-        event = self._access_event(j, e, t, device, app, action, internal, obj)
+        access = self._access_event(j, e, t, device, app, action, internal, obj)
         if internal and action in FILE_OUT:
-            if rate > 0 and rnd() < rate:
-                self._dlp_violation(event, j, e, t, device, app, obj, apps)
+            if rnd() < rate:
+                self._dlp_violation(access, j, e, device, app, obj, apps)
                 return
             if app in apps.designated and rnd() < 0.6:
                 # The analysts' lawful path: pseudonymized data to the designated app.
-                self._push(t, event)
-                self._push(
-                    t + int(rnd() * 90 * SECOND),
-                    self._dlp(j, e, t, device, "saas_upload", app, ["pseudonymized"], obj),
-                )
-                return
-        self._push(event["_ms"], event)
+                alert = self._dlp(
+                    j, e, t + int(rnd() * 90 * SECOND), device, "saas_upload", app,
+                    ["pseudonymized"], obj and dict(obj),
+                )  # fmt: skip
+                self._push(*alert)
+        self._push(*access)
         if rnd() < DLP_NOISE:
             self._dlp_noise(j, e, t, device)
-
-    def _actions(self, category: str) -> list[str]:
-        cache: dict[str, list[str]] = self.__dict__.setdefault("_action_tables", {})
-        table = cache.get(category)
-        if table is None:
-            table = cache[category] = _table(ACTIONS_BY_CATEGORY.get(category, DEFAULT_ACTIONS))
-        return table
 
     def _object(self, t: int, action: str) -> dict[str, Any] | None:
         if action in ("login", "other"):
             return None
         rnd = self.rnd
-        day = self.stamp(t, 9, False)[:10].replace("-", "")
         stem = FILE_STEMS[int(rnd() * len(FILE_STEMS))]
         ext = FILE_EXTS[int(rnd() * len(FILE_EXTS))]
-        name = f"{stem}_{day}.{ext}" if rnd() < 0.6 else f"{stem} v{1 + int(rnd() * 5)}.{ext}"
+        if rnd() < 0.6:
+            name = f"{stem}_{self.stamp.compact_day(t, 9)}.{ext}"
+        else:
+            name = f"{stem} v{1 + int(rnd() * 5)}.{ext}"
         if action in ("view", "delete"):
             return {"name": name}
         size = int(math.exp(9 + rnd() * 7))  # 8 KB .. 9 MB, mostly small
@@ -924,7 +931,8 @@ class _Simulation:
         action: str,
         internal: bool,
         obj: dict[str, Any] | None,
-    ) -> dict[str, Any]:
+        event_id: str | None = None,
+    ) -> Timed:
         prof = self.profiles[e]
         if action == "login":
             source, offset, millis = "okta", 0, True
@@ -936,13 +944,12 @@ class _Simulation:
             t -= t % SECOND
         if internal:
             ip = self.dev_ip[device] if device is not None else f"10.{prof.ip_octet}.250.17"
-        else:
-            rnd = self.rnd
-            net = ("203.0.113", "198.51.100", "192.0.2")[int(rnd() * 3)]  # documentation ranges
-            ip = f"{net}.{1 + int(rnd() * 254)}"
-        return {
+        else:  # documentation ranges: never a real address
+            net = ("203.0.113", "198.51.100", "192.0.2")[int(self.rnd() * 3)]
+            ip = f"{net}.{1 + int(self.rnd() * 254)}"
+        return t, {
             "stream": "saas_access",
-            "event_id": self._event_id(source),
+            "event_id": event_id or self._event_id(source),
             "timestamp": self.stamp(t, offset, millis),
             "entity": prof.entity,
             "user_id": self.user_ids[j],
@@ -953,7 +960,6 @@ class _Simulation:
             "src_ip": ip,
             "object": obj,
             "source": source,
-            "_ms": t,
         }
 
     def _dlp(
@@ -966,7 +972,7 @@ class _Simulation:
         app: str | None,
         data_types: list[str],
         obj: dict[str, Any] | None,
-    ) -> dict[str, Any]:
+    ) -> Timed:
         rnd = self.rnd
         prof = self.profiles[e]
         if channel in ("web", "saas_upload"):
@@ -975,12 +981,10 @@ class _Simulation:
             source, offset, millis = "purview", prof.utc_offset_h, False
         if not millis:
             t -= t % SECOND
-        matches = 1 + int(rnd() ** 3 * 60)
+        matches = max(len(data_types), 1 + int(rnd() ** 3 * 60))
         shown = min(matches, 1 + int(rnd() * 3))
-        snippet = " / ".join(
-            _snippet(rnd, data_types[k % len(data_types)]) for k in range(max(shown, 1))
-        )
-        return {
+        snippet = " / ".join(_snippet(rnd, data_types[k % len(data_types)]) for k in range(shown))
+        return t, {
             "stream": "dlp_alert",
             "event_id": self._event_id(source),
             "timestamp": self.stamp(t, offset, millis),
@@ -990,11 +994,10 @@ class _Simulation:
             "channel": channel,
             "saas_app": app,
             "data_types": data_types,
-            "match_count": max(matches, len(data_types)),
+            "match_count": matches,
             "object": obj,
             "snippet": snippet,
             "source": source,
-            "_ms": t,
         }
 
     def _dlp_file(self, data_type: str) -> dict[str, Any]:
@@ -1008,68 +1011,61 @@ class _Simulation:
         }
 
     def _dlp_noise(self, j: int, e: int, t: int, device: int | None) -> None:
-        """Alerts that are no SEP finding: card numbers anywhere, regulated data
-        by email, USB or print with a file of its own (so it correlates with
-        no SaaS access)."""
+        """Alerts that make no SEP finding: card numbers anywhere; regulated
+        data by email, USB or print, with a file of its own so that it
+        correlates with no SaaS access."""
         rnd = self.rnd
         t += int(rnd() * 60 * SECOND)
+        app = None
         if rnd() < 0.65:
             channel = ("email", "web", "usb", "print", "saas_upload")[int(rnd() * 5)]
-            types = ["card_number"]
-            app = None
+            data_type = "card_number"
             if channel == "saas_upload":
                 good = self.registry.day(_utc_day(t)).good
                 app = good[int(rnd() * len(good))] if good else None
         else:
             channel = ("email", "email", "usb", "print")[int(rnd() * 4)]
-            kinds = list(VIOLATION_TYPES)
-            types = [kinds[int(rnd() * len(kinds))]]
-            app = None
-        obj = self._dlp_file(types[0]) if channel != "print" or rnd() < 0.5 else None
-        if types != ["card_number"] and obj is None:
-            obj = self._dlp_file(types[0])
-        self._push(t, self._dlp(j, e, t, device, channel, app, types, obj))
+            data_type = self.violation_types[int(rnd() * len(self.violation_types))]
+        printed = data_type == "card_number" and channel == "print" and rnd() < 0.5
+        obj = None if printed else self._dlp_file(data_type)
+        self._push(*self._dlp(j, e, t, device, channel, app, [data_type], obj))
 
     def _dlp_violation(
         self,
-        access: dict[str, Any],
+        access: Timed,
         j: int,
         e: int,
-        t: int,
         device: int | None,
         app: str,
         obj: dict[str, Any] | None,
         apps: _AppDay,
     ) -> None:
         """A regulated file goes to a SaaS app: bound by channel, or by the
-        access it rode on (same sha256), the alert before or after it."""
+        access it rode on (same sha256), the alert after it or before it."""
         rnd = self.rnd
-        kinds = self.__dict__.setdefault("_violation_table", _table(VIOLATION_TYPES))
-        kind = kinds[int(rnd() * len(kinds))]
+        t, event = access
+        kind = self.violation_types[int(rnd() * len(self.violation_types))]
         if kind == "pseudonymized" and app in apps.designated:
             kind = "personal_credit_info"  # to its designated app it would be lawful
         types = [kind]
-        if rnd() < 0.15:
-            extra = ("personal_credit_info", "card_number", "kr_rrn")[int(rnd() * 3)]
-            if extra != kind:
-                types.append(extra)
-        if obj is not None and "sha256" in obj:
+        extra = ("personal_credit_info", "card_number", "kr_rrn")[int(rnd() * 3)]
+        if rnd() < 0.15 and extra != kind:
+            types.append(extra)
+        if obj is not None:
             stems = DLP_STEMS[kind]
             obj["name"] = f"{stems[int(rnd() * len(stems))]}_{int(rnd() * 900) + 100}.xlsx"
+        file = dict(obj) if obj is not None else None
         gap = int((3 + rnd() * 297) * SECOND)
         u = rnd()
-        if u < 0.4:
-            alert = self._dlp(j, e, t + gap // 4, device, "saas_upload", app, types, obj)
-            self._push(access["_ms"], access)
-        elif u < 0.75 or _utc_day(t + gap) != _utc_day(t):
-            alert = self._dlp(j, e, t + gap, device, "web", None, types, obj)
-            self._push(access["_ms"], access)
-        else:
-            # Endpoint DLP saw the file first; the upload followed.
-            alert = self._dlp(j, e, t, device, "other", None, types, obj)
-            moved = self._access_event(
-                j, e, t + gap, device, app, access["action"], True, obj
+        if u < 0.4:  # the CASB saw the upload and knows the app
+            alert = self._dlp(j, e, t + gap // 10, device, "saas_upload", app, types, file)
+        elif u < 0.75 or _utc_day(t + gap) != _utc_day(t):  # browser DLP, a bit later
+            alert = self._dlp(j, e, t + gap, device, "web", None, types, file)
+        else:  # endpoint DLP saw the file first; the upload followed
+            alert = self._dlp(j, e, t, device, "other", None, types, file)
+            action = event["action"]
+            access = self._access_event(
+                j, e, t + gap, device, app, action, True, obj, event["event_id"]
             )
-            moved["event_id"] = access["event_id"]
-            self._push(moved["_ms"], moved)
-        self._push(alert["_ms"], alert)
+        self._push(*access)
+        self._push(*alert)

@@ -37,18 +37,17 @@ def first_breach(
     A review counts from the time it was *recorded* (`reviews` holds
     `(completed_ts, recorded_ts, event_id)`): whether due date D is missed is
     decided by the reviews recorded by the end of D, whatever order they
-    arrive in afterwards.
+    arrive in, so reviews are walked in the order they were recorded.
     """
-    horizon = float("inf")
-    while True:
-        known = [r for r in reviews if r[1] < horizon]
-        last = max(known, key=lambda r: (r[0], r[2]), default=None)
-        anchor = date.fromordinal(day_of(last[0])) if last else baseline
+    anchor, anchor_id = baseline, None
+    for completed, recorded, review_id in sorted(reviews, key=lambda r: (r[1], r[2])):
         due = next_due(anchor, interval_months, fired)
-        end = overdue_from(due)
-        if end >= horizon:
-            return due, anchor, last[2] if last else None
-        horizon = end
+        if recorded >= overdue_from(due):
+            break  # this due date had passed before the review was recorded
+        day = date.fromordinal(day_of(completed))
+        if day > anchor or (day == anchor and anchor_id is not None):
+            anchor, anchor_id = day, review_id
+    return next_due(anchor, interval_months, fired), anchor, anchor_id
 
 
 def overdue_from(due: date) -> float:
