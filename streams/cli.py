@@ -144,10 +144,13 @@ def replay_cmd(
 
 def _print_summary(s: ReplaySummary, findings: Path, dead: Path) -> None:
     entities = sorted({e for _, e in s.by_rule_entity})
-    table = Table(title="Findings by rule and entity", show_footer=True)
+    table = Table(
+        title="Findings by rule and entity",
+        caption="sepwatch rules: what each rule checks",
+        show_footer=True,
+    )
     table.add_column("rule", footer="total")
     table.add_column("severity")
-    table.add_column("title", overflow="fold", max_width=48)
     for e in entities:
         table.add_column(
             e,
@@ -157,7 +160,7 @@ def _print_summary(s: ReplaySummary, findings: Path, dead: Path) -> None:
     table.add_column("all", justify="right", footer=str(s.findings))
     for rule in CATALOGUE.values():
         row = [s.by_rule_entity.get((rule.id, e), 0) for e in entities]
-        table.add_row(rule.id, rule.severity, rule.title, *map(str, row), str(sum(row)))
+        table.add_row(rule.id, rule.severity, *map(str, row), str(sum(row)))
     out.print(table)
     status = ", ".join(f"{k} {v}" for k, v in sorted(s.by_status.items())) or "none"
     out.print(
