@@ -67,6 +67,7 @@ AnyEvent = SaasAccess | DevicePosture | DlpAlert | ControlReview
 
 CORRELATABLE_ACTIONS = frozenset({"upload", "share", "edit"})
 _EVENT_KEYS = {s: f"events.{s}" for s in STREAMS}
+SWEEP_EVERY = 3600.0  # event-time seconds between sweeps of idle devices and users
 
 
 _NO_POSTURES: tuple[bool, tuple[PostureView, ...]] = (False, ())
@@ -104,8 +105,15 @@ class Engine:
         self._heap: list[tuple[float, int, str]] = []
         for key, (kind, view) in sorted(self.state.pending.items()):
             self._push(self._release_time(kind, view), key)
-        self._sweep_mark = self._sweep_slot(self.watermark)
+        w = self.watermark
+        self._next_sweep = (w // SWEEP_EVERY + 1) * SWEEP_EVERY if w > float("-inf") else w
         self._alarm = float("inf")
+        self._handlers: dict[type, Callable[[Any, float, float, list[Finding]], None]] = {
+            SaasAccess: self._on_access,
+            DevicePosture: self._on_posture,
+            DlpAlert: self._on_dlp,
+            ControlReview: self._on_review,
+        }
         self.set_policy(policy)
 
     # -- the policy ----------------------------------------------------------
@@ -143,18 +151,15 @@ class Engine:
             self.stats["events.late"] += 1
         if event.entity not in self._entities:
             self._see_entity(event.entity)
-        if isinstance(event, SaasAccess):
-            self._on_access(event, ts, w, out)
-        elif isinstance(event, DevicePosture):
-            self._on_posture(event, ts, w)
-        elif isinstance(event, DlpAlert):
-            self._on_dlp(event, ts, w, out)
-        else:
-            self._on_review(event, ts, w, out)
+        self._handlers[type(event)](event, ts, w, out)
         if ts > self._max_ts:
             self._max_ts = ts
             self.state.meta["max_ts"] = ts
-            self._advance(out, final=False)
+            heap = self._heap
+            w = ts - self._lateness
+            # Most events release nothing and start no hourly sweep: skip the call.
+            if (heap and heap[0][0] < w) or w > self._alarm or w >= self._next_sweep:
+                self._advance(out, final=False)
         return out
 
     def run(self, events: Iterable[AnyEvent]) -> list[Finding]:
@@ -253,7 +258,7 @@ class Engine:
 
     # -- device_posture ----------------------------------------------------------
 
-    def _on_posture(self, ev: DevicePosture, ts: float, w: float) -> None:
+    def _on_posture(self, ev: DevicePosture, ts: float, w: float, out: list[Finding]) -> None:
         view = PostureView(
             ts,
             ev.event_id,
@@ -262,7 +267,22 @@ class Engine:
             ),
             ev.os_patch_age_days,
         )
-        evicted, stored = self.state.postures.get(ev.device_id, _NO_POSTURES)
+        postures = self.state.postures
+        evicted, stored = postures.get(ev.device_id, _NO_POSTURES)
+        if not stored:
+            postures[ev.device_id] = (evicted, [view])
+            return
+        last = stored[-1]
+        if last[0] <= w:
+            # Every posture held is at or before the watermark (the common
+            # case): only the newest of them and the new one can still matter.
+            if (last[0], last[1]) > (ts, ev.event_id):
+                postures[ev.device_id] = (True, stored)  # the new one is already too old
+            elif ts <= w:
+                postures[ev.device_id] = (True, [view])
+            else:
+                postures[ev.device_id] = (evicted or len(stored) > 1, [last, view])
+            return
         entries = list(stored)
         # Ordered by (time, event id): of two postures stamped the same
         # second, the same one is "latest" whatever order they arrived in.
@@ -492,9 +512,8 @@ class Engine:
             self._heap = waiting
         if w > self._alarm or (final and w >= self._alarm):
             self._check_overdue(w, final, out)
-        slot = self._sweep_slot(w)
-        if slot > self._sweep_mark:
-            self._sweep_mark = slot
+        if w >= self._next_sweep:
+            self._next_sweep = (w // SWEEP_EVERY + 1) * SWEEP_EVERY
             self._sweep(w)
 
     def _release(self, key: str, out: list[Finding]) -> None:
@@ -523,10 +542,6 @@ class Engine:
 
     def _push(self, at: float, key: str) -> None:
         heapq.heappush(self._heap, (at, next(self._seq), key))
-
-    @staticmethod
-    def _sweep_slot(w: float) -> int:
-        return int(w // 3600) if w != float("-inf") else -1
 
     def _sweep(self, w: float) -> None:
         """Hourly (event time): forget devices and users no rule can still need."""
