@@ -9,8 +9,6 @@ rest is decided on arrival.
 
 from __future__ import annotations
 
-import heapq
-import itertools
 from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import date, datetime
@@ -20,6 +18,7 @@ from typing import Any
 from detectors.calendar import DAY, day_of, to_datetime
 from detectors.masking import mask_text
 from detectors.policy_in_force import PolicyInForce, posture_flags
+from detectors.release_queue import ReleaseQueue
 from detectors.rules import (
     sep001_unevaluated_saas as sep001,
 )
@@ -99,10 +98,9 @@ class Engine:
         self._entities: set[str] = set(self.state.entities)
         self._idle_retention = max(idle_retention, 2 * self.policy.posture_max_age)
         self._max_ts: float = float(self.state.meta.get("max_ts", float("-inf")))
-        self._seq = itertools.count()
-        # The pending store is the truth; this heap only orders it by release
+        # The pending store is the truth; this queue only orders it by release
         # time, and is rebuilt from it after a restart.
-        self._heap: list[tuple[float, int, str]] = []
+        self._queue = ReleaseQueue()
         for key, (kind, view) in sorted(self.state.pending.items()):
             self._push(self._release_time(kind, view), key)
         w = self.watermark
@@ -155,10 +153,9 @@ class Engine:
         if ts > self._max_ts:
             self._max_ts = ts
             self.state.meta["max_ts"] = ts
-            heap = self._heap
             w = ts - self._lateness
             # Most events release nothing and start no hourly sweep: skip the call.
-            if (heap and heap[0][0] < w) or w > self._alarm or w >= self._next_sweep:
+            if self._queue.next_time() < w or w > self._alarm or w >= self._next_sweep:
                 self._advance(out, final=False)
         return out
 
@@ -492,9 +489,9 @@ class Engine:
 
     def _advance(self, out: list[Finding], *, final: bool) -> None:
         w = self._max_ts if final else self.watermark
-        heap, pending = self._heap, self.state.pending
-        while heap and heap[0][0] < w:
-            item = pending.pop(heapq.heappop(heap)[2], None)
+        queue, pending = self._queue, self.state.pending
+        while queue.next_time() < w:
+            item = pending.pop(queue.pop(), None)
             if item is not None and type(item[1]) is AccessView:
                 self._judge_posture(item[1], out)  # the common case, without a detour
             elif item is not None:
@@ -502,14 +499,12 @@ class Engine:
         if final:
             # No more events can come: joins are decided with what is here;
             # a review report is judged only if its deadline is in the past.
-            waiting = []
-            for entry in sorted(heap):
-                item = self.state.pending.get(entry[2])
-                if item is not None and item[0] == "r" and entry[0] > w:
-                    waiting.append(entry)
+            for at, key in queue.drain():
+                item = pending.get(key)
+                if item is not None and item[0] == "r" and at > w:
+                    queue.push(at, key)
                 else:
-                    self._release(entry[2], out)
-            self._heap = waiting
+                    self._release(key, out)
         if w > self._alarm or (final and w >= self._alarm):
             self._check_overdue(w, final, out)
         if w >= self._next_sweep:
@@ -541,7 +536,7 @@ class Engine:
         return max(deadline, min(float(r[0]) for r in raw[3]))
 
     def _push(self, at: float, key: str) -> None:
-        heapq.heappush(self._heap, (at, next(self._seq), key))
+        self._queue.push(at, key)
 
     def _sweep(self, w: float) -> None:
         """Hourly (event time): forget devices and users no rule can still need."""

@@ -83,12 +83,12 @@ def replay(
             )
             summary.dead_letters += 1
             continue
-        if not line.strip():
-            summary.blank_lines += 1
-            continue
         try:
             event = validate(line)
         except ValidationError as exc:
+            if not line.strip():  # checked only here: stripping every line costs
+                summary.blank_lines += 1
+                continue
             reason, errors = reason_of(exc)
             _dead(dead_out, line, number, source_name, reason, errors)
             summary.dead_letters += 1
