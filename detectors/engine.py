@@ -66,7 +66,7 @@ AnyEvent = SaasAccess | DevicePosture | DlpAlert | ControlReview
 
 CORRELATABLE_ACTIONS = frozenset({"upload", "share", "edit"})
 _EVENT_KEYS = {s: f"events.{s}" for s in STREAMS}
-SWEEP_EVERY = 3600.0  # event-time seconds between sweeps of idle devices and users
+SWEEP_EVERY = 6 * 3600.0  # event-time seconds between sweeps of idle devices and users
 
 
 _NO_POSTURES: tuple[bool, tuple[PostureView, ...]] = (False, ())
@@ -539,7 +539,7 @@ class Engine:
         self._queue.push(at, key)
 
     def _sweep(self, w: float) -> None:
-        """Hourly (event time): forget devices and users no rule can still need."""
+        """Every few hours of event time: forget devices and users no rule can still need."""
         idle = w - self._idle_retention
         postures = self.state.postures
         for device in [d for d, (_, e) in postures.items() if not e or e[-1][0] < idle]:
