@@ -1,8 +1,16 @@
 """Rules and the correlation engine: pure, synchronous, no I/O, no clock."""
 
-from detectors.engine import Engine, finding_id
+from detectors.engine import Engine, Stage, finding_id
 from detectors.masking import mask_identifier, mask_text
 from detectors.rules import CATALOGUE
 from detectors.state import EngineState
 
-__all__ = ["CATALOGUE", "Engine", "EngineState", "finding_id", "mask_identifier", "mask_text"]
+__all__ = [
+    "CATALOGUE",
+    "Engine",
+    "EngineState",
+    "Stage",
+    "finding_id",
+    "mask_identifier",
+    "mask_text",
+]

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import date, datetime
 from hashlib import blake2b
-from typing import Any
+from typing import Any, Literal
 
 from detectors.calendar import DAY, day_of, to_datetime
 from detectors.masking import mask_text
@@ -69,6 +69,8 @@ _EVENT_KEYS = {s: f"events.{s}" for s in STREAMS}
 SWEEP_EVERY = 6 * 3600.0  # event-time seconds between sweeps of idle devices and users
 
 
+Stage = Literal["all", "device", "user", "review"]
+Handler = Callable[[Any, float, float, list["Finding"]], None]
 _NO_POSTURES: tuple[bool, tuple[PostureView, ...]] = (False, ())
 
 
@@ -86,7 +88,16 @@ class Engine:
         now: Clock,
         state: EngineState | None = None,
         idle_retention: float = 7 * DAY,
+        stage: Stage = "all",
+        owns_entity: Callable[[str], bool] | None = None,
     ) -> None:
+        """`stage` picks the rules one partition of the streaming topology runs
+        (architecture.md): "device" SEP-001/002/006/007 over accesses and
+        postures keyed by device, "user" SEP-003/004/005 over accesses and DLP
+        alerts keyed by user, "review" SEP-008/009 keyed by entity; "all" is
+        every rule at once, as in a replay. `owns_entity` says which of the
+        entities the policy names this partition tracks (default: all)."""
+        self._owns_entity = owns_entity or (lambda _: True)
         self.state = state if state is not None else EngineState()
         self._now = now
         self.stats: Counter[str] = Counter()
@@ -106,12 +117,37 @@ class Engine:
         w = self.watermark
         self._next_sweep = (w // SWEEP_EVERY + 1) * SWEEP_EVERY if w > float("-inf") else w
         self._alarm = float("inf")
-        self._handlers: dict[type, Callable[[Any, float, float, list[Finding]], None]] = {
-            SaasAccess: self._on_access,
-            DevicePosture: self._on_posture,
-            DlpAlert: self._on_dlp,
-            ControlReview: self._on_review,
+        self.stage = stage
+        self._correlates = stage == "all"
+        self._tracks_entities = stage in ("all", "review")
+        skip = self._skip
+        handlers: dict[str, dict[type, Handler]] = {
+            "all": {
+                SaasAccess: self._on_access,
+                DevicePosture: self._on_posture,
+                DlpAlert: self._on_dlp,
+                ControlReview: self._on_review,
+            },
+            "device": {
+                SaasAccess: self._on_access,
+                DevicePosture: self._on_posture,
+                DlpAlert: skip,
+                ControlReview: skip,
+            },
+            "user": {
+                SaasAccess: self._on_access_to_correlate,
+                DevicePosture: skip,
+                DlpAlert: self._on_dlp,
+                ControlReview: skip,
+            },
+            "review": {
+                SaasAccess: skip,
+                DevicePosture: skip,
+                DlpAlert: skip,
+                ControlReview: self._on_review,
+            },
         }
+        self._handlers = handlers[stage]
         self.set_policy(policy)
 
     # -- the policy ----------------------------------------------------------
@@ -122,9 +158,11 @@ class Engine:
         self._lateness = self.policy.lateness
         self._max_age = self.policy.posture_max_age
         self._clean_apps = set()
-        for entity in policy.review.entity_baselines:
-            self._see_entity(entity)
-        self._alarm = self._next_alarm()
+        if self._tracks_entities:
+            for entity in policy.review.entity_baselines:
+                if self._owns_entity(entity):
+                    self._see_entity(entity)
+            self._alarm = self._next_alarm()
 
     # -- time ----------------------------------------------------------------
 
@@ -147,7 +185,7 @@ class Engine:
         self.stats[_EVENT_KEYS[event.stream]] += 1
         if ts < w:
             self.stats["events.late"] += 1
-        if event.entity not in self._entities:
+        if self._tracks_entities and event.entity not in self._entities:
             self._see_entity(event.entity)
         self._handlers[type(event)](event, ts, w, out)
         if ts > self._max_ts:
@@ -167,10 +205,15 @@ class Engine:
         out.extend(self.flush())
         return out
 
-    def flush(self) -> list[Finding]:
-        """End of input: the watermark moves to the last event time, and every
-        decision still waiting for other events is made now."""
+    def flush(self, until: float | None = None) -> list[Finding]:
+        """End of input: the watermark moves to the last event time (or to
+        `until`, the last event time of the whole input when this engine saw
+        only a part of it), and every decision still waiting for other events
+        is made now."""
         out: list[Finding] = []
+        if until is not None and until > self._max_ts:
+            self._max_ts = until
+            self.state.meta["max_ts"] = until
         if self._max_ts != float("-inf"):
             self._advance(out, final=True)
         return out
@@ -207,7 +250,7 @@ class Engine:
                 elif len(self._clean_apps) < 65536:
                     self._clean_apps.add((view.saas_app, day))
 
-        if view.action in CORRELATABLE_ACTIONS:
+        if self._correlates and view.action in CORRELATABLE_ACTIONS:
             self._remember_access(view, w)
 
         if view.device_id is None or ts < w:
@@ -217,6 +260,29 @@ class Engine:
             key = "a|" + trigger
             self.state.pending[key] = ("a", view)
             self._push(ts, key)
+
+    def _skip(self, ev: Any, ts: float, w: float, out: list[Finding]) -> None:
+        """Events of streams this stage does not judge still move its watermark."""
+
+    def _on_access_to_correlate(
+        self, ev: SaasAccess, ts: float, w: float, out: list[Finding]
+    ) -> None:
+        if ev.network_zone == "internal" and ev.action in CORRELATABLE_ACTIONS:
+            sha = ev.object.sha256.lower() if ev.object and ev.object.sha256 else None
+            self._remember_access(
+                AccessView(
+                    ts,
+                    ev.event_id,
+                    ev.entity,
+                    ev.user_id,
+                    ev.device_id,
+                    ev.saas_app,
+                    ev.action,
+                    ev.source,
+                    sha,
+                ),
+                w,
+            )
 
     def _judge_posture(self, access: AccessView, out: list[Finding]) -> None:
         posture = None
