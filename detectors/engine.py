@@ -90,13 +90,18 @@ class Engine:
         idle_retention: float = 7 * DAY,
         stage: Stage = "all",
         owns_entity: Callable[[str], bool] | None = None,
+        external_clock: bool = False,
     ) -> None:
         """`stage` picks the rules one partition of the streaming topology runs
         (architecture.md): "device" SEP-001/002/006/007 over accesses and
         postures keyed by device, "user" SEP-003/004/005 over accesses and DLP
         alerts keyed by user, "review" SEP-008/009 keyed by entity; "all" is
         every rule at once, as in a replay. `owns_entity` says which of the
-        entities the policy names this partition tracks (default: all)."""
+        entities the policy names this partition tracks (default: all).
+        With `external_clock`, events do not move the watermark: the caller
+        does, with `advance` (a stream fed by several sources moves it to the
+        slowest source's time, as Flink and Kafka Streams do)."""
+        self._external_clock = external_clock
         self._owns_entity = owns_entity or (lambda _: True)
         self.state = state if state is not None else EngineState()
         self._now = now
@@ -188,13 +193,23 @@ class Engine:
         if self._tracks_entities and event.entity not in self._entities:
             self._see_entity(event.entity)
         self._handlers[type(event)](event, ts, w, out)
-        if ts > self._max_ts:
+        if ts > self._max_ts and not self._external_clock:
             self._max_ts = ts
             self.state.meta["max_ts"] = ts
             w = ts - self._lateness
             # Most events release nothing and start no hourly sweep: skip the call.
             if self._queue.next_time() < w or w > self._alarm or w >= self._next_sweep:
                 self._advance(out, final=False)
+        return out
+
+    def advance(self, max_ts: float) -> list[Finding]:
+        """Move the event clock to `max_ts` (external clock): what waits for
+        the watermark it brings is decided now."""
+        out: list[Finding] = []
+        if max_ts > self._max_ts:
+            self._max_ts = max_ts
+            self.state.meta["max_ts"] = max_ts
+            self._advance(out, final=False)
         return out
 
     def run(self, events: Iterable[AnyEvent]) -> list[Finding]:

@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     topic_prefix: str = Field("sepwatch.", description="prefix of every Kafka topic")
     state_dir: Path = Field(Path(".sepwatch-state"), description="worker's local state")
     es_url: str = Field("http://localhost:9200", description="Elasticsearch URL")
+    web_port: int = Field(6066, description="worker's web port (/metrics); 0 turns it off")
+    partitions: int = Field(4, description="partitions of every sepwatch topic", ge=1)
 
     @classmethod
     def settings_customise_sources(

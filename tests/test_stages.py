@@ -3,7 +3,6 @@ its own partitions, find exactly what one engine finds over everything."""
 
 from __future__ import annotations
 
-import zlib
 from collections import defaultdict
 from datetime import UTC, date, datetime
 from typing import Any
@@ -14,6 +13,7 @@ from detectors import Engine, Stage
 from schemas import EventAdapter
 from streams.policy_file import load_policy
 from streams.simulate import simulate
+from streams.topics import partition_of, stage_keys
 from tests import cases
 
 _BASE = load_policy("deploy/policy/example.yaml")
@@ -46,16 +46,6 @@ def _events() -> list[Any]:
     ]
 
 
-def stage_keys(event: Any) -> dict[Stage, str]:
-    """Which stage sees an event, under which key (architecture.md)."""
-    keys: dict[Stage, str] = {"review": event.entity}
-    if event.stream in ("saas_access", "device_posture"):
-        keys["device"] = event.device_id or f"user:{event.user_id}"
-    if event.stream in ("saas_access", "dlp_alert"):
-        keys["user"] = event.user_id
-    return keys
-
-
 @pytest.mark.parametrize("partitions", [1, 4])
 def test_stages_on_partitions_find_what_one_engine_finds(partitions: int) -> None:
     events = _events()
@@ -64,13 +54,13 @@ def test_stages_on_partitions_find_what_one_engine_finds(partitions: int) -> Non
     found = []
     for event in events:
         for stage, key in stage_keys(event).items():
-            slot = (stage, zlib.crc32(key.encode()) % partitions)
+            slot = (stage, partition_of(key, partitions))
             if slot not in engines:
                 engines[slot] = Engine(
                     POLICY,
                     now=lambda: cases.FIXED_NOW,
                     stage=stage,
-                    owns_entity=lambda e, p=slot[1]: zlib.crc32(e.encode()) % partitions == p,
+                    owns_entity=lambda e, p=slot[1]: partition_of(e, partitions) == p,
                 )
             found.extend(engines[slot].process(event))
     last = max(e.timestamp.timestamp() for e in events)

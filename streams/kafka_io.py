@@ -1,0 +1,203 @@
+"""Talking to Kafka outside the worker: topics, producing files, exporting findings."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any, TextIO
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from streams.dead_letters import dead_letter
+from streams.topics import INPUT_STREAMS, STAGES, Topics, input_key
+from streams.topology import END_OF_INPUT
+
+MAX_RECORD = 1 << 20
+
+
+class KafkaUnavailable(RuntimeError):
+    """The broker cannot be reached, or the topics cannot serve this topology."""
+
+
+def admin(broker: str) -> KafkaAdminClient:
+    try:
+        return KafkaAdminClient(bootstrap_servers=broker, request_timeout_ms=10_000)
+    except KafkaError:
+        raise KafkaUnavailable(
+            f"no Kafka broker answers at {broker}; start one (deploy/local/kafka.sh up) "
+            "or set SEPWATCH_BROKER"
+        ) from None
+
+
+def ensure_topics(broker: str, topics: Topics, partitions: int, retention_ms: int) -> None:
+    """Create what is missing; refuse a topic whose partition count would break
+    co-partitioning (every stage joins within one partition)."""
+    client = admin(broker)
+    try:
+        wanted = [
+            *topics.inputs,
+            *(topics.stage(s) for s in STAGES),
+            topics.findings,
+            topics.dead_letters,
+        ]
+        existing = set(client.list_topics())
+        new = [
+            NewTopic(
+                name,
+                num_partitions=partitions,
+                replication_factor=1,
+                topic_configs={"retention.ms": str(retention_ms)},
+            )
+            for name in wanted
+            if name not in existing
+        ]
+        if new:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                client.create_topics(new)
+        wrong = []
+        for info in client.describe_topics(wanted):
+            count = len(info.get("partitions") or [])
+            if count and count != partitions:
+                wrong.append(f"{info['topic']} has {count} partitions, not {partitions}")
+        if wrong:
+            raise KafkaUnavailable(
+                "topics would break co-partitioning: "
+                + "; ".join(wrong)
+                + " (use --partitions to match, or a new --prefix)"
+            )
+    finally:
+        client.close()
+
+
+def producer(broker: str) -> KafkaProducer:
+    try:
+        return KafkaProducer(
+            bootstrap_servers=broker,
+            linger_ms=5,
+            batch_size=256 * 1024,
+            acks="all",
+            max_request_size=2 * MAX_RECORD,
+        )
+    except KafkaError:
+        raise KafkaUnavailable(f"no Kafka broker answers at {broker}") from None
+
+
+def produce(
+    lines: Iterable[bytes],
+    broker: str,
+    topics: Topics,
+    *,
+    end_of_input: bool = True,
+    on_progress: Callable[[int], None] | None = None,
+) -> dict[str, int]:
+    """Publish canonical JSON lines, in file order, to their input topics.
+    A line that names no known stream cannot be routed: it goes to the dead
+    letters with its line number. Returns counts per stream."""
+    out = producer(broker)
+    counts: dict[str, int] = {}
+    max_ts = 0.0
+    read = 0
+    try:
+        for number, line in enumerate(lines, start=1):
+            read += len(line)
+            if on_progress is not None and number % 2048 == 0:
+                on_progress(read)
+            if not line.strip():
+                continue
+            try:
+                event: Any = json.loads(line)
+                stream = event.get("stream") if isinstance(event, dict) else None
+            except ValueError:
+                stream = None
+            if stream not in INPUT_STREAMS or len(line) > MAX_RECORD:
+                reason = (
+                    f"line of {len(line)} bytes is over the limit"
+                    if len(line) > MAX_RECORD
+                    else "not a JSON object with a known `stream` (saas_access, "
+                    "device_posture, dlp_alert, control_review)"
+                )
+                record = dead_letter(line.rstrip(), reason, where={"line": number})
+                out.send(topics.dead_letters, json.dumps(record, ensure_ascii=False).encode())
+                counts["dead_letters"] = counts.get("dead_letters", 0) + 1
+                continue
+            # A bad timestamp is the worker's to dead-letter, with the precise reason.
+            with contextlib.suppress(KeyError, TypeError, ValueError):
+                max_ts = max(max_ts, datetime.fromisoformat(event["timestamp"]).timestamp())
+            out.send(topics.input(stream), line.rstrip(b"\r\n"), key=input_key(event).encode())
+            counts[stream] = counts.get(stream, 0) + 1
+        if end_of_input:
+            marker = json.dumps({"max_ts": max_ts}).encode()
+            for name in topics.inputs:
+                for p in out.partitions_for(name) or ():
+                    out.send(name, marker, key=END_OF_INPUT, partition=p)
+        out.flush()
+        if on_progress is not None:
+            on_progress(read)
+    finally:
+        out.close()
+    return counts
+
+
+def export_findings(broker: str, topics: Topics, sink: TextIO, timeout_s: float = 10.0) -> int:
+    """Read the findings topic from the beginning to its end; one line per id."""
+    try:
+        consumer = KafkaConsumer(
+            bootstrap_servers=broker,
+            enable_auto_commit=False,
+            consumer_timeout_ms=1000,
+        )
+    except KafkaError:
+        raise KafkaUnavailable(f"no Kafka broker answers at {broker}") from None
+    try:
+        parts = [
+            TopicPartition(topics.findings, p)
+            for p in consumer.partitions_for_topic(topics.findings) or ()
+        ]
+        if not parts:
+            return 0
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        end = consumer.end_offsets(parts)
+        seen: dict[str, bytes] = {}
+        deadline = datetime.now().timestamp() + timeout_s
+        while any(consumer.position(tp) < end[tp] for tp in parts):
+            batch = consumer.poll(timeout_ms=500)
+            for records in batch.values():
+                for r in records:
+                    seen.setdefault((r.key or b"").decode(), r.value)
+            if datetime.now().timestamp() > deadline:
+                raise KafkaUnavailable("findings topic did not reach its end offsets in time")
+        for value in seen.values():
+            sink.write(value.decode())
+            sink.write("\n")
+        return len(seen)
+    except KafkaError as exc:
+        raise KafkaUnavailable(f"reading {topics.findings}: {exc}") from None
+    finally:
+        consumer.close()
+
+
+def read_dead_letters(broker: str, topics: Topics) -> list[dict[str, Any]]:
+    """Every dead letter so far (for tests and the CLI)."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=broker, enable_auto_commit=False, consumer_timeout_ms=1000
+    )
+    try:
+        parts = [
+            TopicPartition(topics.dead_letters, p)
+            for p in consumer.partitions_for_topic(topics.dead_letters) or ()
+        ]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        end = consumer.end_offsets(parts)
+        out = []
+        while any(consumer.position(tp) < end[tp] for tp in parts):
+            for records in consumer.poll(timeout_ms=500).values():
+                out.extend(json.loads(r.value) for r in records)
+        return out
+    finally:
+        consumer.close()

@@ -1,0 +1,280 @@
+"""The streaming topology on Kafka with faust-streaming.
+
+    input topics --validate--> by-device / by-user / by-review --stages--> findings
+                  \\--bad--> dead-letters
+
+One agent validates the four input streams (bad records go to the dead
+letters with their reason, masked) and routes each event, raw, to the stages
+that judge it, keyed so every join is local to one partition. Each stage runs
+one engine per partition, its state in changelogged Faust tables, so a
+restarted worker recovers it. Findings go to the findings topic keyed by
+finding id.
+
+A producer that reaches the end of a bounded input (`sepwatch produce` of a
+file) sends an end-of-input marker to every input partition; once a stage
+partition has the marker from every input partition it flushes, as a replay
+does at the end of its file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator, MutableMapping
+from typing import Any
+
+import faust
+from pydantic import ValidationError
+
+from detectors import Engine, EngineState, Stage
+from schemas import EventAdapter, Finding, Policy
+from streams.dead_letters import dead_letter, reason_of
+from streams.replay import MAX_LINE_BYTES, utc_now
+from streams.settings import Settings
+from streams.topics import STAGES, Topics, partition_of, stage_keys
+
+log = logging.getLogger("sepwatch")
+
+END_OF_INPUT = b"__sepwatch_end_of_input__"
+IDLE_SECONDS = 5.0  # wall-clock silence after which a source no longer holds the clock
+STORES = ("postures", "accesses", "pending", "entities", "meta")
+
+
+class PartitionStore(MutableMapping[str, Any]):
+    """One partition's slice of a Faust table: keys carry the partition, so
+    engines of several partitions in one worker never share an entry."""
+
+    def __init__(self, table: Any, partition: int) -> None:
+        self._table = table
+        self._prefix = f"{partition}|"
+
+    def __getitem__(self, key: str) -> Any:
+        value = self._table.get(self._prefix + key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self._table.get(self._prefix + key)
+        return default if value is None else value
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._table[self._prefix + key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self._table[self._prefix + key]
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and (self._prefix + key) in self._table
+
+    def __iter__(self) -> Iterator[str]:
+        n = len(self._prefix)
+        return iter([k[n:] for k in list(self._table.keys()) if k.startswith(self._prefix)])
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+class StageRunner:
+    """The engines of one stage, one per partition this worker holds."""
+
+    def __init__(self, stage: Stage, tables: dict[str, Any], policy: Policy, partitions: int):
+        self.stage = stage
+        self.tables = tables
+        self.policy = policy
+        self.partitions = partitions
+        self.engines: dict[int, Engine] = {}
+        self.ends: dict[int, dict[str, float]] = {}
+        # partition -> source -> (largest event time, monotonic time last heard)
+        self.clocks: dict[int, dict[str, tuple[float, float]]] = {}
+
+    def engine(self, partition: int) -> Engine:
+        engine = self.engines.get(partition)
+        if engine is None:
+            state = EngineState(
+                **{name: PartitionStore(self.tables[name], partition) for name in STORES}
+            )
+            engine = self.engines[partition] = Engine(
+                self.policy,
+                now=utc_now,
+                state=state,
+                stage=self.stage,
+                owns_entity=lambda e: partition_of(e, self.partitions) == partition,
+                external_clock=True,
+            )
+        return engine
+
+    def clock(self, partition: int, source: str, ts: float) -> float:
+        """The partition's event clock: the slowest source's largest event time.
+        Sources silent for IDLE_SECONDS stop holding it back (as Flink's
+        idleness does); without this, one topic read ahead of another would
+        push the watermark past events still to come."""
+        now = time.monotonic()
+        clocks = self.clocks.setdefault(partition, {})
+        seen, _ = clocks.get(source, (ts, now))
+        clocks[source] = (max(seen, ts), now)
+        active = [t for t, heard in clocks.values() if now - heard < IDLE_SECONDS]
+        return min(active) if active else ts
+
+    def forget(self, partitions: set[int]) -> None:
+        """After a rebalance: engines are rebuilt from the tables when needed."""
+        for p in partitions:
+            self.engines.pop(p, None)
+
+
+def build_app(settings: Settings, policy: Policy, *, partitions: int = 4) -> faust.App:
+    topics = Topics(settings.topic_prefix)
+    app = faust.App(
+        f"{settings.topic_prefix}worker",
+        broker=f"kafka://{settings.broker}",
+        store="memory://",
+        datadir=str(settings.state_dir),
+        topic_partitions=partitions,
+        topic_replication_factor=1,
+        value_serializer="raw",
+        key_serializer="raw",
+        web_enabled=settings.web_port > 0,
+        web_port=max(settings.web_port, 1),
+        web_host="127.0.0.1",
+        consumer_auto_offset_reset="earliest",
+        broker_commit_every=1000,
+        broker_commit_interval=1.0,
+        producer_linger_ms=5,
+        stream_buffer_maxsize=8192,
+    )
+
+    def raw_topic(name: str, internal: bool = False) -> Any:
+        return app.topic(
+            name,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=partitions,
+            internal=internal,
+        )
+
+    inputs = app.topic(
+        *topics.inputs,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    dead = raw_topic(topics.dead_letters)
+    findings = raw_topic(topics.findings)
+    by_stage = {stage: raw_topic(topics.stage(stage)) for stage in STAGES}
+    sources = len(topics.inputs) * partitions
+    # The review stage needs every entity's clock, not every event: a tick a
+    # minute per entity (from each validator) keeps its watermark moving.
+    last_tick: dict[str, int] = {}
+
+    @app.agent(inputs)
+    async def validate(stream: Any) -> None:
+        async for event in stream.events():
+            raw: bytes = event.value or b""
+            msg = event.message
+            if event.key == END_OF_INPUT:
+                source = f"{msg.topic}:{msg.partition}".encode()
+                for stage in STAGES:
+                    for p in range(partitions):
+                        await by_stage[stage].send(
+                            key=END_OF_INPUT,
+                            value=raw,
+                            partition=p,
+                            headers={"sepwatch-source": source},
+                        )
+                continue
+            where = {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}
+            if len(raw) > MAX_LINE_BYTES:
+                reason = f"record of {len(raw)} bytes is over the {MAX_LINE_BYTES}-byte limit"
+                await dead.send(value=_json(dead_letter(raw, reason, where=where)))
+                continue
+            try:
+                parsed = EventAdapter.validator.validate_json(raw)
+            except ValidationError as exc:
+                reason, errors = reason_of(exc)
+                await dead.send(value=_json(dead_letter(raw, reason, where=where, errors=errors)))
+                continue
+            expected = topics.input(parsed.stream)
+            if expected != msg.topic:
+                reason = f"a {parsed.stream} event on {msg.topic}; it belongs on {expected}"
+                await dead.send(value=_json(dead_letter(raw, reason, where=where)))
+                continue
+            for stage, key in stage_keys(parsed).items():
+                if stage == "review" and parsed.stream != "control_review":
+                    minute = int(parsed.timestamp.timestamp() // 60)
+                    if last_tick.get(key, -1) >= minute:
+                        continue
+                    last_tick[key] = minute
+                await by_stage[stage].send(
+                    key=key.encode(),
+                    value=raw,
+                    partition=partition_of(key, partitions),
+                    headers={"sepwatch-source": f"{msg.topic}:{msg.partition}".encode()},
+                )
+
+    runners: dict[Stage, StageRunner] = {}
+    for stage in STAGES:
+        tables = {
+            name: app.Table(
+                f"{stage}-{name}",
+                default=None,
+                partitions=partitions,
+                changelog_topic=app.topic(
+                    f"{settings.topic_prefix}worker-{stage}-{name}-changelog",
+                    partitions=partitions,
+                    compacting=True,
+                    key_serializer="json",
+                    value_serializer="json",
+                ),
+            )
+            for name in STORES
+        }
+        runners[stage] = StageRunner(stage, tables, policy, partitions)
+        app.agent(by_stage[stage], name=f"{settings.topic_prefix}stage-{stage}")(
+            _stage_agent(runners[stage], findings, sources)
+        )
+
+    @app.on_partitions_assigned.connect
+    async def _assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
+        for stage, runner in runners.items():
+            runner.forget({tp.partition for tp in assigned if tp.topic == topics.stage(stage)})
+
+    app.sepwatch_topics = topics  # type: ignore[attr-defined]
+    return app
+
+
+def _stage_agent(runner: StageRunner, findings: Any, sources: int) -> Any:
+    async def judge(stream: Any) -> None:
+        async for event in stream.events():
+            partition = event.message.partition
+            engine = runner.engine(partition)
+            if event.key == END_OF_INPUT:
+                source = dict(event.headers or {}).get("sepwatch-source", b"").decode()
+                ends = runner.ends.setdefault(partition, {})
+                ends[source] = float(json.loads(event.value or b"{}").get("max_ts", 0.0))
+                if len(ends) < sources:
+                    continue
+                found = engine.flush(until=max(ends.values()))
+                runner.ends.pop(partition, None)
+            else:
+                parsed = EventAdapter.validator.validate_json(event.value)
+                found = engine.process(parsed)
+                source = dict(event.headers or {}).get("sepwatch-source", b"").decode()
+                found += engine.advance(
+                    runner.clock(partition, source, parsed.timestamp.timestamp())
+                )
+            for f in found:
+                await _emit(findings, f)
+
+    return judge
+
+
+async def _emit(findings: Any, finding: Finding) -> None:
+    await findings.send(key=finding.finding_id.encode(), value=finding.model_dump_json().encode())
+
+
+def _json(record: dict[str, Any]) -> bytes:
+    return json.dumps(record, ensure_ascii=False).encode()
