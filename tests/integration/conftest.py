@@ -1,0 +1,91 @@
+"""Real servers for integration tests, started by the project's own scripts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+KAFKA = ROOT / "deploy" / "local" / "kafka.sh"
+PORT = os.environ.get("SEPWATCH_TEST_KAFKA_PORT", "19092")
+BROKER = f"127.0.0.1:{PORT}"
+POLICY = ROOT / "deploy" / "policy" / "example.yaml"
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[str]:
+    """A real broker on its own port, started for the test session, stopped after."""
+    env = {**os.environ, "SEPWATCH_KAFKA_PORT": PORT}
+    subprocess.run([str(KAFKA), "up"], check=True, env=env, timeout=600)
+    try:
+        yield BROKER
+    finally:
+        subprocess.run([str(KAFKA), "down"], check=False, env=env, timeout=120)
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A fresh topic prefix: every test sees only its own data."""
+    return f"t{uuid.uuid4().hex[:8]}."
+
+
+class Worker:
+    """`sepwatch worker` as a separate process, as an operator runs it."""
+
+    def __init__(self, broker: str, prefix: str, state: Path, log: Path) -> None:
+        self.log = log
+        self._out = log.open("ab")
+        env = {**os.environ, "SEPWATCH_BROKER": broker, "SEPWATCH_TOPIC_PREFIX": prefix}
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "streams.cli",
+                "worker",
+                "--policy",
+                str(POLICY),
+                "--state-dir",
+                str(state),
+                "--web-port",
+                "0",
+                "--loglevel",
+                "info",
+            ],
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=ROOT,
+        )
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while time.monotonic() < deadline:
+            text = self.log.read_text(errors="replace")
+            if text.count("Ready") > seen or "[^Worker]: Ready" in text:
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited {self.proc.returncode}:\n{text[-3000:]}")
+            time.sleep(0.3)
+        raise AssertionError("worker not ready in time:\n" + self.log.read_text()[-3000:])
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._out.close()

@@ -1,0 +1,180 @@
+"""The worker on a real Kafka broker: parity with replay, crashes, scale, bad input."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from kafka import KafkaProducer
+
+from streams.kafka_io import ensure_topics, export_findings, produce, read_dead_letters
+from streams.policy_file import load_policy
+from streams.replay import replay
+from streams.simulate import simulate
+from streams.topics import Topics
+from tests.integration.conftest import POLICY, Worker
+
+pytestmark = pytest.mark.integration
+PARTITIONS = 4
+
+
+def _day(users: int = 80, hours: float = 4, seed: int = 2) -> list[bytes]:
+    """Simulated traffic, out of order within the lateness, every rule in it."""
+    start = datetime(2026, 11, 23, 9, tzinfo=ZoneInfo("Asia/Seoul"))
+    return [
+        json.dumps(e, ensure_ascii=False).encode() + b"\n"
+        for e in simulate(
+            load_policy(POLICY),
+            users=users,
+            devices=users + 8,
+            hours=hours,
+            violation_rate=0.05,
+            seed=seed,
+            start=start,
+        )
+    ]
+
+
+def _replayed(lines: list[bytes]) -> dict[str, dict[str, object]]:
+    out = io.StringIO()
+    replay(load_policy(POLICY), lines, out, io.StringIO())
+    return {f["finding_id"]: f for f in map(json.loads, out.getvalue().splitlines())}
+
+
+def _exported(broker: str, topics: Topics) -> dict[str, dict[str, object]]:
+    sink = io.StringIO()
+    export_findings(broker, topics, sink)
+    return {f["finding_id"]: f for f in map(json.loads, sink.getvalue().splitlines())}
+
+
+def _wait_for(check: Callable[[], bool], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(1)
+
+
+def _compare(want: dict[str, dict[str, object]], got: dict[str, dict[str, object]]) -> None:
+    missing = sorted((want[k]["rule_id"], k) for k in set(want) - set(got))
+    extra = sorted((got[k]["rule_id"], k) for k in set(got) - set(want))
+    assert not missing and not extra, f"missing {missing[:5]}, extra {extra[:5]}"
+    for k, f in want.items():
+        assert got[k]["evidence_event_ids"] == f["evidence_event_ids"], k
+        assert got[k]["status"] == f["status"], k
+
+
+@pytest.fixture
+def workers(broker: str, prefix: str, tmp_path: Path) -> Iterator[Callable[[str], Worker]]:
+    ensure_topics(broker, Topics(prefix), PARTITIONS, retention_ms=3_600_000)
+    started: list[Worker] = []
+
+    def start(name: str) -> Worker:
+        w = Worker(broker, prefix, tmp_path / f"state-{name}", tmp_path / f"{name}.log")
+        started.append(w)
+        return w
+
+    yield start
+    for w in started:
+        w.stop()
+
+
+def test_stream_gives_exactly_the_findings_of_replay(
+    broker: str, prefix: str, workers: Callable[[str], Worker]
+) -> None:
+    lines = _day()
+    want = _replayed(lines)
+    assert {f["rule_id"] for f in want.values()} >= {"SEP-001", "SEP-002", "SEP-003", "SEP-006"}
+    worker = workers("a")
+    worker.wait_ready()
+    produce(lines, broker, Topics(prefix))
+    _wait_for(lambda: len(_exported(broker, Topics(prefix))) >= len(want))
+    time.sleep(2)  # anything extra would show up now
+    _compare(want, _exported(broker, Topics(prefix)))
+
+
+def test_two_workers_find_what_one_finds(
+    broker: str, prefix: str, workers: Callable[[str], Worker]
+) -> None:
+    lines = _day(seed=5)
+    want = _replayed(lines)
+    first, second = workers("a"), workers("b")
+    first.wait_ready()
+    second.wait_ready()
+    time.sleep(3)  # let the group settle on both members
+    produce(lines, broker, Topics(prefix))
+    _wait_for(lambda: len(_exported(broker, Topics(prefix))) >= len(want))
+    time.sleep(2)
+    _compare(want, _exported(broker, Topics(prefix)))
+
+
+def test_a_worker_killed_mid_run_loses_nothing(
+    broker: str, prefix: str, workers: Callable[[str], Worker]
+) -> None:
+    lines = _day(users=120, seed=9)
+    want = _replayed(lines)
+    worker = workers("a")
+    worker.wait_ready()
+    half = len(lines) // 2
+    produce(lines[:half], broker, Topics(prefix), end_of_input=False)
+    _wait_for(lambda: len(_exported(broker, Topics(prefix))) > 0, timeout=60)
+    worker.kill()
+    produce(lines[half:], broker, Topics(prefix))
+    again = workers("b")
+    again.wait_ready()
+    _wait_for(lambda: len(_exported(broker, Topics(prefix))) >= len(want), timeout=120)
+    time.sleep(2)
+    _compare(want, _exported(broker, Topics(prefix)))
+
+
+def test_bad_records_go_to_the_dead_letters_and_the_worker_goes_on(
+    broker: str, prefix: str, workers: Callable[[str], Worker]
+) -> None:
+    topics = Topics(prefix)
+    worker = workers("a")
+    worker.wait_ready()
+    raw = KafkaProducer(bootstrap_servers=broker, max_request_size=4 << 20)
+    bad = {
+        b"not json at all 900101-1234568": "json",
+        b'{"stream": "saas_access", "event_id": "x1"}': "timestamp",
+        b'{"stream": "dlp_alert", "event_id": "x2", '
+        b'"timestamp": "2026-11-23T10:00:00"}': "timezone",
+        b'{"stream": "x", "pad": "' + b"9" * (1 << 20) + b'"}': "limit",
+    }
+    for record in bad:
+        raw.send(topics.input("saas_access"), record)
+    raw.flush()
+    raw.close()
+    good = json.dumps(
+        {
+            "stream": "saas_access",
+            "event_id": "after-bad",
+            "timestamp": "2026-11-23T10:00:00Z",
+            "entity": "HQ",
+            "user_id": "u1",
+            "device_id": "d1",
+            "saas_app": "notion",
+            "action": "view",
+            "network_zone": "internal",
+            "source": "test",
+        }
+    ).encode()
+    produce([good], broker, topics)
+    _wait_for(lambda: len(read_dead_letters(broker, topics)) >= len(bad))
+    letters = read_dead_letters(broker, topics)
+    assert len(letters) == len(bad)
+    reasons = " | ".join(d["reason"].lower() for d in letters)
+    for word in ("json", "timestamp", "timezone", "limit"):
+        assert word in reasons, reasons
+    assert "1234568" not in json.dumps(letters)
+    _wait_for(lambda: any(f["rule_id"] == "SEP-001" for f in _exported(broker, topics).values()))
+    assert any(
+        f["evidence_event_ids"] == ["after-bad"] and f["rule_id"] == "SEP-001"
+        for f in _exported(broker, topics).values()
+    )
