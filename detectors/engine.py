@@ -9,6 +9,7 @@ rest is decided on arrival.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import date, datetime
@@ -157,17 +158,35 @@ class Engine:
 
     # -- the policy ----------------------------------------------------------
 
-    def set_policy(self, policy: Policy) -> None:
-        """Install a (validated) policy; later decisions use it."""
-        self.policy = PolicyInForce(policy)
-        self._lateness = self.policy.lateness
-        self._max_age = self.policy.posture_max_age
+    def set_policy(self, policy: Policy, effective_from: float | None = None) -> None:
+        """Install a (validated) policy. Without `effective_from` it is the
+        only one; with it (epoch seconds), events stamped at or after that
+        time are judged by it and earlier ones by the policy before it."""
+        compiled = PolicyInForce(policy)
+        if effective_from is None:
+            self._policies = [(float("-inf"), compiled)]
+        else:
+            kept = [(t, p) for t, p in self._policies if t < effective_from]
+            self._policies = [*kept, (effective_from, compiled)]
+        self._policy_times = [t for t, _ in self._policies]
+        self.policy = compiled
+        self._lateness = compiled.lateness
+        self._max_age = compiled.posture_max_age
         self._clean_apps = set()
         if self._tracks_entities:
             for entity in policy.review.entity_baselines:
                 if self._owns_entity(entity):
                     self._see_entity(entity)
             self._alarm = self._next_alarm()
+
+    def _use_policy(self, ts: float) -> None:
+        """Judge by the policy in force at the event's own time."""
+        if len(self._policies) > 1:
+            chosen = self._policies[bisect_right(self._policy_times, ts) - 1][1]
+            if chosen is not self.policy:
+                self.policy = chosen
+                self._max_age = chosen.posture_max_age
+                self._clean_apps = set()
 
     # -- time ----------------------------------------------------------------
 
@@ -188,6 +207,7 @@ class Engine:
         ts = event.timestamp.timestamp()
         w = self._max_ts - self._lateness
         self.stats[_EVENT_KEYS[event.stream]] += 1
+        self._use_policy(ts)
         if ts < w:
             self.stats["events.late"] += 1
         if self._tracks_entities and event.entity not in self._entities:
@@ -300,6 +320,7 @@ class Engine:
             )
 
     def _judge_posture(self, access: AccessView, out: list[Finding]) -> None:
+        self._use_policy(access.ts)
         posture = None
         if access.device_id is not None:
             evicted, entries = self.state.postures.get(access.device_id, _NO_POSTURES)
@@ -408,6 +429,7 @@ class Engine:
             self._push(release, key)
 
     def _judge_dlp(self, alert: DlpView, out: list[Finding]) -> None:
+        self._use_policy(alert.ts)
         if alert.channel == "saas_upload" and alert.saas_app:
             dest = Destination(alert.saas_app, None)
         else:
@@ -488,6 +510,7 @@ class Engine:
 
     def _judge_review(self, item: Any, out: list[Finding]) -> None:
         entity, completed, reviewer, records = item
+        self._use_policy(completed)
         fired, reviews, judged = self.state.entities[entity]
         self.state.entities[entity] = [fired, reviews, [*judged[-7:], completed]]
         # Only what was recorded by the time the review is judged counts, so
@@ -645,6 +668,7 @@ class Engine:
         saas_app: str | None,
         *trigger_ids: str,
     ) -> Finding:
+        self._use_policy(ts)
         waiver = self.policy.waiver(rule.id, day_of(ts), entity, user_id, device_id, saas_app)
         self.stats[f"findings.{rule.id}"] += 1
         evidence = list(dict.fromkeys((*trigger_ids, *hit.evidence)))

@@ -334,7 +334,10 @@ def worker_cmd(
     Creates the topics it needs (refusing partition counts that would break
     co-partitioning), then validates, routes and judges every event; findings
     go to PREFIXfindings keyed by id, bad records to PREFIXdead-letters.
-    Several workers with the same prefix share the partitions.
+    Several workers with the same prefix share the partitions. Editing the
+    policy file while it runs loads the new policy for events stamped from
+    then on; a policy that does not validate is refused and logged, and the
+    running one stays.
     """
     from faust import Worker
 
@@ -349,7 +352,8 @@ def worker_cmd(
         web_port=web_port,
         partitions=partitions,
     )
-    pol = _policy(policy or settings.policy)
+    policy_path = policy or settings.policy
+    pol = _policy(policy_path)
     try:
         ensure_topics(
             settings.broker,
@@ -361,7 +365,7 @@ def worker_cmd(
         err.print(f"[bold red]cannot start[/]: {exc}")
         raise typer.Exit(2) from None
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    faust_app = build_app(settings, pol, partitions=settings.partitions)
+    faust_app = build_app(settings, pol, partitions=settings.partitions, policy_file=policy_path)
     Worker(faust_app, loglevel=loglevel, quiet=True).execute_from_commandline()
 
 

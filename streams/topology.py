@@ -22,6 +22,8 @@ import json
 import logging
 import time
 from collections.abc import Iterator, MutableMapping
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -30,6 +32,7 @@ from pydantic import ValidationError
 from detectors import Engine, EngineState, Stage
 from schemas import EventAdapter, Finding, Policy
 from streams.dead_letters import dead_letter, reason_of
+from streams.policy_file import PolicyError, load_policy
 from streams.replay import MAX_LINE_BYTES, utc_now
 from streams.settings import Settings
 from streams.topics import STAGES, Topics, partition_of, stage_keys
@@ -37,6 +40,7 @@ from streams.topics import STAGES, Topics, partition_of, stage_keys
 log = logging.getLogger("sepwatch")
 
 END_OF_INPUT = b"__sepwatch_end_of_input__"
+POLICY_POLL_SECONDS = 2.0
 IDLE_SECONDS = 5.0  # wall-clock silence after which a source no longer holds the clock
 STORES = ("postures", "accesses", "pending", "entities", "meta")
 
@@ -83,6 +87,8 @@ class StageRunner:
         self.stage = stage
         self.tables = tables
         self.policy = policy
+        # Policies loaded while running, with the time each took effect.
+        self.reloads: list[tuple[float, Policy]] = []
         self.partitions = partitions
         self.engines: dict[int, Engine] = {}
         self.ends: dict[int, dict[str, float]] = {}
@@ -103,7 +109,14 @@ class StageRunner:
                 owns_entity=lambda e: partition_of(e, self.partitions) == partition,
                 external_clock=True,
             )
+            for since, later in self.reloads:
+                engine.set_policy(later, effective_from=since)
         return engine
+
+    def reload(self, policy: Policy, since: float) -> None:
+        self.reloads.append((since, policy))
+        for engine in self.engines.values():
+            engine.set_policy(policy, effective_from=since)
 
     def clock(self, partition: int, source: str, ts: float) -> float:
         """The partition's event clock: the slowest source's largest event time.
@@ -123,7 +136,9 @@ class StageRunner:
             self.engines.pop(p, None)
 
 
-def build_app(settings: Settings, policy: Policy, *, partitions: int = 4) -> faust.App:
+def build_app(
+    settings: Settings, policy: Policy, *, partitions: int = 4, policy_file: Path | None = None
+) -> faust.App:
     topics = Topics(settings.topic_prefix)
     app = faust.App(
         f"{settings.topic_prefix}worker",
@@ -241,6 +256,43 @@ def build_app(settings: Settings, policy: Policy, *, partitions: int = 4) -> fau
     async def _assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
         for stage, runner in runners.items():
             runner.forget({tp.partition for tp in assigned if tp.topic == topics.stage(stage)})
+
+    if policy_file is not None:
+        watched = {"mtime": policy_file.stat().st_mtime}
+
+        @app.timer(interval=POLICY_POLL_SECONDS)
+        async def reload_policy() -> None:
+            """A changed policy file takes effect for events stamped from now on;
+            one that does not validate is refused, and the running one stays."""
+            try:
+                mtime = policy_file.stat().st_mtime
+            except OSError as exc:
+                log.warning(
+                    "policy file %s unreadable (%s); keeping the running policy",
+                    policy_file,
+                    exc.strerror,
+                )
+                return
+            if mtime == watched["mtime"]:
+                return
+            watched["mtime"] = mtime
+            try:
+                new = load_policy(policy_file)
+            except PolicyError as exc:
+                log.warning(
+                    "policy %s refused, the running policy stays:\n%s",
+                    policy_file,
+                    "\n".join(f"  {p}" for p in exc.problems),
+                )
+                return
+            since = time.time()
+            for runner in runners.values():
+                runner.reload(new, since)
+            log.warning(
+                "policy %s loaded; it judges events stamped from %s on",
+                policy_file,
+                datetime.fromtimestamp(since, UTC).isoformat(),
+            )
 
     app.sepwatch_topics = topics  # type: ignore[attr-defined]
     return app

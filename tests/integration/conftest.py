@@ -40,10 +40,17 @@ def prefix() -> str:
 class Worker:
     """`sepwatch worker` as a separate process, as an operator runs it."""
 
-    def __init__(self, broker: str, prefix: str, state: Path, log: Path) -> None:
+    def __init__(
+        self, broker: str, prefix: str, state: Path, log: Path, policy: Path = POLICY
+    ) -> None:
         self.log = log
         self._out = log.open("ab")
-        env = {**os.environ, "SEPWATCH_BROKER": broker, "SEPWATCH_TOPIC_PREFIX": prefix}
+        env = {
+            **os.environ,
+            "SEPWATCH_BROKER": broker,
+            "SEPWATCH_TOPIC_PREFIX": prefix,
+            "PYTHONUNBUFFERED": "1",  # the log is read while the worker runs
+        }
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -51,7 +58,7 @@ class Worker:
                 "streams.cli",
                 "worker",
                 "--policy",
-                str(POLICY),
+                str(policy),
                 "--state-dir",
                 str(state),
                 "--web-port",

@@ -53,12 +53,13 @@ def _exported(broker: str, topics: Topics) -> dict[str, dict[str, object]]:
     return {f["finding_id"]: f for f in map(json.loads, sink.getvalue().splitlines())}
 
 
-def _wait_for(check: Callable[[], bool], timeout: float = 90) -> None:
+def _wait_for(check: Callable[[], bool], timeout: float = 90) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
-            return
+            return True
         time.sleep(1)
+    return False
 
 
 def _compare(want: dict[str, dict[str, object]], got: dict[str, dict[str, object]]) -> None:
@@ -71,12 +72,12 @@ def _compare(want: dict[str, dict[str, object]], got: dict[str, dict[str, object
 
 
 @pytest.fixture
-def workers(broker: str, prefix: str, tmp_path: Path) -> Iterator[Callable[[str], Worker]]:
+def workers(broker: str, prefix: str, tmp_path: Path) -> Iterator[Callable[..., Worker]]:
     ensure_topics(broker, Topics(prefix), PARTITIONS, retention_ms=3_600_000)
     started: list[Worker] = []
 
-    def start(name: str) -> Worker:
-        w = Worker(broker, prefix, tmp_path / f"state-{name}", tmp_path / f"{name}.log")
+    def start(name: str, policy: Path = POLICY) -> Worker:
+        w = Worker(broker, prefix, tmp_path / f"state-{name}", tmp_path / f"{name}.log", policy)
         started.append(w)
         return w
 
@@ -86,7 +87,7 @@ def workers(broker: str, prefix: str, tmp_path: Path) -> Iterator[Callable[[str]
 
 
 def test_stream_gives_exactly_the_findings_of_replay(
-    broker: str, prefix: str, workers: Callable[[str], Worker]
+    broker: str, prefix: str, workers: Callable[..., Worker]
 ) -> None:
     lines = _day()
     want = _replayed(lines)
@@ -100,7 +101,7 @@ def test_stream_gives_exactly_the_findings_of_replay(
 
 
 def test_two_workers_find_what_one_finds(
-    broker: str, prefix: str, workers: Callable[[str], Worker]
+    broker: str, prefix: str, workers: Callable[..., Worker]
 ) -> None:
     lines = _day(seed=5)
     want = _replayed(lines)
@@ -115,7 +116,7 @@ def test_two_workers_find_what_one_finds(
 
 
 def test_a_worker_killed_mid_run_loses_nothing(
-    broker: str, prefix: str, workers: Callable[[str], Worker]
+    broker: str, prefix: str, workers: Callable[..., Worker]
 ) -> None:
     lines = _day(users=120, seed=9)
     want = _replayed(lines)
@@ -134,7 +135,7 @@ def test_a_worker_killed_mid_run_loses_nothing(
 
 
 def test_bad_records_go_to_the_dead_letters_and_the_worker_goes_on(
-    broker: str, prefix: str, workers: Callable[[str], Worker]
+    broker: str, prefix: str, workers: Callable[..., Worker]
 ) -> None:
     topics = Topics(prefix)
     worker = workers("a")
@@ -178,3 +179,60 @@ def test_bad_records_go_to_the_dead_letters_and_the_worker_goes_on(
         f["evidence_event_ids"] == ["after-bad"] and f["rule_id"] == "SEP-001"
         for f in _exported(broker, topics).values()
     )
+
+
+def test_a_policy_edited_while_running_applies_to_events_from_then_on(
+    broker: str, prefix: str, workers: Callable[..., Worker], tmp_path: Path
+) -> None:
+    topics = Topics(prefix)
+    policy = tmp_path / "policy.yaml"
+    original = POLICY.read_text(encoding="utf-8")
+    policy.write_text(original, encoding="utf-8")
+    worker = workers("a", policy)
+    worker.wait_ready()
+
+    def access(event_id: str) -> bytes:
+        return json.dumps(
+            {
+                "stream": "saas_access",
+                "event_id": event_id,
+                "entity": "HQ",
+                "timestamp": datetime.now(ZoneInfo("UTC")).isoformat(),
+                "user_id": "u1",
+                "device_id": None,
+                "saas_app": "notion",
+                "action": "view",
+                "network_zone": "internal",
+                "source": "test",
+            }
+        ).encode()
+
+    def sep001() -> set[str]:
+        return {
+            f["evidence_event_ids"][0]
+            for f in _exported(broker, topics).values()
+            if f["rule_id"] == "SEP-001"
+        }
+
+    produce([access("under-old")], broker, topics, end_of_input=False)
+    assert _wait_for(lambda: "under-old" in sep001())
+    # notion joins the registry: accesses stamped from the load on are fine.
+    policy.write_text(
+        original.replace(
+            "registry:\n",
+            "registry:\n  - {app_id: notion, "
+            "category: collaboration, evaluated: true, evaluation_valid_from: "
+            "2026-04-20, evaluation_valid_until: 2027-12-31}\n",
+            1,
+        ),
+        encoding="utf-8",
+    )
+    assert _wait_for(lambda: "it judges events stamped" in worker.log.read_text(), timeout=30)
+    produce([access("under-new")], broker, topics, end_of_input=False)
+    # A policy that does not validate is refused; the running one stays.
+    policy.write_text(original.replace("max_age: 24h", "max_age: soon"), encoding="utf-8")
+    assert _wait_for(lambda: "the running policy stays" in worker.log.read_text(), timeout=30)
+    produce([access("still-new")], broker, topics, end_of_input=False)
+    time.sleep(5)
+    assert sep001() == {"under-old"}
+    assert "posture.max_age" in worker.log.read_text()

@@ -1,0 +1,64 @@
+"""A policy replaced while running: events from its load on use it, earlier
+events (even when they arrive later) keep the old one."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from detectors import Engine
+from schemas import EventAdapter, Policy
+from tests import cases
+
+OLD = Policy.model_validate(cases.base_policy())
+NEW = Policy.model_validate(
+    {
+        **cases.base_policy(),
+        "registry": [
+            *cases.base_policy()["registry"],
+            {
+                "app_id": "notion",
+                "category": "collaboration",
+                "evaluated": True,
+                "evaluation_valid_from": "2026-04-20",
+                "evaluation_valid_until": "2027-04-19",
+            },
+        ],
+    }
+)
+LOADED = datetime.fromisoformat("2026-06-10T12:00:00+00:00").timestamp()
+
+
+def _access(event_id: str, at: str) -> Any:
+    return EventAdapter.validate_python(
+        {
+            "stream": "saas_access",
+            "event_id": event_id,
+            "timestamp": at,
+            "entity": "HQ",
+            "user_id": "u1",
+            "device_id": None,
+            "saas_app": "notion",
+            "action": "view",
+            "network_zone": "internal",
+        }
+    )
+
+
+def test_a_new_policy_applies_from_its_load_by_event_time() -> None:
+    engine = Engine(OLD, now=lambda: cases.FIXED_NOW)
+    found = engine.process(_access("before", "2026-06-10T11:59:00Z"))
+    engine.set_policy(NEW, effective_from=LOADED)
+    found += engine.process(_access("after", "2026-06-10T12:00:00Z"))
+    # Stamped before the load, arriving after it: still the old policy's.
+    found += engine.process(_access("late", "2026-06-10T11:59:30Z"))
+    found += engine.flush()
+    sep001 = sorted(f.evidence_event_ids[0] for f in found if f.rule_id == "SEP-001")
+    assert sep001 == ["before", "late"]
+
+
+def test_without_a_load_time_the_new_policy_is_the_only_one() -> None:
+    engine = Engine(OLD, now=lambda: cases.FIXED_NOW)
+    engine.set_policy(NEW)
+    found = engine.run([_access("a", "2026-06-10T11:00:00Z")])
+    assert not [f for f in found if f.rule_id == "SEP-001"]
