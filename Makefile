@@ -14,12 +14,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## demo: replay the bundled simulated day through the rules and print findings by rule and entity
+## demo: a local Kafka broker and a worker; a simulated day streamed through them, findings shown live
 demo: $(STAMP)
 	@mkdir -p out
 	$(BIN)/sepwatch policy check deploy/policy/example.yaml
-	$(BIN)/sepwatch replay --policy deploy/policy/example.yaml \
-	    --events deploy/samples/day.jsonl.gz --out out/findings.jsonl
+	$(BIN)/sepwatch demo --policy deploy/policy/example.yaml
 
 ## lint: ruff over everything, mypy --strict over schemas/ and detectors/
 lint: $(STAMP)

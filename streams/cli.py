@@ -447,6 +447,25 @@ def findings_export(
     err.print(f"wrote {n:,} findings to {output}")
 
 
+@app.command("demo")
+def demo_cmd(
+    events: Annotated[Path, typer.Option("--events", "-e", help="Events to stream.")] = Path(
+        "deploy/samples/day.jsonl.gz"
+    ),
+    rate: Annotated[
+        float, typer.Option(help="Events per second to send; 0: as fast as possible.")
+    ] = 3000.0,
+    policy: PolicyOpt = None,
+) -> None:
+    """Start a local Kafka broker and a worker, stream a simulated day through
+    them, and show the findings as they arrive; then stop what it started."""
+    from streams import demo
+
+    pol_path = policy or Settings().policy
+    _policy(pol_path)
+    raise typer.Exit(demo.run(pol_path, events, rate, out))
+
+
 def main() -> None:
     app()
 

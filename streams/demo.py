@@ -1,0 +1,157 @@
+"""`sepwatch demo`: a real broker, a worker, a simulated day streamed through
+it, and the findings shown as they arrive; everything it started is stopped."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter, deque
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from detectors import CATALOGUE
+from streams.kafka_io import ensure_topics, produce
+from streams.topics import Topics
+
+ROOT = Path(__file__).resolve().parent.parent
+KAFKA = ROOT / "deploy" / "local" / "kafka.sh"
+
+
+def _view(counts: Counter[tuple[str, str]], recent: deque[dict[str, Any]], status: str) -> Group:
+    entities = sorted({e for _, e in counts}) or ["-"]
+    table = Table(title="Findings by rule and entity (live)")
+    table.add_column("rule")
+    table.add_column("severity")
+    for e in entities:
+        table.add_column(e, justify="right")
+    for rule in CATALOGUE.values():
+        table.add_row(rule.id, rule.severity, *(str(counts.get((rule.id, e), 0)) for e in entities))
+    last = Table(title="Latest findings", show_lines=False)
+    last.add_column("time", no_wrap=True, min_width=8)
+    last.add_column("rule", no_wrap=True, min_width=7)
+    last.add_column("entity", no_wrap=True, min_width=11)
+    last.add_column("summary", overflow="ellipsis", no_wrap=True)
+    for f in recent:
+        last.add_row(f["timestamp"][11:19], f["rule_id"], f["entity"], f["summary"])
+    return Group(table, last, status)
+
+
+def run(policy: Path, events: Path, rate: float, console: Console) -> int:
+    broker = os.environ.get("SEPWATCH_BROKER", "127.0.0.1:9092")
+    started_kafka = subprocess.run([str(KAFKA), "status"], capture_output=True).returncode != 0
+    if started_kafka:
+        console.print("starting a local Kafka broker (deploy/local/kafka.sh up) ...")
+        subprocess.run([str(KAFKA), "up"], check=True)
+    prefix = f"demo-{int(time.time())}."
+    topics = Topics(prefix)
+    ensure_topics(broker, topics, 4, retention_ms=3_600_000)
+    log = ROOT / "out" / "demo-worker.log"
+    log.parent.mkdir(exist_ok=True)
+    env = {
+        **os.environ,
+        "SEPWATCH_BROKER": broker,
+        "SEPWATCH_TOPIC_PREFIX": prefix,
+        "PYTHONUNBUFFERED": "1",
+    }
+    with log.open("wb") as out:
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "streams.cli",
+                "worker",
+                "--policy",
+                str(policy),
+                "--state-dir",
+                str(ROOT / "out" / "demo-state"),
+                "--web-port",
+                "0",
+                "--loglevel",
+                "info",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=ROOT,
+        )
+    try:
+        deadline = time.monotonic() + 90
+        while "[^Worker]: Ready" not in log.read_text(errors="replace"):
+            if worker.poll() is not None or time.monotonic() > deadline:
+                console.print(f"[red]the worker did not start[/]; see {log}")
+                return 1
+            time.sleep(0.3)
+        return _stream(broker, topics, events, rate, console)
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        if started_kafka:
+            subprocess.run([str(KAFKA), "down"], check=False)
+
+
+def _stream(broker: str, topics: Topics, events: Path, rate: float, console: Console) -> int:
+    opener = gzip.open if events.suffix == ".gz" else open
+    with opener(events, "rb") as f:
+        lines: list[bytes] = list(f)
+    done = threading.Event()
+
+    def paced() -> Any:
+        began = time.monotonic()
+        for n, line in enumerate(lines):
+            if rate > 0 and n % 200 == 0:
+                ahead = n / rate - (time.monotonic() - began)
+                if ahead > 0:
+                    time.sleep(ahead)
+            yield line
+
+    def publish() -> None:
+        produce(paced(), broker, topics)
+        done.set()
+
+    threading.Thread(target=publish, daemon=True).start()
+    consumer = KafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False)
+    parts = [
+        TopicPartition(topics.findings, p)
+        for p in consumer.partitions_for_topic(topics.findings) or ()
+    ]
+    consumer.assign(parts)
+    consumer.seek_to_beginning(*parts)
+    counts: Counter[tuple[str, str]] = Counter()
+    recent: deque[dict[str, Any]] = deque(maxlen=8)
+    seen: set[str] = set()
+    quiet_since = time.monotonic()
+    with Live(_view(counts, recent, ""), console=console, refresh_per_second=4) as live:
+        while True:
+            batch = consumer.poll(timeout_ms=250)
+            for records in batch.values():
+                for r in records:
+                    f = json.loads(r.value)
+                    if f["finding_id"] in seen:
+                        continue
+                    seen.add(f["finding_id"])
+                    counts[(f["rule_id"], f["entity"])] += 1
+                    recent.appendleft(f)
+                    quiet_since = time.monotonic()
+            state = "all events sent" if done.is_set() else "streaming the simulated day"
+            live.update(_view(counts, recent, f"{state}; {len(seen):,} findings so far"))
+            if done.is_set() and time.monotonic() - quiet_since > 5:
+                break
+    consumer.close()
+    console.print(
+        f"{len(lines):,} events streamed; {len(seen):,} findings "
+        f"(topics under prefix '{topics.prefix}')"
+    )
+    return 0
