@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, BinaryIO
 
@@ -263,6 +263,19 @@ def simulate_cmd(
     ] = None,
     output: Annotated[str, typer.Option("--out", "-o", help="JSONL file, or - for stdout.")] = "-",
     policy: PolicyOpt = None,
+    to_kafka: Annotated[
+        bool,
+        typer.Option(
+            "--to-kafka",
+            help="Publish to the input topics instead of a file "
+            "(live traffic; --start defaults to now).",
+        ),
+    ] = False,
+    rate: Annotated[
+        float, typer.Option(help="With --to-kafka: events per second (0: as fast as possible).")
+    ] = 500.0,
+    broker: BrokerOpt = None,
+    prefix: PrefixOpt = None,
 ) -> None:
     """Generate realistic canonical events (JSONL, arrival order) with a share
     of violations of every rule. Deterministic for a seed."""
@@ -271,22 +284,43 @@ def simulate_cmd(
     from streams.simulate import simulate
 
     pol = _policy(policy)
-    begin = start or datetime(2026, 11, 23, tzinfo=ZoneInfo("Asia/Seoul"))
-    if begin.tzinfo is None:
+    if start is not None and start.tzinfo is None:
         err.print("[bold red]--start needs an offset[/], e.g. 2026-11-23T00:00:00+09:00")
         raise typer.Exit(2)
+    default = (
+        datetime.now(UTC) if to_kafka else datetime(2026, 11, 23, tzinfo=ZoneInfo("Asia/Seoul"))
+    )
+    events = simulate(
+        pol,
+        users=users,
+        devices=devices,
+        hours=hours,
+        violation_rate=violation_rate,
+        seed=seed,
+        start=start or default,
+    )
+    if to_kafka:
+        from streams.kafka_io import KafkaUnavailable, paced, produce
+        from streams.topics import Topics
+
+        settings = _settings(broker=broker, topic_prefix=prefix)
+        lines = (json.dumps(e, ensure_ascii=False).encode() for e in events)
+        try:
+            counts = produce(
+                paced(lines, rate),
+                settings.broker,
+                Topics(settings.topic_prefix),
+                end_of_input=False,
+            )
+        except KafkaUnavailable as exc:
+            err.print(f"[bold red]cannot produce[/]: {exc}")
+            raise typer.Exit(2) from None
+        err.print("published " + ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())))
+        return
     sink = sys.stdout if output == "-" else open(output, "w", encoding="utf-8")  # noqa: SIM115
     count = 0
     with sink:
-        for event in simulate(
-            pol,
-            users=users,
-            devices=devices,
-            hours=hours,
-            violation_rate=violation_rate,
-            seed=seed,
-            start=begin,
-        ):
+        for event in events:
             sink.write(json.dumps(event, ensure_ascii=False))
             sink.write("\n")
             count += 1

@@ -20,7 +20,7 @@ from rich.live import Live
 from rich.table import Table
 
 from detectors import CATALOGUE
-from streams.kafka_io import ensure_topics, produce
+from streams.kafka_io import ensure_topics, paced, produce
 from streams.topics import Topics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,17 +108,8 @@ def _stream(broker: str, topics: Topics, events: Path, rate: float, console: Con
         lines: list[bytes] = list(f)
     done = threading.Event()
 
-    def paced() -> Any:
-        began = time.monotonic()
-        for n, line in enumerate(lines):
-            if rate > 0 and n % 200 == 0:
-                ahead = n / rate - (time.monotonic() - began)
-                if ahead > 0:
-                    time.sleep(ahead)
-            yield line
-
     def publish() -> None:
-        produce(paced(), broker, topics)
+        produce(paced(lines, rate), broker, topics)
         done.set()
 
     threading.Thread(target=publish, daemon=True).start()

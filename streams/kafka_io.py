@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any, TextIO
 
@@ -84,6 +85,17 @@ def producer(broker: str) -> KafkaProducer:
         )
     except KafkaError:
         raise KafkaUnavailable(f"no Kafka broker answers at {broker}") from None
+
+
+def paced(lines: Iterable[bytes], rate: float) -> Iterator[bytes]:
+    """Yield at most `rate` lines a second (0: no limit), for live traffic."""
+    began = time.monotonic()
+    for n, line in enumerate(lines):
+        if rate > 0 and n % 100 == 0:
+            ahead = n / rate - (time.monotonic() - began)
+            if ahead > 0:
+                time.sleep(ahead)
+        yield line
 
 
 def produce(
