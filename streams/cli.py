@@ -300,12 +300,18 @@ def simulate_cmd(
         start=start or default,
     )
     if to_kafka:
-        from streams.kafka_io import KafkaUnavailable, paced, produce
+        from streams.kafka_io import KafkaUnavailable, ensure_topics, paced, produce
         from streams.topics import Topics
 
         settings = _settings(broker=broker, topic_prefix=prefix)
         lines = (json.dumps(e, ensure_ascii=False).encode() for e in events)
         try:
+            ensure_topics(
+                settings.broker,
+                Topics(settings.topic_prefix),
+                settings.partitions,
+                retention_ms=settings.retention_ms,
+            )
             counts = produce(
                 paced(lines, rate),
                 settings.broker,

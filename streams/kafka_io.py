@@ -63,7 +63,8 @@ def ensure_topics(broker: str, topics: Topics, partitions: int, retention_ms: in
         for info in client.describe_topics(wanted):
             count = len(info.get("partitions") or [])
             if count and count != partitions:
-                wrong.append(f"{info['topic']} has {count} partitions, not {partitions}")
+                name = info.get("name") or info.get("topic")  # kafka-python 3 says name
+                wrong.append(f"{name} has {count} partitions, not {partitions}")
         if wrong:
             raise KafkaUnavailable(
                 "topics would break co-partitioning: "

@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     es_url: str = Field("http://localhost:9200", description="Elasticsearch URL")
     web_port: int = Field(6066, description="worker's web port (/metrics); 0 turns it off")
     partitions: int = Field(4, description="partitions of every sepwatch topic", ge=1)
+    retention_ms: int = Field(7 * 24 * 3600 * 1000, description="retention of sepwatch topics")
 
     @classmethod
     def settings_customise_sources(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -236,3 +238,25 @@ def test_a_policy_edited_while_running_applies_to_events_from_then_on(
     time.sleep(5)
     assert sep001() == {"under-old"}
     assert "posture.max_age" in worker.log.read_text()
+
+
+def test_the_worker_refuses_to_start_without_a_broker_or_with_wrong_partitions(
+    broker: str, prefix: str
+) -> None:
+    def worker(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "streams.cli", "worker", "--web-port", "0", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    nobody = worker("--broker", "127.0.0.1:1")
+    assert nobody.returncode == 2
+    assert "no Kafka broker answers at 127.0.0.1:1" in " ".join(nobody.stderr.split())
+    ensure_topics(broker, Topics(prefix), PARTITIONS, retention_ms=3_600_000)
+    wrong = worker("--broker", broker, "--prefix", prefix, "--partitions", "2")
+    assert wrong.returncode == 2
+    assert "co-partitioning" in wrong.stderr and "has 4 partitions, not 2" in " ".join(
+        wrong.stderr.split()
+    )
