@@ -227,9 +227,15 @@ class Engine:
         the watermark it brings is decided now."""
         out: list[Finding] = []
         if max_ts > self._max_ts:
+            if max_ts // 60 != self._max_ts // 60:
+                # Kept once a minute of event time: every write of a remote
+                # table is a changelog record, and a restart that resumes a
+                # little behind only decides a little later.
+                self.state.meta["max_ts"] = max_ts
             self._max_ts = max_ts
-            self.state.meta["max_ts"] = max_ts
-            self._advance(out, final=False)
+            w = max_ts - self._lateness
+            if self._queue.next_time() < w or w > self._alarm or w >= self._next_sweep:
+                self._advance(out, final=False)
         return out
 
     def run(self, events: Iterable[AnyEvent]) -> list[Finding]:
