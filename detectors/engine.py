@@ -264,17 +264,7 @@ class Engine:
     def _on_access(self, ev: SaasAccess, ts: float, w: float, out: list[Finding]) -> None:
         if ev.network_zone != "internal":
             return
-        view = AccessView(
-            ts,
-            ev.event_id,
-            ev.entity,
-            ev.user_id,
-            ev.device_id,
-            ev.saas_app,
-            ev.action,
-            ev.source,
-            ev.object.sha256.lower() if ev.object and ev.object.sha256 else None,
-        )
+        view = _access_view(ev, ts)
         day = day_of(ts)
         trigger = f"saas_access|{view.source}|{view.event_id}"
         # SEP-001/002 depend on the app and the day only: once both pass for
@@ -309,21 +299,7 @@ class Engine:
         self, ev: SaasAccess, ts: float, w: float, out: list[Finding]
     ) -> None:
         if ev.network_zone == "internal" and ev.action in CORRELATABLE_ACTIONS:
-            sha = ev.object.sha256.lower() if ev.object and ev.object.sha256 else None
-            self._remember_access(
-                AccessView(
-                    ts,
-                    ev.event_id,
-                    ev.entity,
-                    ev.user_id,
-                    ev.device_id,
-                    ev.saas_app,
-                    ev.action,
-                    ev.source,
-                    sha,
-                ),
-                w,
-            )
+            self._remember_access(_access_view(ev, ts), w)
 
     def _judge_posture(self, access: AccessView, out: list[Finding]) -> None:
         self._use_policy(access.ts)
@@ -703,6 +679,21 @@ class Engine:
             else None,
             details=hit.details,
         )
+
+
+def _access_view(ev: SaasAccess, ts: float) -> AccessView:
+    sha = ev.object.sha256.lower() if ev.object and ev.object.sha256 else None
+    return AccessView(
+        ts,
+        ev.event_id,
+        ev.entity,
+        ev.user_id,
+        ev.device_id,
+        ev.saas_app,
+        ev.action,
+        ev.source,
+        sha,
+    )
 
 
 # A JSON changelog turns tuples into lists; these give the views back their shape.

@@ -98,6 +98,19 @@ def _policy(path: Path | None) -> Policy:
 # -- replay -------------------------------------------------------------------
 
 
+def _open_events(events: str) -> tuple[BinaryIO, BinaryIO, int | None]:
+    """The file (or stdin for -), what to read lines from (through gzip for
+    .gz), and its size on disk for a progress bar."""
+    try:
+        raw: BinaryIO = sys.stdin.buffer if events == "-" else open(events, "rb")  # noqa: SIM115
+    except OSError as exc:
+        err.print(f"[bold red]cannot read events[/] {events}: {exc.strerror}")
+        raise typer.Exit(2) from None
+    source: BinaryIO = gzip.GzipFile(fileobj=raw) if events.endswith(".gz") else raw
+    size = Path(events).stat().st_size if events != "-" else None
+    return raw, source, size
+
+
 @app.command("replay")
 def replay_cmd(
     events: Annotated[
@@ -132,14 +145,7 @@ def replay_cmd(
     """
     pol = _policy(policy)
     dead_path = dead_letter or Path(f"{findings}.dead.jsonl")
-    try:
-        raw: BinaryIO = sys.stdin.buffer if events == "-" else open(events, "rb")  # noqa: SIM115
-    except OSError as exc:
-        err.print(f"[bold red]cannot read events[/] {events}: {exc.strerror}")
-        raise typer.Exit(2) from None
-    # A .gz file is read through gzip; progress follows the bytes on disk.
-    source: BinaryIO = gzip.GzipFile(fileobj=raw) if events.endswith(".gz") else raw
-    size = Path(events).stat().st_size if events != "-" else None
+    raw, source, size = _open_events(events)
     with (
         raw,
         source,
@@ -428,13 +434,7 @@ def produce_cmd(
     from streams.topics import Topics
 
     settings = _settings(broker=broker, topic_prefix=prefix)
-    try:
-        raw: BinaryIO = sys.stdin.buffer if events == "-" else open(events, "rb")  # noqa: SIM115
-    except OSError as exc:
-        err.print(f"[bold red]cannot read events[/] {events}: {exc.strerror}")
-        raise typer.Exit(2) from None
-    source: BinaryIO = gzip.GzipFile(fileobj=raw) if events.endswith(".gz") else raw
-    size = Path(events).stat().st_size if events != "-" else None
+    raw, source, size = _open_events(events)
     try:
         with (
             raw,

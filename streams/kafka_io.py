@@ -155,62 +155,46 @@ def produce(
     return counts
 
 
-def export_findings(broker: str, topics: Topics, sink: TextIO, timeout_s: float = 10.0) -> int:
+def export_findings(broker: str, topics: Topics, sink: TextIO, timeout_s: float = 30.0) -> int:
     """Read the findings topic from the beginning to its end; one line per id."""
+    seen: dict[str, bytes] = {}
+    for record in read_topics(broker, [topics.findings], timeout_s):
+        seen.setdefault((record.key or b"").decode(), record.value)
+    for value in seen.values():
+        sink.write(value.decode())
+        sink.write("\n")
+    return len(seen)
+
+
+def read_topics(broker: str, names: list[str], timeout_s: float = 30.0) -> list[Any]:
+    """Every record of the topics, from their beginning to their end offsets now."""
     try:
-        consumer = KafkaConsumer(
-            bootstrap_servers=broker,
-            enable_auto_commit=False,
-            consumer_timeout_ms=1000,
-        )
+        consumer = KafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False)
     except KafkaError:
         raise KafkaUnavailable(f"no Kafka broker answers at {broker}") from None
     try:
         parts = [
-            TopicPartition(topics.findings, p)
-            for p in consumer.partitions_for_topic(topics.findings) or ()
+            TopicPartition(t, p) for t in names for p in consumer.partitions_for_topic(t) or ()
         ]
         if not parts:
-            return 0
+            return []
         consumer.assign(parts)
         consumer.seek_to_beginning(*parts)
         end = consumer.end_offsets(parts)
-        seen: dict[str, bytes] = {}
-        deadline = datetime.now().timestamp() + timeout_s
+        out: list[Any] = []
+        deadline = time.monotonic() + timeout_s
         while any(consumer.position(tp) < end[tp] for tp in parts):
-            batch = consumer.poll(timeout_ms=500)
-            for records in batch.values():
-                for r in records:
-                    seen.setdefault((r.key or b"").decode(), r.value)
-            if datetime.now().timestamp() > deadline:
-                raise KafkaUnavailable("findings topic did not reach its end offsets in time")
-        for value in seen.values():
-            sink.write(value.decode())
-            sink.write("\n")
-        return len(seen)
+            for records in consumer.poll(timeout_ms=500).values():
+                out.extend(records)
+            if time.monotonic() > deadline:
+                raise KafkaUnavailable(f"{', '.join(names)} did not reach their end in time")
+        return out
     except KafkaError as exc:
-        raise KafkaUnavailable(f"reading {topics.findings}: {exc}") from None
+        raise KafkaUnavailable(f"reading {', '.join(names)}: {exc}") from None
     finally:
         consumer.close()
 
 
 def read_dead_letters(broker: str, topics: Topics) -> list[dict[str, Any]]:
     """Every dead letter so far (for tests and the CLI)."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=broker, enable_auto_commit=False, consumer_timeout_ms=1000
-    )
-    try:
-        parts = [
-            TopicPartition(topics.dead_letters, p)
-            for p in consumer.partitions_for_topic(topics.dead_letters) or ()
-        ]
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
-        end = consumer.end_offsets(parts)
-        out = []
-        while any(consumer.position(tp) < end[tp] for tp in parts):
-            for records in consumer.poll(timeout_ms=500).values():
-                out.extend(json.loads(r.value) for r in records)
-        return out
-    finally:
-        consumer.close()
+    return [json.loads(r.value) for r in read_topics(broker, [topics.dead_letters])]
