@@ -40,8 +40,8 @@ def events(n: int, start: datetime, seed: int, users: int = 20_000) -> list[byte
 
     stream = simulate(
         load_policy(POLICY),
-        users=20_000,
-        devices=22_000,
+        users=users,
+        devices=users + users // 10,
         hours=48,
         violation_rate=0.02,
         seed=seed,
@@ -160,17 +160,21 @@ def throughput(n: int, workdir: Path, runs: int) -> None:
 
 def latency(n: int, rate: float, workdir: Path) -> None:
     from streams.kafka_io import ensure_topics, paced, produce, read_topics
-    from streams.topics import Topics
+    from streams.topics import STAGES, Topics
 
     topics = Topics(f"lat-{int(time.time())}.")
     ensure_topics(BROKER, topics, 4, retention_ms=3_600_000)
     proc = start_worker(topics.prefix, workdir / "worker-latency.log")
     try:
-        lines = events(n, datetime.now(UTC), seed=22, users=300)
+        # Working hours in Seoul, so that accesses (and their findings) dominate.
+        lines = events(n, datetime.now(UTC).replace(hour=1), seed=22, users=300)
         began = time.perf_counter()
         produce(paced(lines, rate), BROKER, topics, end_of_input=False)
         offered = n / (time.perf_counter() - began)
-        time.sleep(5)
+        watched = [*topics.inputs, *(topics.stage(s) for s in STAGES)]
+        deadline = time.monotonic() + 300
+        while lag(f"{topics.prefix}worker", watched) > 0 and time.monotonic() < deadline:
+            time.sleep(0.5)
     finally:
         stop(proc)
     appended: dict[str, float] = {}
