@@ -141,6 +141,7 @@ def _stream(broker: str, topics: Topics, events: Path, rate: float, console: Con
             if done.is_set() and time.monotonic() - quiet_since > 5:
                 break
     consumer.close()
+    console.print()  # the live table's last frame ends without a newline
     console.print(
         f"{len(lines):,} events streamed; {len(seen):,} findings "
         f"(topics under prefix '{topics.prefix}')"
