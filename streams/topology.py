@@ -83,7 +83,14 @@ class PartitionStore(MutableMapping[str, Any]):
 class StageRunner:
     """The engines of one stage, one per partition this worker holds."""
 
-    def __init__(self, stage: Stage, tables: dict[str, Any], policy: Policy, partitions: int):
+    def __init__(
+        self,
+        stage: Stage,
+        tables: dict[str, Any],
+        policy: Policy,
+        partitions: int,
+        sources: list[str],
+    ):
         self.stage = stage
         self.tables = tables
         self.policy = policy
@@ -94,6 +101,8 @@ class StageRunner:
         self.ends: dict[int, dict[str, float]] = {}
         # partition -> source -> (largest event time, monotonic time last heard)
         self.clocks: dict[int, dict[str, tuple[float, float]]] = {}
+        self.since: dict[int, float] = {}  # when the partition was (re)assigned here
+        self.sources = len(sources)
 
     def engine(self, partition: int) -> Engine:
         engine = self.engines.get(partition)
@@ -127,12 +136,20 @@ class StageRunner:
         clocks = self.clocks.setdefault(partition, {})
         seen, _ = clocks.get(source, (ts, now))
         clocks[source] = (max(seen, ts), now)
+        # Just after a start or a rebalance no source is known yet: until every
+        # source has been heard, or IDLE_SECONDS have passed, the clock holds.
+        since = self.since.setdefault(partition, now)
+        if len(clocks) < self.sources and now - since < IDLE_SECONDS:
+            return float("-inf")
         active = [t for t, heard in clocks.values() if now - heard < IDLE_SECONDS]
         return min(active) if active else ts
 
     def forget(self, partitions: set[int]) -> None:
-        """After a rebalance: engines are rebuilt from the tables when needed."""
+        """After a rebalance: engines are rebuilt from the tables when needed,
+        and the partition's clock starts again from its sources."""
         for p in partitions:
+            self.clocks.pop(p, None)
+            self.since.pop(p, None)
             self.engines.pop(p, None)
 
 
@@ -247,7 +264,15 @@ def build_app(
             )
             for name in STORES
         }
-        runners[stage] = StageRunner(stage, tables, policy, partitions)
+        # The input partitions whose validator can route to this stage.
+        feeding = [t for t in topics.inputs if t in _FEEDS[stage](topics)]
+        runners[stage] = StageRunner(
+            stage,
+            tables,
+            policy,
+            partitions,
+            [f"{t}:{p}" for t in feeding for p in range(partitions)],
+        )
         app.agent(by_stage[stage], name=f"{settings.topic_prefix}stage-{stage}")(
             _stage_agent(runners[stage], findings, sources)
         )
@@ -296,6 +321,13 @@ def build_app(
 
     app.sepwatch_topics = topics  # type: ignore[attr-defined]
     return app
+
+
+_FEEDS = {
+    "device": lambda t: {t.input("saas_access"), t.input("device_posture")},
+    "user": lambda t: {t.input("saas_access"), t.input("dlp_alert")},
+    "review": lambda t: set(t.inputs),
+}
 
 
 def _stage_agent(runner: StageRunner, findings: Any, sources: int) -> Any:
