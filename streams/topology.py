@@ -41,7 +41,9 @@ log = logging.getLogger("sepwatch")
 
 END_OF_INPUT = b"__sepwatch_end_of_input__"
 POLICY_POLL_SECONDS = 2.0
-IDLE_SECONDS = 5.0  # wall-clock silence after which a source no longer holds the clock
+# Wall-clock silence after which a source no longer holds the clock. Long enough that
+# a source starved during a catch-up (after a crash, a backlog) still holds it.
+IDLE_SECONDS = 30.0
 STORES = ("postures", "accesses", "pending", "entities", "meta")
 
 
