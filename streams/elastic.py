@@ -1,0 +1,175 @@
+"""Findings in Elasticsearch: the Elastic Common Schema document, the index
+template, and the monthly indices that hold them.
+
+A finding is stored under its id (so a replay or a restart never makes a
+second copy) in the index of the month of its event time,
+`<index>-YYYY.MM`, read through the alias `<index>`. ECS names carry what
+ECS has a field for; the rest lives under `sepwatch.*`. `event.severity` is
+numeric in ECS: the Elastic Security risk scores of the four levels.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from elasticsearch import AsyncElasticsearch, Elasticsearch
+
+from schemas import Finding
+
+ECS_VERSION = "8.11.0"
+SEVERITY_SCORE = {"low": 21, "medium": 47, "high": 73, "critical": 99}
+STATUSES = ("open", "acknowledged", "resolved", "waived")
+
+_KW = {"type": "keyword", "ignore_above": 1024}
+_DATE = {"type": "date"}
+
+MAPPINGS: dict[str, Any] = {
+    # A field the template does not declare is refused, not guessed: a
+    # document that does not fit goes to the dead letters with ES's reason.
+    "dynamic": "strict",
+    "properties": {
+        "@timestamp": _DATE,
+        "message": {"type": "text"},
+        "ecs": {"properties": {"version": _KW}},
+        "event": {
+            "properties": {
+                "id": _KW,
+                "kind": _KW,
+                "category": _KW,
+                "type": _KW,
+                "module": _KW,
+                "dataset": _KW,
+                "severity": {"type": "long"},
+                "created": _DATE,
+                "ingested": _DATE,
+                "reference": _KW,
+            }
+        },
+        "rule": {
+            "properties": {
+                "id": _KW,
+                "name": _KW,
+                "ruleset": _KW,
+                "reference": _KW,
+                "description": {"type": "text"},
+            }
+        },
+        "user": {"properties": {"id": _KW}},
+        "host": {"properties": {"id": _KW}},
+        "organization": {"properties": {"name": _KW}},
+        "related": {"properties": {"user": _KW, "hosts": _KW}},
+        "sepwatch": {
+            "properties": {
+                "finding_id": _KW,
+                "severity": _KW,
+                "status": _KW,
+                "saas_app": _KW,
+                "evidence_event_ids": _KW,
+                "detected_at": _DATE,
+                "regulation": {"type": "text"},
+                "waiver": {
+                    "properties": {
+                        "id": _KW,
+                        "approved_by": _KW,
+                        "reason": {"type": "text"},
+                        "valid_until": _DATE,
+                    }
+                },
+                "lifecycle": {
+                    "properties": {
+                        "acknowledged_by": _KW,
+                        "acknowledged_at": _DATE,
+                        "resolved_by": _KW,
+                        "resolved_at": _DATE,
+                        "note": {"type": "text"},
+                        "updated_at": _DATE,
+                    }
+                },
+                # Rule-specific facts, kept as stored JSON: their shape varies by rule.
+                "details": {"type": "object", "enabled": False},
+            }
+        },
+    },
+}
+
+
+def index_for(finding_time: datetime, index: str) -> str:
+    """The monthly index a finding lives in, by its event time (UTC)."""
+    t = finding_time.astimezone(UTC)
+    return f"{index}-{t.year:04d}.{t.month:02d}"
+
+
+def template_body(index: str, *, shards: int = 1, replicas: int = 0) -> dict[str, Any]:
+    return {
+        "index_patterns": [f"{index}-*"],
+        "priority": 200,
+        "template": {
+            "settings": {"number_of_shards": shards, "number_of_replicas": replicas},
+            "mappings": MAPPINGS,
+            "aliases": {index: {}},
+        },
+        "_meta": {"description": "sepwatch findings (ECS)", "ecs_version": ECS_VERSION},
+    }
+
+
+def document(finding: Finding, *, ingested: datetime | None = None) -> dict[str, Any]:
+    """The ECS document of a finding (already masked by the engine)."""
+    waiver = finding.waiver
+    related_users = [finding.user_id] if finding.user_id else []
+    related_hosts = [finding.device_id] if finding.device_id else []
+    doc: dict[str, Any] = {
+        "@timestamp": finding.timestamp.isoformat(),
+        "message": finding.summary,
+        "ecs": {"version": ECS_VERSION},
+        "event": {
+            "id": finding.finding_id,
+            "kind": "alert",
+            "category": ["configuration"],
+            "type": ["info"],
+            "module": "sepwatch",
+            "dataset": "sepwatch.findings",
+            "severity": SEVERITY_SCORE[finding.severity],
+            "created": finding.detected_at.isoformat(),
+        },
+        "rule": {
+            "id": finding.rule_id,
+            "name": finding.rule_name,
+            "ruleset": "sepwatch",
+            "description": finding.regulation,
+        },
+        "organization": {"name": finding.entity},
+        "related": {"user": related_users, "hosts": related_hosts},
+        "sepwatch": {
+            "finding_id": finding.finding_id,
+            "severity": finding.severity,
+            "status": finding.status,
+            "evidence_event_ids": finding.evidence_event_ids,
+            "detected_at": finding.detected_at.isoformat(),
+            "regulation": finding.regulation,
+            "details": finding.details,
+        },
+    }
+    if ingested is not None:
+        doc["event"]["ingested"] = ingested.isoformat()
+    if finding.user_id:
+        doc["user"] = {"id": finding.user_id}
+    if finding.device_id:
+        doc["host"] = {"id": finding.device_id}
+    if finding.saas_app:
+        doc["sepwatch"]["saas_app"] = finding.saas_app
+    if waiver is not None:
+        doc["sepwatch"]["waiver"] = waiver.model_dump()
+    return doc
+
+
+def client(url: str, **kwargs: Any) -> Elasticsearch:
+    return Elasticsearch(url, request_timeout=kwargs.pop("request_timeout", 30), **kwargs)
+
+
+def async_client(url: str, **kwargs: Any) -> AsyncElasticsearch:
+    return AsyncElasticsearch(url, request_timeout=kwargs.pop("request_timeout", 30), **kwargs)
+
+
+def put_template(es: Elasticsearch, index: str) -> None:
+    es.indices.put_index_template(name=index, **template_body(index))

@@ -1,0 +1,105 @@
+"""What a worker reports on `/metrics` (Prometheus text format).
+
+One module owns every metric, so names stay consistent with the alert rules
+and dashboards in `deploy/` (Prometheus naming: `sepwatch_` prefix, base
+units, `_total` on counters). Labels take values from small, closed sets
+(streams, rule ids, severities, entities of the policy, channels, reason
+kinds): never an identifier, never free text.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+EVENTS = Counter(
+    "sepwatch_events_total",
+    "Valid canonical events taken in, by stream.",
+    ["stream"],
+)
+DEAD_LETTERS = Counter(
+    "sepwatch_dead_letters_total",
+    "Records sent to the dead letters, by kind of reason "
+    "(too_large, invalid_event, wrong_topic, es_rejected, notification_undeliverable).",
+    ["reason"],
+)
+FINDINGS = Counter(
+    "sepwatch_findings_total",
+    "Findings raised, by rule, severity, entity and status (open or waived).",
+    ["rule", "severity", "entity", "status"],
+)
+DECISION_LATENCY = Histogram(
+    "sepwatch_decision_latency_seconds",
+    "From the triggering event's append to Kafka to its finding's emission.",
+    ["rule"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
+)
+EVENT_TIME_LAG = Gauge(
+    "sepwatch_watermark_lag_seconds",
+    "Wall clock minus the event clock of the slowest stage partition this worker holds.",
+    ["stage"],
+)
+CONSUMER_LAG = Gauge(
+    "sepwatch_consumer_lag_records",
+    "Records on the topic not yet consumed, by consumer (rules, es_sink, alerts) and topic.",
+    ["consumer", "topic"],
+)
+POLICY_RELOADS = Counter(
+    "sepwatch_policy_reloads_total",
+    "Policy file changes seen while running, by outcome (loaded, refused).",
+    ["outcome"],
+)
+
+# Elasticsearch sink
+SINK_INDEXED = Counter(
+    "sepwatch_es_sink_documents_total",
+    "Findings written to Elasticsearch, by result (created, already_present).",
+    ["result"],
+)
+SINK_BACKLOG = Gauge(
+    "sepwatch_es_sink_backlog_findings",
+    "Findings read from Kafka and not yet in Elasticsearch, plus the findings topic's lag.",
+)
+SINK_ERRORS = Counter(
+    "sepwatch_es_sink_errors_total",
+    "Failed bulk attempts or documents, by kind (unavailable, throttled, rejected).",
+    ["kind"],
+)
+SINK_UP = Gauge(
+    "sepwatch_es_sink_up",
+    "1 if the last bulk request reached Elasticsearch, 0 while it is retrying.",
+)
+SINK_LATENCY = Histogram(
+    "sepwatch_es_sink_latency_seconds",
+    "From a finding's append to the findings topic to its bulk write's acknowledgement.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0),
+)
+
+# Alert router
+NOTIFICATIONS_SENT = Counter(
+    "sepwatch_notifications_sent_total",
+    "Notifications delivered, by channel.",
+    ["channel"],
+)
+NOTIFICATIONS_FAILED = Counter(
+    "sepwatch_notifications_failed_total",
+    "Delivery attempts that failed, by channel and outcome (retried, dead_lettered).",
+    ["channel", "outcome"],
+)
+NOTIFICATIONS_SUPPRESSED = Counter(
+    "sepwatch_notifications_suppressed_total",
+    "Findings folded into an open notification group instead of notifying, or waived.",
+    ["reason"],
+)
+
+
+def exposition(registry: CollectorRegistry = REGISTRY) -> tuple[bytes, str]:
+    """The body and content type of a `/metrics` answer."""
+    return generate_latest(registry), CONTENT_TYPE_LATEST
