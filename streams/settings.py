@@ -24,7 +24,16 @@ class Settings(BaseSettings):
     broker: str = Field("localhost:9092", description="Kafka bootstrap servers")
     topic_prefix: str = Field("sepwatch.", description="prefix of every Kafka topic")
     state_dir: Path = Field(Path(".sepwatch-state"), description="worker's local state")
-    es_url: str = Field("http://localhost:9200", description="Elasticsearch URL")
+    es_url: str = Field(
+        "http://localhost:9200", description="Elasticsearch URL; empty: no Elasticsearch sink"
+    )
+    es_index: str = Field(
+        "sepwatch-findings",
+        description="alias of the findings indices (monthly indices ES_INDEX-YYYY.MM)",
+    )
+    es_retention_days: int = Field(
+        400, description="monthly findings indices wholly older than this are deleted", ge=1
+    )
     web_port: int = Field(6066, description="worker's web port (/metrics); 0 turns it off")
     partitions: int = Field(4, description="partitions of every sepwatch topic", ge=1)
     retention_ms: int = Field(7 * 24 * 3600 * 1000, description="retention of sepwatch topics")
