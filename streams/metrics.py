@@ -37,7 +37,8 @@ FINDINGS = Counter(
 )
 DECISION_LATENCY = Histogram(
     "sepwatch_decision_latency_seconds",
-    "From the triggering event's append to Kafka to its finding's emission.",
+    "From the triggering event's time to its finding's emission (wall clock): the source's "
+    "delay and the wait for the watermark included.",
     ["rule"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
 )

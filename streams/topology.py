@@ -31,6 +31,7 @@ from pydantic import ValidationError
 
 from detectors import Engine, EngineState, Stage
 from schemas import EventAdapter, Finding, Policy
+from streams import metrics
 from streams.dead_letters import dead_letter, reason_of
 from streams.policy_file import PolicyError, load_policy
 from streams.replay import MAX_LINE_BYTES, utc_now
@@ -45,6 +46,7 @@ POLICY_POLL_SECONDS = 2.0
 # a source starved during a catch-up (after a crash, a backlog) still holds it.
 IDLE_SECONDS = 30.0
 STORES = ("postures", "accesses", "pending", "entities", "meta")
+METRICS_SECONDS = 5.0
 
 
 class PartitionStore(MutableMapping[str, Any]):
@@ -146,6 +148,10 @@ class StageRunner:
         active = [t for t, heard in clocks.values() if now - heard < IDLE_SECONDS]
         return min(active) if active else ts
 
+    def event_clocks(self) -> list[float]:
+        """The slowest source's event time of each partition held here."""
+        return [min(t for t, _ in c.values()) for c in self.clocks.values() if c]
+
     def forget(self, partitions: set[int]) -> None:
         """After a rebalance: engines are rebuilt from the tables when needed,
         and the partition's clock starts again from its sources."""
@@ -224,18 +230,22 @@ def build_app(
             if len(raw) > MAX_LINE_BYTES:
                 reason = f"record of {len(raw)} bytes is over the {MAX_LINE_BYTES}-byte limit"
                 await dead.send(value=_json(dead_letter(raw, reason, where=where)))
+                metrics.DEAD_LETTERS.labels("too_large").inc()
                 continue
             try:
                 parsed = EventAdapter.validator.validate_json(raw)
             except ValidationError as exc:
                 reason, errors = reason_of(exc)
                 await dead.send(value=_json(dead_letter(raw, reason, where=where, errors=errors)))
+                metrics.DEAD_LETTERS.labels("invalid_event").inc()
                 continue
             expected = topics.input(parsed.stream)
             if expected != msg.topic:
                 reason = f"a {parsed.stream} event on {msg.topic}; it belongs on {expected}"
                 await dead.send(value=_json(dead_letter(raw, reason, where=where)))
+                metrics.DEAD_LETTERS.labels("wrong_topic").inc()
                 continue
+            metrics.EVENTS.labels(parsed.stream).inc()
             for stage, key in stage_keys(parsed).items():
                 if stage == "review" and parsed.stream != "control_review":
                     minute = int(parsed.timestamp.timestamp() // 60)
@@ -306,6 +316,7 @@ def build_app(
             try:
                 new = load_policy(policy_file)
             except PolicyError as exc:
+                metrics.POLICY_RELOADS.labels("refused").inc()
                 log.warning(
                     "policy %s refused, the running policy stays:\n%s",
                     policy_file,
@@ -315,11 +326,40 @@ def build_app(
             since = time.time()
             for runner in runners.values():
                 runner.reload(new, since)
+            metrics.POLICY_RELOADS.labels("loaded").inc()
             log.warning(
                 "policy %s loaded; it judges events stamped from %s on",
                 policy_file,
                 datetime.fromtimestamp(since, UTC).isoformat(),
             )
+
+    if settings.web_port > 0:
+
+        @app.page("/metrics")
+        async def metrics_page(web: Any, request: Any) -> Any:
+            body, content_type = metrics.exposition()
+            return web.bytes(body, headers={"Content-Type": content_type})
+
+    watched_topics = {*topics.inputs, *(topics.stage(s) for s in STAGES)}
+
+    @app.timer(interval=METRICS_SECONDS)
+    async def report_lag() -> None:
+        """Consumer lag of the rules' topics and how far each stage's event
+        clock trails the wall clock, for /metrics."""
+        lag: dict[str, int] = {}
+        for tp in app.consumer.assignment():
+            if tp.topic not in watched_topics:
+                continue
+            position = await app.consumer.position(tp)
+            behind = max(0, app.consumer.highwater(tp) - (position or 0))
+            lag[tp.topic] = lag.get(tp.topic, 0) + behind
+        for topic, behind in lag.items():
+            metrics.CONSUMER_LAG.labels("rules", topic).set(behind)
+        now = time.time()
+        for stage, runner in runners.items():
+            held = [c for c in runner.event_clocks() if c != float("-inf")]
+            if held:
+                metrics.EVENT_TIME_LAG.labels(stage).set(max(0.0, now - min(held)))
 
     app.sepwatch_topics = topics  # type: ignore[attr-defined]
     return app
@@ -360,6 +400,10 @@ def _stage_agent(runner: StageRunner, findings: Any, sources: int) -> Any:
 
 async def _emit(findings: Any, finding: Finding) -> None:
     await findings.send(key=finding.finding_id.encode(), value=finding.model_dump_json().encode())
+    metrics.FINDINGS.labels(finding.rule_id, finding.severity, finding.entity, finding.status).inc()
+    metrics.DECISION_LATENCY.labels(finding.rule_id).observe(
+        max(0.0, time.time() - finding.timestamp.timestamp())
+    )
 
 
 def _json(record: dict[str, Any]) -> bytes:

@@ -24,11 +24,14 @@ POLICY = ROOT / "deploy" / "policy" / "example.yaml"
 def broker() -> Iterator[str]:
     """A real broker on its own port, started for the test session, stopped after."""
     env = {**os.environ, "SEPWATCH_KAFKA_PORT": PORT}
+    # A broker already running on the port (started by hand) is used and left running.
+    ours = subprocess.run([str(KAFKA), "status"], env=env, capture_output=True).returncode != 0
     subprocess.run([str(KAFKA), "up"], check=True, env=env, timeout=600)
     try:
         yield BROKER
     finally:
-        subprocess.run([str(KAFKA), "down"], check=False, env=env, timeout=120)
+        if ours:
+            subprocess.run([str(KAFKA), "down"], check=False, env=env, timeout=120)
 
 
 @pytest.fixture
