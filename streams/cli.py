@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
+import os
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, BinaryIO
+from typing import Annotated, Any, BinaryIO
 
 import typer
 from rich.console import Console
@@ -40,7 +43,9 @@ app = typer.Typer(
 policy_app = typer.Typer(help="Validate and inspect policy files.", no_args_is_help=True)
 schema_app = typer.Typer(help="JSON Schema of the canonical shapes.", no_args_is_help=True)
 findings_app = typer.Typer(
-    help="Findings: export them, (later) list and work them.", no_args_is_help=True
+    help="Findings: list, show, acknowledge, resolve and export them (from Elasticsearch), "
+    "or export the findings topic.",
+    no_args_is_help=True,
 )
 app.add_typer(policy_app, name="policy")
 app.add_typer(schema_app, name="schema")
@@ -60,6 +65,22 @@ PrefixOpt = Annotated[
         "--prefix",
         help="Topic prefix; runs with different prefixes never see "
         "each other's data. Default: $SEPWATCH_TOPIC_PREFIX, else 'sepwatch.'.",
+        show_default=False,
+    ),
+]
+EsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--es-url",
+        help="Elasticsearch URL. Default: $SEPWATCH_ES_URL, else http://localhost:9200.",
+        show_default=False,
+    ),
+]
+IndexOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--index",
+        help="Alias of the findings indices. Default: $SEPWATCH_ES_INDEX, else sepwatch-findings.",
         show_default=False,
     ),
 ]
@@ -465,19 +486,38 @@ def produce_cmd(
 @findings_app.command("export")
 def findings_export(
     output: Annotated[Path, typer.Option("--out", "-o", help="JSONL file to write.")],
-    source: Annotated[str, typer.Option("--from", help="Where from: kafka.")] = "kafka",
+    source: Annotated[
+        str,
+        typer.Option(
+            "--from",
+            help="kafka: the findings topic from its beginning, one line per id. "
+            "es: the findings indices, with each finding's lifecycle.",
+        ),
+    ] = "kafka",
     broker: BrokerOpt = None,
     prefix: PrefixOpt = None,
+    es_url: EsOpt = None,
+    index: IndexOpt = None,
 ) -> None:
-    """Read every finding from the findings topic (from its beginning) into a
-    JSONL file, one line per finding id."""
+    """Write every finding to a JSONL file, one line per finding id."""
     from streams.kafka_io import KafkaUnavailable, export_findings
     from streams.topics import Topics
 
-    if source != "kafka":
-        err.print(f"[bold red]--from {source}[/]: only 'kafka' is available so far")
+    if source not in ("kafka", "es"):
+        err.print(f"[bold red]--from {source}[/]: choose kafka or es")
         raise typer.Exit(2)
-    settings = _settings(broker=broker, topic_prefix=prefix)
+    settings = _settings(broker=broker, topic_prefix=prefix, es_url=es_url, es_index=index)
+    if source == "es":
+        from streams.elastic import scan_findings
+
+        es = _es(settings)
+        with output.open("w", encoding="utf-8") as sink, _es_errors(settings):
+            n = 0
+            for finding in scan_findings(es, settings.es_index):
+                sink.write(json.dumps(finding, ensure_ascii=False) + "\n")
+                n += 1
+        err.print(f"wrote {n:,} findings from {settings.es_index} to {output}")
+        return
     try:
         with output.open("w", encoding="utf-8") as sink:
             n = export_findings(settings.broker, Topics(settings.topic_prefix), sink)
@@ -485,6 +525,189 @@ def findings_export(
         err.print(f"[bold red]cannot export[/]: {exc}")
         raise typer.Exit(2) from None
     err.print(f"wrote {n:,} findings to {output}")
+
+
+def _es(settings: Settings) -> Any:
+    from streams.elastic import client
+
+    if not settings.es_url:
+        err.print("[bold red]no Elasticsearch[/]: set --es-url or SEPWATCH_ES_URL")
+        raise typer.Exit(2)
+    return client(settings.es_url, request_timeout=10)
+
+
+@contextlib.contextmanager
+def _es_errors(settings: Settings) -> Iterator[None]:
+    """Elasticsearch's failures as one clear line and exit code 2."""
+    from elasticsearch import ApiError, NotFoundError, TransportError
+
+    from streams.elastic import FindingNotFound, TransitionRefused
+
+    try:
+        yield
+    except (FindingNotFound, TransitionRefused) as exc:
+        err.print(f"[bold red]refused[/]: {exc}")
+        raise typer.Exit(2) from None
+    except NotFoundError:
+        err.print(f"[bold red]no findings index[/] {settings.es_index} at {settings.es_url} yet")
+        raise typer.Exit(2) from None
+    except TransportError as exc:
+        err.print(
+            f"[bold red]Elasticsearch unreachable[/] at {settings.es_url}: {type(exc).__name__} "
+            "(start it: deploy/local/elasticsearch.sh up, or set SEPWATCH_ES_URL)"
+        )
+        raise typer.Exit(2) from None
+    except ApiError as exc:
+        err.print(f"[bold red]Elasticsearch refused[/]: {exc.meta.status} {exc.message}")
+        raise typer.Exit(2) from None
+
+
+def _since(text: str | None) -> datetime | None:
+    """`2026-05-04`, an RFC 3339 time, or a duration back from now (`24h`, `7d`)."""
+    if text is None:
+        return None
+    from schemas.durations import parse_duration
+
+    try:
+        return datetime.now(UTC) - parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        err.print(f"[bold red]--since {text}[/]: give a date, an RFC 3339 time or a duration (24h)")
+        raise typer.Exit(2) from None
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+@findings_app.command("list")
+def findings_list(
+    rule: Annotated[str | None, typer.Option(help="Only this rule (SEP-003).")] = None,
+    entity: Annotated[str | None, typer.Option(help="Only this entity (HQ, a branch).")] = None,
+    status: Annotated[
+        str | None, typer.Option(help="open, acknowledged, resolved or waived.")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Event time from: a date, an RFC 3339 time, or back from now (24h)."),
+    ] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON a line.")] = False,
+    es_url: EsOpt = None,
+    index: IndexOpt = None,
+) -> None:
+    """List findings from Elasticsearch, newest first, filtered.
+
+    sepwatch findings list --status open --rule SEP-003 --since 24h
+    """
+    from streams.elastic import STATUSES, search_findings
+
+    if status is not None and status not in STATUSES:
+        err.print(f"[bold red]--status {status}[/]: one of {', '.join(STATUSES)}")
+        raise typer.Exit(2)
+    settings = _settings(es_url=es_url, es_index=index)
+    es = _es(settings)
+    with _es_errors(settings):
+        total, found = search_findings(
+            es,
+            settings.es_index,
+            rule=rule,
+            entity=entity,
+            status=status,
+            since=_since(since),
+            limit=limit,
+        )
+    if as_json:
+        for f in found:
+            out.print_json(json.dumps(f, ensure_ascii=False), indent=None)
+        return
+    table = Table(title=f"{len(found)} of {total:,} findings", title_justify="left")
+    table.add_column("time (UTC)", no_wrap=True)
+    table.add_column("id", no_wrap=True)
+    for col in ("rule", "sev", "status", "entity", "user", "device", "app"):
+        table.add_column(col, overflow="fold")
+    for f in found:
+        table.add_row(
+            str(f["timestamp"])[:16].replace("T", " "),
+            f["finding_id"],
+            f["rule_id"],
+            f["severity"],
+            f["status"],
+            f["entity"],
+            f["user_id"] or "",
+            f["device_id"] or "",
+            f["saas_app"] or "",
+        )
+    out.print(table)
+
+
+@findings_app.command("show")
+def findings_show(
+    finding_id: Annotated[str, typer.Argument(help="The finding's id.")],
+    es_url: EsOpt = None,
+    index: IndexOpt = None,
+) -> None:
+    """One finding, whole: evidence, regulation, waiver, lifecycle."""
+    from streams.elastic import get_finding
+
+    settings = _settings(es_url=es_url, es_index=index)
+    with _es_errors(settings):
+        found = get_finding(_es(settings), settings.es_index, finding_id)
+    out.print_json(json.dumps(found, ensure_ascii=False))
+
+
+ByOpt = Annotated[
+    str | None,
+    typer.Option("--by", help="Who acts. Default: $USER.", show_default=False),
+]
+
+
+@findings_app.command("ack")
+def findings_ack(
+    finding_id: Annotated[str, typer.Argument(help="The finding's id.")],
+    by: ByOpt = None,
+    es_url: EsOpt = None,
+    index: IndexOpt = None,
+) -> None:
+    """Acknowledge an open finding: someone is on it (who and when are kept)."""
+    _transition(finding_id, "acknowledged", by, None, es_url, index)
+
+
+@findings_app.command("resolve")
+def findings_resolve(
+    finding_id: Annotated[str, typer.Argument(help="The finding's id.")],
+    note: Annotated[str, typer.Option("--note", help="What was done (kept, masked).")],
+    by: ByOpt = None,
+    es_url: EsOpt = None,
+    index: IndexOpt = None,
+) -> None:
+    """Resolve an open or acknowledged finding, with a note for the review."""
+    _transition(finding_id, "resolved", by, note, es_url, index)
+
+
+def _transition(
+    finding_id: str,
+    to: str,
+    by: str | None,
+    note: str | None,
+    es_url: str | None,
+    index: str | None,
+) -> None:
+    from streams.elastic import transition
+
+    settings = _settings(es_url=es_url, es_index=index)
+    who = by or os.environ.get("USER") or "unknown"
+    with _es_errors(settings):
+        found = transition(
+            _es(settings),
+            settings.es_index,
+            finding_id,
+            to,
+            by=who,
+            at=datetime.now(UTC),
+            note=note,
+        )
+    err.print(f"{finding_id}: {found['status']} by {who}")
 
 
 @app.command("demo")

@@ -10,6 +10,7 @@ numeric in ECS: the Elastic Security risk scores of the four levels.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -173,3 +174,147 @@ def async_client(url: str, **kwargs: Any) -> AsyncElasticsearch:
 
 def put_template(es: Elasticsearch, index: str) -> None:
     es.indices.put_index_template(name=index, **template_body(index))
+
+
+class FindingNotFound(LookupError):
+    """No finding with that id in the findings indices."""
+
+
+class TransitionRefused(ValueError):
+    """The finding's lifecycle does not allow that step (or it changed meanwhile)."""
+
+
+# Which statuses each analyst action may start from.
+TRANSITIONS = {"acknowledged": ("open",), "resolved": ("open", "acknowledged")}
+
+
+def finding_of(source: dict[str, Any]) -> dict[str, Any]:
+    """A stored document back in the findings' own shape, lifecycle included."""
+    sw = source.get("sepwatch", {})
+    out: dict[str, Any] = {
+        "finding_id": sw.get("finding_id"),
+        "rule_id": source.get("rule", {}).get("id"),
+        "rule_name": source.get("rule", {}).get("name"),
+        "severity": sw.get("severity"),
+        "status": sw.get("status"),
+        "timestamp": source.get("@timestamp"),
+        "detected_at": sw.get("detected_at"),
+        "entity": source.get("organization", {}).get("name"),
+        "user_id": source.get("user", {}).get("id"),
+        "device_id": source.get("host", {}).get("id"),
+        "saas_app": sw.get("saas_app"),
+        "evidence_event_ids": sw.get("evidence_event_ids", []),
+        "summary": source.get("message"),
+        "regulation": sw.get("regulation"),
+        "waiver": sw.get("waiver"),
+        "details": sw.get("details", {}),
+    }
+    if sw.get("lifecycle"):
+        out["lifecycle"] = sw["lifecycle"]
+    return out
+
+
+def search_findings(
+    es: Elasticsearch,
+    index: str,
+    *,
+    rule: str | None = None,
+    entity: str | None = None,
+    status: str | None = None,
+    since: datetime | None = None,
+    limit: int = 50,
+) -> tuple[int, list[dict[str, Any]]]:
+    """The newest findings matching every filter given, and how many match."""
+    filters: list[dict[str, Any]] = []
+    if rule:
+        filters.append({"term": {"rule.id": rule}})
+    if entity:
+        filters.append({"term": {"organization.name": entity}})
+    if status:
+        filters.append({"term": {"sepwatch.status": status}})
+    if since:
+        filters.append({"range": {"@timestamp": {"gte": since.isoformat()}}})
+    resp = es.search(
+        index=index,
+        query={"bool": {"filter": filters}},
+        sort=[{"@timestamp": "desc"}, {"sepwatch.finding_id": "asc"}],
+        size=limit,
+        track_total_hits=True,
+        ignore_unavailable=True,
+        allow_no_indices=True,
+    )
+    hits = resp["hits"]
+    return int(hits["total"]["value"]), [finding_of(h["_source"]) for h in hits["hits"]]
+
+
+def _locate(es: Elasticsearch, index: str, finding_id: str) -> dict[str, Any]:
+    resp = es.search(
+        index=index,
+        query={"ids": {"values": [finding_id]}},
+        size=1,
+        seq_no_primary_term=True,
+        ignore_unavailable=True,
+        allow_no_indices=True,
+    )
+    hits = resp["hits"]["hits"]
+    if not hits:
+        raise FindingNotFound(f"no finding {finding_id} in {index}")
+    return dict(hits[0])
+
+
+def get_finding(es: Elasticsearch, index: str, finding_id: str) -> dict[str, Any]:
+    return finding_of(_locate(es, index, finding_id)["_source"])
+
+
+def transition(
+    es: Elasticsearch,
+    index: str,
+    finding_id: str,
+    to: str,
+    *,
+    by: str,
+    at: datetime,
+    note: str | None = None,
+) -> dict[str, Any]:
+    """Acknowledge or resolve a finding, guarded by its sequence number, so
+    two analysts acting at once cannot overwrite each other."""
+    from elasticsearch import ConflictError
+
+    from detectors.masking import mask_text
+
+    hit = _locate(es, index, finding_id)
+    sw = hit["_source"].get("sepwatch", {})
+    current = sw.get("status")
+    if current not in TRANSITIONS[to]:
+        life = sw.get("lifecycle", {})
+        who = life.get("resolved_by") or life.get("acknowledged_by")
+        since = f" by {who}" if who else ""
+        raise TransitionRefused(f"{finding_id} is {current}{since}; it cannot become {to}")
+    life = dict(sw.get("lifecycle", {}))
+    verb = "acknowledged" if to == "acknowledged" else "resolved"
+    life[f"{verb}_by"] = by
+    life[f"{verb}_at"] = at.isoformat()
+    life["updated_at"] = at.isoformat()
+    if note:
+        # A note is free text: an analyst may paste an identifier into it.
+        life["note"] = mask_text(note)
+    try:
+        es.update(
+            index=hit["_index"],
+            id=finding_id,
+            doc={"sepwatch": {"status": to, "lifecycle": life}},
+            if_seq_no=hit["_seq_no"],
+            if_primary_term=hit["_primary_term"],
+            refresh="wait_for",
+        )
+    except ConflictError:
+        raise TransitionRefused(f"{finding_id} changed meanwhile; look again and retry") from None
+    return get_finding(es, index, finding_id)
+
+
+def scan_findings(es: Elasticsearch, index: str) -> Iterator[dict[str, Any]]:
+    """Every stored finding, in no particular order (scroll through all)."""
+    from elasticsearch.helpers import scan
+
+    for hit in scan(es, index=index, query={"query": {"match_all": {}}}, size=2000):
+        yield finding_of(hit["_source"])

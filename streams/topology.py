@@ -361,6 +361,16 @@ def build_app(
             if held:
                 metrics.EVENT_TIME_LAG.labels(stage).set(max(0.0, now - min(held)))
 
+    if settings.es_url:
+
+        @app.task
+        async def findings_to_elasticsearch() -> None:
+            """The Elasticsearch sink, beside the rules in every worker; the
+            findings topic's partitions are shared among the workers' sinks."""
+            from streams.sink import FindingsSink
+
+            await FindingsSink(settings).run()
+
     app.sepwatch_topics = topics  # type: ignore[attr-defined]
     return app
 

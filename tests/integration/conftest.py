@@ -18,6 +18,9 @@ KAFKA = ROOT / "deploy" / "local" / "kafka.sh"
 PORT = os.environ.get("SEPWATCH_TEST_KAFKA_PORT", "19092")
 BROKER = f"127.0.0.1:{PORT}"
 POLICY = ROOT / "deploy" / "policy" / "example.yaml"
+ES = ROOT / "deploy" / "local" / "elasticsearch.sh"
+ES_PORT = os.environ.get("SEPWATCH_TEST_ES_PORT", "19200")
+ES_URL = f"http://127.0.0.1:{ES_PORT}"
 
 
 @pytest.fixture(scope="session")
@@ -34,6 +37,19 @@ def broker() -> Iterator[str]:
             subprocess.run([str(KAFKA), "down"], check=False, env=env, timeout=120)
 
 
+@pytest.fixture(scope="session")
+def elasticsearch() -> Iterator[str]:
+    """A real Elasticsearch node on its own port, started for the session."""
+    env = {**os.environ, "SEPWATCH_ES_PORT": ES_PORT}
+    ours = subprocess.run([str(ES), "status"], env=env, capture_output=True).returncode != 0
+    subprocess.run([str(ES), "up"], check=True, env=env, timeout=900)
+    try:
+        yield ES_URL
+    finally:
+        if ours:
+            subprocess.run([str(ES), "down"], check=False, env=env, timeout=180)
+
+
 @pytest.fixture
 def prefix() -> str:
     """A fresh topic prefix: every test sees only its own data."""
@@ -44,7 +60,13 @@ class Worker:
     """`sepwatch worker` as a separate process, as an operator runs it."""
 
     def __init__(
-        self, broker: str, prefix: str, state: Path, log: Path, policy: Path = POLICY
+        self,
+        broker: str,
+        prefix: str,
+        state: Path,
+        log: Path,
+        policy: Path = POLICY,
+        es_url: str = "",
     ) -> None:
         self.log = log
         self._out = log.open("ab")
@@ -52,6 +74,9 @@ class Worker:
             **os.environ,
             "SEPWATCH_BROKER": broker,
             "SEPWATCH_TOPIC_PREFIX": prefix,
+            # Without an Elasticsearch the worker runs no sink.
+            "SEPWATCH_ES_URL": es_url,
+            "SEPWATCH_ES_INDEX": f"{prefix.rstrip('.')}-findings",
             "PYTHONUNBUFFERED": "1",  # the log is read while the worker runs
         }
         self.proc = subprocess.Popen(

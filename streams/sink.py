@@ -1,0 +1,292 @@
+"""The Elasticsearch sink: the findings topic into monthly findings indices.
+
+At least once, and never twice: a batch's Kafka offsets are committed only
+once every finding in it is settled (written, found already there, or
+dead-lettered for its content), and each document is created under its
+finding id, so a batch read again after a crash or a rebalance changes
+nothing (and never overwrites an analyst's acknowledgement). While
+Elasticsearch is down or throttling, the sink retries the same batch with
+exponential backoff, reads no further, and reports the backlog on /metrics;
+when it returns, the sink catches up from its committed offsets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import CommitFailedError, KafkaError
+from elasticsearch import ApiError as EsApiError
+from elasticsearch import AsyncElasticsearch, TransportError
+from pydantic import ValidationError
+
+from detectors.masking import mask_text
+from schemas import Finding
+from streams import metrics
+from streams.dead_letters import dead_letter
+from streams.elastic import async_client, document, index_for, template_body
+from streams.settings import Settings
+from streams.topics import Topics
+
+log = logging.getLogger("sepwatch.sink")
+
+# Per-item statuses worth another attempt; any other 4xx is the document's fault.
+RETRY_STATUSES = {429, 500, 502, 503, 504}
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with full jitter (as AWS recommends), capped."""
+
+    first: float = 0.5
+    cap: float = 30.0
+    attempt: int = 0
+
+    def next_delay(self) -> float:
+        delay = min(self.cap, self.first * 2**self.attempt)
+        self.attempt += 1
+        return random.uniform(delay / 2, delay)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+@dataclass
+class BulkOutcome:
+    """What one bulk request settled, and what must be tried again."""
+
+    created: int = 0
+    present: int = 0
+    rejected: list[tuple[dict[str, Any], str]] = field(default_factory=list)
+    retry: list[dict[str, Any]] = field(default_factory=list)
+
+
+def bulk_body(actions: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    body: list[dict[str, Any]] = []
+    for a in actions:
+        body.append({"create": {"_index": a["_index"], "_id": a["_id"]}})
+        body.append(a["_source"])
+    return body
+
+
+def settle(actions: Sequence[dict[str, Any]], response: dict[str, Any]) -> BulkOutcome:
+    """Sort a bulk response's items: 409 means the finding is already stored."""
+    out = BulkOutcome()
+    for action, item in zip(actions, response["items"], strict=True):
+        result = item.get("create") or next(iter(item.values()))
+        status = int(result.get("status", 500))
+        if status in (200, 201):
+            out.created += 1
+        elif status == 409:
+            out.present += 1
+        elif status in RETRY_STATUSES:
+            out.retry.append(action)
+        else:
+            error = result.get("error") or {}
+            reason = f"{error.get('type', status)}: {error.get('reason', '')}"
+            out.rejected.append((action, mask_text(reason)))
+    return out
+
+
+def expired_indices(names: Sequence[str], index: str, today: date, days: int) -> list[str]:
+    """Monthly indices whose whole month is older than the retention."""
+    cutoff = today - timedelta(days=days)
+    out = []
+    for name in names:
+        suffix = name.removeprefix(f"{index}-")
+        try:
+            year, month = (int(x) for x in suffix.split("."))
+            last_day = (date(year + month // 12, month % 12 + 1, 1)) - timedelta(days=1)
+        except ValueError:
+            continue  # not one of ours
+        if last_day < cutoff:
+            out.append(name)
+    return sorted(out)
+
+
+class FindingsSink:
+    """Consumes PREFIXfindings with its own group (PREFIXes-sink) into ES."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        batch_size: int = 1000,
+        linger_ms: int = 200,
+        es: AsyncElasticsearch | None = None,
+    ) -> None:
+        self.settings = settings
+        self.topics = Topics(settings.topic_prefix)
+        self.index = settings.es_index
+        self.batch_size = batch_size
+        self.linger_ms = linger_ms
+        self.es = es or async_client(settings.es_url, request_timeout=10)
+        self.backoff = Backoff()
+        self.pending = 0  # findings read and not yet settled
+        self.settled = 0
+        self._template_ready = False
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        stop = stop or asyncio.Event()
+        self._consumer = AIOKafkaConsumer(
+            self.topics.findings,
+            bootstrap_servers=self.settings.broker,
+            group_id=f"{self.settings.topic_prefix}es-sink",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            # While ES is down the sink holds its batch and does not poll: a
+            # long poll interval keeps it in the group meanwhile.
+            max_poll_interval_ms=24 * 3600 * 1000,
+        )
+        self._producer = AIOKafkaProducer(bootstrap_servers=self.settings.broker)
+        await self._consumer.start()
+        await self._producer.start()
+        last_prune = 0.0
+        try:
+            while not stop.is_set():
+                batch = await self._consumer.getmany(
+                    timeout_ms=self.linger_ms, max_records=self.batch_size
+                )
+                records = [r for rs in batch.values() for r in rs]
+                await self._report_lag(len(records))
+                if records:
+                    await self._write(records, stop)
+                    if stop.is_set():
+                        break  # not settled: not committed, read again by the next owner
+                    try:
+                        await self._consumer.commit()
+                    except CommitFailedError:
+                        # A rebalance took the partitions: the new owner writes the
+                        # same batch again, and create-by-id makes that harmless.
+                        log.warning("es sink: commit refused after a rebalance")
+                    self.pending = 0
+                if time.monotonic() - last_prune > 3600:
+                    last_prune = time.monotonic()
+                    await self._prune()
+        finally:
+            await self._consumer.stop()
+            await self._producer.stop()
+            await self.es.close()
+
+    async def _write(self, records: list[Any], stop: asyncio.Event) -> None:
+        actions: list[dict[str, Any]] = []
+        appended: dict[str, float] = {}
+        seen: set[str] = set()
+        now = datetime.now(UTC)
+        for r in records:
+            try:
+                finding = Finding.model_validate_json(r.value)
+            except ValidationError as exc:
+                where = {"topic": r.topic, "partition": r.partition, "offset": r.offset}
+                reason = f"not a finding: {exc.error_count()} validation errors"
+                await self._dead(dead_letter(r.value or b"", reason, where=where), "es_rejected")
+                continue
+            if finding.finding_id in seen:
+                continue  # the same finding twice in one batch (a re-emission)
+            seen.add(finding.finding_id)
+            appended[finding.finding_id] = r.timestamp / 1000
+            actions.append(
+                {
+                    "_index": index_for(finding.timestamp, self.index),
+                    "_id": finding.finding_id,
+                    "_source": document(finding, ingested=now),
+                }
+            )
+        self.pending = len(actions)
+        while actions and not stop.is_set():
+            outcome = await self._bulk(actions)
+            if outcome is None:
+                await self._pause(stop)
+                continue
+            metrics.SINK_INDEXED.labels("created").inc(outcome.created)
+            metrics.SINK_INDEXED.labels("already_present").inc(outcome.present)
+            done = time.time()
+            again = {a["_id"] for a in outcome.retry}
+            for a in actions:
+                if a["_id"] not in again:
+                    metrics.SINK_LATENCY.observe(max(0.0, done - appended[a["_id"]]))
+            for action, reason in outcome.rejected:
+                metrics.SINK_ERRORS.labels("rejected").inc()
+                raw = json.dumps(action["_source"], ensure_ascii=False).encode()
+                where = {"index": action["_index"], "finding_id": action["_id"]}
+                await self._dead(
+                    dead_letter(raw, f"Elasticsearch refused the document: {reason}", where=where),
+                    "es_rejected",
+                )
+            self.settled += outcome.created + outcome.present + len(outcome.rejected)
+            actions = outcome.retry
+            self.pending = len(actions)
+            if actions:
+                metrics.SINK_ERRORS.labels("throttled").inc()
+                await self._pause(stop)
+            else:
+                self.backoff.reset()
+
+    async def _bulk(self, actions: list[dict[str, Any]]) -> BulkOutcome | None:
+        """One bulk request; None if Elasticsearch could not take it at all."""
+        try:
+            if not self._template_ready:
+                await self.es.indices.put_index_template(
+                    name=self.index, **template_body(self.index)
+                )
+                self._template_ready = True
+            response = await self.es.bulk(operations=bulk_body(actions), refresh=False)
+        except (TransportError, EsApiError, OSError) as exc:
+            metrics.SINK_UP.set(0)
+            metrics.SINK_ERRORS.labels("unavailable").inc()
+            log.warning("es sink: Elasticsearch unavailable (%s); retrying", type(exc).__name__)
+            return None
+        metrics.SINK_UP.set(1)
+        return settle(actions, dict(response))
+
+    async def _pause(self, stop: asyncio.Event) -> None:
+        await self._report_lag(0)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=self.backoff.next_delay())
+
+    async def _dead(self, letter: dict[str, Any], reason: str) -> None:
+        assert self._producer is not None
+        metrics.DEAD_LETTERS.labels(reason).inc()
+        value = json.dumps(letter, ensure_ascii=False).encode()
+        await self._producer.send_and_wait(self.topics.dead_letters, value)
+
+    async def _report_lag(self, in_hand: int) -> None:
+        """Backlog = findings held plus those on the topic not yet read."""
+        consumer = self._consumer
+        if consumer is None:
+            return
+        behind = 0
+        try:
+            for tp in consumer.assignment():
+                high = consumer.highwater(tp)
+                if high is None:
+                    continue
+                behind += max(0, high - await consumer.position(tp))
+        except (KafkaError, AssertionError):
+            return
+        metrics.CONSUMER_LAG.labels("es_sink", self.topics.findings).set(behind)
+        metrics.SINK_BACKLOG.set(behind + max(self.pending, in_hand))
+
+    async def _prune(self) -> None:
+        try:
+            names = list(
+                (await self.es.indices.get(index=f"{self.index}-*", allow_no_indices=True)).keys()
+            )
+            for name in expired_indices(
+                names, self.index, datetime.now(UTC).date(), self.settings.es_retention_days
+            ):
+                await self.es.indices.delete(index=name)
+                log.warning("es sink: deleted %s (older than the retention)", name)
+        except (TransportError, EsApiError, OSError):
+            pass  # tried again at the next prune
