@@ -67,6 +67,7 @@ class Worker:
         log: Path,
         policy: Path = POLICY,
         es_url: str = "",
+        web_port: int = 0,
     ) -> None:
         self.log = log
         self._out = log.open("ab")
@@ -90,7 +91,7 @@ class Worker:
                 "--state-dir",
                 str(state),
                 "--web-port",
-                "0",
+                str(web_port),
                 "--loglevel",
                 "info",
             ],
