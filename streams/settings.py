@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -16,9 +17,40 @@ from pydantic_settings import (
 
 DEFAULT_POLICY = Path("deploy/policy/example.yaml")
 
+ChannelKind = Literal["alertmanager", "webhook", "slack", "email", "pagerduty"]
+
+
+class ChannelSettings(BaseModel):
+    """One notification channel (`[channels.NAME]` in sepwatch.toml, or
+    SEPWATCH_CHANNELS__NAME__FIELD). Here, not in the policy, because it holds
+    secrets; the policy's routes name channels only."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: ChannelKind
+    url: str = Field("", description="endpoint (alertmanager: its base URL)")
+    secret: SecretStr | None = Field(None, description="webhook: HMAC-SHA256 signing key")
+    routing_key: SecretStr | None = Field(None, description="pagerduty: integration key")
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_starttls: bool = False
+    smtp_username: str = ""
+    smtp_password: SecretStr | None = None
+    mail_from: str = ""
+    mail_to: list[str] = []
+    timeout_s: float = Field(10.0, gt=0, description="one attempt's time limit")
+    send_resolved: bool | None = Field(
+        None,
+        description="also notify a group's close when it has nothing new to report "
+        "(default as Alertmanager: yes for alertmanager, webhook, pagerduty; no for "
+        "slack and email)",
+    )
+
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SEPWATCH_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="SEPWATCH_", extra="ignore", env_nested_delimiter="__"
+    )
 
     policy: Path = Field(DEFAULT_POLICY, description="policy YAML file")
     broker: str = Field("localhost:9092", description="Kafka bootstrap servers")
@@ -37,6 +69,24 @@ class Settings(BaseSettings):
     web_port: int = Field(6066, description="worker's web port (/metrics); 0 turns it off")
     partitions: int = Field(4, description="partitions of every sepwatch topic", ge=1)
     retention_ms: int = Field(7 * 24 * 3600 * 1000, description="retention of sepwatch topics")
+    channels: dict[str, ChannelSettings] = Field(
+        {}, description="notification channels by name; none: the worker runs no alert router"
+    )
+    alerts_link_base: str = Field(
+        "",
+        description="link to a finding in notifications: {finding_id} is replaced, "
+        "or the id is appended (e.g. a Kibana URL)",
+    )
+    alerts_attempts: int = Field(5, ge=1, description="delivery attempts before a dead letter")
+    alerts_backoff_s: float = Field(1.0, gt=0, description="first retry delay (doubles)")
+    alerts_backoff_cap_s: float = Field(60.0, gt=0, description="longest retry delay")
+    alerts_concurrency: int = Field(8, ge=1, description="deliveries under way at once")
+    alerts_idle_s: float = Field(
+        30.0,
+        gt=0,
+        description="after this long with no finding, the router's event clock runs "
+        "on with the wall clock, so quiet groups still close",
+    )
 
     @classmethod
     def settings_customise_sources(

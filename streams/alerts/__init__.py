@@ -1,0 +1,1 @@
+"""The alert router: findings to notifications on configured channels."""
