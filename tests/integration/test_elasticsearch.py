@@ -1,0 +1,331 @@
+"""Findings into a real Elasticsearch: parity, an outage, rejections, the analyst's CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from elasticsearch import Elasticsearch
+from kafka import KafkaProducer
+from typer.testing import CliRunner
+
+from streams.cli import app as cli
+from streams.elastic import index_for
+from streams.kafka_io import ensure_topics, read_dead_letters
+from streams.settings import Settings
+from streams.sink import FindingsSink
+from streams.topics import Topics
+from tests.integration.conftest import ES, ES_PORT, Worker
+from tests.integration.test_stream import _day, _replayed, _wait_for
+
+pytestmark = pytest.mark.integration
+PARTITIONS = 4
+OUTAGE_S = float(os.environ.get("SEPWATCH_TEST_ES_OUTAGE", "60"))
+# Raw identifiers as the simulator writes them into DLP snippets (RRN, card numbers).
+RAW_ID = re.compile(r"\b\d{6}-[1-4]\d{6}\b|\b\d{4}-\d{4}-\d{4}-\d{4}\b|\b\d{13,16}\b")
+
+
+def _index(prefix: str) -> str:
+    return f"{prefix.rstrip('.')}-findings"  # as the Worker fixture sets it
+
+
+def _stored(es: Elasticsearch, index: str) -> dict[str, dict[str, Any]]:
+    if not es.indices.exists_alias(name=index):
+        return {}
+    es.indices.refresh(index=index)
+    out: dict[str, dict[str, Any]] = {}
+    resp = es.search(index=index, query={"match_all": {}}, size=10_000, seq_no_primary_term=True)
+    for hit in resp["hits"]["hits"]:
+        assert hit["_id"] not in out, f"{hit['_id']} stored twice"
+        out[hit["_id"]] = hit
+    return out
+
+
+def _count(es: Elasticsearch, index: str) -> int:
+    try:
+        es.indices.refresh(index=index)
+        return int(es.count(index=index)["count"])
+    except Exception:
+        return -1
+
+
+@pytest.fixture
+def es(elasticsearch: str) -> Iterator[Elasticsearch]:
+    client = Elasticsearch(elasticsearch, request_timeout=30)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def worker(
+    broker: str, prefix: str, elasticsearch: str, tmp_path: Path
+) -> Iterator[Callable[..., Worker]]:
+    ensure_topics(broker, Topics(prefix), PARTITIONS, retention_ms=3_600_000)
+    started: list[Worker] = []
+
+    def start(web_port: int = 0) -> Worker:
+        w = Worker(
+            broker,
+            prefix,
+            tmp_path / "state",
+            tmp_path / "worker.log",
+            es_url=elasticsearch,
+            web_port=web_port,
+        )
+        started.append(w)
+        return w
+
+    yield start
+    for w in started:
+        w.stop()
+
+
+def _produce(broker: str, prefix: str, lines: list[bytes], end: bool) -> None:
+    from streams.kafka_io import produce
+
+    produce(lines, broker, Topics(prefix), end_of_input=end)
+
+
+def test_every_finding_is_in_elasticsearch_once_with_ecs_fields_and_nothing_raw(
+    broker: str, prefix: str, es: Elasticsearch, worker: Callable[..., Worker]
+) -> None:
+    lines = _day(seed=11)
+    want = _replayed(lines)
+    raw_ids = {m for line in lines for m in RAW_ID.findall(line.decode())}
+    assert raw_ids, "the simulated day should carry raw identifiers for this test to mean much"
+    w = worker()
+    w.wait_ready()
+    _produce(broker, prefix, lines, end=True)
+    index = _index(prefix)
+    assert _wait_for(lambda: _count(es, index) >= len(want), timeout=120), (
+        f"{_count(es, index)} of {len(want)} findings in Elasticsearch"
+    )
+    time.sleep(2)  # a duplicate or an extra would show now
+    stored = _stored(es, index)
+    assert set(stored) == set(want)
+    for fid, hit in stored.items():
+        src = hit["_source"]
+        assert hit["_index"] == index_for(datetime.fromisoformat(src["@timestamp"]), index)
+        assert src["event"]["kind"] == "alert"
+        assert src["rule"]["id"] == want[fid]["rule_id"]
+        assert src["sepwatch"]["status"] == want[fid]["status"]
+        assert src.get("user", {}).get("id") == want[fid]["user_id"]
+        assert src.get("host", {}).get("id") == want[fid]["device_id"]
+        assert src["organization"]["name"] == want[fid]["entity"]
+        text = json.dumps(src, ensure_ascii=False)
+        leaked = [r for r in raw_ids if r in text]
+        assert not leaked, f"{fid} carries a raw identifier"
+    mapping = next(iter(es.indices.get_mapping(index=index).values()))["mappings"]
+    props = mapping["properties"]
+    assert props["@timestamp"]["type"] == "date"
+    assert props["event"]["properties"]["severity"]["type"] == "long"
+    for group, field in (("rule", "id"), ("user", "id"), ("host", "id"), ("organization", "name")):
+        assert props[group]["properties"][field]["type"] == "keyword"
+    assert mapping["dynamic"] == "strict"
+
+
+def _scrape(port: int) -> dict[str, float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("sepwatch_es_sink_") and " " in line:
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _es_script(action: str) -> None:
+    env = {**os.environ, "SEPWATCH_ES_PORT": ES_PORT, "SEPWATCH_ES_KEEP_DATA": "1"}
+    subprocess.run([str(ES), action], check=True, env=env, timeout=900)
+
+
+def test_elasticsearch_down_for_a_minute_loses_nothing_and_duplicates_nothing(
+    broker: str, prefix: str, es: Elasticsearch, worker: Callable[..., Worker]
+) -> None:
+    lines = _day(seed=13)
+    want = _replayed(lines)
+    half = len(lines) // 2
+    port = _free_port()
+    w = worker(web_port=port)
+    w.wait_ready()
+    index = _index(prefix)
+    _produce(broker, prefix, lines[:half], end=False)
+    assert _wait_for(lambda: _count(es, index) > 0, timeout=120)
+    _es_script("down")
+    try:
+        _produce(broker, prefix, lines[half:], end=True)
+        # Findings keep coming while ES is away: the sink holds them and says so.
+        assert _wait_for(
+            lambda: _scrape(port).get("sepwatch_es_sink_backlog_findings", 0) > 0, timeout=60
+        )
+        seen = _scrape(port)
+        assert seen["sepwatch_es_sink_up"] == 0
+        assert seen['sepwatch_es_sink_errors_total{kind="unavailable"}'] >= 1
+        time.sleep(max(0.0, OUTAGE_S - 10))
+    finally:
+        _es_script("up")
+    assert _wait_for(lambda: _count(es, index) >= len(want), timeout=180), (
+        f"{_count(es, index)} of {len(want)} after Elasticsearch came back"
+    )
+    time.sleep(3)
+    assert set(_stored(es, index)) == set(want)
+    after = _scrape(port)
+    assert after["sepwatch_es_sink_up"] == 1
+    assert _wait_for(lambda: _scrape(port)["sepwatch_es_sink_backlog_findings"] == 0, timeout=30)
+
+
+def _finding(fid: str, **over: Any) -> dict[str, Any]:
+    return {
+        "finding_id": fid,
+        "rule_id": "SEP-001",
+        "rule_name": "Unevaluated SaaS used from the internal network",
+        "severity": "high",
+        "status": "open",
+        "timestamp": "2026-11-23T01:00:00+00:00",
+        "detected_at": "2026-11-23T01:00:02+00:00",
+        "entity": "HQ",
+        "user_id": "u-1",
+        "device_id": "d-1",
+        "saas_app": "dropbox",
+        "evidence_event_ids": ["e-1"],
+        "summary": "u-1 used dropbox, which is not in the registry.",
+        "regulation": "only SaaS evaluated by the agency",
+        **over,
+    }
+
+
+def _run_sink(settings: Settings, until: Callable[[FindingsSink], bool], timeout: float) -> int:
+    async def main() -> int:
+        stop = asyncio.Event()
+        sink = FindingsSink(settings)
+        task = asyncio.create_task(sink.run(stop))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not until(sink) and not task.done():
+            await asyncio.sleep(0.2)
+        stop.set()
+        await task
+        return sink.settled
+
+    return asyncio.run(main())
+
+
+def test_a_document_elasticsearch_refuses_goes_to_the_dead_letters_and_the_rest_lands(
+    broker: str, prefix: str, es: Elasticsearch, elasticsearch: str
+) -> None:
+    topics = Topics(prefix)
+    ensure_topics(broker, topics, PARTITIONS, retention_ms=3_600_000)
+    index = _index(prefix)
+    bad_waiver = {
+        "id": "W-1",
+        "approved_by": "CISO",
+        "reason": "pilot",
+        "valid_until": "until further notice",  # not a date: the template refuses it
+    }
+    records = [
+        json.dumps(_finding("SEP-001-good")).encode(),
+        json.dumps(_finding("SEP-001-bad", status="waived", waiver=bad_waiver)).encode(),
+        b'{"not": "a finding", "rrn": "900101-1234567"}',
+    ]
+    producer = KafkaProducer(bootstrap_servers=broker)
+    for r in records:
+        producer.send(topics.findings, key=b"k", value=r)
+    producer.flush()
+    producer.close()
+    settings = Settings(broker=broker, topic_prefix=prefix, es_url=elasticsearch, es_index=index)
+    assert _run_sink(settings, lambda s: s.settled >= 2, timeout=60) == 2
+    assert set(_stored(es, index)) == {"SEP-001-good"}
+    letters = read_dead_letters(broker, topics)
+    reasons = sorted(letter["reason"] for letter in letters)
+    assert len(letters) == 2, reasons
+    assert any("document_parsing_exception" in r for r in reasons), reasons
+    assert any(r.startswith("not a finding") for r in reasons), reasons
+    assert "1234567" not in json.dumps(letters)
+    # Settled means committed: a restarted sink has nothing left to do.
+    assert _run_sink(settings, lambda s: False, timeout=5) == 0
+
+
+def test_an_analyst_works_findings_from_the_terminal(
+    broker: str, prefix: str, es: Elasticsearch, elasticsearch: str, tmp_path: Path
+) -> None:
+    topics = Topics(prefix)
+    ensure_topics(broker, topics, PARTITIONS, retention_ms=3_600_000)
+    index = _index(prefix)
+    producer = KafkaProducer(bootstrap_servers=broker)
+    findings = [
+        _finding("SEP-001-a"),
+        _finding("SEP-001-b", entity="BR-SEOUL-GN"),
+        _finding("SEP-003-c", rule_id="SEP-003", severity="critical"),
+    ]
+    for f in findings:
+        producer.send(topics.findings, key=f["finding_id"].encode(), value=json.dumps(f).encode())
+    producer.flush()
+    settings = Settings(broker=broker, topic_prefix=prefix, es_url=elasticsearch, es_index=index)
+    assert _run_sink(settings, lambda s: s.settled >= 3, timeout=60) == 3
+    es.indices.refresh(index=index)  # searchable now, not at the next periodic refresh
+    env = {"SEPWATCH_ES_URL": elasticsearch, "SEPWATCH_ES_INDEX": index, "COLUMNS": "200"}
+    runner = CliRunner()
+
+    def run(*args: str) -> Any:
+        return runner.invoke(cli, list(args), env=env)
+
+    listed = run("findings", "list", "--status", "open", "--json")
+    assert listed.exit_code == 0, listed.output
+    assert {json.loads(x)["finding_id"] for x in listed.stdout.splitlines()} == {
+        "SEP-001-a",
+        "SEP-001-b",
+        "SEP-003-c",
+    }
+    only = run("findings", "list", "--rule", "SEP-001", "--entity", "HQ", "--json")
+    assert [json.loads(x)["finding_id"] for x in only.stdout.splitlines()] == ["SEP-001-a"]
+
+    assert run("findings", "ack", "SEP-001-a", "--by", "kim").exit_code == 0
+    again = run("findings", "ack", "SEP-001-a", "--by", "lee")
+    assert again.exit_code == 2 and "acknowledged by kim" in again.output
+    done = run("findings", "resolve", "SEP-001-a", "--by", "kim", "--note", "RRN 900101-1234567")
+    assert done.exit_code == 0, done.output
+    shown = json.loads(run("findings", "show", "SEP-001-a").stdout)
+    assert shown["status"] == "resolved"
+    assert shown["lifecycle"]["acknowledged_by"] == "kim"
+    assert shown["lifecycle"]["note"] == "RRN 900101-1******"
+    assert run("findings", "resolve", "SEP-001-a", "--note", "x").exit_code == 2
+    assert run("findings", "show", "SEP-009-none").exit_code == 2
+
+    # The same findings read again (a replay, a restarted sink) leave the analyst's work be.
+    for f in findings:
+        producer.send(topics.findings, key=f["finding_id"].encode(), value=json.dumps(f).encode())
+    producer.flush()
+    producer.close()
+    assert _run_sink(settings, lambda s: s.settled >= 3, timeout=60) == 3
+    stored = _stored(es, index)
+    assert len(stored) == 3
+    assert stored["SEP-001-a"]["_source"]["sepwatch"]["status"] == "resolved"
+
+    out = tmp_path / "es.jsonl"
+    exported = run("findings", "export", "--from", "es", "--out", str(out))
+    assert exported.exit_code == 0, exported.output
+    rows = {json.loads(x)["finding_id"]: json.loads(x) for x in out.read_text().splitlines()}
+    assert set(rows) == {"SEP-001-a", "SEP-001-b", "SEP-003-c"}
+    assert rows["SEP-001-a"]["lifecycle"]["resolved_by"] == "kim"
+
+    down = runner.invoke(
+        cli, ["findings", "list"], env={**env, "SEPWATCH_ES_URL": "http://127.0.0.1:9"}
+    )
+    assert down.exit_code == 2 and "unreachable" in down.output

@@ -1,0 +1,176 @@
+"""The Elasticsearch document, template and sink decisions, without a server."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from schemas import Finding, WaiverRef
+from streams.elastic import (
+    MAPPINGS,
+    SEVERITY_SCORE,
+    document,
+    finding_of,
+    index_for,
+    template_body,
+)
+from streams.sink import Backoff, bulk_body, expired_indices, settle
+
+KST = timedelta(hours=9)
+
+
+def _finding(**over: Any) -> Finding:
+    base: dict[str, Any] = {
+        "finding_id": "SEP-003-0123456789abcdef0123",
+        "rule_id": "SEP-003",
+        "rule_name": "Unique identification sent to SaaS",
+        "severity": "critical",
+        "status": "waived",
+        "timestamp": datetime(2026, 5, 1, 8, 30, tzinfo=UTC) - KST,  # 2026-05-01 08:30 KST
+        "detected_at": datetime(2026, 5, 1, 0, 0, 5, tzinfo=UTC),
+        "entity": "BR-SEOUL-GN",
+        "user_id": "u-gn-0007",
+        "device_id": "lt-gn-0007",
+        "saas_app": "m365-onedrive",
+        "evidence_event_ids": ["dlp-1", "acc-1"],
+        "summary": "u-gn-0007 uploaded a file with an RRN (900101-1******) to m365-onedrive.",
+        "regulation": "detailed rules rev. 2026-04-20",
+        "waiver": WaiverRef(id="W-7", approved_by="CISO", reason="pilot", valid_until="2026-06-30"),
+        "details": {"data_types": ["kr_rrn"], "snippet": "900101-1******", "nested": {"a": 1}},
+    }
+    return Finding(**{**base, **over})
+
+
+def _leaves(doc: dict[str, Any], prefix: str = "") -> set[str]:
+    out: set[str] = set()
+    for key, value in doc.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and path != "sepwatch.details":
+            out |= _leaves(value, path + ".")
+        else:
+            out.add(path)
+    return out
+
+
+def _mapped(props: dict[str, Any], prefix: str = "") -> set[str]:
+    out: set[str] = set()
+    for key, spec in props.items():
+        path = f"{prefix}{key}"
+        if "properties" in spec:
+            out |= _mapped(spec["properties"], path + ".")
+        else:
+            out.add(path)
+    return out
+
+
+def test_every_field_of_a_document_is_declared_in_the_template() -> None:
+    # The mapping is strict: an undeclared field would make ES refuse the document.
+    leaves = _leaves(document(_finding(), ingested=datetime(2026, 5, 1, tzinfo=UTC)))
+    assert leaves <= _mapped(MAPPINGS["properties"])
+    for name in ("@timestamp", "rule.id", "rule.name", "event.kind", "event.severity"):
+        assert name in leaves
+    assert {"user.id", "host.id", "organization.name"} <= leaves
+
+
+def test_document_speaks_ecs() -> None:
+    doc = document(_finding())
+    assert doc["event"]["kind"] == "alert"
+    assert doc["event"]["severity"] == SEVERITY_SCORE["critical"] == 99
+    assert doc["rule"]["id"] == "SEP-003"
+    assert doc["user"]["id"] == "u-gn-0007"
+    assert doc["host"]["id"] == "lt-gn-0007"
+    assert doc["organization"]["name"] == "BR-SEOUL-GN"
+    assert doc["sepwatch"]["status"] == "waived"
+    assert doc["sepwatch"]["waiver"]["approved_by"] == "CISO"
+    assert MAPPINGS["properties"]["event"]["properties"]["severity"]["type"] == "long"
+
+
+def test_a_finding_without_user_or_device_has_no_empty_ecs_groups() -> None:
+    doc = document(_finding(user_id=None, device_id=None, saas_app=None, waiver=None))
+    assert "user" not in doc and "host" not in doc
+    assert doc["related"] == {"user": [], "hosts": []}
+    assert "waiver" not in doc["sepwatch"]
+
+
+def test_severity_scores_rise_with_severity() -> None:
+    scores = [SEVERITY_SCORE[s] for s in ("low", "medium", "high", "critical")]
+    assert scores == sorted(scores) and len(set(scores)) == 4
+
+
+def test_a_finding_lives_in_the_month_of_its_utc_event_time() -> None:
+    # 2026-05-01 08:30 KST is 2026-04-30 23:30 UTC: April's index.
+    assert index_for(_finding().timestamp, "x") == "x-2026.04"
+    assert index_for(datetime(2026, 12, 31, 23, 59, tzinfo=UTC), "x") == "x-2026.12"
+
+
+def test_template_covers_the_monthly_indices_and_aliases_them() -> None:
+    body = template_body("sepwatch-findings")
+    assert body["index_patterns"] == ["sepwatch-findings-*"]
+    assert "sepwatch-findings" in body["template"]["aliases"]
+    assert body["template"]["mappings"]["dynamic"] == "strict"
+
+
+def test_a_stored_finding_reads_back_as_the_finding() -> None:
+    f = _finding()
+    back = finding_of(document(f))
+    want = f.model_dump(mode="json")
+    for key in want:
+        if key in ("timestamp", "detected_at"):
+            assert datetime.fromisoformat(back[key]) == getattr(f, key)
+        else:
+            assert back[key] == want[key], key
+
+
+def test_bulk_body_creates_by_finding_id() -> None:
+    actions = [{"_index": "i-2026.04", "_id": "A", "_source": {"a": 1}}]
+    assert bulk_body(actions) == [{"create": {"_index": "i-2026.04", "_id": "A"}}, {"a": 1}]
+
+
+def test_settle_sorts_every_item_of_a_bulk_response() -> None:
+    actions = [{"_index": "i", "_id": k, "_source": {}} for k in "ABCDE"]
+    items = [
+        {"create": {"status": 201}},
+        {"create": {"status": 409, "error": {"type": "version_conflict_engine_exception"}}},
+        {"create": {"status": 429, "error": {"type": "es_rejected_execution_exception"}}},
+        {
+            "create": {
+                "status": 400,
+                "error": {"type": "document_parsing_exception", "reason": "x 900101-1234567"},
+            }
+        },
+        {"create": {"status": 503}},
+    ]
+    out = settle(actions, {"items": items, "errors": True})
+    assert (out.created, out.present) == (1, 1)
+    assert [a["_id"] for a in out.retry] == ["C", "E"]
+    assert [(a["_id"], r.split(":")[0]) for a, r in out.rejected] == [
+        ("D", "document_parsing_exception")
+    ]
+    assert "1234567" not in out.rejected[0][1]  # reasons are masked
+
+
+def test_settle_refuses_a_response_of_another_length() -> None:
+    with pytest.raises(ValueError):
+        settle([{"_index": "i", "_id": "A", "_source": {}}], {"items": []})
+
+
+def test_only_months_wholly_past_the_retention_expire() -> None:
+    names = ["f-2025.01", "f-2025.10", "f-2025.11", "f-2026.11", "f-other", "f-2025.13x"]
+    # 2026-11-26 less 395 days is 2025-10-27: October 2025 still has days inside.
+    assert expired_indices(names, "f", date(2026, 11, 26), 395) == ["f-2025.01"]
+    assert expired_indices(names, "f", date(2026, 11, 26), 30) == [
+        "f-2025.01",
+        "f-2025.10",
+        "f-2025.11",
+    ]
+
+
+def test_backoff_grows_to_its_cap_and_starts_again_after_a_success() -> None:
+    b = Backoff(first=0.5, cap=4.0)
+    delays = [b.next_delay() for _ in range(8)]
+    assert all(0.25 <= d <= 4.0 for d in delays)
+    assert max(delays[5:]) > 2.0 - 1e-9 and min(delays[5:]) >= 2.0  # capped at 4, jitter >= half
+    b.reset()
+    assert b.next_delay() <= 0.5
