@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint bench install clean
+.PHONY: demo test lint bench install system clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,12 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy schemas detectors
 
+## system: the Debian packages the tests run for real (Prometheus, Alertmanager); once
+system:
+	deploy/local/debian-packages.sh
+
 ## test: lint, then the whole test suite
-test: lint
+test: lint system
 	$(BIN)/pytest
 
 ## bench: the replay benchmark (1M events; prints events/s, RSS, bytes per device)
