@@ -74,6 +74,7 @@ class Notification:
     unreported: int  # findings folded in since the group's previous notification
     started_at: datetime  # the group's first finding
     at: datetime  # the finding's time, or the group's end
+    ends_at: datetime  # the end of the group's window
     route: str | None = None
     channels: tuple[str, ...] = ()
 
@@ -123,6 +124,7 @@ class Notification:
             "unreported": self.unreported,
             "started_at": self.started_at.isoformat(),
             "at": self.at.isoformat(),
+            "ends_at": self.ends_at.isoformat(),
             "route": self.route,
         }
 
@@ -333,6 +335,7 @@ class NotificationGroups:
             unreported=unreported,
             started_at=group.started_at,
             at=at,
+            ends_at=group.ends_at,
             route=routes[0].name if routes else None,
             channels=tuple(channels),
         )
