@@ -55,6 +55,7 @@ def start_worker(prefix: str, log: Path) -> subprocess.Popen[bytes]:
         **os.environ,
         "SEPWATCH_BROKER": BROKER,
         "SEPWATCH_TOPIC_PREFIX": prefix,
+        "SEPWATCH_ES_URL": "",  # the rules alone; bench.sink measures the sink
         "PYTHONUNBUFFERED": "1",
     }
     proc = subprocess.Popen(

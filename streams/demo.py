@@ -25,6 +25,7 @@ from streams.topics import Topics
 
 ROOT = Path(__file__).resolve().parent.parent
 KAFKA = ROOT / "deploy" / "local" / "kafka.sh"
+ES = ROOT / "deploy" / "local" / "elasticsearch.sh"
 
 
 def _view(counts: Counter[tuple[str, str]], recent: deque[dict[str, Any]], status: str) -> Group:
@@ -52,7 +53,13 @@ def run(policy: Path, events: Path, rate: float, console: Console) -> int:
     if started_kafka:
         console.print("starting a local Kafka broker (deploy/local/kafka.sh up) ...")
         subprocess.run([str(KAFKA), "up"], check=True)
+    es_url = os.environ.get("SEPWATCH_ES_URL", "http://127.0.0.1:9200")
+    started_es = subprocess.run([str(ES), "status"], capture_output=True).returncode != 0
+    if started_es:
+        console.print("starting a local Elasticsearch (deploy/local/elasticsearch.sh up) ...")
+        subprocess.run([str(ES), "up"], check=True)
     prefix = f"demo-{int(time.time())}."
+    index = f"{prefix.rstrip('.')}-findings"
     topics = Topics(prefix)
     ensure_topics(broker, topics, 4, retention_ms=3_600_000)
     log = ROOT / "out" / "demo-worker.log"
@@ -61,6 +68,8 @@ def run(policy: Path, events: Path, rate: float, console: Console) -> int:
         **os.environ,
         "SEPWATCH_BROKER": broker,
         "SEPWATCH_TOPIC_PREFIX": prefix,
+        "SEPWATCH_ES_URL": es_url,
+        "SEPWATCH_ES_INDEX": index,
         "PYTHONUNBUFFERED": "1",
     }
     with log.open("wb") as out:
@@ -91,7 +100,8 @@ def run(policy: Path, events: Path, rate: float, console: Console) -> int:
                 console.print(f"[red]the worker did not start[/]; see {log}")
                 return 1
             time.sleep(0.3)
-        return _stream(broker, topics, events, rate, console)
+        found = _stream(broker, topics, events, rate, console)
+        return _in_elasticsearch(es_url, index, found, console)
     finally:
         worker.terminate()
         try:
@@ -100,9 +110,40 @@ def run(policy: Path, events: Path, rate: float, console: Console) -> int:
             worker.kill()
         if started_kafka:
             subprocess.run([str(KAFKA), "down"], check=False)
+        if started_es:
+            subprocess.run([str(ES), "down"], check=False)
+
+
+def _in_elasticsearch(es_url: str, index: str, expected: int, console: Console) -> int:
+    """Wait for the sink to store every finding, then show what an analyst sees."""
+    from elasticsearch import Elasticsearch
+
+    from streams.elastic import search_findings
+
+    es = Elasticsearch(es_url, request_timeout=10)
+    stored, deadline = 0, time.monotonic() + 60
+    while stored < expected and time.monotonic() < deadline:
+        time.sleep(1)
+        if es.indices.exists_alias(name=index):
+            es.indices.refresh(index=index)
+            stored = int(es.count(index=index)["count"])
+    console.print(f"{stored:,} of {expected:,} findings in Elasticsearch ({es_url}, alias {index})")
+    total, critical = search_findings(es, index, status="open", limit=5, rule="SEP-003")
+    table = Table(title=f"Open SEP-003 findings in Elasticsearch: {total:,} (newest 5)")
+    for col in ("time (UTC)", "id", "entity", "user"):
+        table.add_column(col, no_wrap=True)
+    for f in critical:
+        table.add_row(str(f["timestamp"])[:16], f["finding_id"], f["entity"], f["user_id"] or "")
+    console.print(table)
+    console.print(
+        "work them from the terminal: sepwatch findings list|show|ack|resolve "
+        f"(with SEPWATCH_ES_URL={es_url} SEPWATCH_ES_INDEX={index})"
+    )
+    return 0 if stored == expected else 1
 
 
 def _stream(broker: str, topics: Topics, events: Path, rate: float, console: Console) -> int:
+    """Stream the file through the worker, showing findings live; how many were found."""
     opener = gzip.open if events.suffix == ".gz" else open
     with opener(events, "rb") as f:
         lines: list[bytes] = list(f)
@@ -146,4 +187,4 @@ def _stream(broker: str, topics: Topics, events: Path, rate: float, console: Con
         f"{len(lines):,} events streamed; {len(seen):,} findings "
         f"(topics under prefix '{topics.prefix}')"
     )
-    return 0
+    return len(seen)

@@ -18,7 +18,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -134,6 +134,8 @@ class FindingsSink:
         self.pending = 0  # findings read and not yet settled
         self.settled = 0
         self._template_ready = False
+        # Called with the ids each bulk request stored, in order (benchmarks).
+        self.on_written: Callable[[list[str]], None] | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
 
@@ -213,6 +215,8 @@ class FindingsSink:
             metrics.SINK_INDEXED.labels("already_present").inc(outcome.present)
             done = time.time()
             again = {a["_id"] for a in outcome.retry}
+            if self.on_written is not None:
+                self.on_written([a["_id"] for a in actions if a["_id"] not in again])
             for a in actions:
                 if a["_id"] not in again:
                     metrics.SINK_LATENCY.observe(max(0.0, done - appended[a["_id"]]))
