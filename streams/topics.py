@@ -46,6 +46,11 @@ class Topics:
     def policy(self) -> str:
         return self.prefix + "policy"
 
+    @property
+    def notified(self) -> str:
+        """Finding ids the alert router has settled (compacted, keyed by id)."""
+        return self.prefix + "notified"
+
 
 def stage_keys(event: Any) -> dict[Stage, str]:
     """Which stage judges an event, under which key: every join is then local
