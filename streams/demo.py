@@ -136,8 +136,8 @@ def _in_elasticsearch(es_url: str, index: str, expected: int, console: Console) 
         table.add_row(str(f["timestamp"])[:16], f["finding_id"], f["entity"], f["user_id"] or "")
     console.print(table)
     console.print(
-        "work them from the terminal: sepwatch findings list|show|ack|resolve "
-        f"(with SEPWATCH_ES_URL={es_url} SEPWATCH_ES_INDEX={index})"
+        "against a running Elasticsearch, analysts work findings with "
+        "`sepwatch findings list|show|ack|resolve` (SEPWATCH_ES_URL, SEPWATCH_ES_INDEX)"
     )
     return 0 if stored == expected else 1
 
