@@ -1,16 +1,25 @@
 #!/usr/bin/env bash
 # Debian packages the test suite runs for real: Prometheus (scrapes a worker's
 # /metrics; promtool checks the alert rules) and Alertmanager (receives the
-# alert router's notifications; amtool checks the routing example).
+# alert router's notifications; amtool checks the routing example), the
+# libraries WeasyPrint loads and the Hangul font for the semiannual report's PDF,
+# and poppler-utils (pdftotext, pdftoppm) that its tests read the PDF with.
 # Installs what is missing, once; a no-op when everything is there.
 set -euo pipefail
 
 want=(prometheus:/usr/bin/prometheus prometheus:/usr/bin/promtool
-      prometheus-alertmanager:/usr/bin/prometheus-alertmanager prometheus-alertmanager:/usr/bin/amtool)
+      prometheus-alertmanager:/usr/bin/prometheus-alertmanager prometheus-alertmanager:/usr/bin/amtool
+      poppler-utils:/usr/bin/pdftotext poppler-utils:/usr/bin/pdftoppm
+      fonts-noto-cjk:/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc
+      libpango-1.0-0:- libpangoft2-1.0-0:- libharfbuzz-subset0:-)
 missing=()
 for pair in "${want[@]}"; do
   pkg=${pair%%:*} bin=${pair#*:}
-  [[ -x "$bin" ]] || missing+=("$pkg")
+  if [[ $bin == - ]]; then  # a library: asked of dpkg, its path depends on the architecture
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+  else
+    [[ -e "$bin" ]] || missing+=("$pkg")
+  fi
 done
 ((${#missing[@]})) || exit 0
 mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
