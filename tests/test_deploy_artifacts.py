@@ -316,6 +316,34 @@ RULE_CASES: list[dict[str, Any]] = [
         ],
     },
     {
+        # Postures first seen in a burst at 10 minutes (the counter is born
+        # with its value): recent events, not silence; silence once the
+        # counter stays flat for the whole window.
+        "interval": "1m",
+        "input_series": [
+            {
+                "series": 'sepwatch_events_total{instance="w1", stream="device_posture"}',
+                "values": "_x10 50x40",
+            },
+            {
+                "series": 'sepwatch_events_total{instance="w1", stream="saas_access"}',
+                "values": "0+1x50",
+            },
+            {
+                "series": 'sepwatch_events_total{instance="w1", stream="dlp_alert"}',
+                "values": "0+1x50",
+            },
+        ],
+        "alert_rule_test": [
+            {"eval_time": "20m", "alertname": "SepwatchStreamSilent", "exp_alerts": []},
+            {
+                "eval_time": "40m",
+                "alertname": "SepwatchStreamSilent",
+                "exp_alerts": [_alert("x", "warning", stream="device_posture")],
+            },
+        ],
+    },
+    {
         # w1 retries a down Elasticsearch; w2 has not written yet (the gauge
         # starts at 0) and must not alert.
         "interval": "1m",
