@@ -705,14 +705,22 @@ def test_compose_runs_the_versions_the_scripts_pin() -> None:
         assert re.fullmatch(r"[\w./-]+:v?\d+\.\d+\.\d+", services[name]["image"]), "pin a version"
 
 
-def test_compose_settings_are_sepwatch_settings() -> None:
+def test_compose_settings_are_sepwatch_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     services = _compose()["services"]
-    env = services["sepwatch"]["environment"]
+    env = {k: str(v) for k, v in services["sepwatch"]["environment"].items()}
     dockerfile_env = dict(re.findall(r"(SEPWATCH_\w+)=(\S+)", DOCKERFILE.read_text()))
     for key in [*env, *dockerfile_env]:
-        assert key.startswith("SEPWATCH_") and key[9:].lower() in Settings.model_fields, key
-    # What the worker will be given parses as its settings.
-    Settings.model_validate({k[9:].lower(): v for k, v in {**dockerfile_env, **env}.items()})
+        # Settings ignores unknown variables: a misspelt one would do nothing.
+        field = key.removeprefix("SEPWATCH_").lower().split("__")[0]
+        assert key.startswith("SEPWATCH_") and field in Settings.model_fields, key
+    # What the worker is given parses, through the same settings sources.
+    monkeypatch.setenv("SEPWATCH_CONFIG", "/nonexistent/sepwatch.toml")
+    for key, value in {**dockerfile_env, **env}.items():
+        monkeypatch.setenv(key, value)
+    settings = Settings()
+    assert settings.web_port == int(env["SEPWATCH_WEB_PORT"])
+    assert {c.kind for c in settings.channels.values()} == {"alertmanager"}
+    am_channel = next(iter(settings.channels.values()))
 
     # The policy inside the image is the repository's example, copied in.
     policy = env["SEPWATCH_POLICY"]
@@ -735,6 +743,7 @@ def test_compose_settings_are_sepwatch_settings() -> None:
     )
     am = scrape["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
     assert am == ["alertmanager:9093"] and "alertmanager" in services
+    assert am_channel.url == "http://alertmanager:9093"
     datasource = yaml.safe_load(GRAFANA_DATASOURCES.read_text())["datasources"][0]
     assert datasource["url"] == "http://prometheus:9090" and "prometheus" in services
 
