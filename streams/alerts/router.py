@@ -76,6 +76,11 @@ class AlertConfigError(ValueError):
 
 
 class _Assigned(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Marks assigned partitions whose settled ids must be read back. The
+    reading happens in the router's loop, before any record is admitted:
+    aiokafka may hand out records of a new assignment while a listener is
+    still awaiting, and it only logs a listener's exception."""
+
     def __init__(self, router: AlertRouter) -> None:
         self.router = router
 
@@ -83,7 +88,7 @@ class _Assigned(ConsumerRebalanceListener):  # type: ignore[misc]
         return None
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        await self.router.load_notified({tp.partition for tp in assigned})
+        self.router.unread |= {tp.partition for tp in assigned}
 
 
 class AlertRouter:
@@ -126,6 +131,7 @@ class AlertRouter:
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._notified_partitions = settings.partitions
+        self.unread: set[int] = set()  # findings partitions whose settled ids are not read
         self.delivered = 0
         self.dead_lettered = 0
 
@@ -161,6 +167,9 @@ class AlertRouter:
                 batch = await self._consumer.getmany(
                     timeout_ms=self.linger_ms, max_records=self.batch_size
                 )
+                if self.unread:
+                    partitions, self.unread = self.unread, set()
+                    await self.load_notified(partitions)
                 records = [r for rs in batch.values() for r in rs]
                 if not await self._settle(records, stop):
                     break  # stopping mid-delivery: not committed, read again later
@@ -286,12 +295,12 @@ class AlertRouter:
 
     async def _ensure_notified_topic(self) -> None:
         """Compacted (one record per id) and deleted after the horizon: ids
-        older than that are forgotten anyway."""
+        older than that are forgotten anyway. Its partition count is read back,
+        as it may predate this router."""
         admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.broker)
         await admin.start()
         try:
-            existing = set(await admin.list_topics())
-            if self.topics.notified not in existing:
+            if self.topics.notified not in set(await admin.list_topics()):
                 horizon_ms = int(self.seen_horizon.total_seconds() * 1000)
                 # An error in the answer (created meanwhile by another worker) is fine.
                 await admin.create_topics(
@@ -307,29 +316,34 @@ class AlertRouter:
                         )
                     ]
                 )
+            deadline = time.monotonic() + 30
+            while True:
+                (info,) = await admin.describe_topics([self.topics.notified])
+                if info.get("partitions"):
+                    self._notified_partitions = len(info["partitions"])
+                    return
+                if time.monotonic() > deadline:
+                    raise KafkaError(f"{self.topics.notified} has no partitions")
+                await asyncio.sleep(0.2)
         finally:
             await admin.close()
 
     async def load_notified(self, partitions: set[int] | None = None) -> int:
         """Read back the ids settled for these findings partitions (all: None)."""
+        count = self._notified_partitions
+        wanted = set(range(count)) if partitions is None else {p % count for p in partitions}
+        if not wanted:
+            return 0
+        parts = [TopicPartition(self.topics.notified, p) for p in sorted(wanted)]
         reader = AIOKafkaConsumer(bootstrap_servers=self.settings.broker, enable_auto_commit=False)
         await reader.start()
         try:
-            available = reader.partitions_for_topic(self.topics.notified)
-            if not available:
-                await reader.force_metadata_update()
-                available = reader.partitions_for_topic(self.topics.notified) or set()
-            if not available:
-                return 0
-            self._notified_partitions = len(available)
-            wanted = {p % len(available) for p in partitions} if partitions else set(available)
-            parts = [TopicPartition(self.topics.notified, p) for p in sorted(wanted)]
             reader.assign(parts)
             await reader.seek_to_beginning(*parts)
             end = await reader.end_offsets(parts)
             entries: list[tuple[datetime, str]] = []
             deadline = time.monotonic() + 120
-            while any(await reader.position(tp) < end[tp] for tp in parts):
+            while [tp for tp in parts if await reader.position(tp) < end[tp]]:
                 if time.monotonic() > deadline:
                     raise KafkaError(f"{self.topics.notified} did not reach its end in time")
                 batch = await reader.getmany(timeout_ms=500)

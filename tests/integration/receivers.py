@@ -193,10 +193,19 @@ class Alertmanager:
             return result
 
 
-async def wait_for(check: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
-    """Poll until `check()` holds, or fail after `timeout` seconds."""
+async def wait_for(
+    check: Callable[[], bool],
+    timeout: float = 30.0,
+    what: str = "",
+    task: asyncio.Task[Any] | None = None,
+) -> None:
+    """Poll until `check()` holds, or fail after `timeout` seconds, or at once
+    if `task` (the router under test) ended."""
     deadline = time.monotonic() + timeout
     while not check():
+        if task is not None and task.done():
+            task.result()  # its exception, if any
+            raise AssertionError(f"the router stopped before: {what}")
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout} s: {what}")
         await asyncio.sleep(0.1)

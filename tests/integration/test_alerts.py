@@ -369,7 +369,7 @@ def test_a_receiver_answering_500_gets_retries_then_a_dead_letter(broker: str, p
             )
             stop = asyncio.Event()
             task = asyncio.create_task(router.run(stop))
-            await wait_for(lambda: router.dead_lettered == 1, 60, "a dead letter")
+            await wait_for(lambda: router.dead_lettered == 1, 60, "a dead letter", task)
             stop.set()
             await task
             assert len(hook.requests) == 3  # alerts_attempts
@@ -425,10 +425,15 @@ def test_findings_to_receivers_once_each_across_duplicates_waivers_and_a_restart
             stop = asyncio.Event()
             task = asyncio.create_task(router.run(stop))
             _publish(broker, topics, batch)
-            await wait_for(lambda: len(firing()) >= 3, 60, "three firing notifications")
+            await wait_for(lambda: len(firing()) >= 3, 60, "three firing notifications", task)
             # In a second batch, so that `first` opens its group before `folded`.
             _publish(broker, topics, [folded, crit_b])
-            await wait_for(lambda: len(firing()) >= 4, 60, "four firing notifications")
+            await wait_for(
+                lambda: len(firing()) >= 4,
+                20,
+                "four firing notifications",
+                task,
+            )
             await asyncio.sleep(2)  # anything more would be a duplicate
             reported = sorted(i for n in firing() for i in n["finding_ids"])
             expected = [first, other_user, crit_a, crit_b]
@@ -437,7 +442,7 @@ def test_findings_to_receivers_once_each_across_duplicates_waivers_and_a_restart
             assert [e.json()["event_action"] for e in pager.requests] == ["trigger"] * 2
 
             _publish(broker, topics, [later])
-            await wait_for(lambda: len(resolved()) >= 3, 60, "the groups of t0 to close")
+            await wait_for(lambda: len(resolved()) >= 3, 60, "the groups of t0 to close", task)
             await asyncio.sleep(1)
             closes = {n["group_key"]: n for n in resolved()}
             first_group = next(n for n in firing() if n["finding_ids"] == [first.finding_id])
@@ -462,6 +467,7 @@ def test_findings_to_receivers_once_each_across_duplicates_waivers_and_a_restart
                 lambda: any(fresh.finding_id in n["finding_ids"] for n in firing()),
                 60,
                 "the fresh finding",
+                task,
             )
             await asyncio.sleep(2)
             stop.set()
@@ -494,9 +500,11 @@ def test_quiet_stream_groups_close_on_the_wall_clock(broker: str, prefix: str) -
             stop = asyncio.Event()
             task = asyncio.create_task(router.run(stop))
             _publish(broker, topics, [f])
-            await wait_for(lambda: len(hook.accepted()) == 1, 60, "the firing notification")
+            await wait_for(lambda: len(hook.accepted()) == 1, 60, "the firing notification", task)
             began = time.monotonic()
-            await wait_for(lambda: len(hook.accepted()) == 2, 30, "the close of a quiet group")
+            await wait_for(
+                lambda: len(hook.accepted()) == 2, 30, "the close of a quiet group", task
+            )
             stop.set()
             await task
             assert time.monotonic() - began >= 1.0
