@@ -371,6 +371,19 @@ def build_app(
 
             await FindingsSink(settings).run()
 
+    if settings.channels:
+        # Built here, so that a route naming an unconfigured channel stops the
+        # worker at its start, with every problem listed.
+        from streams.alerts.router import AlertRouter
+
+        alert_router = AlertRouter(settings, policy, policy_file=policy_file)
+
+        @app.task
+        async def findings_to_channels() -> None:
+            """The alert router, beside the rules in every worker; the findings
+            topic's partitions are shared among the workers' routers."""
+            await alert_router.run()
+
     app.sepwatch_topics = topics  # type: ignore[attr-defined]
     return app
 
