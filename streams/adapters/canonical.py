@@ -1,0 +1,139 @@
+"""Canonical events as adapters build them (contract.md, "Input events").
+
+The dicts carry their `stream` field and are validated downstream exactly
+like events from any other producer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from detectors.masking import mask_text
+from streams.adapters.mapping import VendorMapping
+from streams.adapters.records import CanonicalEvent, Unmappable
+
+_SHA256 = frozenset("0123456789abcdefABCDEF")
+
+
+def user_of(value: Any, path: str) -> str:
+    """User ids as one form across sources: the UPN or e-mail, lower-cased,
+    so an Okta login, an M365 upload and a Purview alert name one person."""
+    if not isinstance(value, str) or not value.strip() or value.strip().lower() == "unknown":
+        raise Unmappable(path, "no user")
+    return value.strip().lower()[:256]
+
+
+def file_object(
+    name: str | None = None, sha256: str | None = None, size: Any = None
+) -> dict[str, Any] | None:
+    """The object acted on; its name masked (file names and mail subjects
+    can hold identifiers); a hash that is not SHA-256 is left out."""
+    found: dict[str, Any] = {}
+    if name:
+        found["name"] = mask_text(str(name))[:1024]
+    if isinstance(sha256, str) and len(sha256) == 64 and _SHA256.issuperset(sha256):
+        found["sha256"] = sha256.lower()
+    try:
+        if size not in (None, "") and int(size) >= 0:
+            found["size"] = int(size)
+    except (TypeError, ValueError):
+        pass
+    return found or None
+
+
+def saas_access(
+    mapping: VendorMapping,
+    *,
+    source: str,
+    event_id: str,
+    timestamp: str,
+    user_id: str,
+    saas_app: str,
+    action: str,
+    ip: str | None,
+    device_id: str | None = None,
+    object: dict[str, Any] | None = None,
+) -> CanonicalEvent:
+    zone, network_entity, address = mapping.zone_of(ip)
+    return {
+        "stream": "saas_access",
+        "event_id": event_id,
+        "timestamp": timestamp,
+        "entity": mapping.entity_of(user_id, network_entity),
+        "user_id": user_id,
+        "device_id": device_id,
+        "saas_app": saas_app,
+        "action": action,
+        "network_zone": zone,
+        "src_ip": address,
+        "object": object,
+        "source": source,
+    }
+
+
+def device_posture(
+    mapping: VendorMapping,
+    *,
+    source: str,
+    event_id: str,
+    timestamp: str,
+    device_id: str,
+    user_id: str | None,
+    managed: bool,
+    edr_running: bool,
+    disk_encrypted: bool,
+    screen_lock: bool,
+    os_patch_age_days: int,
+    jailbroken: bool = False,
+) -> CanonicalEvent:
+    return {
+        "stream": "device_posture",
+        "event_id": event_id,
+        "timestamp": timestamp,
+        "entity": mapping.entity_of(user_id),
+        "device_id": device_id,
+        "user_id": user_id,
+        "managed": managed,
+        "edr_running": edr_running,
+        "disk_encrypted": disk_encrypted,
+        "screen_lock": screen_lock,
+        "os_patch_age_days": os_patch_age_days,
+        "jailbroken": jailbroken,
+        "source": source,
+    }
+
+
+def dlp_alert(
+    mapping: VendorMapping,
+    *,
+    source: str,
+    event_id: str,
+    timestamp: str,
+    user_id: str,
+    channel: str,
+    saas_app: str | None,
+    data_types: list[str],
+    match_count: int,
+    device_id: str | None = None,
+    object: dict[str, Any] | None = None,
+    ip: str | None = None,
+    matched: list[str] | None = None,
+) -> CanonicalEvent:
+    """A DLP alert. Matched text the vendor shows is masked here already, so
+    no raw identifier travels on from an adapter (not even to `sepwatch adapt`'s file)."""
+    network_entity = mapping.zone_of(ip)[1] if ip else None
+    return {
+        "stream": "dlp_alert",
+        "event_id": event_id,
+        "timestamp": timestamp,
+        "entity": mapping.entity_of(user_id, network_entity),
+        "user_id": user_id,
+        "device_id": device_id,
+        "channel": channel,
+        "saas_app": saas_app,
+        "data_types": data_types,
+        "match_count": max(0, match_count),
+        "object": object,
+        "snippet": mask_text(" | ".join(matched))[:4096] if matched else None,
+        "source": source,
+    }

@@ -1,0 +1,50 @@
+"""Microsoft Entra ID sign-in logs -> `saas_access` (login).
+
+Vendor schema: Microsoft Graph `signIn` resource
+(learn.microsoft.com/graph/api/resources/signin): `id`, `createdDateTime`
+(ISO 8601, UTC, `Z`), `userPrincipalName`, `appDisplayName`,
+`resourceDisplayName`, `ipAddress`, `status.errorCode` (0: success),
+`deviceDetail.deviceId` (the Entra device id, empty for an unregistered
+device). Read from Graph (`GET /auditLogs/signIns`, pages `{"value": [...],
+"@odata.nextLink": ...}`) or from diagnostic settings to Event Hubs
+(`{"records": [{"time", "category": "SignInLogs", "properties": {signIn}}]}`).
+
+A failed sign-in (`errorCode` other than 0) used no app and is skipped. The
+device id is the one Intune reports as `azureADDeviceId`, so sign-ins and
+Intune postures name the same device.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streams.adapters.canonical import saas_access, user_of
+from streams.adapters.mapping import VendorMapping
+from streams.adapters.records import Adapted, Skip, field, iso_time, text_of
+
+SOURCE = "entra-signin"
+ENVELOPES = ("value", "records")
+
+
+def adapt(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
+    if "properties" in record and "category" in record:  # Event Hubs diagnostic record
+        if record.get("category") not in ("SignInLogs", "NonInteractiveUserSignInLogs"):
+            return Skip(f"category {record.get('category')}")
+        record = record["properties"]
+    error = field(record, "status.errorCode")
+    if error not in (0, "0", None):
+        return Skip("failed sign-in")
+    app = record.get("appDisplayName") or record.get("resourceDisplayName")
+    return [
+        saas_access(
+            mapping,
+            source=SOURCE,
+            event_id=text_of(record, "id"),
+            timestamp=iso_time(record.get("createdDateTime"), "createdDateTime"),
+            user_id=user_of(record.get("userPrincipalName"), "userPrincipalName"),
+            saas_app=mapping.app_or_passthrough(app, path="appDisplayName"),
+            action="login",
+            ip=record.get("ipAddress"),
+            device_id=mapping.device_of(field(record, "deviceDetail.deviceId")),
+        )
+    ]
