@@ -83,6 +83,9 @@ MAPPINGS: dict[str, Any] = {
                         "acknowledged_at": _DATE,
                         "resolved_by": _KW,
                         "resolved_at": _DATE,
+                        # detected_at to resolved_at, set on resolving: the report's
+                        # time to resolve is then an aggregation, with no script.
+                        "resolve_seconds": {"type": "long"},
                         "note": {"type": "text"},
                         "updated_at": _DATE,
                     }
@@ -93,6 +96,9 @@ MAPPINGS: dict[str, Any] = {
         },
     },
 }
+
+
+MAPPINGS_LIFECYCLE = MAPPINGS["properties"]["sepwatch"]["properties"]["lifecycle"]
 
 
 def index_for(finding_time: datetime, index: str) -> str:
@@ -298,6 +304,14 @@ def transition(
     if note:
         # A note is free text: an analyst may paste an identifier into it.
         life["note"] = mask_text(note)
+    if to == "resolved" and sw.get("detected_at"):
+        detected = datetime.fromisoformat(sw["detected_at"])
+        life["resolve_seconds"] = int((at - detected).total_seconds())
+        # An index made before the field was in the template learns it here.
+        es.indices.put_mapping(
+            index=hit["_index"],
+            properties={"sepwatch": {"properties": {"lifecycle": MAPPINGS_LIFECYCLE}}},
+        )
     try:
         es.update(
             index=hit["_index"],
