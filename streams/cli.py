@@ -742,9 +742,10 @@ def demo_cmd(
 
 
 # -- the semiannual review (streams/review_cli.py) ------------------------------
-from streams.review_cli import review_app  # noqa: E402
+from streams.review_cli import report_cmd, review_app  # noqa: E402
 
 app.add_typer(review_app, name="review")
+app.command("report")(report_cmd)
 
 
 def main() -> None:

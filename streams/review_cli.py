@@ -193,3 +193,182 @@ def review_list(
     out.print(due)
     if skipped:
         err.print(f"{skipped} record(s) on the topic are not control reviews and were skipped")
+
+
+# -- the report ---------------------------------------------------------------
+
+
+def report_cmd(
+    period: Annotated[
+        str, typer.Option("--period", help="Half-year, UTC: 2026H1 (Jan-Jun) or 2026H2 (Jul-Dec).")
+    ],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for the three files.")],
+    entity: Annotated[
+        str | None,
+        typer.Option(
+            "--entity", "-e", help="One entity; default: every entity together, and each."
+        ),
+    ] = None,
+    lang: Annotated[str, typer.Option("--lang", help="ko (default) or en.")] = "ko",
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of",
+            help="Date the open items' ages and the next six months' expiries count from. "
+            "Default: today (UTC).",
+            show_default=False,
+        ),
+    ] = None,
+    appendix_limit: Annotated[
+        int, typer.Option(help="At most this many open findings in the appendix.", min=0)
+    ] = 1000,
+    reviews: Annotated[
+        bool,
+        typer.Option(
+            "--reviews/--no-reviews",
+            help="Read the control reviews from the control-reviews topic (needs Kafka).",
+        ),
+    ] = True,
+    policy: PolicyOpt = None,
+    es_url: Annotated[
+        str | None,
+        typer.Option("--es-url", help="Default: $SEPWATCH_ES_URL.", show_default=False),
+    ] = None,
+    index: Annotated[
+        str | None,
+        typer.Option("--index", help="Default: $SEPWATCH_ES_INDEX.", show_default=False),
+    ] = None,
+    broker: BrokerOpt = None,
+    prefix: PrefixOpt = None,
+) -> None:
+    """The semiannual review for the Information Protection Committee:
+    report.html, report.pdf and report.json (the same figures) in --out.
+
+    Built from the findings in Elasticsearch (aggregations), the access tally
+    (`sepwatch review accesses`), the policy and the control reviews.
+
+    sepwatch report --period 2026H2 --entity HQ --out out/2026H2-HQ
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from schemas import ControlReview
+    from streams.cli import _es, _es_errors, _policy, _settings
+    from streams.kafka_io import KafkaUnavailable
+    from streams.report.gather import NoFindingsIndex, gather
+    from streams.report.i18n import LANGS
+    from streams.report.period import Period, PeriodError
+    from streams.report.render import write
+    from streams.report.reviews import read_reviews
+    from streams.topics import Topics
+
+    try:
+        half = Period.parse(period)
+    except PeriodError as exc:
+        err.print(f"[bold red]--period[/]: {exc}")
+        raise typer.Exit(2) from None
+    if lang not in LANGS:
+        err.print(f"[bold red]--lang {lang}[/]: one of {', '.join(LANGS)}")
+        raise typer.Exit(2)
+    day = parse_time(as_of, "--as-of").date() if as_of else None
+    settings = _settings(es_url=es_url, es_index=index, broker=broker, topic_prefix=prefix)
+    policy_path = policy or settings.policy
+    pol = _policy(policy_path)
+    es = _es(settings)
+    topics = Topics(settings.topic_prefix)
+    steps = ["control reviews"] + ["gather"] * 6 + ["write"]
+    with Progress(
+        TextColumn("[bold]report[/] {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("control reviews", total=len(steps))
+        records: list[ControlReview] = []
+        if reviews:
+            try:
+                records, _ = read_reviews(settings.broker, topics)
+            except KafkaUnavailable as exc:
+                err.print(
+                    f"[bold red]cannot read the control reviews[/]: {exc} "
+                    "(or leave them out: --no-reviews)"
+                )
+                raise typer.Exit(2) from None
+
+        def step(what: str) -> None:
+            bar.update(task, advance=1, description=what)
+
+        with _es_errors(settings):
+            try:
+                figures = gather(
+                    es,
+                    settings.es_index,
+                    half,
+                    policy=pol,
+                    reviews=records,
+                    entity=entity,
+                    lang=lang,
+                    as_of=day,
+                    appendix_limit=appendix_limit,
+                    reviews_topic=topics.input("control_review") if reviews else None,
+                    policy_name=str(policy_path),
+                    step=step,
+                )
+            except NoFindingsIndex:
+                err.print(
+                    f"[bold red]no findings index[/] {settings.es_index} at {settings.es_url}: "
+                    "nothing was ever stored under that name (check --index)"
+                )
+                raise typer.Exit(2) from None
+        step("report.json, report.html, report.pdf")
+        paths = write(figures, out_dir)
+        step("done")
+    summary = (
+        f"no findings in {half.label}"
+        if figures.empty
+        else f"{figures.total.current:,} findings in {half.label} "
+        f"({figures.total.delta:+,} against {half.previous.label}), "
+        f"{figures.open_total:,} still open"
+    )
+    err.print(f"{summary}; wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+@review_app.command("accesses")
+def review_accesses(
+    events: Annotated[
+        Path, typer.Option("--events", help="Canonical events, JSONL (or .gz), whole UTC days.")
+    ],
+    es_url: Annotated[
+        str | None,
+        typer.Option("--es-url", help="Default: $SEPWATCH_ES_URL.", show_default=False),
+    ] = None,
+    index: Annotated[
+        str | None,
+        typer.Option("--index", help="Default: $SEPWATCH_ES_INDEX.", show_default=False),
+    ] = None,
+) -> None:
+    """Count internal SaaS accesses per entity, UTC day and app from canonical
+    events into the access tally beside the findings: the denominator of the
+    report's share of accesses from compliant devices. A day loaded again is
+    replaced, not added to."""
+    import gzip
+
+    from streams.cli import _es, _es_errors, _settings
+    from streams.report.accesses import access_index, count_internal_accesses, store_counts
+
+    settings = _settings(es_url=es_url, es_index=index)
+    try:
+        raw = events.open("rb")
+    except OSError as exc:
+        err.print(f"[bold red]cannot read events[/] {events}: {exc.strerror}")
+        raise typer.Exit(2) from None
+    with raw, gzip.GzipFile(fileobj=raw) if events.suffix == ".gz" else raw as lines:
+        counts, bad = count_internal_accesses(lines)
+    es = _es(settings)
+    with _es_errors(settings):
+        stored = store_counts(es, settings.es_index, counts)
+    err.print(
+        f"{sum(counts.values()):,} internal accesses in {stored:,} (entity, day, app) counts "
+        f"into {access_index(settings.es_index)}"
+        + (f"; {bad:,} lines not valid events" if bad else "")
+    )

@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import statistics
+import subprocess
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 from elasticsearch import Elasticsearch
 from elasticsearch.helpers import bulk
+from PIL import Image
 from typer.testing import CliRunner
 
 from detectors import mask_identifier
@@ -23,13 +27,14 @@ from schemas import Finding
 from schemas.policy import ReviewPolicy
 from streams.cli import app as cli
 from streams.elastic import document, index_for, put_template, transition
+from streams.kafka_io import ensure_topics
 from streams.policy_file import load_policy
 from streams.replay import replay
 from streams.report.accesses import count_internal_accesses, store_counts
 from streams.report.gather import STATUSES, gather
 from streams.report.model import Report
 from streams.report.period import Period
-from streams.report.reviews import merge, new_review, read_reviews
+from streams.report.reviews import merge, new_review, publish, read_reviews
 from streams.simulate import simulate
 from streams.topics import Topics
 from tests.integration.conftest import POLICY
@@ -258,15 +263,24 @@ def _in(period: Period, f: dict[str, Any]) -> bool:
     return period.start <= datetime.fromisoformat(f["timestamp"]) < period.end
 
 
-def test_every_figure_of_the_report_equals_a_count_made_from_the_findings(
-    es: Elasticsearch, history: tuple[list[bytes], list[dict[str, Any]]]
-) -> None:
+@pytest.fixture(scope="module")
+def loaded(elasticsearch: str, history: tuple[list[bytes], list[dict[str, Any]]]) -> str:
+    """The history's findings in a fresh findings index, and its access tally."""
     lines, findings = history
     index = f"t{uuid.uuid4().hex[:8]}-findings"
-    _load(es, index, findings)
-    tally, bad = count_internal_accesses(lines)
-    assert bad == 0
-    store_counts(es, index, tally)
+    with Elasticsearch(elasticsearch, request_timeout=60) as es:
+        _load(es, index, findings)
+        tally, bad = count_internal_accesses(lines)
+        assert bad == 0
+        store_counts(es, index, tally)
+    return index
+
+
+def test_every_figure_of_the_report_equals_a_count_made_from_the_findings(
+    es: Elasticsearch, history: tuple[list[bytes], list[dict[str, Any]]], loaded: str
+) -> None:
+    lines, findings = history
+    index = loaded
     period = Period.parse("2026H2")
     mine = [f for f in findings if _in(period, f)]
     before = [f for f in findings if _in(period.previous, f)]
@@ -371,3 +385,139 @@ def test_every_figure_of_the_report_equals_a_count_made_from_the_findings(
     assert alone.total.current == sum(f["entity"] == "HQ" for f in mine)
     assert [e.entity for e in alone.entities] == ["HQ"]
     assert [d.entity for d in alone.devices] == ["HQ"]
+
+
+# -- the files: report.json, report.html, report.pdf ----------------------------
+
+# Raw identifiers as the simulator writes them into DLP snippets (RRN, card numbers).
+RAW_ID = re.compile(r"\b\d{6}-[1-4]\d{6}\b|\b\d{4}-\d{4}-\d{4}-\d{4}\b|\b\d{13,16}\b")
+
+
+def _pdf_text(pdf: Path) -> str:
+    done = subprocess.run(
+        ["pdftotext", "-layout", str(pdf), "-"], capture_output=True, check=True, timeout=60
+    )
+    return done.stdout.decode()
+
+
+def _first_page_png(pdf: Path, tmp: Path) -> Path:
+    subprocess.run(
+        ["pdftoppm", "-png", "-r", "60", "-f", "1", "-l", "1", str(pdf), str(tmp / "page")],
+        check=True,
+        timeout=60,
+    )
+    [png] = sorted(tmp.glob("page*.png"))
+    return png
+
+
+def _report(env: dict[str, str], out: Path, *args: str) -> Any:
+    return runner.invoke(
+        cli,
+        ["report", "--as-of", "2026-12-01", "--out", str(out), "--policy", str(POLICY), *args],
+        env=env,
+    )
+
+
+@pytest.fixture
+def env(broker: str, prefix: str, elasticsearch: str, loaded: str) -> dict[str, str]:
+    topics = Topics(prefix)
+    ensure_topics(broker, topics, 4, retention_ms=3_600_000)
+    for review in REVIEWS:
+        publish(broker, topics, review)
+    return {
+        "SEPWATCH_BROKER": broker,
+        "SEPWATCH_TOPIC_PREFIX": prefix,
+        "SEPWATCH_ES_URL": elasticsearch,
+        "SEPWATCH_ES_INDEX": loaded,
+        "COLUMNS": "200",
+    }
+
+
+def test_the_report_files_carry_the_same_figures_in_korean_with_nothing_raw(
+    env: dict[str, str],
+    history: tuple[list[bytes], list[dict[str, Any]]],
+    tmp_path: Path,
+) -> None:
+    lines, findings = history
+    period = Period.parse("2026H2")
+    mine = [f for f in findings if _in(period, f)]
+    made = _report(env, tmp_path / "ko", "--period", "2026H2")
+    assert made.exit_code == 0, made.output
+    figures = json.loads((tmp_path / "ko" / "report.json").read_text())
+    assert figures["total"]["current"] == len(mine) and not figures["empty"]
+    assert figures["lang"] == "ko" and figures["sources"]["reviews_topic"]
+    assert {r["entity"] for r in figures["reviews"]} == {"HQ", "BR-SEOUL-GN"}
+
+    pdf = tmp_path / "ko" / "report.pdf"
+    text = _pdf_text(pdf)
+    flat = " ".join(text.split())
+    for heading in (
+        "정보보호위원회",
+        "반기 점검",
+        "요약",
+        "통제 항목별 현황",
+        "이용 중인 SaaS",
+        "보호조치 충족 단말에서의 접속 비율",
+        "승인된 예외",
+        "반기 점검 실시 현황",
+        "미조치 항목",
+        "평가받지 않은 SaaS의 내부망 이용",
+    ):
+        assert heading in flat, heading
+    assert f"{len(mine):,}" in flat
+    share = figures["devices_all"]["compliant_share"]
+    assert f"{100 * share:.1f}%" in flat
+    for rule in figures["rules"]:
+        if rule["count"]["current"]:
+            assert f"{rule['rule_id']} " in flat
+    # Every open finding is in the appendix of the PDF, by its id.
+    assert all(i["finding_id"] in text for i in figures["appendix"])
+
+    png = _first_page_png(pdf, tmp_path)
+    with Image.open(png) as page:
+        gray = page.convert("L")
+        dark = sum(gray.histogram()[:128])
+        assert gray.size[0] > 300 and dark > 0.005 * gray.size[0] * gray.size[1], dark
+
+    raw = {f[k] for f in findings for k in ("user_id", "device_id") if f[k] and len(f[k]) > 4}
+    raw |= {m for line in lines for m in RAW_ID.findall(line.decode())}
+    assert raw
+    outputs = {
+        name: (tmp_path / "ko" / name).read_text(encoding="utf-8")
+        for name in ("report.json", "report.html")
+    }
+    outputs["report.pdf"] = text
+    for name, body in outputs.items():
+        leaked = sorted(r for r in raw if r in body)
+        assert not leaked, f"{name} carries raw identifiers: {leaked[:5]}"
+
+    english = _report(env, tmp_path / "en", "--period", "2026H2", "--lang", "en")
+    assert english.exit_code == 0, english.output
+    en = " ".join(_pdf_text(tmp_path / "en" / "report.pdf").split())
+    assert "Information Protection Committee" in en and "Appendix: every open finding" in en
+    en_figures = json.loads((tmp_path / "en" / "report.json").read_text())
+    assert en_figures["rules"] == figures["rules"] and en_figures["total"] == figures["total"]
+
+
+def test_a_period_with_no_findings_gives_a_valid_report_that_says_so(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    made = _report(env, tmp_path, "--period", "2025H1")
+    assert made.exit_code == 0, made.output
+    figures = json.loads((tmp_path / "report.json").read_text())
+    assert figures["empty"] and figures["total"]["current"] == 0 and figures["appendix"] == []
+    assert all(r["count"]["current"] == 0 for r in figures["rules"])
+    text = " ".join(_pdf_text(tmp_path / "report.pdf").split())
+    assert "이 기간에 기록된 탐지 결과가 없습니다" in text and "2025H1" in text
+
+
+def test_a_malformed_period_or_an_unreachable_elasticsearch_is_a_clear_error(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    bad = _report(env, tmp_path, "--period", "2026Q3")
+    assert bad.exit_code == 2 and "YYYYH1" in bad.output
+    down = _report({**env, "SEPWATCH_ES_URL": "http://127.0.0.1:9"}, tmp_path, "--period", "2026H2")
+    assert down.exit_code == 2 and "unreachable" in down.output, down.output
+    wrong = _report({**env, "SEPWATCH_ES_INDEX": "nothing-here"}, tmp_path, "--period", "2026H2")
+    assert wrong.exit_code == 2 and "no findings index" in wrong.output, wrong.output
+    assert not (tmp_path / "report.pdf").exists()
