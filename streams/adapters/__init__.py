@@ -7,7 +7,18 @@ more canonical events. `ADAPTERS` names them by source id, the id used by
 
 from __future__ import annotations
 
-from streams.adapters import entra_signin, intune, m365, okta
+from streams.adapters import (
+    cef_dlp,
+    crowdstrike,
+    entra_signin,
+    google_workspace,
+    intune,
+    m365,
+    netskope,
+    okta,
+    osquery,
+    zscaler_zia,
+)
 from streams.adapters.records import Adapter
 
 ADAPTERS: dict[str, Adapter] = {
@@ -16,7 +27,13 @@ ADAPTERS: dict[str, Adapter] = {
         Adapter(okta.SOURCE, okta.adapt, okta.ENVELOPES),
         Adapter(m365.SOURCE, m365.adapt, m365.ENVELOPES),
         Adapter(entra_signin.SOURCE, entra_signin.adapt, entra_signin.ENVELOPES),
+        Adapter(google_workspace.SOURCE, google_workspace.adapt, google_workspace.ENVELOPES),
+        Adapter(netskope.SOURCE, netskope.adapt, netskope.ENVELOPES),
+        Adapter(zscaler_zia.SOURCE, zscaler_zia.adapt, zscaler_zia.ENVELOPES),
         Adapter(intune.SOURCE, intune.adapt, intune.ENVELOPES),
+        Adapter(osquery.SOURCE, osquery.adapt, osquery.ENVELOPES),
+        Adapter(crowdstrike.SOURCE, crowdstrike.adapt, crowdstrike.ENVELOPES),
+        Adapter(cef_dlp.SOURCE, cef_dlp.adapt, cef_dlp.ENVELOPES, text=True),
     )
 }
 SOURCES = tuple(ADAPTERS)

@@ -46,7 +46,7 @@ DEFAULT_MAPPING = Path("deploy/policy/vendor-mapping.yaml")
 
 Text = Annotated[str, Field(min_length=1, max_length=256)]
 Platform = Literal["windows", "macos", "ios", "android", "linux"]
-Control = Literal["managed", "edr_running", "disk_encrypted", "screen_lock", "jailbroken"]
+Control = Literal["managed", "disk_encrypted", "screen_lock", "os_current"]
 
 
 class _Strict(BaseModel):
