@@ -265,10 +265,13 @@ class VendorMapping(_Strict):
         return {k.strip().lower(): v for k, v in self.data_types.items()}
 
     def data_types_of(self, names: list[str]) -> list[str]:
-        """Sepwatch data types for vendor sensitive-type names; a name the
-        mapping does not know is kept, lower-cased, so the alert still shows it."""
-        found = {self._data_types.get(n.strip().lower(), n.strip().lower()) for n in names if n}
-        return sorted(t[:128] for t in found if t)
+        """Sepwatch data types for vendor sensitive-type names. Names the
+        mapping does not know are kept, lower-cased, only where it knows none
+        of them: an alert is never left without a type, and a known type is
+        not diluted by a vendor's profile or policy name."""
+        wanted = [n.strip().lower() for n in names if n and n.strip()]
+        known = {self._data_types[n] for n in wanted if n in self._data_types}
+        return sorted(known or {n[:128] for n in wanted})
 
     @cached_property
     def _releases(self) -> dict[str, list[tuple[tuple[int, ...], date]]]:
