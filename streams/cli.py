@@ -27,6 +27,15 @@ from schemas import (
     Policy,
     SaasAccess,
 )
+from streams.adapt_cli import (
+    FormatOpt,
+    MappingOpt,
+    adapt_cmd,
+    adapted_lines,
+    mapping_for,
+    print_counts,
+)
+from streams.adapters.intake import AdaptCounts
 from streams.policy_file import PolicyError, load_policy
 from streams.replay import ReplaySummary, replay
 from streams.settings import Settings
@@ -50,6 +59,7 @@ findings_app = typer.Typer(
 app.add_typer(policy_app, name="policy")
 app.add_typer(schema_app, name="schema")
 app.add_typer(findings_app, name="findings")
+app.command("adapt")(adapt_cmd)
 
 BrokerOpt = Annotated[
     str | None,
@@ -153,6 +163,8 @@ def replay_cmd(
         ),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or table.")] = False,
+    fmt: FormatOpt = None,
+    mapping: MappingOpt = None,
 ) -> None:
     """Run the rules over a file of events, exactly as the stream would.
 
@@ -165,16 +177,23 @@ def replay_cmd(
     sepwatch replay -p deploy/policy/example.yaml -e deploy/samples/day.jsonl -o findings.jsonl
     """
     pol = _policy(policy)
+    mapped = mapping_for(mapping, pol) if fmt is not None else None
     dead_path = dead_letter or Path(f"{findings}.dead.jsonl")
     raw, source, size = _open_events(events)
+    counts = AdaptCounts()
     with (
         raw,
         source,
         open(findings, "w", encoding="utf-8") as fout,
         open(dead_path, "w", encoding="utf-8") as dout,
     ):
+        lines = (
+            adapted_lines(fmt, source, mapped, dout, counts, events)
+            if mapped is not None and fmt is not None
+            else source
+        )
         if quiet or size is None:
-            summary = replay(pol, source, fout, dout, source_name=events)
+            summary = replay(pol, lines, fout, dout, source_name=events)
         else:
             with Progress(
                 TextColumn("[bold]replay[/]"),
@@ -187,13 +206,15 @@ def replay_cmd(
                 task = bar.add_task("replay", total=size)
                 summary = replay(
                     pol,
-                    source,
+                    lines,
                     fout,
                     dout,
                     source_name=events,
                     on_progress=lambda _: bar.update(task, completed=raw.tell()),
                 )
     if not quiet:
+        if fmt is not None:
+            print_counts(fmt, counts, out)
         _print_summary(summary, findings, dead_path)
 
 
@@ -460,13 +481,40 @@ def produce_cmd(
             "they decide what waits (as replay does at the end)."
         ),
     ] = True,
+    fmt: FormatOpt = None,
+    mapping: MappingOpt = None,
+    to_raw_topic: Annotated[
+        bool,
+        typer.Option(
+            "--raw",
+            help="With --format: publish the raw records to PREFIXraw.<source> for the "
+            "workers' adapter agent, as a log connector would (no end-of-input marker).",
+        ),
+    ] = False,
 ) -> None:
     """Publish a mixed canonical JSONL file to the input topics, in file order,
-    keyed by user (device for postures, entity for reviews)."""
+    keyed by user (device for postures, entity for reviews). With --format, a
+    file of raw vendor records is adapted here first (unmappable records go
+    to the dead-letters topic)."""
+    from streams.adapt_cli import DeadLetterTopic, publish_raw
     from streams.kafka_io import KafkaUnavailable, produce
     from streams.topics import Topics
 
     settings = _settings(broker=broker, topic_prefix=prefix)
+    if fmt is not None and to_raw_topic:
+        raw, source, _ = _open_events(events)
+        try:
+            with raw, source:
+                n = publish_raw(
+                    fmt, source, settings.broker, settings.topic_prefix, settings.partitions
+                )
+        except KafkaUnavailable as exc:
+            err.print(f"[bold red]cannot produce[/]: {exc}")
+            raise typer.Exit(2) from None
+        err.print(f"published {n:,} raw records to {Topics(settings.topic_prefix).raw(fmt)}")
+        return
+    mapped = mapping_for(mapping, _policy(None)) if fmt is not None else None
+    adapt_counts = AdaptCounts()
     raw, source, size = _open_events(events)
     try:
         with (
@@ -482,16 +530,30 @@ def produce_cmd(
             ) as bar,
         ):
             task = bar.add_task("produce", total=size)
+            letters = (
+                DeadLetterTopic(settings.broker, Topics(settings.topic_prefix).dead_letters)
+                if mapped is not None and fmt is not None
+                else None
+            )
+            lines = (
+                adapted_lines(fmt, source, mapped, letters, adapt_counts, events)
+                if mapped is not None and fmt is not None and letters is not None
+                else source
+            )
             counts = produce(
-                source,
+                lines,
                 settings.broker,
                 Topics(settings.topic_prefix),
                 end_of_input=end_of_input,
                 on_progress=lambda _: bar.update(task, completed=raw.tell()),
             )
+            if letters is not None:
+                letters.close()
     except KafkaUnavailable as exc:
         err.print(f"[bold red]cannot produce[/]: {exc}")
         raise typer.Exit(2) from None
+    if fmt is not None:
+        print_counts(fmt, adapt_counts)
     err.print("published " + ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())))
 
 

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     )
 
     policy: Path = Field(DEFAULT_POLICY, description="policy YAML file")
+    mapping: Path = Field(
+        Path("deploy/policy/vendor-mapping.yaml"), description="vendor mapping YAML (adapters)"
+    )
     broker: str = Field("localhost:9092", description="Kafka bootstrap servers")
     topic_prefix: str = Field("sepwatch.", description="prefix of every Kafka topic")
     state_dir: Path = Field(Path(".sepwatch-state"), description="worker's local state")

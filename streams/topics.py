@@ -31,6 +31,10 @@ class Topics:
     def inputs(self) -> list[str]:
         return [self.input(s) for s in INPUT_STREAMS]
 
+    def raw(self, source: str) -> str:
+        """Raw records of one vendor source, for the adapter agent."""
+        return f"{self.prefix}raw.{source}"
+
     def stage(self, stage: Stage) -> str:
         return f"{self.prefix}by-{stage}"
 

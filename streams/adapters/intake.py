@@ -8,7 +8,7 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
@@ -19,6 +19,12 @@ from streams.adapters.records import field as field_at
 from streams.dead_letters import dead_letter, reason_of
 
 MAX_RECORD_BYTES = 1 << 20
+
+
+class LineSink(Protocol):
+    """Where dead letters are written, one JSON a line: a file, or a topic."""
+
+    def write(self, text: str, /) -> int: ...
 
 
 @dataclass
@@ -129,7 +135,7 @@ def adapt_records(
     records: Iterable[RawRecord],
     mapping: VendorMapping,
     counts: AdaptCounts,
-    dead_out: IO[str],
+    dead_out: LineSink,
     *,
     validate: bool = False,
 ) -> Iterator[CanonicalEvent]:
@@ -168,6 +174,6 @@ def adapt_records(
             yield event
 
 
-def _write(out: IO[str], record: dict[str, Any]) -> None:
+def _write(out: LineSink, record: dict[str, Any]) -> None:
     out.write(json.dumps(record, ensure_ascii=False))
     out.write("\n")

@@ -1,0 +1,206 @@
+"""`sepwatch adapt`, and what `replay --format` and `produce --format` share:
+files of raw vendor records through the adapters (docs/adapters.md)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO, Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from schemas import Policy
+from streams.adapters import ADAPTERS, SOURCES
+from streams.adapters.intake import AdaptCounts, LineSink, adapt_records, read_raw
+from streams.adapters.mapping import VendorMapping, load_mapping
+from streams.policy_file import PolicyError
+from streams.settings import Settings
+
+err = Console(stderr=True)
+
+FormatOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--format",
+        "-f",
+        help="Read raw vendor records of this source instead of canonical events: "
+        + ", ".join(SOURCES)
+        + ". JSON lines, a JSON array or the vendor's paging envelope (CEF: one a line).",
+        show_default=False,
+    ),
+]
+MappingOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--mapping",
+        "-m",
+        help="Vendor mapping YAML. Default: $SEPWATCH_MAPPING, "
+        "else deploy/policy/vendor-mapping.yaml.",
+        show_default=False,
+    ),
+]
+
+
+def mapping_for(path: Path | None, policy: Policy | None) -> VendorMapping:
+    """The mapping, with the policy's registry; every problem listed, exit 2 if refused."""
+    chosen = path or Settings().mapping
+    try:
+        return load_mapping(chosen, policy)
+    except PolicyError as exc:
+        err.print(f"[bold red]mapping refused[/]: {len(exc.problems)} problem(s) in {chosen}")
+        for problem in exc.problems:
+            err.print(f"  {problem}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+
+
+def source_of(fmt: str) -> str:
+    if fmt not in ADAPTERS:
+        err.print(f"[bold red]--format {fmt}[/]: one of {', '.join(SOURCES)}")
+        raise typer.Exit(2)
+    return fmt
+
+
+def adapted_lines(
+    fmt: str,
+    lines: Iterable[bytes],
+    mapping: VendorMapping,
+    dead_out: LineSink,
+    counts: AdaptCounts,
+    name: str = "-",
+) -> Iterator[bytes]:
+    """Canonical JSON lines (with `stream`) for a file of raw records; what
+    cannot be mapped goes to `dead_out`, what means nothing is counted."""
+    adapter = ADAPTERS[source_of(fmt)]
+    for event in adapt_records(adapter, read_raw(lines, adapter, name), mapping, counts, dead_out):
+        yield json.dumps(event, ensure_ascii=False).encode() + b"\n"
+
+
+def print_counts(fmt: str, counts: AdaptCounts, console: Console = err) -> None:
+    table = Table(title=f"{fmt}: {counts.records:,} raw records", title_justify="left")
+    table.add_column("outcome")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    for stream, n in sorted(counts.events.items()):
+        table.add_row("event", stream, f"{n:,}")
+    for kind, n in counts.skipped.most_common():
+        table.add_row("skipped", kind, f"{n:,}")
+    table.add_row("dead letter", "cannot be mapped", f"{counts.dead_letters:,}")
+    console.print(table)
+
+
+def adapt_cmd(
+    fmt: Annotated[str, typer.Option("--format", "-f", help="Source: " + ", ".join(SOURCES))],
+    raw: Annotated[str, typer.Option("--in", "-i", help="Raw vendor records; - for stdin.")],
+    output: Annotated[
+        str, typer.Option("--out", "-o", help="Canonical events, JSONL; - for stdout.")
+    ] = "-",
+    mapping: MappingOpt = None,
+    policy: Annotated[
+        Path | None,
+        typer.Option(
+            "--policy",
+            "-p",
+            help="Policy whose registry names and domains resolve apps too. "
+            "Default: $SEPWATCH_POLICY, else deploy/policy/example.yaml.",
+            show_default=False,
+        ),
+    ] = None,
+    dead_letter: Annotated[
+        Path | None,
+        typer.Option(
+            "--dead-letter",
+            help="Records that cannot be mapped, with source, field and reason (masked). "
+            "Default: OUT.dead.jsonl, or adapt.dead.jsonl for stdout.",
+            show_default=False,
+        ),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No summary table.")] = False,
+) -> None:
+    """Turn a file of raw vendor records into canonical events, one a line
+    with its `stream` field, checked against the contract: for checking a
+    mapping before the records go to Kafka.
+
+    Example:
+    sepwatch adapt --format okta --in okta-2026-11-23.json --out canonical.jsonl
+    """
+    from streams.cli import _open_events, _policy
+
+    source = source_of(fmt)
+    pol = _policy(policy)
+    mapped = mapping_for(mapping, pol)
+    dead_path = dead_letter or Path("adapt.dead.jsonl" if output == "-" else f"{output}.dead.jsonl")
+    raw_file, lines, _ = _open_events(raw)
+    counts = AdaptCounts()
+    adapter = ADAPTERS[source]
+    with (
+        raw_file,
+        lines,
+        open(dead_path, "w", encoding="utf-8") as dout,
+        open(output, "w", encoding="utf-8") if output != "-" else _stdout() as sink,
+    ):
+        for event in adapt_records(
+            adapter, read_raw(lines, adapter, raw), mapped, counts, dout, validate=True
+        ):
+            sink.write(json.dumps(event, ensure_ascii=False))
+            sink.write("\n")
+    if not quiet:
+        print_counts(source, counts)
+        err.print(f"canonical events: {output}   dead letters: {dead_path}")
+
+
+def _stdout() -> contextlib.nullcontext[IO[str]]:
+    return contextlib.nullcontext(sys.stdout)
+
+
+def publish_raw(fmt: str, lines: Iterable[bytes], broker: str, prefix: str, partitions: int) -> int:
+    """Publish raw records, one record a message, to PREFIXraw.<source>, as a
+    connector would (no end-of-input marker: raw topics are live traffic)."""
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    from streams.kafka_io import admin, producer
+    from streams.topics import Topics
+
+    adapter = ADAPTERS[source_of(fmt)]
+    topic = Topics(prefix).raw(adapter.source)
+    client = admin(broker)
+    try:
+        if topic not in set(client.list_topics()):
+            with contextlib.suppress(TopicAlreadyExistsError):
+                client.create_topics([NewTopic(topic, partitions, 1)])
+    finally:
+        client.close()
+    out = producer(broker)
+    sent = 0
+    try:
+        for record in read_raw(lines, adapter):
+            out.send(topic, record.raw)
+            sent += 1
+        out.flush()
+    finally:
+        out.close()
+    return sent
+
+
+class DeadLetterTopic:
+    """Dead letters of `produce --format`, one JSON line a record on PREFIXdead-letters."""
+
+    def __init__(self, broker: str, topic: str) -> None:
+        from streams.kafka_io import producer
+
+        self._out = producer(broker)
+        self._topic = topic
+
+    def write(self, text: str, /) -> int:
+        if text.strip():
+            self._out.send(self._topic, text.strip().encode())
+        return len(text)
+
+    def close(self) -> None:
+        self._out.flush()
+        self._out.close()
