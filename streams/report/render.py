@@ -23,6 +23,7 @@ def _chart(months: list[MonthCount], *, wide: bool) -> str:
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(7.0, 2.4) if wide else (5.0, 1.7), dpi=110)
     try:
@@ -33,7 +34,7 @@ def _chart(months: list[MonthCount], *, wide: bool) -> str:
         ax.set_ylim(0, max([*values, 1]) * 1.25)
         ax.tick_params(axis="both", labelsize=7)
         ax.spines[["top", "right"]].set_visible(False)
-        ax.yaxis.get_major_locator().set_params(integer=True)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         fig.tight_layout()
         buf = io.BytesIO()
         fig.savefig(buf, format="png")

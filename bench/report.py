@@ -1,0 +1,255 @@
+"""Report benchmark: the semiannual report over one million findings in a
+real Elasticsearch node, beside a single `count` over the same index in the
+same run.
+
+    python -m bench.report                     # 1,000,000 findings (kept for the next run)
+    python -m bench.report --findings 200000 --reload
+
+It starts the project's node on port 19200 with deploy/local/elasticsearch.sh
+(reusing it if it runs), loads the findings once with the async bulk helper
+and a few parallel workers (800k in 2026H2, the rest in 2026H1 for the
+comparison; statuses as a bank's half-year leaves them), then runs
+`sepwatch report --period 2026H2` as a user would, in a child process whose
+wall time and peak RSS are measured. Targets: under 30 s, under 500 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psutil
+from elasticsearch import Elasticsearch
+
+from detectors import CATALOGUE
+from schemas import Finding
+from streams.elastic import async_client, document, index_for, put_template
+from streams.report.accesses import store_counts
+
+ROOT = Path(__file__).resolve().parent.parent
+ES = ROOT / "deploy" / "local" / "elasticsearch.sh"
+PORT = os.environ.get("SEPWATCH_BENCH_ES_PORT", "19200")
+URL = f"http://127.0.0.1:{PORT}"
+INDEX = "bench-report-findings"
+ENTITIES = ["HQ", "SUB-VN", *(f"BR-{n:02d}" for n in range(10))]
+APPS = [
+    "m365-sharepoint",
+    "m365-onedrive",
+    "m365-teams",
+    "zoom",
+    "jira-cloud",
+    "dooray",
+    "google-calendar",
+    "box",
+    "chatgpt-enterprise",
+    "salesforce",
+    "kdata-lab",
+    "dropbox",
+    "notion",
+    "slack",
+]
+RULES = list(CATALOGUE.values())
+WEIGHTS = [12, 8, 2, 2, 1, 30, 40, 0.001, 0.001]
+H2 = datetime(2026, 7, 1, tzinfo=UTC)
+H1 = datetime(2026, 1, 1, tzinfo=UTC)
+HALF = 184 * 86400
+
+
+def _findings(n: int, seed: int = 7) -> Iterator[Finding]:
+    rnd = random.Random(seed)
+    for i in range(n):
+        rule = rnd.choices(RULES, WEIGHTS)[0]
+        start = H2 if i % 5 else H1
+        ts = start + timedelta(seconds=rnd.randrange(HALF if start == H2 else 181 * 86400))
+        status = rnd.choices(["resolved", "open", "acknowledged", "waived"], [70, 15, 10, 5])[0]
+        yield Finding.model_construct(
+            finding_id=f"{rule.id}-{i:012x}",
+            rule_id=rule.id,
+            rule_name=rule.title,
+            severity=rule.severity,
+            status=status,
+            timestamp=ts,
+            detected_at=ts + timedelta(seconds=2),
+            entity=rnd.choice(ENTITIES),
+            user_id=f"u-{rnd.randrange(20_000):05d}",
+            device_id=f"dev-{rnd.randrange(22_000):05d}",
+            saas_app=rnd.choice(APPS),
+            evidence_event_ids=[f"e-{i}"],
+            summary=f"{rule.title}.",
+            regulation=rule.regulation,
+            waiver=None,
+            details={},
+        )
+
+
+def _doc(f: Finding, rnd: random.Random) -> dict[str, Any]:
+    doc = document(f)
+    if f.status == "resolved":
+        took = int(rnd.expovariate(1 / 86400))
+        doc["sepwatch"]["lifecycle"] = {
+            "resolved_by": "soc",
+            "resolved_at": (f.detected_at + timedelta(seconds=took)).isoformat(),
+            "resolve_seconds": took,
+        }
+    elif f.status == "waived":
+        doc["sepwatch"]["waiver"] = {
+            "id": "WV-BENCH",
+            "approved_by": "CISO",
+            "reason": "bench",
+            "valid_until": "2026-12-31",
+        }
+    return {"_index": index_for(f.timestamp, INDEX), "_id": f.finding_id, **doc}
+
+
+async def _load(n: int, workers: int = 4) -> float:
+    """Bulk-load with `workers` concurrent async_bulk streams; returns docs/s."""
+    from elasticsearch.helpers import async_bulk
+
+    es = async_client(URL, request_timeout=120)
+    rnd = random.Random(11)
+    source = iter(_findings(n))
+    lock = asyncio.Lock()
+
+    async def actions() -> Any:
+        while True:
+            async with lock:
+                batch = [_doc(f, rnd) for _, f in zip(range(2000), source, strict=False)]
+            if not batch:
+                return
+            for a in batch:
+                yield a
+
+    began = time.perf_counter()
+    try:
+        await asyncio.gather(
+            *(
+                async_bulk(es, actions(), chunk_size=5000, max_retries=3, raise_on_error=True)
+                for _ in range(workers)
+            )
+        )
+    finally:
+        await es.close()
+    return n / (time.perf_counter() - began)
+
+
+def _tally(es: Elasticsearch) -> None:
+    """Internal accesses per entity, day and app: about 40 findings-free
+    accesses for each finding, so the compliant share is realistic."""
+    rnd = random.Random(5)
+    counts: Counter[tuple[str, date, str]] = Counter()
+    day = H1.date()
+    while day < date(2027, 1, 1):
+        for e in ENTITIES:
+            for a in APPS:
+                counts[(e, day, a)] = rnd.randint(100, 350)
+        day += timedelta(days=1)
+    store_counts(es, INDEX, counts)
+
+
+def _measure(cmd: list[str], env: dict[str, str]) -> tuple[float, float, int]:
+    """Wall time, peak RSS (MB, the process and its children) and exit code."""
+    began = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
+    peak = 0
+    ps = psutil.Process(proc.pid)
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            try:
+                rss = ps.memory_info().rss + sum(
+                    c.memory_info().rss for c in ps.children(recursive=True)
+                )
+                peak = max(peak, rss)
+            except psutil.Error:
+                pass
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    code = proc.wait()
+    elapsed = time.perf_counter() - began
+    done.set()
+    sampler.join()
+    return elapsed, peak / 2**20, code
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--findings", type=int, default=1_000_000)
+    ap.add_argument("--reload", action="store_true", help="Delete and load the findings again.")
+    ap.add_argument("--workers", type=int, default=4, help="Parallel bulk streams.")
+    args = ap.parse_args()
+
+    subprocess.run(
+        [str(ES), "up"], check=True, env={**os.environ, "SEPWATCH_ES_PORT": PORT}, timeout=900
+    )
+    es = Elasticsearch(URL, request_timeout=120)
+    have = int(es.count(index=INDEX)["count"]) if es.indices.exists_alias(name=INDEX) else 0
+    if args.reload or have != args.findings:
+        es.indices.delete(index=f"{INDEX}-*", ignore_unavailable=True, allow_no_indices=True)
+        es.indices.delete(index=f"{INDEX}.accesses", ignore_unavailable=True)
+        put_template(es, INDEX)
+        rate = asyncio.run(_load(args.findings, args.workers))
+        es.indices.refresh(index=INDEX)
+        es.indices.forcemerge(index=INDEX, max_num_segments=1, wait_for_completion=True)
+        _tally(es)
+        print(f"loaded {args.findings:,} findings at {rate:,.0f}/s ({args.workers} workers)")
+    began = time.perf_counter()
+    total = int(es.count(index=INDEX)["count"])
+    count_s = time.perf_counter() - began
+    assert total == args.findings, f"{total:,} findings in {INDEX}, not {args.findings:,}"
+
+    out = Path(tempfile.mkdtemp(prefix="sepwatch-bench-report-"))
+    env = {**os.environ, "SEPWATCH_ES_URL": URL, "SEPWATCH_ES_INDEX": INDEX}
+    cmd = [
+        sys.executable,
+        "-m",
+        "streams.cli",
+        "report",
+        "--period",
+        "2026H2",
+        "--no-reviews",
+        "--as-of",
+        "2027-01-05",
+        "--out",
+        str(out),
+    ]
+    elapsed, peak_mb, code = _measure(cmd, env)
+    assert code == 0, f"report exited {code}"
+    pages = subprocess.run(
+        ["pdfinfo", str(out / "report.pdf")], capture_output=True, text=True, check=False
+    ).stdout
+    print(f"findings in {INDEX}: {total:,}")
+    print(f"single count query:  {count_s * 1000:8.1f} ms")
+    print(
+        f"report 2026H2:       {elapsed * 1000:8.1f} ms  (target < 30,000 ms), "
+        f"peak RSS {peak_mb:,.0f} MB (target < 500 MB)"
+    )
+    print(
+        "files: "
+        + ", ".join(f"{p.name} {p.stat().st_size / 1024:,.0f} KiB" for p in sorted(out.iterdir()))
+        + "; "
+        + " ".join(line for line in pages.splitlines() if line.startswith("Pages"))
+    )
+    ok = elapsed < 30 and peak_mb < 500
+    print("PASS" if ok else "FAIL")
+    es.close()
+    raise SystemExit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
