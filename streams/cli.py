@@ -442,6 +442,8 @@ def worker_cmd(
     )
     policy_path = policy or settings.policy
     pol = _policy(policy_path)
+    if settings.mapping.exists():
+        mapping_for(settings.mapping, pol)  # a bad mapping is refused, every problem listed
     try:
         ensure_topics(
             settings.broker,

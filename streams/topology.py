@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterator, MutableMapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,11 +33,14 @@ from pydantic import ValidationError
 from detectors import Engine, EngineState, Stage
 from schemas import EventAdapter, Finding, Policy
 from streams import metrics
+from streams.adapters import ADAPTERS
+from streams.adapters.intake import adapt_message
+from streams.adapters.mapping import load_mapping
 from streams.dead_letters import dead_letter, reason_of
 from streams.policy_file import PolicyError, load_policy
 from streams.replay import MAX_LINE_BYTES, utc_now
 from streams.settings import Settings
-from streams.topics import STAGES, Topics, partition_of, stage_keys
+from streams.topics import STAGES, Topics, input_key, partition_of, stage_keys
 
 log = logging.getLogger("sepwatch")
 
@@ -258,6 +262,47 @@ def build_app(
                     partition=partition_of(key, partitions),
                     headers={"sepwatch-source": f"{msg.topic}:{msg.partition}".encode()},
                 )
+
+    # Raw vendor topics (docs/adapters.md): the adapters turn each record into
+    # canonical events on the input topics, where `validate` takes them as it
+    # takes any producer's. Unmappable records go to the dead letters; vendor
+    # event types with no meaning are counted and logged.
+    if settings.mapping.exists():
+        mapping = load_mapping(settings.mapping, policy)
+        skipped: Counter[str] = Counter()
+        raw_inputs = app.topic(
+            *(topics.raw(source) for source in ADAPTERS),
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+
+        @app.agent(raw_inputs)
+        async def adapt(stream: Any) -> None:
+            async for event in stream.events():
+                msg = event.message
+                adapter = ADAPTERS[msg.topic.removeprefix(f"{topics.prefix}raw.")]
+                where = {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}
+                outcome = adapt_message(adapter, event.value or b"", mapping, where)
+                for canonical in outcome.events:
+                    await app.send(
+                        topics.input(canonical["stream"]),
+                        key=input_key(canonical).encode(),
+                        value=_json(canonical),
+                    )
+                for letter in outcome.dead_letters:
+                    await dead.send(value=_json(letter))
+                    metrics.DEAD_LETTERS.labels("unmappable").inc()
+                for kind in outcome.skipped:
+                    key = f"{adapter.source}: {kind}"
+                    if key in skipped or len(skipped) < 1000:  # kinds are vendor text: bounded
+                        skipped[key] += 1
+
+        @app.timer(interval=60.0)
+        async def report_skipped() -> None:
+            if skipped:
+                log.info("adapters skipped (no access, posture or DLP meaning): %s", dict(skipped))
 
     runners: dict[Stage, StageRunner] = {}
     for stage in STAGES:

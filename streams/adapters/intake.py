@@ -177,3 +177,51 @@ def adapt_records(
 def _write(out: LineSink, record: dict[str, Any]) -> None:
     out.write(json.dumps(record, ensure_ascii=False))
     out.write("\n")
+
+
+@dataclass
+class MessageOutcome:
+    """What one message of a raw topic became."""
+
+    events: list[CanonicalEvent] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    dead_letters: list[dict[str, Any]] = field(default_factory=list)
+
+
+def adapt_message(
+    adapter: Adapter, value: bytes, mapping: VendorMapping, where: dict[str, Any]
+) -> MessageOutcome:
+    """One message of PREFIXraw.<source>: a record, or a page of them as some
+    connectors deliver (an Event Hubs batch, a Graph page)."""
+    outcome = MessageOutcome()
+    records: list[tuple[Any, bytes]]
+    if len(value) > MAX_RECORD_BYTES:
+        records = [(None, value[:MAX_RECORD_BYTES])]
+    elif adapter.text:
+        records = [(value.decode("utf-8", "replace").strip(), value)]
+    else:
+        try:
+            document = json.loads(value)
+        except ValueError:
+            records = [(None, value)]
+        else:
+            found = list(records_of(document, adapter))
+            records = (
+                [(document, value)]
+                if len(found) == 1 and found[0] is document
+                else [(r, json.dumps(r, ensure_ascii=False).encode()) for r in found]
+            )
+    for index, (record, raw) in enumerate(records):
+        try:
+            if record is None and len(value) > MAX_RECORD_BYTES:
+                raise Unmappable("(record)", f"record of {len(value)} bytes is over the limit")
+            adapted = adapt_one(adapter, record, mapping)
+        except Unmappable as exc:
+            at = {**where, "record": index} if len(records) > 1 else where
+            outcome.dead_letters.append(unmappable_letter(adapter.source, raw, exc, at))
+            continue
+        if isinstance(adapted, Skip):
+            outcome.skipped.append(adapted.kind)
+        else:
+            outcome.events.extend(adapted)
+    return outcome

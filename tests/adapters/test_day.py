@@ -1,0 +1,35 @@
+"""A day of raw vendor records through the adapters and the engine (replay):
+the findings the scenario was written to produce, and no other."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from streams.adapters.mapping import VendorMapping
+from streams.policy_file import load_policy
+from streams.replay import replay
+from tests.adapters.conftest import POLICY
+from tests.adapters.day import EXPECTED, REVIEW_OVERDUE, canonical_day, judged, raw_arrivals
+
+
+def test_a_day_of_raw_records_gives_the_findings_of_the_scenario(
+    mapping: VendorMapping,
+) -> None:
+    lines, dead = canonical_day(mapping)
+    out = io.StringIO()
+    summary = replay(load_policy(POLICY), lines, out, io.StringIO())
+    assert summary.dead_letters == 0  # every adapted event is a valid canonical event
+    findings = [json.loads(line) for line in out.getvalue().splitlines()]
+    triggers, overdue = judged(findings)
+    assert triggers == EXPECTED
+    assert overdue == REVIEW_OVERDUE
+    assert [(d["source"], d["field"]) for d in dead] == [("m365", "CreationTime")]
+
+
+def test_the_arrival_order_covers_every_record(mapping: VendorMapping) -> None:
+    arrivals = raw_arrivals(mapping)
+    assert len(arrivals) == 21
+    assert sum(a.events for a in arrivals) == 17
+    timed = [a.at for a in arrivals if a.at is not None]
+    assert timed == sorted(timed)
