@@ -6,6 +6,7 @@ like events from any other producer.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from detectors.masking import mask_text
@@ -13,6 +14,13 @@ from streams.adapters.mapping import VendorMapping
 from streams.adapters.records import CanonicalEvent, Unmappable
 
 _SHA256 = frozenset("0123456789abcdefABCDEF")
+# Every identifier mask_text hides has six digits each at most one character
+# apart; text without such a run is left as it is without the three passes.
+_MAYBE_IDENTIFIER = re.compile(r"(?:[0-9][^0-9]?){6}")
+
+
+def masked(text: str) -> str:
+    return mask_text(text) if _MAYBE_IDENTIFIER.search(text) else text
 
 
 def user_of(value: Any, path: str) -> str:
@@ -30,7 +38,7 @@ def file_object(
     can hold identifiers); a hash that is not SHA-256 is left out."""
     found: dict[str, Any] = {}
     if name:
-        found["name"] = mask_text(str(name))[:1024]
+        found["name"] = masked(str(name))[:1024]
     if isinstance(sha256, str) and len(sha256) == 64 and _SHA256.issuperset(sha256):
         found["sha256"] = sha256.lower()
     try:

@@ -25,14 +25,15 @@ from zoneinfo import ZoneInfo
 
 from streams.adapters.canonical import dlp_alert, file_object, user_of
 from streams.adapters.mapping import VendorMapping
-from streams.adapters.records import Adapted, Skip, Unmappable, derived_id, epoch_time
+from streams.adapters.records import MONTHS, Adapted, Skip, Unmappable, derived_id, epoch_time
 
 SOURCE = "cef-dlp"
 ENVELOPES = ()
 
-_HEADER = re.compile(r"CEF:(\d+)\|((?:\\.|[^|\\])*\|){6}")
-_KEY = re.compile(r"(?:^|\s)([A-Za-z0-9_]+)=")
+_PIPE = re.compile(r"(?<!\\)\|")
+_NEXT_KEY = re.compile(r" (?=[A-Za-z0-9_]+=)")  # "=" inside a value is escaped: \=
 _UNESCAPE = re.compile(r"\\(.)")
+_LABELLED = tuple((f"c{kind}{n}", f"c{kind}{n}Label") for kind in "sn" for n in range(1, 7))
 DATA_TYPE_LABELS = frozenset({"datatypes", "datatype", "patternname", "pattern", "탐지유형"})
 CHANNEL_LABELS = frozenset({"channel", "채널"})
 COUNT_LABELS = frozenset({"matchcount", "탐지건수"})
@@ -57,43 +58,51 @@ CHANNELS = {
 
 def parse_cef(line: str) -> tuple[list[str], dict[str, str]]:
     """The seven header fields and the extension of a CEF line (syslog prefix ignored)."""
-    match = _HEADER.search(line)
-    if match is None:
+    at = line.find("CEF:")
+    body = line[at + 4 :] if at >= 0 else ""
+    parts = body.split("|", 7)
+    if "\\" in body[: len(body) - len(parts[-1])]:  # escapes in the header: split again
+        parts = _PIPE.split(body, 7)
+        parts[:7] = [_UNESCAPE.sub(r"\1", p) if "\\" in p else p for p in parts[:7]]
+    if len(parts) < 8 or not parts[0].isdigit():
         raise Unmappable("(record)", "not a CEF line")
-    header = re.split(r"(?<!\\)\|", line[match.start() + 4 : match.end() - 1])
-    header = [_UNESCAPE.sub(r"\1", h) for h in header]
-    rest = line[match.end() :]
-    keys = list(_KEY.finditer(rest))
     extension = {}
-    for i, key in enumerate(keys):
-        end = keys[i + 1].start() if i + 1 < len(keys) else len(rest)
-        value = rest[key.end() : end].strip()
-        extension[key.group(1)] = _UNESCAPE.sub(
-            lambda m: "\n" if m.group(1) == "n" else m.group(1), value
-        )
-    return header, extension
+    for pair in _NEXT_KEY.split(parts[7].strip()):
+        key, sep, value = pair.partition("=")
+        if not sep:
+            continue
+        value = value.strip()
+        if "\\" in value:
+            value = _UNESCAPE.sub(lambda m: "\n" if m.group(1) == "n" else m.group(1), value)
+        extension[key] = value
+    return parts[:7], extension
 
 
 def adapt(record: Any, mapping: VendorMapping) -> Adapted:
     if not isinstance(record, str):
         raise Unmappable("(record)", "a CEF record is a text line")
     header, ext = parse_cef(record)
-    labelled = {
-        ext[f"{k}Label"].strip().lower(): v
-        for k, v in ext.items()
-        if re.fullmatch(r"c[sn][0-9]", k) and f"{k}Label" in ext
-    }
-    names = next((v for k, v in labelled.items() if k in DATA_TYPE_LABELS), None)
+    names = channel_word = count = matched = None
+    for key, label_key in _LABELLED:
+        if label_key not in ext or key not in ext:
+            continue
+        label = ext[label_key].strip().lower()
+        if label in DATA_TYPE_LABELS:
+            names = ext[key]
+        elif label in CHANNEL_LABELS:
+            channel_word = ext[key]
+        elif label in COUNT_LABELS:
+            count = ext[key]
+        elif label in MATCHED_LABELS:
+            matched = ext[key]
     if not names:
         return Skip(f"no data types ({header[4]})")  # a product's own health or audit event
-    channel_word = next((v for k, v in labelled.items() if k in CHANNEL_LABELS), "")
-    channel = CHANNELS.get(channel_word.strip().lower(), "other")
+    channel = CHANNELS.get((channel_word or "").strip().lower(), "other")
     host = ext.get("dhost") or _host(ext.get("request"))
     app = mapping.app_of(None, host) if host else None
     if channel == "web" and app:
         channel = "saas_upload"
-    count = next((v for k, v in labelled.items() if k in COUNT_LABELS), ext.get("cnt", "1"))
-    matched = next((v for k, v in labelled.items() if k in MATCHED_LABELS), None)
+    count = count or ext.get("cnt", "1")
     user = ext.get("suser") or ext.get("duser")
     return [
         dlp_alert(
@@ -123,24 +132,18 @@ def _host(url: str | None) -> str | None:
 
 
 def _time(value: str | None, mapping: VendorMapping) -> str:
+    """`rt`: epoch milliseconds, or `MMM dd yyyy HH:mm:ss[.SSS] [zone]`."""
     if not value:
         raise Unmappable("rt", "missing")
     if value.isdigit():
         return epoch_time(value, "rt")
-    parts = value.split()
-    zone = None
-    if len(parts) == 5:  # MMM dd yyyy HH:mm:ss zone
-        zone = parts.pop()
-    text = " ".join(parts)
-    for pattern in ("%b %d %Y %H:%M:%S.%f", "%b %d %Y %H:%M:%S"):
-        try:
-            t = datetime.strptime(text, pattern)
-        except ValueError:
-            continue
-        if zone is not None:
-            try:
-                return t.replace(tzinfo=ZoneInfo(zone)).isoformat()
-            except (KeyError, ValueError):
-                raise Unmappable("rt", "unknown time zone") from None
-        return t.replace(tzinfo=mapping.timezone_of(SOURCE)).isoformat()
-    raise Unmappable("rt", "not epoch milliseconds nor MMM dd yyyy HH:mm:ss")
+    try:
+        month, day, year, clock, *zone = value.split()
+        hms, _, fraction = clock.partition(".")
+        hh, mm, ss = hms.split(":")
+        tz = ZoneInfo(zone[0]) if zone else mapping.timezone_of(SOURCE)
+        micro = int((fraction + "000000")[:6]) if fraction else 0
+        t = datetime(int(year), MONTHS[month], int(day), int(hh), int(mm), int(ss), micro, tz)
+    except (ValueError, KeyError, IndexError):
+        raise Unmappable("rt", "not epoch milliseconds nor MMM dd yyyy HH:mm:ss [zone]") from None
+    return t.isoformat()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 import re
+from collections.abc import Callable
 from datetime import date, datetime, tzinfo
 from functools import cached_property
 from pathlib import Path
@@ -239,10 +240,22 @@ class VendorMapping(_Strict):
     def entity_of(self, user_id: str | None, network_entity: str | None = None) -> str:
         """The user's unit where the mapping names one, else the network's, else the default."""
         if user_id:
-            for rule in self.users:
-                if fnmatch.fnmatchcase(user_id, rule.match):
-                    return rule.entity
+            found = self._user_entities.get(user_id, "")
+            if found == "":
+                found = next((e for glob, e in self._user_globs if glob(user_id)), None)
+                if len(self._user_entities) < 65_536:
+                    self._user_entities[user_id] = found
+            if found:
+                return found
         return network_entity or self.default_entity
+
+    @cached_property
+    def _user_globs(self) -> list[tuple[Callable[[str], object], str]]:
+        return [(re.compile(fnmatch.translate(r.match)).match, r.entity) for r in self.users]
+
+    @cached_property
+    def _user_entities(self) -> dict[str, str | None]:
+        return {}
 
     @cached_property
     def _device_ids(self) -> dict[str, str]:
@@ -287,6 +300,18 @@ class VendorMapping(_Strict):
         release is the last patch the device can have had. A build newer than
         the table's newest in its line is aged from that newest (an upper
         bound: keep the table current)."""
+        released = self._released.get((platform, version))
+        if released is None:
+            released = self._release_of(platform, version, path)
+            if len(self._released) < 65_536:
+                self._released[(platform, version)] = released
+        return max(0, (datetime.fromisoformat(at).date() - released).days)
+
+    @cached_property
+    def _released(self) -> dict[tuple[str | None, str | None], date]:
+        return {}
+
+    def _release_of(self, platform: str | None, version: str | None, path: str) -> date:
         family = platform_of(platform)
         if family is None:
             raise Unmappable(path, f"unknown platform {platform!r}")
@@ -298,8 +323,7 @@ class VendorMapping(_Strict):
         older = [r for r in line if r[0] <= installed]
         if not older:
             raise Unmappable(path, f"{family} {version} is not in the release table (os_releases)")
-        released = older[-1][1]
-        return max(0, (datetime.fromisoformat(at).date() - released).days)
+        return older[-1][1]
 
     def timezone_of(self, source: str) -> tzinfo:
         """The zone of a source's zone-less local times (UTC unless the mapping says)."""

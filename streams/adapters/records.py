@@ -120,7 +120,7 @@ def epoch_time(value: Any, path: str) -> str:
     return datetime.fromtimestamp(n, UTC).isoformat()
 
 
-_MONTHS = {
+MONTHS = {
     m: i
     for i, m in enumerate(
         ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1
@@ -136,7 +136,7 @@ def ctime_time(value: Any, path: str, assume: tzinfo = UTC) -> str:
         _, month, day, clock, year, *zone = parts
         hh, mm, ss = clock.split(":")
         zone_of = _zone(zone[0]) if zone else assume
-        t = datetime(int(year), _MONTHS[month], int(day), int(hh), int(mm), int(ss), 0, zone_of)
+        t = datetime(int(year), MONTHS[month], int(day), int(hh), int(mm), int(ss), 0, zone_of)
     except (ValueError, KeyError, IndexError):
         raise Unmappable(path, "not a ctime string") from None
     return t.isoformat()

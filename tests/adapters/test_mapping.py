@@ -5,7 +5,11 @@ from __future__ import annotations
 from datetime import UTC, timedelta, timezone
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from detectors.masking import mask_text
+from streams.adapters.canonical import masked
 from streams.adapters.mapping import VendorMapping, parse_mapping
 from streams.adapters.records import Unmappable, ctime_time, epoch_time, iso_time
 from streams.policy_file import PolicyError
@@ -98,3 +102,8 @@ def test_vendor_times() -> None:
         ctime_time("Mon Foo 23 00:15:02 2026", "t")
     with pytest.raises(Unmappable):
         epoch_time("soon", "t")
+
+
+@given(st.text(alphabet="0123456789 -.:/_MmAa가", max_size=40))
+def test_the_masking_shortcut_never_skips_what_mask_text_would_change(text: str) -> None:
+    assert masked(text) == mask_text(text)
