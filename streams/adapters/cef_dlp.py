@@ -33,6 +33,7 @@ ENVELOPES = ()
 _PIPE = re.compile(r"(?<!\\)\|")
 _NEXT_KEY = re.compile(r" (?=[A-Za-z0-9_]+=)")  # "=" inside a value is escaped: \=
 _UNESCAPE = re.compile(r"\\(.)")
+_LIST = re.compile(r"\s*[,;]\s*")
 _LABELLED = tuple((f"c{kind}{n}", f"c{kind}{n}Label") for kind in "sn" for n in range(1, 7))
 DATA_TYPE_LABELS = frozenset({"datatypes", "datatype", "patternname", "pattern", "탐지유형"})
 CHANNEL_LABELS = frozenset({"channel", "채널"})
@@ -115,7 +116,7 @@ def adapt(record: Any, mapping: VendorMapping) -> Adapted:
             user_id=user_of(user, "suser"),
             channel=channel,
             saas_app=app if channel == "saas_upload" else None,
-            data_types=mapping.data_types_of(re.split(r"\s*[,;]\s*", names)),
+            data_types=mapping.data_types_of(_LIST.split(names)),
             match_count=int(count) if str(count).isdigit() else 1,
             device_id=mapping.device_of(ext.get("shost")),
             object=file_object(ext.get("fname"), ext.get("fileHash"), ext.get("fsize")),

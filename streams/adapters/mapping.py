@@ -374,6 +374,8 @@ def load_mapping(path: str | Path, policy: Policy | None = None) -> VendorMappin
 
 
 def parse_mapping(text: str, file: str = "<mapping>") -> VendorMapping:
+    """As `parse_policy` reads a policy, with its problem reporting, so the two
+    files report problems alike."""
     try:
         node = yaml.compose(text)
         data: Any = yaml.safe_load(text)

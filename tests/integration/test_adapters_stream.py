@@ -5,6 +5,8 @@ replay gives them (tests/adapters/test_day.py)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -85,3 +87,27 @@ def test_raw_topics_through_the_adapter_agent_give_the_findings_of_the_scenario(
         raw.close()
         counter.close()
         worker.stop()
+
+
+def test_produce_format_publishes_canonical_events_or_raw_records(broker: str, prefix: str) -> None:
+    topics = Topics(prefix)
+    ensure_topics(broker, topics, PARTITIONS, retention_ms=3_600_000)
+    day = Path(__file__).resolve().parents[1] / "fixtures" / "vendors" / "day" / "m365.json"
+
+    def sepwatch(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "streams.cli", "produce", "--broker", broker,
+             "--prefix", prefix, "-e", str(day), *args],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+
+    adapted = sepwatch("--format", "m365")
+    assert adapted.returncode == 0, adapted.stderr
+    canonical = [json.loads(r.value) for r in read_topics(broker, topics.inputs)]
+    events = [e for e in canonical if "stream" in e]  # the rest: end-of-input markers
+    assert sorted(e["stream"] for e in events) == ["dlp_alert"] * 2 + ["saas_access"] * 3
+    [letter] = read_dead_letters(broker, topics)
+    assert (letter["source"], letter["field"]) == ("m365", "CreationTime")
+    raw = sepwatch("--format", "m365", "--raw")
+    assert raw.returncode == 0, raw.stderr
+    assert len(read_topics(broker, [topics.raw("m365")])) == 7
