@@ -19,7 +19,7 @@ a host the mapping knows is `saas_upload` to that app. The id is
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -34,6 +34,7 @@ _PIPE = re.compile(r"(?<!\\)\|")
 _NEXT_KEY = re.compile(r" (?=[A-Za-z0-9_]+=)")  # "=" inside a value is escaped: \=
 _UNESCAPE = re.compile(r"\\(.)")
 _LIST = re.compile(r"\s*[,;]\s*")
+_ZONES: dict[str, tzinfo] = {"UTC": UTC, "GMT": UTC, "Z": UTC}
 _LABELLED = tuple((f"c{kind}{n}", f"c{kind}{n}Label") for kind in "sn" for n in range(1, 7))
 DATA_TYPE_LABELS = frozenset({"datatypes", "datatype", "patternname", "pattern", "탐지유형"})
 CHANNEL_LABELS = frozenset({"channel", "채널"})
@@ -142,7 +143,7 @@ def _time(value: str | None, mapping: VendorMapping) -> str:
         month, day, year, clock, *zone = value.split()
         hms, _, fraction = clock.partition(".")
         hh, mm, ss = hms.split(":")
-        tz = ZoneInfo(zone[0]) if zone else mapping.timezone_of(SOURCE)
+        tz = (_ZONES.get(zone[0]) or ZoneInfo(zone[0])) if zone else mapping.timezone_of(SOURCE)
         micro = int((fraction + "000000")[:6]) if fraction else 0
         t = datetime(int(year), MONTHS[month], int(day), int(hh), int(mm), int(ss), micro, tz)
     except (ValueError, KeyError, IndexError):

@@ -282,6 +282,9 @@ class VendorMapping(_Strict):
         mapping does not know are kept, lower-cased, only where it knows none
         of them: an alert is never left without a type, and a known type is
         not diluted by a vendor's profile or policy name."""
+        if len(names) == 1 and names[0]:  # the usual case, without the sets
+            name = names[0].strip().lower()
+            return [self._data_types.get(name, name[:128])] if name else []
         wanted = [n.strip().lower() for n in names if n and n.strip()]
         known = {self._data_types[n] for n in wanted if n in self._data_types}
         return sorted(known or {n[:128] for n in wanted})
