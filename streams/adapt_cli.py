@@ -23,11 +23,19 @@ from streams.settings import Settings
 
 err = Console(stderr=True)
 
+
+def _known_source(value: str | None) -> str | None:
+    if value is not None and value not in ADAPTERS:
+        raise typer.BadParameter(f"{value!r} is none of {', '.join(SOURCES)}")
+    return value
+
+
 FormatOpt = Annotated[
     str | None,
     typer.Option(
         "--format",
         "-f",
+        callback=_known_source,
         help="Read raw vendor records of this source instead of canonical events: "
         + ", ".join(SOURCES)
         + ". JSON lines, a JSON array or the vendor's paging envelope (CEF: one a line).",

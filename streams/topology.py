@@ -304,6 +304,9 @@ def build_app(
             if skipped:
                 log.info("adapters skipped (no access, posture or DLP meaning): %s", dict(skipped))
 
+    else:
+        log.warning("no vendor mapping at %s: raw vendor topics are not read", settings.mapping)
+
     runners: dict[Stage, StageRunner] = {}
     for stage in STAGES:
         tables = {

@@ -59,10 +59,12 @@ def saas_access(
     saas_app: str,
     action: str,
     ip: str | None,
+    ip_path: str,
     device_id: str | None = None,
     object: dict[str, Any] | None = None,
 ) -> CanonicalEvent:
-    zone, network_entity, address = mapping.zone_of(ip)
+    """An access; `ip_path` names the vendor's address field for a dead letter."""
+    zone, network_entity, address = mapping.zone_of(ip, ip_path)
     return {
         "stream": "saas_access",
         "event_id": event_id,
@@ -125,11 +127,12 @@ def dlp_alert(
     device_id: str | None = None,
     object: dict[str, Any] | None = None,
     ip: str | None = None,
+    ip_path: str = "ip",
     matched: list[str] | None = None,
 ) -> CanonicalEvent:
     """A DLP alert. Matched text the vendor shows is masked here already, so
     no raw identifier travels on from an adapter (not even to `sepwatch adapt`'s file)."""
-    network_entity = mapping.zone_of(ip)[1] if ip else None
+    network_entity = mapping.zone_of(ip, ip_path)[1] if ip else None
     return {
         "stream": "dlp_alert",
         "event_id": event_id,

@@ -122,6 +122,7 @@ def adapt(record: Any, mapping: VendorMapping) -> Adapted:
             device_id=mapping.device_of(ext.get("shost")),
             object=file_object(ext.get("fname"), ext.get("fileHash"), ext.get("fsize")),
             ip=ext.get("src"),
+            ip_path="src",
             matched=[matched] if matched else None,
         )
     ]

@@ -45,6 +45,7 @@ def adapt(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
             saas_app=mapping.app_or_passthrough(app, path="appDisplayName"),
             action="login",
             ip=record.get("ipAddress"),
+            ip_path="ipAddress",
             device_id=mapping.device_of(field(record, "deviceDetail.deviceId")),
         )
     ]

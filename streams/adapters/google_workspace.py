@@ -88,6 +88,7 @@ def adapt(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
                 saas_app=mapping.app_or_passthrough(APP_NAMES[application], path="applicationName"),
                 action=action,
                 ip=record.get("ipAddress"),
+                ip_path="ipAddress",
                 object=file_object(title) if isinstance(title, str) else None,
             )
         )

@@ -80,6 +80,7 @@ def adapt(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
             saas_app=mapping.app_or_passthrough(workload, path="Workload"),
             action=action,
             ip=record.get("ClientIP") or record.get("ClientIPAddress"),
+            ip_path="ClientIP",
             device_id=mapping.device_of(record.get("DeviceDisplayName")),
             object=file_object(name, size=record.get("FileSizeBytes")) if name else None,
         )

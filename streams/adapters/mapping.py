@@ -215,19 +215,19 @@ class VendorMapping(_Strict):
     def _proxies(self) -> dict[Any, str]:
         return {p.ip: p.entity for p in self.egress_proxies}
 
-    def zone_of(self, ip: str | None) -> tuple[str, str | None, str]:
+    def zone_of(self, ip: str | None, path: str = "ip") -> tuple[str, str | None, str]:
         """(`network_zone`, the entity owning the network where internal, the
         bare address) for a
         client address as vendors write it: `10.1.2.3`, `10.1.2.3:51515`,
         `[2001:db8::1]:443`, `::ffff:10.1.2.3`."""
         if not ip:
-            raise Unmappable("ip", "no client address: the network zone cannot be decided")
+            raise Unmappable(path, "no client address: the network zone cannot be decided")
         cached = self._zones.get(ip)
         if cached is not None:
             return cached
         address = _address(ip)
         if address is None:
-            raise Unmappable("ip", "not an IP address")
+            raise Unmappable(path, "not an IP address")
         entity = self._proxies.get(address)
         if entity is None:
             entity = next((n.entity for n in self.internal_networks if address in n.cidr), None)

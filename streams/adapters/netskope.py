@@ -69,6 +69,7 @@ def adapt(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
             saas_app=mapping.app_or_passthrough(record.get("app"), path="app"),
             action=ACTIONS.get(activity, "other"),
             ip=record.get("srcip"),
+            ip_path="srcip",
             device_id=mapping.device_of(record.get("hostname")),
             object=file_object(record.get("object"), record.get("sha256"), record.get("file_size")),
         )
@@ -97,4 +98,5 @@ def _dlp(record: dict[str, Any], mapping: VendorMapping) -> dict[str, Any]:
             record.get("file_size"),
         ),
         ip=record.get("srcip"),
+        ip_path="srcip",
     )

@@ -51,6 +51,7 @@ def adapt(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
             saas_app=mapping.app_or_passthrough(app_name, path="target.displayName"),
             action="login",
             ip=field(record, "client.ipAddress"),
+            ip_path="client.ipAddress",
             device_id=mapping.device_of(field(record, "device.id")),
         )
     ]

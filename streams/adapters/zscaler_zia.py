@@ -73,6 +73,7 @@ def adapt(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
             ),
             action=METHODS.get(str(log.get("reqmethod", "")).upper(), "other"),
             ip=ip,
+            ip_path="cip",
             device_id=mapping.device_of(None if device.lower() in NONE else device),
         )
     ]

@@ -60,4 +60,4 @@ def test_replay_with_format_judges_raw_records(tmp_path: Path) -> None:
         for f in found
     )
     dead = Path(f"{findings}.dead.jsonl").read_text().splitlines()
-    assert [json.loads(d)["field"] for d in dead] == ["ip"]
+    assert [json.loads(d)["field"] for d in dead] == ["client.ipAddress"]

@@ -57,7 +57,7 @@ def test_a_sign_on_without_an_address_is_dead_lettered_with_its_field(
     assert len(run.dead) == 1
     letter = run.dead[0]
     assert letter["source"] == "okta"
-    assert letter["field"] == "ip"
+    assert letter["field"] == "client.ipAddress"
     assert "network zone" in letter["reason"]
     assert letter["record"] == 6 and letter["line"] == 1
 

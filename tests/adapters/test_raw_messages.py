@@ -26,7 +26,7 @@ def test_a_single_record_and_an_unmappable_one(mapping: VendorMapping) -> None:
     assert [e["saas_app"] for e in good.events] == ["m365-sharepoint"]
     bad = adapt_message(ADAPTERS["okta"], json.dumps(records[6]).encode(), mapping, WHERE)
     [letter] = bad.dead_letters
-    assert (letter["source"], letter["field"], letter["offset"]) == ("okta", "ip", 7)
+    assert (letter["source"], letter["field"], letter["offset"]) == ("okta", "client.ipAddress", 7)
     assert "record" not in letter  # one record: no position within the message
 
 
