@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from streams.adapters import m365
 from streams.adapters.mapping import VendorMapping
 from tests.adapters.conftest import adapt_file
 
@@ -62,3 +63,22 @@ def test_sign_ins_are_left_to_entra_and_unmappable_records_dead_lettered(
     assert fields == ["CreationTime", "PolicyDetails.Rules.ConditionsMatched.SensitiveInformation"]
     assert all(d["source"] == "m365" for d in run.dead)
     assert HIDDEN not in json.dumps(run.dead, ensure_ascii=False)
+
+
+def test_a_sensitive_type_named_only_by_its_guid(mapping: VendorMapping) -> None:
+    record = {
+        "Id": "g1",
+        "CreationTime": "2026-11-23T03:00:00",
+        "Operation": "DlpRuleMatch",
+        "Workload": "OneDrive",
+        "UserId": "minseo.kim@hanbit-bank.example",
+        "PolicyDetails": [
+            {"Rules": [{"ConditionsMatched": {"SensitiveInformation": [
+                {"SensitiveType": "50842EB7-EDC8-4019-85DD-5A5C1F2BB085", "Count": 3},
+                {"SensitiveType": "0e9b3178-9678-47dd-a509-37222ca96b42", "Count": 1},
+            ]}}]}
+        ],
+    }  # fmt: skip
+    [alert] = m365.adapt(record, mapping)
+    assert alert["data_types"] == ["card_number"]  # the known GUID; the unknown one dropped
+    assert (alert["saas_app"], alert["match_count"]) == ("m365-onedrive", 4)
