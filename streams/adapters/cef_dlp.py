@@ -68,16 +68,18 @@ def parse_cef(line: str) -> tuple[list[str], dict[str, str]]:
         parts[:7] = [_UNESCAPE.sub(r"\1", p) if "\\" in p else p for p in parts[:7]]
     if len(parts) < 8 or not parts[0].isdigit():
         raise Unmappable("(record)", "not a CEF line")
-    extension = {}
-    for pair in _NEXT_KEY.split(parts[7].strip()):
-        key, sep, value = pair.partition("=")
-        if not sep:
-            continue
-        value = value.strip()
-        if "\\" in value:
-            value = _UNESCAPE.sub(lambda m: "\n" if m.group(1) == "n" else m.group(1), value)
-        extension[key] = value
+    # " key=" starts a pair: an "=" inside a value is escaped.
+    pairs = (p.split("=", 1) for p in _NEXT_KEY.split(parts[7].strip()) if "=" in p)
+    extension = {key: value.strip() for key, value in pairs}
+    if "\\" in parts[7]:
+        for key, value in extension.items():
+            if "\\" in value:
+                extension[key] = _UNESCAPE.sub(_unescaped, value)
     return parts[:7], extension
+
+
+def _unescaped(match: re.Match[str]) -> str:
+    return "\n" if match.group(1) == "n" else match.group(1)
 
 
 def adapt(record: Any, mapping: VendorMapping) -> Adapted:
