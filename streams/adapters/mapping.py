@@ -367,16 +367,21 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 
 
 def load_mapping(path: str | Path, policy: Policy | None = None) -> VendorMapping:
-    """Read and check a mapping file: every problem listed with file:line, path, reason."""
+    """Read and check a mapping file: every problem listed with file:line,
+    path and reason. With the policy, an app the mapping names must be in its
+    registry (a misspelt app_id would make an evaluated app look unknown)."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise PolicyError([Problem(str(p), "", None, f"cannot read: {exc.strerror}")]) from None
-    return parse_mapping(text, str(p)).with_registry(policy)
+    registry = {a.app_id for a in policy.registry} if policy is not None else None
+    return parse_mapping(text, str(p), registry).with_registry(policy)
 
 
-def parse_mapping(text: str, file: str = "<mapping>") -> VendorMapping:
+def parse_mapping(
+    text: str, file: str = "<mapping>", registry: set[str] | None = None
+) -> VendorMapping:
     """As `parse_policy` reads a policy, with its problem reporting, so the two
     files report problems alike."""
     try:
@@ -390,16 +395,23 @@ def parse_mapping(text: str, file: str = "<mapping>") -> VendorMapping:
         data = {}
     if not isinstance(data, dict):
         raise PolicyError([Problem(file, "", 1, "a vendor mapping is a YAML mapping")])
+    problems: list[Problem] = []
+    mapping: VendorMapping | None = None
     try:
-        return VendorMapping.model_validate(data)
+        mapping = VendorMapping.model_validate(data)
     except ValidationError as exc:
-        problems = [
-            Problem(
-                file,
-                dotted(tuple(e["loc"])),
-                _line_of(node, tuple(e["loc"])),
-                e["msg"].removeprefix("Value error, "),
-            )
-            for e in exc.errors(include_input=False, include_url=False)
-        ]
-        raise PolicyError(problems) from None
+        for e in exc.errors(include_input=False, include_url=False):
+            loc = tuple(e["loc"])
+            reason = e["msg"].removeprefix("Value error, ")
+            problems.append(Problem(file, dotted(loc), _line_of(node, loc), reason))
+    apps = data.get("apps")
+    if registry is not None and isinstance(apps, list):
+        for i, app in enumerate(apps):
+            app_id = app.get("app_id") if isinstance(app, dict) else None
+            if isinstance(app_id, str) and app_id not in registry:
+                at: tuple[int | str, ...] = ("apps", i, "app_id")
+                reason = f"{app_id!r} is not in the policy registry"
+                problems.append(Problem(file, dotted(at), _line_of(node, at), reason))
+    if problems or mapping is None:
+        raise PolicyError(problems)
+    return mapping

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -10,9 +11,10 @@ from hypothesis import strategies as st
 
 from detectors.masking import mask_text
 from streams.adapters.canonical import masked
-from streams.adapters.mapping import VendorMapping, parse_mapping
+from streams.adapters.mapping import VendorMapping, load_mapping, parse_mapping
 from streams.adapters.records import Unmappable, ctime_time, epoch_time, iso_time
-from streams.policy_file import PolicyError
+from streams.policy_file import PolicyError, load_policy
+from tests.adapters.conftest import POLICY
 
 
 def test_every_problem_is_listed_with_its_line() -> None:
@@ -107,3 +109,14 @@ def test_vendor_times() -> None:
 @given(st.text(alphabet="0123456789 -.:/_MmAa가", max_size=40))
 def test_the_masking_shortcut_never_skips_what_mask_text_would_change(text: str) -> None:
     assert masked(text) == mask_text(text)
+
+
+def test_an_app_id_the_registry_does_not_know_is_a_problem(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text("apps:\n  - {app_id: m365-sharepoint, names: [SPO]}\n  - {app_id: jira-clod}\n")
+    with pytest.raises(PolicyError) as caught:
+        load_mapping(path, load_policy(POLICY))
+    [problem] = caught.value.problems
+    assert (problem.path, problem.line) == ("apps[1].app_id", 3)
+    assert "jira-clod" in problem.reason
+    assert load_mapping(path).app_of("SPO") == "m365-sharepoint"  # no policy: not checked
