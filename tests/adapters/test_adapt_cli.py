@@ -61,3 +61,15 @@ def test_replay_with_format_judges_raw_records(tmp_path: Path) -> None:
     )
     dead = Path(f"{findings}.dead.jsonl").read_text().splitlines()
     assert [json.loads(d)["field"] for d in dead] == ["client.ipAddress"]
+
+
+def test_the_worker_refuses_a_bad_mapping_before_it_reaches_kafka(tmp_path: Path) -> None:
+    bad = tmp_path / "m.yaml"
+    bad.write_text("apps:\n  - {app_id: nowhere}\n")
+    result = runner.invoke(
+        app,
+        ["worker", "--broker", "127.0.0.1:1", "--policy", str(POLICY)],
+        env={"SEPWATCH_MAPPING": str(bad)},
+    )
+    assert result.exit_code == 2
+    assert "mapping refused" in result.output and "apps[0].app_id" in result.output
