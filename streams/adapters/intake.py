@@ -8,10 +8,12 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Protocol
 
 from pydantic import ValidationError
 
+from detectors.masking import mask_text
 from schemas import EventAdapter
 from streams.adapters.mapping import VendorMapping
 from streams.adapters.records import Adapter, CanonicalEvent, Skip, Unmappable
@@ -105,6 +107,17 @@ def _at(name: str, number: int) -> dict[str, Any]:
     return {"file": name, "line": number}
 
 
+@lru_cache(maxsize=4096)
+def _masked_kind(kind: str) -> str:
+    return mask_text(kind)[:200]
+
+
+def skip_kind(skip: Skip) -> str:
+    """The kind a skip is counted under: vendor text, so masked and cut
+    before it reaches a table or a log line."""
+    return _masked_kind(skip.kind)
+
+
 def adapt_one(adapter: Adapter, record: Any, mapping: VendorMapping) -> list[CanonicalEvent] | Skip:
     """The adapter on one record; any shape it did not expect is Unmappable."""
     if record is None:
@@ -153,7 +166,7 @@ def adapt_records(
             counts.dead_letters += 1
             continue
         if isinstance(outcome, Skip):
-            counts.skipped[outcome.kind] += 1
+            counts.skipped[skip_kind(outcome)] += 1
             continue
         for event in outcome:
             if validate:
@@ -221,7 +234,7 @@ def adapt_message(
             outcome.dead_letters.append(unmappable_letter(adapter.source, raw, exc, at))
             continue
         if isinstance(adapted, Skip):
-            outcome.skipped.append(adapted.kind)
+            outcome.skipped.append(skip_kind(adapted))
         else:
             outcome.events.extend(adapted)
     return outcome

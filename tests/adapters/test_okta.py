@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from streams.adapters import ADAPTERS
+from streams.adapters.intake import adapt_message
 from streams.adapters.mapping import VendorMapping
 from tests.adapters.conftest import adapt_file
 
@@ -68,3 +70,9 @@ def test_event_hook_envelope_and_user_rule_for_the_subsidiary(mapping: VendorMap
     assert event["saas_app"] == "dooray"
     assert event["entity"] == "SUB-VN"
     assert event["network_zone"] == "internal"
+
+
+def test_skip_kinds_are_vendor_text_and_counted_masked(mapping: VendorMapping) -> None:
+    record = b'{"eventType": "custom.900101-1234568", "uuid": "x"}'
+    outcome = adapt_message(ADAPTERS["okta"], record, mapping, {})
+    assert outcome.skipped == ["eventType custom.900101-1******"]
