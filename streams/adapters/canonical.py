@@ -6,21 +6,13 @@ like events from any other producer.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from detectors.masking import mask_text
 from streams.adapters.mapping import VendorMapping
-from streams.adapters.records import CanonicalEvent, Unmappable
+from streams.adapters.records import CanonicalEvent, Unmappable, masked
 
 _SHA256 = frozenset("0123456789abcdefABCDEF")
-# Every identifier mask_text hides has six digits each at most one character
-# apart; text without such a run is left as it is without the three passes.
-_MAYBE_IDENTIFIER = re.compile(r"(?:[0-9][^0-9]?){6}")
-
-
-def masked(text: str) -> str:
-    return mask_text(text) if _MAYBE_IDENTIFIER.search(text) else text
 
 
 def user_of(value: Any, path: str) -> str:

@@ -40,7 +40,7 @@ from pydantic import (
 )
 
 from schemas import Policy
-from streams.adapters.records import Unmappable
+from streams.adapters.records import Unmappable, masked
 from streams.policy_file import PolicyError, Problem, _line_of, dotted
 
 DEFAULT_MAPPING = Path("deploy/policy/vendor-mapping.yaml")
@@ -205,7 +205,7 @@ class VendorMapping(_Strict):
         label = (name or host or "").strip().lower()
         if not label:
             raise Unmappable(path, "no app name or host")
-        return label[:256]
+        return masked(label)[:256]
 
     @cached_property
     def _zones(self) -> dict[str, tuple[str, str | None, str]]:
