@@ -455,7 +455,15 @@ def worker_cmd(
         err.print(f"[bold red]cannot start[/]: {exc}")
         raise typer.Exit(2) from None
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    faust_app = build_app(settings, pol, partitions=settings.partitions, policy_file=policy_path)
+    from streams.alerts.router import AlertConfigError
+
+    try:
+        faust_app = build_app(
+            settings, pol, partitions=settings.partitions, policy_file=policy_path
+        )
+    except AlertConfigError as exc:
+        err.print(f"[bold red]cannot start[/]: {exc}")
+        raise typer.Exit(2) from None
 
     @faust_app.task
     async def _log_levels() -> None:

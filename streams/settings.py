@@ -70,6 +70,10 @@ class Settings(BaseSettings):
         400, description="monthly findings indices wholly older than this are deleted", ge=1
     )
     web_port: int = Field(6066, description="worker's web port (/metrics); 0 turns it off")
+    web_host: str = Field(
+        "127.0.0.1",
+        description="address the web port listens on; 0.0.0.0 to be scraped from other hosts",
+    )
     partitions: int = Field(4, description="partitions of every sepwatch topic", ge=1)
     retention_ms: int = Field(7 * 24 * 3600 * 1000, description="retention of sepwatch topics")
     channels: dict[str, ChannelSettings] = Field(

@@ -180,7 +180,10 @@ def build_app(
         key_serializer="raw",
         web_enabled=settings.web_port > 0,
         web_port=max(settings.web_port, 1),
-        web_host="127.0.0.1",
+        web_host=settings.web_host,
+        # Faust listens on every interface unless told: a bank's worker exposes
+        # /metrics only where the settings say.
+        web_bind=settings.web_host,
         consumer_auto_offset_reset="earliest",
         broker_commit_every=1000,
         broker_commit_interval=1.0,
@@ -401,8 +404,9 @@ def build_app(
             position = await app.consumer.position(tp)
             behind = max(0, app.consumer.highwater(tp) - (position or 0))
             lag[tp.topic] = lag.get(tp.topic, 0) + behind
-        for topic, behind in lag.items():
-            metrics.CONSUMER_LAG.labels("rules", topic).set(behind)
+        for topic in watched_topics:
+            # Topics lost in a rebalance read 0 here, not their last value.
+            metrics.CONSUMER_LAG.labels("rules", topic).set(lag.get(topic, 0))
         now = time.time()
         for stage, runner in runners.items():
             held = [c for c in runner.event_clocks() if c != float("-inf")]
