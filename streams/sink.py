@@ -61,6 +61,14 @@ class Backoff:
 
 
 @dataclass
+class InFlight:
+    """A batch being written, and the offsets to commit once it is settled."""
+
+    task: asyncio.Task[bool]
+    offsets: dict[Any, int]
+
+
+@dataclass
 class BulkOutcome:
     """What one bulk request settled, and what must be tried again."""
 
@@ -131,7 +139,8 @@ class FindingsSink:
         self.linger_ms = linger_ms
         self.es = es or async_client(settings.es_url, request_timeout=10)
         self.backoff = Backoff()
-        self.pending = 0  # findings read and not yet settled
+        self.pending = 0  # findings in the batch being written, not yet settled
+        self.waiting = 0  # findings of the next batch, built and waiting
         self.settled = 0
         self._template_ready = False
         # Called with the ids each bulk request stored, in order (benchmarks).
@@ -155,6 +164,10 @@ class FindingsSink:
         await self._consumer.start()
         await self._producer.start()
         last_prune = 0.0
+        # One batch in flight while the next is read and built: Elasticsearch
+        # works on one while Python prepares the other. Offsets are committed
+        # batch by batch, in order, once each is settled.
+        in_flight: InFlight | None = None
         try:
             while not stop.is_set():
                 batch = await self._consumer.getmany(
@@ -163,25 +176,48 @@ class FindingsSink:
                 records = [r for rs in batch.values() for r in rs]
                 await self._report_lag(len(records))
                 if records:
-                    await self._write(records, stop)
-                    if stop.is_set():
-                        break  # not settled: not committed, read again by the next owner
-                    try:
-                        await self._consumer.commit()
-                    except CommitFailedError:
-                        # A rebalance took the partitions: the new owner writes the
-                        # same batch again, and create-by-id makes that harmless.
-                        log.warning("es sink: commit refused after a rebalance")
-                    self.pending = 0
+                    actions, appended = await self._prepare(records)
+                    offsets = {tp: rs[-1].offset + 1 for tp, rs in batch.items() if rs}
+                    if in_flight is not None and not await self._finish(in_flight):
+                        break
+                    self.waiting = 0
+                    task = asyncio.create_task(self._settle(actions, appended, stop))
+                    in_flight = InFlight(task, offsets)
+                elif in_flight is not None and in_flight.task.done():
+                    if not await self._finish(in_flight):
+                        break
+                    in_flight = None
                 if time.monotonic() - last_prune > 3600:
                     last_prune = time.monotonic()
                     await self._prune()
+            if in_flight is not None and in_flight.task.done():
+                await self._finish(in_flight)  # settled before the stop: commit it
         finally:
+            if in_flight is not None and not in_flight.task.done():
+                # Not settled: not committed, read again by the next owner.
+                in_flight.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await in_flight.task
             await self._consumer.stop()
             await self._producer.stop()
             await self.es.close()
 
-    async def _write(self, records: list[Any], stop: asyncio.Event) -> None:
+    async def _finish(self, batch: InFlight) -> bool:
+        """Wait for a batch to settle and commit its offsets; False if it was
+        stopped before settling (then nothing is committed)."""
+        if not await batch.task:
+            return False
+        assert self._consumer is not None
+        try:
+            await self._consumer.commit(batch.offsets)
+        except CommitFailedError:
+            # A rebalance took the partitions: the new owner writes the same
+            # findings again, and create-by-id makes that harmless.
+            log.warning("es sink: commit refused after a rebalance")
+        return True
+
+    async def _prepare(self, records: list[Any]) -> tuple[list[dict[str, Any]], dict[str, float]]:
+        """Documents to create; records that are not findings go to the dead letters."""
         actions: list[dict[str, Any]] = []
         appended: dict[str, float] = {}
         seen: set[str] = set()
@@ -205,6 +241,13 @@ class FindingsSink:
                     "_source": document(finding, ingested=now),
                 }
             )
+        self.waiting = len(actions)
+        return actions, appended
+
+    async def _settle(
+        self, actions: list[dict[str, Any]], appended: dict[str, float], stop: asyncio.Event
+    ) -> bool:
+        """Bulk-create until every document is stored, present or refused."""
         self.pending = len(actions)
         while actions and not stop.is_set():
             outcome = await self._bulk(actions)
@@ -236,6 +279,7 @@ class FindingsSink:
                 await self._pause(stop)
             else:
                 self.backoff.reset()
+        return not actions
 
     async def _bulk(self, actions: list[dict[str, Any]]) -> BulkOutcome | None:
         """One bulk request; None if Elasticsearch could not take it at all."""
@@ -280,7 +324,7 @@ class FindingsSink:
         except (KafkaError, AssertionError):
             return
         metrics.CONSUMER_LAG.labels("es_sink", self.topics.findings).set(behind)
-        metrics.SINK_BACKLOG.set(behind + max(self.pending, in_hand))
+        metrics.SINK_BACKLOG.set(behind + self.pending + max(self.waiting, in_hand))
 
     async def _prune(self) -> None:
         try:
