@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import CommitFailedError, KafkaError
 from elasticsearch import ApiError as EsApiError
@@ -78,12 +79,14 @@ class BulkOutcome:
     retry: list[dict[str, Any]] = field(default_factory=list)
 
 
-def bulk_body(actions: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    body: list[dict[str, Any]] = []
+def bulk_body(actions: Sequence[dict[str, Any]]) -> bytes:
+    """The NDJSON body, encoded here once (orjson) rather than line by line."""
+    lines: list[bytes] = []
     for a in actions:
-        body.append({"create": {"_index": a["_index"], "_id": a["_id"]}})
-        body.append(a["_source"])
-    return body
+        lines.append(orjson.dumps({"create": {"_index": a["_index"], "_id": a["_id"]}}))
+        lines.append(orjson.dumps(a["_source"]))
+    lines.append(b"")
+    return b"\n".join(lines)
 
 
 def settle(actions: Sequence[dict[str, Any]], response: dict[str, Any]) -> BulkOutcome:

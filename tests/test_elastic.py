@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -125,7 +126,12 @@ def test_a_stored_finding_reads_back_as_the_finding() -> None:
 
 def test_bulk_body_creates_by_finding_id() -> None:
     actions = [{"_index": "i-2026.04", "_id": "A", "_source": {"a": 1}}]
-    assert bulk_body(actions) == [{"create": {"_index": "i-2026.04", "_id": "A"}}, {"a": 1}]
+    lines = bulk_body(actions).split(b"\n")
+    assert [json.loads(x) for x in lines[:2]] == [
+        {"create": {"_index": "i-2026.04", "_id": "A"}},
+        {"a": 1},
+    ]
+    assert lines[2] == b""  # NDJSON ends with a newline
 
 
 def test_settle_sorts_every_item_of_a_bulk_response() -> None:
