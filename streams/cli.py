@@ -36,6 +36,7 @@ from streams.adapt_cli import (
     print_counts,
 )
 from streams.adapters.intake import AdaptCounts
+from streams.cli_options import BrokerOpt, EsOpt, IndexOpt, PrefixOpt
 from streams.policy_file import PolicyError, load_policy
 from streams.replay import ReplaySummary, replay
 from streams.settings import Settings
@@ -60,40 +61,6 @@ app.add_typer(policy_app, name="policy")
 app.add_typer(schema_app, name="schema")
 app.add_typer(findings_app, name="findings")
 app.command("adapt")(adapt_cmd)
-
-BrokerOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--broker",
-        help="Kafka bootstrap servers. Default: $SEPWATCH_BROKER, else localhost:9092.",
-        show_default=False,
-    ),
-]
-PrefixOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--prefix",
-        help="Topic prefix; runs with different prefixes never see "
-        "each other's data. Default: $SEPWATCH_TOPIC_PREFIX, else 'sepwatch.'.",
-        show_default=False,
-    ),
-]
-EsOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--es-url",
-        help="Elasticsearch URL. Default: $SEPWATCH_ES_URL, else http://localhost:9200.",
-        show_default=False,
-    ),
-]
-IndexOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--index",
-        help="Alias of the findings indices. Default: $SEPWATCH_ES_INDEX, else sepwatch-findings.",
-        show_default=False,
-    ),
-]
 
 
 def _settings(**flags: object) -> Settings:

@@ -14,6 +14,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from streams.cli_options import BrokerOpt, EsOpt, IndexOpt, PrefixOpt
+
 review_app = typer.Typer(
     help="Control reviews (the six-monthly review of the information-security controls): "
     "record one, list them with each entity's next due date.",
@@ -23,22 +25,6 @@ review_app = typer.Typer(
 out = Console()
 err = Console(stderr=True)
 
-BrokerOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--broker",
-        help="Kafka bootstrap servers. Default: $SEPWATCH_BROKER, else localhost:9092.",
-        show_default=False,
-    ),
-]
-PrefixOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--prefix",
-        help="Topic prefix. Default: $SEPWATCH_TOPIC_PREFIX, else 'sepwatch.'.",
-        show_default=False,
-    ),
-]
 PolicyOpt = Annotated[
     Path | None,
     typer.Option(
@@ -235,14 +221,8 @@ def report_cmd(
         ),
     ] = True,
     policy: PolicyOpt = None,
-    es_url: Annotated[
-        str | None,
-        typer.Option("--es-url", help="Default: $SEPWATCH_ES_URL.", show_default=False),
-    ] = None,
-    index: Annotated[
-        str | None,
-        typer.Option("--index", help="Default: $SEPWATCH_ES_INDEX.", show_default=False),
-    ] = None,
+    es_url: EsOpt = None,
+    index: IndexOpt = None,
     broker: BrokerOpt = None,
     prefix: PrefixOpt = None,
 ) -> None:
@@ -343,14 +323,8 @@ def review_accesses(
     events: Annotated[
         Path, typer.Option("--events", help="Canonical events, JSONL (or .gz), whole UTC days.")
     ],
-    es_url: Annotated[
-        str | None,
-        typer.Option("--es-url", help="Default: $SEPWATCH_ES_URL.", show_default=False),
-    ] = None,
-    index: Annotated[
-        str | None,
-        typer.Option("--index", help="Default: $SEPWATCH_ES_INDEX.", show_default=False),
-    ] = None,
+    es_url: EsOpt = None,
+    index: IndexOpt = None,
 ) -> None:
     """Count internal SaaS accesses per entity, UTC day and app from canonical
     events into the access tally beside the findings: the denominator of the
