@@ -16,6 +16,7 @@ import asyncio
 import itertools
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -126,17 +127,38 @@ async def bare_consumer(topics: list[str], n: int) -> float:
     return got / (time.perf_counter() - began)
 
 
+def faust_floor(topics: list[str], n: int) -> float:
+    """events/s of a Faust agent that only reads (bench/faust_floor.py)."""
+    env = {
+        **os.environ,
+        "FLOOR_BROKER": BROKER,
+        "FLOOR_TOPICS": ",".join(topics),
+        "FLOOR_EVENTS": str(n),
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.faust_floor", "worker", "--without-web", "-l", "warn"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        timeout=600,
+    )
+    # Faust routes print() through its log handler: find the line, whatever its prefix.
+    found = re.search(rb"\brate (\d+)", out.stdout + out.stderr)
+    return float(found.group(1)) if found else float("nan")
+
+
 def throughput(n: int, workdir: Path, runs: int) -> None:
     from streams.kafka_io import ensure_topics, produce
     from streams.topics import STAGES, Topics
 
     lines = events(n, datetime(2026, 11, 23, tzinfo=UTC), seed=21)
-    worker_rates, bare_rates = [], []
+    worker_rates, bare_rates, floor_rates = [], [], []
     for run in range(runs):
         topics = Topics(f"bench{run}-{int(time.time())}.")
         ensure_topics(BROKER, topics, 4, retention_ms=3_600_000)
         produce(lines, BROKER, topics)
         bare_rates.append(asyncio.run(bare_consumer(topics.inputs, n)))
+        floor_rates.append(faust_floor(topics.inputs, n))
         proc = start_worker(topics.prefix, workdir / f"worker-{run}.log")
         began = time.perf_counter()
         watched = [*topics.inputs, *(topics.stage(s) for s in STAGES)]
@@ -148,14 +170,16 @@ def throughput(n: int, workdir: Path, runs: int) -> None:
             stop(proc)
         print(
             f"  run {run + 1}: worker {worker_rates[-1]:,.0f} events/s, "
-            f"bare aiokafka consumer {bare_rates[-1]:,.0f} records/s",
+            f"bare aiokafka consumer {bare_rates[-1]:,.0f} records/s, "
+            f"Faust agent that only reads {floor_rates[-1]:,.0f} events/s",
             flush=True,
         )
     w, b = statistics.median(worker_rates), statistics.median(bare_rates)
     print(f"throughput, one worker, 4 partitions, {n:,} events, {runs} runs (medians):")
     print(
         f"  worker {w:,.0f} events/s (range {min(worker_rates):,.0f}-{max(worker_rates):,.0f}); "
-        f"bare consumer {b:,.0f} records/s; worker/bare {w / b:.2f}"
+        f"bare consumer {b:,.0f} records/s; worker/bare {w / b:.3f}; "
+        f"Faust read-only agent {statistics.median(floor_rates):,.0f} events/s"
     )
 
 
