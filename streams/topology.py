@@ -45,10 +45,15 @@ from streams.topics import STAGES, Topics, input_key, partition_of, stage_keys
 log = logging.getLogger("sepwatch")
 
 END_OF_INPUT = b"__sepwatch_end_of_input__"
+# Sent by a validator, once a second, for each input partition it has read to
+# its end: that source has nothing in flight and stops holding the clock.
+SOURCE_IDLE = b"__sepwatch_source_idle__"
+IDLE_MARK_SECONDS = 1.0
 POLICY_POLL_SECONDS = 2.0
-# Wall-clock silence after which a source no longer holds the clock. Long enough that
-# a source starved during a catch-up (after a crash, a backlog) still holds it.
-IDLE_SECONDS = 30.0
+# Wall-clock silence, without data or idle marks, after which a source no longer
+# holds the clock: only a validator that is gone is that silent. A source with a
+# backlog sends no idle marks, so a catch-up after a crash never releases early.
+IDLE_SECONDS = 300.0
 STORES = ("postures", "accesses", "pending", "entities", "meta")
 METRICS_SECONDS = 5.0
 
@@ -109,6 +114,8 @@ class StageRunner:
         self.ends: dict[int, dict[str, float]] = {}
         # partition -> source -> (largest event time, monotonic time last heard)
         self.clocks: dict[int, dict[str, tuple[float, float]]] = {}
+        self.idle: dict[int, set[str]] = {}  # sources whose last word was an idle mark
+        self.last: dict[int, float] = {}  # the clock last given, per partition
         self.since: dict[int, float] = {}  # when the partition was (re)assigned here
         self.sources = len(sources)
 
@@ -135,32 +142,48 @@ class StageRunner:
         for engine in self.engines.values():
             engine.set_policy(policy, effective_from=since)
 
-    def clock(self, partition: int, source: str, ts: float) -> float:
-        """The partition's event clock: the slowest source's largest event time.
-        Sources silent for IDLE_SECONDS stop holding it back (as Flink's
-        idleness does); without this, one topic read ahead of another would
-        push the watermark past events still to come."""
+    def clock(self, partition: int, source: str, ts: float | None) -> float:
+        """The partition's event clock: the slowest active source's largest event
+        time; without this, one topic read ahead of another would push the
+        watermark past events still to come. `ts` None is an idle mark: the
+        source has been read to its end and stops holding the clock until it
+        sends data again (Flink's idleness, decided by the reader, which knows,
+        rather than by a timer, which guesses)."""
         now = time.monotonic()
         clocks = self.clocks.setdefault(partition, {})
-        seen, _ = clocks.get(source, (ts, now))
-        clocks[source] = (max(seen, ts), now)
+        idle = self.idle.setdefault(partition, set())
+        seen, _ = clocks.get(source, (float("-inf"), now))
+        if ts is None:
+            idle.add(source)
+        else:
+            idle.discard(source)
+            seen = max(seen, ts)
+        clocks[source] = (seen, now)
         # Just after a start or a rebalance no source is known yet: until every
-        # source has been heard, or IDLE_SECONDS have passed, the clock holds.
+        # source has been heard (data or mark), or IDLE_SECONDS have passed, it holds.
         since = self.since.setdefault(partition, now)
         if len(clocks) < self.sources and now - since < IDLE_SECONDS:
             return float("-inf")
-        active = [t for t, heard in clocks.values() if now - heard < IDLE_SECONDS]
-        return min(active) if active else ts
+        active = [
+            t for s, (t, heard) in clocks.items() if s not in idle and now - heard < IDLE_SECONDS
+        ]
+        if active:
+            self.last[partition] = max(self.last.get(partition, float("-inf")), min(active))
+        elif ts is not None:
+            self.last[partition] = max(self.last.get(partition, float("-inf")), ts)
+        return self.last.get(partition, float("-inf"))
 
     def event_clocks(self) -> list[float]:
-        """The slowest source's event time of each partition held here."""
-        return [min(t for t, _ in c.values()) for c in self.clocks.values() if c]
+        """The event clock of each partition held here."""
+        return list(self.last.values())
 
     def forget(self, partitions: set[int]) -> None:
         """After a rebalance: engines are rebuilt from the tables when needed,
         and the partition's clock starts again from its sources."""
         for p in partitions:
             self.clocks.pop(p, None)
+            self.idle.pop(p, None)
+            self.last.pop(p, None)
             self.since.pop(p, None)
             self.engines.pop(p, None)
 
@@ -217,54 +240,99 @@ def build_app(
     # minute per entity (from each validator) keeps its watermark moving.
     last_tick: dict[str, int] = {}
 
+    # Input partition -> next offset whose routing is fully handed to the producer.
+    routed: dict[tuple[str, int], int] = {}
+
     @app.agent(inputs)
     async def validate(stream: Any) -> None:
         async for event in stream.events():
-            raw: bytes = event.value or b""
+            await route(event)
             msg = event.message
-            if event.key == END_OF_INPUT:
-                source = f"{msg.topic}:{msg.partition}".encode()
-                for stage in STAGES:
-                    for p in range(partitions):
-                        await by_stage[stage].send(
-                            key=END_OF_INPUT,
-                            value=raw,
-                            partition=p,
-                            headers={"sepwatch-source": source},
-                        )
+            routed[(msg.topic, msg.partition)] = msg.offset + 1
+
+    async def route(event: Any) -> None:
+        """Validate one input record and hand it to the stages that judge it;
+        what does not validate goes to the dead letters with its reason."""
+        raw: bytes = event.value or b""
+        msg = event.message
+        if event.key == END_OF_INPUT:
+            source = f"{msg.topic}:{msg.partition}".encode()
+            for stage in STAGES:
+                for p in range(partitions):
+                    await by_stage[stage].send(
+                        key=END_OF_INPUT,
+                        value=raw,
+                        partition=p,
+                        headers={"sepwatch-source": source},
+                    )
+            return
+        where = {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}
+        if len(raw) > MAX_LINE_BYTES:
+            reason = f"record of {len(raw)} bytes is over the {MAX_LINE_BYTES}-byte limit"
+            await dead.send(value=_json(dead_letter(raw, reason, where=where)))
+            metrics.DEAD_LETTERS.labels("too_large").inc()
+            return
+        try:
+            parsed = EventAdapter.validator.validate_json(raw)
+        except ValidationError as exc:
+            reason, errors = reason_of(exc)
+            await dead.send(value=_json(dead_letter(raw, reason, where=where, errors=errors)))
+            metrics.DEAD_LETTERS.labels("invalid_event").inc()
+            return
+        expected = topics.input(parsed.stream)
+        if expected != msg.topic:
+            reason = f"a {parsed.stream} event on {msg.topic}; it belongs on {expected}"
+            await dead.send(value=_json(dead_letter(raw, reason, where=where)))
+            metrics.DEAD_LETTERS.labels("wrong_topic").inc()
+            return
+        metrics.EVENTS.labels(parsed.stream).inc()
+        for stage, key in stage_keys(parsed).items():
+            if stage == "review" and parsed.stream != "control_review":
+                minute = int(parsed.timestamp.timestamp() // 60)
+                if last_tick.get(key, -1) >= minute:
+                    continue
+                last_tick[key] = minute
+            await by_stage[stage].send(
+                key=key.encode(),
+                value=raw,
+                partition=partition_of(key, partitions),
+                headers={"sepwatch-source": f"{msg.topic}:{msg.partition}".encode()},
+            )
+
+    input_topics = set(topics.inputs)
+    feeds = {stage: _FEEDS[stage](topics) for stage in STAGES}
+
+    @app.timer(interval=IDLE_MARK_SECONDS)
+    async def mark_idle_sources() -> None:
+        """Tell the stages which input partitions this worker has read to their
+        end, so those sources stop holding the stages' clocks. A partition with
+        records still to route is never marked: during a catch-up after a crash
+        every source with a backlog keeps holding the clock."""
+        # Faust's read offset per partition (no public accessor): the committed
+        # offset after it seeks there, then the last offset handed to a stream.
+        read_offset = app.consumer._read_offset
+        for tp in app.consumer.assignment():
+            if tp.topic not in input_topics:
                 continue
-            where = {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}
-            if len(raw) > MAX_LINE_BYTES:
-                reason = f"record of {len(raw)} bytes is over the {MAX_LINE_BYTES}-byte limit"
-                await dead.send(value=_json(dead_letter(raw, reason, where=where)))
-                metrics.DEAD_LETTERS.labels("too_large").inc()
+            high = app.consumer.highwater(tp)
+            if high is None or (await app.consumer.position(tp) or 0) < high:
+                continue  # records not yet fetched
+            # Routed through `high`, or nothing handed out since the seek to a
+            # committed offset that is already `high` (an empty partition: 0).
+            done = routed.get((tp.topic, tp.partition), read_offset.get(tp) or 0)
+            if done < high:
                 continue
-            try:
-                parsed = EventAdapter.validator.validate_json(raw)
-            except ValidationError as exc:
-                reason, errors = reason_of(exc)
-                await dead.send(value=_json(dead_letter(raw, reason, where=where, errors=errors)))
-                metrics.DEAD_LETTERS.labels("invalid_event").inc()
-                continue
-            expected = topics.input(parsed.stream)
-            if expected != msg.topic:
-                reason = f"a {parsed.stream} event on {msg.topic}; it belongs on {expected}"
-                await dead.send(value=_json(dead_letter(raw, reason, where=where)))
-                metrics.DEAD_LETTERS.labels("wrong_topic").inc()
-                continue
-            metrics.EVENTS.labels(parsed.stream).inc()
-            for stage, key in stage_keys(parsed).items():
-                if stage == "review" and parsed.stream != "control_review":
-                    minute = int(parsed.timestamp.timestamp() // 60)
-                    if last_tick.get(key, -1) >= minute:
-                        continue
-                    last_tick[key] = minute
-                await by_stage[stage].send(
-                    key=key.encode(),
-                    value=raw,
-                    partition=partition_of(key, partitions),
-                    headers={"sepwatch-source": f"{msg.topic}:{msg.partition}".encode()},
-                )
+            source = f"{tp.topic}:{tp.partition}".encode()
+            for stage in STAGES:
+                if tp.topic not in feeds[stage]:
+                    continue
+                for p in range(partitions):
+                    await by_stage[stage].send(
+                        key=SOURCE_IDLE,
+                        value=b"",
+                        partition=p,
+                        headers={"sepwatch-source": source},
+                    )
 
     # Raw vendor topics (docs/adapters.md): the adapters turn each record into
     # canonical events on the input topics, where `validate` takes them as it
@@ -342,6 +410,8 @@ def build_app(
 
     @app.on_partitions_assigned.connect
     async def _assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
+        for tp in assigned:
+            routed.pop((tp.topic, tp.partition), None)  # another worker may have gone on
         for stage, runner in runners.items():
             runner.forget({tp.partition for tp in assigned if tp.topic == topics.stage(stage)})
 
@@ -460,6 +530,9 @@ def _stage_agent(runner: StageRunner, findings: Any, sources: int) -> Any:
                     continue
                 found = engine.flush(until=max(ends.values()))
                 runner.ends.pop(partition, None)
+            elif event.key == SOURCE_IDLE:
+                source = dict(event.headers or {}).get("sepwatch-source", b"").decode()
+                found = engine.advance(runner.clock(partition, source, None))
             else:
                 parsed = EventAdapter.validator.validate_json(event.value)
                 found = engine.process(parsed)
