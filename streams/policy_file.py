@@ -64,14 +64,19 @@ def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
     return line
 
 
-def parse_policy(text: str, file: str = "<policy>") -> Policy:
+def read_yaml(text: str, file: str) -> tuple[Any, Any]:
+    """The YAML node tree (for line numbers) and the data; a YAML error is a
+    problem at its line."""
     try:
-        node = yaml.compose(text)
-        data: Any = yaml.safe_load(text)
+        return yaml.compose(text), yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         raise PolicyError([Problem(file, "", line, f"not valid YAML: {exc}")]) from None
+
+
+def parse_policy(text: str, file: str = "<policy>") -> Policy:
+    node, data = read_yaml(text, file)
     if not isinstance(data, dict):
         raise PolicyError([Problem(file, "", 1, "a policy is a YAML mapping of settings")])
     try:

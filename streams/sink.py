@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError
 from elasticsearch import ApiError as EsApiError
 from elasticsearch import AsyncElasticsearch, TransportError
 from pydantic import ValidationError
@@ -35,6 +35,7 @@ from schemas import Finding
 from streams import metrics
 from streams.dead_letters import dead_letter
 from streams.elastic import async_client, document, index_for, template_body
+from streams.lag import records_behind
 from streams.settings import Settings
 from streams.topics import Topics
 
@@ -314,17 +315,10 @@ class FindingsSink:
 
     async def _report_lag(self, in_hand: int) -> None:
         """Backlog = findings held plus those on the topic not yet read."""
-        consumer = self._consumer
-        if consumer is None:
+        if self._consumer is None:
             return
-        behind = 0
-        try:
-            for tp in consumer.assignment():
-                high = consumer.highwater(tp)
-                if high is None:
-                    continue
-                behind += max(0, high - await consumer.position(tp))
-        except (KafkaError, AssertionError):
+        behind = await records_behind(self._consumer)
+        if behind is None:
             return
         metrics.CONSUMER_LAG.labels("es_sink", self.topics.findings).set(behind)
         metrics.SINK_BACKLOG.set(behind + self.pending + max(self.waiting, in_hand))

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -41,7 +40,7 @@ from pydantic import (
 
 from schemas import Policy
 from streams.adapters.records import Unmappable, masked
-from streams.policy_file import PolicyError, Problem, _line_of, dotted
+from streams.policy_file import PolicyError, Problem, _line_of, dotted, read_yaml
 
 DEFAULT_MAPPING = Path("deploy/policy/vendor-mapping.yaml")
 
@@ -384,13 +383,7 @@ def parse_mapping(
 ) -> VendorMapping:
     """As `parse_policy` reads a policy, with its problem reporting, so the two
     files report problems alike."""
-    try:
-        node = yaml.compose(text)
-        data: Any = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        raise PolicyError([Problem(file, "", line, f"not valid YAML: {exc}")]) from None
+    node, data = read_yaml(text, file)
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -58,6 +58,7 @@ from streams.alerts.grouping import (
     route_problems,
 )
 from streams.dead_letters import dead_letter
+from streams.lag import records_behind
 from streams.policy_file import PolicyError, load_policy
 from streams.settings import Settings
 from streams.topics import Topics
@@ -381,16 +382,10 @@ class AlertRouter:
     # --- housekeeping ------------------------------------------------------------
 
     async def _report_lag(self) -> None:
-        consumer = self._consumer
-        if consumer is None:
+        if self._consumer is None:
             return
-        behind = 0
-        try:
-            for tp in consumer.assignment():
-                high = consumer.highwater(tp)
-                if high is not None:
-                    behind += max(0, high - await consumer.position(tp))
-        except (KafkaError, AssertionError):
+        behind = await records_behind(self._consumer)
+        if behind is None:
             return
         metrics.CONSUMER_LAG.labels("alerts", self.topics.findings).set(behind)
 
