@@ -579,12 +579,12 @@ def findings_export(
 
 
 def _es(settings: Settings) -> Any:
-    from streams.elastic import client
+    from streams.elastic import client, connection_options
 
     if not settings.es_url:
         err.print("[bold red]no Elasticsearch[/]: set --es-url or SEPWATCH_ES_URL")
         raise typer.Exit(2)
-    return client(settings.es_url, request_timeout=10)
+    return client(settings.es_url, request_timeout=10, **connection_options(settings))
 
 
 @contextlib.contextmanager
@@ -785,6 +785,11 @@ from streams.review_cli import report_cmd, review_app  # noqa: E402
 
 app.add_typer(review_app, name="review")
 app.command("report")(report_cmd)
+
+# -- secured Elasticsearch: the admin's one-off setup (streams/es_setup_cli.py) --
+from streams.es_setup_cli import es_app  # noqa: E402
+
+app.add_typer(es_app, name="elasticsearch")
 
 
 def main() -> None:

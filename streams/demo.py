@@ -116,11 +116,10 @@ def run(policy: Path, events: Path, rate: float, console: Console) -> int:
 
 def _in_elasticsearch(es_url: str, index: str, expected: int, console: Console) -> int:
     """Wait for the sink to store every finding, then show what an analyst sees."""
-    from elasticsearch import Elasticsearch
+    from streams.elastic import client, connection_options, search_findings
+    from streams.settings import Settings
 
-    from streams.elastic import search_findings
-
-    es = Elasticsearch(es_url, request_timeout=10)
+    es = client(es_url, request_timeout=10, **connection_options(Settings(es_url=es_url)))
     stored, deadline = 0, time.monotonic() + 60
     while stored < expected and time.monotonic() < deadline:
         time.sleep(1)

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from elasticsearch import AsyncElasticsearch, Elasticsearch
 from elasticsearch.serializer import OrjsonSerializer
 
 from schemas import Finding
+
+if TYPE_CHECKING:
+    from streams.settings import Settings
 
 ECS_VERSION = "8.11.0"
 SEVERITY_SCORE = {"low": 21, "medium": 47, "high": 73, "critical": 99}
@@ -169,6 +172,55 @@ def document(finding: Finding, *, ingested: datetime | None = None) -> dict[str,
     if waiver is not None:
         doc["sepwatch"]["waiver"] = waiver.model_dump()
     return doc
+
+
+def connection_options(settings: Settings) -> dict[str, Any]:
+    """The client's credentials and CA from the settings (none: a plain node)."""
+    options: dict[str, Any] = {}
+    if settings.es_api_key is not None:
+        options["api_key"] = settings.es_api_key.get_secret_value()
+    elif settings.es_username:
+        password = settings.es_password.get_secret_value() if settings.es_password else ""
+        options["basic_auth"] = (settings.es_username, password)
+    if settings.es_ca_file is not None:
+        options["ca_certs"] = str(settings.es_ca_file)
+    return options
+
+
+def writer_role(index: str) -> dict[str, Any]:
+    """What the worker's sink needs, and no more: create findings (never
+    overwrite one), create the month's index (the template, installed by an
+    admin, gives it its mapping and the alias), list the months and delete
+    expired ones. No cluster privilege: it cannot change templates or roles."""
+    return {
+        "cluster": [],
+        "indices": [
+            {
+                "names": [index, f"{index}-*"],
+                "privileges": ["create_doc", "create_index", "view_index_metadata", "delete_index"],
+            }
+        ],
+    }
+
+
+def analyst_role(index: str) -> dict[str, Any]:
+    """What `findings list/show/ack/resolve/export` and `report` need: read,
+    update a finding's lifecycle, and add a new lifecycle field to an older
+    month's mapping. No delete, no create."""
+    return {
+        "cluster": [],
+        "indices": [
+            {
+                "names": [index, f"{index}-*"],
+                "privileges": [
+                    "read",
+                    "view_index_metadata",
+                    "index",
+                    "indices:admin/mapping/put",
+                ],
+            }
+        ],
+    }
 
 
 def client(url: str, **kwargs: Any) -> Elasticsearch:

@@ -69,6 +69,23 @@ class Settings(BaseSettings):
     es_retention_days: int = Field(
         400, description="monthly findings indices wholly older than this are deleted", ge=1
     )
+    # Elasticsearch with security on. Secrets come from the environment (or the
+    # config file), never from a flag: a flag shows in `ps` and shell history.
+    es_api_key: SecretStr | None = Field(
+        None,
+        description="API key, encoded as Elasticsearch returns it (base64 of id:key); "
+        "used instead of a user when set",
+    )
+    es_username: str = Field("", description="user of Elasticsearch's native or file realm")
+    es_password: SecretStr | None = Field(None, description="that user's password")
+    es_ca_file: Path | None = Field(
+        None, description="PEM CA that signed Elasticsearch's HTTPS certificate"
+    )
+    es_install_template: bool = Field(
+        True,
+        description="the worker installs the findings index template; false when its "
+        "least-privilege key may not (`sepwatch elasticsearch setup` installed it)",
+    )
     web_port: int = Field(6066, description="worker's web port (/metrics); 0 turns it off")
     web_host: str = Field(
         "127.0.0.1",

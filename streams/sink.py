@@ -34,7 +34,13 @@ from detectors.masking import mask_text
 from schemas import Finding
 from streams import metrics
 from streams.dead_letters import dead_letter
-from streams.elastic import async_client, document, index_for, template_body
+from streams.elastic import (
+    async_client,
+    connection_options,
+    document,
+    index_for,
+    template_body,
+)
 from streams.lag import records_behind
 from streams.settings import Settings
 from streams.topics import Topics
@@ -141,12 +147,15 @@ class FindingsSink:
         self.index = settings.es_index
         self.batch_size = batch_size
         self.linger_ms = linger_ms
-        self.es = es or async_client(settings.es_url, request_timeout=10)
+        self.es = es or async_client(
+            settings.es_url, request_timeout=10, **connection_options(settings)
+        )
         self.backoff = Backoff()
         self.pending = 0  # findings in the batch being written, not yet settled
         self.waiting = 0  # findings of the next batch, built and waiting
         self.settled = 0
-        self._template_ready = False
+        # A least-privilege key may not install templates: an admin did (setup).
+        self._template_ready = not settings.es_install_template
         # Called with the ids each bulk request stored, in order (benchmarks).
         self.on_written: Callable[[list[str]], None] | None = None
         self._consumer: AIOKafkaConsumer | None = None
@@ -294,7 +303,20 @@ class FindingsSink:
                 )
                 self._template_ready = True
             response = await self.es.bulk(operations=bulk_body(actions), refresh=False)
-        except (TransportError, EsApiError, OSError) as exc:
+        except EsApiError as exc:
+            metrics.SINK_UP.set(0)
+            metrics.SINK_ERRORS.labels("unavailable").inc()
+            if exc.meta.status in (401, 403):
+                # Credentials or privileges: retried too (a key may be rotated), but said plainly.
+                log.error(
+                    "es sink: Elasticsearch refused the sink's credentials (%s %s); retrying",
+                    exc.meta.status,
+                    "installing the template" if not self._template_ready else "writing",
+                )
+            else:
+                log.warning("es sink: Elasticsearch unavailable (%s); retrying", type(exc).__name__)
+            return None
+        except (TransportError, OSError) as exc:
             metrics.SINK_UP.set(0)
             metrics.SINK_ERRORS.labels("unavailable").inc()
             log.warning("es sink: Elasticsearch unavailable (%s); retrying", type(exc).__name__)
