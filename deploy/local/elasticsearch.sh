@@ -148,7 +148,12 @@ PY
 }
 
 up() {
-  if running; then echo "elasticsearch already running on 127.0.0.1:$PORT (pid $(cat "$PIDFILE"))"; return; fi
+  if running; then
+    echo "elasticsearch already running on 127.0.0.1:$PORT (pid $(cat "$PIDFILE"))"
+    # The roles follow SEPWATCH_ES_INDEX of this call; the node reloads the file.
+    if [[ "$SECURITY" == tls ]]; then (cd "$ROOT" && "$SEPWATCH" elasticsearch roles) >"$CONF/roles.yml"; where; fi
+    return
+  fi
   fetch
   mkdir -p "$RUN/data" "$RUN/logs"
   local mode=(-E xpack.security.enabled=false) conf=() scheme=http
@@ -194,13 +199,16 @@ up() {
     sleep 1
   done
   echo "elasticsearch $ES_VERSION up on $scheme://127.0.0.1:$PORT (pid $(cat "$PIDFILE"), data $RUN)"
-  if [[ "$SECURITY" == tls ]]; then
-    echo "  CA certificate: $CERTS/ca.crt"
-    echo "  user elastic (superuser), password in: $PASSWORD_FILE"
-    echo "  user sepwatch-writer (worker's sink), password in: $RUN/sepwatch-writer-password"
-    echo "  user sepwatch-analyst (findings, report), password in: $RUN/sepwatch-analyst-password"
-    echo "  roles for the findings alias ${SEPWATCH_ES_INDEX:-sepwatch-findings}: $CONF/roles.yml"
-  fi
+  [[ "$SECURITY" != tls ]] || where
+}
+
+# Where a secured node's CA and password files are (the files, never their contents).
+where() {
+  echo "  CA certificate: $CERTS/ca.crt"
+  echo "  user elastic (superuser), password in: $PASSWORD_FILE"
+  echo "  user sepwatch-writer (worker's sink), password in: $RUN/sepwatch-writer-password"
+  echo "  user sepwatch-analyst (findings, report), password in: $RUN/sepwatch-analyst-password"
+  echo "  roles for the findings alias ${SEPWATCH_ES_INDEX:-sepwatch-findings}: $CONF/roles.yml"
 }
 
 down() {
