@@ -6,8 +6,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -86,6 +87,15 @@ class Settings(BaseSettings):
         description="the worker installs the findings index template; false when its "
         "least-privilege key may not (`sepwatch elasticsearch setup` installed it)",
     )
+
+    @field_validator("es_url")
+    @classmethod
+    def _no_password_in_es_url(cls, url: str) -> str:
+        # The URL is shown in error messages and logs; a password in it would be too.
+        if urlsplit(url).password:
+            raise ValueError("no password in es_url: set SEPWATCH_ES_PASSWORD or an API key")
+        return url
+
     web_port: int = Field(6066, description="worker's web port (/metrics); 0 turns it off")
     web_host: str = Field(
         "127.0.0.1",

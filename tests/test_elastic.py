@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from pydantic import ValidationError
 
 from schemas import Finding, WaiverRef
 from streams.elastic import (
     MAPPINGS,
     SEVERITY_SCORE,
+    analyst_role,
+    connection_options,
     document,
     finding_of,
     index_for,
     template_body,
+    writer_role,
 )
+from streams.settings import Settings
 from streams.sink import Backoff, bulk_body, expired_indices, settle
 
 KST = timedelta(hours=9)
@@ -180,3 +187,60 @@ def test_backoff_grows_to_its_cap_and_starts_again_after_a_success() -> None:
     assert max(delays[5:]) > 2.0 - 1e-9 and min(delays[5:]) >= 2.0  # capped at 4, jitter >= half
     b.reset()
     assert b.next_delay() <= 0.5
+
+
+def test_a_plain_node_needs_no_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SEPWATCH_CONFIG", str(tmp_path / "none.toml"))
+    for name in ("API_KEY", "USERNAME", "PASSWORD", "CA_FILE"):
+        monkeypatch.delenv(f"SEPWATCH_ES_{name}", raising=False)
+    assert connection_options(Settings(es_url="http://127.0.0.1:9200")) == {}
+
+
+def test_credentials_and_ca_come_from_the_environment_and_stay_secret(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("SEPWATCH_CONFIG", str(tmp_path / "none.toml"))
+    monkeypatch.setenv("SEPWATCH_ES_USERNAME", "sepwatch-writer")
+    monkeypatch.setenv("SEPWATCH_ES_PASSWORD", "pw-from-env")
+    monkeypatch.setenv("SEPWATCH_ES_CA_FILE", "/etc/sepwatch/ca.crt")
+    settings = Settings()
+    assert connection_options(settings) == {
+        "basic_auth": ("sepwatch-writer", "pw-from-env"),
+        "ca_certs": "/etc/sepwatch/ca.crt",
+    }
+    assert "pw-from-env" not in repr(settings) and "pw-from-env" not in str(settings)
+    # An API key, when given, is used instead of the user.
+    monkeypatch.setenv("SEPWATCH_ES_API_KEY", "a2V5LWlkOmtleQ==")
+    options = connection_options(Settings())
+    assert options["api_key"] == "a2V5LWlkOmtleQ==" and "basic_auth" not in options
+    assert "a2V5LWlkOmtleQ==" not in repr(Settings())
+
+
+def test_a_password_in_the_url_is_refused() -> None:
+    with pytest.raises(ValidationError, match="no password in es_url"):
+        Settings(es_url="https://writer:secret@127.0.0.1:9200")
+
+
+def test_the_writer_may_only_create_findings_in_the_findings_indices() -> None:
+    role = writer_role("sepwatch-findings")
+    assert role["cluster"] == []
+    (grant,) = role["indices"]
+    assert grant["names"] == ["sepwatch-findings", "sepwatch-findings-*"]
+    # create_doc, never index/write: a finding already stored is never overwritten.
+    assert not {"write", "index", "all", "manage", "read"} & set(grant["privileges"])
+    analyst = analyst_role("sepwatch-findings")
+    assert analyst["cluster"] == [] and "delete_index" not in analyst["indices"][0]["privileges"]
+
+
+def test_the_roles_command_prints_a_roles_file() -> None:
+    from typer.testing import CliRunner
+
+    from streams.cli import app
+
+    result = CliRunner().invoke(app, ["elasticsearch", "roles", "--index", "f"])
+    assert result.exit_code == 0, result.output
+    roles = yaml.safe_load(result.stdout)
+    assert roles == {
+        "sepwatch_findings_writer": writer_role("f"),
+        "sepwatch_findings_analyst": analyst_role("f"),
+    }

@@ -192,6 +192,34 @@ def test_a_least_privilege_worker_stores_every_finding_over_https(
     assert secure_es.analyst_password not in listed.output + acked.output
 
 
+def test_a_worker_with_a_wrong_password_says_so_without_the_password(
+    broker: str, prefix: str, secure_es: SecureNode, tmp_path: Path
+) -> None:
+    wrong = f"wrong-{uuid.uuid4().hex}"
+    ensure_topics(broker, Topics(prefix), 4, retention_ms=3_600_000)
+    worker = Worker(
+        broker,
+        prefix,
+        tmp_path / "state",
+        tmp_path / "worker.log",
+        es_url=secure_es.url,
+        extra_env={
+            **_es_env(secure_es, "sepwatch-writer", wrong),
+            "SEPWATCH_ES_INSTALL_TEMPLATE": "false",
+        },
+    )
+    try:
+        worker.wait_ready()
+        produce(_day(users=10, hours=1, seed=22), broker, Topics(prefix), end_of_input=True)
+        said = "refused the sink's credentials (401"
+        assert _wait_for(lambda: said in worker.log.read_text(errors="replace"), timeout=120), (
+            worker.log.read_text(errors="replace")[-3000:]
+        )
+    finally:
+        worker.stop()
+    assert wrong not in worker.log.read_text(errors="replace")
+
+
 def test_the_writer_may_write_findings_only(
     secure_es: SecureNode, admin: Elasticsearch, writer: Elasticsearch
 ) -> None:
