@@ -114,6 +114,8 @@ secured_config() {
     rm -f "$CONF/elasticsearch.keystore"
   fi
   chmod 600 "$PASSWORD_FILE"
+  [[ -x "$SEPWATCH" ]] || {
+    echo "elasticsearch.sh: tls mode needs $SEPWATCH (make install, or set SEPWATCH_BIN)" >&2; exit 1; }
   # The least-privilege roles come from the project (streams/elastic.py), for the
   # findings alias $SEPWATCH_ES_INDEX (default sepwatch-findings); the node reloads
   # roles.yml and the users files when they change.
