@@ -18,6 +18,7 @@ does at the end of its file.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -55,6 +56,8 @@ POLICY_POLL_SECONDS = 2.0
 # backlog sends no idle marks, so a catch-up after a crash never releases early.
 IDLE_SECONDS = 300.0
 STORES = ("postures", "accesses", "pending", "entities", "meta")
+# Key in a stage partition's meta table: end-of-input markers received, by source.
+INPUT_ENDS = "input_ends"
 METRICS_SECONDS = 5.0
 
 
@@ -111,7 +114,6 @@ class StageRunner:
         self.reloads: list[tuple[float, Policy]] = []
         self.partitions = partitions
         self.engines: dict[int, Engine] = {}
-        self.ends: dict[int, dict[str, float]] = {}
         # partition -> source -> (largest event time, monotonic time last heard)
         self.clocks: dict[int, dict[str, tuple[float, float]]] = {}
         self.idle: dict[int, set[str]] = {}  # sources whose last word was an idle mark
@@ -213,6 +215,7 @@ def build_app(
         producer_linger_ms=5,
         stream_buffer_maxsize=8192,
     )
+    _changelog_before_commit(app)
 
     def raw_topic(name: str, internal: bool = False) -> Any:
         return app.topic(
@@ -524,12 +527,18 @@ def _stage_agent(runner: StageRunner, findings: Any, sources: int) -> Any:
             engine = runner.engine(partition)
             if event.key == END_OF_INPUT:
                 source = dict(event.headers or {}).get("sepwatch-source", b"").decode()
-                ends = runner.ends.setdefault(partition, {})
+                # The markers seen so far live in the partition's table: those read
+                # before a crash are committed and not read again, and without them
+                # the partition would never flush what still waits.
+                meta = PartitionStore(runner.tables["meta"], partition)
+                ends = dict(meta.get(INPUT_ENDS) or {})
                 ends[source] = float(json.loads(event.value or b"{}").get("max_ts", 0.0))
                 if len(ends) < sources:
+                    meta[INPUT_ENDS] = ends
                     continue
                 found = engine.flush(until=max(ends.values()))
-                runner.ends.pop(partition, None)
+                if INPUT_ENDS in meta:
+                    del meta[INPUT_ENDS]
             elif event.key == SOURCE_IDLE:
                 source = dict(event.headers or {}).get("sepwatch-source", b"").decode()
                 found = engine.advance(runner.clock(partition, source, None))
@@ -552,6 +561,38 @@ async def _emit(findings: Any, finding: Finding) -> None:
     metrics.DECISION_LATENCY.labels(finding.rule_id).observe(
         max(0.0, time.time() - finding.timestamp.timestamp())
     )
+
+
+def _changelog_before_commit(app: faust.App) -> None:
+    """Make the producer's flush, which Faust awaits before it commits offsets,
+    wait until every table change handed to it so far is on the broker.
+
+    Table changes go to the changelog through Faust's producer buffer. Its
+    flush returns as soon as 0.1 s pass without a record leaving the buffer,
+    or when the buffer is empty while its last record is still being handed to
+    the Kafka client; Faust then commits the offsets of events whose changes
+    are not sent. Under CPU load that happens, and a worker killed right after
+    restores tables without those changes while the events are not read
+    again: pending decisions vanish and their findings are lost. Here flush
+    awaits each record's delivery instead (a failed one fails the commit, so
+    the events are read again)."""
+    buffer = app.producer.buffer
+    unsent: set[asyncio.Future[Any]] = set()
+    put = buffer.put
+
+    def tracked_put(fut: Any) -> None:
+        unsent.add(fut)
+        fut.add_done_callback(unsent.discard)
+        put(fut)
+
+    async def flush() -> None:
+        # Changes made after this point belong to events not yet acknowledged,
+        # whose offsets this commit does not cover.
+        if unsent:
+            await asyncio.gather(*list(unsent))
+
+    buffer.put = tracked_put  # type: ignore[method-assign]
+    buffer.flush = flush  # type: ignore[method-assign]
 
 
 def _json(record: dict[str, Any]) -> bytes:
