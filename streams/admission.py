@@ -23,10 +23,11 @@ AnyEvent = Any  # one of schemas' four event classes
 MAX_LINE_BYTES = 1 << 20  # a canonical event is a few hundred bytes; 1 MiB is hostile
 
 # Event times the rules can compute with. Before the Unix epoch is a zeroed or
-# broken clock, not an event; the ceiling leaves room for the date arithmetic
-# the rules do (six calendar months, 30 days) far from datetime's year 9999.
+# broken clock, not an event. The ceiling bounds the work one event can cause:
+# SEP-008 decides every missed six-month review up to the watermark (a year-2500
+# event makes ~1,900 findings per entity, year 9999 overflows the calendar).
 EARLIEST_EVENT = datetime(1970, 1, 1, tzinfo=UTC).timestamp()
-LATEST_EVENT = datetime(9000, 1, 1, tzinfo=UTC).timestamp()
+LATEST_EVENT = datetime(2100, 1, 1, tzinfo=UTC).timestamp()
 TIME_FIELDS = ("timestamp", "completed_at", "reported_to_committee_at")
 
 
@@ -70,21 +71,24 @@ def admit(
     bad_time = out_of_range(event)
     if bad_time is not None:
         return Refused("out_of_range", dead_letter(raw, bad_time, where=where))
-    ts = event.timestamp.timestamp()
     if topic_of is not None and topic is not None:
         expected = topic_of(event.stream)
         if expected != topic:
             reason = f"a {event.stream} event on {topic}; it belongs on {expected}"
             return Refused("wrong_topic", dead_letter(raw, reason, where=where))
     if appended_at is not None and appended_at > 0 and max_ahead_s is not None:
-        ahead = ts - appended_at
-        if ahead > max_ahead_s:
-            reason = (
-                f"event time {event.timestamp.isoformat()} is {ahead:.0f} s ahead of the "
-                f"broker's append time {_iso(appended_at)}; at most {max_ahead_s:.0f} s "
-                "is accepted (max_event_ahead_s)"
-            )
-            return Refused("too_far_ahead", dead_letter(raw, reason, where=where))
+        # A review's completion and report dates too: one forged years ahead
+        # would hold off SEP-008 for its entity until then.
+        for name in TIME_FIELDS:
+            value: datetime | None = getattr(event, name, None)
+            ahead = value.timestamp() - appended_at if value is not None else 0.0
+            if ahead > max_ahead_s:
+                reason = (
+                    f"{name} {value.isoformat() if value else ''} is {ahead:.0f} s ahead of "
+                    f"the broker's append time {_iso(appended_at)}; at most "
+                    f"{max_ahead_s:.0f} s is accepted (max_event_ahead_s)"
+                )
+                return Refused("too_far_ahead", dead_letter(raw, reason, where=where))
     return Admitted(event)
 
 
