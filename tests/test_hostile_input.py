@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from detectors import Engine
 from schemas import EventAdapter
 from streams.admission import (
     LATEST_EVENT,
@@ -29,7 +30,16 @@ from streams.dead_letters import RAW_KEEP
 from streams.policy_file import load_policy
 from streams.replay import replay
 from streams.topics import Topics
-from tests.hostile import BASE, TEMPLATES, hostile_records, json_values, leaks, rrns
+from streams.topology import STORES
+from tests.hostile import (
+    BASE,
+    TEMPLATES,
+    hostile_records,
+    json_values,
+    leaks,
+    rrns,
+    templates,
+)
 
 TOPICS = Topics("fz.")
 APPENDED = BASE.timestamp() + 30  # the broker appended the record 30 s after BASE
@@ -193,3 +203,22 @@ def test_replay_goes_on_through_hostile_lines_and_masks_its_dead_letters(
     assert all(letter["reason"].strip() for letter in letters)
     assert leaks(dead.getvalue(), planted) == []
     assert leaks(findings.getvalue(), [rrn]) == []  # the snippet is masked in findings
+
+
+def test_far_past_events_are_decided_at_once_and_hold_no_state() -> None:
+    """The validator lets events from 1970 on through: late beyond the
+    lateness, they must not pile up in the engine (issue 7: memory bounded)."""
+    engine = Engine(load_policy("deploy/policy/example.yaml"), now=lambda: datetime.now(UTC))
+    for event in templates(BASE):
+        engine.process(EventAdapter.validate_python(event))
+    before = {name: len(getattr(engine.state, name)) for name in STORES}
+    for i in range(500):
+        at = datetime(1971, 1, 1, tzinfo=UTC) + timedelta(days=7 * i)
+        for event in templates(at):
+            event = {**event, "event_id": f"{event['event_id']}-{i}"}
+            engine.process(EventAdapter.validate_python(event))
+    assert engine.stats["events.late"] == 4 * 500
+    # (A posture of a device never seen before is kept, one per device, as at
+    # any time: bounded by the devices, not by the events.)
+    after = {name: len(getattr(engine.state, name)) for name in STORES}
+    assert after == before
