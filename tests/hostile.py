@@ -18,18 +18,36 @@ from hypothesis import strategies as st
 SEPARATORS = ["-", "", " - ", ".", " "]
 
 
+# Digits of other scripts (full-width, Arabic-Indic, Devanagari) and dashes
+# other than "-": the same identifier, written otherwise.
+ZEROS = [0x30, 0xFF10, 0x660, 0x966]
+DASHES = ["-", "\u2010", "\u2212", "\uff0d"]
+
+
 @st.composite
 def rrns(draw: st.DrawFn) -> str:
     yy, mm, dd = draw(st.integers(0, 99)), draw(st.integers(1, 12)), draw(st.integers(1, 28))
     gender = draw(st.integers(1, 8))
     rest = draw(st.integers(0, 999_999))
-    return f"{yy:02d}{mm:02d}{dd:02d}{draw(st.sampled_from(SEPARATORS))}{gender}{rest:06d}"
+    sep = draw(st.sampled_from(SEPARATORS))
+    text = f"{yy:02d}{mm:02d}{dd:02d}{sep}{gender}{rest:06d}"
+    zero = draw(st.sampled_from(ZEROS))
+    dash = draw(st.sampled_from(DASHES))
+    return "".join(chr(zero + int(c)) if c.isdigit() else dash if c == "-" else c for c in text)
+
+
+def _digits(text: str) -> str:
+    """Decimal digits of any script as ASCII; everything else as it is."""
+    return "".join(str(int(c)) if c.isdecimal() else c for c in text)
 
 
 def leaks(text: str, planted: list[str]) -> list[str]:
-    """The planted identifiers that appear whole in `text`, as written or as
-    bare digits."""
-    return [r for r in planted if r in text or "".join(c for c in r if c.isdigit()) in text]
+    """The planted identifiers that appear whole in `text`, as written, or as
+    bare digits of any script."""
+    folded = _digits(text)
+    return [
+        r for r in planted if r in text or "".join(c for c in _digits(r) if c.isdigit()) in folded
+    ]
 
 
 def templates(at: datetime) -> list[dict[str, Any]]:

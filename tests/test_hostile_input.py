@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from detectors import Engine
+from detectors.masking import mask_text
 from schemas import EventAdapter
 from streams.admission import (
     LATEST_EVENT,
@@ -222,3 +223,17 @@ def test_far_past_events_are_decided_at_once_and_hold_no_state() -> None:
     # any time: bounded by the devices, not by the events.)
     after = {name: len(getattr(engine.state, name)) for name in STORES}
     assert after == before
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        "９００１０１－１２３４５６７",  # full-width
+        "900101\u20101234567",  # hyphen
+        "900101 \u2212 1234567",  # minus sign
+        "٩٠٠١٠١-١٢٣٤٥٦٧",  # Arabic-Indic digits
+    ],
+)
+def test_an_rrn_in_other_digits_or_dashes_is_masked(written: str) -> None:
+    masked = mask_text(f"주민번호 {written} 끝")
+    assert masked == "주민번호 900101-1****** 끝"
