@@ -15,10 +15,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from schemas import EventAdapter
+from schemas import ControlReview, DevicePosture, DlpAlert, EventAdapter, SaasAccess
 from streams.dead_letters import dead_letter, reason_of
 
-AnyEvent = Any  # one of schemas' four event classes
+AnyEvent = SaasAccess | DevicePosture | DlpAlert | ControlReview
 
 MAX_LINE_BYTES = 1 << 20  # a canonical event is a few hundred bytes; 1 MiB is hostile
 
