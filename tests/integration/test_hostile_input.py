@@ -202,7 +202,17 @@ def test_hostile_records_are_dead_letters_and_the_worker_goes_on_finding(
             if not 0 < len(key) <= 256:  # a huge field as the key would pass the broker's limit
                 key = f"k{n}".encode()
             name = topics.input(stream) if stream in ("saas_access", "device_posture") else None
-            sent.append(raw.send(name or topics.inputs[n % len(topics.inputs)], record, key=key))
+            # The far-ahead ones forge their record time to match: the broker's
+            # append time (LogAppendTime) replaces it.
+            forged = int(time.time() * 1000) + 2 * 86_400_000 if record in far else None
+            sent.append(
+                raw.send(
+                    name or topics.inputs[n % len(topics.inputs)],
+                    record,
+                    key=key,
+                    timestamp_ms=forged,
+                )
+            )
         raw.flush()
         for future in sent:
             future.get(timeout=60)  # every hostile record is on the broker
