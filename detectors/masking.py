@@ -9,6 +9,8 @@ and to every raw line that goes to the dead letters.
 from __future__ import annotations
 
 import re
+import sys
+from functools import cache
 
 # RRN / alien registration number: YYMMDD (a real month and day), an optional
 # separator (with spaces around it), then 7 digits.
@@ -48,8 +50,27 @@ def _rrn(match: re.Match[str]) -> str:
     return f"{match.group(1)}-{match.group(2)}******"
 
 
+# Dashes a number may be written with besides "-" (hyphen, minus, full-width).
+_DASHES = "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d"
+
+
+@cache
+def _ascii_fold() -> dict[int, str]:
+    """Every Unicode decimal digit to its ASCII digit, dashes to "-", the
+    full-width stop to ".": a full-width RRN is the same identifier. Built on
+    first use (a pass over every code point, a fraction of a second)."""
+    table = {c: str(int(chr(c))) for c in range(128, sys.maxunicode + 1) if chr(c).isdecimal()}
+    table.update({ord(d): "-" for d in _DASHES})
+    table[0xFF0E] = "."
+    return table
+
+
 def mask_text(text: str) -> str:
-    """Mask every identifier-shaped run in free text."""
+    """Mask every identifier-shaped run in free text. Digits and dashes of
+    other scripts are read (and written back) as ASCII, so they cannot hide an
+    identifier from the masks."""
+    if not text.isascii():
+        text = text.translate(_ascii_fold())
     text = _RRN.sub(_rrn, text)
     text = _PASSPORT.sub(_keep_last_four, text)
     return _NUMBERS.sub(_number, text)

@@ -8,7 +8,7 @@ import json
 import os
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO
 
@@ -283,7 +283,7 @@ def simulate_cmd(
         typer.Option(
             "--to-kafka",
             help="Publish to the input topics instead of a file "
-            "(live traffic; --start defaults to now).",
+            "(live traffic; --start defaults to --hours before now).",
         ),
     ] = False,
     rate: Annotated[
@@ -302,8 +302,12 @@ def simulate_cmd(
     if start is not None and start.tzinfo is None:
         err.print("[bold red]--start needs an offset[/], e.g. 2026-11-23T00:00:00+09:00")
         raise typer.Exit(2)
+    # Live traffic ends now: the worker refuses events stamped ahead of the
+    # broker's clock (max_event_ahead_s), and a paced day runs faster than one.
     default = (
-        datetime.now(UTC) if to_kafka else datetime(2026, 11, 23, tzinfo=ZoneInfo("Asia/Seoul"))
+        datetime.now(UTC) - timedelta(hours=hours)
+        if to_kafka
+        else datetime(2026, 11, 23, tzinfo=ZoneInfo("Asia/Seoul"))
     )
     events = simulate(
         pol,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import ValidationError
@@ -9,7 +10,23 @@ from pydantic import ValidationError
 from detectors.masking import mask_text
 from streams.policy_file import dotted
 
-RAW_KEEP = 4096  # bytes of the original record kept (masked) for the analyst
+RAW_KEEP = 4096  # characters of the original record kept (masked) for the analyst
+_MARGIN = 1024  # characters masked past RAW_KEEP: longer than any identifier
+# A JSON \uXXXX escape: a surrogate pair, or one code unit.
+_ESCAPE = re.compile(
+    r"\\u([dD][89abAB][0-9a-fA-F]{2})\\u([dD][c-fC-F][0-9a-fA-F]{2})|\\u([0-9a-fA-F]{4})"
+)
+
+
+def _unescape(match: re.Match[str]) -> str:
+    if match.group(1):
+        high, low = int(match.group(1), 16), int(match.group(2), 16)
+        return chr(0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00))
+    char = chr(int(match.group(3), 16))
+    # Kept escaped where the character would change how the record reads as JSON.
+    if not char.isprintable() or char in '"\\' or 0xD800 <= ord(char) <= 0xDFFF:
+        return match.group(0)
+    return char
 
 
 def reason_of(exc: ValidationError) -> tuple[str, list[dict[str, Any]]]:
@@ -31,8 +48,12 @@ def reason_of(exc: ValidationError) -> tuple[str, list[dict[str, Any]]]:
 def dead_letter(
     raw: bytes, reason: str, *, where: dict[str, Any], errors: list[dict[str, Any]] | None = None
 ) -> dict[str, Any]:
-    # Mask before cutting, so the cut cannot split an identifier past the masks.
-    masked = mask_text(raw.decode("utf-8", errors="replace"))
+    # Escapes decoded first: "\u0039\u0030..." spells digits the masks would
+    # not see, and an escape's hex digits next to an identifier hide its start.
+    # Mask before cutting, so the cut cannot split an identifier past the masks;
+    # only a margin past what is kept is masked, so a 1 MiB record costs no more.
+    head = raw[: (RAW_KEEP + _MARGIN) * 6].decode("utf-8", errors="replace")
+    masked = mask_text(_ESCAPE.sub(_unescape, head)[: RAW_KEEP + _MARGIN])
     return {
         **where,
         "reason": mask_text(reason),

@@ -46,12 +46,18 @@ def ensure_topics(broker: str, topics: Topics, partitions: int, retention_ms: in
             topics.dead_letters,
         ]
         existing = set(client.list_topics())
+        # Input records carry the broker's append time, not the producer's: the
+        # validator caps event times against it, and a producer cannot forge it.
+        appended = {"message.timestamp.type": "LogAppendTime"}
         new = [
             NewTopic(
                 name,
                 num_partitions=partitions,
                 replication_factor=1,
-                topic_configs={"retention.ms": str(retention_ms)},
+                topic_configs={
+                    "retention.ms": str(retention_ms),
+                    **(appended if name in topics.inputs else {}),
+                },
             )
             for name in wanted
             if name not in existing

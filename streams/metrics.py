@@ -31,7 +31,8 @@ EVENTS = Counter(
 DEAD_LETTERS = Counter(
     "sepwatch_dead_letters_total",
     "Records sent to the dead letters, by kind of reason "
-    "(too_large, invalid_event, wrong_topic, unmappable, es_rejected, "
+    "(too_large, invalid_event, out_of_range, wrong_topic, too_far_ahead, unmappable, "
+    "es_rejected, "
     "notification_undeliverable).",
     ["reason"],
 )

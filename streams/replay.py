@@ -14,9 +14,8 @@ from pydantic import ValidationError
 
 from detectors import Engine
 from schemas import EventAdapter, Finding, Policy
+from streams.admission import MAX_LINE_BYTES, out_of_range
 from streams.dead_letters import dead_letter, reason_of
-
-MAX_LINE_BYTES = 1 << 20  # a canonical event is a few hundred bytes; 1 MiB is hostile
 
 
 @dataclass
@@ -91,6 +90,14 @@ def replay(
                 continue
             reason, errors = reason_of(exc)
             _dead(dead_out, line, number, source_name, reason, errors)
+            summary.dead_letters += 1
+            continue
+        # No broker append time here to cap events ahead of: a file is a
+        # bounded record, judged on its own clock; only times the rules cannot
+        # compute with are refused (they would stop the run).
+        bad_time = out_of_range(event)
+        if bad_time is not None:
+            _dead(dead_out, line, number, source_name, bad_time, None)
             summary.dead_letters += 1
             continue
         summary.events += 1

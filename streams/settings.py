@@ -103,6 +103,15 @@ class Settings(BaseSettings):
     )
     partitions: int = Field(4, description="partitions of every sepwatch topic", ge=1)
     retention_ms: int = Field(7 * 24 * 3600 * 1000, description="retention of sepwatch topics")
+    # Five minutes: NTP keeps hosts within a second; a source's clock more than
+    # minutes ahead is broken or forging, and one such event would move the
+    # watermark on and release every decision still waiting for its events.
+    max_event_ahead_s: float = Field(
+        300.0,
+        gt=0,
+        description="input events stamped further ahead of the broker's append time "
+        "go to the dead letters",
+    )
     channels: dict[str, ChannelSettings] = Field(
         {}, description="notification channels by name; none: the worker runs no alert router"
     )

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import faust
-from pydantic import ValidationError
 
 from detectors import Engine, EngineState, Stage
 from schemas import EventAdapter, Finding, Policy
@@ -37,9 +36,9 @@ from streams import metrics
 from streams.adapters import ADAPTERS
 from streams.adapters.intake import adapt_message
 from streams.adapters.mapping import load_mapping
-from streams.dead_letters import dead_letter, reason_of
+from streams.admission import Refused, admit, capped_end
 from streams.policy_file import PolicyError, load_policy
-from streams.replay import MAX_LINE_BYTES, utc_now
+from streams.replay import utc_now
 from streams.settings import Settings
 from streams.topics import STAGES, Topics, input_key, partition_of, stage_keys
 
@@ -260,6 +259,11 @@ def build_app(
         msg = event.message
         if event.key == END_OF_INPUT:
             source = f"{msg.topic}:{msg.partition}".encode()
+            try:
+                claimed = json.loads(raw).get("max_ts")
+            except (ValueError, AttributeError, RecursionError):
+                claimed = None  # not the marker `sepwatch produce` sends
+            raw = _json({"max_ts": capped_end(claimed, msg.timestamp, settings.max_event_ahead_s)})
             for stage in STAGES:
                 for p in range(partitions):
                     await by_stage[stage].send(
@@ -270,24 +274,19 @@ def build_app(
                     )
             return
         where = {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}
-        if len(raw) > MAX_LINE_BYTES:
-            reason = f"record of {len(raw)} bytes is over the {MAX_LINE_BYTES}-byte limit"
-            await dead.send(value=_json(dead_letter(raw, reason, where=where)))
-            metrics.DEAD_LETTERS.labels("too_large").inc()
+        decision = admit(
+            raw,
+            where=where,
+            topic_of=topics.input,
+            topic=msg.topic,
+            appended_at=msg.timestamp,
+            max_ahead_s=settings.max_event_ahead_s,
+        )
+        if isinstance(decision, Refused):
+            await dead.send(value=_json(decision.letter))
+            metrics.DEAD_LETTERS.labels(decision.label).inc()
             return
-        try:
-            parsed = EventAdapter.validator.validate_json(raw)
-        except ValidationError as exc:
-            reason, errors = reason_of(exc)
-            await dead.send(value=_json(dead_letter(raw, reason, where=where, errors=errors)))
-            metrics.DEAD_LETTERS.labels("invalid_event").inc()
-            return
-        expected = topics.input(parsed.stream)
-        if expected != msg.topic:
-            reason = f"a {parsed.stream} event on {msg.topic}; it belongs on {expected}"
-            await dead.send(value=_json(dead_letter(raw, reason, where=where)))
-            metrics.DEAD_LETTERS.labels("wrong_topic").inc()
-            return
+        parsed = decision.event
         metrics.EVENTS.labels(parsed.stream).inc()
         for stage, key in stage_keys(parsed).items():
             if stage == "review" and parsed.stream != "control_review":

@@ -1,0 +1,125 @@
+"""Admission of one input record: the validator's decision, without I/O.
+
+The worker's validator (streams/topology.py) and `sepwatch replay` ask the
+same question of every record: route it to the rules, or dead-letter it with
+which reason (and which metric label). Keeping the answer a pure function lets
+the tests throw hostile input at exactly the code the worker runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from schemas import ControlReview, DevicePosture, DlpAlert, EventAdapter, SaasAccess
+from streams.dead_letters import dead_letter, reason_of
+
+AnyEvent = SaasAccess | DevicePosture | DlpAlert | ControlReview
+
+MAX_LINE_BYTES = 1 << 20  # a canonical event is a few hundred bytes; 1 MiB is hostile
+
+# Event times the rules can compute with. Before the Unix epoch is a zeroed or
+# broken clock, not an event. The ceiling bounds the work one event can cause:
+# SEP-008 decides every missed six-month review up to the watermark (a year-2500
+# event makes ~1,900 findings per entity, year 9999 overflows the calendar).
+EARLIEST_EVENT = datetime(1970, 1, 1, tzinfo=UTC).timestamp()
+LATEST_EVENT = datetime(2100, 1, 1, tzinfo=UTC).timestamp()
+TIME_FIELDS = ("timestamp", "completed_at", "reported_to_committee_at")
+
+
+@dataclass(frozen=True)
+class Admitted:
+    event: AnyEvent
+
+
+@dataclass(frozen=True)
+class Refused:
+    label: str  # the `kind` of sepwatch_dead_letters_total
+    letter: dict[str, Any]  # the dead letter, masked
+
+    @property
+    def reason(self) -> str:
+        return str(self.letter["reason"])
+
+
+def admit(
+    raw: bytes,
+    *,
+    where: dict[str, Any],
+    topic_of: Callable[[str], str] | None = None,
+    topic: str | None = None,
+    appended_at: float | None = None,
+    max_ahead_s: float | None = None,
+) -> Admitted | Refused:
+    """Validate one record. `topic_of(stream)` and `topic` check that an event
+    came on its own topic; `appended_at` (epoch seconds, the broker's append
+    time) and `max_ahead_s` refuse events stamped further ahead of it than
+    clock skew explains: one such event would move the watermark and release
+    every decision still waiting for events that have not arrived."""
+    if len(raw) > MAX_LINE_BYTES:
+        reason = f"record of {len(raw)} bytes is over the {MAX_LINE_BYTES}-byte limit"
+        return Refused("too_large", dead_letter(raw, reason, where=where))
+    try:
+        event = EventAdapter.validator.validate_json(raw)
+    except ValidationError as exc:
+        reason, errors = reason_of(exc)
+        return Refused("invalid_event", dead_letter(raw, reason, where=where, errors=errors))
+    bad_time = out_of_range(event)
+    if bad_time is not None:
+        return Refused("out_of_range", dead_letter(raw, bad_time, where=where))
+    if topic_of is not None and topic is not None:
+        expected = topic_of(event.stream)
+        if expected != topic:
+            reason = f"a {event.stream} event on {topic}; it belongs on {expected}"
+            return Refused("wrong_topic", dead_letter(raw, reason, where=where))
+    if appended_at is not None and appended_at > 0 and max_ahead_s is not None:
+        # A review's completion and report dates too: one forged years ahead
+        # would hold off SEP-008 for its entity until then.
+        for name in TIME_FIELDS:
+            value: datetime | None = getattr(event, name, None)
+            ahead = value.timestamp() - appended_at if value is not None else 0.0
+            if ahead > max_ahead_s:
+                reason = (
+                    f"{name} {value.isoformat() if value else ''} is {ahead:.0f} s ahead of "
+                    f"the broker's append time {_iso(appended_at)}; at most "
+                    f"{max_ahead_s:.0f} s is accepted (max_event_ahead_s)"
+                )
+                return Refused("too_far_ahead", dead_letter(raw, reason, where=where))
+    return Admitted(event)
+
+
+def capped_end(max_ts: Any, appended_at: float | None, max_ahead_s: float) -> float:
+    """The last event time an end-of-input marker may claim: a producer counts
+    every line, also those the validator refuses, and a marker is as forgeable
+    as an event. Garbage reads as 0 (the end waits for the events' own clock)."""
+    try:
+        value = float(max_ts)
+    except (TypeError, ValueError, OverflowError):
+        return 0.0
+    if value != value:  # NaN
+        return 0.0
+    ceiling = LATEST_EVENT
+    if appended_at is not None and appended_at > 0:
+        ceiling = min(ceiling, appended_at + max_ahead_s)
+    return max(0.0, min(value, ceiling))
+
+
+def out_of_range(event: AnyEvent) -> str | None:
+    """Why one of the event's times is one the rules cannot compute with (a
+    review's completion and report dates too), or None."""
+    for name in TIME_FIELDS:
+        value: datetime | None = getattr(event, name, None)
+        if value is not None and not EARLIEST_EVENT <= value.timestamp() < LATEST_EVENT:
+            return (
+                f"{name} {value.isoformat()} is outside the range the rules compute "
+                f"with ({_iso(EARLIEST_EVENT)} to {_iso(LATEST_EVENT)})"
+            )
+    return None
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
