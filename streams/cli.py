@@ -322,14 +322,14 @@ def simulate_cmd(
         lines = (json.dumps(e, ensure_ascii=False).encode() for e in events)
         try:
             ensure_topics(
-                settings.broker,
+                settings.kafka,
                 Topics(settings.topic_prefix),
                 settings.partitions,
                 retention_ms=settings.retention_ms,
             )
             counts = produce(
                 paced(lines, rate),
-                settings.broker,
+                settings.kafka,
                 Topics(settings.topic_prefix),
                 end_of_input=False,
             )
@@ -413,7 +413,7 @@ def worker_cmd(
         mapping_for(settings.mapping, pol)  # a bad mapping is refused, every problem listed
     try:
         ensure_topics(
-            settings.broker,
+            settings.kafka,
             Topics(settings.topic_prefix),
             settings.partitions,
             retention_ms=7 * 24 * 3600 * 1000,
@@ -483,7 +483,7 @@ def produce_cmd(
         try:
             with raw, source:
                 n = publish_raw(
-                    fmt, source, settings.broker, settings.topic_prefix, settings.partitions
+                    fmt, source, settings.kafka, settings.topic_prefix, settings.partitions
                 )
         except KafkaUnavailable as exc:
             err.print(f"[bold red]cannot produce[/]: {exc}")
@@ -508,7 +508,7 @@ def produce_cmd(
         ):
             task = bar.add_task("produce", total=size)
             letters = (
-                DeadLetterTopic(settings.broker, Topics(settings.topic_prefix).dead_letters)
+                DeadLetterTopic(settings.kafka, Topics(settings.topic_prefix).dead_letters)
                 if mapped is not None and fmt is not None
                 else None
             )
@@ -519,7 +519,7 @@ def produce_cmd(
             )
             counts = produce(
                 lines,
-                settings.broker,
+                settings.kafka,
                 Topics(settings.topic_prefix),
                 end_of_input=end_of_input,
                 on_progress=lambda _: bar.update(task, completed=raw.tell()),
@@ -571,7 +571,7 @@ def findings_export(
         return
     try:
         with output.open("w", encoding="utf-8") as sink:
-            n = export_findings(settings.broker, Topics(settings.topic_prefix), sink)
+            n = export_findings(settings.kafka, Topics(settings.topic_prefix), sink)
     except KafkaUnavailable as exc:
         err.print(f"[bold red]cannot export[/]: {exc}")
         raise typer.Exit(2) from None
