@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, BinaryIO
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -49,6 +50,8 @@ app = typer.Typer(
     "(or SEPWATCH_CONFIG) for defaults; flags win.",
     no_args_is_help=True,
     rich_markup_mode="rich",
+    # Locals of a failing call may hold a secret (a password, a signing key).
+    pretty_exceptions_show_locals=False,
 )
 policy_app = typer.Typer(help="Validate and inspect policy files.", no_args_is_help=True)
 schema_app = typer.Typer(help="JSON Schema of the canonical shapes.", no_args_is_help=True)
@@ -65,7 +68,14 @@ app.command("adapt")(adapt_cmd)
 
 def _settings(**flags: object) -> Settings:
     """Flags that were given win over the environment and the config file."""
-    return Settings(**{k: v for k, v in flags.items() if v is not None})
+    try:
+        return Settings(**{k: v for k, v in flags.items() if v is not None})
+    except ValidationError as exc:
+        err.print(f"[bold red]settings refused[/]: {exc.error_count()} problem(s)")
+        for e in exc.errors(include_url=False, include_input=False):
+            where = ".".join(str(p) for p in e["loc"]) or "settings"
+            err.print(f"  {where}: {e['msg']}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
 
 
 out = Console()

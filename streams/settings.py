@@ -47,7 +47,8 @@ class ChannelSettings(BaseModel):
     SEPWATCH_CHANNELS__NAME__FIELD). Here, not in the policy, because it holds
     secrets; the policy's routes name channels only."""
 
-    model_config = ConfigDict(extra="forbid")
+    # A refused value is not echoed in the error: it may be a secret.
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     kind: ChannelKind
     url: str = Field("", description="endpoint (alertmanager: its base URL)")
@@ -85,7 +86,11 @@ class ChannelSettings(BaseModel):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="SEPWATCH_", extra="ignore", env_nested_delimiter="__"
+        env_prefix="SEPWATCH_",
+        extra="ignore",
+        env_nested_delimiter="__",
+        # A refused value is not echoed in the error: it may be a secret.
+        hide_input_in_errors=True,
     )
 
     policy: Path = Field(DEFAULT_POLICY, description="policy YAML file")

@@ -205,8 +205,18 @@ sys.exit(0 if struct.unpack(">ih", data[:6])[1] == 0 else 1)
 PY
 }
 
+# Where a client finds what it needs; the password itself is never printed.
+where_secured() {
+  [[ "$SECURITY" == sasl_ssl ]] || return 0
+  echo "  SASL_SSL, SCRAM-SHA-512, user $CLIENT_USER"
+  echo "  CA file:       $TLS/ca.crt"
+  echo "  password file: $RUN/client.password"
+}
+
 up() {
-  if running; then echo "kafka already running on 127.0.0.1:$PORT (pid $(cat "$PIDFILE"))"; return; fi
+  if running; then
+    echo "kafka already running on 127.0.0.1:$PORT (pid $(cat "$PIDFILE"))"; where_secured; return
+  fi
   fetch
   configure
   if [[ ! -f "$RUN/data/meta.properties" ]]; then
@@ -223,11 +233,7 @@ up() {
     sleep 0.5
   done
   echo "kafka $KAFKA_VERSION up on 127.0.0.1:$PORT (pid $(cat "$PIDFILE"), data $RUN)"
-  if [[ "$SECURITY" == sasl_ssl ]]; then
-    echo "  SASL_SSL, SCRAM-SHA-512, user $CLIENT_USER"
-    echo "  CA file:       $TLS/ca.crt"
-    echo "  password file: $RUN/client.password"
-  fi
+  where_secured
 }
 
 down() {

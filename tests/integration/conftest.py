@@ -68,6 +68,7 @@ class Worker:
         policy: Path = POLICY,
         es_url: str = "",
         web_port: int = 0,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.log = log
         self._out = log.open("ab")
@@ -79,6 +80,7 @@ class Worker:
             "SEPWATCH_ES_URL": es_url,
             "SEPWATCH_ES_INDEX": f"{prefix.rstrip('.')}-findings",
             "PYTHONUNBUFFERED": "1",  # the log is read while the worker runs
+            **(env or {}),
         }
         self.proc = subprocess.Popen(
             [
