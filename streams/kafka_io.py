@@ -12,7 +12,12 @@ from typing import Any, TextIO
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
-from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
+from kafka.errors import (
+    KafkaError,
+    KafkaTimeoutError,
+    SaslAuthenticationFailedError,
+    TopicAlreadyExistsError,
+)
 
 from streams.dead_letters import dead_letter
 from streams.kafka_connection import Broker, connection
@@ -51,15 +56,17 @@ def unavailable(broker: Broker, causes: list[BaseException] | None = None) -> Ka
     broker's last answer tell."""
     kafka = connection(broker)
     reasons = [c for c in causes or () if not isinstance(c, KafkaTimeoutError)]
+    # A refused login is followed by the closed connection: the refusal says more.
+    refused = [c for c in reasons if isinstance(c, SaslAuthenticationFailedError)]
     # The broker's and the TLS library's reasons name no secret.
-    why = f": {reasons[-1]}" if reasons else ""
+    why = f": {(refused or reasons)[-1]}" if reasons else ""
     if kafka.security_protocol == "PLAINTEXT":
         return KafkaUnavailable(
             f"no Kafka broker answers at {kafka}{why}; start one (deploy/local/kafka.sh up) "
             "or set SEPWATCH_BROKER"
         )
-    # A refused SCRAM login reaches the client as a closed connection, retried
-    # until the timeout: the likely causes are named here.
+    # The clients retry a refused login or handshake until they time out:
+    # the likely causes are named here.
     return KafkaUnavailable(
         f"cannot connect to Kafka at {kafka.describe()}{why}; check the user and "
         "password (SEPWATCH_KAFKA_SASL_USERNAME, SEPWATCH_KAFKA_SASL_PASSWORD), the CA file "
