@@ -18,6 +18,7 @@ from schemas import Policy
 from streams.adapters import ADAPTERS, SOURCES
 from streams.adapters.intake import AdaptCounts, LineSink, adapt_records, read_raw
 from streams.adapters.mapping import VendorMapping, load_mapping
+from streams.kafka_connection import Broker
 from streams.policy_file import PolicyError
 from streams.settings import Settings
 
@@ -165,7 +166,9 @@ def _stdout() -> contextlib.nullcontext[IO[str]]:
     return contextlib.nullcontext(sys.stdout)
 
 
-def publish_raw(fmt: str, lines: Iterable[bytes], broker: str, prefix: str, partitions: int) -> int:
+def publish_raw(
+    fmt: str, lines: Iterable[bytes], broker: Broker, prefix: str, partitions: int
+) -> int:
     """Publish raw records, one record a message, to PREFIXraw.<source>, as a
     connector would (no end-of-input marker: raw topics are live traffic)."""
     from kafka.admin import NewTopic
@@ -198,7 +201,7 @@ def publish_raw(fmt: str, lines: Iterable[bytes], broker: str, prefix: str, part
 class DeadLetterTopic:
     """Dead letters of `produce --format`, one JSON line a record on PREFIXdead-letters."""
 
-    def __init__(self, broker: str, topic: str) -> None:
+    def __init__(self, broker: Broker, topic: str) -> None:
         from streams.kafka_io import producer
 
         self._out = producer(broker)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, BinaryIO
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -49,6 +50,8 @@ app = typer.Typer(
     "(or SEPWATCH_CONFIG) for defaults; flags win.",
     no_args_is_help=True,
     rich_markup_mode="rich",
+    # Locals of a failing call may hold a secret (a password, a signing key).
+    pretty_exceptions_show_locals=False,
 )
 policy_app = typer.Typer(help="Validate and inspect policy files.", no_args_is_help=True)
 schema_app = typer.Typer(help="JSON Schema of the canonical shapes.", no_args_is_help=True)
@@ -65,7 +68,14 @@ app.command("adapt")(adapt_cmd)
 
 def _settings(**flags: object) -> Settings:
     """Flags that were given win over the environment and the config file."""
-    return Settings(**{k: v for k, v in flags.items() if v is not None})
+    try:
+        return Settings(**{k: v for k, v in flags.items() if v is not None})
+    except ValidationError as exc:
+        err.print(f"[bold red]settings refused[/]: {exc.error_count()} problem(s)")
+        for e in exc.errors(include_url=False, include_input=False):
+            where = ".".join(str(p) for p in e["loc"]) or "settings"
+            err.print(f"  {where}: {e['msg']}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
 
 
 out = Console()
@@ -326,14 +336,14 @@ def simulate_cmd(
         lines = (json.dumps(e, ensure_ascii=False).encode() for e in events)
         try:
             ensure_topics(
-                settings.broker,
+                settings.kafka,
                 Topics(settings.topic_prefix),
                 settings.partitions,
                 retention_ms=settings.retention_ms,
             )
             counts = produce(
                 paced(lines, rate),
-                settings.broker,
+                settings.kafka,
                 Topics(settings.topic_prefix),
                 end_of_input=False,
             )
@@ -417,7 +427,7 @@ def worker_cmd(
         mapping_for(settings.mapping, pol)  # a bad mapping is refused, every problem listed
     try:
         ensure_topics(
-            settings.broker,
+            settings.kafka,
             Topics(settings.topic_prefix),
             settings.partitions,
             retention_ms=7 * 24 * 3600 * 1000,
@@ -487,7 +497,7 @@ def produce_cmd(
         try:
             with raw, source:
                 n = publish_raw(
-                    fmt, source, settings.broker, settings.topic_prefix, settings.partitions
+                    fmt, source, settings.kafka, settings.topic_prefix, settings.partitions
                 )
         except KafkaUnavailable as exc:
             err.print(f"[bold red]cannot produce[/]: {exc}")
@@ -512,7 +522,7 @@ def produce_cmd(
         ):
             task = bar.add_task("produce", total=size)
             letters = (
-                DeadLetterTopic(settings.broker, Topics(settings.topic_prefix).dead_letters)
+                DeadLetterTopic(settings.kafka, Topics(settings.topic_prefix).dead_letters)
                 if mapped is not None and fmt is not None
                 else None
             )
@@ -523,7 +533,7 @@ def produce_cmd(
             )
             counts = produce(
                 lines,
-                settings.broker,
+                settings.kafka,
                 Topics(settings.topic_prefix),
                 end_of_input=end_of_input,
                 on_progress=lambda _: bar.update(task, completed=raw.tell()),
@@ -575,7 +585,7 @@ def findings_export(
         return
     try:
         with output.open("w", encoding="utf-8") as sink:
-            n = export_findings(settings.broker, Topics(settings.topic_prefix), sink)
+            n = export_findings(settings.kafka, Topics(settings.topic_prefix), sink)
     except KafkaUnavailable as exc:
         err.print(f"[bold red]cannot export[/]: {exc}")
         raise typer.Exit(2) from None

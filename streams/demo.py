@@ -20,7 +20,9 @@ from rich.live import Live
 from rich.table import Table
 
 from detectors import CATALOGUE
+from streams.kafka_connection import KafkaConnection
 from streams.kafka_io import ensure_topics, paced, produce
+from streams.settings import Settings
 from streams.topics import Topics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,7 +63,9 @@ def run(policy: Path, events: Path, rate: float, console: Console) -> int:
     prefix = f"demo-{int(time.time())}."
     index = f"{prefix.rstrip('.')}-findings"
     topics = Topics(prefix)
-    ensure_topics(broker, topics, 4, retention_ms=3_600_000)
+    # The worker below reads the same environment, so both connect alike.
+    kafka = Settings(broker=broker).kafka
+    ensure_topics(kafka, topics, 4, retention_ms=3_600_000)
     log = ROOT / "out" / "demo-worker.log"
     log.parent.mkdir(exist_ok=True)
     env = {
@@ -100,7 +104,7 @@ def run(policy: Path, events: Path, rate: float, console: Console) -> int:
                 console.print(f"[red]the worker did not start[/]; see {log}")
                 return 1
             time.sleep(0.3)
-        found = _stream(broker, topics, events, rate, console)
+        found = _stream(kafka, topics, events, rate, console)
         return _in_elasticsearch(es_url, index, found, console)
     finally:
         worker.terminate()
@@ -141,7 +145,9 @@ def _in_elasticsearch(es_url: str, index: str, expected: int, console: Console) 
     return 0 if stored == expected else 1
 
 
-def _stream(broker: str, topics: Topics, events: Path, rate: float, console: Console) -> int:
+def _stream(
+    kafka: KafkaConnection, topics: Topics, events: Path, rate: float, console: Console
+) -> int:
     """Stream the file through the worker, showing findings live; how many were found."""
     opener = gzip.open if events.suffix == ".gz" else open
     with opener(events, "rb") as f:
@@ -149,11 +155,11 @@ def _stream(broker: str, topics: Topics, events: Path, rate: float, console: Con
     done = threading.Event()
 
     def publish() -> None:
-        produce(paced(lines, rate), broker, topics)
+        produce(paced(lines, rate), kafka, topics)
         done.set()
 
     threading.Thread(target=publish, daemon=True).start()
-    consumer = KafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False)
+    consumer = KafkaConsumer(**kafka.client_options(), enable_auto_commit=False)
     parts = [
         TopicPartition(topics.findings, p)
         for p in consumer.partitions_for_topic(topics.findings) or ()

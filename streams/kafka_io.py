@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
@@ -11,9 +12,15 @@ from typing import Any, TextIO
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import (
+    KafkaError,
+    KafkaTimeoutError,
+    SaslAuthenticationFailedError,
+    TopicAlreadyExistsError,
+)
 
 from streams.dead_letters import dead_letter
+from streams.kafka_connection import Broker, connection
 from streams.topics import INPUT_STREAMS, STAGES, Topics, input_key
 from streams.topology import END_OF_INPUT
 
@@ -24,17 +31,61 @@ class KafkaUnavailable(RuntimeError):
     """The broker cannot be reached, or the topics cannot serve this topology."""
 
 
-def admin(broker: str) -> KafkaAdminClient:
+@contextlib.contextmanager
+def bootstrap_failures() -> Iterator[list[BaseException]]:
+    """kafka-python retries a refused login or TLS handshake until it times
+    out, and only logs each cause: keep them, to say why it gave up."""
+    causes: list[BaseException] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            args = record.args if isinstance(record.args, tuple) else ()
+            causes.extend(a for a in args if isinstance(a, BaseException))
+
+    handler = Keep(logging.WARNING)
+    logger = logging.getLogger("kafka")
+    logger.addHandler(handler)
     try:
-        return KafkaAdminClient(bootstrap_servers=broker, request_timeout_ms=10_000)
-    except KafkaError:
-        raise KafkaUnavailable(
-            f"no Kafka broker answers at {broker}; start one (deploy/local/kafka.sh up) "
+        yield causes
+    finally:
+        logger.removeHandler(handler)
+
+
+def unavailable(broker: Broker, causes: list[BaseException] | None = None) -> KafkaUnavailable:
+    """Why a client could not bootstrap, as far as the settings and the
+    broker's last answer tell."""
+    kafka = connection(broker)
+    reasons = [c for c in causes or () if not isinstance(c, KafkaTimeoutError)]
+    # A refused login is followed by the closed connection: the refusal says more.
+    refused = [c for c in reasons if isinstance(c, SaslAuthenticationFailedError)]
+    # The broker's and the TLS library's reasons name no secret.
+    why = f": {(refused or reasons)[-1]}" if reasons else ""
+    if kafka.security_protocol == "PLAINTEXT":
+        return KafkaUnavailable(
+            f"no Kafka broker answers at {kafka}{why}; start one (deploy/local/kafka.sh up) "
             "or set SEPWATCH_BROKER"
-        ) from None
+        )
+    # The clients retry a refused login or handshake until they time out:
+    # the likely causes are named here.
+    return KafkaUnavailable(
+        f"cannot connect to Kafka at {kafka.describe()}{why}; check the user and "
+        "password (SEPWATCH_KAFKA_SASL_USERNAME, SEPWATCH_KAFKA_SASL_PASSWORD), the CA file "
+        "(SEPWATCH_KAFKA_SSL_CAFILE) and the protocol (SEPWATCH_KAFKA_SECURITY_PROTOCOL) "
+        "against the broker's listener"
+    )
 
 
-def ensure_topics(broker: str, topics: Topics, partitions: int, retention_ms: int) -> None:
+def admin(broker: Broker) -> KafkaAdminClient:
+    with bootstrap_failures() as causes:
+        try:
+            return KafkaAdminClient(
+                **connection(broker).client_options(), request_timeout_ms=10_000
+            )
+        except KafkaError:
+            raise unavailable(broker, causes) from None
+
+
+def ensure_topics(broker: Broker, topics: Topics, partitions: int, retention_ms: int) -> None:
     """Create what is missing; refuse a topic whose partition count would break
     co-partitioning (every stage joins within one partition)."""
     client = admin(broker)
@@ -81,17 +132,17 @@ def ensure_topics(broker: str, topics: Topics, partitions: int, retention_ms: in
         client.close()
 
 
-def producer(broker: str) -> KafkaProducer:
+def producer(broker: Broker) -> KafkaProducer:
     try:
         return KafkaProducer(
-            bootstrap_servers=broker,
+            **connection(broker).client_options(),
             linger_ms=5,
             batch_size=256 * 1024,
             acks="all",
             max_request_size=2 * MAX_RECORD,
         )
     except KafkaError:
-        raise KafkaUnavailable(f"no Kafka broker answers at {broker}") from None
+        raise unavailable(broker) from None
 
 
 def paced(lines: Iterable[bytes], rate: float) -> Iterator[bytes]:
@@ -107,7 +158,7 @@ def paced(lines: Iterable[bytes], rate: float) -> Iterator[bytes]:
 
 def produce(
     lines: Iterable[bytes],
-    broker: str,
+    broker: Broker,
     topics: Topics,
     *,
     end_of_input: bool = True,
@@ -161,7 +212,7 @@ def produce(
     return counts
 
 
-def export_findings(broker: str, topics: Topics, sink: TextIO, timeout_s: float = 30.0) -> int:
+def export_findings(broker: Broker, topics: Topics, sink: TextIO, timeout_s: float = 30.0) -> int:
     """Read the findings topic from the beginning to its end; one line per id."""
     seen: dict[str, bytes] = {}
     for record in read_topics(broker, [topics.findings], timeout_s):
@@ -172,12 +223,12 @@ def export_findings(broker: str, topics: Topics, sink: TextIO, timeout_s: float 
     return len(seen)
 
 
-def read_topics(broker: str, names: list[str], timeout_s: float = 30.0) -> list[Any]:
+def read_topics(broker: Broker, names: list[str], timeout_s: float = 30.0) -> list[Any]:
     """Every record of the topics, from their beginning to their end offsets now."""
     try:
-        consumer = KafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False)
+        consumer = KafkaConsumer(**connection(broker).client_options(), enable_auto_commit=False)
     except KafkaError:
-        raise KafkaUnavailable(f"no Kafka broker answers at {broker}") from None
+        raise unavailable(broker) from None
     try:
         parts = [
             TopicPartition(t, p) for t in names for p in consumer.partitions_for_topic(t) or ()
@@ -201,6 +252,6 @@ def read_topics(broker: str, names: list[str], timeout_s: float = 30.0) -> list[
         consumer.close()
 
 
-def read_dead_letters(broker: str, topics: Topics) -> list[dict[str, Any]]:
+def read_dead_letters(broker: Broker, topics: Topics) -> list[dict[str, Any]]:
     """Every dead letter so far (for tests and the CLI)."""
     return [json.loads(r.value) for r in read_topics(broker, [topics.dead_letters])]

@@ -108,10 +108,10 @@ def review_record(
     topics = Topics(settings.topic_prefix)
     try:
         ensure_topics(
-            settings.broker, topics, settings.partitions, retention_ms=settings.retention_ms
+            settings.kafka, topics, settings.partitions, retention_ms=settings.retention_ms
         )
-        keep_forever(settings.broker, topics)
-        publish(settings.broker, topics, review)
+        keep_forever(settings.kafka, topics)
+        publish(settings.kafka, topics, review)
     except KafkaUnavailable as exc:
         err.print(f"[bold red]cannot record the review[/]: {exc}")
         raise typer.Exit(2) from None
@@ -141,7 +141,7 @@ def review_list(
     pol = _policy(policy)
     settings = _settings(broker=broker, topic_prefix=prefix)
     try:
-        records, skipped = read_reviews(settings.broker, Topics(settings.topic_prefix))
+        records, skipped = read_reviews(settings.kafka, Topics(settings.topic_prefix))
     except KafkaUnavailable as exc:
         err.print(f"[bold red]cannot read the reviews[/]: {exc}")
         raise typer.Exit(2) from None
@@ -272,7 +272,7 @@ def report_cmd(
         records: list[ControlReview] = []
         if reviews:
             try:
-                records, _ = read_reviews(settings.broker, topics)
+                records, _ = read_reviews(settings.kafka, topics)
             except KafkaUnavailable as exc:
                 err.print(
                     f"[bold red]cannot read the control reviews[/]: {exc} "

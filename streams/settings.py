@@ -1,5 +1,12 @@
 """Settings shared by every command: flags win, then SEPWATCH_* environment
-variables, then the config file (`SEPWATCH_CONFIG`, default ./sepwatch.toml)."""
+variables, then secret files (`SEPWATCH_SECRETS_DIR`), then the config file
+(`SEPWATCH_CONFIG`, default ./sepwatch.toml).
+
+Secrets are never flags. They come from the environment, or from files:
+pydantic-settings' secrets directory (as Docker and Kubernetes mount secrets),
+one file per setting named like its environment variable, e.g.
+$SEPWATCH_SECRETS_DIR/sepwatch_kafka_sasl_password; a channel's secrets, which
+sit inside `channels`, from its `*_file` fields instead."""
 
 from __future__ import annotations
 
@@ -8,17 +15,32 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
+    SecretsSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
 
+from streams.kafka_connection import KafkaConnection
+
 DEFAULT_POLICY = Path("deploy/policy/example.yaml")
 
 ChannelKind = Literal["alertmanager", "webhook", "slack", "email", "pagerduty"]
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+KafkaSaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+
+def read_secret_file(path: Path, what: str) -> SecretStr:
+    """A secret kept in a file (a mounted secret): its content, without the
+    trailing newline editors add."""
+    try:
+        return SecretStr(path.read_text(encoding="utf-8").strip())
+    except OSError as exc:
+        # The path may be logged; the content never is.
+        raise ValueError(f"{what}: cannot read {path}: {exc.strerror}") from None
 
 
 class ChannelSettings(BaseModel):
@@ -26,7 +48,8 @@ class ChannelSettings(BaseModel):
     SEPWATCH_CHANNELS__NAME__FIELD). Here, not in the policy, because it holds
     secrets; the policy's routes name channels only."""
 
-    model_config = ConfigDict(extra="forbid")
+    # A refused value is not echoed in the error: it may be a secret.
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     kind: ChannelKind
     url: str = Field("", description="endpoint (alertmanager: its base URL)")
@@ -37,6 +60,9 @@ class ChannelSettings(BaseModel):
     smtp_starttls: bool = False
     smtp_username: str = ""
     smtp_password: SecretStr | None = None
+    secret_file: Path | None = Field(None, description="file holding `secret`")
+    routing_key_file: Path | None = Field(None, description="file holding `routing_key`")
+    smtp_password_file: Path | None = Field(None, description="file holding `smtp_password`")
     mail_from: str = ""
     mail_to: list[str] = []
     timeout_s: float = Field(10.0, gt=0, description="one attempt's time limit")
@@ -47,10 +73,25 @@ class ChannelSettings(BaseModel):
         "slack and email)",
     )
 
+    @model_validator(mode="after")
+    def _secrets_from_files(self) -> ChannelSettings:
+        for name in ("secret", "routing_key", "smtp_password"):
+            path = getattr(self, f"{name}_file")
+            if path is None:
+                continue
+            if getattr(self, name) is not None:
+                raise ValueError(f"give {name} or {name}_file, not both")
+            setattr(self, name, read_secret_file(path, f"{name}_file"))
+        return self
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="SEPWATCH_", extra="ignore", env_nested_delimiter="__"
+        env_prefix="SEPWATCH_",
+        extra="ignore",
+        env_nested_delimiter="__",
+        # A refused value is not echoed in the error: it may be a secret.
+        hide_input_in_errors=True,
     )
 
     policy: Path = Field(DEFAULT_POLICY, description="policy YAML file")
@@ -58,6 +99,22 @@ class Settings(BaseSettings):
         Path("deploy/policy/vendor-mapping.yaml"), description="vendor mapping YAML (adapters)"
     )
     broker: str = Field("localhost:9092", description="Kafka bootstrap servers")
+    kafka_security_protocol: KafkaSecurityProtocol = Field(
+        "PLAINTEXT", description="how every Kafka client connects: TLS (SSL), SASL, or both"
+    )
+    kafka_sasl_mechanism: KafkaSaslMechanism = Field("SCRAM-SHA-512", description="SASL mechanism")
+    kafka_sasl_username: str = Field("", description="SASL user")
+    kafka_sasl_password: SecretStr | None = Field(
+        None, description="SASL password (environment or secrets directory only)"
+    )
+    kafka_ssl_cafile: Path | None = Field(
+        None, description="CA certificates (PEM) to verify the broker; none: the system's"
+    )
+    kafka_ssl_certfile: Path | None = Field(None, description="client certificate (PEM), mTLS")
+    kafka_ssl_keyfile: Path | None = Field(None, description="client private key (PEM), mTLS")
+    kafka_ssl_key_password: SecretStr | None = Field(
+        None, description="password of the client private key, if encrypted"
+    )
     topic_prefix: str = Field("sepwatch.", description="prefix of every Kafka topic")
     state_dir: Path = Field(Path(".sepwatch-state"), description="worker's local state")
     es_url: str = Field(
@@ -131,6 +188,25 @@ class Settings(BaseSettings):
         "on with the wall clock, so quiet groups still close",
     )
 
+    @property
+    def kafka(self) -> KafkaConnection:
+        """The broker and how to reach it, for every Kafka client."""
+        return KafkaConnection.from_settings(self)
+
+    @model_validator(mode="after")
+    def _kafka_security_complete(self) -> Settings:
+        if self.kafka_security_protocol.startswith("SASL_") and not (
+            self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ValueError(
+                f"kafka_security_protocol {self.kafka_security_protocol} needs "
+                "kafka_sasl_username and kafka_sasl_password (SEPWATCH_KAFKA_SASL_PASSWORD, "
+                "or the file sepwatch_kafka_sasl_password in SEPWATCH_SECRETS_DIR)"
+            )
+        if bool(self.kafka_ssl_certfile) != bool(self.kafka_ssl_keyfile):
+            raise ValueError("kafka_ssl_certfile and kafka_ssl_keyfile go together")
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -141,8 +217,10 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         config = Path(os.environ.get("SEPWATCH_CONFIG", "sepwatch.toml"))
+        secrets = os.environ.get("SEPWATCH_SECRETS_DIR")
         return (
             init_settings,
             env_settings,
+            *([SecretsSettingsSource(settings_cls, secrets_dir=secrets)] if secrets else []),
             TomlConfigSettingsSource(settings_cls, toml_file=config),
         )

@@ -165,7 +165,7 @@ class FindingsSink:
         stop = stop or asyncio.Event()
         self._consumer = AIOKafkaConsumer(
             self.topics.findings,
-            bootstrap_servers=self.settings.broker,
+            **self.settings.kafka.client_options(),
             group_id=f"{self.settings.topic_prefix}es-sink",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -173,7 +173,7 @@ class FindingsSink:
             # long poll interval keeps it in the group meanwhile.
             max_poll_interval_ms=24 * 3600 * 1000,
         )
-        self._producer = AIOKafkaProducer(bootstrap_servers=self.settings.broker)
+        self._producer = AIOKafkaProducer(**self.settings.kafka.client_options())
         await self._consumer.start()
         await self._producer.start()
         last_prune = 0.0

@@ -196,6 +196,7 @@ def build_app(
     app = faust.App(
         f"{settings.topic_prefix}worker",
         broker=f"kafka://{settings.broker}",
+        broker_credentials=settings.kafka.faust_credentials(),
         store="memory://",
         datadir=str(settings.state_dir),
         topic_partitions=partitions,

@@ -6,7 +6,11 @@
 # The broker's jars come from Maven Central (org.apache.kafka:kafka_2.13 and its
 # runtime dependencies) through Maven, cached outside the repository.
 # Environment: SEPWATCH_KAFKA_PORT (9092), SEPWATCH_CACHE_DIR (~/.cache/sepwatch),
-# SEPWATCH_RUN_DIR (~/.cache/sepwatch/run), KAFKA_JAVA_HOME (a JDK 17+).
+# SEPWATCH_RUN_DIR (~/.cache/sepwatch/run), KAFKA_JAVA_HOME (a JDK 17+),
+# SEPWATCH_KAFKA_SECURITY: plaintext (default) or sasl_ssl. With sasl_ssl the port is a
+# SASL_SSL listener (TLS, SCRAM-SHA-512): a local CA and a broker certificate are made
+# under the run dir, and the client user `sepwatch` gets a generated password, written
+# to a 0600 file there (never printed). The controller stays PLAINTEXT on loopback.
 set -euo pipefail
 
 # Kafka 4.x: KRaft only, runs on Java 17, and aiokafka 0.14 / kafka-python 2.x talk to it.
@@ -19,6 +23,12 @@ LIBS="$CACHE/kafka-$KAFKA_VERSION/libs"
 PIDFILE="$RUN/kafka.pid"
 LOG="$RUN/kafka.log"
 JAVA="${KAFKA_JAVA_HOME:+$KAFKA_JAVA_HOME/bin/}java"
+SECURITY="${SEPWATCH_KAFKA_SECURITY:-plaintext}"
+TLS="$RUN/tls"
+CLIENT_USER=sepwatch
+case "$SECURITY" in plaintext | sasl_ssl) ;; *)
+  echo "kafka.sh: SEPWATCH_KAFKA_SECURITY is plaintext or sasl_ssl, not $SECURITY" >&2; exit 2 ;;
+esac
 
 usage() { echo "usage: $0 up|down|status   (broker on 127.0.0.1:$PORT)" >&2; exit 2; }
 
@@ -49,17 +59,80 @@ POM
   touch "$LIBS/.complete"
 }
 
+# A secret of 32 letters and digits, written only to a 0600 file.
+new_secret() { # file
+  [[ -s "$1" ]] && return
+  (umask 077 && openssl rand -base64 48 | tr -dc 'A-Za-z0-9' | head -c 32 > "$1")
+}
+
+# A local CA and a broker certificate for 127.0.0.1/localhost, kept across restarts
+# so clients configured with the CA file keep working.
+make_tls() {
+  [[ -f "$TLS/broker.p12" ]] && return
+  mkdir -p "$TLS" && chmod 700 "$TLS"
+  new_secret "$TLS/keystore.password"
+  (
+    umask 077
+    cd "$TLS"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 30 -keyout ca.key -out ca.crt \
+      -subj "/CN=sepwatch local CA" -addext "basicConstraints=critical,CA:TRUE" \
+      -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -keyout broker.key -out broker.csr \
+      -subj "/CN=localhost" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' > broker.ext
+    openssl x509 -req -in broker.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 30 \
+      -extfile broker.ext -out broker.crt 2>/dev/null
+    # The keystore password goes to openssl through a file, not the command line.
+    openssl pkcs12 -export -in broker.crt -inkey broker.key -certfile ca.crt -name broker \
+      -passout "file:keystore.password" -out broker.p12
+    rm -f broker.csr broker.ext
+  )
+  chmod 644 "$TLS/ca.crt"
+}
+
+listener_properties() {
+  if [[ "$SECURITY" == plaintext ]]; then
+    cat <<PROPS
+listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$PORT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+PROPS
+    return
+  fi
+  cat <<PROPS
+listeners=SASL_SSL://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
+advertised.listeners=SASL_SSL://127.0.0.1:$PORT
+listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=SASL_SSL
+sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="broker" password="$(cat "$RUN/broker.password")";
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$TLS/broker.p12
+ssl.keystore.password=$(cat "$TLS/keystore.password")
+ssl.truststore.type=PEM
+ssl.truststore.location=$TLS/ca.crt
+ssl.endpoint.identification.algorithm=https
+ssl.client.auth=none
+PROPS
+}
+
 configure() {
   mkdir -p "$RUN/data"
-  cat > "$RUN/server.properties" <<PROPS
+  chmod 700 "$RUN"
+  if [[ "$SECURITY" == sasl_ssl ]]; then
+    make_tls
+    new_secret "$RUN/broker.password"
+    new_secret "$RUN/client.password"
+  fi
+  # The properties hold the keystore and the broker's own SCRAM password.
+  (umask 077 && cat > "$RUN/server.properties") <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$PORT
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-inter.broker.listener.name=PLAINTEXT
+$(listener_properties)
 log.dirs=$RUN/data
 num.partitions=1
 offsets.topic.replication.factor=1
@@ -90,25 +163,39 @@ java_opts() {
   echo "-Xms256m -Xmx768m -XX:+UseG1GC -Djava.awt.headless=true -Dkafka.logs.dir=$RUN -Dlog4j2.configurationFile=$RUN/log4j2.properties"
 }
 
-up() {
-  if running; then echo "kafka already running on 127.0.0.1:$PORT (pid $(cat "$PIDFILE"))"; return; fi
-  fetch
-  configure
-  if [[ ! -f "$RUN/data/meta.properties" ]]; then
+# SCRAM users are created at format time (KRaft). Their passwords reach the storage
+# tool through a java @argument file (0600, removed after), never through argv.
+format_storage() {
+  local id args="$RUN/format.args"
+  id=$("$JAVA" -cp "$LIBS/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -1)
+  (
+    umask 077
     # shellcheck disable=SC2046
-    "$JAVA" $(java_opts) -cp "$LIBS/*" kafka.tools.StorageTool format \
-      -t "$("$JAVA" -cp "$LIBS/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -1)" \
-      -c "$RUN/server.properties" >>"$LOG" 2>&1 \
-      || { echo "kafka.sh: formatting storage failed:" >&2; tail -20 "$LOG" >&2; exit 1; }
-  fi
-  # shellcheck disable=SC2046
-  nohup "$JAVA" $(java_opts) -cp "$LIBS/*" kafka.Kafka "$RUN/server.properties" >>"$LOG" 2>&1 &
-  echo $! > "$PIDFILE"
-  local deadline=$((SECONDS + ${SEPWATCH_KAFKA_START_TIMEOUT:-90}))
-  until python3 - "$PORT" <<'PY' 2>/dev/null
-import socket, struct, sys
-# An ApiVersions request (key 18, v0): the broker answers only once it serves clients.
-s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=2)
+    printf '%s\n' $(java_opts) -cp "\"$LIBS/*\"" kafka.tools.StorageTool format -t "$id" \
+      -c "\"$RUN/server.properties\"" > "$args"
+    if [[ "$SECURITY" == sasl_ssl ]]; then
+      for user in broker "$CLIENT_USER"; do
+        local file="$RUN/$user.password"
+        [[ "$user" == "$CLIENT_USER" ]] && file="$RUN/client.password"
+        printf -- '--add-scram\n"SCRAM-SHA-512=[name=%s,password=%s]"\n' "$user" "$(cat "$file")" >> "$args"
+      done
+    fi
+  )
+  local rc=0
+  "$JAVA" "@$args" >>"$LOG" 2>&1 || rc=$?
+  rm -f "$args"
+  return $rc
+}
+
+# Ready once the broker answers ApiVersions (key 18, v0) on its port; over TLS in
+# sasl_ssl mode (Kafka answers ApiVersions before SASL authentication).
+probe() {
+  python3 - "$PORT" "$SECURITY" "$TLS/ca.crt" <<'PY' 2>/dev/null
+import socket, ssl, struct, sys
+port, security, ca = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+s = socket.create_connection(("127.0.0.1", port), timeout=2)
+if security == "sasl_ssl":
+    s = ssl.create_default_context(cafile=ca).wrap_socket(s, server_hostname="127.0.0.1")
 client = b"probe"
 body = struct.pack(">hhih", 18, 0, 1, len(client)) + client
 s.sendall(struct.pack(">i", len(body)) + body)
@@ -116,12 +203,37 @@ size = struct.unpack(">i", s.recv(4))[0]
 data = s.recv(size)
 sys.exit(0 if struct.unpack(">ih", data[:6])[1] == 0 else 1)
 PY
+}
+
+# Where a client finds what it needs; the password itself is never printed.
+where_secured() {
+  [[ "$SECURITY" == sasl_ssl ]] || return 0
+  echo "  SASL_SSL, SCRAM-SHA-512, user $CLIENT_USER"
+  echo "  CA file:       $TLS/ca.crt"
+  echo "  password file: $RUN/client.password"
+}
+
+up() {
+  if running; then
+    echo "kafka already running on 127.0.0.1:$PORT (pid $(cat "$PIDFILE"))"; where_secured; return
+  fi
+  fetch
+  configure
+  if [[ ! -f "$RUN/data/meta.properties" ]]; then
+    format_storage || { echo "kafka.sh: formatting storage failed:" >&2; tail -20 "$LOG" >&2; exit 1; }
+  fi
+  # shellcheck disable=SC2046
+  nohup "$JAVA" $(java_opts) -cp "$LIBS/*" kafka.Kafka "$RUN/server.properties" >>"$LOG" 2>&1 &
+  echo $! > "$PIDFILE"
+  local deadline=$((SECONDS + ${SEPWATCH_KAFKA_START_TIMEOUT:-90}))
+  until probe
   do
     if ! running; then echo "kafka.sh: the broker exited:" >&2; tail -30 "$LOG" "$RUN/server.log" 2>/dev/null >&2; exit 1; fi
     if (( SECONDS > deadline )); then echo "kafka.sh: no answer on 127.0.0.1:$PORT in time:" >&2; tail -30 "$LOG" >&2; exit 1; fi
     sleep 0.5
   done
   echo "kafka $KAFKA_VERSION up on 127.0.0.1:$PORT (pid $(cat "$PIDFILE"), data $RUN)"
+  where_secured
 }
 
 down() {

@@ -150,9 +150,9 @@ class AlertRouter:
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
         await self._ensure_notified_topic()
-        self._producer = AIOKafkaProducer(bootstrap_servers=self.settings.broker, acks="all")
+        self._producer = AIOKafkaProducer(**self.settings.kafka.client_options(), acks="all")
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.broker,
+            **self.settings.kafka.client_options(),
             group_id=f"{self.settings.topic_prefix}alerts",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -298,7 +298,7 @@ class AlertRouter:
         """Compacted (one record per id) and deleted after the horizon: ids
         older than that are forgotten anyway. Its partition count is read back,
         as it may predate this router."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.broker)
+        admin = AIOKafkaAdminClient(**self.settings.kafka.client_options())
         await admin.start()
         try:
             if self.topics.notified not in set(await admin.list_topics()):
@@ -336,7 +336,7 @@ class AlertRouter:
         if not wanted:
             return 0
         parts = [TopicPartition(self.topics.notified, p) for p in sorted(wanted)]
-        reader = AIOKafkaConsumer(bootstrap_servers=self.settings.broker, enable_auto_commit=False)
+        reader = AIOKafkaConsumer(**self.settings.kafka.client_options(), enable_auto_commit=False)
         await reader.start()
         try:
             reader.assign(parts)

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from detectors.calendar import add_months
 from schemas import ControlReview, Policy
+from streams.kafka_connection import Broker
 from streams.kafka_io import KafkaUnavailable, admin, producer, read_topics
 from streams.topics import Topics
 from streams.topology import END_OF_INPUT
@@ -83,7 +84,7 @@ def new_review(
     )
 
 
-def keep_forever(broker: str, topics: Topics) -> None:
+def keep_forever(broker: Broker, topics: Topics) -> None:
     """The control-reviews topic is the audit record of the reviews, read back
     by the report years later: it must not expire like the traffic topics."""
     from kafka.admin import ConfigResource, ConfigResourceType
@@ -103,7 +104,7 @@ def keep_forever(broker: str, topics: Topics) -> None:
         client.close()
 
 
-def publish(broker: str, topics: Topics, review: ControlReview) -> None:
+def publish(broker: Broker, topics: Topics, review: ControlReview) -> None:
     """Send one review to the control-reviews topic, keyed by entity (as
     `sepwatch produce` keys it), and wait until the broker has it."""
     from kafka.errors import KafkaError
@@ -123,7 +124,7 @@ def publish(broker: str, topics: Topics, review: ControlReview) -> None:
         out.close()
 
 
-def read_reviews(broker: str, topics: Topics) -> tuple[list[ControlReview], int]:
+def read_reviews(broker: Broker, topics: Topics) -> tuple[list[ControlReview], int]:
     """Every review record on the topic, and how many records were not reviews."""
     found: list[ControlReview] = []
     skipped = 0

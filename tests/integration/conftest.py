@@ -68,7 +68,7 @@ class Worker:
         policy: Path = POLICY,
         es_url: str = "",
         web_port: int = 0,
-        extra_env: dict[str, str] | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.log = log
         self._out = log.open("ab")
@@ -80,7 +80,7 @@ class Worker:
             "SEPWATCH_ES_URL": es_url,
             "SEPWATCH_ES_INDEX": f"{prefix.rstrip('.')}-findings",
             "PYTHONUNBUFFERED": "1",  # the log is read while the worker runs
-            **(extra_env or {}),  # e.g. credentials: in the environment, never in argv
+            **(env or {}),  # e.g. credentials: in the environment, never in argv
         }
         self.proc = subprocess.Popen(
             [

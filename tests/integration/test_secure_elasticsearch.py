@@ -153,7 +153,7 @@ def test_a_least_privilege_worker_stores_every_finding_over_https(
         tmp_path / "state",
         tmp_path / "worker.log",
         es_url=secure_es.url,
-        extra_env={
+        env={
             **_es_env(secure_es, "sepwatch-writer", secure_es.writer_password),
             "SEPWATCH_ES_INSTALL_TEMPLATE": "false",
         },
@@ -203,7 +203,7 @@ def test_a_worker_with_a_wrong_password_says_so_without_the_password(
         tmp_path / "state",
         tmp_path / "worker.log",
         es_url=secure_es.url,
-        extra_env={
+        env={
             **_es_env(secure_es, "sepwatch-writer", wrong),
             "SEPWATCH_ES_INSTALL_TEMPLATE": "false",
         },
