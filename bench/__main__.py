@@ -301,9 +301,21 @@ def latency(s: Sizes, workdir: Path, out: Results) -> None:
             f"{rate:,.0f} events/s offered (achieved {offered:,.0f}), {s.window:.0f} s",
             f"p50 {fmt_ms(p[50])}, p99 {fmt_ms(p[99])}, p99.9 {fmt_ms(p[99.9])}; "
             f"{len(gaps):,} of {len(owed):,} decided within {s.grace:.0f} s after; "
-            f"backlog {backlog:,} records",
+            f"{growth(owed, appended, decided)}; backlog {backlog:,} records",
             target,
         )
+
+
+def growth(owed: dict[str, str], appended: dict[str, float], decided: dict[str, float]) -> str:
+    """p50 for the first and the last quarter of the window's triggers: a
+    worker that keeps up stays level, one that does not falls further behind."""
+    order = sorted(owed, key=lambda f: appended[owed[f]])
+    quarter = max(1, len(order) // 4)
+    halves = []
+    for part in (order[:quarter], order[-quarter:]):
+        gaps = [decided[f] - appended[owed[f]] for f in part if f in decided]
+        halves.append(fmt_ms(percentile(gaps, 50, censored=len(part) - len(gaps))))
+    return f"p50 first quarter {halves[0]} -> last quarter {halves[1]}"
 
 
 # -- detection against a scheduled search ------------------------------------------
@@ -744,7 +756,8 @@ How each figure is made (`python -m bench --help`):
 
 - **throughput**: medians of the runs (range in brackets); a run publishes the
   events, then times from the first worker being ready until the workers'
-  group and the Elasticsearch sink's group have committed everything. The bare
+  group and the Elasticsearch sink's group have committed everything (with two
+  workers the second one's start and the rebalance count too). The bare
   consumer reads the same input topics with aiokafka and does nothing else.
 - **latency**: event appended to Kafka -> finding appended, for the SEP-001/002
   findings a replay of the same records makes (decided on arrival), at each
