@@ -304,6 +304,12 @@ def latency(s: Sizes, workdir: Path, out: Results) -> None:
             f"{growth(owed, appended, decided)}; backlog {backlog:,} records",
             target,
         )
+        if offered < 0.9 * rate:
+            out.notes.append(
+                f"Latency at {rate:,.0f} events/s: the load generator (one kafka-python "
+                f"producer, restamping each event) reached {offered:,.0f} events/s on this "
+                "machine; the figure is for what it offered."
+            )
 
 
 def growth(owed: dict[str, str], appended: dict[str, float], decided: dict[str, float]) -> str:
