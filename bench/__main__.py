@@ -285,12 +285,12 @@ def latency(s: Sizes, workdir: Path, out: Results) -> None:
             backlog = lag(f"{topics.prefix}worker", _worker_topics(topics))
         finally:
             stop(proc)
-        inputs = read_topics(BROKER, topics.inputs, timeout_s=120)
+        inputs = read_topics(BROKER, topics.inputs, timeout_s=600)
         appended = {json.loads(r.value)["event_id"]: r.timestamp / 1000 for r in inputs}
         owed = expected_immediate([r.value for r in inputs])
         decided = {
             json.loads(r.value)["finding_id"]: r.timestamp / 1000
-            for r in read_topics(BROKER, [topics.findings], timeout_s=120)
+            for r in read_topics(BROKER, [topics.findings], timeout_s=600)
         }
         gaps = [decided[f] - appended[e] for f, e in owed.items() if f in decided]
         undecided = len(owed) - len(gaps)
