@@ -20,7 +20,7 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -122,7 +122,9 @@ def flat_memory(devices: int, users: int, days: int) -> list[tuple[float, int]]:
 
     policy = load_policy(POLICY)
     engine = Engine(policy, now=lambda: datetime(2030, 1, 1, tzinfo=ZoneInfo("UTC")))
-    start = datetime(2026, 11, 23, tzinfo=ZoneInfo("Asia/Seoul"))
+    # The whole history in the past: no event stamped ahead of the wall clock.
+    today = datetime.now(ZoneInfo("Asia/Seoul")).replace(hour=0, minute=0, second=0, microsecond=0)
+    start = today - timedelta(days=days + 1)
     samples = []
     for n, event in enumerate(
         simulate(

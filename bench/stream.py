@@ -21,7 +21,8 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
@@ -35,6 +36,25 @@ BROKER = f"127.0.0.1:{PORT}"
 IMMEDIATE = {"SEP-001", "SEP-002"}  # decided on arrival: pipeline latency, no watermark wait
 
 
+HOURS = 48  # of simulated history in `events`
+
+
+def past_start(hours: float = HOURS) -> datetime:
+    """A start from which `hours` of simulated events all lie in the past
+    (a worker dead-letters events stamped ahead of the broker's clock)."""
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    return now - timedelta(hours=hours + 2)
+
+
+def stamped_at_send(lines: Iterable[bytes]) -> Iterator[bytes]:
+    """Each event stamped with the wall clock as it is handed to the producer:
+    never ahead of now, and event time ~ append time, as on a live feed."""
+    for line in lines:
+        event = json.loads(line)
+        event["timestamp"] = datetime.now(UTC).isoformat(timespec="milliseconds")
+        yield json.dumps(event, ensure_ascii=False).encode()
+
+
 def events(n: int, start: datetime, seed: int, users: int = 20_000) -> list[bytes]:
     from streams.policy_file import load_policy
     from streams.simulate import simulate
@@ -43,7 +63,7 @@ def events(n: int, start: datetime, seed: int, users: int = 20_000) -> list[byte
         load_policy(POLICY),
         users=users,
         devices=users + users // 10,
-        hours=48,
+        hours=HOURS,
         violation_rate=0.02,
         seed=seed,
         start=start,
@@ -51,12 +71,16 @@ def events(n: int, start: datetime, seed: int, users: int = 20_000) -> list[byte
     return [json.dumps(e, ensure_ascii=False).encode() for e in itertools.islice(stream, n)]
 
 
-def start_worker(prefix: str, log: Path) -> subprocess.Popen[bytes]:
+def start_worker(
+    prefix: str, log: Path, es_url: str = "", state: Path | None = None
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "SEPWATCH_BROKER": BROKER,
         "SEPWATCH_TOPIC_PREFIX": prefix,
-        "SEPWATCH_ES_URL": "",  # the rules alone; bench.sink measures the sink
+        # Empty: the rules alone (bench.sink measures the sink); python -m bench sets it.
+        "SEPWATCH_ES_URL": es_url,
+        "SEPWATCH_ES_INDEX": f"{prefix.rstrip('.')}-findings",
         "PYTHONUNBUFFERED": "1",
     }
     proc = subprocess.Popen(
@@ -68,7 +92,7 @@ def start_worker(prefix: str, log: Path) -> subprocess.Popen[bytes]:
             "--policy",
             str(POLICY),
             "--state-dir",
-            str(log.parent / f"state-{prefix}"),
+            str(state or log.parent / f"state-{prefix}"),
             "--web-port",
             "0",
             "--loglevel",
@@ -151,7 +175,7 @@ def throughput(n: int, workdir: Path, runs: int) -> None:
     from streams.kafka_io import ensure_topics, produce
     from streams.topics import STAGES, Topics
 
-    lines = events(n, datetime(2026, 11, 23, tzinfo=UTC), seed=21)
+    lines = events(n, past_start(), seed=21)
     worker_rates, bare_rates, floor_rates = [], [], []
     for run in range(runs):
         topics = Topics(f"bench{run}-{int(time.time())}.")
@@ -191,10 +215,11 @@ def latency(n: int, rate: float, workdir: Path) -> None:
     ensure_topics(BROKER, topics, 4, retention_ms=3_600_000)
     proc = start_worker(topics.prefix, workdir / "worker-latency.log")
     try:
-        # Working hours in Seoul, so that accesses (and their findings) dominate.
-        lines = events(n, datetime.now(UTC).replace(hour=1), seed=22, users=300)
+        # Working hours in Seoul, so that accesses (and their findings) dominate;
+        # restamped at send, so event time is append time and never ahead of it.
+        lines = events(n, past_start().replace(hour=1), seed=22, users=300)
         began = time.perf_counter()
-        produce(paced(lines, rate), BROKER, topics, end_of_input=False)
+        produce(stamped_at_send(paced(lines, rate)), BROKER, topics, end_of_input=False)
         offered = n / (time.perf_counter() - began)
         watched = [*topics.inputs, *(topics.stage(s) for s in STAGES)]
         deadline = time.monotonic() + 300
