@@ -34,9 +34,9 @@ system:
 test: lint system
 	$(BIN)/pytest
 
-## bench: the replay benchmark (1M events; prints events/s, RSS, bytes per device)
+## bench: the whole-pipeline benchmark (starts Kafka and Elasticsearch; ~30 min; writes docs/BENCHMARKS.md)
 bench: $(STAMP)
-	$(BIN)/python -m bench.replay
+	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache .hypothesis
