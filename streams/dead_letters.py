@@ -10,6 +10,8 @@ from pydantic import ValidationError
 from detectors.masking import mask_text
 from streams.policy_file import dotted
 
+MAX_ERRORS = 20  # validation errors kept in a dead letter
+MAX_MESSAGE = 300  # characters of one error's message or path kept
 RAW_KEEP = 4096  # characters of the original record kept (masked) for the analyst
 _MARGIN = 1024  # characters masked past RAW_KEEP: longer than any identifier
 # A JSON \uXXXX escape: a surrogate pair, or one code unit.
@@ -29,19 +31,29 @@ def _unescape(match: re.Match[str]) -> str:
     return char
 
 
+def _cut(text: str) -> str:
+    # Cut with a margin masked first, so the cut cannot split an identifier.
+    if len(text) <= MAX_MESSAGE:
+        return text
+    return mask_text(text[: MAX_MESSAGE + 64])[:MAX_MESSAGE] + "…"
+
+
 def reason_of(exc: ValidationError) -> tuple[str, list[dict[str, Any]]]:
     """One line for people and the structured list for tools; no input values,
     since an input value is exactly what may hold an identifier."""
     errors = []
-    for err in exc.errors(include_input=False, include_url=False, include_context=False):
+    found = exc.errors(include_input=False, include_url=False, include_context=False)
+    # Bounded: a record under the size limit can still hold thousands of errors,
+    # or one message quoting a near-megabyte input, and a dead letter must stay
+    # far below what the broker takes in one record.
+    for err in found[:MAX_ERRORS]:
         # Some messages repeat the input (an unknown `stream` tag, say): masked too.
-        msg = mask_text(err["msg"])
-        errors.append(
-            {"path": mask_text(dotted(tuple(err["loc"]))), "type": err["type"], "msg": msg}
-        )
+        msg = mask_text(_cut(err["msg"]))
+        path = mask_text(_cut(dotted(tuple(err["loc"]))))
+        errors.append({"path": path, "type": err["type"], "msg": msg})
     text = "; ".join(f"{e['path'] or '(record)'}: {e['msg']}" for e in errors[:5])
-    if len(errors) > 5:
-        text += f"; and {len(errors) - 5} more"
+    if len(found) > 5:
+        text += f"; and {len(found) - 5} more"
     return mask_text(text), errors
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from faust.exceptions import ProducerSendError
 
 from detectors import Engine, EngineState, Stage
 from schemas import EventAdapter, Finding, Policy
@@ -37,6 +38,7 @@ from streams.adapters import ADAPTERS
 from streams.adapters.intake import adapt_message
 from streams.adapters.mapping import load_mapping
 from streams.admission import Refused, admit, capped_end
+from streams.dead_letters import dead_letter
 from streams.policy_file import PolicyError, load_policy
 from streams.replay import utc_now
 from streams.settings import Settings
@@ -249,8 +251,17 @@ def build_app(
     @app.agent(inputs)
     async def validate(stream: Any) -> None:
         async for event in stream.events():
-            await route(event)
             msg = event.message
+            try:
+                await route(event)
+            except ProducerSendError as exc:
+                # Faust would restart the agent past this record: it would be
+                # lost. The broker refused what the record became (too large, say):
+                # a dead letter without the record, which is what was refused.
+                where = {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}
+                reason = f"could not forward the record: {type(exc.__cause__ or exc).__name__}"
+                await dead.send(value=_json(dead_letter(b"", reason, where=where)))
+                metrics.DEAD_LETTERS.labels("unforwardable").inc()
             routed[(msg.topic, msg.partition)] = msg.offset + 1
 
     async def route(event: Any) -> None:

@@ -237,3 +237,25 @@ def test_far_past_events_are_decided_at_once_and_hold_no_state() -> None:
 def test_an_rrn_in_other_digits_or_dashes_is_masked(written: str) -> None:
     masked = mask_text(f"주민번호 {written} 끝")
     assert masked == "주민번호 900101-1****** 끝"
+
+
+def test_a_dead_letter_stays_small_whatever_the_record_holds() -> None:
+    """An unknown `stream` tag of 900 KB is quoted in pydantic's message, and a
+    list of thousands of wrong items gives thousands of errors: the dead letter
+    of either stays a few KiB (the worker once could not send one, 1.8 MB)."""
+    rrn = "900101-1234567"
+    tag = (
+        b'{"stream": "' + rrn.encode() + b"x" * 900_000 + b'", "timestamp": "2026-11-23T00:00:00Z"}'
+    )
+    many = (
+        b'{"stream": "saas_access", "timestamp": "2026-11-23T00:00:00Z", "user": ['
+        + b",".join([b"{}"] * 50_000)
+        + b"]}"
+    )
+    for raw in (tag, many):
+        decision = admit(raw, where={"topic": "t", "partition": 0, "offset": 1})
+        assert isinstance(decision, Refused)
+        letter = json.dumps(decision.letter, ensure_ascii=False)
+        assert len(letter) < 64_000, len(letter)
+        assert rrn not in letter
+        assert decision.letter["reason"]
