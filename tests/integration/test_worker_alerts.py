@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -84,16 +83,7 @@ def test_a_worker_notifies_every_critical_finding_once_and_never_a_waived_one(
         "SEPWATCH_CHANNELS__SIEM__URL": receiver.hook.url + "/intake",
         "SEPWATCH_CHANNELS__SIEM__SECRET": SECRET,
     }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)  # the Worker process inherits them
-    try:
-        worker = Worker(broker, prefix, tmp_path / "state", tmp_path / "w.log", policy_path)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    worker = Worker(broker, prefix, tmp_path / "state", tmp_path / "w.log", policy_path, env=env)
     try:
         worker.wait_ready()
         produce(lines, broker, Topics(prefix))
