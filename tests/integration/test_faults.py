@@ -33,6 +33,7 @@ from streams.simulate import simulate
 from streams.topics import Topics
 from tests.integration.conftest import ES, ES_PORT, KAFKA, POLICY, PORT, Worker
 from tests.integration.receivers import SignedWebhook
+from tests.integration.test_elasticsearch import _count
 from tests.integration.test_stream import _exported, _replayed, _wait_for
 from tests.integration.test_worker_alerts import SECRET, Receiver
 
@@ -111,14 +112,6 @@ def _es_ids(es: Elasticsearch, index: str) -> Counter[str]:
     )
 
 
-def _es_count(es: Elasticsearch, index: str) -> int:
-    try:
-        es.indices.refresh(index=index)
-        return int(es.count(index=index)["count"])
-    except Exception:
-        return -1
-
-
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     r = Receiver()
@@ -157,23 +150,16 @@ def test_faults_lose_no_finding_and_duplicate_none(
     faults: list[tuple[float, str]] = []  # (monotonic time, what)
 
     def start() -> Worker:
-        saved = {k: os.environ.get(k) for k in channel}
-        os.environ.update(channel)  # the worker process inherits them; not on its command line
-        try:
-            w = Worker(
-                broker,
-                prefix,
-                tmp_path / "state",
-                tmp_path / f"worker-{len(workers)}.log",
-                policy_path,
-                es_url=elasticsearch,
-            )
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+        # Channel settings in the worker's environment, not on its command line.
+        w = Worker(
+            broker,
+            prefix,
+            tmp_path / "state",
+            tmp_path / f"worker-{len(workers)}.log",
+            policy_path,
+            es_url=elasticsearch,
+            env=channel,
+        )
         workers.append(w)
         w.wait_ready(timeout=180)
         return w
@@ -239,7 +225,7 @@ def test_faults_lose_no_finding_and_duplicate_none(
         # Everything settled: all findings stored and every critical one notified.
         notified = lambda: {fid for _, fid in receiver.hook.deliveries}  # noqa: E731
         done = _wait_for(
-            lambda: _es_count(es, index) >= expected and critical <= notified(), timeout=360
+            lambda: _count(es, index) >= expected and critical <= notified(), timeout=360
         )
         if not done:
             worker = alive(worker)
