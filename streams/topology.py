@@ -50,6 +50,11 @@ END_OF_INPUT = b"__sepwatch_end_of_input__"
 # Sent by a validator, once a second, for each input partition it has read to
 # its end: that source has nothing in flight and stops holding the clock.
 SOURCE_IDLE = b"__sepwatch_source_idle__"
+# Sent by a validator for each input partition it is assigned, before it routes
+# any of it: idle marks of a predecessor that died are still in the stage
+# topics, uncommitted, and would otherwise be read as if still true while the
+# partition has a backlog, letting other sources carry the clock past it.
+SOURCE_BUSY = b"__sepwatch_source_busy__"
 IDLE_MARK_SECONDS = 1.0
 POLICY_POLL_SECONDS = 2.0
 # Wall-clock silence, without data or idle marks, after which a source no longer
@@ -175,6 +180,14 @@ class StageRunner:
         elif ts is not None:
             self.last[partition] = max(self.last.get(partition, float("-inf")), ts)
         return self.last.get(partition, float("-inf"))
+
+    def busy(self, partition: int, source: str) -> None:
+        """The source has records to route (a validator took it over): it holds
+        the clock at its largest event time again, whatever idle mark came before."""
+        clocks = self.clocks.setdefault(partition, {})
+        seen, _ = clocks.get(source, (float("-inf"), 0.0))
+        clocks[source] = (seen, time.monotonic())
+        self.idle.setdefault(partition, set()).discard(source)
 
     def event_clocks(self) -> list[float]:
         """The event clock of each partition held here."""
@@ -336,17 +349,19 @@ def build_app(
             done = routed.get((tp.topic, tp.partition), read_offset.get(tp) or 0)
             if done < high:
                 continue
-            source = f"{tp.topic}:{tp.partition}".encode()
-            for stage in STAGES:
-                if tp.topic not in feeds[stage]:
-                    continue
-                for p in range(partitions):
-                    await by_stage[stage].send(
-                        key=SOURCE_IDLE,
-                        value=b"",
-                        partition=p,
-                        headers={"sepwatch-source": source},
-                    )
+            await mark_source(tp.topic, tp.partition, SOURCE_IDLE)
+
+    async def mark_source(topic: str, partition: int, mark: bytes) -> None:
+        """Tell every stage partition this input partition feeds that it is idle
+        or busy (see SOURCE_IDLE, SOURCE_BUSY)."""
+        source = f"{topic}:{partition}".encode()
+        for stage in STAGES:
+            if topic not in feeds[stage]:
+                continue
+            for p in range(partitions):
+                await by_stage[stage].send(
+                    key=mark, value=b"", partition=p, headers={"sepwatch-source": source}
+                )
 
     # Raw vendor topics (docs/adapters.md): the adapters turn each record into
     # canonical events on the input topics, where `validate` takes them as it
@@ -424,8 +439,12 @@ def build_app(
 
     @app.on_partitions_assigned.connect
     async def _assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
+        # Faust calls this with the partitions paused: the marks go before any
+        # record of them is routed.
         for tp in assigned:
             routed.pop((tp.topic, tp.partition), None)  # another worker may have gone on
+            if tp.topic in input_topics:
+                await mark_source(tp.topic, tp.partition, SOURCE_BUSY)
         for stage, runner in runners.items():
             runner.forget({tp.partition for tp in assigned if tp.topic == topics.stage(stage)})
 
@@ -553,6 +572,12 @@ def _stage_agent(runner: StageRunner, findings: Any, sources: int) -> Any:
             elif event.key == SOURCE_IDLE:
                 source = dict(event.headers or {}).get("sepwatch-source", b"").decode()
                 found = engine.advance(runner.clock(partition, source, None))
+            elif event.key == SOURCE_BUSY:
+                # Holds the clock; never moves it.
+                runner.busy(
+                    partition, dict(event.headers or {}).get("sepwatch-source", b"").decode()
+                )
+                continue
             else:
                 parsed = EventAdapter.validator.validate_json(event.value)
                 found = engine.process(parsed)

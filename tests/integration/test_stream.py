@@ -15,11 +15,18 @@ from zoneinfo import ZoneInfo
 import pytest
 from kafka import KafkaProducer
 
-from streams.kafka_io import ensure_topics, export_findings, produce, read_dead_letters
+from streams.kafka_io import (
+    ensure_topics,
+    export_findings,
+    produce,
+    producer,
+    read_dead_letters,
+)
 from streams.policy_file import load_policy
 from streams.replay import replay
 from streams.simulate import simulate
-from streams.topics import Topics
+from streams.topics import STAGES, Topics
+from streams.topology import _FEEDS, SOURCE_IDLE
 from tests.integration.conftest import POLICY, Worker
 
 pytestmark = pytest.mark.integration
@@ -134,6 +141,44 @@ def test_a_worker_killed_mid_run_loses_nothing(
     _wait_for(lambda: len(_exported(broker, Topics(prefix))) >= len(want), timeout=120)
     time.sleep(2)
     _compare(want, _exported(broker, Topics(prefix)))
+
+
+def test_idle_marks_of_a_dead_validator_release_nothing_early(
+    broker: str, prefix: str, workers: Callable[..., Worker]
+) -> None:
+    """A validator marks its input partitions idle once a second; a worker killed
+    just after leaves marks its successor's stages read again, uncommitted. By
+    then the inputs have a backlog: were the sources still idle, the first
+    partition routed would carry every stage's clock past postures not yet
+    routed, and accesses would be judged against stale ones (CI once saw two
+    extra SEP-006 after a SIGKILL this way). Here the dead validator's last
+    words are written directly, so the case is not left to timing."""
+    lines = _day(users=120, seed=9)
+    want = _replayed(lines)
+    topics = Topics(prefix)
+    out = producer(broker)
+    for stage in STAGES:
+        for source in topics.inputs:
+            if source not in _FEEDS[stage](topics):
+                continue
+            for input_partition in range(PARTITIONS):
+                name = f"{source}:{input_partition}".encode()
+                for p in range(PARTITIONS):
+                    out.send(
+                        topics.stage(stage),
+                        key=SOURCE_IDLE,
+                        value=b"",
+                        partition=p,
+                        headers=[("sepwatch-source", name)],
+                    )
+    out.flush()
+    out.close()
+    produce(lines, broker, topics)
+    worker = workers("a")
+    worker.wait_ready()
+    _wait_for(lambda: len(_exported(broker, topics)) >= len(want), timeout=120)
+    time.sleep(2)
+    _compare(want, _exported(broker, topics))
 
 
 def test_bad_records_go_to_the_dead_letters_and_the_worker_goes_on(
