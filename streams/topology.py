@@ -555,8 +555,9 @@ def _stage_agent(runner: StageRunner, findings: Any, sources: int) -> Any:
         async for event in stream.events():
             partition = event.message.partition
             engine = runner.engine(partition)
+            # The input partition the record came through (markers and data alike).
+            source = dict(event.headers or {}).get("sepwatch-source", b"").decode()
             if event.key == END_OF_INPUT:
-                source = dict(event.headers or {}).get("sepwatch-source", b"").decode()
                 # The markers seen so far live in the partition's table: those read
                 # before a crash are committed and not read again, and without them
                 # the partition would never flush what still waits.
@@ -570,18 +571,14 @@ def _stage_agent(runner: StageRunner, findings: Any, sources: int) -> Any:
                 if INPUT_ENDS in meta:
                     del meta[INPUT_ENDS]
             elif event.key == SOURCE_IDLE:
-                source = dict(event.headers or {}).get("sepwatch-source", b"").decode()
                 found = engine.advance(runner.clock(partition, source, None))
             elif event.key == SOURCE_BUSY:
                 # Holds the clock; never moves it.
-                runner.busy(
-                    partition, dict(event.headers or {}).get("sepwatch-source", b"").decode()
-                )
+                runner.busy(partition, source)
                 continue
             else:
                 parsed = EventAdapter.validator.validate_json(event.value)
                 found = engine.process(parsed)
-                source = dict(event.headers or {}).get("sepwatch-source", b"").decode()
                 found += engine.advance(
                     runner.clock(partition, source, parsed.timestamp.timestamp())
                 )
