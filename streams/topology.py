@@ -231,6 +231,7 @@ def build_app(
         stream_buffer_maxsize=8192,
     )
     _changelog_before_commit(app)
+    _seek_before_fetch(app)
 
     def raw_topic(name: str, internal: bool = False) -> Any:
         return app.topic(
@@ -626,6 +627,73 @@ def _changelog_before_commit(app: faust.App) -> None:
 
     buffer.put = tracked_put  # type: ignore[method-assign]
     buffer.flush = flush  # type: ignore[method-assign]
+
+
+def _seek_before_fetch(app: faust.App) -> None:
+    """Fetch no record of a stream partition between Faust's seek to the
+    committed offsets and the clearing of the agents' queues that follows it,
+    and seek every stream partition, even one with no offset committed.
+
+    At the end of a rebalance Faust 0.15 resumes the stream partitions, seeks
+    them to their committed offsets (`perform_seek`, one broker round trip per
+    partition, with the flow active), then resumes its flow control, which
+    clears the agents' queues. Two things then lose records:
+    - what the fetcher reads during the seek is queued and cleared while the
+      read offset is already past it, so it is never read again;
+    - the Kafka client seeks only to a committed offset above 0, so a
+      partition with no commit yet (a new group member, or the successor of a
+      worker killed before its first commit) keeps its position after records
+      that were queued and cleared.
+    A killed worker's successor, or a second worker joining, then never judged
+    some events and never flushed at the end of input (CI, issue 7).
+
+    Here the seek pauses the stream partitions being fetched, seeks those with
+    no commit (or 0) to their earliest offset as a fresh start would (the
+    workers read from `earliest`), and resumes them with the consumer's flow,
+    which Faust resumes right after clearing the queues. Records read before
+    the seek are read again from the committed offset: duplicates, which the
+    engines recognise, rather than losses."""
+    consumer = app.consumer
+    perform_seek = consumer.perform_seek
+    pause_partitions = consumer.pause_partitions
+    resume_flow = consumer.resume_flow
+    # Stream partition -> its read offset once sought, restored when it resumes:
+    # a record handed out before the pause may set it later, past records to re-read.
+    sought: dict[Any, int | None] = {}
+
+    def stream_partitions() -> set[Any]:
+        changelogs = app.tables.changelog_topics
+        return {tp for tp in consumer.assignment() if tp.topic not in changelogs}
+
+    async def seek_paused() -> None:
+        streams = stream_partitions()
+        fetching = {tp for tp in streams if tp not in consumer._paused_partitions}
+        pause_partitions(fetching)
+        await perform_seek()
+        read_offset = consumer._read_offset
+        unsought = [tp for tp in streams if not read_offset.get(tp)]
+        if unsought:
+            for tp, offset in (await consumer.earliest_offsets(*unsought)).items():
+                await consumer.seek(tp, offset)
+        sought.update({tp: read_offset.get(tp) for tp in fetching})
+
+    def pause(tps: Any) -> None:
+        # Faust pausing a partition outranks a resumption deferred here.
+        for tp in tps:
+            sought.pop(tp, None)
+        pause_partitions(tps)
+
+    def resume_flow_and_sought() -> None:
+        resume_flow()
+        if sought:
+            due = {tp: offset for tp, offset in sought.items() if tp in consumer.assignment()}
+            sought.clear()
+            consumer._read_offset.update(due)
+            consumer.resume_partitions(due)
+
+    consumer.perform_seek = seek_paused  # type: ignore[method-assign]
+    consumer.pause_partitions = pause  # type: ignore[method-assign]
+    consumer.resume_flow = resume_flow_and_sought  # type: ignore[method-assign]
 
 
 def _json(record: dict[str, Any]) -> bytes:
