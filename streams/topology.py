@@ -231,7 +231,7 @@ def build_app(
         stream_buffer_maxsize=8192,
     )
     _changelog_before_commit(app)
-    _seek_before_fetch(app)
+    seek_before_fetch(app)
 
     def raw_topic(name: str, internal: bool = False) -> Any:
         return app.topic(
@@ -629,7 +629,7 @@ def _changelog_before_commit(app: faust.App) -> None:
     buffer.flush = flush  # type: ignore[method-assign]
 
 
-def _seek_before_fetch(app: faust.App) -> None:
+def seek_before_fetch(app: faust.App) -> None:
     """Fetch no record of a stream partition between Faust's seek to the
     committed offsets and the clearing of the agents' queues that follows it,
     and seek every stream partition, even one with no offset committed.

@@ -1,0 +1,124 @@
+"""`seek_before_fetch`, against a stand-in for Faust 0.15's consumer that keeps
+what matters here: which partitions are paused, where each would be fetched
+from next, and the read offsets. The end of a recovery is played in Faust's
+order: resume the stream partitions, seek, clear the queues, resume the flow.
+The killed-worker and two-worker tests in tests/integration/test_stream.py
+show the same on a real broker, where the loss depends on timing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from types import SimpleNamespace
+from typing import Any
+
+from faust.types import TP
+
+from streams.topology import seek_before_fetch
+
+CHANGELOG = "w-review-meta-changelog"
+COMMITTED = TP("access", 0)  # the group committed offset 7
+ZERO = TP("access", 1)  # committed 0
+NEVER = TP("posture", 0)  # nothing committed: a new member, or a dead one's first records
+LOG = TP(CHANGELOG, 0)
+EARLIEST = {COMMITTED: 0, ZERO: 0, NEVER: 3, LOG: 0}
+
+
+class Consumer:
+    def __init__(self) -> None:
+        self._paused_partitions: set[TP] = set()
+        self._read_offset: defaultdict[TP, int | None] = defaultdict(lambda: None)
+        # Where the next fetch starts: each partition has been fetched to 20,
+        # records that Faust then clears from the agents' queues.
+        self.position = {tp: 20 for tp in EARLIEST}
+        self.fetched_during_seek: set[TP] = set()
+        self.flow = False
+
+    def assignment(self) -> set[TP]:
+        return set(EARLIEST)
+
+    def pause_partitions(self, tps: Any) -> None:
+        self._paused_partitions |= set(tps)
+
+    def resume_partitions(self, tps: Any) -> None:
+        self._paused_partitions -= set(tps)
+
+    def fetchable(self) -> set[TP]:
+        return {tp for tp in EARLIEST if tp not in self._paused_partitions and self.flow}
+
+    async def perform_seek(self) -> None:
+        # Faust's seek over the Kafka client's: it moves only partitions whose
+        # committed offset is above 0; the flow stays active meanwhile.
+        self.fetched_during_seek |= self.fetchable() - {LOG}
+        committed = {COMMITTED: 7, ZERO: 0, NEVER: None, LOG: None}
+        for tp, offset in committed.items():
+            if offset:
+                self.position[tp] = offset
+            self._read_offset[tp] = offset
+        await asyncio.sleep(0)
+
+    async def earliest_offsets(self, *tps: TP) -> dict[TP, int]:
+        return {tp: EARLIEST[tp] for tp in tps}
+
+    async def seek(self, tp: TP, offset: int) -> None:
+        self.position[tp] = offset
+        self._read_offset[tp] = offset or None
+
+    def resume_flow(self) -> None:
+        self.flow = True
+
+
+def _app() -> tuple[Any, Consumer]:
+    consumer = Consumer()
+    app = SimpleNamespace(consumer=consumer, tables=SimpleNamespace(changelog_topics={CHANGELOG}))
+    seek_before_fetch(app)  # type: ignore[arg-type]
+    consumer.flow = True  # recovery ran with the flow resumed
+    return app, consumer
+
+
+async def _end_of_recovery(consumer: Any, between: Any = None) -> None:
+    """Faust 0.15's `Recovery.on_recovery_completed`, the part that matters."""
+    consumer.resume_partitions({tp for tp in EARLIEST if tp.topic != CHANGELOG})
+    await consumer.perform_seek()
+    if between is not None:
+        between()
+    # app.flow_control.resume() clears the agents' queues here, then:
+    consumer.resume_flow()
+
+
+def test_no_stream_partition_is_fetched_during_the_seek_and_all_resume_with_the_flow() -> None:
+    _, consumer = _app()
+    consumer.pause_partitions({LOG})  # Faust pauses changelogs once recovered
+    asyncio.run(_end_of_recovery(consumer))
+    assert consumer.fetched_during_seek == set()
+    assert consumer.fetchable() == {COMMITTED, ZERO, NEVER}
+
+
+def test_every_stream_partition_is_sought_even_with_nothing_committed() -> None:
+    _, consumer = _app()
+    asyncio.run(_end_of_recovery(consumer))
+    # Committed partitions go to their commit; the others to their earliest
+    # offset, where the Kafka client alone would have left them at 20, past
+    # records the clearing dropped. Changelogs are recovery's business.
+    assert consumer.position == {COMMITTED: 7, ZERO: 0, NEVER: 3, LOG: 20}
+
+
+def test_a_read_offset_moved_by_a_record_handed_out_before_the_pause_is_restored() -> None:
+    _, consumer = _app()
+
+    def late_record() -> None:
+        consumer._read_offset[COMMITTED] = 19  # would drop offsets 7..19 as already read
+
+    asyncio.run(_end_of_recovery(consumer, between=late_record))
+    assert consumer._read_offset[COMMITTED] == 7
+    assert consumer._read_offset[NEVER] == 3
+
+
+def test_a_partition_faust_pauses_after_the_seek_stays_paused() -> None:
+    _, consumer = _app()
+
+    def rebalance_again() -> None:
+        consumer.pause_partitions({NEVER})
+
+    asyncio.run(_end_of_recovery(consumer, between=rebalance_again))
+    assert consumer.fetchable() == {COMMITTED, ZERO, LOG}
