@@ -85,30 +85,42 @@ def admin(broker: Broker) -> KafkaAdminClient:
             raise unavailable(broker, causes) from None
 
 
-def ensure_topics(broker: Broker, topics: Topics, partitions: int, retention_ms: int) -> None:
+def ensure_topics(
+    broker: Broker, topics: Topics, partitions: int, retention_ms: int, ready_s: float = 30.0
+) -> None:
     """Create what is missing; refuse a topic whose partition count would break
-    co-partitioning (every stage joins within one partition)."""
+    co-partitioning (every stage joins within one partition); return once every
+    topic is in the broker's metadata with its partitions.
+
+    The stage tables' changelogs are created here too, not left to Faust: two
+    workers started together would otherwise each find the other's changelog
+    half-created, keep metadata without its partitions, and crash their stage
+    agent on every table write until the metadata is refreshed minutes later."""
     client = admin(broker)
     try:
-        wanted = [
+        streams = [
             *topics.inputs,
             *(topics.stage(s) for s in STAGES),
             topics.findings,
             topics.dead_letters,
         ]
+        wanted = [*streams, *topics.changelogs]
         existing = set(client.list_topics())
         # Input records carry the broker's append time, not the producer's: the
         # validator caps event times against it, and a producer cannot forge it.
         appended = {"message.timestamp.type": "LogAppendTime"}
+        configs = {
+            **{name: {"retention.ms": str(retention_ms)} for name in streams},
+            **{name: {**appended, "retention.ms": str(retention_ms)} for name in topics.inputs},
+            # Faust's changelogs: compacted, kept as long as the state they hold.
+            **{name: {"cleanup.policy": "compact"} for name in topics.changelogs},
+        }
         new = [
             NewTopic(
                 name,
                 num_partitions=partitions,
                 replication_factor=1,
-                topic_configs={
-                    "retention.ms": str(retention_ms),
-                    **(appended if name in topics.inputs else {}),
-                },
+                topic_configs=configs[name],
             )
             for name in wanted
             if name not in existing
@@ -116,18 +128,29 @@ def ensure_topics(broker: Broker, topics: Topics, partitions: int, retention_ms:
         if new:
             with contextlib.suppress(TopicAlreadyExistsError):
                 client.create_topics(new)
-        wrong = []
-        for info in client.describe_topics(wanted):
-            count = len(info.get("partitions") or [])
-            if count and count != partitions:
+        deadline = time.monotonic() + ready_s
+        while True:
+            wrong, pending = [], []
+            for info in client.describe_topics(wanted):
                 name = info.get("name") or info.get("topic")  # kafka-python 3 says name
-                wrong.append(f"{name} has {count} partitions, not {partitions}")
-        if wrong:
-            raise KafkaUnavailable(
-                "topics would break co-partitioning: "
-                + "; ".join(wrong)
-                + " (use --partitions to match, or a new --prefix)"
-            )
+                count = len(info.get("partitions") or [])
+                if not count:
+                    pending.append(str(name))
+                elif count != partitions:
+                    wrong.append(f"{name} has {count} partitions, not {partitions}")
+            if wrong:
+                raise KafkaUnavailable(
+                    "topics would break co-partitioning: "
+                    + "; ".join(wrong)
+                    + " (use --partitions to match, or a new --prefix)"
+                )
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                raise KafkaUnavailable(
+                    f"topics created but not ready after {ready_s:.0f} s: {', '.join(pending)}"
+                )
+            time.sleep(0.2)
     finally:
         client.close()
 

@@ -15,6 +15,8 @@ INPUT_STREAMS = {
     "control_review": "control-reviews",
 }
 STAGES: tuple[Stage, ...] = ("device", "user", "review")
+# A stage's Faust tables, one changelog topic each.
+STORES = ("postures", "accesses", "pending", "entities", "meta")
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,14 @@ class Topics:
 
     def stage(self, stage: Stage) -> str:
         return f"{self.prefix}by-{stage}"
+
+    def changelog(self, stage: Stage, store: str) -> str:
+        """The changelog of one stage table (Faust's name for the worker app)."""
+        return f"{self.prefix}worker-{stage}-{store}-changelog"
+
+    @property
+    def changelogs(self) -> list[str]:
+        return [self.changelog(stage, store) for stage in STAGES for store in STORES]
 
     @property
     def findings(self) -> str:

@@ -19,8 +19,10 @@ does at the end of its file.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Iterator, MutableMapping
@@ -42,7 +44,7 @@ from streams.dead_letters import dead_letter
 from streams.policy_file import PolicyError, load_policy
 from streams.replay import utc_now
 from streams.settings import Settings
-from streams.topics import STAGES, Topics, input_key, partition_of, stage_keys
+from streams.topics import STAGES, STORES, Topics, input_key, partition_of, stage_keys
 
 log = logging.getLogger("sepwatch")
 
@@ -56,12 +58,16 @@ SOURCE_IDLE = b"__sepwatch_source_idle__"
 # partition has a backlog, letting other sources carry the clock past it.
 SOURCE_BUSY = b"__sepwatch_source_busy__"
 IDLE_MARK_SECONDS = 1.0
+# Stage record headers: when a data record's input was appended to Kafka (epoch
+# seconds, the broker's time on the input topics), and the time up to which an
+# idle mark's source had routed everything.
+APPENDED = "sepwatch-appended"
+AS_OF = "sepwatch-as-of"
 POLICY_POLL_SECONDS = 2.0
 # Wall-clock silence, without data or idle marks, after which a source no longer
 # holds the clock: only a validator that is gone is that silent. A source with a
 # backlog sends no idle marks, so a catch-up after a crash never releases early.
 IDLE_SECONDS = 300.0
-STORES = ("postures", "accesses", "pending", "entities", "meta")
 # Key in a stage partition's meta table: end-of-input markers received, by source.
 INPUT_ENDS = "input_ends"
 METRICS_SECONDS = 5.0
@@ -102,6 +108,51 @@ class PartitionStore(MutableMapping[str, Any]):
         return sum(1 for _ in self)
 
 
+class AppendFrontier:
+    """The largest event time among the records a stage partition has judged,
+    by the time their input records were appended to Kafka (0.1 s buckets).
+
+    An idle mark says its source had routed everything appended before its
+    `as_of` time. The source's next records are appended after that, so in
+    the order the inputs were appended (the order a replay reads its file)
+    they come no earlier than what was appended before `as_of`: the source
+    holds the clock there, not past it. A mark read after records appended
+    later (a slow validator's mark, or one sent while another validator raced
+    ahead) therefore cannot let those records carry the clock past the
+    source's backlog."""
+
+    BUCKETS_KEPT = 6000  # ten minutes of append time; older marks hold nothing back less
+
+    def __init__(self) -> None:
+        self.buckets: list[int] = []  # increasing append-time buckets
+        self.largest: list[float] = []  # largest event time appended up to the bucket's end
+        self.overall = float("-inf")
+
+    def add(self, appended: float | None, ts: float) -> None:
+        self.overall = max(self.overall, ts)
+        if appended is None:
+            return  # counts only for a mark with no time (everything routed)
+        bucket = int(appended * 10)
+        i = bisect.bisect_left(self.buckets, bucket)
+        if i == len(self.buckets) or self.buckets[i] != bucket:
+            self.buckets.insert(i, bucket)
+            self.largest.insert(i, self.largest[i - 1] if i else float("-inf"))
+        for j in range(i, len(self.largest)):
+            if self.largest[j] >= ts:
+                break  # the running maximum is already larger from here on
+            self.largest[j] = ts
+        if len(self.buckets) > self.BUCKETS_KEPT:
+            del self.buckets[0], self.largest[0]
+
+    def by(self, as_of: float | None) -> float:
+        """The largest event time judged among records appended entirely
+        before `as_of` (None: of every record judged)."""
+        if as_of is None:
+            return self.overall
+        i = bisect.bisect_left(self.buckets, int(as_of * 10))  # buckets ending by as_of
+        return self.largest[i - 1] if i else float("-inf")
+
+
 class StageRunner:
     """The engines of one stage, one per partition this worker holds."""
 
@@ -122,7 +173,9 @@ class StageRunner:
         self.engines: dict[int, Engine] = {}
         # partition -> source -> (largest event time, monotonic time last heard)
         self.clocks: dict[int, dict[str, tuple[float, float]]] = {}
-        self.idle: dict[int, set[str]] = {}  # sources whose last word was an idle mark
+        # Sources whose last word was an idle mark, with the mark's `as_of`.
+        self.idle: dict[int, dict[str, float | None]] = {}
+        self.frontier: dict[int, AppendFrontier] = {}
         self.last: dict[int, float] = {}  # the clock last given, per partition
         self.since: dict[int, float] = {}  # when the partition was (re)assigned here
         self.sources = len(sources)
@@ -150,33 +203,47 @@ class StageRunner:
         for engine in self.engines.values():
             engine.set_policy(policy, effective_from=since)
 
-    def clock(self, partition: int, source: str, ts: float | None) -> float:
+    def clock(
+        self,
+        partition: int,
+        source: str,
+        ts: float | None,
+        *,
+        appended: float | None = None,
+        as_of: float | None = None,
+    ) -> float:
         """The partition's event clock: the slowest active source's largest event
         time; without this, one topic read ahead of another would push the
         watermark past events still to come. `ts` None is an idle mark: the
-        source has been read to its end and stops holding the clock until it
-        sends data again (Flink's idleness, decided by the reader, which knows,
-        rather than by a timer, which guesses)."""
+        source had routed everything appended before `as_of` (None: everything)
+        and holds the clock only at what was appended before then (see
+        AppendFrontier), until it sends data again (Flink's idleness, decided
+        by the reader, which knows, rather than by a timer, which guesses).
+        `appended` is when a data record's input was appended to Kafka."""
         now = time.monotonic()
         clocks = self.clocks.setdefault(partition, {})
-        idle = self.idle.setdefault(partition, set())
+        idle = self.idle.setdefault(partition, {})
+        frontier = self.frontier.setdefault(partition, AppendFrontier())
         seen, _ = clocks.get(source, (float("-inf"), now))
         if ts is None:
-            idle.add(source)
+            idle[source] = as_of
         else:
-            idle.discard(source)
+            idle.pop(source, None)
             seen = max(seen, ts)
+            frontier.add(appended, ts)
         clocks[source] = (seen, now)
         # Just after a start or a rebalance no source is known yet: until every
         # source has been heard (data or mark), or IDLE_SECONDS have passed, it holds.
         since = self.since.setdefault(partition, now)
         if len(clocks) < self.sources and now - since < IDLE_SECONDS:
             return float("-inf")
-        active = [
-            t for s, (t, heard) in clocks.items() if s not in idle and now - heard < IDLE_SECONDS
+        holds = [
+            frontier.by(idle[s]) if s in idle else t
+            for s, (t, heard) in clocks.items()
+            if now - heard < IDLE_SECONDS
         ]
-        if active:
-            self.last[partition] = max(self.last.get(partition, float("-inf")), min(active))
+        if holds:
+            self.last[partition] = max(self.last.get(partition, float("-inf")), min(holds))
         elif ts is not None:
             self.last[partition] = max(self.last.get(partition, float("-inf")), ts)
         return self.last.get(partition, float("-inf"))
@@ -187,7 +254,7 @@ class StageRunner:
         clocks = self.clocks.setdefault(partition, {})
         seen, _ = clocks.get(source, (float("-inf"), 0.0))
         clocks[source] = (seen, time.monotonic())
-        self.idle.setdefault(partition, set()).discard(source)
+        self.idle.setdefault(partition, {}).pop(source, None)
 
     def event_clocks(self) -> list[float]:
         """The event clock of each partition held here."""
@@ -199,6 +266,7 @@ class StageRunner:
         for p in partitions:
             self.clocks.pop(p, None)
             self.idle.pop(p, None)
+            self.frontier.pop(p, None)
             self.last.pop(p, None)
             self.since.pop(p, None)
             self.engines.pop(p, None)
@@ -324,7 +392,10 @@ def build_app(
                 key=key.encode(),
                 value=raw,
                 partition=partition_of(key, partitions),
-                headers={"sepwatch-source": f"{msg.topic}:{msg.partition}".encode()},
+                headers={
+                    "sepwatch-source": f"{msg.topic}:{msg.partition}".encode(),
+                    APPENDED: repr(msg.timestamp).encode(),
+                },
             )
 
     input_topics = set(topics.inputs)
@@ -339,30 +410,41 @@ def build_app(
         # Faust's read offset per partition (no public accessor): the committed
         # offset after it seeks there, then the last offset handed to a stream.
         read_offset = app.consumer._read_offset
-        for tp in app.consumer.assignment():
-            if tp.topic not in input_topics:
+        tps = [tp for tp in app.consumer.assignment() if tp.topic in input_topics]
+        if not tps:
+            return
+        # The ends as the broker has them now, not as the last fetch saw them: a
+        # mark says "everything appended before as_of is routed".
+        as_of = time.time()
+        try:
+            ends = await app.consumer.highwaters(*tps)
+        except Exception as exc:  # broker away or rebalancing: no mark is the safe side
+            log.debug("input ends unavailable, no idle marks this round: %r", exc)
+            return
+        for tp in tps:
+            end = ends.get(tp)
+            if end is None:
                 continue
-            high = app.consumer.highwater(tp)
-            if high is None or (await app.consumer.position(tp) or 0) < high:
-                continue  # records not yet fetched
-            # Routed through `high`, or nothing handed out since the seek to a
-            # committed offset that is already `high` (an empty partition: 0).
+            # Routed through `end`, or nothing handed out since the seek to a
+            # committed offset that is already `end` (an empty partition: 0).
             done = routed.get((tp.topic, tp.partition), read_offset.get(tp) or 0)
-            if done < high:
-                continue
-            await mark_source(tp.topic, tp.partition, SOURCE_IDLE)
+            if done < end:
+                continue  # records still to route
+            await mark_source(tp.topic, tp.partition, SOURCE_IDLE, as_of=as_of)
 
-    async def mark_source(topic: str, partition: int, mark: bytes) -> None:
+    async def mark_source(
+        topic: str, partition: int, mark: bytes, as_of: float | None = None
+    ) -> None:
         """Tell every stage partition this input partition feeds that it is idle
-        or busy (see SOURCE_IDLE, SOURCE_BUSY)."""
-        source = f"{topic}:{partition}".encode()
+        (as of a time) or busy (see SOURCE_IDLE, SOURCE_BUSY)."""
+        headers = {"sepwatch-source": f"{topic}:{partition}".encode()}
+        if as_of is not None:
+            headers[AS_OF] = repr(as_of).encode()
         for stage in STAGES:
             if topic not in feeds[stage]:
                 continue
             for p in range(partitions):
-                await by_stage[stage].send(
-                    key=mark, value=b"", partition=p, headers={"sepwatch-source": source}
-                )
+                await by_stage[stage].send(key=mark, value=b"", partition=p, headers=headers)
 
     # Raw vendor topics (docs/adapters.md): the adapters turn each record into
     # canonical events on the input topics, where `validate` takes them as it
@@ -416,7 +498,7 @@ def build_app(
                 default=None,
                 partitions=partitions,
                 changelog_topic=app.topic(
-                    f"{settings.topic_prefix}worker-{stage}-{name}-changelog",
+                    topics.changelog(stage, name),
                     partitions=partitions,
                     compacting=True,
                     key_serializer="json",
@@ -556,8 +638,9 @@ def _stage_agent(runner: StageRunner, findings: Any, sources: int) -> Any:
         async for event in stream.events():
             partition = event.message.partition
             engine = runner.engine(partition)
+            headers = dict(event.headers or {})
             # The input partition the record came through (markers and data alike).
-            source = dict(event.headers or {}).get("sepwatch-source", b"").decode()
+            source = headers.get("sepwatch-source", b"").decode()
             if event.key == END_OF_INPUT:
                 # The markers seen so far live in the partition's table: those read
                 # before a crash are committed and not read again, and without them
@@ -572,7 +655,10 @@ def _stage_agent(runner: StageRunner, findings: Any, sources: int) -> Any:
                 if INPUT_ENDS in meta:
                     del meta[INPUT_ENDS]
             elif event.key == SOURCE_IDLE:
-                found = engine.advance(runner.clock(partition, source, None))
+                # A mark without its time (an older worker's) is taken as of when
+                # it was written, which is no later than its source was idle.
+                as_of = _seconds(headers.get(AS_OF), event.message.timestamp)
+                found = engine.advance(runner.clock(partition, source, None, as_of=as_of))
             elif event.key == SOURCE_BUSY:
                 # Holds the clock; never moves it.
                 runner.busy(partition, source)
@@ -580,13 +666,22 @@ def _stage_agent(runner: StageRunner, findings: Any, sources: int) -> Any:
             else:
                 parsed = EventAdapter.validator.validate_json(event.value)
                 found = engine.process(parsed)
+                appended = _seconds(headers.get(APPENDED), event.message.timestamp)
                 found += engine.advance(
-                    runner.clock(partition, source, parsed.timestamp.timestamp())
+                    runner.clock(partition, source, parsed.timestamp.timestamp(), appended=appended)
                 )
             for f in found:
                 await _emit(findings, f)
 
     return judge
+
+
+def _seconds(header: bytes | None, fallback: float) -> float:
+    try:
+        value = float(header) if header else fallback
+    except ValueError:
+        return fallback
+    return value if math.isfinite(value) else fallback
 
 
 async def _emit(findings: Any, finding: Finding) -> None:

@@ -305,3 +305,25 @@ def test_the_worker_refuses_to_start_without_a_broker_or_with_wrong_partitions(
     assert "co-partitioning" in wrong.stderr and "has 4 partitions, not 2" in " ".join(
         wrong.stderr.split()
     )
+
+
+def test_the_stage_changelogs_exist_with_their_partitions_before_a_worker_starts(
+    broker: str, prefix: str
+) -> None:
+    """Two workers started together once left one of them with metadata of a
+    changelog the other was creating: its stage agent crashed on every table
+    write, losing records (the two-worker test above, under load)."""
+    from streams.kafka_io import admin
+
+    topics = Topics(prefix)
+    ensure_topics(broker, topics, PARTITIONS, retention_ms=3_600_000)
+    client = admin(broker)
+    try:
+        described = {
+            info.get("name") or info.get("topic"): len(info.get("partitions") or [])
+            for info in client.describe_topics(topics.changelogs)
+        }
+    finally:
+        client.close()
+    assert len(topics.changelogs) == 15
+    assert described == {name: PARTITIONS for name in topics.changelogs}
