@@ -121,7 +121,7 @@ class AppendFrontier:
     ahead) therefore cannot let those records carry the clock past the
     source's backlog."""
 
-    BUCKETS_KEPT = 6000  # ten minutes of append time; older marks hold nothing back less
+    BUCKETS_KEPT = 6000  # ten minutes of append time; an older mark holds the clock where it is
 
     def __init__(self) -> None:
         self.buckets: list[int] = []  # increasing append-time buckets
