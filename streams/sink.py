@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import CommitFailedError
+from aiokafka.errors import CommitFailedError, IllegalStateError
 from elasticsearch import ApiError as EsApiError
 from elasticsearch import AsyncElasticsearch, TransportError
 from pydantic import ValidationError
@@ -221,11 +221,16 @@ class FindingsSink:
         if not await batch.task:
             return False
         assert self._consumer is not None
+        # A rebalance may have taken partitions since the batch was read: their
+        # new owner writes the same findings again, and create-by-id makes that
+        # harmless. Committing them would fail (and once stopped the worker).
+        owned = self._consumer.assignment()
+        offsets = {tp: offset for tp, offset in batch.offsets.items() if tp in owned}
+        if not offsets:
+            return True
         try:
-            await self._consumer.commit(batch.offsets)
-        except CommitFailedError:
-            # A rebalance took the partitions: the new owner writes the same
-            # findings again, and create-by-id makes that harmless.
+            await self._consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError):
             log.warning("es sink: commit refused after a rebalance")
         return True
 

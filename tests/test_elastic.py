@@ -244,3 +244,39 @@ def test_the_roles_command_prints_a_roles_file() -> None:
         "sepwatch_findings_writer": writer_role("f"),
         "sepwatch_findings_analyst": analyst_role("f"),
     }
+
+
+def test_a_settled_batch_commits_only_the_partitions_still_owned() -> None:
+    """A rebalance between reading a batch and settling it took partition 2:
+    committing it raised IllegalStateError and stopped the whole worker (seen
+    in the two-worker benchmark). Its new owner writes those findings again."""
+    import asyncio
+
+    from aiokafka import TopicPartition
+
+    from streams.sink import FindingsSink, InFlight
+
+    kept, taken = TopicPartition("f", 0), TopicPartition("f", 2)
+    committed: list[dict[Any, int]] = []
+
+    class Consumer:
+        def assignment(self) -> set[TopicPartition]:
+            return {kept}
+
+        async def commit(self, offsets: dict[Any, int]) -> None:
+            if set(offsets) - self.assignment():
+                raise AssertionError("committed a partition not assigned")
+            committed.append(offsets)
+
+    async def finish() -> bool:
+        sink = FindingsSink(Settings(), es=object())  # type: ignore[arg-type]
+        sink._consumer = Consumer()  # type: ignore[assignment]
+
+        async def settled() -> bool:
+            return True
+
+        batch = InFlight(asyncio.create_task(settled()), {kept: 10, taken: 7})
+        return await sink._finish(batch)
+
+    assert asyncio.run(finish()) is True
+    assert committed == [{kept: 10}]
