@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from aiokafka.errors import IllegalStateError
 from faust.exceptions import ProducerSendError
 
 from detectors import Engine, EngineState, Stage
@@ -587,8 +588,16 @@ def build_app(
         for tp in app.consumer.assignment():
             if tp.topic not in watched_topics:
                 continue
-            position = await app.consumer.position(tp)
-            behind = max(0, app.consumer.highwater(tp) - (position or 0))
+            # Just after a rebalance a partition has no highwater yet, or is
+            # gone again: a timer that raised would stop the whole worker.
+            high = app.consumer.highwater(tp)
+            if high is None:
+                continue
+            try:
+                position = await app.consumer.position(tp)
+            except IllegalStateError:
+                continue
+            behind = max(0, high - (position or 0))
             lag[tp.topic] = lag.get(tp.topic, 0) + behind
         for topic in watched_topics:
             # Topics lost in a rebalance read 0 here, not their last value.
