@@ -109,18 +109,19 @@ def ensure_topics(
         # Input records carry the broker's append time, not the producer's: the
         # validator caps event times against it, and a producer cannot forge it.
         appended = {"message.timestamp.type": "LogAppendTime"}
-        configs = {
-            **{name: {"retention.ms": str(retention_ms)} for name in streams},
-            **{name: {**appended, "retention.ms": str(retention_ms)} for name in topics.inputs},
-            # Faust's changelogs: compacted, kept as long as the state they hold.
-            **{name: {"cleanup.policy": "compact"} for name in topics.changelogs},
-        }
+        # Faust's changelogs: compacted, kept as long as the state they hold.
+        compacted = {"cleanup.policy": "compact"}
         new = [
             NewTopic(
                 name,
                 num_partitions=partitions,
                 replication_factor=1,
-                topic_configs=configs[name],
+                topic_configs=compacted
+                if name in topics.changelogs
+                else {
+                    "retention.ms": str(retention_ms),
+                    **(appended if name in topics.inputs else {}),
+                },
             )
             for name in wanted
             if name not in existing
