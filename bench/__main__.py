@@ -711,9 +711,9 @@ def recovery(s: Sizes, runs: int, workdir: Path, out: Results) -> None:
     )
     out.notes.append(
         "Recovery: the broker hands a SIGKILLed worker's partitions to its successor only "
-        "when the dead member's session expires (faust-streaming's broker_session_timeout, "
-        "60 s by default, which the worker does not change); a SIGTERMed worker leaves "
-        "the group at once."
+        "when the dead member's session expires (SEPWATCH_KAFKA_SESSION_TIMEOUT_S, 10 s "
+        "by default; Faust's own default is 60 s); a SIGTERMed worker leaves the group "
+        "at once."
     )
 
 

@@ -158,6 +158,17 @@ class Settings(BaseSettings):
         "127.0.0.1",
         description="address the web port listens on; 0.0.0.0 to be scraped from other hosts",
     )
+    # Kafka's own default for the Java consumer is 45 s and Faust's 60 s; a
+    # worker killed outright holds its partitions that long before a successor
+    # or a peer gets them. 10 s is aiokafka's default (the sink's and alert
+    # router's consumers use it too); the broker allows 6 s at least.
+    kafka_session_timeout_s: float = Field(
+        10.0,
+        ge=6.0,
+        le=90.0,
+        description="consumer group session: how long a worker that stopped "
+        "heartbeating (killed, frozen) keeps its partitions",
+    )
     partitions: int = Field(4, description="partitions of every sepwatch topic", ge=1)
     retention_ms: int = Field(7 * 24 * 3600 * 1000, description="retention of sepwatch topics")
     # Five minutes: NTP keeps hosts within a second; a source's clock more than
@@ -192,6 +203,20 @@ class Settings(BaseSettings):
     def kafka(self) -> KafkaConnection:
         """The broker and how to reach it, for every Kafka client."""
         return KafkaConnection.from_settings(self)
+
+    @property
+    def group_membership(self) -> dict[str, int]:
+        """Session and heartbeat of the sink's and the alert router's consumer
+        groups (aiokafka's names), the rules' group's own."""
+        return {
+            "session_timeout_ms": int(self.kafka_session_timeout_s * 1000),
+            "heartbeat_interval_ms": int(self.heartbeat_s * 1000),
+        }
+
+    @property
+    def heartbeat_s(self) -> float:
+        # A third of the session, as Kafka advises; 3 s at most (its default).
+        return min(3.0, self.kafka_session_timeout_s / 3)
 
     @model_validator(mode="after")
     def _kafka_security_complete(self) -> Settings:

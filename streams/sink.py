@@ -167,6 +167,7 @@ class FindingsSink:
             self.topics.findings,
             **self.settings.kafka.client_options(),
             group_id=f"{self.settings.topic_prefix}es-sink",
+            **self.settings.group_membership,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             # While ES is down the sink holds its batch and does not poll: a

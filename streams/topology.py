@@ -25,7 +25,7 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Iterator, MutableMapping
+from collections.abc import AsyncIterator, Iterator, MutableMapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -294,6 +294,8 @@ def build_app(
         # /metrics only where the settings say.
         web_bind=settings.web_host,
         consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.kafka_session_timeout_s,
+        broker_heartbeat_interval=settings.heartbeat_s,
         broker_commit_every=1000,
         broker_commit_interval=1.0,
         producer_linger_ms=5,
@@ -756,7 +758,24 @@ def seek_before_fetch(app: faust.App) -> None:
     workers read from `earliest`), and resumes them with the consumer's flow,
     which Faust resumes right after clearing the queues. Records read before
     the seek are read again from the committed offset: duplicates, which the
-    engines recognise, rather than losses."""
+    engines recognise, rather than losses.
+
+    Pausing is not enough: Faust's pause only stops it asking for the
+    partition, and a fetch already under way in the consumer's thread hands
+    its records over after the seek, with the client's position moved past
+    them. Queued, they were then cleared with the agents' queues, and a worker
+    that took over a killed one's partitions never read those inputs (and a
+    later record's offset made Faust count them as a gap and commit past
+    them). So a fetch that began before a seek of a partition hands none of
+    that partition's records over: the partition is read again from the
+    first of them when the position has moved past it. This happens at
+    nearly every takeover; the worker logs it at INFO.
+
+    Faust's fetch loop also seeks, when a rebalance stops the flow under a
+    fetch, and could overlap the recovery's seek or be overtaken by the
+    flow's resumption, leaving its partitions paused. Seeks here run one at a
+    time, and one that the flow's resumption overtook resumes its partitions
+    itself (a guard from reading Faust's code, not a fault seen)."""
     consumer = app.consumer
     perform_seek = consumer.perform_seek
     pause_partitions = consumer.pause_partitions
@@ -769,17 +788,33 @@ def seek_before_fetch(app: faust.App) -> None:
         changelogs = app.tables.changelog_topics
         return {tp for tp in consumer.assignment() if tp.topic not in changelogs}
 
+    # Faust also seeks from its fetch loop, when a rebalance stops the flow under
+    # a fetch; that seek can overlap the recovery's. One at a time, and one the
+    # flow's resumption overtook resumes its partitions itself.
+    one_at_a_time = asyncio.Lock()
+    resumed = [0]  # resumptions of the flow so far
+    seeks: Counter[Any] = Counter()  # seeks of each stream partition so far
+
     async def seek_paused() -> None:
-        streams = stream_partitions()
-        fetching = {tp for tp in streams if tp not in consumer._paused_partitions}
-        pause_partitions(fetching)
-        await perform_seek()
-        read_offset = consumer._read_offset
-        unsought = [tp for tp in streams if not read_offset.get(tp)]
-        if unsought:
-            for tp, offset in (await consumer.earliest_offsets(*unsought)).items():
-                await consumer.seek(tp, offset)
-        sought.update({tp: read_offset.get(tp) for tp in fetching})
+        async with one_at_a_time:
+            resumed_before = resumed[0]
+            streams = stream_partitions()
+            fetching = {tp for tp in streams if tp not in consumer._paused_partitions}
+            pause_partitions(fetching)
+            await perform_seek()
+            read_offset = consumer._read_offset
+            unsought = [tp for tp in streams if not read_offset.get(tp)]
+            if unsought:
+                for tp, offset in (await consumer.earliest_offsets(*unsought)).items():
+                    await consumer.seek(tp, offset)
+            seeks.update(streams)
+            # An earlier seek's partitions, still held, take this seek's offsets.
+            held = fetching | (sought.keys() & streams)
+            sought.update({tp: read_offset.get(tp) for tp in held})
+            if resumed[0] != resumed_before:
+                # The flow resumed (and the queues were cleared) during this seek:
+                # no later resumption would release these partitions.
+                resume_sought()
 
     def pause(tps: Any) -> None:
         # Faust pausing a partition outranks a resumption deferred here.
@@ -787,14 +822,52 @@ def seek_before_fetch(app: faust.App) -> None:
             sought.pop(tp, None)
         pause_partitions(tps)
 
+    def resume_sought() -> None:
+        due = {tp: offset for tp, offset in sought.items() if tp in consumer.assignment()}
+        sought.clear()
+        consumer._read_offset.update(due)
+        consumer.resume_partitions(due)
+
     def resume_flow_and_sought() -> None:
         resume_flow()
+        resumed[0] += 1
         if sought:
-            due = {tp: offset for tp, offset in sought.items() if tp in consumer.assignment()}
-            sought.clear()
-            consumer._read_offset.update(due)
-            consumer.resume_partitions(due)
+            resume_sought()
 
+    getmany = consumer.getmany
+
+    async def getmany_since_seek(timeout: float) -> AsyncIterator[tuple[Any, Any]]:
+        """Faust's fetch, less the records of a partition sought since the
+        fetch began: they come from before the seek, or moved the Kafka
+        client's position on past it, and go again from the earliest of them."""
+        before = seeks.copy()
+        stale: set[Any] = set()
+        async for tp, message in getmany(timeout=timeout):
+            if seeks[tp] == before[tp]:
+                yield tp, message
+                continue
+            if tp in stale:
+                continue  # the rest of the partition's records in this batch
+            stale.add(tp)
+            # A fetch under way in the consumer's thread during the seek hands its
+            # records over after it. Queued, they would be cleared with the agents'
+            # queues while the client's position stays past them.
+            try:
+                position = await consumer.position(tp)
+            except IllegalStateError:
+                continue  # no longer ours
+            if position is None or message.offset < position:
+                log.info(
+                    "%s:%s: a fetch begun before its seek took it to %s; read again from %s",
+                    tp.topic,
+                    tp.partition,
+                    position,
+                    message.offset,
+                )
+                await consumer.seek(tp, message.offset)
+                seeks[tp] += 1
+
+    consumer.getmany = getmany_since_seek  # type: ignore[method-assign]
     consumer.perform_seek = seek_paused  # type: ignore[method-assign]
     consumer.pause_partitions = pause  # type: ignore[method-assign]
     consumer.resume_flow = resume_flow_and_sought  # type: ignore[method-assign]

@@ -128,3 +128,30 @@ def test_channel_secret_file_through_the_environment(
     monkeypatch.setenv("SEPWATCH_CHANNELS__OPS__SECRET_FILE", str(tmp_path / "hook"))
     secret = Settings().channels["ops"].secret
     assert secret is not None and secret.get_secret_value() == "signing-key"
+
+
+def test_a_killed_worker_holds_its_partitions_ten_seconds_not_faust_s_minute(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from streams.policy_file import load_policy
+    from streams.topology import build_app
+
+    policy = load_policy(Path(__file__).parents[1] / "deploy" / "policy" / "example.yaml")
+    app = build_app(Settings(state_dir=tmp_path, web_port=0), policy)
+    assert app.conf.broker_session_timeout == 10.0
+    assert app.conf.broker_heartbeat_interval == 3.0
+    assert Settings().group_membership == {
+        "session_timeout_ms": 10_000,
+        "heartbeat_interval_ms": 3_000,
+    }
+
+    monkeypatch.setenv("SEPWATCH_KAFKA_SESSION_TIMEOUT_S", "6")
+    six = Settings()
+    assert six.group_membership == {"session_timeout_ms": 6_000, "heartbeat_interval_ms": 2_000}
+    app = build_app(Settings(state_dir=tmp_path, web_port=0), policy)
+    assert app.conf.broker_session_timeout == 6.0
+
+    # Below what a broker accepts (group.min.session.timeout.ms, 6 s): refused here.
+    monkeypatch.setenv("SEPWATCH_KAFKA_SESSION_TIMEOUT_S", "2")
+    with pytest.raises(ValidationError, match="kafka_session_timeout_s"):
+        Settings()

@@ -154,6 +154,7 @@ class AlertRouter:
         self._consumer = AIOKafkaConsumer(
             **self.settings.kafka.client_options(),
             group_id=f"{self.settings.topic_prefix}alerts",
+            **self.settings.group_membership,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             # A batch waits for its deliveries (retries and backoff included).

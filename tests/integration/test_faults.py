@@ -188,7 +188,7 @@ def test_faults_lose_no_finding_and_duplicate_none(
         worker = start()
         produce(chunks[0], broker, topics, end_of_input=False)
         # 1: a kill a few seconds into the run, then one in a new worker's first
-        # seconds. Each restart waits out the killed member's session (Faust: 60 s).
+        # seconds. Each restart waits out the killed member's session (10 s).
         progress(expected // 20)
         worker = kill(worker)
         produce(chunks[1], broker, topics, end_of_input=False)
