@@ -30,7 +30,7 @@ from kafka import KafkaConsumer, TopicPartition
 from streams.kafka_io import ensure_topics, produce
 from streams.policy_file import load_policy
 from streams.simulate import simulate
-from streams.topics import Topics
+from streams.topics import STAGES, Topics
 from tests.integration.conftest import ES, ES_PORT, KAFKA, POLICY, PORT, Worker
 from tests.integration.receivers import SignedWebhook
 from tests.integration.test_elasticsearch import _count
@@ -99,6 +99,41 @@ def _findings_written(broker: str, topics: Topics) -> int:
         return sum(consumer.end_offsets(parts).values())
     except Exception:
         return -1
+    finally:
+        consumer.close()
+
+
+def _where_lost(broker: str, topics: Topics, lost: list[dict[str, object]]) -> None:
+    """On a loss, say where the lost findings' evidence got to: the input
+    topics, the stage topics (partition and offset), and the workers' group
+    offsets there: whether the validator or a stage dropped it."""
+    evidence = {e for f in lost for e in f["evidence_event_ids"]}  # type: ignore[attr-defined]
+    consumer = KafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False)
+    try:
+        for topic in [*topics.inputs, *(topics.stage(s) for s in STAGES)]:
+            parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+            consumer.assign(parts)
+            consumer.seek_to_beginning()
+            ends = consumer.end_offsets(parts)
+            found: list[tuple[int, int]] = []
+            while any(consumer.position(tp) < ends[tp] for tp in parts):
+                for tp, records in consumer.poll(timeout_ms=1000).items():
+                    for r in records:
+                        if any(e.encode() in (r.value or b"") for e in evidence):
+                            found.append((tp.partition, r.offset))
+            if found:
+                group = KafkaConsumer(
+                    bootstrap_servers=broker,
+                    group_id=f"{topics.prefix}worker",
+                    enable_auto_commit=False,
+                )
+                committed = [group.committed(tp) for tp in parts]
+                group.close()
+                print(
+                    f"  {topic}: {len(found)} records of the lost evidence at "
+                    f"{sorted(found)[:12]}; ends {[ends[tp] for tp in parts]}; "
+                    f"committed {committed}"
+                )
     finally:
         consumer.close()
 
@@ -245,6 +280,7 @@ def test_faults_lose_no_finding_and_duplicate_none(
         for k in lost_by_engine[:40]:
             f = want[k]
             print(f"  {f['rule_id']} {k} at {f['timestamp']} evidence {f['evidence_event_ids']}")
+        _where_lost(broker, topics, [want[k] for k in lost_by_engine])
     extra = sorted(set(stored) - set(want))
     twice = {k: n for k, n in stored.items() if n > 1}
     assert not missing, (
