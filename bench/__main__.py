@@ -15,7 +15,8 @@ Sections:
               search can express (SEP-001, SEP-002, SEP-003 on saas_upload) run as
               Elasticsearch queries every minute over the same events indexed raw
   memory      worker RSS tracking 10k, 100k, 1M devices (posture events only),
-              and RSS over repeated rounds of the same 10k devices
+              and RSS over repeated rounds of the same 10k devices, each round
+              stamped more than the allowed lateness after the last
   recovery    SIGKILL of a worker under load -> first new finding after a
               successor (fresh state directory) restores from the changelog
 
@@ -544,14 +545,15 @@ def detection(s: Sizes, workdir: Path, out: Results) -> None:
 def postures(
     first: int, last: int, start: datetime, step: timedelta, offset: int
 ) -> Iterator[bytes]:
-    """Posture events for devices first..last-1; the n-th stamped start + n*step."""
+    """Posture events for devices first..last-1, stamped from `start` on,
+    `step` apart; event ids numbered from `offset`."""
     for i in range(first, last):
         n = offset + i - first
         yield json.dumps(
             {
                 "stream": "device_posture",
                 "event_id": f"bp-{n:08d}",
-                "timestamp": (start + n * step).isoformat(timespec="milliseconds"),
+                "timestamp": (start + (i - first) * step).isoformat(timespec="milliseconds"),
                 "entity": "HQ",
                 "source": "bench",
                 "device_id": f"bd-{i:07d}",
@@ -566,14 +568,19 @@ def postures(
 
 def memory(s: Sizes, workdir: Path, out: Results) -> None:
     from streams.kafka_io import produce
+    from streams.policy_file import load_policy
 
     print(f"memory: {', '.join(f'{d:,}' for d in s.devices)} devices (postures only)", flush=True)
     topics = _topics(f"mem-{uid()}.")
     group = {f"{topics.prefix}worker": _worker_topics(topics)}
-    total = s.devices[-1] + s.flat_rounds * s.devices[0]
-    # Every stamp in the last half hour, in order, never ahead of now.
-    start = datetime.now(UTC) - timedelta(minutes=30)
-    step = timedelta(minutes=25) / total
+    # Event time runs on from round to round, never ahead of now: 20 minutes
+    # for the growing rounds, and the repeated rounds of the same devices each
+    # more than the allowed lateness after the last, as a long run's are. A
+    # device keeps every posture newer than the watermark, so rounds closer
+    # than that are history the rules still need, not growth.
+    step = timedelta(minutes=20) / s.devices[-1]
+    apart = timedelta(seconds=load_policy(POLICY).allowed_lateness.total_seconds() + 30)
+    at = datetime.now(UTC) - timedelta(minutes=25) - s.flat_rounds * (apart + s.devices[0] * step)
     proc = start_worker(topics.prefix, workdir / "memory.log")
     rss = psutil.Process(proc.pid)
     sent = 0
@@ -584,7 +591,8 @@ def memory(s: Sizes, workdir: Path, out: Results) -> None:
         flat: list[int] = []
         previous: tuple[int, int] | None = None
         for target in s.devices:
-            produce(postures(done, target, start, step, sent), BROKER, topics, end_of_input=False)
+            produce(postures(done, target, at, step, sent), BROKER, topics, end_of_input=False)
+            at += (target - done) * step
             sent += target - done
             done = target
             wait_drained(group, deadline_s=3600)
@@ -609,9 +617,9 @@ def memory(s: Sizes, workdir: Path, out: Results) -> None:
             if target == s.devices[0]:
                 flat.append(now)
                 for _ in range(s.flat_rounds):
-                    produce(
-                        postures(0, target, start, step, sent), BROKER, topics, end_of_input=False
-                    )
+                    at += apart
+                    produce(postures(0, target, at, step, sent), BROKER, topics, end_of_input=False)
+                    at += target * step
                     sent += target
                     wait_drained(group, deadline_s=3600)
                     time.sleep(2)
@@ -778,7 +786,10 @@ How each figure is made (`python -m bench --help`):
   completed; sepwatch's is `event.ingested` of the finding's document
   (searchable within the index's 1 s refresh after it).
 - **memory**: posture events only (the per-device state), one worker, one
-  run; RSS of the worker process after it has committed everything.
+  run; RSS of the worker process after it has committed everything. The
+  repeated rounds of the same devices are stamped more than the allowed
+  lateness apart (as a long run's postures are): postures newer than the
+  watermark are kept by design, so closer rounds measure that history.
 - **recovery**: a worker under load is SIGKILLed and a successor started
   with an empty state directory; time to its first finding not seen before.
 {notes}
