@@ -767,8 +767,8 @@ def seek_before_fetch(app: faust.App) -> None:
     that took over a killed one's partitions never read those inputs (and a
     later record's offset made Faust count them as a gap and commit past
     them). So a fetch that began before a seek of a partition hands none of
-    that partition's records over: the partition is read again from the
-    first of them when the position has moved past it. This happens at
+    that partition's records over: the partition is read again from where
+    the seek put it when the position has moved past that. This happens at
     nearly every takeover; the worker logs it at INFO.
 
     Faust's fetch loop also seeks, when a rebalance stops the flow under a
@@ -794,6 +794,7 @@ def seek_before_fetch(app: faust.App) -> None:
     one_at_a_time = asyncio.Lock()
     resumed = [0]  # resumptions of the flow so far
     seeks: Counter[Any] = Counter()  # seeks of each stream partition so far
+    targets: dict[Any, int] = {}  # where the last seek put each stream partition
 
     async def seek_paused() -> None:
         async with one_at_a_time:
@@ -808,6 +809,7 @@ def seek_before_fetch(app: faust.App) -> None:
                 for tp, offset in (await consumer.earliest_offsets(*unsought)).items():
                     await consumer.seek(tp, offset)
             seeks.update(streams)
+            targets.update({tp: read_offset.get(tp) or 0 for tp in streams})
             # An earlier seek's partitions, still held, take this seek's offsets.
             held = fetching | (sought.keys() & streams)
             sought.update({tp: read_offset.get(tp) for tp in held})
@@ -839,7 +841,8 @@ def seek_before_fetch(app: faust.App) -> None:
     async def getmany_since_seek(timeout: float) -> AsyncIterator[tuple[Any, Any]]:
         """Faust's fetch, less the records of a partition sought since the
         fetch began: they come from before the seek, or moved the Kafka
-        client's position on past it, and go again from the earliest of them."""
+        client's position on past it; the partition is read again from where
+        the seek put it."""
         before = seeks.copy()
         stale: set[Any] = set()
         async for tp, message in getmany(timeout=timeout):
@@ -852,20 +855,24 @@ def seek_before_fetch(app: faust.App) -> None:
             # A fetch under way in the consumer's thread during the seek hands its
             # records over after it. Queued, they would be cleared with the agents'
             # queues while the client's position stays past them.
+            # Back to where the seek put it, not to this record: records of the
+            # batch handed over before the seek are cleared with the queues too.
+            target = min(targets.get(tp, message.offset), message.offset)
             try:
                 position = await consumer.position(tp)
             except IllegalStateError:
                 continue  # no longer ours
-            if position is None or message.offset < position:
+            if position is None or target < position:
                 log.info(
                     "%s:%s: a fetch begun before its seek took it to %s; read again from %s",
                     tp.topic,
                     tp.partition,
                     position,
-                    message.offset,
+                    target,
                 )
-                await consumer.seek(tp, message.offset)
+                await consumer.seek(tp, target)
                 seeks[tp] += 1
+                targets[tp] = target
 
     consumer.getmany = getmany_since_seek  # type: ignore[method-assign]
     consumer.perform_seek = seek_paused  # type: ignore[method-assign]

@@ -32,7 +32,7 @@ class Consumer:
         # records that Faust then clears from the agents' queues.
         self.at = {tp: 20 for tp in EARLIEST}
         # What the next fetch hands over, and what happens while it is under way.
-        self.batch: list[tuple[TP, int]] = []
+        self.batch: list[Any] = []
         self.during_fetch: Any = None
         self.fetched_during_seek: set[TP] = set()
         self.flow = False
@@ -76,7 +76,11 @@ class Consumer:
     async def getmany(self, timeout: float) -> Any:
         if self.during_fetch is not None:
             await self.during_fetch()
-        for tp, offset in self.batch:
+        for entry in self.batch:
+            if callable(entry):  # something that happens while the batch is handed over
+                await entry()
+                continue
+            tp, offset = entry
             yield tp, SimpleNamespace(offset=offset)
 
 
@@ -203,3 +207,25 @@ def test_records_from_before_a_seek_that_lie_ahead_of_the_position_move_nothing(
     consumer.batch = [(COMMITTED, 20), (COMMITTED, 21)]
     assert asyncio.run(_fetched(consumer)) == []
     assert consumer.at[COMMITTED] == 7
+
+
+def test_a_seek_in_the_middle_of_a_batch_reads_again_from_where_it_put_the_partition() -> None:
+    """Records 7 and 8 were handed over (queued) before the seek, and are
+    cleared with the queues after it; 9..11 come after it: the partition goes
+    back to 7, not to 9."""
+    _, consumer = _app()
+
+    async def seek_meanwhile() -> None:
+        await _end_of_recovery(consumer)
+        consumer.at[COMMITTED] = 12
+
+    consumer.batch = [
+        (COMMITTED, 7),
+        (COMMITTED, 8),
+        seek_meanwhile,
+        (COMMITTED, 9),
+        (COMMITTED, 11),
+    ]
+    assert asyncio.run(_fetched(consumer)) == [(COMMITTED, 7), (COMMITTED, 8)]
+    assert consumer.at[COMMITTED] == 7
+    assert consumer._read_offset[COMMITTED] == 7
