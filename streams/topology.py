@@ -788,10 +788,7 @@ def seek_before_fetch(app: faust.App) -> None:
         changelogs = app.tables.changelog_topics
         return {tp for tp in consumer.assignment() if tp.topic not in changelogs}
 
-    # Faust also seeks from its fetch loop, when a rebalance stops the flow under
-    # a fetch; that seek can overlap the recovery's. One at a time, and one the
-    # flow's resumption overtook resumes its partitions itself.
-    one_at_a_time = asyncio.Lock()
+    one_at_a_time = asyncio.Lock()  # the fetch loop's seek and the recovery's (above)
     resumed = [0]  # resumptions of the flow so far
     seeks: Counter[Any] = Counter()  # seeks of each stream partition so far
     targets: dict[Any, int] = {}  # where the last seek put each stream partition
