@@ -109,6 +109,9 @@ def _where_lost(broker: str, topics: Topics, lost: list[dict[str, object]]) -> N
     offsets there: whether the validator or a stage dropped it."""
     evidence = {e for f in lost for e in f["evidence_event_ids"]}  # type: ignore[attr-defined]
     consumer = KafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False)
+    group = KafkaConsumer(
+        bootstrap_servers=broker, group_id=f"{topics.prefix}worker", enable_auto_commit=False
+    )
     try:
         for topic in [*topics.inputs, *(topics.stage(s) for s in STAGES)]:
             parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
@@ -122,13 +125,7 @@ def _where_lost(broker: str, topics: Topics, lost: list[dict[str, object]]) -> N
                         if any(e.encode() in (r.value or b"") for e in evidence):
                             found.append((tp.partition, r.offset))
             if found:
-                group = KafkaConsumer(
-                    bootstrap_servers=broker,
-                    group_id=f"{topics.prefix}worker",
-                    enable_auto_commit=False,
-                )
                 committed = [group.committed(tp) for tp in parts]
-                group.close()
                 print(
                     f"  {topic}: {len(found)} records of the lost evidence at "
                     f"{sorted(found)[:12]}; ends {[ends[tp] for tp in parts]}; "
@@ -136,6 +133,7 @@ def _where_lost(broker: str, topics: Topics, lost: list[dict[str, object]]) -> N
                 )
     finally:
         consumer.close()
+        group.close()
 
 
 def _es_ids(es: Elasticsearch, index: str) -> Counter[str]:
