@@ -22,7 +22,7 @@ from kafka.errors import (
 from streams.dead_letters import dead_letter
 from streams.kafka_connection import Broker, connection
 from streams.topics import INPUT_STREAMS, STAGES, Topics, input_key
-from streams.topology import END_OF_INPUT
+from streams.validator import END_OF_INPUT
 
 MAX_RECORD = 1 << 20
 

@@ -3,9 +3,11 @@
     input topics --validate--> by-device / by-user / by-review --stages--> findings
                   \\--bad--> dead-letters
 
-One agent validates the four input streams (bad records go to the dead
-letters with their reason, masked) and routes each event, raw, to the stages
-that judge it, keyed so every join is local to one partition. Each stage runs
+The validator (streams.validator, a plain aiokafka consumer group) validates
+the four input streams (bad records go to the dead letters with their reason,
+masked) and routes the events, raw and in batches, to the stage partitions
+that judge them, partitioned so every join is local to one partition. Each
+stage is a Faust agent and runs
 one engine per partition, its state in changelogged Faust tables, so a
 restarted worker recovers it. Findings go to the findings topic keyed by
 finding id.
@@ -32,7 +34,6 @@ from typing import Any
 
 import faust
 from aiokafka.errors import IllegalStateError
-from faust.exceptions import ProducerSendError
 
 from detectors import Engine, EngineState, Stage
 from schemas import EventAdapter, Finding, Policy
@@ -40,30 +41,27 @@ from streams import metrics
 from streams.adapters import ADAPTERS
 from streams.adapters.intake import adapt_message
 from streams.adapters.mapping import load_mapping
-from streams.admission import Refused, admit, capped_end
-from streams.dead_letters import dead_letter
 from streams.policy_file import PolicyError, load_policy
 from streams.replay import utc_now
 from streams.settings import Settings
-from streams.topics import STAGES, STORES, Topics, input_key, partition_of, stage_keys
+from streams.topics import STAGES, STORES, Topics, input_key, partition_of
+from streams.validator import (
+    AS_OF,
+    END_OF_INPUT,
+    EVENTS,
+    SOURCE,
+    SOURCE_BUSY,
+    SOURCE_IDLE,
+    InputValidator,
+    feeds,
+    read_events,
+)
 
 log = logging.getLogger("sepwatch")
 
-END_OF_INPUT = b"__sepwatch_end_of_input__"
-# Sent by a validator, once a second, for each input partition it has read to
-# its end: that source has nothing in flight and stops holding the clock.
-SOURCE_IDLE = b"__sepwatch_source_idle__"
-# Sent by a validator for each input partition it is assigned, before it routes
-# any of it: idle marks of a predecessor that died are still in the stage
-# topics, uncommitted, and would otherwise be read as if still true while the
-# partition has a backlog, letting other sources carry the clock past it.
-SOURCE_BUSY = b"__sepwatch_source_busy__"
-IDLE_MARK_SECONDS = 1.0
-# Stage record headers: when a data record's input was appended to Kafka (epoch
-# seconds, the broker's time on the input topics), and the time up to which an
-# idle mark's source had routed everything.
+# A one-event stage record's header (workers before batches): when its input
+# was appended to Kafka.
 APPENDED = "sepwatch-appended"
-AS_OF = "sepwatch-as-of"
 POLICY_POLL_SECONDS = 2.0
 # Wall-clock silence, without data or idle marks, after which a source no longer
 # holds the clock: only a validator that is gone is that silent. A source with a
@@ -315,139 +313,17 @@ def build_app(
             internal=internal,
         )
 
-    inputs = app.topic(
-        *topics.inputs,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-    )
     dead = raw_topic(topics.dead_letters)
     findings = raw_topic(topics.findings)
     by_stage = {stage: raw_topic(topics.stage(stage)) for stage in STAGES}
     sources = len(topics.inputs) * partitions
-    # The review stage needs every entity's clock, not every event: a tick a
-    # minute per entity (from each validator) keeps its watermark moving.
-    last_tick: dict[str, int] = {}
+    fed_by = feeds(topics)
 
-    # Input partition -> next offset whose routing is fully handed to the producer.
-    routed: dict[tuple[str, int], int] = {}
-
-    @app.agent(inputs)
-    async def validate(stream: Any) -> None:
-        async for event in stream.events():
-            msg = event.message
-            try:
-                await route(event)
-            except ProducerSendError as exc:
-                # Faust would restart the agent past this record: it would be
-                # lost. The broker refused what the record became (too large, say):
-                # a dead letter without the record, which is what was refused.
-                where = {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}
-                reason = f"could not forward the record: {type(exc.__cause__ or exc).__name__}"
-                await dead.send(value=_json(dead_letter(b"", reason, where=where)))
-                metrics.DEAD_LETTERS.labels("unforwardable").inc()
-            routed[(msg.topic, msg.partition)] = msg.offset + 1
-
-    async def route(event: Any) -> None:
-        """Validate one input record and hand it to the stages that judge it;
-        what does not validate goes to the dead letters with its reason."""
-        raw: bytes = event.value or b""
-        msg = event.message
-        if event.key == END_OF_INPUT:
-            source = f"{msg.topic}:{msg.partition}".encode()
-            try:
-                claimed = json.loads(raw).get("max_ts")
-            except (ValueError, AttributeError, RecursionError):
-                claimed = None  # not the marker `sepwatch produce` sends
-            raw = _json({"max_ts": capped_end(claimed, msg.timestamp, settings.max_event_ahead_s)})
-            for stage in STAGES:
-                for p in range(partitions):
-                    await by_stage[stage].send(
-                        key=END_OF_INPUT,
-                        value=raw,
-                        partition=p,
-                        headers={"sepwatch-source": source},
-                    )
-            return
-        where = {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}
-        decision = admit(
-            raw,
-            where=where,
-            topic_of=topics.input,
-            topic=msg.topic,
-            appended_at=msg.timestamp,
-            max_ahead_s=settings.max_event_ahead_s,
-        )
-        if isinstance(decision, Refused):
-            await dead.send(value=_json(decision.letter))
-            metrics.DEAD_LETTERS.labels(decision.label).inc()
-            return
-        parsed = decision.event
-        metrics.EVENTS.labels(parsed.stream).inc()
-        for stage, key in stage_keys(parsed).items():
-            if stage == "review" and parsed.stream != "control_review":
-                minute = int(parsed.timestamp.timestamp() // 60)
-                if last_tick.get(key, -1) >= minute:
-                    continue
-                last_tick[key] = minute
-            await by_stage[stage].send(
-                key=key.encode(),
-                value=raw,
-                partition=partition_of(key, partitions),
-                headers={
-                    "sepwatch-source": f"{msg.topic}:{msg.partition}".encode(),
-                    APPENDED: repr(msg.timestamp).encode(),
-                },
-            )
-
-    input_topics = set(topics.inputs)
-    feeds = {stage: _FEEDS[stage](topics) for stage in STAGES}
-
-    @app.timer(interval=IDLE_MARK_SECONDS)
-    async def mark_idle_sources() -> None:
-        """Tell the stages which input partitions this worker has read to their
-        end, so those sources stop holding the stages' clocks. A partition with
-        records still to route is never marked: during a catch-up after a crash
-        every source with a backlog keeps holding the clock."""
-        # Faust's read offset per partition (no public accessor): the committed
-        # offset after it seeks there, then the last offset handed to a stream.
-        read_offset = app.consumer._read_offset
-        tps = [tp for tp in app.consumer.assignment() if tp.topic in input_topics]
-        if not tps:
-            return
-        # The ends as the broker has them now, not as the last fetch saw them: a
-        # mark says "everything appended before as_of is routed".
-        as_of = time.time()
-        try:
-            ends = await app.consumer.highwaters(*tps)
-        except Exception as exc:  # broker away or rebalancing: no mark is the safe side
-            log.debug("input ends unavailable, no idle marks this round: %r", exc)
-            return
-        for tp in tps:
-            end = ends.get(tp)
-            if end is None:
-                continue
-            # Routed through `end`, or nothing handed out since the seek to a
-            # committed offset that is already `end` (an empty partition: 0).
-            done = routed.get((tp.topic, tp.partition), read_offset.get(tp) or 0)
-            if done < end:
-                continue  # records still to route
-            await mark_source(tp.topic, tp.partition, SOURCE_IDLE, as_of=as_of)
-
-    async def mark_source(
-        topic: str, partition: int, mark: bytes, as_of: float | None = None
-    ) -> None:
-        """Tell every stage partition this input partition feeds that it is idle
-        (as of a time) or busy (see SOURCE_IDLE, SOURCE_BUSY)."""
-        headers = {"sepwatch-source": f"{topic}:{partition}".encode()}
-        if as_of is not None:
-            headers[AS_OF] = repr(as_of).encode()
-        for stage in STAGES:
-            if topic not in feeds[stage]:
-                continue
-            for p in range(partitions):
-                await by_stage[stage].send(key=mark, value=b"", partition=p, headers=headers)
+    @app.task
+    async def validate_inputs() -> None:
+        """The input topics to the stages, in batches (streams.validator); the
+        input partitions are shared among the workers' validators."""
+        await InputValidator(settings, partitions=partitions).run()
 
     # Raw vendor topics (docs/adapters.md): the adapters turn each record into
     # canonical events on the input topics, where `validate` takes them as it
@@ -511,7 +387,7 @@ def build_app(
             for name in STORES
         }
         # The input partitions whose validator can route to this stage.
-        feeding = [t for t in topics.inputs if t in _FEEDS[stage](topics)]
+        feeding = [t for t in topics.inputs if t in fed_by[stage]]
         runners[stage] = StageRunner(
             stage,
             tables,
@@ -525,12 +401,6 @@ def build_app(
 
     @app.on_partitions_assigned.connect
     async def _assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
-        # Faust calls this with the partitions paused: the marks go before any
-        # record of them is routed.
-        for tp in assigned:
-            routed.pop((tp.topic, tp.partition), None)  # another worker may have gone on
-            if tp.topic in input_topics:
-                await mark_source(tp.topic, tp.partition, SOURCE_BUSY)
         for stage, runner in runners.items():
             runner.forget({tp.partition for tp in assigned if tp.topic == topics.stage(stage)})
 
@@ -580,7 +450,8 @@ def build_app(
             body, content_type = metrics.exposition()
             return web.bytes(body, headers={"Content-Type": content_type})
 
-    watched_topics = {*topics.inputs, *(topics.stage(s) for s in STAGES)}
+    # The input topics' lag is the validator's to report.
+    watched_topics = {topics.stage(s) for s in STAGES}
 
     @app.timer(interval=METRICS_SECONDS)
     async def report_lag() -> None:
@@ -637,21 +508,26 @@ def build_app(
     return app
 
 
-_FEEDS = {
-    "device": lambda t: {t.input("saas_access"), t.input("device_posture")},
-    "user": lambda t: {t.input("saas_access"), t.input("dlp_alert")},
-    "review": lambda t: set(t.inputs),
-}
-
-
 def _stage_agent(runner: StageRunner, findings: Any, sources: int) -> Any:
     async def judge(stream: Any) -> None:
         async for event in stream.events():
             partition = event.message.partition
             engine = runner.engine(partition)
+            if event.key == EVENTS:
+                for source, appended, raw in read_events(event.value):
+                    parsed = EventAdapter.validator.validate_json(raw)
+                    found = engine.process(parsed)
+                    found += engine.advance(
+                        runner.clock(
+                            partition, source, parsed.timestamp.timestamp(), appended=appended
+                        )
+                    )
+                    for f in found:
+                        await _emit(findings, f)
+                continue
             headers = dict(event.headers or {})
-            # The input partition the record came through (markers and data alike).
-            source = headers.get("sepwatch-source", b"").decode()
+            # The input partition the mark came through.
+            source = headers.get(SOURCE, b"").decode()
             if event.key == END_OF_INPUT:
                 # The markers seen so far live in the partition's table: those read
                 # before a crash are committed and not read again, and without them
@@ -675,6 +551,8 @@ def _stage_agent(runner: StageRunner, findings: Any, sources: int) -> Any:
                 runner.busy(partition, source)
                 continue
             else:
+                # One event with its append time in a header: what workers wrote
+                # before batches, still in the stage topics after an upgrade.
                 parsed = EventAdapter.validator.validate_json(event.value)
                 found = engine.process(parsed)
                 appended = _seconds(headers.get(APPENDED), event.message.timestamp)

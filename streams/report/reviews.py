@@ -23,7 +23,7 @@ from schemas import ControlReview, Policy
 from streams.kafka_connection import Broker
 from streams.kafka_io import KafkaUnavailable, admin, producer, read_topics
 from streams.topics import Topics
-from streams.topology import END_OF_INPUT
+from streams.validator import END_OF_INPUT
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from streams.adapters.mapping import load_mapping
 from streams.kafka_io import admin, ensure_topics, read_dead_letters, read_topics
 from streams.policy_file import load_policy
 from streams.topics import Topics
-from streams.topology import END_OF_INPUT
+from streams.validator import END_OF_INPUT
 from tests.adapters.conftest import MAPPING
 from tests.adapters.day import EXPECTED, REVIEW_OVERDUE, judged, raw_arrivals
 from tests.integration.conftest import POLICY, Worker

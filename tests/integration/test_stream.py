@@ -26,7 +26,7 @@ from streams.policy_file import load_policy
 from streams.replay import replay
 from streams.simulate import simulate
 from streams.topics import STAGES, Topics
-from streams.topology import _FEEDS, SOURCE_IDLE
+from streams.validator import SOURCE_IDLE, feeds
 from tests.integration.conftest import POLICY, Worker
 
 pytestmark = pytest.mark.integration
@@ -159,7 +159,7 @@ def test_idle_marks_of_a_dead_validator_release_nothing_early(
     out = producer(broker)
     for stage in STAGES:
         for source in topics.inputs:
-            if source not in _FEEDS[stage](topics):
+            if source not in feeds(topics)[stage]:
                 continue
             for input_partition in range(PARTITIONS):
                 name = f"{source}:{input_partition}".encode()
