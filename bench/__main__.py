@@ -69,6 +69,8 @@ from bench.stream import (
     events,
     lag,
     past_start,
+    rules_groups,
+    rules_lag,
     stamped_at_send,
     start_worker,
     stop,
@@ -181,12 +183,6 @@ def _topics(prefix: str) -> Any:
     return topics
 
 
-def _worker_topics(topics: Any) -> list[str]:
-    from streams.topics import STAGES
-
-    return [*topics.inputs, *(topics.stage(s) for s in STAGES)]
-
-
 # -- throughput -----------------------------------------------------------------
 
 
@@ -212,7 +208,7 @@ def throughput(s: Sizes, runs: int, workdir: Path, out: Results) -> None:
                 procs += [start_worker(topics.prefix, log, es_url=ES_URL) for log in logs[1:]]
                 drained = wait_drained(
                     {
-                        f"{topics.prefix}worker": _worker_topics(topics),
+                        **rules_groups(topics),
                         f"{topics.prefix}es-sink": [topics.findings],
                     },
                     deadline_s=1800,
@@ -283,7 +279,7 @@ def latency(s: Sizes, workdir: Path, out: Results) -> None:
             produce(stamped_at_send(paced(lines, rate)), BROKER, topics, end_of_input=False)
             offered = n / (time.perf_counter() - began)
             time.sleep(s.grace)
-            backlog = lag(f"{topics.prefix}worker", _worker_topics(topics))
+            backlog = rules_lag(topics)
         finally:
             stop(proc)
         inputs = read_topics(BROKER, topics.inputs, timeout_s=600)
@@ -572,7 +568,7 @@ def memory(s: Sizes, workdir: Path, out: Results) -> None:
 
     print(f"memory: {', '.join(f'{d:,}' for d in s.devices)} devices (postures only)", flush=True)
     topics = _topics(f"mem-{uid()}.")
-    group = {f"{topics.prefix}worker": _worker_topics(topics)}
+    group = rules_groups(topics)
     # Event time runs on from round to round, never ahead of now: 20 minutes
     # for the growing rounds, and the repeated rounds of the same devices each
     # more than the allowed lateness after the last, as a long run's are. A

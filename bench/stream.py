@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from kafka import KafkaConsumer, TopicPartition
@@ -120,6 +121,22 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
+def rules_groups(topics: Any) -> dict[str, list[str]]:
+    """The worker's two groups and their topics: the validator's on the inputs,
+    the rules' (Faust's) on the stage topics."""
+    from streams.topics import STAGES
+
+    return {
+        f"{topics.prefix}validator": list(topics.inputs),
+        f"{topics.prefix}worker": [topics.stage(s) for s in STAGES],
+    }
+
+
+def rules_lag(topics: Any) -> int:
+    """Input records not yet routed and stage records not yet judged."""
+    return sum(lag(group, names) for group, names in rules_groups(topics).items())
+
+
 def lag(group: str, topics: list[str]) -> int:
     """Records of `topics` the group has not committed yet."""
     consumer = KafkaConsumer(bootstrap_servers=BROKER, group_id=group, enable_auto_commit=False)
@@ -173,7 +190,7 @@ def faust_floor(topics: list[str], n: int) -> float:
 
 def throughput(n: int, workdir: Path, runs: int) -> None:
     from streams.kafka_io import ensure_topics, produce
-    from streams.topics import STAGES, Topics
+    from streams.topics import Topics
 
     lines = events(n, past_start(), seed=21)
     worker_rates, bare_rates, floor_rates = [], [], []
@@ -185,9 +202,8 @@ def throughput(n: int, workdir: Path, runs: int) -> None:
         floor_rates.append(faust_floor(topics.inputs, n))
         proc = start_worker(topics.prefix, workdir / f"worker-{run}.log")
         began = time.perf_counter()
-        watched = [*topics.inputs, *(topics.stage(s) for s in STAGES)]
         try:
-            while lag(f"{topics.prefix}worker", watched) > 0:
+            while rules_lag(topics) > 0:
                 time.sleep(0.5)
             worker_rates.append(n / (time.perf_counter() - began))
         finally:
@@ -209,7 +225,7 @@ def throughput(n: int, workdir: Path, runs: int) -> None:
 
 def latency(n: int, rate: float, workdir: Path) -> None:
     from streams.kafka_io import ensure_topics, paced, produce, read_topics
-    from streams.topics import STAGES, Topics
+    from streams.topics import Topics
 
     topics = Topics(f"lat-{int(time.time())}.")
     ensure_topics(BROKER, topics, 4, retention_ms=3_600_000)
@@ -221,9 +237,8 @@ def latency(n: int, rate: float, workdir: Path) -> None:
         began = time.perf_counter()
         produce(stamped_at_send(paced(lines, rate)), BROKER, topics, end_of_input=False)
         offered = n / (time.perf_counter() - began)
-        watched = [*topics.inputs, *(topics.stage(s) for s in STAGES)]
         deadline = time.monotonic() + 300
-        while lag(f"{topics.prefix}worker", watched) > 0 and time.monotonic() < deadline:
+        while rules_lag(topics) > 0 and time.monotonic() < deadline:
             time.sleep(0.5)
     finally:
         stop(proc)

@@ -109,9 +109,11 @@ def _where_lost(broker: str, topics: Topics, lost: list[dict[str, object]]) -> N
     offsets there: whether the validator or a stage dropped it."""
     evidence = {e for f in lost for e in f["evidence_event_ids"]}  # type: ignore[attr-defined]
     consumer = KafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False)
-    group = KafkaConsumer(
-        bootstrap_servers=broker, group_id=f"{topics.prefix}worker", enable_auto_commit=False
-    )
+    # The validator's group reads the inputs, the rules' group the stage topics.
+    groups = {
+        name: KafkaConsumer(bootstrap_servers=broker, group_id=name, enable_auto_commit=False)
+        for name in (f"{topics.prefix}validator", f"{topics.prefix}worker")
+    }
     try:
         for topic in [*topics.inputs, *(topics.stage(s) for s in STAGES)]:
             parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
@@ -125,6 +127,8 @@ def _where_lost(broker: str, topics: Topics, lost: list[dict[str, object]]) -> N
                         if any(e.encode() in (r.value or b"") for e in evidence):
                             found.append((tp.partition, r.offset))
             if found:
+                reader = "validator" if topic in topics.inputs else "worker"
+                group = groups[f"{topics.prefix}{reader}"]
                 committed = [group.committed(tp) for tp in parts]
                 print(
                     f"  {topic}: {len(found)} records of the lost evidence at "
@@ -133,7 +137,8 @@ def _where_lost(broker: str, topics: Topics, lost: list[dict[str, object]]) -> N
                 )
     finally:
         consumer.close()
-        group.close()
+        for group in groups.values():
+            group.close()
 
 
 def _es_ids(es: Elasticsearch, index: str) -> Counter[str]:
