@@ -8,7 +8,7 @@ the tests throw hostile input at exactly the code the worker runs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -79,12 +79,11 @@ def admit(
     if appended_at is not None and appended_at > 0 and max_ahead_s is not None:
         # A review's completion and report dates too: one forged years ahead
         # would hold off SEP-008 for its entity until then.
-        for name in TIME_FIELDS:
-            value: datetime | None = getattr(event, name, None)
-            ahead = value.timestamp() - appended_at if value is not None else 0.0
+        for name, value in _times(event):
+            ahead = value.timestamp() - appended_at
             if ahead > max_ahead_s:
                 reason = (
-                    f"{name} {value.isoformat() if value else ''} is {ahead:.0f} s ahead of "
+                    f"{name} {value.isoformat()} is {ahead:.0f} s ahead of "
                     f"the broker's append time {_iso(appended_at)}; at most "
                     f"{max_ahead_s:.0f} s is accepted (max_event_ahead_s)"
                 )
@@ -111,14 +110,31 @@ def capped_end(max_ts: Any, appended_at: float | None, max_ahead_s: float) -> fl
 def out_of_range(event: AnyEvent) -> str | None:
     """Why one of the event's times is one the rules cannot compute with (a
     review's completion and report dates too), or None."""
-    for name in TIME_FIELDS:
-        value: datetime | None = getattr(event, name, None)
-        if value is not None and not EARLIEST_EVENT <= value.timestamp() < LATEST_EVENT:
+    for name, value in _times(event):
+        if not EARLIEST_EVENT <= value.timestamp() < LATEST_EVENT:
             return (
                 f"{name} {value.isoformat()} is outside the range the rules compute "
                 f"with ({_iso(EARLIEST_EVENT)} to {_iso(LATEST_EVENT)})"
             )
     return None
+
+
+_TIMES_OF: dict[type[Any], tuple[str, ...]] = {}
+
+
+def _times(event: AnyEvent) -> Iterator[tuple[str, datetime]]:
+    """The event's own time fields that are set. Only those its stream
+    declares: an unknown field of the same name is kept as sent (`extra`),
+    a string, not a time; and asking pydantic for a field the model lacks
+    costs an exception each time."""
+    names = _TIMES_OF.get(type(event))
+    if names is None:
+        declared = type(event).model_fields
+        names = _TIMES_OF[type(event)] = tuple(n for n in TIME_FIELDS if n in declared)
+    for name in names:
+        value = getattr(event, name)
+        if value is not None:
+            yield name, value
 
 
 def _iso(ts: float) -> str:

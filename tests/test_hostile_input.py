@@ -103,6 +103,25 @@ def test_any_bytes_on_any_topic_are_decided_without_raising(raw: bytes, topic: s
         assert decision.label in LABELS and decision.reason.strip()
 
 
+@FUZZ
+@given(
+    st.sampled_from(TEMPLATES),
+    st.dictionaries(st.sampled_from(["completed_at", "reported_to_committee_at"]), json_values),
+)
+def test_an_unknown_field_named_like_another_streams_time_is_kept_not_read_as_a_time(
+    template: dict[str, Any], extra: dict[str, Any]
+) -> None:
+    """An access with a `completed_at` of "soon" once stopped the validator:
+    the time checks read it as the review's date."""
+    event = {**template, "timestamp": BASE.isoformat(), **extra}
+    if template["stream"] == "control_review":
+        event.update(completed_at=BASE.isoformat(), reported_to_committee_at=None)
+    decision = decide(json.dumps(event).encode(), TOPICS.input(event["stream"]))
+    assert isinstance(decision, Admitted)
+    if template["stream"] != "control_review":
+        assert decision.event.extra == extra
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     st.sampled_from(TEMPLATES),
