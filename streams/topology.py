@@ -699,7 +699,7 @@ def seek_before_fetch(app: faust.App) -> None:
     partition, and a fetch already under way in the consumer's thread hands
     its records over after the seek, with the client's position moved past
     them. Queued, they were then cleared with the agents' queues, and a worker
-    that took over a killed one's partitions never read those inputs (and a
+    that took over a killed one's partitions never judged those records (and a
     later record's offset made Faust count them as a gap and commit past
     them). So a fetch that began before a seek of a partition hands none of
     that partition's records over: the partition is read again from where
