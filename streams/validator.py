@@ -30,6 +30,7 @@ import contextlib
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -225,6 +226,7 @@ class InputValidator:
         """Validate the records and hand them to the stages; raises Undeliverable
         if the broker did not take all of it."""
         out: dict[tuple[str, int], StageBatch] = {}
+        taken: Counter[str] = Counter()  # valid events by stream, for /metrics
         for r in records:
             where = {"topic": r.topic, "partition": r.partition, "offset": r.offset}
             source = f"{r.topic}:{r.partition}"
@@ -247,7 +249,7 @@ class InputValidator:
                 self._dead(decision.letter, decision.label)
                 continue
             parsed = decision.event
-            metrics.EVENTS.labels(parsed.stream).inc()
+            taken[parsed.stream] += 1
             entry = (source, appended, raw.decode())
             size = len(raw) + len(source) + 32
             for stage, key in stage_keys(parsed).items():
@@ -268,6 +270,8 @@ class InputValidator:
                 held.where.append(where)
         self._send_batches(out)
         await self._delivered()
+        for stream, n in taken.items():  # counted once delivered: a retry reads them again
+            metrics.EVENTS.labels(stream).inc(n)
 
     def _end_of_input(self, raw: bytes, source: str, appended: float) -> None:
         try:
