@@ -82,32 +82,42 @@ class TableChanges:
     keys again and again (a device's postures, a user's accesses), and that
     machinery was the worker's largest cost. The stores are changed at once
     (reads see the change); the changelog gets each key's last value, in the
-    format Faust writes and restores (JSON key and value, None deletes),
-    before the record's offset can be committed (see _changelog_before_commit,
-    which awaits `unsent`)."""
+    format Faust writes and restores (JSON key and value, None deletes), in
+    one Kafka batch per changelog partition, before the record's offset can
+    be committed (see _changelog_before_commit, which awaits `unsent`)."""
 
     def __init__(self, producer: Any) -> None:
-        self.producer = producer
-        # (changelog topic, partition, key) -> value, None to delete.
-        self.changed: dict[tuple[str, int, str], Any] = {}
+        self.producer = producer  # Faust's; its Kafka client sends the batches
+        # (changelog topic, partition) -> key -> value, None to delete.
+        self.changed: dict[tuple[str, int], dict[str, Any]] = {}
         self.unsent: set[asyncio.Future[Any]] = set()
 
-    def note(self, table: Any, partition: int, key: str, value: Any) -> None:
-        self.changed[(table.changelog_topic.get_topic_name(), partition, key)] = value
+    def note(self, topic: str, partition: int, key: str, value: Any) -> None:
+        keys = self.changed.get((topic, partition))
+        if keys is None:
+            keys = self.changed[(topic, partition)] = {}
+        keys[key] = value
 
     async def write(self) -> None:
+        if not self.changed:
+            return
         changed, self.changed = self.changed, {}
-        for (topic, partition, key), value in changed.items():
-            fut = await self.producer.send(
-                topic,
-                key=faust_json.dumps(key),
-                value=None if value is None else faust_json.dumps(value),
-                partition=partition,
-                timestamp=None,
-                headers=None,
-            )
-            self.unsent.add(fut)
-            fut.add_done_callback(self.unsent.discard)
+        client = self.producer._ensure_producer()
+        for (topic, partition), keys in changed.items():
+            batch = client.create_batch()
+            for key, value in keys.items():
+                k = faust_json.dumps(key)
+                v = None if value is None else faust_json.dumps(value)
+                if batch.append(key=k, value=v, timestamp=None) is None:  # full
+                    await self._send(client, batch, topic, partition)
+                    batch = client.create_batch()
+                    batch.append(key=k, value=v, timestamp=None)  # a first record always fits
+            await self._send(client, batch, topic, partition)
+
+    async def _send(self, client: Any, batch: Any, topic: str, partition: int) -> None:
+        fut = await client.send_batch(batch, topic, partition=partition)
+        self.unsent.add(fut)
+        fut.add_done_callback(self.unsent.discard)
 
 
 class PartitionStore(MutableMapping[str, Any]):
@@ -116,8 +126,8 @@ class PartitionStore(MutableMapping[str, Any]):
     go to the table's store at once and to its changelog with `changes`."""
 
     def __init__(self, table: Any, partition: int, changes: TableChanges) -> None:
-        self._table = table
         self._data = table.data  # the store, below Faust's per-key changelog
+        self._changelog = table.changelog_topic.get_topic_name()
         self._partition = partition
         self._prefix = f"{partition}|"
         self._changes = changes
@@ -134,11 +144,11 @@ class PartitionStore(MutableMapping[str, Any]):
 
     def __setitem__(self, key: str, value: Any) -> None:
         self._data[self._prefix + key] = value
-        self._changes.note(self._table, self._partition, self._prefix + key, value)
+        self._changes.note(self._changelog, self._partition, self._prefix + key, value)
 
     def __delitem__(self, key: str) -> None:
         del self._data[self._prefix + key]
-        self._changes.note(self._table, self._partition, self._prefix + key, None)
+        self._changes.note(self._changelog, self._partition, self._prefix + key, None)
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and (self._prefix + key) in self._data
@@ -269,9 +279,16 @@ class StageRunner:
         by the reader, which knows, rather than by a timer, which guesses).
         `appended` is when a data record's input was appended to Kafka."""
         now = time.monotonic()
-        clocks = self.clocks.setdefault(partition, {})
-        idle = self.idle.setdefault(partition, {})
-        frontier = self.frontier.setdefault(partition, AppendFrontier())
+        # Called for every event: no default built and thrown away per call.
+        clocks = self.clocks.get(partition)
+        if clocks is None:
+            clocks = self.clocks[partition] = {}
+        idle = self.idle.get(partition)
+        if idle is None:
+            idle = self.idle[partition] = {}
+        frontier = self.frontier.get(partition)
+        if frontier is None:
+            frontier = self.frontier[partition] = AppendFrontier()
         seen, _ = clocks.get(source, (float("-inf"), now))
         if ts is None:
             idle[source] = as_of
