@@ -398,10 +398,12 @@ def worker_cmd(
     ] = None,
     loglevel: Annotated[str, typer.Option(help="Log level.")] = "warning",
 ) -> None:
-    """Run the rules continuously on Kafka (faust-streaming).
+    """Run the rules continuously on Kafka.
 
     Creates the topics it needs (refusing partition counts that would break
-    co-partitioning), then validates, routes and judges every event; findings
+    co-partitioning), then validates and routes every event in batches (its
+    validator, consumer group PREFIXvalidator) and judges it in the stages
+    (faust-streaming, consumer group PREFIXworker); findings
     go to PREFIXfindings keyed by id, bad records to PREFIXdead-letters.
     Several workers with the same prefix share the partitions. Editing the
     policy file while it runs loads the new policy for events stamped from
