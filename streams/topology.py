@@ -90,6 +90,7 @@ class TableChanges:
         self.producer = producer  # Faust's; its Kafka client sends the batches
         # (changelog topic, partition) -> key -> value, None to delete.
         self.changed: dict[tuple[str, int], dict[str, Any]] = {}
+        self.submitting: set[asyncio.Future[None]] = set()
         self.unsent: set[asyncio.Future[Any]] = set()
 
     def note(self, topic: str, partition: int, key: str, value: Any) -> None:
@@ -102,6 +103,23 @@ class TableChanges:
         if not self.changed:
             return
         changed, self.changed = self.changed, {}
+        # Until every batch is handed to the client its future is unknown: a
+        # commit meanwhile waits for the whole write (settled), or it could
+        # cover the record before its changes are sent.
+        task = asyncio.ensure_future(self._submit(changed))
+        self.submitting.add(task)
+        task.add_done_callback(self.submitting.discard)
+        await task
+
+    async def settled(self) -> None:
+        """Every change written so far is on the broker (or this raises); those
+        of a record still being judged are not: its offset is not committed."""
+        while self.submitting:
+            await asyncio.gather(*list(self.submitting))
+        if self.unsent:
+            await asyncio.gather(*list(self.unsent))
+
+    async def _submit(self, changed: dict[tuple[str, int], dict[str, Any]]) -> None:
         client = self.producer._ensure_producer()
         for (topic, partition), keys in changed.items():
             batch = client.create_batch()
@@ -365,8 +383,9 @@ def build_app(
         producer_linger_ms=5,
         stream_buffer_maxsize=8192,
     )
-    changes = TableChanges(app.producer)
-    _changelog_before_commit(app, changes)
+    # One per stage: a stage's write covers its own record's changes whole.
+    changes = {stage: TableChanges(app.producer) for stage in STAGES}
+    _changelog_before_commit(app, list(changes.values()))
     seek_before_fetch(app)
 
     def raw_topic(name: str, internal: bool = False) -> Any:
@@ -461,7 +480,7 @@ def build_app(
             policy,
             partitions,
             [f"{t}:{p}" for t in feeding for p in range(partitions)],
-            changes,
+            changes[stage],
         )
         app.agent(by_stage[stage], name=f"{settings.topic_prefix}stage-{stage}")(
             _stage_agent(runners[stage], findings, sources)
@@ -652,7 +671,7 @@ async def _emit(findings: Any, finding: Finding) -> None:
     )
 
 
-def _changelog_before_commit(app: faust.App, changes: TableChanges) -> None:
+def _changelog_before_commit(app: faust.App, changes: list[TableChanges]) -> None:
     """Make the producer's flush, which Faust awaits before it commits offsets,
     wait until every table change handed to it so far is on the broker.
 
@@ -679,9 +698,10 @@ def _changelog_before_commit(app: faust.App, changes: TableChanges) -> None:
     async def flush() -> None:
         # Changes made after this point belong to events not yet acknowledged,
         # whose offsets this commit does not cover.
-        waiting = [*unsent, *changes.unsent]
-        if waiting:
-            await asyncio.gather(*waiting)
+        for stage_changes in changes:
+            await stage_changes.settled()
+        if unsent:
+            await asyncio.gather(*list(unsent))
 
     buffer.put = tracked_put  # type: ignore[method-assign]
     buffer.flush = flush  # type: ignore[method-assign]
