@@ -62,8 +62,8 @@ SOURCE_IDLE = b"__sepwatch_source_idle__"
 # marks of a predecessor that died are still in the stage topics, uncommitted,
 # and would otherwise be read as if still true while the partition has a backlog.
 SOURCE_BUSY = b"__sepwatch_source_busy__"
-# The key of a stage record that carries a batch of events (the value: a JSON
-# array of [input partition, append time, event], in the order read).
+# The key of a stage record that carries a batch of events, in the order read
+# (the value: see events_record).
 EVENTS = b"__sepwatch_events__"
 SOURCE = "sepwatch-source"
 # An idle mark's header: the time up to which its source had routed everything.
@@ -90,20 +90,32 @@ def feeds(topics: Topics) -> dict[str, set[str]]:
     return {stage: {topics.input(s) for s in FEEDS[stage]} for stage in STAGES}
 
 
-def events_record(entries: Sequence[tuple[str, float, str]]) -> bytes:
-    return orjson.dumps(entries)
+def events_record(entries: Sequence[tuple[str, float, bytes]]) -> bytes:
+    """A stage record of a batch: one JSON line of [input partition, append
+    time, length] per event, then the events' bytes one after the other, as
+    read (not JSON strings inside JSON: no escaping going in, none undone)."""
+    head = orjson.dumps([(source, appended, len(raw)) for source, appended, raw in entries])
+    return head + b"\n" + b"".join(raw for _, _, raw in entries)
 
 
-def read_events(value: bytes) -> list[tuple[str, float, str]]:
-    """A stage record's batch: [input partition, append time, event JSON]."""
-    return [(str(s), float(a), str(e)) for s, a, e in orjson.loads(value)]
+def read_events(value: bytes) -> list[tuple[str, float, bytes]]:
+    """A stage record's batch: (input partition, append time, event JSON)."""
+    head, _, body = value.partition(b"\n")
+    out: list[tuple[str, float, bytes]] = []
+    at = 0
+    for source, appended, length in orjson.loads(head):
+        out.append((source, appended, body[at : at + length]))
+        at += length
+    if at != len(body):
+        raise ValueError(f"a batch of {len(out)} events is {len(body)} bytes, not {at}")
+    return out
 
 
 @dataclass
 class StageBatch:
     """Events bound for one stage partition, and the input records they came from."""
 
-    entries: list[tuple[str, float, str]] = field(default_factory=list)
+    entries: list[tuple[str, float, bytes]] = field(default_factory=list)
     size: int = 0
     where: list[dict[str, Any]] = field(default_factory=list)
 
@@ -250,7 +262,7 @@ class InputValidator:
                 continue
             parsed = decision.event
             taken[parsed.stream] += 1
-            entry = (source, appended, raw.decode())
+            entry = (source, appended, raw)
             size = len(raw) + len(source) + 32
             for stage, key in stage_keys(parsed).items():
                 if stage == "review" and parsed.stream != "control_review":

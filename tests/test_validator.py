@@ -22,6 +22,7 @@ from streams.validator import (
     EVENTS,
     InputValidator,
     Undeliverable,
+    events_record,
     read_events,
 )
 from tests.hostile import BASE, TEMPLATES
@@ -75,8 +76,8 @@ class Broker:
             delivery.set_exception(error)
         return delivery
 
-    def batches(self) -> dict[tuple[str, int | None], list[list[tuple[str, float, str]]]]:
-        out: dict[tuple[str, int | None], list[list[tuple[str, float, str]]]] = {}
+    def batches(self) -> dict[tuple[str, int | None], list[list[tuple[str, float, bytes]]]]:
+        out: dict[tuple[str, int | None], list[list[tuple[str, float, bytes]]]] = {}
         for s in self.sent:
             if s.key == EVENTS:
                 out.setdefault((s.topic, s.partition), []).append(read_events(s.value))
@@ -195,3 +196,14 @@ def test_a_record_that_is_not_an_event_is_a_dead_letter_and_the_rest_is_routed()
     letters = [json.loads(s.value) for s in broker.sent if s.topic == TOPICS.dead_letters]
     assert [letter["offset"] for letter in letters] == [9]
     assert sum(len(b) for bs in broker.batches().values() for b in bs) == 3  # three stages
+
+
+def test_a_batch_record_gives_back_each_event_as_read_newlines_and_unicode_included() -> None:
+    entries = [
+        ("v.saas-access:0", 1.5, b'{\n "stream": "saas_access",\n "note": "\xed\x95\x9c\\n"}'),
+        ("v.dlp-alerts:3", 2.25, b"{}"),
+        ("v.saas-access:1", 3.0, b'{"a": "\\u0000"}'),
+    ]
+    assert read_events(events_record(entries)) == entries
+    with pytest.raises(ValueError, match="not"):
+        read_events(events_record(entries)[:-2])
