@@ -1,7 +1,7 @@
 """All of sepwatch's streaming figures in one command, each beside a baseline
 measured in the same run, printed as a table and written to docs/BENCHMARKS.md.
 
-    python -m bench                      # every section, the full sizes (~30 min, 2 cores)
+    python -m bench                      # every section, the full sizes (~17 min, 2 cores)
     python -m bench --quick              # small sizes, a few minutes: checks the harness
     python -m bench --sections latency,recovery --runs 5
 
