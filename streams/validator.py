@@ -133,7 +133,6 @@ class InputValidator:
         self.partitions = partitions
         self.max_records = max_records
         self.feeds = feeds(self.topics)
-        self.streams = {self.topics.input(s): s for s in FEEDS["review"]}
         # Input partition -> next offset whose routing is on the broker.
         self.routed: dict[TopicPartition, int] = {}
         self.committed: dict[TopicPartition, int] = {}
@@ -239,6 +238,7 @@ class InputValidator:
         if the broker did not take all of it."""
         out: dict[tuple[str, int], StageBatch] = {}
         taken: Counter[str] = Counter()  # valid events by stream, for /metrics
+        ticks: dict[str, int] = {}  # review ticks of this batch, kept once delivered
         for r in records:
             where = {"topic": r.topic, "partition": r.partition, "offset": r.offset}
             source = f"{r.topic}:{r.partition}"
@@ -267,9 +267,9 @@ class InputValidator:
             for stage, key in stage_keys(parsed).items():
                 if stage == "review" and parsed.stream != "control_review":
                     minute = int(parsed.timestamp.timestamp() // 60)
-                    if self.last_tick.get(key, -1) >= minute:
+                    if max(self.last_tick.get(key, -1), ticks.get(key, -1)) >= minute:
                         continue
-                    self.last_tick[key] = minute
+                    ticks[key] = minute
                 at = (stage, partition_of(key, self.partitions))
                 held = out.get(at)
                 if held is not None and held.size + size > BATCH_BYTES:
@@ -282,6 +282,8 @@ class InputValidator:
                 held.where.append(where)
         self._send_batches(out)
         await self._delivered()
+        # Not before: a batch read again after a failed delivery sends its ticks again.
+        self.last_tick.update(ticks)
         for stream, n in taken.items():  # counted once delivered: a retry reads them again
             metrics.EVENTS.labels(stream).inc(n)
 

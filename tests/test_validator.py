@@ -207,3 +207,23 @@ def test_a_batch_record_gives_back_each_event_as_read_newlines_and_unicode_inclu
     assert read_events(events_record(entries)) == entries
     with pytest.raises(ValueError, match="not"):
         read_events(events_record(entries)[:-2])
+
+
+def test_a_batch_read_again_after_a_failed_delivery_sends_its_review_ticks_again() -> None:
+    down = {"broker": True}
+    broker = Broker(lambda sent: KafkaTimeoutError() if down["broker"] else None)
+    v = validator(broker)
+    records = [record(e, i) for i, e in enumerate(accesses(3))]
+    with pytest.raises(Undeliverable):
+        asyncio.run(v.route(records))
+    down["broker"] = False
+    asyncio.run(v.route(records))
+    review = [
+        json.loads(raw)["event_id"]
+        for (topic, _), batches in broker.batches().items()
+        if topic == TOPICS.stage("review")
+        for batch in batches
+        for _, _, raw in batch
+    ]
+    # One tick a minute per entity: the first access of the minute.
+    assert review == ["a0"]
