@@ -468,6 +468,11 @@ def build_app(
                     compacting=True,
                     key_serializer="json",
                     value_serializer="json",
+                    # As Faust declares its own changelogs: read only to
+                    # restore, never acknowledged. Acked, its stall monitor
+                    # watched them and logged an ERROR every few seconds
+                    # once a worker had run 5 minutes.
+                    acks=False,
                 ),
             )
             for name in STORES

@@ -155,3 +155,16 @@ def test_a_killed_worker_holds_its_partitions_ten_seconds_not_faust_s_minute(
     monkeypatch.setenv("SEPWATCH_KAFKA_SESSION_TIMEOUT_S", "2")
     with pytest.raises(ValidationError, match="kafka_session_timeout_s"):
         Settings()
+
+
+def test_the_table_changelogs_are_not_watched_as_streams(tmp_path: Path) -> None:
+    """Faust's stall monitor watches acknowledged topics: changelogs, read
+    only to restore, would be reported stalled (ERROR) after 5 minutes."""
+    from streams.policy_file import load_policy
+    from streams.topology import build_app
+
+    policy = load_policy(Path(__file__).parents[1] / "deploy" / "policy" / "example.yaml")
+    app = build_app(Settings(state_dir=tmp_path, web_port=0), policy)
+    tables = list(app.tables.values())
+    assert len(tables) == 15  # 3 stages x 5 stores
+    assert all(table.changelog_topic.acks is False for table in tables)
