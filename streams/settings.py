@@ -169,6 +169,17 @@ class Settings(BaseSettings):
         description="consumer group session: how long a worker that stopped "
         "heartbeating (killed, frozen) keeps its partitions",
     )
+    # Kafka Streams' default, not Faust's (1): a standby copy is every table
+    # change read again by each other worker, record by record; with two
+    # workers on two cores that halved what they took (docs/BENCHMARKS.md).
+    # Without one, a worker taking over partitions restores them from the
+    # changelog, as a restarted worker does.
+    standby_replicas: int = Field(
+        0,
+        ge=0,
+        description="standby copies of each stage partition's tables kept by other workers "
+        "(faster takeover, each costs every table change read again)",
+    )
     partitions: int = Field(4, description="partitions of every sepwatch topic", ge=1)
     retention_ms: int = Field(7 * 24 * 3600 * 1000, description="retention of sepwatch topics")
     # Five minutes: NTP keeps hosts within a second; a source's clock more than

@@ -382,6 +382,7 @@ def build_app(
         broker_commit_interval=1.0,
         producer_linger_ms=5,
         stream_buffer_maxsize=8192,
+        table_standby_replicas=settings.standby_replicas,
     )
     # One per stage: a stage's write covers its own record's changes whole.
     changes = {stage: TableChanges(app.producer) for stage in STAGES}

@@ -168,3 +168,18 @@ def test_the_table_changelogs_are_not_watched_as_streams(tmp_path: Path) -> None
     tables = list(app.tables.values())
     assert len(tables) == 15  # 3 stages x 5 stores
     assert all(table.changelog_topic.acks is False for table in tables)
+
+
+def test_no_standby_copies_unless_asked(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from streams.policy_file import load_policy
+    from streams.topology import build_app
+
+    policy = load_policy(Path(__file__).parents[1] / "deploy" / "policy" / "example.yaml")
+    app = build_app(Settings(state_dir=tmp_path, web_port=0), policy)
+    assert app.conf.table_standby_replicas == 0  # Faust's own default would be 1
+    monkeypatch.setenv("SEPWATCH_STANDBY_REPLICAS", "1")
+    app = build_app(Settings(state_dir=tmp_path, web_port=0), policy)
+    assert app.conf.table_standby_replicas == 1
+    monkeypatch.setenv("SEPWATCH_STANDBY_REPLICAS", "-1")
+    with pytest.raises(ValidationError, match="standby_replicas"):
+        Settings()
