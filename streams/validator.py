@@ -49,6 +49,7 @@ from aiokafka.structs import TopicPartition
 from streams import metrics
 from streams.admission import Refused, admit, capped_end
 from streams.dead_letters import dead_letter
+from streams.lag import records_behind_by_topic
 from streams.settings import Settings
 from streams.topics import STAGES, Topics, partition_of, stage_keys
 
@@ -417,17 +418,12 @@ class InputValidator:
 
     async def _report_lag(self) -> None:
         assert self._consumer is not None
-        behind: dict[str, int] = dict.fromkeys(self.topics.inputs, 0)
-        for tp in self._consumer.assignment():
-            high = self._consumer.highwater(tp)
-            if high is None:
-                continue
-            try:
-                behind[tp.topic] += max(0, high - await self._consumer.position(tp))
-            except (KafkaError, IllegalStateError, AssertionError):
-                continue
-        for topic, n in behind.items():
-            metrics.CONSUMER_LAG.labels("rules", topic).set(n)
+        behind = await records_behind_by_topic(self._consumer)
+        if behind is None:
+            return  # rebalancing: the last values stand until the next round
+        for topic in self.topics.inputs:
+            # Topics lost in a rebalance read 0 here, not their last value.
+            metrics.CONSUMER_LAG.labels("rules", topic).set(behind.get(topic, 0))
 
 
 _TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError)
