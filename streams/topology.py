@@ -608,17 +608,21 @@ def _stage_agent(runner: StageRunner, findings: Any, sources: int) -> Any:
             # Before the record is acknowledged, so before its offset is committed.
             await runner.changes.write()
 
+    def judge_event(
+        engine: Engine, partition: int, source: str, appended: float, raw: bytes
+    ) -> list[Finding]:
+        """One event, then the clock it moves (its source's, appended then)."""
+        parsed = EventAdapter.validator.validate_json(raw)
+        found = engine.process(parsed)
+        ts = parsed.timestamp.timestamp()
+        return found + engine.advance(runner.clock(partition, source, ts, appended=appended))
+
     async def judge_record(event: Any) -> None:
         partition = event.message.partition
         engine = runner.engine(partition)
         if event.key == EVENTS:
             for source, appended, raw in read_events(event.value):
-                parsed = EventAdapter.validator.validate_json(raw)
-                found = engine.process(parsed)
-                found += engine.advance(
-                    runner.clock(partition, source, parsed.timestamp.timestamp(), appended=appended)
-                )
-                for f in found:
+                for f in judge_event(engine, partition, source, appended, raw):
                     await _emit(findings, f)
             return
         headers = dict(event.headers or {})
@@ -649,12 +653,8 @@ def _stage_agent(runner: StageRunner, findings: Any, sources: int) -> Any:
         else:
             # One event with its append time in a header: what workers wrote
             # before batches, still in the stage topics after an upgrade.
-            parsed = EventAdapter.validator.validate_json(event.value)
-            found = engine.process(parsed)
             appended = _seconds(headers.get(APPENDED), event.message.timestamp)
-            found += engine.advance(
-                runner.clock(partition, source, parsed.timestamp.timestamp(), appended=appended)
-            )
+            found = judge_event(engine, partition, source, appended, event.value)
         for f in found:
             await _emit(findings, f)
 
