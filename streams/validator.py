@@ -112,11 +112,11 @@ def read_events(value: bytes) -> list[tuple[str, float, bytes]]:
 
 @dataclass
 class StageBatch:
-    """Events bound for one stage partition, and the input records they came from."""
+    """Events bound for one stage partition."""
 
     entries: list[tuple[str, float, bytes]] = field(default_factory=list)
     size: int = 0
-    where: list[dict[str, Any]] = field(default_factory=list)
+    first: dict[str, Any] | None = None  # where the first event was read
 
 
 class Undeliverable(Exception):
@@ -278,7 +278,7 @@ class InputValidator:
                     held = out[at] = StageBatch()
                 held.entries.append(entry)
                 held.size += size
-                held.where.append(where)
+                held.first = held.first or where
         self._send_batches(out)
         await self._delivered()
         # Not before: a batch read again after a failed delivery sends its ticks again.
@@ -301,7 +301,7 @@ class InputValidator:
     def _send_batches(self, out: dict[tuple[str, int], StageBatch]) -> None:
         for (stage, p), batch in out.items():
             # A record of one event the broker refuses (too large) is dead-lettered.
-            where = batch.where[0] if len(batch.entries) == 1 else None
+            where = batch.first if len(batch.entries) == 1 else None
             self._send(stage, p, EVENTS, events_record(batch.entries), {}, where)
 
     def _send(
