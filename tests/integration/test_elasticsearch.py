@@ -262,6 +262,47 @@ def test_a_document_elasticsearch_refuses_goes_to_the_dead_letters_and_the_rest_
     assert _run_sink(settings, lambda s: False, timeout=5) == 0
 
 
+def test_findings_arriving_within_the_linger_go_in_one_bulk_request(
+    broker: str, prefix: str, es: Elasticsearch, elasticsearch: str
+) -> None:
+    """Findings come a few at a time; one bulk request each would cost
+    Elasticsearch a request and a translog sync per handful."""
+    topics = Topics(prefix)
+    ensure_topics(broker, topics, PARTITIONS, retention_ms=3_600_000)
+    index = _index(prefix)
+    settings = Settings(broker=broker, topic_prefix=prefix, es_url=elasticsearch, es_index=index)
+    ids = [f"SEP-001-linger-{i}" for i in range(60)]
+
+    async def main() -> list[list[str]]:
+        stop = asyncio.Event()
+        sink = FindingsSink(settings, linger_ms=3000)
+        bulks: list[list[str]] = []
+        sink.on_written = bulks.append
+        task = asyncio.create_task(sink.run(stop))
+        deadline = time.monotonic() + 60
+        while not (sink._consumer and sink._consumer.assignment()):
+            assert time.monotonic() < deadline and not task.done(), "sink never joined"
+            await asyncio.sleep(0.1)
+        producer = KafkaProducer(bootstrap_servers=broker)
+        for group in range(3):  # three trickles, 0.2 s apart
+            for fid in ids[group * 20 : group * 20 + 20]:
+                producer.send(
+                    topics.findings, key=fid.encode(), value=json.dumps(_finding(fid)).encode()
+                )
+            producer.flush()
+            await asyncio.sleep(0.2)
+        producer.close()
+        while sink.settled < len(ids) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        stop.set()
+        await task
+        return bulks
+
+    bulks = asyncio.run(main())
+    assert [sorted(b) for b in bulks] == [sorted(ids)]
+    assert set(_stored(es, index)) == set(ids)
+
+
 def test_an_analyst_works_findings_from_the_terminal(
     broker: str, prefix: str, es: Elasticsearch, elasticsearch: str, tmp_path: Path
 ) -> None:
