@@ -459,7 +459,10 @@ def worker_cmd(
         for name in ("", "aiokafka", "faust", "mode", "kafka"):
             logging.getLogger(name).setLevel(level)
 
-    Worker(faust_app, loglevel=loglevel, quiet=True).execute_from_commandline()
+    from streams.collector import long_lived_state
+
+    with long_lived_state():  # the tables and engines live as long as the worker
+        Worker(faust_app, loglevel=loglevel, quiet=True).execute_from_commandline()
 
 
 @app.command("produce")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import json
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -15,6 +14,7 @@ from pydantic import ValidationError
 from detectors import Engine
 from schemas import EventAdapter, Finding, Policy
 from streams.admission import MAX_LINE_BYTES, out_of_range
+from streams.collector import long_lived_state
 from streams.dead_letters import dead_letter, reason_of
 
 
@@ -49,11 +49,20 @@ def replay(
     JSON lines. `on_progress` is told the bytes read, every few thousand lines.
     Pass `engine` to keep hold of it (and its state) afterwards."""
     engine = engine if engine is not None else Engine(policy, now=now)
-    # The engine keeps many small, long-lived tuples; the default cyclic GC
-    # thresholds would rescan them thousands of times over a large file.
-    gc.freeze()
-    thresholds = gc.get_threshold()
-    gc.set_threshold(50_000, 20, 100)
+    with long_lived_state():
+        summary = _replay(engine, lines, findings_out, dead_out, on_progress, source_name)
+    summary.engine_stats = engine.stats
+    return summary
+
+
+def _replay(
+    engine: Engine,
+    lines: Iterable[bytes],
+    findings_out: IO[str],
+    dead_out: IO[str],
+    on_progress: Callable[[int], None] | None,
+    source_name: str,
+) -> ReplaySummary:
     summary = ReplaySummary()
     validate = EventAdapter.validator.validate_json  # pydantic-core directly: no wrapper per line
     read = 0
@@ -105,11 +114,8 @@ def replay(
         if found:
             emit(found)
     emit(engine.flush())
-    gc.set_threshold(*thresholds)
-    gc.unfreeze()
     if on_progress is not None:
         on_progress(read)
-    summary.engine_stats = engine.stats
     return summary
 
 

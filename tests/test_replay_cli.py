@@ -249,3 +249,17 @@ def test_console_entry_runs_replay(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert found(out) == EXPECTED
     assert [r["line"] for r in read_jsonl(Path(f"{out}.dead.jsonl"))] == DEAD_LINES
+
+
+def test_long_lived_state_collects_less_often_and_restores_the_collector() -> None:
+    import gc
+
+    from streams.collector import long_lived_state
+
+    before = gc.get_threshold()
+    kept = [object() for _ in range(10)]
+    with long_lived_state():
+        assert gc.get_threshold()[0] >= 10_000
+        assert gc.get_freeze_count() >= len(kept)
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
