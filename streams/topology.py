@@ -28,6 +28,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator, MutableMapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -224,6 +225,41 @@ class AppendFrontier:
         return self.largest[i - 1] if i else float("-inf")
 
 
+@dataclass(frozen=True)
+class _Others:
+    """What a partition's sources other than `source` hold its clock at: the
+    smallest largest-event-time of those with data (`busy`), and the idle
+    marks' times of the idle ones (each holds at what the append frontier had
+    by then). True until one of them is heard from or marked, or until the
+    first of them heard falls silent (IDLE_SECONDS after `first_heard`)."""
+
+    source: str
+    busy: float
+    idle_as_of: tuple[float | None, ...]
+    first_heard: float
+
+    @classmethod
+    def of(
+        cls,
+        source: str,
+        clocks: dict[str, tuple[float, float]],
+        idle: dict[str, float | None],
+        now: float,
+    ) -> _Others:
+        busy = float("inf")
+        marks: set[float | None] = set()
+        first_heard = float("inf")
+        for s, (t, heard) in clocks.items():
+            if s == source or now - heard >= IDLE_SECONDS:
+                continue
+            first_heard = min(first_heard, heard)
+            if s in idle:
+                marks.add(idle[s])
+            else:
+                busy = min(busy, t)
+        return cls(source, busy, tuple(marks), first_heard)
+
+
 class StageRunner:
     """The engines of one stage, one per partition this worker holds."""
 
@@ -251,6 +287,8 @@ class StageRunner:
         self.frontier: dict[int, AppendFrontier] = {}
         self.last: dict[int, float] = {}  # the clock last given, per partition
         self.since: dict[int, float] = {}  # when the partition was (re)assigned here
+        # What the sources other than the last one to send data hold, per partition.
+        self.others: dict[int, _Others] = {}
         self.sources = len(sources)
 
     def engine(self, partition: int) -> Engine:
@@ -310,6 +348,7 @@ class StageRunner:
         seen, _ = clocks.get(source, (float("-inf"), now))
         if ts is None:
             idle[source] = as_of
+            self.others.pop(partition, None)
         else:
             idle.pop(source, None)
             seen = max(seen, ts)
@@ -320,16 +359,33 @@ class StageRunner:
         since = self.since.setdefault(partition, now)
         if len(clocks) < self.sources and now - since < IDLE_SECONDS:
             return float("-inf")
-        holds = [
-            frontier.by(idle[s]) if s in idle else t
-            for s, (t, heard) in clocks.items()
-            if now - heard < IDLE_SECONDS
-        ]
-        if holds:
-            self.last[partition] = max(self.last.get(partition, float("-inf")), min(holds))
-        elif ts is not None:
-            self.last[partition] = max(self.last.get(partition, float("-inf")), ts)
-        return self.last.get(partition, float("-inf"))
+        last = self.last.get(partition, float("-inf"))
+        if ts is None:
+            holds = [
+                frontier.by(idle[s]) if s in idle else t
+                for s, (t, heard) in clocks.items()
+                if now - heard < IDLE_SECONDS
+            ]
+            if holds:
+                last = max(last, min(holds))
+        else:
+            # The other sources hold the clock where they did at this source's
+            # previous event, unless one fell silent since (or an idle one's
+            # frontier moved): what they say is kept while this source's run
+            # of events lasts, instead of asked of every source per event.
+            others = self.others.get(partition)
+            if (
+                others is None
+                or others.source != source
+                or now - others.first_heard >= IDLE_SECONDS
+            ):
+                others = self.others[partition] = _Others.of(source, clocks, idle, now)
+            hold = min(seen, others.busy)
+            for mark in others.idle_as_of:
+                hold = min(hold, frontier.by(mark))
+            last = max(last, hold)
+        self.last[partition] = last
+        return last
 
     def busy(self, partition: int, source: str) -> None:
         """The source has records to route (a validator took it over): it holds
@@ -338,6 +394,7 @@ class StageRunner:
         seen, _ = clocks.get(source, (float("-inf"), 0.0))
         clocks[source] = (seen, time.monotonic())
         self.idle.setdefault(partition, {}).pop(source, None)
+        self.others.pop(partition, None)
 
     def event_clocks(self) -> list[float]:
         """The event clock of each partition held here."""
@@ -353,6 +410,7 @@ class StageRunner:
             self.last.pop(p, None)
             self.since.pop(p, None)
             self.engines.pop(p, None)
+            self.others.pop(p, None)
 
 
 def build_app(

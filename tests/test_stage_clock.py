@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import random
+from unittest.mock import patch
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from streams.policy_file import load_policy
-from streams.topology import AppendFrontier, StageRunner
+from streams.topology import IDLE_SECONDS, AppendFrontier, StageRunner
 from tests.integration.conftest import POLICY
 
 NEG = float("-inf")
@@ -88,3 +94,121 @@ def test_the_append_frontier_counts_records_routed_out_of_append_order() -> None
     frontier.add(None, 300.0)  # no append time: counts only for "everything routed"
     assert frontier.by(11.0) == 200.0
     assert frontier.by(None) == 300.0
+
+
+class _Reference:
+    """The clock as first written: every source asked at every call. The
+    runner keeps what the other sources say between one source's events;
+    this is what it must still give."""
+
+    def __init__(self, sources: int) -> None:
+        self.sources = sources
+        self.clocks: dict[int, dict[str, tuple[float, float]]] = {}
+        self.idle: dict[int, dict[str, float | None]] = {}
+        self.frontier: dict[int, AppendFrontier] = {}
+        self.last: dict[int, float] = {}
+        self.since: dict[int, float] = {}
+
+    def clock(
+        self,
+        now: float,
+        p: int,
+        source: str,
+        ts: float | None,
+        appended: float | None,
+        as_of: float | None,
+    ) -> float:
+        clocks = self.clocks.setdefault(p, {})
+        idle = self.idle.setdefault(p, {})
+        frontier = self.frontier.setdefault(p, AppendFrontier())
+        seen, _ = clocks.get(source, (NEG, now))
+        if ts is None:
+            idle[source] = as_of
+        else:
+            idle.pop(source, None)
+            seen = max(seen, ts)
+            frontier.add(appended, ts)
+        clocks[source] = (seen, now)
+        since = self.since.setdefault(p, now)
+        if len(clocks) < self.sources and now - since < IDLE_SECONDS:
+            return NEG
+        holds = [
+            frontier.by(idle[s]) if s in idle else t
+            for s, (t, heard) in clocks.items()
+            if now - heard < IDLE_SECONDS
+        ]
+        if holds:
+            self.last[p] = max(self.last.get(p, NEG), min(holds))
+        elif ts is not None:
+            self.last[p] = max(self.last.get(p, NEG), ts)
+        return self.last.get(p, NEG)
+
+    def busy(self, now: float, p: int, source: str) -> None:
+        clocks = self.clocks.setdefault(p, {})
+        seen, _ = clocks.get(source, (NEG, 0.0))
+        clocks[source] = (seen, now)
+        self.idle.setdefault(p, {}).pop(source, None)
+
+    def forget(self, p: int) -> None:
+        for d in (self.clocks, self.idle, self.frontier, self.last, self.since):
+            d.pop(p, None)  # type: ignore[attr-defined]
+
+
+_SOURCES = ["access:0", "access:1", "dlp:0"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.randoms(use_true_random=False))
+def test_the_clock_keeps_what_other_sources_hold_and_gives_what_asking_them_all_gives(
+    rnd: random.Random,
+) -> None:
+    """Random runs of data, idle marks, busy marks, rebalances and silences on
+    two partitions; small times, so that sources overtake each other."""
+    now = [1000.0]
+    runner = StageRunner("user", {}, load_policy(POLICY), 4, _SOURCES)
+    reference = _Reference(len(_SOURCES))
+    with patch("streams.topology.time.monotonic", lambda: now[0]):
+        for _ in range(100):
+            now[0] += rnd.choice([0.0, 0.0, 0.0, 0.5, IDLE_SECONDS / 2, IDLE_SECONDS + 1])
+            kind = rnd.choice(["data", "data", "idle", "busy", "forget"])
+            p, source = rnd.choice([0, 0, 0, 1]), rnd.choice(_SOURCES)
+            if kind == "data":
+                ts, appended = float(rnd.randint(0, 60)), rnd.randint(0, 60) / 10
+                got = runner.clock(p, source, ts, appended=appended)
+                assert got == reference.clock(now[0], p, source, ts, appended, None)
+            elif kind == "idle":
+                as_of = rnd.choice([None, rnd.randint(0, 60) / 10])
+                got = runner.clock(p, source, None, as_of=as_of)
+                assert got == reference.clock(now[0], p, source, None, None, as_of)
+            elif kind == "busy":
+                runner.busy(p, source)
+                reference.busy(now[0], p, source)
+            else:
+                runner.forget({p})
+                reference.forget(p)
+
+
+def test_a_source_marked_busy_holds_the_clock_at_once_amid_another_sources_events() -> None:
+    r = StageRunner("user", {}, load_policy(POLICY), 4, _SOURCES)
+    for source, ts, appended in [
+        ("access:0", 10.0, 0.1),
+        ("access:1", 5.0, 0.1),
+        ("dlp:0", 50.0, 0.2),
+    ]:
+        r.clock(0, source, ts, appended=appended)
+    r.clock(0, "access:1", None, as_of=5.0)  # read to its end: holds at the frontier
+    assert r.clock(0, "access:0", 20.0, appended=0.3) == 20.0
+    r.busy(0, "access:1")  # taken over with a backlog: holds at its own 5.0 again
+    assert r.clock(0, "access:0", 30.0, appended=0.4) == 20.0
+
+
+def test_a_source_silent_too_long_stops_holding_amid_another_sources_events() -> None:
+    now = [1000.0]
+    with patch("streams.topology.time.monotonic", lambda: now[0]):
+        r = StageRunner("user", {}, load_policy(POLICY), 4, _SOURCES)
+        r.clock(0, "dlp:0", 5.0, appended=0.1)
+        now[0] += IDLE_SECONDS / 2
+        r.clock(0, "access:1", 50.0, appended=0.1)
+        assert r.clock(0, "access:0", 60.0, appended=0.2) == 5.0
+        now[0] += IDLE_SECONDS / 2 + 1  # dlp:0 silent for longer than IDLE_SECONDS
+        assert r.clock(0, "access:0", 70.0, appended=0.3) == 50.0
