@@ -119,6 +119,25 @@ class StageBatch:
     first: dict[str, Any] | None = None  # where the first event was read
 
 
+# Records handed to the producer: (queued send, where the event was read if the
+# record holds that one event alone).
+Sends = list[tuple[asyncio.Future[Any], dict[str, Any] | None]]
+
+
+@dataclass
+class Routing:
+    """What one batch read became, on its way to the broker."""
+
+    records: list[Any]
+    first: dict[TopicPartition, int]  # the batch's first offset by input partition
+    next: dict[TopicPartition, int]  # and the offset after its last
+    sends: Sends = field(default_factory=list)
+    taken: Counter[str] = field(default_factory=Counter)  # valid events by stream
+    ticks: dict[str, int] = field(default_factory=dict)  # review ticks sent, by entity
+    settled: bool = False  # delivered and counted routed
+    failed: bool = False  # to be read again
+
+
 class Undeliverable(Exception):
     """The broker did not take what a batch became; it is read again."""
 
@@ -140,7 +159,8 @@ class InputValidator:
         self.last_tick: dict[str, int] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
-        self._unsent: list[tuple[asyncio.Future[Any], dict[str, Any] | None]] = []
+        # The batch routed and not yet known delivered (see run).
+        self.in_flight: Routing | None = None
 
     # -- the loop ---------------------------------------------------------
 
@@ -169,47 +189,88 @@ class InputValidator:
         try:
             while not stop.is_set():
                 batch = await self._consumer.getmany(timeout_ms=100, max_records=self.max_records)
-                records = [r for rs in batch.values() for r in rs]
-                if records:
-                    try:
-                        await self.route(records)
-                    except Undeliverable as exc:
-                        delay = RETRY_SECONDS[min(retries, len(RETRY_SECONDS) - 1)]
-                        retries += 1
-                        log.warning(
-                            "validator: %s; %d records read again in %.1f s",
-                            exc,
-                            len(records),
-                            delay,
-                        )
-                        self._rewind(batch)
-                        await asyncio.sleep(delay)
-                        continue
-                    retries = 0
-                    for tp, rs in batch.items():
-                        if rs:
-                            self.routed[tp] = rs[-1].offset + 1
+                try:
+                    if await self.take(batch):
+                        retries = 0
+                    now = time.monotonic()
+                    if now - marked >= IDLE_MARK_SECONDS:
+                        marked = now
+                        # A mark says all read so far is routed: it is, first.
+                        await self.settle_in_flight()
+                        await self._mark_idle()
+                except Undeliverable as exc:
+                    delay = RETRY_SECONDS[min(retries, len(RETRY_SECONDS) - 1)]
+                    retries += 1
+                    log.warning("validator: %s; read again in %.1f s", exc, delay)
+                    await asyncio.sleep(delay)
+                    continue
                 now = time.monotonic()
-                if now - marked >= IDLE_MARK_SECONDS:
-                    marked = now
-                    await self._mark_idle()
                 if now - committed >= COMMIT_SECONDS:
                     committed = now
                     await self.commit()
                 if now - reported >= METRICS_SECONDS:
                     reported = now
                     await self._report_lag()
+            with contextlib.suppress(Undeliverable):
+                await self.settle_in_flight()
             await self.commit()
         finally:
             await self._consumer.stop()
             await self._producer.stop()
 
-    def _rewind(self, batch: dict[TopicPartition, list[Any]]) -> None:
+    async def take(self, batch: dict[TopicPartition, list[Any]]) -> bool:
+        """Validate and send a batch read while the batch before it settles
+        (True if one did). The broker's acknowledgement takes a few
+        milliseconds, which the worker otherwise spent waiting. Raises
+        Undeliverable if the one before did not reach the broker: then neither
+        counts routed, and both are read again."""
+        previous = self.in_flight
+        self.in_flight = self._route(batch) if batch else None
+        if previous is None:
+            return False
+        await self._settle_in_order(previous)
+        return True
+
+    async def settle_in_flight(self) -> None:
+        """Wait for the batch in flight (raises Undeliverable if it failed)."""
+        if self.in_flight is not None:
+            await self._settle_in_order(self.in_flight)
+            self.in_flight = None
+
+    async def _settle_in_order(self, routing: Routing) -> None:
+        """Settle `routing`; if it fails, it and any batch read after it are
+        abandoned and the consumer rewound to read them again."""
+        try:
+            await self._settle(routing)
+        except Undeliverable:
+            later = [routing]
+            if self.in_flight is not None and self.in_flight is not routing:
+                later.append(self.in_flight)
+            self.in_flight = None
+            await self._abandon(later)
+            self._rewind(later)
+            raise
+
+    async def _abandon(self, routings: Sequence[Routing]) -> None:
+        """Batches to read again: wait out what is still on its way (it may
+        arrive, and is read twice then), and never count them routed."""
+        for routing in routings:
+            if not routing.failed:
+                routing.failed = True
+                with contextlib.suppress(Undeliverable):
+                    await self._delivered(routing.sends)
+
+    def _rewind(self, routings: Sequence[Routing]) -> None:
+        """Read these batches again, from the first offset of each partition."""
         assert self._consumer is not None
         owned = self._consumer.assignment()
-        for tp, rs in batch.items():
-            if rs and tp in owned:
-                self._consumer.seek(tp, rs[0].offset)
+        first: dict[TopicPartition, int] = {}
+        for routing in routings:
+            for tp, offset in routing.first.items():
+                first[tp] = min(offset, first.get(tp, offset))
+        for tp, offset in first.items():
+            if tp in owned:
+                self._consumer.seek(tp, offset)
 
     async def commit(self, only: Collection[TopicPartition] | None = None) -> None:
         """Commit what is routed and not yet committed, on partitions still ours."""
@@ -235,18 +296,30 @@ class InputValidator:
     async def route(self, records: Sequence[Any]) -> None:
         """Validate the records and hand them to the stages; raises Undeliverable
         if the broker did not take all of it."""
+        batch: dict[TopicPartition, list[Any]] = {}
+        for r in records:
+            batch.setdefault(TopicPartition(r.topic, r.partition), []).append(r)
+        await self._settle(self._route(batch))
+
+    def _route(self, batch: dict[TopicPartition, list[Any]]) -> Routing:
+        """Validate a batch read and send what it becomes; delivered once settled."""
+        records = [r for rs in batch.values() for r in rs]
         out: dict[tuple[str, int], StageBatch] = {}
-        taken: Counter[str] = Counter()  # valid events by stream, for /metrics
-        ticks: dict[str, int] = {}  # review ticks of this batch, kept once delivered
+        routing = Routing(
+            records=records,
+            first={tp: rs[0].offset for tp, rs in batch.items() if rs},
+            next={tp: rs[-1].offset + 1 for tp, rs in batch.items() if rs},
+        )
+        sends, taken, ticks = routing.sends, routing.taken, routing.ticks
         for r in records:
             where = {"topic": r.topic, "partition": r.partition, "offset": r.offset}
             source = f"{r.topic}:{r.partition}"
             appended = r.timestamp / 1000
             raw: bytes = r.value or b""
             if r.key == END_OF_INPUT:
-                self._send_batches(out)  # the data before it goes first
+                self._send_batches(sends, out)  # the data before it goes first
                 out = {}
-                self._end_of_input(raw, source, appended)
+                self._end_of_input(sends, raw, source, appended)
                 continue
             decision = admit(
                 raw,
@@ -257,7 +330,7 @@ class InputValidator:
                 max_ahead_s=self.settings.max_event_ahead_s,
             )
             if isinstance(decision, Refused):
-                self._dead(decision.letter, decision.label)
+                self._dead(sends, decision.letter, decision.label)
                 continue
             parsed = decision.event
             taken[parsed.stream] += 1
@@ -272,21 +345,35 @@ class InputValidator:
                 at = (stage, partition_of(key, self.partitions))
                 held = out.get(at)
                 if held is not None and held.size + size > BATCH_BYTES:
-                    self._send_batches({at: held})
+                    self._send_batches(sends, {at: held})
                     held = None
                 if held is None:
                     held = out[at] = StageBatch()
                 held.entries.append(entry)
                 held.size += size
                 held.first = held.first or where
-        self._send_batches(out)
-        await self._delivered()
-        # Not before: a batch read again after a failed delivery sends its ticks again.
-        self.last_tick.update(ticks)
-        for stream, n in taken.items():  # counted once delivered: a retry reads them again
-            metrics.EVENTS.labels(stream).inc(n)
+        self._send_batches(sends, out)
+        return routing
 
-    def _end_of_input(self, raw: bytes, source: str, appended: float) -> None:
+    async def _settle(self, routing: Routing) -> None:
+        """Wait until the broker has all a batch became; then it counts as routed."""
+        if routing.settled:
+            return
+        if routing.failed:
+            raise Undeliverable("a batch read before it was not delivered")
+        try:
+            await self._delivered(routing.sends)
+        except Undeliverable:
+            routing.failed = True
+            raise
+        routing.settled = True
+        # Not before: a batch read again after a failed delivery sends its ticks again.
+        self.last_tick.update(routing.ticks)
+        for stream, n in routing.taken.items():  # counted once delivered: a retry reads them again
+            metrics.EVENTS.labels(stream).inc(n)
+        self.routed.update(routing.next)
+
+    def _end_of_input(self, into: Sends, raw: bytes, source: str, appended: float) -> None:
         try:
             claimed = json.loads(raw).get("max_ts")
         except (ValueError, AttributeError, RecursionError):
@@ -296,16 +383,17 @@ class InputValidator:
         )
         for stage in STAGES:
             for p in range(self.partitions):
-                self._send(stage, p, END_OF_INPUT, value, {SOURCE: source.encode()})
+                self._send(into, stage, p, END_OF_INPUT, value, {SOURCE: source.encode()})
 
-    def _send_batches(self, out: dict[tuple[str, int], StageBatch]) -> None:
+    def _send_batches(self, into: Sends, out: dict[tuple[str, int], StageBatch]) -> None:
         for (stage, p), batch in out.items():
             # A record of one event the broker refuses (too large) is dead-lettered.
             where = batch.first if len(batch.entries) == 1 else None
-            self._send(stage, p, EVENTS, events_record(batch.entries), {}, where)
+            self._send(into, stage, p, EVENTS, events_record(batch.entries), {}, where)
 
     def _send(
         self,
+        into: Sends,
         stage: str,
         partition: int,
         key: bytes,
@@ -321,20 +409,21 @@ class InputValidator:
             partition=partition,
             headers=list(headers.items()),
         )
-        self._unsent.append((asyncio.ensure_future(sending), where))
+        into.append((asyncio.ensure_future(sending), where))
 
-    def _dead(self, letter: dict[str, Any], label: str) -> None:
+    def _dead(self, into: Sends, letter: dict[str, Any], label: str) -> None:
         assert self._producer is not None
         metrics.DEAD_LETTERS.labels(label).inc()
         value = json.dumps(letter, ensure_ascii=False).encode()
         sending = self._producer.send(self.topics.dead_letters, value=value)
-        self._unsent.append((asyncio.ensure_future(sending), None))
+        into.append((asyncio.ensure_future(sending), None))
 
-    async def _delivered(self) -> None:
-        """Wait until the broker has everything sent so far; raise Undeliverable
-        if it did not take some of it."""
-        while self._unsent:
-            sending, self._unsent = self._unsent, []
+    async def _delivered(self, sends: Sends) -> None:
+        """Wait until the broker has all of `sends`; raise Undeliverable if it
+        did not take some of it."""
+        while sends:
+            sending = list(sends)
+            sends.clear()
             # send() returns once the record is in the producer's batch, with the
             # delivery as its result; it raises at once for a record over the
             # client's limit.
@@ -362,34 +451,37 @@ class InputValidator:
                     # Retrying would never end: a dead letter without the record,
                     # which is what was refused.
                     reason = f"could not forward the record: {type(error).__name__}"
-                    self._dead(dead_letter(b"", reason, where=where), "unforwardable")
+                    self._dead(sends, dead_letter(b"", reason, where=where), "unforwardable")
                 else:
                     failed.append(error)
             if failed:
-                self._unsent.clear()
+                sends.clear()
                 raise Undeliverable(f"stage records not delivered ({type(failed[0]).__name__})")
 
     # -- marks ------------------------------------------------------------
 
-    def _mark(self, topic: str, partition: int, mark: bytes, as_of: float | None = None) -> None:
+    def _mark(
+        self, into: Sends, topic: str, partition: int, mark: bytes, as_of: float | None = None
+    ) -> None:
         headers = {SOURCE: f"{topic}:{partition}".encode()}
         if as_of is not None:
             headers[AS_OF] = repr(as_of).encode()
         for stage in STAGES:
             if topic in self.feeds[stage]:
                 for p in range(self.partitions):
-                    self._send(stage, p, mark, b"", headers)
+                    self._send(into, stage, p, mark, b"", headers)
 
     async def busy(self, assigned: Collection[TopicPartition]) -> None:
         """Before routing any record of partitions just assigned here."""
+        marks: Sends = []
         for tp in assigned:
             self.routed.pop(tp, None)  # another worker may have gone on
             self.committed.pop(tp, None)
-            self._mark(tp.topic, tp.partition, SOURCE_BUSY)
+            self._mark(marks, tp.topic, tp.partition, SOURCE_BUSY)
         with contextlib.suppress(Undeliverable):
             # A mark that did not go only leaves an older idle mark standing a
             # little longer; the records are routed either way.
-            await self._delivered()
+            await self._delivered(marks)
 
     async def _mark_idle(self) -> None:
         """Tell the stages which input partitions this worker has routed to
@@ -407,12 +499,13 @@ class InputValidator:
         except (KafkaError, AssertionError) as exc:  # IllegalStateError: not ours any more
             log.debug("input ends unavailable, no idle marks this round: %r", exc)
             return
+        marks: Sends = []
         for tp in tps:
             end = ends.get(tp)
             if end is not None and positions[tp] >= end:
-                self._mark(tp.topic, tp.partition, SOURCE_IDLE, as_of=as_of)
+                self._mark(marks, tp.topic, tp.partition, SOURCE_IDLE, as_of=as_of)
         with contextlib.suppress(Undeliverable):
-            await self._delivered()
+            await self._delivered(marks)
 
     async def _report_lag(self) -> None:
         assert self._consumer is not None
@@ -434,6 +527,8 @@ class _Handover(ConsumerRebalanceListener):  # type: ignore[misc]
         self.validator = validator
 
     async def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None:
+        with contextlib.suppress(Undeliverable):  # then read again by the next owner
+            await self.validator.settle_in_flight()
         await self.validator.commit(only=set(revoked))
 
     async def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:

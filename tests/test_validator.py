@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
+from aiokafka.structs import TopicPartition
 
 from schemas import EventAdapter
 from streams.settings import Settings
@@ -22,6 +23,7 @@ from streams.validator import (
     EVENTS,
     InputValidator,
     Undeliverable,
+    _Handover,
     events_record,
     read_events,
 )
@@ -227,3 +229,79 @@ def test_a_batch_read_again_after_a_failed_delivery_sends_its_review_ticks_again
     ]
     # One tick a minute per entity: the first access of the minute.
     assert review == ["a0"]
+
+
+class Consumer:
+    """What the validator asks of its consumer when it commits or reads again."""
+
+    def __init__(self, owned: set[TopicPartition]) -> None:
+        self.owned = owned
+        self.seeks: dict[TopicPartition, int] = {}
+        self.commits: list[dict[TopicPartition, int]] = []
+
+    def assignment(self) -> set[TopicPartition]:
+        return self.owned
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.seeks[tp] = offset
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self.commits.append(dict(offsets))
+
+
+def _read(events: list[dict[str, Any]], first: int) -> dict[TopicPartition, list[Any]]:
+    records = [record(e, first + i) for i, e in enumerate(events)]
+    return {TopicPartition(records[0].topic, 0): records}
+
+
+def test_a_batch_sent_while_the_one_before_failed_is_read_again_with_it() -> None:
+    down = {"broker": True}
+    broker = Broker(lambda sent: KafkaTimeoutError() if down["broker"] else None)
+    v = validator(broker)
+    tp = TopicPartition(TOPICS.input("saas_access"), 0)
+    v._consumer = Consumer({tp})  # type: ignore[assignment]
+    events = accesses(6)
+    first, second = _read(events[:3], 0), _read(events[3:], 3)
+
+    async def run() -> None:
+        assert not await v.take(first)  # in flight; its delivery fails
+        await asyncio.sleep(0)  # its records reach the producer
+        down["broker"] = False
+        with pytest.raises(Undeliverable):
+            await v.take(second)  # delivered, but read after a batch that was not
+
+    asyncio.run(run())
+    assert v.routed == {}  # nothing may be committed past the failed batch
+    assert v._consumer.seeks == {tp: 0}  # type: ignore[union-attr]
+    assert v.in_flight is None
+
+    async def again() -> None:
+        await v.take(first)
+        assert await v.take(second)
+        await v.settle_in_flight()
+
+    asyncio.run(again())
+    assert v.routed == {tp: 6}
+    routed = [
+        json.loads(raw)["event_id"]
+        for (topic, _), bs in broker.batches().items()
+        if topic == TOPICS.stage("user")
+        for b in bs
+        for _, _, raw in b
+    ]
+    assert sorted(set(routed)) == sorted(e["event_id"] for e in events)
+
+
+def test_partitions_taken_away_commit_the_batch_in_flight_once_it_is_delivered() -> None:
+    v = validator(Broker())
+    tp = TopicPartition(TOPICS.input("saas_access"), 0)
+    consumer = Consumer({tp})
+    v._consumer = consumer  # type: ignore[assignment]
+
+    async def run() -> None:
+        await v.take(_read(accesses(3), 0))
+        assert v.routed == {}  # in flight
+        await _Handover(v).on_partitions_revoked({tp})
+
+    asyncio.run(run())
+    assert consumer.commits == [{tp: 3}]
