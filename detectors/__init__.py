@@ -1,6 +1,6 @@
 """Rules and the correlation engine: pure, synchronous, no I/O, no clock."""
 
-from detectors.engine import Engine, Stage, finding_id
+from detectors.engine import Engine, Stage, finding_id, times_only
 from detectors.masking import mask_identifier, mask_text
 from detectors.rules import CATALOGUE
 from detectors.state import EngineState
@@ -13,4 +13,5 @@ __all__ = [
     "finding_id",
     "mask_identifier",
     "mask_text",
+    "times_only",
 ]

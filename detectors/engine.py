@@ -66,6 +66,20 @@ Clock = Callable[[], datetime]
 AnyEvent = SaasAccess | DevicePosture | DlpAlert | ControlReview
 
 CORRELATABLE_ACTIONS = frozenset({"upload", "share", "edit"})
+
+
+def correlatable(access: SaasAccess) -> bool:
+    """An access a DLP alert can be laid against (SEP-003..005): a file sent
+    or changed from the internal network."""
+    return access.network_zone == "internal" and access.action in CORRELATABLE_ACTIONS
+
+
+def times_only(stage: Stage, event: AnyEvent) -> bool:
+    """Whether `stage` needs no more of the event than its stream and time:
+    the user stage judges DLP alerts and remembers correlatable accesses;
+    any other access only moves its clock (Engine.pass_time)."""
+    return stage == "user" and isinstance(event, SaasAccess) and not correlatable(event)
+
 _EVENT_KEYS = {s: f"events.{s}" for s in STREAMS}
 SWEEP_EVERY = 6 * 3600.0  # event-time seconds between sweeps of idle devices and users
 
@@ -222,6 +236,14 @@ class Engine:
                 self._advance(out, final=False)
         return out
 
+    def pass_time(self, stream: str, ts: float) -> None:
+        """Take an event this stage only times (see `times_only`): what
+        `process` does with it, without the event."""
+        self.stats[_EVENT_KEYS[stream]] += 1
+        self._use_policy(ts)
+        if ts < self._max_ts - self._lateness:
+            self.stats["events.late"] += 1
+
     def advance(self, max_ts: float) -> list[Finding]:
         """Move the event clock to `max_ts` (external clock): what waits for
         the watermark it brings is decided now."""
@@ -298,7 +320,7 @@ class Engine:
     def _on_access_to_correlate(
         self, ev: SaasAccess, ts: float, w: float, out: list[Finding]
     ) -> None:
-        if ev.network_zone == "internal" and ev.action in CORRELATABLE_ACTIONS:
+        if correlatable(ev):
             self._remember_access(_access_view(ev, ts), w)
 
     def _judge_posture(self, access: AccessView, out: list[Finding]) -> None:

@@ -55,6 +55,7 @@ from streams.validator import (
     SOURCE_BUSY,
     SOURCE_IDLE,
     InputValidator,
+    TimeOnly,
     feeds,
     read_events,
 )
@@ -680,7 +681,13 @@ def _stage_agent(runner: StageRunner, findings: Any, sources: int) -> Any:
         engine = runner.engine(partition)
         if event.key == EVENTS:
             for source, appended, raw in read_events(event.value):
-                for f in judge_event(engine, partition, source, appended, raw):
+                if type(raw) is TimeOnly:
+                    engine.pass_time(raw.stream, raw.ts)
+                    clock = runner.clock(partition, source, raw.ts, appended=appended)
+                    found = engine.advance(clock)
+                else:
+                    found = judge_event(engine, partition, source, appended, raw)  # type: ignore[arg-type]
+                for f in found:
                     await _emit(findings, f)
             return
         headers = dict(event.headers or {})

@@ -33,7 +33,7 @@ import time
 from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
@@ -44,6 +44,7 @@ from aiokafka.errors import (
 )
 from aiokafka.structs import TopicPartition
 
+from detectors import times_only
 from streams import metrics
 from streams.admission import Refused, admit, capped_end
 from streams.dead_letters import dead_letter
@@ -89,21 +90,44 @@ def feeds(topics: Topics) -> dict[str, set[str]]:
     return {stage: {topics.input(s) for s in FEEDS[stage]} for stage in STAGES}
 
 
-def events_record(entries: Sequence[tuple[str, float, bytes]]) -> bytes:
+class TimeOnly(NamedTuple):
+    """An event a stage needs only the time of (detectors.times_only)."""
+
+    stream: str
+    ts: float
+
+
+# (input partition, append time, the event's JSON as read, or its time only)
+Entry = tuple[str, float, bytes | TimeOnly]
+
+
+def events_record(entries: Sequence[Entry]) -> bytes:
     """A stage record of a batch: one JSON line of [input partition, append
-    time, length] per event, then the events' bytes one after the other, as
-    read (not JSON strings inside JSON: no escaping going in, none undone)."""
-    head = orjson.dumps([(source, appended, len(raw)) for source, appended, raw in entries])
-    return head + b"\n" + b"".join(raw for _, _, raw in entries)
+    time, length] per event ([..., null, stream, time] for a time only), then
+    the events' bytes one after the other, as read (not JSON strings inside
+    JSON: no escaping going in, none undone)."""
+    head = orjson.dumps(
+        [
+            (source, appended, len(raw))
+            if type(raw) is bytes
+            else (source, appended, None, raw.stream, raw.ts)  # type: ignore[union-attr]
+            for source, appended, raw in entries
+        ]
+    )
+    return head + b"\n" + b"".join(raw for _, _, raw in entries if type(raw) is bytes)
 
 
-def read_events(value: bytes) -> list[tuple[str, float, bytes]]:
-    """A stage record's batch: (input partition, append time, event JSON)."""
+def read_events(value: bytes) -> list[Entry]:
+    """A stage record's batch, in the order routed."""
     head, _, body = value.partition(b"\n")
-    out: list[tuple[str, float, bytes]] = []
+    out: list[Entry] = []
     at = 0
-    for source, appended, length in orjson.loads(head):
-        out.append((source, appended, body[at : at + length]))
+    for item in orjson.loads(head):
+        length = item[2]
+        if length is None:
+            out.append((item[0], item[1], TimeOnly(item[3], float(item[4]))))
+            continue
+        out.append((item[0], item[1], body[at : at + length]))
         at += length
     if at != len(body):
         raise ValueError(f"a batch of {len(out)} events is {len(body)} bytes, not {at}")
@@ -114,7 +138,7 @@ def read_events(value: bytes) -> list[tuple[str, float, bytes]]:
 class StageBatch:
     """Events bound for one stage partition."""
 
-    entries: list[tuple[str, float, bytes]] = field(default_factory=list)
+    entries: list[Entry] = field(default_factory=list)
     size: int = 0
     first: dict[str, Any] | None = None  # where the first event was read
 
@@ -334,7 +358,7 @@ class InputValidator:
                 continue
             parsed = decision.event
             taken[parsed.stream] += 1
-            entry = (source, appended, raw)
+            entry: Entry = (source, appended, raw)
             size = len(raw) + len(source) + 32
             for stage, key in stage_keys(parsed).items():
                 if stage == "review" and parsed.stream != "control_review":
@@ -343,14 +367,20 @@ class InputValidator:
                         continue
                     ticks[key] = minute
                 at = (stage, partition_of(key, self.partitions))
+                item, item_size = entry, size
+                if times_only(stage, parsed):
+                    # Its time moves the stage's clock; its bytes would only be
+                    # validated again there and set aside.
+                    time_only = TimeOnly(parsed.stream, parsed.timestamp.timestamp())
+                    item, item_size = (source, appended, time_only), len(source) + 48
                 held = out.get(at)
-                if held is not None and held.size + size > BATCH_BYTES:
+                if held is not None and held.size + item_size > BATCH_BYTES:
                     self._send_batches(sends, {at: held})
                     held = None
                 if held is None:
                     held = out[at] = StageBatch()
-                held.entries.append(entry)
-                held.size += size
+                held.entries.append(item)
+                held.size += item_size
                 held.first = held.first or where
         self._send_batches(sends, out)
         return routing

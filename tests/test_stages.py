@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from detectors import Engine, Stage
+from detectors import Engine, Stage, times_only
 from schemas import EventAdapter
 from streams.policy_file import load_policy
 from streams.simulate import simulate
@@ -73,3 +73,35 @@ def test_stages_on_partitions_find_what_one_engine_finds(partitions: int) -> Non
     assert {f.rule_id for f in whole} >= {"SEP-001", "SEP-003", "SEP-006", "SEP-007", "SEP-008"}
     assert any(f.rule_id == "SEP-008" and f.entity == "SUB-US" for f in whole)
     assert key(found) == key(whole)
+
+
+def test_the_user_stage_given_only_the_time_of_accesses_it_does_not_keep_finds_the_same() -> None:
+    """The validator sends the user stage only the time of an access it does
+    not keep (times_only): what the stage finds, keeps and counts is unchanged."""
+    events = [e for e in _events() if "user" in stage_keys(e)]
+
+    def user_stage() -> Engine:
+        return Engine(POLICY, now=lambda: cases.FIXED_NOW, stage="user", external_clock=True)
+
+    whole, timed = user_stage(), user_stage()
+    found_whole: list[Any] = []
+    found_timed: list[Any] = []
+    clock = float("-inf")
+    only_times = 0
+    for event in events:
+        ts = event.timestamp.timestamp()
+        clock = max(clock, ts)
+        found_whole += whole.process(event) + whole.advance(clock)
+        if times_only("user", event):
+            only_times += 1
+            timed.pass_time(event.stream, ts)
+            found_timed += timed.advance(clock)
+        else:
+            found_timed += timed.process(event) + timed.advance(clock)
+    found_whole += whole.flush()
+    found_timed += timed.flush()
+    assert only_times > len(events) // 3
+    assert {f.rule_id for f in found_whole} & {"SEP-003", "SEP-004", "SEP-005"}
+    assert [f.model_dump() for f in found_timed] == [f.model_dump() for f in found_whole]
+    assert dict(timed.state.accesses) == dict(whole.state.accesses)
+    assert timed.stats == whole.stats

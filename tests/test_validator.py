@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -21,7 +22,9 @@ from streams.validator import (
     BATCH_BYTES,
     END_OF_INPUT,
     EVENTS,
+    Entry,
     InputValidator,
+    TimeOnly,
     Undeliverable,
     _Handover,
     events_record,
@@ -97,8 +100,9 @@ def record(event: dict[str, Any], offset: int, partition: int = 0) -> Record:
     return Record(topic, partition, offset, b"k", json.dumps(event).encode())
 
 
-def accesses(n: int) -> list[dict[str, Any]]:
-    access = TEMPLATES[0]
+def accesses(n: int, action: str = "upload") -> list[dict[str, Any]]:
+    """Internal uploads: every stage they go to takes all of them."""
+    access = {**TEMPLATES[0], "action": action}
     return [
         {**access, "event_id": f"a{i}", "user_id": f"u{i % 7}", "device_id": f"d{i % 5}"}
         for i in range(n)
@@ -123,6 +127,35 @@ def test_events_reach_the_stage_partitions_that_judge_them_in_one_batch_each() -
             assert [json.loads(raw)["event_id"] for _, _, raw in entries] == want
             assert all(source == f"{TOPICS.input('saas_access')}:0" for source, _, _ in entries)
             assert all(appended == APPENDED_MS / 1000 for _, appended, _ in entries)
+
+
+def test_the_user_stage_gets_only_the_time_of_an_access_it_does_not_keep() -> None:
+    broker = Broker()
+    views, uploads = accesses(20, action="view"), accesses(20)
+    events = [e for pair in zip(views, uploads, strict=True) for e in pair]
+    for i, e in enumerate(events):
+        e["event_id"] = f"e{i}"
+        e["timestamp"] = (BASE + timedelta(seconds=i)).isoformat()
+    asyncio.run(validator(broker).route([record(e, i) for i, e in enumerate(events)]))
+    batches = broker.batches()
+    for stage in ("device", "user"):
+        got = [
+            raw
+            for p in range(PARTITIONS)
+            for batch in batches.get((TOPICS.stage(stage), p), [])
+            for _, _, raw in batch
+        ]
+        assert len(got) == len(events)
+        whole = sorted(json.loads(raw)["event_id"] for raw in got if isinstance(raw, bytes))
+        times = sorted(raw.ts for raw in got if isinstance(raw, TimeOnly))
+        if stage == "device":  # judges every access
+            assert whole == sorted(e["event_id"] for e in events) and not times
+        else:  # remembers uploads; a view only moves its clock
+            assert whole == sorted(e["event_id"] for e in uploads)
+            assert times == sorted(
+                datetime.fromisoformat(e["timestamp"]).timestamp() for e in views
+            )
+            assert all(raw.stream == "saas_access" for raw in got if isinstance(raw, TimeOnly))
 
 
 def test_an_end_of_input_marker_follows_the_data_read_before_it() -> None:
@@ -201,8 +234,9 @@ def test_a_record_that_is_not_an_event_is_a_dead_letter_and_the_rest_is_routed()
 
 
 def test_a_batch_record_gives_back_each_event_as_read_newlines_and_unicode_included() -> None:
-    entries = [
+    entries: list[Entry] = [
         ("v.saas-access:0", 1.5, b'{\n "stream": "saas_access",\n "note": "\xed\x95\x9c\\n"}'),
+        ("v.saas-access:2", 1.75, TimeOnly("saas_access", 1795000000.123456)),
         ("v.dlp-alerts:3", 2.25, b"{}"),
         ("v.saas-access:1", 3.0, b'{"a": "\\u0000"}'),
     ]
