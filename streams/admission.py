@@ -8,7 +8,7 @@ the tests throw hostile input at exactly the code the worker runs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -68,7 +68,8 @@ def admit(
     except ValidationError as exc:
         reason, errors = reason_of(exc)
         return Refused("invalid_event", dead_letter(raw, reason, where=where, errors=errors))
-    bad_time = out_of_range(event)
+    times = _times(event)
+    bad_time = _outside(times)
     if bad_time is not None:
         return Refused("out_of_range", dead_letter(raw, bad_time, where=where))
     if topic_of is not None and topic is not None:
@@ -79,8 +80,8 @@ def admit(
     if appended_at is not None and appended_at > 0 and max_ahead_s is not None:
         # A review's completion and report dates too: one forged years ahead
         # would hold off SEP-008 for its entity until then.
-        for name, value in _times(event):
-            ahead = value.timestamp() - appended_at
+        for name, value, ts in times:
+            ahead = ts - appended_at
             if ahead > max_ahead_s:
                 reason = (
                     f"{name} {value.isoformat()} is {ahead:.0f} s ahead of "
@@ -110,8 +111,12 @@ def capped_end(max_ts: Any, appended_at: float | None, max_ahead_s: float) -> fl
 def out_of_range(event: AnyEvent) -> str | None:
     """Why one of the event's times is one the rules cannot compute with (a
     review's completion and report dates too), or None."""
-    for name, value in _times(event):
-        if not EARLIEST_EVENT <= value.timestamp() < LATEST_EVENT:
+    return _outside(_times(event))
+
+
+def _outside(times: list[tuple[str, datetime, float]]) -> str | None:
+    for name, value, ts in times:
+        if not EARLIEST_EVENT <= ts < LATEST_EVENT:
             return (
                 f"{name} {value.isoformat()} is outside the range the rules compute "
                 f"with ({_iso(EARLIEST_EVENT)} to {_iso(LATEST_EVENT)})"
@@ -122,19 +127,21 @@ def out_of_range(event: AnyEvent) -> str | None:
 _TIMES_OF: dict[type[Any], tuple[str, ...]] = {}
 
 
-def _times(event: AnyEvent) -> Iterator[tuple[str, datetime]]:
-    """The event's own time fields that are set. Only those its stream
-    declares: an unknown field of the same name is kept as sent (`extra`),
-    a string, not a time; and asking pydantic for a field the model lacks
-    costs an exception each time."""
+def _times(event: AnyEvent) -> list[tuple[str, datetime, float]]:
+    """The event's own time fields that are set, with their epoch seconds.
+    Only those its stream declares: an unknown field of the same name is kept
+    as sent (`extra`), a string, not a time; and asking pydantic for a field
+    the model lacks costs an exception each time."""
     names = _TIMES_OF.get(type(event))
     if names is None:
         declared = type(event).model_fields
         names = _TIMES_OF[type(event)] = tuple(n for n in TIME_FIELDS if n in declared)
+    out = []
     for name in names:
         value = getattr(event, name)
         if value is not None:
-            yield name, value
+            out.append((name, value, value.timestamp()))
+    return out
 
 
 def _iso(ts: float) -> str:
