@@ -80,6 +80,7 @@ def times_only(stage: Stage, event: AnyEvent) -> bool:
     any other access only moves its clock (Engine.pass_time)."""
     return stage == "user" and isinstance(event, SaasAccess) and not correlatable(event)
 
+
 _EVENT_KEYS = {s: f"events.{s}" for s in STREAMS}
 SWEEP_EVERY = 6 * 3600.0  # event-time seconds between sweeps of idle devices and users
 
