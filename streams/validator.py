@@ -183,8 +183,9 @@ class InputValidator:
         self.last_tick: dict[str, int] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
-        # The batch routed and not yet known delivered (see run).
+        # The batch routed and not yet known delivered (see take).
         self.in_flight: Routing | None = None
+        self._settling = asyncio.Lock()
 
     # -- the loop ---------------------------------------------------------
 
@@ -252,14 +253,22 @@ class InputValidator:
         self.in_flight = self._route(batch) if batch else None
         if previous is None:
             return False
-        await self._settle_in_order(previous)
+        async with self._settling:
+            await self._settle_in_order(previous)
         return True
 
     async def settle_in_flight(self) -> None:
-        """Wait for the batch in flight (raises Undeliverable if it failed)."""
-        if self.in_flight is not None:
-            await self._settle_in_order(self.in_flight)
-            self.in_flight = None
+        """Wait for the batch in flight (raises Undeliverable if it failed).
+        Also called when partitions are taken away, which can happen while
+        the loop waits for the batch before it: batches settle one at a time,
+        in the order read, never a later one first."""
+        async with self._settling:
+            routing = self.in_flight
+            if routing is None:
+                return
+            await self._settle_in_order(routing)
+            if self.in_flight is routing:
+                self.in_flight = None
 
     async def _settle_in_order(self, routing: Routing) -> None:
         """Settle `routing`; if it fails, it and any batch read after it are

@@ -339,3 +339,55 @@ def test_partitions_taken_away_commit_the_batch_in_flight_once_it_is_delivered()
 
     asyncio.run(run())
     assert consumer.commits == [{tp: 3}]
+
+
+class SlowBroker(Broker):
+    """Deliveries stay pending until the test settles them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: list[asyncio.Future[Any]] = []
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
+        partition: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> asyncio.Future[Any]:
+        delivery: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.pending.append(delivery)
+        return delivery
+
+
+def test_partitions_taken_away_while_a_batch_settles_never_commit_the_batch_after_it() -> None:
+    """aiokafka calls the rebalance listener from its own task: it can come
+    while the loop waits for a batch, with the next one already sent."""
+    broker = SlowBroker()
+    v = validator(broker)
+    tp = TopicPartition(TOPICS.input("saas_access"), 0)
+    consumer = Consumer({tp})
+    v._consumer = consumer  # type: ignore[assignment]
+
+    async def run() -> None:
+        await v.take(_read(accesses(3), 0))
+        await asyncio.sleep(0)
+        first = list(broker.pending)
+        taking = asyncio.create_task(v.take(_read(accesses(3), 3)))
+        await asyncio.sleep(0.01)
+        revoking = asyncio.create_task(_Handover(v).on_partitions_revoked({tp}))
+        await asyncio.sleep(0.01)
+        for delivery in broker.pending:  # the second batch arrives, the first does not
+            if delivery in first:
+                delivery.set_exception(KafkaTimeoutError())
+            else:
+                delivery.set_result(None)
+        with pytest.raises(Undeliverable):
+            await taking
+        await revoking
+
+    asyncio.run(run())
+    assert consumer.commits == []
+    assert v.routed == {}
+    assert consumer.seeks == {tp: 0}
