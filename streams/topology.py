@@ -370,10 +370,10 @@ class StageRunner:
             if holds:
                 last = max(last, min(holds))
         else:
-            # The other sources hold the clock where they did at this source's
-            # previous event, unless one fell silent since (or an idle one's
-            # frontier moved): what they say is kept while this source's run
-            # of events lasts, instead of asked of every source per event.
+            # What the other sources say is kept while this source's run of
+            # events lasts, instead of asked of every source per event: until
+            # one of them is heard from or marked, or falls silent. An idle
+            # one's hold is still read from the append frontier each time.
             others = self.others.get(partition)
             if (
                 others is None
