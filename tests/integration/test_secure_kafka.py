@@ -151,9 +151,9 @@ def test_wrong_password_stops_the_worker_with_a_clear_error(
     out = done.stdout + done.stderr
     assert done.returncode == 2, out[-3000:]
     assert "cannot connect to Kafka at" in out and "SASL_SSL" in out, out[-3000:]
-    # The broker's reason when the client got it; under load the client at
-    # times logs in with the older SASL framing (its version probe late), in
-    # which a broker refuses by closing the connection, without a reason.
+    # The broker's reason when the client got it. Under load the client has
+    # reported only the connection the broker closes after a refused login
+    # (twice in about ten runs); why the reason did not reach it is not known.
     assert "Authentication failed" in out or "socket disconnected" in out, out[-3000:]
     assert "SEPWATCH_KAFKA_SASL_PASSWORD" in out  # says what to check
     assert wrong not in out
