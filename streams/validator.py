@@ -152,7 +152,6 @@ Sends = list[tuple[asyncio.Future[Any], dict[str, Any] | None]]
 class Routing:
     """What one batch read became, on its way to the broker."""
 
-    records: list[Any]
     first: dict[TopicPartition, int]  # the batch's first offset by input partition
     next: dict[TopicPartition, int]  # and the offset after its last
     sends: Sends = field(default_factory=list)
@@ -339,7 +338,6 @@ class InputValidator:
         records = [r for rs in batch.values() for r in rs]
         out: dict[tuple[str, int], StageBatch] = {}
         routing = Routing(
-            records=records,
             first={tp: rs[0].offset for tp, rs in batch.items() if rs},
             next={tp: rs[-1].offset + 1 for tp, rs in batch.items() if rs},
         )

@@ -73,13 +73,16 @@ class Broker:
     ) -> asyncio.Future[Any]:
         sent = Sent(topic, key, value, partition, headers or [])
         delivery: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.deliver(sent, delivery)
+        return delivery
+
+    def deliver(self, sent: Sent, delivery: asyncio.Future[Any]) -> None:
         error = self.refuse(sent)
         if error is None:
             self.sent.append(sent)
             delivery.set_result(None)
         else:
             delivery.set_exception(error)
-        return delivery
 
     def batches(self) -> dict[tuple[str, int | None], list[list[tuple[str, float, bytes]]]]:
         out: dict[tuple[str, int | None], list[list[tuple[str, float, bytes]]]] = {}
@@ -348,17 +351,8 @@ class SlowBroker(Broker):
         super().__init__()
         self.pending: list[asyncio.Future[Any]] = []
 
-    async def send(
-        self,
-        topic: str,
-        value: bytes,
-        key: bytes | None = None,
-        partition: int | None = None,
-        headers: list[tuple[str, bytes]] | None = None,
-    ) -> asyncio.Future[Any]:
-        delivery: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    def deliver(self, sent: Sent, delivery: asyncio.Future[Any]) -> None:
         self.pending.append(delivery)
-        return delivery
 
 
 def test_partitions_taken_away_while_a_batch_settles_never_commit_the_batch_after_it() -> None:
