@@ -24,15 +24,15 @@ from streams.adapters.records import Adapter
 ADAPTERS: dict[str, Adapter] = {
     a.source: a
     for a in (
-        Adapter(okta.SOURCE, okta.adapt, okta.ENVELOPES),
-        Adapter(m365.SOURCE, m365.adapt, m365.ENVELOPES),
-        Adapter(entra_signin.SOURCE, entra_signin.adapt, entra_signin.ENVELOPES),
-        Adapter(google_workspace.SOURCE, google_workspace.adapt, google_workspace.ENVELOPES),
-        Adapter(netskope.SOURCE, netskope.adapt, netskope.ENVELOPES),
-        Adapter(zscaler_zia.SOURCE, zscaler_zia.adapt, zscaler_zia.ENVELOPES),
-        Adapter(intune.SOURCE, intune.adapt, intune.ENVELOPES),
-        Adapter(osquery.SOURCE, osquery.adapt, osquery.ENVELOPES),
-        Adapter(crowdstrike.SOURCE, crowdstrike.adapt, crowdstrike.ENVELOPES),
+        Adapter(okta.SOURCE, okta.adapt, okta.ENVELOPES, shapes=okta.SHAPES),
+        Adapter(m365.SOURCE, m365.adapt, m365.ENVELOPES, shapes=m365.SHAPES),
+        Adapter(entra_signin.SOURCE, entra_signin.adapt, entra_signin.ENVELOPES, shapes=entra_signin.SHAPES),
+        Adapter(google_workspace.SOURCE, google_workspace.adapt, google_workspace.ENVELOPES, shapes=google_workspace.SHAPES),
+        Adapter(netskope.SOURCE, netskope.adapt, netskope.ENVELOPES, shapes=netskope.SHAPES),
+        Adapter(zscaler_zia.SOURCE, zscaler_zia.adapt, zscaler_zia.ENVELOPES, shapes=zscaler_zia.SHAPES),
+        Adapter(intune.SOURCE, intune.adapt, intune.ENVELOPES, shapes=intune.SHAPES),
+        Adapter(osquery.SOURCE, osquery.adapt, osquery.ENVELOPES, shapes=osquery.SHAPES),
+        Adapter(crowdstrike.SOURCE, crowdstrike.adapt, crowdstrike.ENVELOPES, shapes=crowdstrike.SHAPES),
         Adapter(cef_dlp.SOURCE, cef_dlp.adapt, cef_dlp.ENVELOPES, text=True),
     )
 }

@@ -29,6 +29,7 @@ from streams.adapters.records import Adapted, derived_id, iso_time, text_of
 
 SOURCE = "crowdstrike"
 ENVELOPES = ("resources",)
+SHAPES = (("aid",),)  # A Zero Trust Assessment.
 BEHIND_DAYS = 365
 
 

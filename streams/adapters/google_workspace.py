@@ -7,8 +7,12 @@ Vendor schema: Admin SDK Reports API, `activities` resource
 `parameters[]` (`{"name", "value" | "intValue" | "boolValue" | "multiValue"}`).
 Pages: `{"kind": "admin#reports#activities", "items": [...], "nextPageToken"}`.
 
-One activity can hold several events: each meaningful one becomes an access,
-its id derived from the activity's time, unique qualifier and position. The
+One activity can hold several events: each meaningful one becomes an access.
+Shippers that split activities (Elastic Agent, for one) send one record per
+event, with `events` a single object: read the same. An access's id is
+derived from the activity's time and unique qualifier and from the event's
+type, name and parameters, so the events of one activity never share an id
+and an activity gives the same ids split or whole. The
 app is named by `applicationName` (`drive`, `login`, `calendar`) through the
 mapping, so the bank says which registry app each one is. Failed logins,
 logouts and other applications are skipped.
@@ -16,6 +20,7 @@ logouts and other applications are skipped.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from streams.adapters.canonical import file_object, saas_access, user_of
@@ -24,6 +29,7 @@ from streams.adapters.records import (
     Adapted,
     CanonicalEvent,
     Skip,
+    Unmappable,
     derived_id,
     field,
     iso_time,
@@ -32,6 +38,7 @@ from streams.adapters.records import (
 
 SOURCE = "google-workspace"
 ENVELOPES = ("items",)
+SHAPES = (("id.applicationName", "events"),)  # An activity of the Reports API.
 
 ACTIONS = {
     "drive": {
@@ -69,11 +76,16 @@ def adapt(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
         return Skip(f"application {application}")
     found: list[CanonicalEvent] = []
     events = record.get("events") or []
-    for index, event in enumerate(events):
+    if isinstance(events, dict):
+        events = [events]
+    if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
+        raise Unmappable("events", "expected an event object or a list of them")
+    for event in events:
         action = actions.get(event.get("name"))
         if action is None:
             continue
-        parameters = {p.get("name"): _value(p) for p in event.get("parameters") or ()}
+        raw_parameters = event.get("parameters") or ()
+        parameters = {p.get("name"): _value(p) for p in raw_parameters if isinstance(p, dict)}
         title = parameters.get("doc_title")
         timestamp = iso_time(field(record, "id.time"), "id.time")
         found.append(
@@ -81,7 +93,13 @@ def adapt(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
                 mapping,
                 source=SOURCE,
                 event_id=derived_id(
-                    SOURCE, timestamp, required(record, "id.uniqueQualifier"), application, index
+                    SOURCE,
+                    timestamp,
+                    required(record, "id.uniqueQualifier"),
+                    application,
+                    event.get("type"),
+                    event.get("name"),
+                    json.dumps(raw_parameters, sort_keys=True),
                 ),
                 timestamp=timestamp,
                 user_id=user_of(field(record, "actor.email"), "actor.email"),

@@ -16,11 +16,12 @@ from pydantic import ValidationError
 from detectors.masking import mask_text
 from schemas import EventAdapter
 from streams.adapters.mapping import VendorMapping
-from streams.adapters.records import Adapter, CanonicalEvent, Skip, Unmappable
+from streams.adapters.records import Adapter, CanonicalEvent, Skip, UnrecognisedShape, Unmappable
 from streams.adapters.records import field as field_at
 from streams.dead_letters import dead_letter, reason_of
 
 MAX_RECORD_BYTES = 1 << 20
+_NOT_JSON = object()
 
 
 class LineSink(Protocol):
@@ -35,6 +36,11 @@ class AdaptCounts:
     events: Counter[str] = field(default_factory=Counter)  # by stream
     skipped: Counter[str] = field(default_factory=Counter)  # by vendor event type
     dead_letters: int = 0
+    dead_reasons: Counter[str] = field(default_factory=Counter)  # "field: reason", masked
+
+    def dead(self, letter: dict[str, Any]) -> None:
+        self.dead_letters += 1
+        self.dead_reasons[dead_reason(letter)] += 1
 
 
 @dataclass(frozen=True)
@@ -46,20 +52,65 @@ class RawRecord:
     where: dict[str, Any]
 
 
-def records_of(document: Any, adapter: Adapter) -> Iterator[Any]:
-    """The records in one parsed document: a record, a JSON array of them, or
-    the vendor's paging envelope (`{"value": [...]}`, `{"items": [...]}`)."""
+# Shipper envelopes (docs/adapters.md, "Shipping to Kafka"): where a log
+# shipper puts the vendor's record. Elastic Agent keeps the original as a
+# string in `event.original`; Filebeat, Vector and Elastic Agent put the line
+# read in `message`; Fluent Bit's tail input in `log`; Filebeat's `json`
+# decoding under `json`. Splunk HEC events (and Zscaler's NSS JSON feed, which
+# borrows the format) hold it in `event`, beside HEC metadata.
+SHIPPER_TEXT = ("event.original", "message", "log")
+HEC_METADATA = frozenset({"time", "host", "source", "sourcetype", "index", "fields"})
+MAX_DEPTH = 4  # envelopes inside envelopes: a shipper's message holding a page
+
+
+def records_of(document: Any, adapter: Adapter, depth: int = 0) -> Iterator[Any]:
+    """The records in one parsed document: a record, a JSON array of them, the
+    vendor's paging envelope (`{"value": [...]}`, `{"items": [...]}`), an Event
+    Hubs batch (`{"records": [...]}`), or a shipper's envelope around any of
+    these. A document that is none of them is yielded as it is, for
+    `adapt_one` to dead-letter as an unrecognised shape."""
     if isinstance(document, list):
         for item in document:
-            yield from records_of(item, adapter)
+            yield from records_of(item, adapter, depth)
         return
-    if isinstance(document, dict):
-        for path in adapter.envelopes:
+    if isinstance(document, dict) and depth < MAX_DEPTH:
+        for path in (*adapter.envelopes, "records"):
             inner = field_at(document, path)
             if isinstance(inner, list):
-                yield from inner
+                for item in inner:
+                    yield from records_of(item, adapter, depth + 1)
+                return
+        if not adapter.knows(document):
+            inner = _unwrapped(document, adapter)
+            if inner is not _NOT_JSON:
+                yield from records_of(inner, adapter, depth + 1)
                 return
     yield document
+
+
+def _unwrapped(document: dict[str, Any], adapter: Adapter) -> Any:
+    """What a shipper's envelope holds, or _NOT_JSON where it is none."""
+    for path in SHIPPER_TEXT:
+        text = field_at(document, path)
+        if isinstance(text, str) and (inner := _text_record(text, adapter)) is not _NOT_JSON:
+            return inner
+    if isinstance(document.get("json"), dict):
+        return document["json"]
+    if "event" in document and not HEC_METADATA.isdisjoint(document):
+        event = document["event"]
+        return _text_record(event, adapter) if isinstance(event, str) else event
+    return _NOT_JSON
+
+
+def _text_record(text: str, adapter: Adapter) -> Any:
+    """A shipped line: the JSON it holds, or the line itself for a text source."""
+    line = text.strip()
+    if line[:1] in ("{", "["):
+        try:
+            return json.loads(line)
+        except ValueError:
+            return _NOT_JSON
+    return line if adapter.text and line else _NOT_JSON
 
 
 def read_raw(lines: Iterable[bytes], adapter: Adapter, name: str = "-") -> Iterator[RawRecord]:
@@ -72,14 +123,14 @@ def read_raw(lines: Iterable[bytes], adapter: Adapter, name: str = "-") -> Itera
     for number, line in enumerate(it, start=1):
         if not line.strip():
             continue
-        if adapter.text:
+        if adapter.text and line.lstrip()[:1] != b"{":
             yield RawRecord(line.decode("utf-8", "replace").rstrip("\r\n"), line, _at(name, number))
             continue
         try:
             document = json.loads(line)
         except ValueError:
             document = _NOT_JSON
-        if document is _NOT_JSON and first and line.lstrip()[:1] in (b"[", b"{"):
+        if document is _NOT_JSON and first and not adapter.text and line.lstrip()[:1] in b"[{":
             # One document over many lines: a pretty-printed array or envelope.
             whole = line + b"".join(it)
             try:
@@ -94,13 +145,9 @@ def read_raw(lines: Iterable[bytes], adapter: Adapter, name: str = "-") -> Itera
         yield from _records(document, adapter, name, number)
 
 
-_NOT_JSON = object()
-
-
 def _records(document: Any, adapter: Adapter, name: str, number: int) -> Iterator[RawRecord]:
     for index, record in enumerate(records_of(document, adapter)):
-        raw = json.dumps(record, ensure_ascii=False).encode()
-        yield RawRecord(record, raw, {**_at(name, number), "record": index})
+        yield RawRecord(record, _raw_of(record), {**_at(name, number), "record": index})
 
 
 def _at(name: str, number: int) -> dict[str, Any]:
@@ -122,8 +169,8 @@ def adapt_one(adapter: Adapter, record: Any, mapping: VendorMapping) -> list[Can
     """The adapter on one record; any shape it did not expect is Unmappable."""
     if record is None:
         raise Unmappable("(record)", "not JSON")
-    if not adapter.text and not isinstance(record, dict):
-        raise Unmappable("(record)", f"expected a JSON object, got {type(record).__name__}")
+    if not adapter.knows(record):
+        raise UnrecognisedShape(adapter.source, record)
     try:
         return adapter.adapt(record, mapping)
     except Unmappable:
@@ -131,6 +178,13 @@ def adapt_one(adapter: Adapter, record: Any, mapping: VendorMapping) -> list[Can
     except (TypeError, AttributeError, KeyError, ValueError, IndexError) as exc:
         # No message: it may quote the record's values.
         raise Unmappable("(record)", f"unexpected shape ({type(exc).__name__})") from None
+
+
+def dead_reason(letter: dict[str, Any]) -> str:
+    """A dead letter's reason without its source: what a summary groups by."""
+    reason = str(letter["reason"])
+    source = letter.get("source")
+    return reason.removeprefix(f"{source}: ") if source else reason
 
 
 def unmappable_letter(
@@ -162,8 +216,9 @@ def adapt_records(
                 raise Unmappable("(record)", f"record of {len(item.raw)} bytes is over the limit")
             outcome = adapt_one(adapter, item.value, mapping)
         except Unmappable as exc:
-            _write(dead_out, unmappable_letter(adapter.source, item.raw, exc, item.where))
-            counts.dead_letters += 1
+            letter = unmappable_letter(adapter.source, item.raw, exc, item.where)
+            _write(dead_out, letter)
+            counts.dead(letter)
             continue
         if isinstance(outcome, Skip):
             counts.skipped[skip_kind(outcome)] += 1
@@ -181,7 +236,7 @@ def adapt_records(
                         errors=errors,
                     )
                     _write(dead_out, letter)
-                    counts.dead_letters += 1
+                    counts.dead(letter)
                     continue
             counts.events[event["stream"]] += 1
             yield event
@@ -194,23 +249,26 @@ def _write(out: LineSink, record: dict[str, Any]) -> None:
 
 @dataclass
 class MessageOutcome:
-    """What one message of a raw topic became."""
+    """What one message of a raw topic became; `records` counts its records by
+    outcome (event, skipped, dead), as `sepwatch_adapter_records_total` does."""
 
     events: list[CanonicalEvent] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    records: Counter[str] = field(default_factory=Counter)
 
 
 def adapt_message(
     adapter: Adapter, value: bytes, mapping: VendorMapping, where: dict[str, Any]
 ) -> MessageOutcome:
     """One message of PREFIXraw.<source>: a record, or a page of them as some
-    connectors deliver (an Event Hubs batch, a Graph page)."""
+    connectors deliver (an Event Hubs batch, a Graph page), or either inside a
+    shipper's envelope."""
     outcome = MessageOutcome()
     records: list[tuple[Any, bytes]]
     if len(value) > MAX_RECORD_BYTES:
         records = [(None, value[:MAX_RECORD_BYTES])]
-    elif adapter.text:
+    elif adapter.text and value.lstrip()[:1] != b"{":
         records = [(value.decode("utf-8", "replace").strip(), value)]
     else:
         try:
@@ -222,7 +280,7 @@ def adapt_message(
             records = (
                 [(document, value)]
                 if len(found) == 1 and found[0] is document
-                else [(r, json.dumps(r, ensure_ascii=False).encode()) for r in found]
+                else [(r, _raw_of(r)) for r in found]
             )
     for index, (record, raw) in enumerate(records):
         try:
@@ -232,9 +290,16 @@ def adapt_message(
         except Unmappable as exc:
             at = {**where, "record": index} if len(records) > 1 else where
             outcome.dead_letters.append(unmappable_letter(adapter.source, raw, exc, at))
+            outcome.records["dead"] += 1
             continue
         if isinstance(adapted, Skip):
             outcome.skipped.append(skip_kind(adapted))
+            outcome.records["skipped"] += 1
         else:
             outcome.events.extend(adapted)
+            outcome.records["event" if adapted else "skipped"] += 1
     return outcome
+
+
+def _raw_of(record: Any) -> bytes:
+    return record.encode() if isinstance(record, str) else json.dumps(record, ensure_ascii=False).encode()

@@ -27,6 +27,7 @@ from streams.adapters.records import Adapted, derived_id, iso_time, text_of
 
 SOURCE = "intune"
 ENVELOPES = ("value",)
+SHAPES = (("id", "deviceName"),)  # A Graph managedDevice.
 EDR_DOWN = frozenset({"unknown", "deactivated", "unresponsive", "misconfigured", None, ""})
 
 

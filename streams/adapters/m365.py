@@ -12,7 +12,11 @@ type's name, count and, where evidence is on, `DetectedValues`.
 Mapped: SharePoint and OneDrive file operations (view, download, upload,
 edit, delete, share), Teams session starts (login), Exchange sends (share),
 DLP rule matches in SharePoint/OneDrive (`saas_upload` to that app) and
-Exchange (`email`). Sign-ins (`UserLoggedIn`) are the Entra adapter's; other
+Exchange (`email`), whatever the case of `DlpRuleMatch`, for the person in
+`From` where `UserId` is the DLP service; a sensitive type matched by several
+rules is counted once. `DlpRuleUndo` (an override or a policy change) is
+skipped: the canonical contract has no retraction yet, so the alert it
+undoes stands. Sign-ins (`UserLoggedIn`) are the Entra adapter's; other
 operations are skipped. Content blobs are JSON arrays of records.
 """
 
@@ -26,6 +30,7 @@ from streams.adapters.records import Adapted, Skip, Unmappable, iso_time, text_o
 
 SOURCE = "m365"
 ENVELOPES = ()
+SHAPES = (("RecordType", "Operation"),)  # The common schema: every record has both.
 
 FILE_ACTIONS = {
     "FileAccessed": "view",
@@ -54,14 +59,20 @@ OTHER_ACTIONS = {
     ("Exchange", "SendAs"): "share",
     ("Exchange", "SendOnBehalf"): "share",
 }
-DLP_OPERATIONS = ("DlpRuleMatch",)
+# Exchange writes `DlpRuleMatch`, SharePoint and OneDrive `DLPRuleMatch`
+# (the schema page's DLP examples show both): compared without case.
+DLP_OPERATIONS = frozenset({"dlprulematch"})
 FILE_WORKLOADS = ("SharePoint", "OneDrive")
+# DLP records name the service that evaluated the policy as `UserId`
+# (`DlpAgent` in Exchange, `DlpPolicyEventBasedAssistant...` in SharePoint
+# and OneDrive): the person is the item's sender or last modifier, `From`.
+DLP_SERVICE_ACCOUNTS = ("dlpagent", "dlppolicyeventbasedassistant")
 
 
 def adapt(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
     operation = record.get("Operation")
     workload = record.get("Workload")
-    if operation in DLP_OPERATIONS:
+    if str(operation).lower() in DLP_OPERATIONS:
         return [_dlp(record, mapping, workload)]
     if workload in FILE_WORKLOADS and operation in FILE_ACTIONS:
         action = FILE_ACTIONS[operation]
@@ -90,14 +101,18 @@ def adapt(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
 def _dlp(record: dict[str, Any], mapping: VendorMapping, workload: str | None) -> dict[str, Any]:
     names: list[str] = []
     matched: list[str] = []
-    count = 0
+    # Every rule of every policy that matched lists the types it saw, so one
+    # hit of a type matched by two rules appears twice: a type counts once,
+    # with the most any rule saw of it.
+    counts: dict[str, int] = {}
     for policy in record.get("PolicyDetails") or ():
         for rule in policy.get("Rules") or ():
             for info in (rule.get("ConditionsMatched") or {}).get("SensitiveInformation") or ():
                 name = info.get("SensitiveInformationTypeName") or info.get("SensitiveType")
                 if name:
                     names.append(str(name))
-                count += int(info.get("Count") or 0)
+                key = str(info.get("SensitiveType") or name)
+                counts[key] = max(counts.get(key, 0), int(info.get("Count") or 0))
                 detections = info.get("SensitiveInformationDetections") or {}
                 matched += [str(v.get("Value")) for v in detections.get("DetectedValues") or ()]
     if not names:
@@ -113,15 +128,28 @@ def _dlp(record: dict[str, Any], mapping: VendorMapping, workload: str | None) -
         source=SOURCE,
         event_id=text_of(record, "Id"),
         timestamp=iso_time(record.get("CreationTime"), "CreationTime"),
-        user_id=user_of(record.get("UserId") or exchange.get("From"), "UserId"),
+        user_id=_dlp_user(record, sharepoint, exchange),
         channel="email" if email else "saas_upload",
         saas_app=(
             mapping.app_of(workload)
             if email
             else mapping.app_or_passthrough(workload, path="Workload")
         ),
-        data_types=mapping.data_types_of(names),
-        match_count=count,
+        data_types=mapping.data_types_of(list(dict.fromkeys(names))),
+        match_count=sum(counts.values()),
         object=file_object(sharepoint.get("FileName") or exchange.get("Subject")),
         matched=matched,
     )
+
+
+def _dlp_user(record: dict[str, Any], sharepoint: dict[str, Any], exchange: dict[str, Any]) -> str:
+    """The person a DLP match is about: `UserId`, unless that names the DLP
+    service, then the item's `From` (the sender, or the file's last modifier)."""
+    user = record.get("UserId") or exchange.get("From")
+    if not isinstance(user, str) or not user.lower().startswith(DLP_SERVICE_ACCOUNTS):
+        return user_of(user, "UserId")
+    person = exchange.get("From") or sharepoint.get("From")
+    path = "ExchangeMetaData.From" if exchange else "SharePointMetaData.From"
+    if not person:
+        raise Unmappable(path, "missing, and UserId names the DLP service, not a person")
+    return user_of(person, path)

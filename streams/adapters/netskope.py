@@ -11,7 +11,8 @@ Pages: `{"ok": 1, "result": [...]}` (v2) or `{"status": "success", "data": [...]
 A DLP alert's sensitive types are its DLP rule's and profile's names through
 the mapping; the alert is `saas_upload` to the app Netskope saw (Netskope
 sits inline, so it knows the destination). Page (connection) events and
-other alert types are skipped; so are API-connector events with no client
+other alert types are skipped (an alert is DLP by its `alert_type` or its
+`alert_source`); so are API-connector events with no client
 address, which describe data at rest, not a use from a network.
 """
 
@@ -25,6 +26,7 @@ from streams.adapters.records import Adapted, Skip, epoch_time, text_of
 
 SOURCE = "netskope"
 ENVELOPES = ("result", "data")
+SHAPES = (("timestamp", "type"), ("timestamp", "alert_type"))  # An event (`type`) or an alert (`alert_type`).
 
 ACTIONS = {
     "login successful": "login",
@@ -49,7 +51,10 @@ UPLOADS = frozenset({"upload", "create", "post", "attach", "edit", "share", "sen
 
 def adapt(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
     if record.get("alert") == "yes" or "alert_type" in record:
-        if str(record.get("alert_type", "")).upper() != "DLP":
+        # A real-time policy with a DLP profile raises `alert_type: policy`
+        # with `alert_source: DLP`: a DLP alert all the same.
+        kinds = {str(record.get(k, "")).upper() for k in ("alert_type", "alert_source")}
+        if "DLP" not in kinds:
             return Skip(f"alert {record.get('alert_type')}")
         return [_dlp(record, mapping)]
     if record.get("type") not in ("nspolicy", "application"):

@@ -24,6 +24,7 @@ from streams.adapters.records import Adapted, Skip, field, iso_time, text_of
 
 SOURCE = "okta"
 ENVELOPES = ("data.events",)
+SHAPES = (("eventType", "uuid"),)  # An Okta LogEvent (API page or event hook).
 
 
 def adapt(record: dict[str, Any], mapping: VendorMapping) -> Adapted:

@@ -34,6 +34,7 @@ from streams.adapters.records import (
 
 SOURCE = "osquery"
 ENVELOPES = ()
+SHAPES = (("name", "hostIdentifier"),)  # A result log line of osqueryd.
 QUERY = "sepwatch_posture"
 CONTROLS = ("managed", "edr_running", "disk_encrypted", "screen_lock")
 

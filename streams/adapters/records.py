@@ -5,6 +5,12 @@ more canonical events, as plain dicts with their `stream` field. It returns
 `Skip(kind)` for a vendor event type that carries no access, posture or DLP
 meaning (counted, never dead-lettered), and raises `Unmappable(field, reason)`
 for a record it cannot map (dead-lettered with the source, field and reason).
+
+A source declares the shapes of its records (`Adapter.shapes`: the paths a
+record always carries); a record with none of them is not that source's
+(another source's feed on its topic, or an envelope nobody unwrapped) and is
+dead-lettered as `UnrecognisedShape`, never skipped. An adapter that tells
+shapes apart in its own way raises `UnrecognisedShape` itself.
 """
 
 from __future__ import annotations
@@ -40,6 +46,20 @@ class Unmappable(ValueError):
         super().__init__(f"{field}: {reason}")
 
 
+class UnrecognisedShape(Unmappable):
+    """A record that is none of the shapes its source knows: named by its
+    top-level keys (masked with the dead letter), never by its values."""
+
+    def __init__(self, source: str, record: Any) -> None:
+        if isinstance(record, dict):
+            keys = sorted(str(k)[:40] for k in record)
+            what = "top-level keys " + (", ".join(keys[:12]) or "none")
+            what += f" and {len(keys) - 12} more" if len(keys) > 12 else ""
+        else:
+            what = f"a JSON {type(record).__name__}, not an object"
+        super().__init__("(record)", f"unrecognised shape for {source}: {what}")
+
+
 # Every identifier mask_text hides has six digits each at most one character
 # apart; text without such a run is left as it is without the three passes.
 _MAYBE_IDENTIFIER = re.compile(r"(?:[0-9][^0-9]?){6}")
@@ -54,19 +74,46 @@ Adapted = list[CanonicalEvent] | Skip
 AdaptFunction = Callable[[Any, "VendorMapping"], Adapted]
 
 
+Shape = tuple[str, ...]
+"""Dotted paths that a record of one documented shape always carries."""
+
+
 @dataclass(frozen=True)
 class Adapter:
-    """One source: its id, its function, and where its records sit in a page.
+    """One source: its id, its function, where its records sit in a page,
+    and the shapes its records come in.
 
     `envelopes` are the keys of the vendor's paging envelope that hold the
     records (`value` for Microsoft Graph, `items` for Google's Reports API);
     `text` marks a source whose records are text lines (CEF), not JSON.
+    `shapes`: a record is this source's when it carries every path of one of
+    them (`(("eventType", "uuid"),)` for Okta); anything else is an
+    envelope to unwrap or a dead letter. No shapes: every JSON object is
+    taken as a record, and the adapter must raise `UnrecognisedShape` itself.
     """
 
     source: str
     adapt: AdaptFunction
     envelopes: tuple[str, ...] = ()
     text: bool = False
+    shapes: tuple[Shape, ...] = ()
+
+    def knows(self, record: Any) -> bool:
+        """Whether `record` is one of this source's records (not an envelope
+        or another source's): a string for a text source, else an object of
+        one of its shapes."""
+        if self.text:
+            return isinstance(record, str)
+        if not isinstance(record, dict):
+            return False
+        return not self.shapes or any(
+            all(_present(record, path) for path in shape) for shape in self.shapes
+        )
+
+
+def _present(record: dict[str, Any], path: str) -> bool:
+    # The key, not its value: an empty value is the adapter's to report by name.
+    return (record.get(path) if "." not in path else field(record, path)) is not None
 
 
 def field(record: dict[str, Any], path: str) -> Any:

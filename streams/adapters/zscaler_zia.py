@@ -9,8 +9,9 @@ string in the feed's time zone, no zone written), `login`, `cip`, `eurl`,
 `user`, `url`, `ClientIP`, `event_id`, `hostname`): both are read.
 
 A web log is an access when the request reached a cloud application:
-blocked requests used nothing and general browsing is not SaaS, so both
-are skipped. The method gives the action (GET view, POST/PUT upload,
+blocked requests used nothing, so they are skipped; so is general browsing,
+unless its host is a registry or mapped app's domain (Zscaler files the
+SaaS it does not classify under "General Browsing"). The method gives the action (GET view, POST/PUT upload,
 DELETE delete). The feed's time zone comes from the mapping
 (`source_timezones.zscaler-zia`; UTC if unset). Without `recordid` in the
 feed template, the id is derived from the record's content.
@@ -22,10 +23,11 @@ from typing import Any
 
 from streams.adapters.canonical import saas_access, user_of
 from streams.adapters.mapping import VendorMapping
-from streams.adapters.records import Adapted, Skip, ctime_time, derived_id
+from streams.adapters.records import Adapted, Skip, UnrecognisedShape, ctime_time, derived_id
 
 SOURCE = "zscaler-zia"
 ENVELOPES = ()
+SHAPES = (("eurl",), ("url", "datetime"))  # A web log (NSS names, or the Splunk-style template's).
 
 METHODS = {
     "GET": "view",
@@ -41,19 +43,22 @@ NONE = frozenset({"none", "unknown", "na", ""})
 
 
 def adapt(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
-    log = record.get("event", record)
+    log = record.get("event", record)  # the feed's HEC-style wrapper, where not unwrapped
     if not isinstance(log, dict):
-        return Skip("not a web log")
+        raise UnrecognisedShape(SOURCE, record)
     if str(log.get("action", "")).lower() == "blocked":
         return Skip("Blocked")
     app_name = str(log.get("appname") or "")
-    if app_name.lower() in NOT_SAAS and str(log.get("appclass") or "").lower() in NOT_SAAS:
+    url = str(log.get("eurl", log.get("url")) or "")
+    host = url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0]
+    browsing = app_name.lower() in NOT_SAAS and str(log.get("appclass") or "").lower() in NOT_SAAS
+    # Zscaler classifies only the apps it knows: a registry app it does not
+    # (a Korean SaaS, say) is "General Browsing" too, and is known by its host.
+    if browsing and mapping.app_of(None, host) is None:
         return Skip("General Browsing")
     user = log.get("login", log.get("user"))
     if not isinstance(user, str) or user.strip().lower() in NONE:
         return Skip("unauthenticated")
-    url = str(log.get("eurl", log.get("url")) or "")
-    host = url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0]
     when = log.get("time", log.get("datetime"))
     timestamp = ctime_time(when, "time", mapping.timezone_of(SOURCE))
     record_id = log.get("recordid", log.get("event_id"))
