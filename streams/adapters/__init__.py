@@ -26,13 +26,27 @@ ADAPTERS: dict[str, Adapter] = {
     for a in (
         Adapter(okta.SOURCE, okta.adapt, okta.ENVELOPES, shapes=okta.SHAPES),
         Adapter(m365.SOURCE, m365.adapt, m365.ENVELOPES, shapes=m365.SHAPES),
-        Adapter(entra_signin.SOURCE, entra_signin.adapt, entra_signin.ENVELOPES, shapes=entra_signin.SHAPES),
-        Adapter(google_workspace.SOURCE, google_workspace.adapt, google_workspace.ENVELOPES, shapes=google_workspace.SHAPES),
+        Adapter(
+            entra_signin.SOURCE,
+            entra_signin.adapt,
+            entra_signin.ENVELOPES,
+            shapes=entra_signin.SHAPES,
+        ),
+        Adapter(
+            google_workspace.SOURCE,
+            google_workspace.adapt,
+            google_workspace.ENVELOPES,
+            shapes=google_workspace.SHAPES,
+        ),
         Adapter(netskope.SOURCE, netskope.adapt, netskope.ENVELOPES, shapes=netskope.SHAPES),
-        Adapter(zscaler_zia.SOURCE, zscaler_zia.adapt, zscaler_zia.ENVELOPES, shapes=zscaler_zia.SHAPES),
+        Adapter(
+            zscaler_zia.SOURCE, zscaler_zia.adapt, zscaler_zia.ENVELOPES, shapes=zscaler_zia.SHAPES
+        ),
         Adapter(intune.SOURCE, intune.adapt, intune.ENVELOPES, shapes=intune.SHAPES),
         Adapter(osquery.SOURCE, osquery.adapt, osquery.ENVELOPES, shapes=osquery.SHAPES),
-        Adapter(crowdstrike.SOURCE, crowdstrike.adapt, crowdstrike.ENVELOPES, shapes=crowdstrike.SHAPES),
+        Adapter(
+            crowdstrike.SOURCE, crowdstrike.adapt, crowdstrike.ENVELOPES, shapes=crowdstrike.SHAPES
+        ),
         Adapter(cef_dlp.SOURCE, cef_dlp.adapt, cef_dlp.ENVELOPES, text=True),
     )
 }

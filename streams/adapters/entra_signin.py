@@ -24,7 +24,10 @@ from streams.adapters.records import Adapted, Skip, field, iso_time, text_of
 
 SOURCE = "entra-signin"
 ENVELOPES = ("value", "records")
-SHAPES = (("id", "createdDateTime"), ("category", "properties"))  # A Graph signIn, or an Event Hubs diagnostic record.
+SHAPES = (
+    ("id", "createdDateTime"),
+    ("category", "properties"),
+)  # A Graph signIn, or an Event Hubs diagnostic record.
 
 
 def adapt(record: dict[str, Any], mapping: VendorMapping) -> Adapted:

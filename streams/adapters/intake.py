@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from detectors.masking import mask_text
 from schemas import EventAdapter
 from streams.adapters.mapping import VendorMapping
-from streams.adapters.records import Adapter, CanonicalEvent, Skip, UnrecognisedShape, Unmappable
+from streams.adapters.records import Adapter, CanonicalEvent, Skip, Unmappable, UnrecognisedShape
 from streams.adapters.records import field as field_at
 from streams.dead_letters import dead_letter, reason_of
 
@@ -302,4 +302,8 @@ def adapt_message(
 
 
 def _raw_of(record: Any) -> bytes:
-    return record.encode() if isinstance(record, str) else json.dumps(record, ensure_ascii=False).encode()
+    return (
+        record.encode()
+        if isinstance(record, str)
+        else json.dumps(record, ensure_ascii=False).encode()
+    )

@@ -26,7 +26,10 @@ from streams.adapters.records import Adapted, Skip, epoch_time, text_of
 
 SOURCE = "netskope"
 ENVELOPES = ("result", "data")
-SHAPES = (("timestamp", "type"), ("timestamp", "alert_type"))  # An event (`type`) or an alert (`alert_type`).
+SHAPES = (
+    ("timestamp", "type"),
+    ("timestamp", "alert_type"),
+)  # An event (`type`) or an alert (`alert_type`).
 
 ACTIONS = {
     "login successful": "login",

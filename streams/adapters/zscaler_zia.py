@@ -11,8 +11,8 @@ string in the feed's time zone, no zone written), `login`, `cip`, `eurl`,
 A web log is an access when the request reached a cloud application:
 blocked requests used nothing, so they are skipped; so is general browsing,
 unless its host is a registry or mapped app's domain (Zscaler files the
-SaaS it does not classify under "General Browsing"). The method gives the action (GET view, POST/PUT upload,
-DELETE delete). The feed's time zone comes from the mapping
+SaaS it does not classify under "General Browsing"). The method gives the
+action (GET view, POST/PUT upload, DELETE delete). The feed's time zone comes from the mapping
 (`source_timezones.zscaler-zia`; UTC if unset). Without `recordid` in the
 feed template, the id is derived from the record's content.
 """
