@@ -89,7 +89,11 @@ def adapted_lines(
         yield json.dumps(event, ensure_ascii=False).encode() + b"\n"
 
 
+MAX_REASONS = 20  # dead-letter reasons listed in a summary; the rest summed
+
+
 def print_counts(fmt: str, counts: AdaptCounts, console: Console = err) -> None:
+    """Events by stream, skips by vendor event type, dead letters by reason."""
     table = Table(title=f"{fmt}: {counts.records:,} raw records", title_justify="left")
     table.add_column("outcome")
     table.add_column("what")
@@ -98,7 +102,14 @@ def print_counts(fmt: str, counts: AdaptCounts, console: Console = err) -> None:
         table.add_row("event", stream, f"{n:,}")
     for kind, n in counts.skipped.most_common():
         table.add_row("skipped", kind, f"{n:,}")
-    table.add_row("dead letter", "cannot be mapped", f"{counts.dead_letters:,}")
+    reasons = counts.dead_reasons.most_common()
+    for reason, n in reasons[:MAX_REASONS]:
+        table.add_row("dead letter", reason, f"{n:,}")
+    if len(reasons) > MAX_REASONS:
+        rest = sum(n for _, n in reasons[MAX_REASONS:])
+        table.add_row("dead letter", f"{len(reasons) - MAX_REASONS} other reasons", f"{rest:,}")
+    if not reasons:
+        table.add_row("dead letter", "none", "0")
     console.print(table)
 
 
@@ -120,11 +131,12 @@ def adapt_cmd(
         ),
     ] = None,
     dead_letter: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--dead-letter",
-            help="Records that cannot be mapped, with source, field and reason (masked). "
-            "Default: OUT.dead.jsonl, or adapt.dead.jsonl for stdout.",
+            help="Where records that cannot be mapped go, one JSON a line with source, "
+            "field and reason (masked); - for stderr. "
+            "Default: OUT.dead.jsonl, or stderr with --out -.",
             show_default=False,
         ),
     ] = None,
@@ -132,7 +144,13 @@ def adapt_cmd(
 ) -> None:
     """Turn a file of raw vendor records into canonical events, one a line
     with its `stream` field, checked against the contract: for checking a
-    mapping before the records go to Kafka.
+    mapping before the records go to Kafka. Records may come inside a
+    shipper's envelope (Filebeat, Elastic Agent, Fluent Bit, Vector, Splunk
+    HEC, Event Hubs) or the vendor's paging envelope.
+
+    Exit status: 0 when every record became events or a counted skip, 1 when
+    any record was dead-lettered, 2 when the input, output or mapping cannot
+    be used.
 
     Example:
     sepwatch adapt --format okta --in okta-2026-11-23.json --out canonical.jsonl
@@ -142,28 +160,47 @@ def adapt_cmd(
     source = source_of(fmt)
     pol = _policy(policy)
     mapped = mapping_for(mapping, pol)
-    dead_path = dead_letter or Path("adapt.dead.jsonl" if output == "-" else f"{output}.dead.jsonl")
+    dead_path = dead_letter or ("-" if output == "-" else f"{output}.dead.jsonl")
     raw_file, lines, _ = _open_events(raw)
     counts = AdaptCounts()
     adapter = ADAPTERS[source]
     with (
         raw_file,
         lines,
-        open(dead_path, "w", encoding="utf-8") as dout,
-        open(output, "w", encoding="utf-8") if output != "-" else _stdout() as sink,
+        _writing(dead_path, sys.stderr) as dout,
+        _writing(output) as sink,
     ):
-        for event in adapt_records(
-            adapter, read_raw(lines, adapter, raw), mapped, counts, dout, validate=True
-        ):
-            sink.write(json.dumps(event, ensure_ascii=False))
-            sink.write("\n")
+        try:
+            for event in adapt_records(
+                adapter, read_raw(lines, adapter, raw), mapped, counts, dout, validate=True
+            ):
+                sink.write(json.dumps(event, ensure_ascii=False))
+                sink.write("\n")
+        except (OSError, EOFError) as exc:  # a truncated .gz, a read error
+            err.print(f"[bold red]cannot read[/] {raw}: {exc}", markup=True, highlight=False)
+            raise typer.Exit(2) from None
     if not quiet:
         print_counts(source, counts)
-        err.print(f"canonical events: {output}   dead letters: {dead_path}")
+        shown = "stderr" if dead_path == "-" else dead_path
+        err.print(f"canonical events: {output}   dead letters: {shown}")
+    if counts.dead_letters:
+        raise typer.Exit(1)
 
 
-def _stdout() -> contextlib.nullcontext[IO[str]]:
-    return contextlib.nullcontext(sys.stdout)
+@contextlib.contextmanager
+def _writing(path: str, dash: IO[str] | None = None) -> Iterator[IO[str]]:
+    """A file to write, or `dash` (stdout) for "-"; exit 2 naming the path if
+    it cannot be opened."""
+    if path == "-":
+        yield dash or sys.stdout
+        return
+    try:
+        out = open(path, "w", encoding="utf-8")  # noqa: SIM115 (closed below)
+    except OSError as exc:
+        err.print(f"[bold red]cannot write[/] {path}: {exc.strerror}")
+        raise typer.Exit(2) from None
+    with out:
+        yield out
 
 
 def publish_raw(

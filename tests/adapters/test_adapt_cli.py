@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from streams.cli import app
@@ -20,7 +21,7 @@ def test_adapt_writes_canonical_events_and_masked_dead_letters(tmp_path: Path) -
         ["adapt", "--format", "m365", "--in", str(VENDORS / "m365-content-blob.json"),
          "--out", str(out), "--mapping", str(MAPPING), "--policy", str(POLICY)],
     )  # fmt: skip
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # two records dead-lettered
     events = [json.loads(line) for line in out.read_text().splitlines()]
     assert {e["stream"] for e in events} == {"saas_access", "dlp_alert"}
     assert len(events) == 7
@@ -73,3 +74,67 @@ def test_the_worker_refuses_a_bad_mapping_before_it_reaches_kafka(tmp_path: Path
     )
     assert result.exit_code == 2
     assert "mapping refused" in result.output and "apps[0].app_id" in result.output
+
+
+def test_adapt_exits_1_when_records_are_dead_lettered_and_lists_the_reasons(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "okta.jsonl"
+    result = runner.invoke(
+        app,
+        ["adapt", "--format", "okta", "--in", str(VENDORS / "okta-misrouted-slack-audit.log"),
+         "--out", str(out), "--mapping", str(MAPPING), "--policy", str(POLICY)],
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert out.read_text() == ""
+    assert len(Path(f"{out}.dead.jsonl").read_text().splitlines()) == 2
+    assert "unrecognised shape for okta" in result.output  # the reason, in the table
+
+
+def test_adapt_to_stdout_puts_dead_letters_on_stderr_not_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(
+        app,
+        ["adapt", "--format", "m365", "--in", str(VENDORS / "m365-shipped-lookalike.jsonl"),
+         "--out", "-", "--mapping", str(MAPPING), "--policy", str(POLICY), "--quiet"],
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert list(tmp_path.iterdir()) == []
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(events) == 6 and {e["stream"] for e in events} == {"dlp_alert"}
+    [letter] = [json.loads(line) for line in result.stderr.splitlines()]
+    assert letter["source"] == "m365" and "unrecognised shape" in letter["reason"]
+
+
+def test_adapt_writes_dead_letters_where_told_and_exits_0_when_all_map(tmp_path: Path) -> None:
+    dead = tmp_path / "letters" / "okta.dead.jsonl"
+    dead.parent.mkdir()
+    result = runner.invoke(
+        app,
+        ["adapt", "--format", "netskope", "--in", str(VENDORS / "netskope-alerts-v2-elastic.jsonl"),
+         "--out", str(tmp_path / "n.jsonl"), "--dead-letter", str(dead),
+         "--mapping", str(MAPPING), "--policy", str(POLICY)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert dead.read_text() == "" and not Path(f"{tmp_path / 'n.jsonl'}.dead.jsonl").exists()
+    assert "alert quarantine" in result.output and "dlp_alert" in result.output
+
+
+def test_adapt_exits_2_for_input_or_output_it_cannot_use(tmp_path: Path) -> None:
+    args = ["--mapping", str(MAPPING), "--policy", str(POLICY)]
+    missing = runner.invoke(
+        app, ["adapt", "-f", "okta", "--in", str(tmp_path / "none.json"), "-o", "-", *args]
+    )
+    assert missing.exit_code == 2 and "cannot read" in missing.output
+    broken = tmp_path / "okta.json.gz"
+    broken.write_bytes(b"\x1f\x8b\x08\x00 not gzip")
+    truncated = runner.invoke(app, ["adapt", "-f", "okta", "--in", str(broken), "-o", "-", *args])
+    assert truncated.exit_code == 2 and "cannot read" in truncated.output
+    unwritable = runner.invoke(
+        app,
+        ["adapt", "-f", "okta", "--in", str(VENDORS / "okta-logs-page.json"),
+         "-o", str(tmp_path / "no" / "dir.jsonl"), *args],
+    )  # fmt: skip
+    assert unwritable.exit_code == 2 and "cannot write" in unwritable.output
