@@ -4,6 +4,11 @@ A resident or alien registration number keeps its first seven characters
 (birth date and gender digit): `900101-1******`. Any other identifier keeps
 at most its last four characters. `mask_text` is applied to every snippet
 and to every raw line that goes to the dead letters.
+
+Technical identifiers an operator needs to read are left whole: GUIDs,
+hexadecimal hashes (MD5, SHA-1, SHA-256) and dotted version strings and OS
+builds (`10.0.22631.2428`), unless a version's digits are a card number
+(Luhn).
 """
 
 from __future__ import annotations
@@ -46,6 +51,32 @@ def _number(match: re.Match[str]) -> str:
     return match.group(0) if match.group("keep") else _keep_last_four(match)
 
 
+_HEX = "[0-9a-fA-F]"
+_TECHNICAL = re.compile(
+    # A GUID, braces or not.
+    rf"(?<![0-9A-Za-z]){_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}(?![0-9A-Za-z])"
+    # A hash: 32, 40 or 64 hex digits, at least one a letter (no decimal number).
+    rf"|(?<![0-9A-Za-z])(?=[0-9]*[a-fA-F]){_HEX}{{32}}(?:{_HEX}{{8}}(?:{_HEX}{{24}})?)?"
+    r"(?![0-9A-Za-z])"
+    # A version or OS build: a one- or two-digit major and minor, then one to
+    # three dotted parts of at most six digits (no RRN, account or card layout).
+    r"|(?<![0-9.])(?P<version>[0-9]{1,2}\.[0-9]{1,2}(?:\.[0-9]{1,6}){1,3})(?![0-9]|\.[0-9])"
+)
+
+
+def _luhn(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch) * (2 if i % 2 else 1)
+        total += d - 9 if d > 9 else d
+    return total % 10 == 0
+
+
+def _is_card(version: str) -> bool:
+    digits = version.replace(".", "")
+    return 13 <= len(digits) <= 19 and _luhn(digits)
+
+
 def _rrn(match: re.Match[str]) -> str:
     return f"{match.group(1)}-{match.group(2)}******"
 
@@ -71,6 +102,20 @@ def mask_text(text: str) -> str:
     identifier from the masks."""
     if not text.isascii():
         text = text.translate(_ascii_fold())
+    parts: list[str] = []
+    plain = 0
+    for found in _TECHNICAL.finditer(text):
+        if found.group("version") and _is_card(found.group("version")):
+            continue
+        parts += (_mask_plain(text[plain : found.start()]), found.group(0))
+        plain = found.end()
+    if not parts:
+        return _mask_plain(text)
+    parts.append(_mask_plain(text[plain:]))
+    return "".join(parts)
+
+
+def _mask_plain(text: str) -> str:
     text = _RRN.sub(_rrn, text)
     text = _PASSPORT.sub(_keep_last_four, text)
     return _NUMBERS.sub(_number, text)

@@ -315,3 +315,56 @@ def test_property_mask_identifier_keeps_at_most_last_four(value: str) -> None:
         assert m == "*" or (i >= start and m == o), (value, out)
     if len(value) > 4:
         assert out[:start] == "*" * start
+
+
+# -- technical identifiers an operator needs: readable (issue 14, problem 8) ---------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "windows 10.0.22631.2428",  # an OS build (Intune osVersion)
+        "osVersion 10.0.26100.7309, agent 7.18.17106.0",
+        "Chrome/97.0.4692.99 Safari/537.36",
+        "version=10.0.19041.1266&user=65792",  # Zscaler's eurl, elastic/integrations fixture
+        "SensitiveType 50842eb7-edc8-4019-85dd-5a5c1f2bb085",
+        "{12345678-1234-1234-1234-123456789012}",  # a GUID of decimal digits only
+        "md5 deadbeefcafe00000000000000000000",
+        "sha256 7d9a763411c73a4c7f85eb1f3cf04d6693696588b3fb3c98e8982bbe4245920c",
+        "sha1 2fd4e1c67a2d28fced849ee1bb76e7391b93eb12",
+    ],
+)
+def test_technical_identifiers_stay_readable(text: str) -> None:
+    assert mask_text(text) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "hidden"),
+    [
+        (f"os 10.0.22631.2428 rrn {made_up_rrn('900101', '1', '23456')}", "234568"),
+        (f"guid 50842eb7-edc8-4019-85dd-5a5c1f2bb085 card {CARD}", CARD[:12]),
+        ("build 10.0.19045.5011 acct 110-123-456789", "110123"),
+        ("sha1 2fd4e1c67a2d28fced849ee1bb76e7391b93eb12 passport M12345678", "M1234"),
+        ("v 6.1.7601 licence 11-23-456789-01", "112345"),
+        # A card written in a version's layout (dots, short first groups): Luhn says card.
+        (f"{CARD[:2]}.{CARD[2:4]}.{CARD[4:10]}.{CARD[10:]}", CARD[:10]),
+        # A letter before two card numbers: 33 hex digits, no hash's length.
+        (f"a{CARD}{CARD}", CARD[:12]),
+    ],
+)
+def test_identifiers_beside_technical_ones_are_still_masked(text: str, hidden: str) -> None:
+    out = mask_text(text)
+    assert hidden not in alnum(out), out
+
+
+def test_a_dead_letter_keeps_builds_and_guids_and_hides_the_rrn() -> None:
+    from streams.dead_letters import dead_letter
+
+    raw = (
+        '{"id": "2d3e4f5a-bbbb-4ccc-8ddd-222222222222", "osVersion": "10.0.22631.6100", '
+        '"notes": "owner 900101-1234568"}'
+    ).encode()
+    letter = dead_letter(raw, "intune: lastSyncDateTime: missing", where={})
+    assert "2d3e4f5a-bbbb-4ccc-8ddd-222222222222" in letter["raw_masked"]
+    assert "10.0.22631.6100" in letter["raw_masked"]
+    assert "900101-1******" in letter["raw_masked"] and "1234568" not in letter["raw_masked"]
