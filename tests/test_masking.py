@@ -361,9 +361,9 @@ def test_a_dead_letter_keeps_builds_and_guids_and_hides_the_rrn() -> None:
     from streams.dead_letters import dead_letter
 
     raw = (
-        '{"id": "2d3e4f5a-bbbb-4ccc-8ddd-222222222222", "osVersion": "10.0.22631.6100", '
-        '"notes": "owner 900101-1234568"}'
-    ).encode()
+        b'{"id": "2d3e4f5a-bbbb-4ccc-8ddd-222222222222", "osVersion": "10.0.22631.6100", '
+        b'"notes": "owner 900101-1234568"}'
+    )
     letter = dead_letter(raw, "intune: lastSyncDateTime: missing", where={})
     assert "2d3e4f5a-bbbb-4ccc-8ddd-222222222222" in letter["raw_masked"]
     assert "10.0.22631.6100" in letter["raw_masked"]
