@@ -64,6 +64,21 @@ POLICY_RELOADS = Counter(
     ["outcome"],
 )
 
+# Vendor adapters (docs/adapters.md)
+ADAPTER_RECORDS = Counter(
+    "sepwatch_adapter_records_total",
+    "Raw vendor records the adapters read, by source and outcome (event: mapped to canonical "
+    "events; skipped: a vendor event type with no access, posture or DLP meaning; dead: "
+    "dead-lettered).",
+    ["source", "outcome"],
+)
+ADAPTER_SKIPPED = Counter(
+    "sepwatch_adapter_skipped_total",
+    "Raw vendor records skipped, by source and vendor event type (masked; the first 50 "
+    "types a source shows, later ones as other).",
+    ["source", "kind"],
+)
+
 # Elasticsearch sink
 SINK_INDEXED = Counter(
     "sepwatch_es_sink_documents_total",

@@ -41,7 +41,7 @@ from detectors import Engine, EngineState, Stage
 from schemas import EventAdapter, Finding, Policy
 from streams import metrics
 from streams.adapters import ADAPTERS
-from streams.adapters.intake import adapt_message
+from streams.adapters.intake import OUTCOMES, SkipLabels, adapt_message
 from streams.adapters.mapping import load_mapping
 from streams.policy_file import PolicyError, load_policy
 from streams.replay import utc_now
@@ -478,6 +478,10 @@ def build_app(
     if settings.mapping.exists():
         mapping = load_mapping(settings.mapping, policy)
         skipped: Counter[str] = Counter()
+        skip_labels = SkipLabels()
+        for source in ADAPTERS:  # every series from 0, so the first records count in rate()
+            for result in OUTCOMES:
+                metrics.ADAPTER_RECORDS.labels(source, result)
         raw_inputs = app.topic(
             *(topics.raw(source) for source in ADAPTERS),
             key_type=bytes,
@@ -502,7 +506,11 @@ def build_app(
                 for letter in outcome.dead_letters:
                     await dead.send(value=_json(letter))
                     metrics.DEAD_LETTERS.labels("unmappable").inc()
+                for result, n in outcome.records.items():
+                    metrics.ADAPTER_RECORDS.labels(adapter.source, result).inc(n)
                 for kind in outcome.skipped:
+                    label = skip_labels.label(adapter.source, kind)
+                    metrics.ADAPTER_SKIPPED.labels(adapter.source, label).inc()
                     key = f"{adapter.source}: {kind}"
                     if key in skipped or len(skipped) < 1000:  # kinds are vendor text: bounded
                         skipped[key] += 1

@@ -220,6 +220,7 @@ def test_rules_cover_what_the_issue_asks() -> None:
         "absent_over_time(sepwatch_events_total",
         "sepwatch_notifications_failed_total",
         "sepwatch_watermark_lag_seconds",
+        "sepwatch_adapter_records_total",
         f'up{{job="{JOB}"}}',
     ):
         assert needed in exprs, needed
@@ -430,6 +431,50 @@ RULE_CASES: list[dict[str, Any]] = [
         ],
     },
 ]
+
+
+RULE_CASES.append(
+    {
+        # okta maps nothing from 10 minutes on (a misrouted feed: all dead);
+        # m365 keeps mapping; netskope only skips for a while, then maps again.
+        "interval": "1m",
+        "input_series": [
+            {
+                "series": 'sepwatch_adapter_records_total{instance="w1", source="okta", '
+                'outcome="event"}',
+                "values": "0+5x10 50x50",
+            },
+            {
+                "series": 'sepwatch_adapter_records_total{instance="w1", source="okta", '
+                'outcome="dead"}',
+                "values": "0x10 0+5x50",
+            },
+            {
+                "series": 'sepwatch_adapter_records_total{instance="w1", source="m365", '
+                'outcome="event"}',
+                "values": "0+3x60",
+            },
+            {
+                "series": 'sepwatch_adapter_records_total{instance="w1", source="netskope", '
+                'outcome="skipped"}',
+                "values": "0+2x60",
+            },
+            {
+                "series": 'sepwatch_adapter_records_total{instance="w1", source="netskope", '
+                'outcome="event"}',
+                "values": "0+1x20 20x20 20+1x20",
+            },
+        ],
+        "alert_rule_test": [
+            {"eval_time": "30m", "alertname": "SepwatchAdapterMapsNothing", "exp_alerts": []},
+            {
+                "eval_time": "55m",
+                "alertname": "SepwatchAdapterMapsNothing",
+                "exp_alerts": [_alert("x", "warning", source="okta")],
+            },
+        ],
+    }
+)
 
 
 def test_rules_fire_when_they_should_and_only_then(tmp_path: Path) -> None:

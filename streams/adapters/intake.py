@@ -247,6 +247,26 @@ def _write(out: LineSink, record: dict[str, Any]) -> None:
     out.write("\n")
 
 
+OUTCOMES = ("event", "skipped", "dead")  # of one raw record
+MAX_SKIP_KINDS = 50  # skip kinds a source may show as metric labels
+
+
+class SkipLabels:
+    """Skip kinds as metric label values: vendor text, so a source keeps the
+    first MAX_SKIP_KINDS it shows and counts the rest as `other`, which keeps
+    the label set bounded whatever a feed sends."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, set[str]] = {}
+
+    def label(self, source: str, kind: str) -> str:
+        seen = self._seen.setdefault(source, set())
+        if kind not in seen and len(seen) >= MAX_SKIP_KINDS:
+            return "other"
+        seen.add(kind)
+        return kind
+
+
 @dataclass
 class MessageOutcome:
     """What one message of a raw topic became; `records` counts its records by

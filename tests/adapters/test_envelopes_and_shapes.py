@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from streams.adapters import ADAPTERS
-from streams.adapters.intake import adapt_message
+from streams.adapters.intake import MAX_SKIP_KINDS, SkipLabels, adapt_message
 from streams.adapters.mapping import VendorMapping
 from tests.adapters.conftest import VENDORS, adapt_file
 
@@ -78,3 +78,11 @@ def test_an_envelope_holding_no_record_is_named_by_its_keys(mapping: VendorMappi
     empty = json.dumps({"message": "GET /healthz 200", "host": "collector-01"}).encode()
     [letter] = adapt_message(ADAPTERS["netskope"], empty, mapping, WHERE).dead_letters
     assert letter["reason"].endswith("top-level keys host, message")
+
+
+def test_skip_kinds_as_metric_labels_are_bounded_per_source() -> None:
+    labels = SkipLabels()
+    seen = {labels.label("okta", f"eventType custom.{i}") for i in range(MAX_SKIP_KINDS + 30)}
+    assert len(seen) == MAX_SKIP_KINDS + 1 and "other" in seen
+    assert labels.label("okta", "eventType custom.0") == "eventType custom.0"  # still its own
+    assert labels.label("m365", "Exchange DlpRuleUndo") == "Exchange DlpRuleUndo"  # per source

@@ -5,9 +5,11 @@ replay gives them (tests/adapters/test_day.py)."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,6 +40,23 @@ def _wait_for(check: Callable[[], bool], timeout: float = 60) -> bool:
     return False
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _adapter_series(port: int) -> dict[str, float]:
+    url = f"http://127.0.0.1:{port}/metrics"
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    return {
+        name: float(value)
+        for line in text.splitlines()
+        if line.startswith("sepwatch_adapter_")
+        for name, value in [line.rsplit(" ", 1)]
+    }
+
+
 def test_raw_topics_through_the_adapter_agent_give_the_findings_of_the_scenario(
     broker: str, prefix: str, tmp_path: Path
 ) -> None:
@@ -47,7 +66,8 @@ def test_raw_topics_through_the_adapter_agent_give_the_findings_of_the_scenario(
     client.create_topics([NewTopic(topics.raw(s), PARTITIONS, 1) for s in ADAPTERS])
     client.close()
     arrivals = raw_arrivals(load_mapping(MAPPING, load_policy(POLICY)))
-    worker = Worker(broker, prefix, tmp_path / "state", tmp_path / "worker.log")
+    port = _free_port()
+    worker = Worker(broker, prefix, tmp_path / "state", tmp_path / "worker.log", web_port=port)
     counter = KafkaConsumer(bootstrap_servers=broker)
     inputs = [TopicPartition(t, p) for t in topics.inputs for p in range(PARTITIONS)]
     raw = KafkaProducer(bootstrap_servers=broker)
@@ -66,6 +86,19 @@ def test_raw_topics_through_the_adapter_agent_give_the_findings_of_the_scenario(
             expected += arrival.events
             assert _wait_for(lambda n=expected: canonical() >= n), worker.log.read_text()[-3000:]
         assert canonical() == expected == 17
+        # /metrics: every record counted by outcome, skips by vendor type.
+        scraped = _adapter_series(port)
+        mapped = sum(1 for a in arrivals if a.events)
+        assert sum(v for k, v in scraped.items() if 'outcome="event"' in k) == mapped
+        assert scraped['sepwatch_adapter_records_total{outcome="dead",source="m365"}'] == 1
+        for source in ("okta", "netskope", "m365"):
+            assert (
+                scraped[f'sepwatch_adapter_records_total{{outcome="skipped",source="{source}"}}']
+                == 1
+            )
+        sign_in = 'kind="AzureActiveDirectory UserLoggedIn",source="m365"'
+        assert scraped[f"sepwatch_adapter_skipped_total{{{sign_in}}}"] == 1
+        assert scraped['sepwatch_adapter_records_total{outcome="dead",source="okta"}'] == 0
         # The end of the input, as `sepwatch produce` marks it.
         last = max(a.at for a in arrivals if a.at is not None)
         marker = json.dumps({"max_ts": last.timestamp()}).encode()
