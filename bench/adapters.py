@@ -4,6 +4,7 @@ least a third of plain parsing).
 
     python -m bench.adapters                 # 20,000 records a source, best of 5
     python -m bench.adapters --records 50000 --runs 7
+    python -m bench.adapters --corpus tests/fixtures/vendors   # what each file maps to
 
 The records are the vendor-shaped test fixtures (tests/fixtures/vendors),
 cycled; an adapter's figure is parsing plus adapting (json.loads and the
@@ -12,21 +13,29 @@ lines are text: their baseline is json.loads of the same record written as
 a JSON object (its header fields and extension keys), which is what a
 product with a JSON output would send. The process is pinned to one core
 where the OS allows.
+
+With `--corpus DIR`, no timing: every vendor file under DIR (named after
+its source, `<source>-*.json` or `<vendor>-*.log`, or `<source>.jsonl` in a
+folder) goes through its adapter as `sepwatch adapt` runs it, and a line a
+file says what it gave: records, events by stream, skips by vendor type,
+dead letters by reason.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import itertools
 import json
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from streams.adapters import ADAPTERS
 from streams.adapters.cef_dlp import parse_cef
-from streams.adapters.intake import adapt_one, read_raw
+from streams.adapters.intake import AdaptCounts, adapt_one, adapt_records, read_raw
 from streams.adapters.mapping import VendorMapping, load_mapping
 from streams.adapters.records import Unmappable
 from streams.policy_file import load_policy
@@ -113,18 +122,82 @@ def measure(source: str, mapping: VendorMapping, count: int, runs: int) -> tuple
     return rate(baseline, count, runs), rate(adapted, count, runs)
 
 
+CORPUS_SUFFIXES = (".json", ".jsonl", ".log", ".ndjson")
+
+
+def source_of_file(path: Path) -> str | None:
+    """The source a corpus file holds, by its name: the longest source id it
+    starts with (`okta-logs-page.json`, `day/okta.json`), else the vendor word
+    of the one source it names (`zscaler-nss-web.jsonl`: zscaler-zia)."""
+    name = path.name.lower()
+
+    def starts(prefix: str) -> bool:
+        return name.startswith(prefix) and name[len(prefix) : len(prefix) + 1] in ("-", ".", "_")
+
+    sources = sorted((s for s in ADAPTERS if starts(s)), key=len)
+    if sources:
+        return sources[-1]
+    by_vendor = [s for s in ADAPTERS if starts(s.split("-")[0])]
+    return by_vendor[0] if len(by_vendor) == 1 else None
+
+
+@dataclass
+class FileReport:
+    path: Path
+    source: str | None
+    counts: AdaptCounts
+
+
+def corpus(root: Path, mapping: VendorMapping) -> list[FileReport]:
+    """Every vendor file under `root` through its adapter, as `sepwatch adapt` does."""
+    reports = []
+    for path in sorted(p for p in root.rglob("*") if p.suffix in CORPUS_SUFFIXES):
+        source = source_of_file(path)
+        counts = AdaptCounts()
+        if source is not None:
+            adapter = ADAPTERS[source]
+            with path.open("rb") as f:
+                records = read_raw(f, adapter, str(path.relative_to(root)))
+                for _ in adapt_records(
+                    adapter, records, mapping, counts, io.StringIO(), validate=True
+                ):
+                    pass
+        reports.append(FileReport(path.relative_to(root), source, counts))
+    return reports
+
+
+def print_corpus(reports: list[FileReport]) -> None:
+    for r in reports:
+        c = r.counts
+        print(f"{str(r.path):<44} {r.source or '(no source: name it <source>-...)'}")
+        if r.source is None:
+            continue
+        events = ", ".join(f"{k} {v}" for k, v in sorted(c.events.items())) or "none"
+        print(f"    records {c.records}   events: {events}")
+        for kind, n in c.skipped.most_common():
+            print(f"    skipped {n:>4}  {kind}")
+        for reason, n in c.dead_reasons.most_common():
+            print(f"    dead    {n:>4}  {reason}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=20_000, help="records a source")
     parser.add_argument("--runs", type=int, default=5, help="runs of each, best kept")
     parser.add_argument("--source", action="append", help="only this source (repeatable)")
+    parser.add_argument(
+        "--corpus", type=Path, help="no timing: what each vendor file under DIR maps to"
+    )
     args = parser.parse_args()
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     mapping = load_mapping(
         ROOT / "deploy" / "policy" / "vendor-mapping.yaml",
         load_policy(ROOT / "deploy" / "policy" / "example.yaml"),
     )
+    if args.corpus is not None:
+        print_corpus(corpus(args.corpus, mapping))
+        return
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     print(f"{'source':<18}{'json.loads/s':>14}{'adapter/s':>12}{'ratio':>8}  target >= 0.33")
     worst = 1.0
     for source in args.source or list(ADAPTERS):

@@ -1,0 +1,54 @@
+"""The corpus check: every vendor file under tests/fixtures/vendors through its
+adapter (`python -m bench.adapters --corpus tests/fixtures/vendors`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.adapters import corpus, print_corpus, source_of_file
+from streams.adapters import ADAPTERS
+from streams.adapters.mapping import VendorMapping
+from tests.adapters.conftest import VENDORS
+
+# What adapt_one says when an adapter met a shape it did not check for: a bug
+# of the adapter's, never what a record in the corpus may end in.
+GENERIC = "unexpected shape ("
+
+
+def test_every_corpus_file_maps_or_is_refused_for_a_specific_reason(
+    mapping: VendorMapping, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reports = corpus(VENDORS, mapping)
+    assert {r.path for r in reports if r.source is None} == set()
+    for r in reports:
+        assert r.counts.records > 0, r.path
+        generic = [reason for reason in r.counts.dead_reasons if GENERIC in reason]
+        assert not generic, (r.path, generic)
+    # Every source the corpus holds gives events somewhere in it.
+    sources = {r.source for r in reports}
+    assert sources == set(ADAPTERS)
+    with_events = {r.source for r in reports if r.counts.events}
+    assert with_events == sources
+    print_corpus(reports)
+    out = capsys.readouterr().out
+    assert "okta-misrouted-slack-audit.log" in out and "unrecognised shape for okta" in out
+    assert "skipped    2  Blocked" in out
+
+
+@pytest.mark.parametrize(
+    ("name", "source"),
+    [
+        ("okta-logs-page.json", "okta"),
+        ("day/okta.json", "okta"),
+        ("entra-signins-graph-page.json", "entra-signin"),
+        ("zscaler-nss-web.jsonl", "zscaler-zia"),
+        ("google-workspace-drive-elastic.log", "google-workspace"),
+        ("cef-dlp.log", "cef-dlp"),
+        ("README.md", None),
+        ("splunk-export.json", None),
+    ],
+)
+def test_a_corpus_file_is_named_after_its_source(name: str, source: str | None) -> None:
+    assert source_of_file(Path(name)) == source
