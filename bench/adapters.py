@@ -169,7 +169,7 @@ def corpus(root: Path, mapping: VendorMapping) -> list[FileReport]:
 def print_corpus(reports: list[FileReport]) -> None:
     for r in reports:
         c = r.counts
-        print(f"{str(r.path):<44} {r.source or '(no source: name it <source>-...)'}")
+        print(f"{r.path!s:<44} {r.source or '(no source: name it <source>-...)'}")
         if r.source is None:
             continue
         events = ", ".join(f"{k} {v}" for k, v in sorted(c.events.items())) or "none"
