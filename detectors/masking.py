@@ -102,6 +102,9 @@ def mask_text(text: str) -> str:
     identifier from the masks."""
     if not text.isascii():
         text = text.translate(_ascii_fold())
+    masked = _mask_plain(text)
+    if masked == text:  # nothing identifier-shaped: no technical identifier to spare
+        return text
     parts: list[str] = []
     plain = 0
     for found in _TECHNICAL.finditer(text):
@@ -110,7 +113,7 @@ def mask_text(text: str) -> str:
         parts += (_mask_plain(text[plain : found.start()]), found.group(0))
         plain = found.end()
     if not parts:
-        return _mask_plain(text)
+        return masked
     parts.append(_mask_plain(text[plain:]))
     return "".join(parts)
 
