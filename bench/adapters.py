@@ -1,6 +1,6 @@
 """Adapter benchmark: raw records/s of each vendor adapter on one core,
 beside plain `json.loads` of the same records (target: each adapter at
-least a third of plain parsing).
+least a third of plain parsing), in records per CPU second.
 
     python -m bench.adapters                 # 20,000 records a source, best of 5
     python -m bench.adapters --records 50000 --runs 7
@@ -78,14 +78,16 @@ def _as_object(line: str) -> dict[str, str]:
 def rates(
     baseline: Callable[[], object], adapted: Callable[[], object], n: int, runs: int
 ) -> tuple[float, float]:
-    """Records/s of each, best of `runs` (the least disturbed run); the two
-    alternate, so a busy moment of the machine weighs on both alike."""
+    """Records per CPU second of each, best of `runs` (the least disturbed
+    run). CPU time, not wall time, so time spent waiting for the core on a
+    shared machine is not counted; the two alternate, so what load remains
+    (caches, frequency) weighs on both alike."""
     best = [float("inf"), float("inf")]
     for _ in range(runs):
         for i, run in enumerate((baseline, adapted)):
-            began = time.perf_counter()
+            began = time.process_time()
             run()
-            best[i] = min(best[i], time.perf_counter() - began)
+            best[i] = min(best[i], time.process_time() - began)
     return n / best[0], n / best[1]
 
 

@@ -40,11 +40,19 @@ _NUMBER = r"[0-9](?:(?:[\-.]|\s(?![0-9]{4}-[0-9]{2}-[0-9]{2}))?[0-9]){8,}"
 _NUMBERS = re.compile(rf"(?<![0-9])(?:(?P<keep>{_KEEP})|(?P<num>{_NUMBER}))(?![0-9])")
 
 
+_ALNUM = re.compile(r"[^\W_]")  # what str.isalnum() accepts
+
+
 def _keep_last_four(match: re.Match[str]) -> str:
     text = match.group(0)
-    alnum = [i for i, c in enumerate(text) if c.isalnum()]
-    hide = set(alnum[:-4]) if len(alnum) > 4 else set(alnum)
-    return "".join("*" if i in hide else c for i, c in enumerate(text))
+    # Where the last four letters and digits begin; all hidden if there are no more.
+    cut, left = len(text), 4
+    while left and cut:
+        cut -= 1
+        left -= text[cut].isalnum()
+    if left or not _ALNUM.search(text, 0, cut):
+        cut = len(text)
+    return _ALNUM.sub("*", text[:cut]) + text[cut:]
 
 
 def _number(match: re.Match[str]) -> str:
@@ -62,6 +70,9 @@ _TECHNICAL = re.compile(
     # three dotted parts of at most six digits (no RRN, account or card layout).
     r"|(?<![0-9.])(?P<version>[0-9]{1,2}\.[0-9]{1,2}(?:\.[0-9]{1,6}){1,3})(?![0-9]|\.[0-9])"
 )
+
+
+_HEX_LETTER = re.compile("[a-fA-F]")
 
 
 def _luhn(digits: str) -> bool:
@@ -103,8 +114,12 @@ def mask_text(text: str) -> str:
     if not text.isascii():
         text = text.translate(_ascii_fold())
     masked = _mask_plain(text)
-    if masked == text:  # nothing identifier-shaped: no technical identifier to spare
-        return text
+    # Nothing identifier-shaped, or nothing a technical identifier needs (a
+    # version's dot, a hash's hex letter, a GUID's four dashes): done.
+    if masked == text or (
+        "." not in text and text.count("-") < 4 and not _HEX_LETTER.search(text)
+    ):
+        return masked
     parts: list[str] = []
     plain = 0
     for found in _TECHNICAL.finditer(text):

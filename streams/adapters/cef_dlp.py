@@ -35,11 +35,18 @@ _NEXT_KEY = re.compile(r" (?=[A-Za-z0-9_]+=)")  # "=" inside a value is escaped:
 _UNESCAPE = re.compile(r"\\(.)")
 _LIST = re.compile(r"\s*[,;]\s*")
 _ZONES: dict[str, tzinfo] = {"UTC": UTC, "GMT": UTC, "Z": UTC}
-_LABELLED = tuple((f"c{kind}{n}", f"c{kind}{n}Label") for kind in "sn" for n in range(1, 7))
+# csNLabel / cnNLabel -> the key of the value it labels.
+_LABEL_KEYS = {f"c{kind}{n}Label": f"c{kind}{n}" for kind in "sn" for n in range(1, 7)}
 DATA_TYPE_LABELS = frozenset({"datatypes", "datatype", "patternname", "pattern", "탐지유형"})
 CHANNEL_LABELS = frozenset({"channel", "채널"})
 COUNT_LABELS = frozenset({"matchcount", "탐지건수"})
 MATCHED_LABELS = frozenset({"matchedtext", "snippet", "탐지내용"})
+_MEANINGS = {
+    **dict.fromkeys(DATA_TYPE_LABELS, "names"),
+    **dict.fromkeys(CHANNEL_LABELS, "channel"),
+    **dict.fromkeys(COUNT_LABELS, "count"),
+    **dict.fromkeys(MATCHED_LABELS, "matched"),
+}
 CHANNELS = {
     "upload": "web",
     "web": "web",
@@ -68,18 +75,23 @@ def parse_cef(line: str) -> tuple[list[str], dict[str, str]]:
         parts[:7] = [_UNESCAPE.sub(r"\1", p) if "\\" in p else p for p in parts[:7]]
     if len(parts) < 8 or not parts[0].isdigit():
         raise Unmappable("(record)", "not a CEF line")
-    # " key=" starts a pair: an "=" inside a value is escaped. A plain loop:
-    # half the cost of a comprehension over split pairs, on the hot path.
-    extension = {}
-    for pair in _NEXT_KEY.split(parts[7].strip()):
-        key, equals, value = pair.partition("=")
-        if equals:
-            extension[key] = value.strip()
+    extension = _extension(parts[7])
     if "\\" in parts[7]:
         for key, value in extension.items():
             if "\\" in value:
                 extension[key] = _UNESCAPE.sub(_unescaped, value)
     return parts[:7], extension
+
+
+def _extension(text: str) -> dict[str, str]:
+    """`key=value` pairs: " key=" starts a pair (an "=" inside a value is
+    escaped). A plain loop: half the cost of a comprehension over the pairs."""
+    pairs: dict[str, str] = {}
+    for pair in _NEXT_KEY.split(text.strip()):
+        key, equals, value = pair.partition("=")
+        if equals:
+            pairs[key] = value.strip()
+    return pairs
 
 
 def _unescaped(match: re.Match[str]) -> str:
@@ -90,19 +102,18 @@ def adapt(record: Any, mapping: VendorMapping) -> Adapted:
     if not isinstance(record, str):
         raise Unmappable("(record)", "a CEF record is a text line")
     header, ext = parse_cef(record)
-    names = channel_word = count = matched = None
-    for key, label_key in _LABELLED:
-        if label_key not in ext or key not in ext:
+    found: dict[str, str] = {}  # what the labelled custom fields hold, by meaning
+    for label_key in _LABEL_KEYS:  # cs1..cs6, then cn1..cn6: a later label wins
+        if label_key not in ext:
             continue
-        label = ext[label_key].strip().lower()
-        if label in DATA_TYPE_LABELS:
-            names = ext[key]
-        elif label in CHANNEL_LABELS:
-            channel_word = ext[key]
-        elif label in COUNT_LABELS:
-            count = ext[key]
-        elif label in MATCHED_LABELS:
-            matched = ext[key]
+        value = ext.get(_LABEL_KEYS[label_key])
+        meaning = _MEANINGS.get(ext[label_key].strip().lower())
+        if value is not None and meaning is not None:
+            found[meaning] = value
+    names = found.get("names")
+    channel_word = found.get("channel")
+    count = found.get("count")
+    matched = found.get("matched")
     if not names:
         return Skip(f"no data types ({header[4]})")  # a product's own health or audit event
     channel = CHANNELS.get((channel_word or "").strip().lower(), "other")

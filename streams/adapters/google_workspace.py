@@ -20,7 +20,6 @@ logouts and other applications are skipped.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from streams.adapters.canonical import file_object, saas_access, user_of
@@ -38,7 +37,7 @@ from streams.adapters.records import (
 
 SOURCE = "google-workspace"
 ENVELOPES = ("items",)
-SHAPES = (("id.applicationName", "events"),)  # An activity of the Reports API.
+SHAPES = (("id", "events"),)  # An activity of the Reports API.
 
 ACTIONS = {
     "drive": {
@@ -70,7 +69,9 @@ APP_NAMES = {"drive": "google drive", "login": "google workspace", "calendar": "
 
 
 def adapt(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
-    application = field(record, "id.applicationName")
+    ident = record.get("id")
+    ident = ident if isinstance(ident, dict) else {}
+    application = ident.get("applicationName")
     actions = ACTIONS.get(application or "")
     if actions is None:
         return Skip(f"application {application}")
@@ -78,16 +79,28 @@ def adapt(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
     events = record.get("events") or []
     if isinstance(events, dict):
         events = [events]
-    if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
+    if not isinstance(events, list):
         raise Unmappable("events", "expected an event object or a list of them")
+    timestamp = qualifier = user = None  # the activity's, read at its first access
     for event in events:
+        if not isinstance(event, dict):
+            raise Unmappable("events", "expected an event object or a list of them")
         action = actions.get(event.get("name"))
         if action is None:
             continue
-        raw_parameters = event.get("parameters") or ()
-        parameters = {p.get("name"): _value(p) for p in raw_parameters if isinstance(p, dict)}
-        title = parameters.get("doc_title")
-        timestamp = iso_time(field(record, "id.time"), "id.time")
+        parameters = event.get("parameters") or ()
+        title = next(
+            (
+                p.get("value")
+                for p in parameters
+                if isinstance(p, dict) and p.get("name") == "doc_title"
+            ),
+            None,
+        )
+        if timestamp is None:
+            timestamp = iso_time(ident.get("time"), "id.time")
+            qualifier = required(record, "id.uniqueQualifier")
+            user = user_of(field(record, "actor.email"), "actor.email")
         found.append(
             saas_access(
                 mapping,
@@ -95,14 +108,14 @@ def adapt(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
                 event_id=derived_id(
                     SOURCE,
                     timestamp,
-                    required(record, "id.uniqueQualifier"),
+                    qualifier,
                     application,
                     event.get("type"),
                     event.get("name"),
-                    json.dumps(raw_parameters, sort_keys=True),
+                    repr(parameters),  # as the vendor wrote them: cheap, and stable
                 ),
                 timestamp=timestamp,
-                user_id=user_of(field(record, "actor.email"), "actor.email"),
+                user_id=user,
                 saas_app=mapping.app_or_passthrough(APP_NAMES[application], path="applicationName"),
                 action=action,
                 ip=record.get("ipAddress"),
@@ -114,10 +127,3 @@ def adapt(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
         names = ",".join(sorted({str(e.get("name")) for e in events})) or "none"
         return Skip(f"{application} {names}")
     return found
-
-
-def _value(parameter: dict[str, Any]) -> Any:
-    for key in ("value", "intValue", "boolValue", "multiValue"):
-        if key in parameter:
-            return parameter[key]
-    return None

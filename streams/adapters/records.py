@@ -20,6 +20,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from detectors.masking import mask_text
@@ -106,14 +107,24 @@ class Adapter:
             return isinstance(record, str)
         if not isinstance(record, dict):
             return False
-        return not self.shapes or any(
-            all(_present(record, path) for path in shape) for shape in self.shapes
+        keys = record.keys()
+        for top, nested in self._shape_checks:
+            if keys >= top and (not nested or all(_present(record, p) for p in nested)):
+                return True
+        return not self.shapes
+
+    @cached_property
+    def _shape_checks(self) -> tuple[tuple[frozenset[str], tuple[str, ...]], ...]:
+        # Top-level keys as one set comparison: this runs on every record.
+        return tuple(
+            (frozenset(p for p in shape if "." not in p), tuple(p for p in shape if "." in p))
+            for shape in self.shapes
         )
 
 
 def _present(record: dict[str, Any], path: str) -> bool:
     # The key, not its value: an empty value is the adapter's to report by name.
-    return (record.get(path) if "." not in path else field(record, path)) is not None
+    return field(record, path) is not None
 
 
 def field(record: dict[str, Any], path: str) -> Any:
