@@ -17,10 +17,15 @@ import re
 import sys
 from functools import cache
 
+# Each mask begins with what its first character must be and only then looks
+# behind it ("[0-9](?<![0-9][0-9])": a digit with no digit before it): a
+# pattern that opens with a character class lets the regex engine skip to the
+# candidates, where a leading look-behind is tried at every position.
+_FIRST_DIGIT = "[0-9](?<![0-9][0-9])"
 # RRN / alien registration number: YYMMDD (a real month and day), an optional
 # separator (with spaces around it), then 7 digits.
 _RRN = re.compile(
-    r"(?<![0-9])([0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01]))"
+    rf"({_FIRST_DIGIT}[0-9](?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01]))"
     r"\s?[\-.]?\s?([0-9])[0-9]{6}(?![0-9])"
 )
 # Passports: M12345678 and the 2021 form M123A4567.
@@ -28,19 +33,21 @@ _PASSPORT = re.compile(
     r"(?<![A-Za-z0-9])[A-Za-z](?:[0-9]{8}|[0-9]{3}[A-Za-z][0-9]{4})(?![A-Za-z0-9])"
 )
 # Dates, times and IPv4 addresses are kept as they are: they are not
-# identifiers, and dead letters must stay readable.
+# identifiers, and dead letters must stay readable. (Each after its first
+# digit, which _NUMBERS reads first.)
 _KEEP = (
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2})?)?"
-    r"|[0-9]{1,3}(?:\.[0-9]{1,3}){3}"
+    r"[0-9]{3}-[0-9]{2}-[0-9]{2}(?:[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2})?)?"
+    r"|[0-9]{0,2}(?:\.[0-9]{1,3}){3}"
 )
 # Other long numbers (card, account, driver's licence 11-23-456789-01, phone):
 # groups of digits joined by single separators, nine digits or more in all.
 # Nine keeps a date (8 digits) readable; a space before a date ends the run.
-_NUMBER = r"[0-9](?:(?:[\-.]|\s(?![0-9]{4}-[0-9]{2}-[0-9]{2}))?[0-9]){8,}"
-_NUMBERS = re.compile(rf"(?<![0-9])(?:(?P<keep>{_KEEP})|(?P<num>{_NUMBER}))(?![0-9])")
+_NUMBER = r"(?:(?:[\-.]|\s(?![0-9]{4}-[0-9]{2}-[0-9]{2}))?[0-9]){8,}"
+_NUMBERS = re.compile(rf"{_FIRST_DIGIT}(?:(?P<keep>{_KEEP})|(?P<num>{_NUMBER}))(?![0-9])")
 
 
-_ALNUM = re.compile(r"[^\W_]")  # what str.isalnum() accepts
+# What the masks match is ASCII: digits, letters (passports) and separators.
+_HIDE = str.maketrans(dict.fromkeys("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", "*"))
 
 
 def _keep_last_four(match: re.Match[str]) -> str:
@@ -50,9 +57,10 @@ def _keep_last_four(match: re.Match[str]) -> str:
     while left and cut:
         cut -= 1
         left -= text[cut].isalnum()
-    if left or not _ALNUM.search(text, 0, cut):
-        cut = len(text)
-    return _ALNUM.sub("*", text[:cut]) + text[cut:]
+    head = text[:cut].translate(_HIDE)
+    if left or head == text[:cut]:  # four or fewer: hide them all
+        return text.translate(_HIDE)
+    return head + text[cut:]
 
 
 def _number(match: re.Match[str]) -> str:
@@ -61,17 +69,14 @@ def _number(match: re.Match[str]) -> str:
 
 _HEX = "[0-9a-fA-F]"
 _TECHNICAL = re.compile(
-    # A GUID, braces or not.
-    rf"(?<![0-9A-Za-z]){_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}(?![0-9A-Za-z])"
-    # A hash: 32, 40 or 64 hex digits, at least one a letter (no decimal number).
-    rf"|(?<![0-9A-Za-z])(?=[0-9]*[a-fA-F]){_HEX}{{32}}(?:{_HEX}{{8}}(?:{_HEX}{{24}})?)?"
-    r"(?![0-9A-Za-z])"
+    # A GUID (braces or not), or a hash: 32, 40 or 64 hex digits (one at least
+    # a letter: checked after the match, a lookahead here costs every position).
+    rf"(?<![0-9A-Za-z])(?:{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}"
+    rf"|{_HEX}{{32}}(?:{_HEX}{{8}}(?:{_HEX}{{24}})?)?)(?![0-9A-Za-z])"
     # A version or OS build: a one- or two-digit major and minor, then one to
     # three dotted parts of at most six digits (no RRN, account or card layout).
     r"|(?<![0-9.])(?P<version>[0-9]{1,2}\.[0-9]{1,2}(?:\.[0-9]{1,6}){1,3})(?![0-9]|\.[0-9])"
 )
-
-
 _HEX_LETTER = re.compile("[a-fA-F]")
 
 
@@ -123,7 +128,8 @@ def mask_text(text: str) -> str:
     parts: list[str] = []
     plain = 0
     for found in _TECHNICAL.finditer(text):
-        if found.group("version") and _is_card(found.group("version")):
+        token, version = found.group(0), found.group("version")
+        if (version and _is_card(version)) or token.isdigit():  # a card; digits, no hash
             continue
         parts += (_mask_plain(text[plain : found.start()]), found.group(0))
         plain = found.end()
