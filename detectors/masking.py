@@ -47,7 +47,9 @@ _NUMBERS = re.compile(rf"{_FIRST_DIGIT}(?:(?P<keep>{_KEEP})|(?P<num>{_NUMBER}))(
 
 
 # What the masks match is ASCII: digits, letters (passports) and separators.
-_HIDE = str.maketrans(dict.fromkeys("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", "*"))
+_HIDE = str.maketrans(
+    dict.fromkeys("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", "*")
+)
 
 
 def _keep_last_four(match: re.Match[str]) -> str:
@@ -121,9 +123,7 @@ def mask_text(text: str) -> str:
     masked = _mask_plain(text)
     # Nothing identifier-shaped, or nothing a technical identifier needs (a
     # version's dot, a hash's hex letter, a GUID's four dashes): done.
-    if masked == text or (
-        "." not in text and text.count("-") < 4 and not _HEX_LETTER.search(text)
-    ):
+    if masked == text or ("." not in text and text.count("-") < 4 and not _HEX_LETTER.search(text)):
         return masked
     parts: list[str] = []
     plain = 0

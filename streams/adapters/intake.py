@@ -74,7 +74,7 @@ def records_of(document: Any, adapter: Adapter, depth: int = 0) -> Iterator[Any]
             yield from records_of(item, adapter, depth)
         return
     if isinstance(document, dict) and depth < MAX_DEPTH:
-        for path in (*adapter.envelopes, "records"):
+        for path in adapter.envelopes:
             inner = field_at(document, path)
             if isinstance(inner, list):
                 for item in inner:
@@ -90,6 +90,8 @@ def records_of(document: Any, adapter: Adapter, depth: int = 0) -> Iterator[Any]
 
 def _unwrapped(document: dict[str, Any], adapter: Adapter) -> Any:
     """What a shipper's envelope holds, or _NOT_JSON where it is none."""
+    if isinstance(document.get("records"), list):  # an Event Hubs batch
+        return document["records"]
     for path in SHIPPER_TEXT:
         text = field_at(document, path)
         if isinstance(text, str) and (inner := _text_record(text, adapter)) is not _NOT_JSON:
