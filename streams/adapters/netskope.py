@@ -56,8 +56,8 @@ def adapt(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
     if record.get("alert") == "yes" or "alert_type" in record:
         # A real-time policy with a DLP profile raises `alert_type: policy`
         # with `alert_source: DLP`: a DLP alert all the same.
-        kinds = {str(record.get(k, "")).upper() for k in ("alert_type", "alert_source")}
-        if "DLP" not in kinds:
+        dlp = str(record.get("alert_type", "")).upper() == "DLP"
+        if not dlp and str(record.get("alert_source", "")).upper() != "DLP":
             return Skip(f"alert {record.get('alert_type')}")
         return [_dlp(record, mapping)]
     if record.get("type") not in ("nspolicy", "application"):
