@@ -9,12 +9,12 @@ from schemas.events import (
     ACTIONS,
     CHANNELS,
     STREAMS,
+    AuthInfo,
     ControlReview,
     DevicePosture,
     DlpAlert,
     Event,
     EventAdapter,
-    AuthInfo,
     ObjectRef,
     SaasAccess,
 )

@@ -315,3 +315,27 @@ def test_property_mask_identifier_keeps_at_most_last_four(value: str) -> None:
         assert m == "*" or (i >= start and m == o), (value, out)
     if len(value) > 4:
         assert out[:start] == "*" * start
+
+
+def test_a_shared_file_name_is_masked_in_the_sep011_summary() -> None:
+    from tests import cases
+
+    rrn = made_up_rrn("850315", "1", "23456")
+    found = cases.run(
+        {
+            "events": [
+                {
+                    "stream": "saas_access",
+                    "event_id": "s1",
+                    "timestamp": "2026-06-10T10:00:00+09:00",
+                    "saas_app": "docs",
+                    "action": "share",
+                    "share_target": "public",
+                    "object": {"name": f"{rrn}.xlsx"},
+                }
+            ]
+        }
+    )
+    [finding] = [f for f in found if f.rule_id == "SEP-011"]
+    assert rrn not in finding.summary and rrn.replace("-", "") not in finding.summary
+    assert "850315-1******" in finding.summary

@@ -119,7 +119,8 @@ def test_sections_for_sep010_and_sep011_are_optional() -> None:
         ("{external: forbid, partner_domains: [p.example]}", "only with external: partners_only"),
         ("{external: partners_only}", "needs at least one partner_domains"),
         (
-            "{external: partners_only, partner_domains: [b.example], internal_domains: [B.example]}",
+            "{external: partners_only, partner_domains: [b.example], "
+            "internal_domains: [B.example]}",
             "both internal and a partner: b.example",
         ),
         ("{external: allow}", "'forbid' or 'partners_only'"),

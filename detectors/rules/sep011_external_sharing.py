@@ -23,12 +23,12 @@ def check(access: SaasAccess, policy: SharingPolicy | None) -> Hit | None:
     if policy is None or access.action != "share" or access.share_target is None:
         return None
     domain = (access.shared_with_domain or "").strip().lower().rstrip(".") or None
+    if access.share_target == "internal" or (
+        access.share_target == "external" and _allowed(domain, policy)
+    ):
+        return None
     if access.share_target == "public":
         reason = "made it public (anyone with the link, or the web)"
-    elif access.share_target != "external" or domain in policy.internal_domains:
-        return None
-    elif policy.external == "partners_only" and domain in policy.partner_domains:
-        return None
     elif domain is None:
         reason = "shared it outside the institution, with a domain the source does not name"
     elif policy.external == "partners_only":
@@ -40,4 +40,12 @@ def check(access: SaasAccess, policy: SharingPolicy | None) -> Hit | None:
     return Hit(
         summary=f"User {access.user_id} {reason}: {item} in {access.saas_app}.",
         details={"share_target": access.share_target, "shared_with_domain": domain},
+    )
+
+
+def _allowed(domain: str | None, policy: SharingPolicy) -> bool:
+    """The institution's own domains, and partners' where the policy allows them."""
+    return domain is not None and (
+        domain in policy.internal_domains
+        or (policy.external == "partners_only" and domain in policy.partner_domains)
     )
