@@ -47,6 +47,12 @@ from detectors.rules import (
 from detectors.rules import (
     sep009_review_not_reported as sep009,
 )
+from detectors.rules import (
+    sep010_single_factor_signin as sep010,
+)
+from detectors.rules import (
+    sep011_external_sharing as sep011,
+)
 from detectors.rules.base import Hit, Rule
 from detectors.rules.dlp_common import Destination
 from detectors.state import EngineState
@@ -285,11 +291,15 @@ class Engine:
     # -- saas_access: SEP-001/002 on arrival, SEP-006/007 once postures are in
 
     def _on_access(self, ev: SaasAccess, ts: float, w: float, out: list[Finding]) -> None:
+        if ev.action == "share":
+            self._judge_share(ev, ts, out)
         if ev.network_zone != "internal":
             return
         view = _access_view(ev, ts)
         day = day_of(ts)
         trigger = f"saas_access|{view.source}|{view.event_id}"
+        if ev.action == "login":
+            self._judge_signin(ev, view, day, trigger, out)
         # SEP-001/002 depend on the app and the day only: once both pass for
         # a pair, the pair is remembered as clean (the common case).
         if (view.saas_app, day) not in self._clean_apps:
@@ -314,6 +324,28 @@ class Engine:
             key = "a|" + trigger
             self.state.pending[key] = ("a", view)
             self._push(ts, key)
+
+    def _judge_signin(
+        self, ev: SaasAccess, view: AccessView, day: int, trigger: str, out: list[Finding]
+    ) -> None:
+        """SEP-010, on arrival: everything it needs is in the sign-in itself."""
+        if ev.auth is None or ev.auth.mfa is None:
+            self.stats["auth.mfa_unknown"] += 1  # the source does not say: never guessed
+            return
+        policy = self.policy.policy.authentication
+        if policy is None:
+            return
+        hit = sep010.check(ev, self.policy.app(view.saas_app, day) is not None, policy)
+        if hit:
+            out.append(self._access_finding(sep010.RULE, hit, trigger, view))
+
+    def _judge_share(self, ev: SaasAccess, ts: float, out: list[Finding]) -> None:
+        """SEP-011, on arrival, from the internal network or not."""
+        hit = sep011.check(ev, self.policy.policy.sharing)
+        if hit:
+            view = _access_view(ev, ts)
+            trigger = f"saas_access|{view.source}|{view.event_id}"
+            out.append(self._access_finding(sep011.RULE, hit, trigger, view))
 
     def _skip(self, ev: Any, ts: float, w: float, out: list[Finding]) -> None:
         """Events of streams this stage does not judge still move its watermark."""

@@ -9,6 +9,7 @@ from schemas.events import (
     ACTIONS,
     CHANNELS,
     STREAMS,
+    AuthInfo,
     ControlReview,
     DevicePosture,
     DlpAlert,
@@ -20,6 +21,7 @@ from schemas.events import (
 from schemas.findings import RULE_IDS, SEVERITIES, Finding, WaiverRef
 from schemas.policy import (
     AlertingPolicy,
+    AuthenticationPolicy,
     DlpPolicy,
     PermittedCategories,
     Policy,
@@ -27,6 +29,7 @@ from schemas.policy import (
     PosturePolicy,
     RegistryApp,
     ReviewPolicy,
+    SharingPolicy,
     Waiver,
 )
 
@@ -37,6 +40,8 @@ __all__ = [
     "SEVERITIES",
     "STREAMS",
     "AlertingPolicy",
+    "AuthInfo",
+    "AuthenticationPolicy",
     "ControlReview",
     "DevicePosture",
     "DlpAlert",
@@ -53,6 +58,7 @@ __all__ = [
     "RegistryApp",
     "ReviewPolicy",
     "SaasAccess",
+    "SharingPolicy",
     "Waiver",
     "WaiverRef",
     "format_duration",

@@ -17,6 +17,7 @@ CHANNELS = ("saas_upload", "email", "web", "usb", "print", "other")
 Action = Literal["login", "view", "download", "upload", "edit", "share", "delete", "other"]
 Channel = Literal["saas_upload", "email", "web", "usb", "print", "other"]
 NetworkZone = Literal["internal", "external"]
+ShareTarget = Literal["internal", "external", "public"]
 
 # Bounds keep one hostile record from costing unbounded memory downstream.
 Id = Annotated[str, Field(min_length=1, max_length=256)]
@@ -47,8 +48,18 @@ class ObjectRef(BaseModel):
     size: Annotated[int, Field(ge=0)] | None = None
 
 
+class AuthInfo(BaseModel):
+    """How a sign-in was authenticated, as the source says. `mfa` None: it does not say."""
+
+    model_config = ConfigDict(extra="allow")
+
+    mfa: bool | None = None
+    method: Annotated[str, Field(max_length=128)] | None = None
+
+
 class SaasAccess(_Event):
-    """Someone used a SaaS app."""
+    """Someone used a SaaS app. `auth` for a login, `share_target` (and the
+    domain shared with, where known) for a share."""
 
     stream: Literal["saas_access"] = "saas_access"
     user_id: Id
@@ -58,6 +69,9 @@ class SaasAccess(_Event):
     network_zone: NetworkZone
     src_ip: Annotated[str, Field(max_length=64)] | None = None
     object: ObjectRef | None = None
+    auth: AuthInfo | None = None
+    share_target: ShareTarget | None = None
+    shared_with_domain: Annotated[str, Field(max_length=253)] | None = None
 
 
 class DevicePosture(_Event):

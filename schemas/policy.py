@@ -102,6 +102,45 @@ class ReviewPolicy(_Strict):
     entity_baselines: dict[str, date] = {}
 
 
+class AuthenticationPolicy(_Strict):
+    """SEP-010: sign-ins to registered SaaS from the internal network must be multi-factor."""
+
+    require_mfa: bool = True
+    exempt_apps: list[Annotated[str, Field(min_length=1)]] = []
+
+
+def _domain(value: str) -> str:
+    return value.strip().lower().rstrip(".")
+
+
+Domain = Annotated[str, Field(min_length=1, max_length=253)]
+
+
+class SharingPolicy(_Strict):
+    """SEP-011: no sharing outside the institution, or only with named partners."""
+
+    external: Literal["forbid", "partners_only"] = "forbid"
+    partner_domains: list[Domain] = []
+    internal_domains: list[Domain] = []
+
+    @field_validator("partner_domains", "internal_domains")
+    @classmethod
+    def _lower(cls, domains: list[str]) -> list[str]:
+        return [_domain(d) for d in domains]
+
+    @model_validator(mode="after")
+    def _partners_read(self) -> Self:
+        # A partner list that nothing reads would look like an allowance it is not.
+        if self.partner_domains and self.external == "forbid":
+            raise ValueError("partner_domains are read only with external: partners_only")
+        if self.external == "partners_only" and not self.partner_domains:
+            raise ValueError("external: partners_only needs at least one partner_domains entry")
+        both = sorted(set(self.partner_domains) & set(self.internal_domains))
+        if both:
+            raise ValueError("a domain is both internal and a partner: " + ", ".join(both))
+        return self
+
+
 class Waiver(_Strict):
     """An approved exception: findings that match it are recorded as waived."""
 
@@ -154,6 +193,9 @@ class Policy(_Strict):
     posture: PosturePolicy = PosturePolicy()
     dlp: DlpPolicy = DlpPolicy()
     review: ReviewPolicy = ReviewPolicy()
+    # Optional: a policy without them judges neither SEP-010 nor SEP-011.
+    authentication: AuthenticationPolicy | None = None
+    sharing: SharingPolicy | None = None
     waivers: list[Waiver] = []
     alerting: AlertingPolicy = AlertingPolicy()
 

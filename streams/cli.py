@@ -218,7 +218,8 @@ def _print_summary(s: ReplaySummary, findings: Path, dead: Path) -> None:
     status = ", ".join(f"{k} {v}" for k, v in sorted(s.by_status.items())) or "none"
     out.print(
         f"{s.events:,} events from {s.lines:,} lines; {s.findings:,} findings ({status}); "
-        f"{s.dead_letters:,} dead letters; late events {s.engine_stats.get('events.late', 0):,}"
+        f"{s.dead_letters:,} dead letters; late events {s.engine_stats.get('events.late', 0):,}; "
+        f"sign-ins not saying whether multi-factor {s.engine_stats.get('auth.mfa_unknown', 0):,}"
     )
     out.print(f"findings: {findings}   dead letters: {dead}")
 

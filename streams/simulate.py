@@ -54,6 +54,13 @@ Violations (`violation_rate` = the share of *opportunities* turned bad)
       date falls before the window's end skips its review (SEP-008), and one
       entity whose report deadline falls in the window reports late or never
       (SEP-009);
+    - each internal sign-in (where the policy has `authentication`): a single
+      factor (SEP-010); 3 % of sign-ins, lawful or not, do not say (`auth.mfa`
+      null: counted, never a finding);
+    - each share, from inside or outside (where the policy has `sharing`):
+      a public link or an outside domain that is no partner's (SEP-011);
+      without a violation a share stays inside, or, under `partners_only`,
+      one in ten goes to a partner;
     - waivers: the waived user uses the waived app, the waived kiosk never
       reports a posture (findings with `status: waived` while the waiver is
       in force).
@@ -158,6 +165,10 @@ ACTIONS_BY_CATEGORY: dict[str, dict[str, int]] = {
 }  # fmt: skip
 DEFAULT_ACTIONS = {"view": 30, "edit": 20, "upload": 10, "login": 15, "other": 15, "download": 5,
                    "share": 5}  # fmt: skip
+# Share of sign-ins whose source does not say whether a second factor was used.
+UNSAID_AUTH = 0.03
+# Where a file shared outside the institution goes (SEP-011): no partner's.
+OUTSIDE_DOMAINS = ("gmail.com", "naver.com", "outlook.com", "consultant.example")
 # Actions that move a file into the app: DLP correlates on these (rules.md).
 FILE_OUT = frozenset({"upload", "share", "edit"})
 
@@ -505,6 +516,11 @@ class _Simulation:
         self.action_tables = {c: _table(w) for c, w in ACTIONS_BY_CATEGORY.items()}
         self.default_actions = _table(DEFAULT_ACTIONS)
         self.violation_types = _table(VIOLATION_TYPES)
+        # Sign-ins and shares draw from a stream of their own, so adding them
+        # left every other event of a seed as it was.
+        self.auth_rnd = random.Random(f"{seed}/auth-and-sharing").random
+        self.authentication = policy.authentication
+        self.sharing = policy.sharing
 
         self.profiles = self._entities(policy)
         self._people(users)
@@ -959,8 +975,45 @@ class _Simulation:
             "network_zone": "internal" if internal else "external",
             "src_ip": ip,
             "object": obj,
+            "auth": self._auth(app, internal) if action == "login" else None,
+            **self._share(internal, action),
             "source": source,
         }
+
+    def _auth(self, app: str, internal: bool) -> dict[str, Any]:
+        """How a sign-in was authenticated: multi-factor, or single-factor as a
+        violation where the policy requires more (SEP-010); a few sources do
+        not say (counted, never judged)."""
+        rnd, policy = self.auth_rnd, self.authentication
+        u = rnd()
+        if u < UNSAID_AUTH:
+            return {"mfa": None, "method": None}
+        required = policy is not None and policy.require_mfa and app not in policy.exempt_apps
+        if internal and required and u < UNSAID_AUTH + self.rate:
+            return {"mfa": False, "method": "password"}
+        return {"mfa": True, "method": "password, push notification"}
+
+    def _share(self, internal: bool, action: str) -> dict[str, Any]:
+        """Whom a share reached: colleagues mostly, partners now and then (where
+        the policy allows them), the public or an outside address as a
+        violation (SEP-011, from inside or outside)."""
+        if action != "share":
+            return {"share_target": None, "shared_with_domain": None}
+        rnd, policy = self.auth_rnd, self.sharing
+        own = policy.internal_domains[0] if policy and policy.internal_domains else None
+        u = rnd()
+        if policy is not None and u < self.rate:
+            if rnd() < 0.4:
+                return {"share_target": "public", "shared_with_domain": None}
+            outside = OUTSIDE_DOMAINS[int(rnd() * len(OUTSIDE_DOMAINS))]
+            return {"share_target": "external", "shared_with_domain": outside}
+        if policy is not None and policy.external == "partners_only" and u > 0.9:
+            partners = policy.partner_domains
+            return {
+                "share_target": "external",
+                "shared_with_domain": partners[int(rnd() * len(partners))],
+            }
+        return {"share_target": "internal", "shared_with_domain": own}
 
     def _dlp(
         self,

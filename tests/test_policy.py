@@ -89,14 +89,46 @@ review:
   baseline: 2026-04-20
   interval_months: 6
   report_within_days: 30
+authentication:
+  require_mfa: true
+  exempt_apps: []
+sharing:
+  external: forbid
+  partner_domains: []
+  internal_domains: [bank.example]
 waivers: []
 alerting:
   group_window: 15m
 """
     policy = parse_policy(text)
     assert policy.registry[0].app_id == "m365-sharepoint"
+    assert policy.authentication is not None and policy.authentication.require_mfa
+    assert policy.sharing is not None and policy.sharing.internal_domains == ["bank.example"]
     assert policy.posture.require.os_patch_age_days_max == 30
     assert policy.review.report_within_days == 30
+
+
+def test_sections_for_sep010_and_sep011_are_optional() -> None:
+    policy = parse_policy("version: 1\n")
+    assert policy.authentication is None and policy.sharing is None
+
+
+@pytest.mark.parametrize(
+    ("sharing", "reason"),
+    [
+        ("{external: forbid, partner_domains: [p.example]}", "only with external: partners_only"),
+        ("{external: partners_only}", "needs at least one partner_domains"),
+        (
+            "{external: partners_only, partner_domains: [b.example], "
+            "internal_domains: [B.example]}",
+            "both internal and a partner: b.example",
+        ),
+        ("{external: allow}", "'forbid' or 'partners_only'"),
+    ],
+)
+def test_sharing_section_problems(sharing: str, reason: str) -> None:
+    problems = problems_of(f"version: 1\nsharing: {sharing}\n")
+    assert any(p.path.startswith("sharing") and reason in p.reason for p in problems), problems
 
 
 # -- every problem at once -----------------------------------------------------------
@@ -248,7 +280,7 @@ def test_misspelt_section_reports_the_line_of_its_key() -> None:
 def test_unknown_rule_id_in_a_waiver() -> None:
     text = """\
 waivers:
-  - rule_id: SEP-010
+  - rule_id: SEP-012
     valid_from: 2026-05-01
     valid_until: 2026-06-01
     approved_by: CISO Kim

@@ -38,6 +38,9 @@ CONTRACT_FIELDS = {
         "network_zone",
         "src_ip",
         "object",
+        "auth",
+        "share_target",
+        "shared_with_domain",
         "source",
     },
     "device_posture": {
@@ -102,6 +105,8 @@ POLICY_KEYS = {
     "posture",
     "dlp",
     "review",
+    "authentication",
+    "sharing",
     "waivers",
     "alerting",
 }
@@ -187,7 +192,7 @@ def test_stream_schemas_carry_the_contract_fields(
 def test_finding_schema_carries_the_contract_fields(exported: dict[str, dict[str, Any]]) -> None:
     schema = exported["finding"]
     assert set(schema["properties"]) >= FINDING_FIELDS
-    assert set(schema["properties"]["rule_id"]["enum"]) == {f"SEP-{n:03d}" for n in range(1, 10)}
+    assert set(schema["properties"]["rule_id"]["enum"]) == {f"SEP-{n:03d}" for n in range(1, 12)}
     assert set(schema["properties"]["severity"]["enum"]) >= {"medium", "high", "critical"}
     required = set(schema["required"])
     assert {"finding_id", "rule_id", "severity", "status", "evidence_event_ids"} <= required

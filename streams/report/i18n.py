@@ -48,6 +48,14 @@ RULES_KO: dict[str, tuple[str, str]] = {
         "점검 결과의 정보보호위원회 보고 지연·누락",
         f"{_KO_REG}: 반기 점검 결과를 정보보호위원회에 보고",
     ),
+    "SEP-010": (
+        "내부망에서 SaaS 단일 인증 로그인",
+        f"{_KO_REG}: 내부망에서 이용하는 SaaS에 대한 인증 강화(다중 인증)",
+    ),
+    "SEP-011": (
+        "SaaS 자료의 기관 외부 공유",
+        f"{_KO_REG}: 기관 외부로의 비인가 공유 차단",
+    ),
 }
 
 TEXT: dict[str, dict[str, str]] = {

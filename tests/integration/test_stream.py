@@ -100,7 +100,14 @@ def test_stream_gives_exactly_the_findings_of_replay(
 ) -> None:
     lines = _day()
     want = _replayed(lines)
-    assert {f["rule_id"] for f in want.values()} >= {"SEP-001", "SEP-002", "SEP-003", "SEP-006"}
+    assert {f["rule_id"] for f in want.values()} >= {
+        "SEP-001",
+        "SEP-002",
+        "SEP-003",
+        "SEP-006",
+        "SEP-010",
+        "SEP-011",
+    }
     worker = workers("a")
     worker.wait_ready()
     produce(lines, broker, Topics(prefix))
