@@ -14,6 +14,20 @@ from streams.adapters.records import CanonicalEvent, Unmappable, masked
 
 _SHA256 = frozenset("0123456789abcdefABCDEF")
 
+# A posture control the source does not report. The canonical event has no
+# "unknown" yet, so an unreported control counts as not met, as the
+# Intune, osquery and Falcon ZTA adapters have always done (an unknown device
+# is not assumed safe). Each posture adapter decides its controls in one
+# small function that uses this, so "unknown" can replace it in one place.
+NOT_REPORTED = False
+
+
+def unrecognised_shape(source: str, record: dict[str, Any]) -> Unmappable:
+    """A record that is none of the shapes a source documents: a dead letter
+    naming its top-level keys, so a misrouted feed shows what it carries."""
+    keys = ", ".join(sorted(str(k) for k in record)[:12]) or "none"
+    return Unmappable("(record)", f"unrecognised shape for {source}: top-level keys {keys}")
+
 
 def user_of(value: Any, path: str) -> str:
     """User ids as one form across sources: the UPN or e-mail, lower-cased,
