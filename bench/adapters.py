@@ -40,10 +40,15 @@ FIXTURES = {
     "google-workspace": ["google-workspace-activities.json"],
     "netskope": ["netskope-events.jsonl", "day/netskope.jsonl"],
     "zscaler-zia": ["zscaler-nss-web.jsonl"],
-    "intune": ["intune-managed-devices.json", "day/intune.json"],
+    "intune": [
+        "intune-managed-devices.json",
+        "day/intune.json",
+        "intune-diagnostic-devices.json",
+    ],
     "osquery": ["osquery-results.log", "day/osquery.log"],
-    "crowdstrike": ["crowdstrike-zta.json"],
+    "crowdstrike": ["crowdstrike-zta.json", "crowdstrike-hosts.jsonl"],
     "cef-dlp": ["cef-dlp.log"],
+    "purview-endpoint": ["purview-endpoint-dlp.jsonl", "purview-aip-discover.json"],
 }
 
 

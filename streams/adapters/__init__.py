@@ -17,6 +17,7 @@ from streams.adapters import (
     netskope,
     okta,
     osquery,
+    purview_endpoint,
     zscaler_zia,
 )
 from streams.adapters.records import Adapter
@@ -34,6 +35,7 @@ ADAPTERS: dict[str, Adapter] = {
         Adapter(osquery.SOURCE, osquery.adapt, osquery.ENVELOPES),
         Adapter(crowdstrike.SOURCE, crowdstrike.adapt, crowdstrike.ENVELOPES),
         Adapter(cef_dlp.SOURCE, cef_dlp.adapt, cef_dlp.ENVELOPES, text=True),
+        Adapter(purview_endpoint.SOURCE, purview_endpoint.adapt, purview_endpoint.ENVELOPES),
     )
 }
 SOURCES = tuple(ADAPTERS)
