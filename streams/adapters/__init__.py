@@ -11,6 +11,7 @@ from streams.adapters import (
     cef_dlp,
     crowdstrike,
     entra_signin,
+    google_rules,
     google_workspace,
     intune,
     m365,
@@ -35,6 +36,7 @@ ADAPTERS: dict[str, Adapter] = {
         Adapter(osquery.SOURCE, osquery.adapt, osquery.ENVELOPES),
         Adapter(crowdstrike.SOURCE, crowdstrike.adapt, crowdstrike.ENVELOPES),
         Adapter(cef_dlp.SOURCE, cef_dlp.adapt, cef_dlp.ENVELOPES, text=True),
+        Adapter(google_rules.SOURCE, google_rules.adapt, google_rules.ENVELOPES),
         Adapter(purview_endpoint.SOURCE, purview_endpoint.adapt, purview_endpoint.ENVELOPES),
     )
 }

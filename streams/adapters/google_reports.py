@@ -1,0 +1,64 @@
+"""What the Google Workspace Reports API's activities share, for the
+adapters of its applications (`rules`, `mobile`, `context_aware_access`).
+
+Vendor schema: Admin SDK Reports API, `activities` resource
+(developers.google.com/admin-sdk/reports/reference/rest/v1/activities):
+`id.time` (RFC 3339, UTC), `id.uniqueQualifier`, `id.applicationName`,
+`actor.email`, `ipAddress`, and `events[]`, each with `type`, `name` and
+`parameters[]` (`{"name", "value" | "intValue" | "boolValue" | "multiValue" |
+"multiIntValue" | "messageValue" | "multiMessageValue"}`). Some shippers split
+an activity into one record per event, with `events` a single object.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streams.adapters.canonical import unrecognised_shape
+from streams.adapters.records import Unmappable, field, iso_time, required
+
+ENVELOPES = ("items",)
+_SCALARS = ("value", "intValue", "boolValue", "multiValue", "multiIntValue", "multiBoolValue")
+
+
+def application_of(source: str, record: dict[str, Any]) -> str:
+    """The activity's application; a record that is not an activity is a dead letter."""
+    application = field(record, "id.applicationName")
+    if not isinstance(application, str) or "events" not in record:
+        raise unrecognised_shape(source, record)
+    return application
+
+
+def events_of(record: dict[str, Any]) -> list[dict[str, Any]]:
+    events = record.get("events")
+    if isinstance(events, dict):
+        return [events]
+    if isinstance(events, list) and all(isinstance(e, dict) for e in events):
+        return events
+    raise Unmappable("events", "neither an event nor a list of events")
+
+
+def parameters(event: dict[str, Any]) -> dict[str, Any]:
+    """An event's parameters by name; a message is a dict of its own
+    parameters, a list of messages a list of such dicts."""
+    found: dict[str, Any] = {}
+    for p in event.get("parameters") or ():
+        if not isinstance(p, dict):
+            continue
+        if "messageValue" in p:
+            found[p.get("name")] = _message(p["messageValue"])
+        elif "multiMessageValue" in p:
+            found[p.get("name")] = [_message(m) for m in p["multiMessageValue"] or ()]
+        else:
+            found[p.get("name")] = next((p[k] for k in _SCALARS if k in p), None)
+    return found
+
+
+def _message(message: Any) -> dict[str, Any]:
+    return parameters({"parameters": (message or {}).get("parameter")})
+
+
+def activity_time(record: dict[str, Any]) -> tuple[str, Any]:
+    """The activity's time and unique qualifier, which with the event's
+    position make its events' ids."""
+    return iso_time(field(record, "id.time"), "id.time"), required(record, "id.uniqueQualifier")
