@@ -14,6 +14,7 @@ from streams.adapters import (
     google_rules,
     google_workspace,
     intune,
+    jamf,
     m365,
     netskope,
     okta,
@@ -36,6 +37,7 @@ ADAPTERS: dict[str, Adapter] = {
         Adapter(osquery.SOURCE, osquery.adapt, osquery.ENVELOPES),
         Adapter(crowdstrike.SOURCE, crowdstrike.adapt, crowdstrike.ENVELOPES),
         Adapter(cef_dlp.SOURCE, cef_dlp.adapt, cef_dlp.ENVELOPES, text=True),
+        Adapter(jamf.SOURCE, jamf.adapt, jamf.ENVELOPES),
         Adapter(google_rules.SOURCE, google_rules.adapt, google_rules.ENVELOPES),
         Adapter(purview_endpoint.SOURCE, purview_endpoint.adapt, purview_endpoint.ENVELOPES),
     )
