@@ -48,6 +48,7 @@ FIXTURES = {
     "osquery": ["osquery-results.log", "day/osquery.log"],
     "crowdstrike": ["crowdstrike-zta.json", "crowdstrike-hosts.jsonl"],
     "cef-dlp": ["cef-dlp.log"],
+    "entra-device": ["entra-devices-page.json", "entra-device-get.json"],
     "jamf": ["jamf-computers-inventory.json", "jamf-inventory-elastic.json"],
     "google-workspace-rules": ["google-rules-activities.log", "google-rules-page.json"],
     "purview-endpoint": ["purview-endpoint-dlp.jsonl", "purview-aip-discover.json"],

@@ -10,6 +10,7 @@ from __future__ import annotations
 from streams.adapters import (
     cef_dlp,
     crowdstrike,
+    entra_device,
     entra_signin,
     google_rules,
     google_workspace,
@@ -37,6 +38,7 @@ ADAPTERS: dict[str, Adapter] = {
         Adapter(osquery.SOURCE, osquery.adapt, osquery.ENVELOPES),
         Adapter(crowdstrike.SOURCE, crowdstrike.adapt, crowdstrike.ENVELOPES),
         Adapter(cef_dlp.SOURCE, cef_dlp.adapt, cef_dlp.ENVELOPES, text=True),
+        Adapter(entra_device.SOURCE, entra_device.adapt, entra_device.ENVELOPES),
         Adapter(jamf.SOURCE, jamf.adapt, jamf.ENVELOPES),
         Adapter(google_rules.SOURCE, google_rules.adapt, google_rules.ENVELOPES),
         Adapter(purview_endpoint.SOURCE, purview_endpoint.adapt, purview_endpoint.ENVELOPES),
