@@ -50,6 +50,7 @@ FIXTURES = {
     "cef-dlp": ["cef-dlp.log"],
     "entra-device": ["entra-devices-page.json", "entra-device-get.json"],
     "jamf": ["jamf-computers-inventory.json", "jamf-inventory-elastic.json"],
+    "google-workspace-devices": ["google-device-page.json", "google-device-activities.log"],
     "google-workspace-rules": ["google-rules-activities.log", "google-rules-page.json"],
     "purview-endpoint": ["purview-endpoint-dlp.jsonl", "purview-aip-discover.json"],
 }

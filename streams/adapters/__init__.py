@@ -12,6 +12,7 @@ from streams.adapters import (
     crowdstrike,
     entra_device,
     entra_signin,
+    google_devices,
     google_rules,
     google_workspace,
     intune,
@@ -40,6 +41,7 @@ ADAPTERS: dict[str, Adapter] = {
         Adapter(cef_dlp.SOURCE, cef_dlp.adapt, cef_dlp.ENVELOPES, text=True),
         Adapter(entra_device.SOURCE, entra_device.adapt, entra_device.ENVELOPES),
         Adapter(jamf.SOURCE, jamf.adapt, jamf.ENVELOPES),
+        Adapter(google_devices.SOURCE, google_devices.adapt, google_devices.ENVELOPES),
         Adapter(google_rules.SOURCE, google_rules.adapt, google_rules.ENVELOPES),
         Adapter(purview_endpoint.SOURCE, purview_endpoint.adapt, purview_endpoint.ENVELOPES),
     )
