@@ -22,6 +22,7 @@ from streams.adapters import (
     okta,
     osquery,
     purview_endpoint,
+    slack,
     zscaler_zia,
 )
 from streams.adapters.records import Adapter
@@ -44,6 +45,7 @@ ADAPTERS: dict[str, Adapter] = {
         Adapter(google_devices.SOURCE, google_devices.adapt, google_devices.ENVELOPES),
         Adapter(google_rules.SOURCE, google_rules.adapt, google_rules.ENVELOPES),
         Adapter(purview_endpoint.SOURCE, purview_endpoint.adapt, purview_endpoint.ENVELOPES),
+        Adapter(slack.SOURCE, slack.adapt, slack.ENVELOPES),
     )
 }
 SOURCES = tuple(ADAPTERS)
