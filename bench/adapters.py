@@ -52,6 +52,7 @@ FIXTURES = {
     "jamf": ["jamf-computers-inventory.json", "jamf-inventory-elastic.json"],
     "google-workspace-devices": ["google-device-page.json", "google-device-activities.log"],
     "google-workspace-rules": ["google-rules-activities.log", "google-rules-page.json"],
+    "symantec-dlp": ["symantec-dlp-incidents.jsonl", "symantec-dlp-static-attributes.jsonl"],
     "slack": ["slack-audit.log", "slack-audit-page.json"],
     "purview-endpoint": ["purview-endpoint-dlp.jsonl", "purview-aip-discover.json"],
 }

@@ -23,6 +23,7 @@ from streams.adapters import (
     osquery,
     purview_endpoint,
     slack,
+    symantec_dlp,
     zscaler_zia,
 )
 from streams.adapters.records import Adapter
@@ -46,6 +47,7 @@ ADAPTERS: dict[str, Adapter] = {
         Adapter(google_rules.SOURCE, google_rules.adapt, google_rules.ENVELOPES),
         Adapter(purview_endpoint.SOURCE, purview_endpoint.adapt, purview_endpoint.ENVELOPES),
         Adapter(slack.SOURCE, slack.adapt, slack.ENVELOPES),
+        Adapter(symantec_dlp.SOURCE, symantec_dlp.adapt, symantec_dlp.ENVELOPES),
     )
 }
 SOURCES = tuple(ADAPTERS)
