@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from streams.adapters.canonical import unrecognised_shape
-from streams.adapters.records import Unmappable, field, iso_time, required
+from streams.adapters.records import Unmappable, iso_time
 
 ENVELOPES = ("items",)
 _SCALARS = ("value", "intValue", "boolValue", "multiValue", "multiIntValue", "multiBoolValue")
@@ -23,7 +23,8 @@ _SCALARS = ("value", "intValue", "boolValue", "multiValue", "multiIntValue", "mu
 
 def application_of(source: str, record: dict[str, Any]) -> str:
     """The activity's application; a record that is not an activity is a dead letter."""
-    application = field(record, "id.applicationName")
+    ids = record.get("id")
+    application = ids.get("applicationName") if isinstance(ids, dict) else None
     if not isinstance(application, str) or "events" not in record:
         raise unrecognised_shape(source, record)
     return application
@@ -41,17 +42,23 @@ def events_of(record: dict[str, Any]) -> list[dict[str, Any]]:
 def parameters(event: dict[str, Any]) -> dict[str, Any]:
     """An event's parameters by name; a message is a dict of its own
     parameters, a list of messages a list of such dicts."""
-    found: dict[str, Any] = {}
-    for p in event.get("parameters") or ():
-        if not isinstance(p, dict):
-            continue
-        if "messageValue" in p:
-            found[p.get("name")] = _message(p["messageValue"])
-        elif "multiMessageValue" in p:
-            found[p.get("name")] = [_message(m) for m in p["multiMessageValue"] or ()]
-        else:
-            found[p.get("name")] = next((p[k] for k in _SCALARS if k in p), None)
-    return found
+    # Most parameters are plain strings: `value` first, the other kinds rarely.
+    return {
+        p.get("name"): p["value"] if "value" in p else _other_value(p)
+        for p in event.get("parameters") or ()
+        if isinstance(p, dict)
+    }
+
+
+def _other_value(p: dict[str, Any]) -> Any:
+    if "messageValue" in p:
+        return _message(p["messageValue"])
+    if "multiMessageValue" in p:
+        return [_message(m) for m in p["multiMessageValue"] or ()]
+    for key in _SCALARS:
+        if key in p:
+            return p[key]
+    return None
 
 
 def _message(message: Any) -> dict[str, Any]:
@@ -61,4 +68,8 @@ def _message(message: Any) -> dict[str, Any]:
 def activity_time(record: dict[str, Any]) -> tuple[str, Any]:
     """The activity's time and unique qualifier, which with the event's
     position make its events' ids."""
-    return iso_time(field(record, "id.time"), "id.time"), required(record, "id.uniqueQualifier")
+    ids = record["id"]  # application_of has seen it is an object
+    qualifier = ids.get("uniqueQualifier")
+    if qualifier is None or qualifier == "":
+        raise Unmappable("id.uniqueQualifier", "missing")
+    return iso_time(ids.get("time"), "id.time"), qualifier

@@ -45,10 +45,10 @@ ENCRYPTED = frozenset({"encrypted", "true", "yes"})
 
 
 def adapt(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
-    if "category" in record and "properties" in record:
-        return _diagnostic(record, mapping)
     if "id" in record and ("lastSyncDateTime" in record or "complianceState" in record):
         return _managed_device(record, mapping)
+    if "category" in record and "properties" in record:
+        return _diagnostic(record, mapping)
     raise unrecognised_shape(SOURCE, record)
 
 
@@ -125,9 +125,10 @@ def _diagnostic_controls(properties: dict[str, Any]) -> dict[str, bool]:
 
 
 def _jailbroken(value: Any, platform: Any) -> bool:
-    state = str(value or "Unknown").strip().lower()
-    phone = platform_of(platform if isinstance(platform, str) else None) in ("ios", "android")
-    return state == "true" or (phone and state == "unknown")
+    state = value if value in ("True", "False") else "Unknown"
+    if state != "Unknown":
+        return state == "True"
+    return platform_of(platform if isinstance(platform, str) else None) in ("ios", "android")
 
 
 def _user(value: Any) -> str | None:
