@@ -17,6 +17,10 @@ does not report MDM enrolment, encryption or endpoint protection in these
 events (`NOT_REPORTED`). Device events without either parameter (syncs,
 app reports, account changes) are skipped by name; activities are read by
 their parameters, whatever `applicationName` a shipper gives them.
+Context-Aware Access denials (`ACCESS_DENY_EVENT`,
+developers.google.com/admin-sdk/reports/v1/appendix/activity/context-aware-access)
+name the access levels a device missed, not which control: they are counted
+as skips too.
 """
 
 from __future__ import annotations

@@ -28,3 +28,10 @@ def test_public_fixture_placeholders_are_refused_by_field(mapping: VendorMapping
     assert run.counts.skipped == {"login DEVICE_SYNC_EVENT": 1}
     [letter] = run.dead  # "os11" and "patch level" give no age
     assert letter["field"] == "events.parameters.OS_VERSION"
+
+
+def test_context_aware_access_denials_are_counted_not_postures(mapping: VendorMapping) -> None:
+    # A denial says an access level was not met, not which control failed.
+    run = adapt_file("google-workspace-devices", "google-caa-activities.log", mapping)
+    assert run.events == [] and run.dead == []
+    assert run.counts.skipped == {"token ACCESS_DENY_EVENT": 1}

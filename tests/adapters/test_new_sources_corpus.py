@@ -24,6 +24,7 @@ FILES = {
     "entra-devices-page.json": "entra-device",
     "google-device-activities.log": "google-workspace-devices",
     "google-device-page.json": "google-workspace-devices",
+    "google-caa-activities.log": "google-workspace-devices",
     "slack-audit.log": "slack",
     "slack-audit-page.json": "slack",
     "symantec-dlp-static-attributes.jsonl": "symantec-dlp",
