@@ -55,6 +55,7 @@ def adapt(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
 def _managed_device(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
     intune_id = text_of(record, "id")
     synced = iso_time(record.get("lastSyncDateTime"), "lastSyncDateTime")
+    user = record.get("userPrincipalName")
     return [
         device_posture(
             mapping,
@@ -62,7 +63,7 @@ def _managed_device(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
             event_id=derived_id(SOURCE, intune_id, synced),
             timestamp=synced,
             device_id=mapping.device_of(record.get("azureADDeviceId"), intune_id) or intune_id,
-            user_id=_user(record.get("userPrincipalName")),
+            user_id=user.strip().lower() if isinstance(user, str) and user.strip() else None,
             os_patch_age_days=mapping.patch_age(
                 record.get("operatingSystem"), record.get("osVersion"), synced, path="osVersion"
             ),
