@@ -10,13 +10,20 @@ from __future__ import annotations
 from streams.adapters import (
     cef_dlp,
     crowdstrike,
+    entra_device,
     entra_signin,
+    google_devices,
+    google_rules,
     google_workspace,
     intune,
+    jamf,
     m365,
     netskope,
     okta,
     osquery,
+    purview_endpoint,
+    slack,
+    symantec_dlp,
     zscaler_zia,
 )
 from streams.adapters.records import Adapter
@@ -48,6 +55,38 @@ ADAPTERS: dict[str, Adapter] = {
             crowdstrike.SOURCE, crowdstrike.adapt, crowdstrike.ENVELOPES, shapes=crowdstrike.SHAPES
         ),
         Adapter(cef_dlp.SOURCE, cef_dlp.adapt, cef_dlp.ENVELOPES, text=True),
+        Adapter(
+            entra_device.SOURCE,
+            entra_device.adapt,
+            entra_device.ENVELOPES,
+            shapes=entra_device.SHAPES,
+        ),
+        Adapter(jamf.SOURCE, jamf.adapt, jamf.ENVELOPES, shapes=jamf.SHAPES),
+        Adapter(
+            google_devices.SOURCE,
+            google_devices.adapt,
+            google_devices.ENVELOPES,
+            shapes=google_devices.SHAPES,
+        ),
+        Adapter(
+            google_rules.SOURCE,
+            google_rules.adapt,
+            google_rules.ENVELOPES,
+            shapes=google_rules.SHAPES,
+        ),
+        Adapter(
+            purview_endpoint.SOURCE,
+            purview_endpoint.adapt,
+            purview_endpoint.ENVELOPES,
+            shapes=purview_endpoint.SHAPES,
+        ),
+        Adapter(slack.SOURCE, slack.adapt, slack.ENVELOPES, shapes=slack.SHAPES),
+        Adapter(
+            symantec_dlp.SOURCE,
+            symantec_dlp.adapt,
+            symantec_dlp.ENVELOPES,
+            shapes=symantec_dlp.SHAPES,
+        ),
     )
 }
 SOURCES = tuple(ADAPTERS)

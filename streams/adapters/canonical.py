@@ -14,6 +14,13 @@ from streams.adapters.records import CanonicalEvent, Unmappable, masked
 
 _SHA256 = frozenset("0123456789abcdefABCDEF")
 
+# A posture control the source does not report. The canonical event has no
+# "unknown" yet, so an unreported control counts as not met, as the
+# Intune, osquery and Falcon ZTA adapters have always done (an unknown device
+# is not assumed safe). Each posture adapter decides its controls in one
+# small function that uses this, so "unknown" can replace it in one place.
+NOT_REPORTED = False
+
 
 def user_of(value: Any, path: str) -> str:
     """User ids as one form across sources: the UPN or e-mail, lower-cased,
