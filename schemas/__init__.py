@@ -8,6 +8,7 @@ from schemas.durations import Duration, format_duration, parse_duration
 from schemas.events import (
     ACTIONS,
     CHANNELS,
+    POSTURE_CONTROLS,
     STREAMS,
     ControlReview,
     DevicePosture,
@@ -33,6 +34,7 @@ from schemas.policy import (
 __all__ = [
     "ACTIONS",
     "CHANNELS",
+    "POSTURE_CONTROLS",
     "RULE_IDS",
     "SEVERITIES",
     "STREAMS",
