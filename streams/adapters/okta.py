@@ -80,8 +80,8 @@ def posture_of(record: dict[str, Any], seen: CanonicalEvent) -> list[CanonicalEv
     return posture_seen_at(
         seen,
         managed=_flag(device.get("managed")),
-        disk_encrypted=DISK_ENCRYPTED.get(str(device.get("disk_encryption_type")).upper()),
-        screen_lock=SCREEN_LOCK.get(str(device.get("screen_lock_type")).upper()),
+        disk_encrypted=_named(DISK_ENCRYPTED, device.get("disk_encryption_type")),
+        screen_lock=_named(SCREEN_LOCK, device.get("screen_lock_type")),
         jailbroken=_flag(device.get("jailbreak")),
     )
 
@@ -107,3 +107,9 @@ def posture_only(record: dict[str, Any], mapping: VendorMapping) -> list[Canonic
 
 def _flag(value: Any) -> bool | None:
     return value if isinstance(value, bool) else None
+
+
+def _named(values: dict[str, bool], value: Any) -> bool | None:
+    """A documented vendor value's meaning; absent (null) or unknown: None,
+    never the meaning of the word "NONE"."""
+    return values.get(value.upper()) if isinstance(value, str) else None
