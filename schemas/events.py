@@ -60,6 +60,9 @@ class SaasAccess(_Event):
     object: ObjectRef | None = None
 
 
+_UNSAID = "null: the source does not speak for this control (unknown, never assumed to pass)"
+Control = Annotated[bool | None, Field(description=_UNSAID)]
+
 # The controls a posture can speak for, in the policy's words (`posture.require`).
 POSTURE_CONTROLS = (
     "managed",
@@ -81,12 +84,12 @@ class DevicePosture(_Event):
     stream: Literal["device_posture"] = "device_posture"
     device_id: Id
     user_id: Id | None = None
-    managed: bool | None
-    edr_running: bool | None
-    disk_encrypted: bool | None
-    screen_lock: bool | None
-    os_patch_age_days: Annotated[int, Field(ge=0, le=100_000)] | None
-    jailbroken: bool | None = False
+    managed: Control
+    edr_running: Control
+    disk_encrypted: Control
+    screen_lock: Control
+    os_patch_age_days: Annotated[int | None, Field(ge=0, le=100_000, description=_UNSAID)]
+    jailbroken: Control = False
 
     @model_validator(mode="after")
     def _speaks_for_something(self) -> DevicePosture:
