@@ -94,7 +94,9 @@ def test_okta_single_sign_on_brings_its_device_posture_beside_the_access(
 
 
 def test_entra_sign_in_speaks_for_managed_only(mapping: VendorMapping) -> None:
-    pairs = _pairs(adapt_file("entra-signin", "entra-device-detail-lookalike.json", mapping).events)
+    pairs = _pairs(
+        adapt_file("entra-signin", "entra-signin-device-detail-lookalike.json", mapping).events
+    )
     # isManaged true beside isCompliant false: managed; the failed compliance
     # does not say which control failed, so it names none.
     access, posture = pairs["6b3f1c2e-7a1d-4e8f-9b20-5c4d3e2f1a01"]
@@ -117,7 +119,7 @@ def test_entra_sign_in_speaks_for_managed_only(mapping: VendorMapping) -> None:
 
 def test_entra_sign_in_without_a_device_id_has_no_posture(mapping: VendorMapping) -> None:
     """elastic/integrations' Event Hubs record: `deviceDetail` names no device."""
-    run = adapt_file("entra-signin", "entra-signinlogs-elastic.jsonl", mapping)
+    run = adapt_file("entra-signin", "entra-signin-logs-elastic.jsonl", mapping)
     assert [e["stream"] for e in run.events] == ["saas_access"]
     assert run.events[0]["device_id"] is None
 
