@@ -62,8 +62,13 @@ def adapt(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
 # API's `diskEncryptionType` and `screenLockType`). SYSTEM_VOLUME counts as
 # encrypted, as Intune's `isEncrypted` does for the OS drive; a value not
 # listed here is unknown.
-DISK_ENCRYPTED = {"NONE": False, "FULL": True, "USER": True, "ALL_INTERNAL_VOLUMES": True,
-                  "SYSTEM_VOLUME": True}  # fmt: skip
+DISK_ENCRYPTED = {
+    "NONE": False,
+    "FULL": True,
+    "USER": True,
+    "ALL_INTERNAL_VOLUMES": True,
+    "SYSTEM_VOLUME": True,
+}
 SCREEN_LOCK = {"NONE": False, "PASSCODE": True, "BIOMETRIC": True}
 
 
