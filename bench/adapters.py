@@ -45,7 +45,7 @@ VENDORS = ROOT / "tests" / "fixtures" / "vendors"
 FIXTURES = {
     "okta": ["okta-logs-page.json", "day/okta.json"],
     "m365": ["m365-content-blob.json", "day/m365.json"],
-    "entra-signin": ["entra-signins-graph-page.json", "entra-signins-eventhub.json"],
+    "entra-signin": ["entra-signin-graph-page.json", "entra-signin-eventhub.json"],
     "google-workspace": ["google-workspace-activities.json"],
     "netskope": ["netskope-events.jsonl", "day/netskope.jsonl"],
     "zscaler-zia": ["zscaler-nss-web.jsonl"],

@@ -18,7 +18,8 @@ from typing import Any, Literal
 
 from detectors.calendar import DAY, day_of, to_datetime
 from detectors.masking import mask_text
-from detectors.policy_in_force import PolicyInForce, posture_flags
+from detectors.policy_in_force import PolicyInForce
+from detectors.posture import ALL_CONTROLS, as_of, held, posture_view, remember
 from detectors.release_queue import ReleaseQueue
 from detectors.rules import (
     sep001_unevaluated_saas as sep001,
@@ -56,7 +57,7 @@ from detectors.rules import (
 from detectors.rules.base import Hit, Rule
 from detectors.rules.dlp_common import Destination
 from detectors.state import EngineState
-from detectors.views import AccessView, DlpView, PostureView, ReviewView
+from detectors.views import AccessView, DlpView, ReviewView
 from schemas import (
     STREAMS,
     ControlReview,
@@ -93,7 +94,6 @@ SWEEP_EVERY = 6 * 3600.0  # event-time seconds between sweeps of idle devices an
 
 Stage = Literal["all", "device", "user", "review"]
 Handler = Callable[[Any, float, float, list["Finding"]], None]
-_NO_POSTURES: tuple[bool, tuple[PostureView, ...]] = (False, ())
 
 
 def finding_id(rule_id: str, trigger: str) -> str:
@@ -359,31 +359,33 @@ class Engine:
     def _judge_posture(self, access: AccessView, out: list[Finding]) -> None:
         self._use_policy(access.ts)
         posture = None
+        max_age = self._max_age
         if access.device_id is not None:
-            evicted, entries = self.state.postures.get(access.device_id, _NO_POSTURES)
-            for p in reversed(entries):
-                if p[0] <= access.ts:
-                    break
-            else:
-                if evicted:  # the as-of posture was forgotten: a very late access
+            stored = self.state.postures.get(access.device_id)
+            if stored is not None:
+                exact_from, entries = held(stored)
+                if exact_from is not None and access.ts < exact_from:
+                    # Its postures were forgotten: a very late access.
                     self.stats["decisions.posture_unknowable"] += 1
                     return
-                p = None
-            if p is not None:
-                if access.ts - p[0] <= self._max_age and not self.policy.posture_failures(
-                    p[2], p[3]
-                ):
-                    return  # the common case: a recent, compliant posture
-                posture = PostureView._make(p)
+                for p in reversed(entries):
+                    if p[0] <= access.ts:
+                        if (
+                            p[4] == ALL_CONTROLS
+                            and access.ts - p[0] <= max_age
+                            and not self.policy.posture_failures(p[2], p[3])
+                        ):
+                            return  # the common case: a recent, full, compliant posture
+                        break
+                posture = as_of(entries, access.ts, max_age)
         trigger = f"saas_access|{access.source}|{access.event_id}"
-        max_age = self.policy.posture_max_age
         if posture is not None:
-            failures = self.policy.posture_failures(posture.flags, posture.patch_age)
-            hit = sep006.check(access, posture, max_age, failures)
+            failures = self.policy.posture_failures(posture.flags, posture.patch_age, posture.known)
+            hit = sep006.check(access, posture, failures)
             if hit:
                 out.append(self._access_finding(sep006.RULE, hit, trigger, access))
                 return
-        hit = sep007.check(access, posture, max_age)
+        hit = sep007.check(access, posture)
         if hit:
             out.append(self._access_finding(sep007.RULE, hit, trigger, access))
 
@@ -395,47 +397,8 @@ class Engine:
     # -- device_posture ----------------------------------------------------------
 
     def _on_posture(self, ev: DevicePosture, ts: float, w: float, out: list[Finding]) -> None:
-        view = PostureView(
-            ts,
-            ev.event_id,
-            posture_flags(
-                ev.managed, ev.edr_running, ev.disk_encrypted, ev.screen_lock, ev.jailbroken
-            ),
-            ev.os_patch_age_days,
-        )
         postures = self.state.postures
-        evicted, stored = postures.get(ev.device_id, _NO_POSTURES)
-        if not stored:
-            postures[ev.device_id] = (evicted, [view])
-            return
-        last = stored[-1]
-        if last[0] <= w:
-            # Every posture held is at or before the watermark (the common
-            # case): only the newest of them and the new one can still matter.
-            if (last[0], last[1]) > (ts, ev.event_id):
-                postures[ev.device_id] = (True, stored)  # the new one is already too old
-            elif ts <= w:
-                postures[ev.device_id] = (True, [view])
-            else:
-                postures[ev.device_id] = (evicted or len(stored) > 1, [last, view])
-            return
-        entries = list(stored)
-        # Ordered by (time, event id): of two postures stamped the same
-        # second, the same one is "latest" whatever order they arrived in.
-        i = len(entries)
-        while i and (entries[i - 1][0], entries[i - 1][1]) > (ts, ev.event_id):
-            i -= 1
-        entries.insert(i, view)
-        # Keep the latest posture at or before the watermark and all after it:
-        # no access still to be judged can need an older one.
-        keep = 0
-        for j, p in enumerate(entries):
-            if p[0] <= w:
-                keep = j
-        if keep:
-            evicted = True
-            entries = entries[keep:]
-        self.state.postures[ev.device_id] = (evicted, entries)
+        postures[ev.device_id] = remember(postures.get(ev.device_id), posture_view(ev, ts), w)
 
     # -- dlp_alert: SEP-003/004/005 --------------------------------------------
 

@@ -8,6 +8,7 @@ from schemas.durations import Duration, format_duration, parse_duration
 from schemas.events import (
     ACTIONS,
     CHANNELS,
+    POSTURE_CONTROLS,
     STREAMS,
     AuthInfo,
     ControlReview,
@@ -36,6 +37,7 @@ from schemas.policy import (
 __all__ = [
     "ACTIONS",
     "CHANNELS",
+    "POSTURE_CONTROLS",
     "RULE_IDS",
     "SEVERITIES",
     "STREAMS",

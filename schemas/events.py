@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 STREAMS = ("saas_access", "device_posture", "dlp_alert", "control_review")
 ACTIONS = ("login", "view", "download", "upload", "edit", "share", "delete", "other")
@@ -74,18 +74,42 @@ class SaasAccess(_Event):
     shared_with_domain: Annotated[str, Field(max_length=253)] | None = None
 
 
+_UNSAID = "null: the source does not speak for this control (unknown, never assumed to pass)"
+Control = Annotated[bool | None, Field(description=_UNSAID)]
+
+# The controls a posture can speak for, in the policy's words (`posture.require`).
+POSTURE_CONTROLS = (
+    "managed",
+    "edr_running",
+    "disk_encrypted",
+    "screen_lock",
+    "jailbroken",
+    "os_patch_age_days",
+)
+
+
 class DevicePosture(_Event):
-    """The state of an endpoint at a time."""
+    """The state of an endpoint at a time. A control that is null is one the
+    source does not speak for (an access log's device assurance knows some
+    controls, not all): unknown, never assumed to pass. Each control must be
+    given, as a value or as null, so a producer's omission is not taken for
+    silence; `jailbroken` alone keeps its documented default, false."""
 
     stream: Literal["device_posture"] = "device_posture"
     device_id: Id
     user_id: Id | None = None
-    managed: bool
-    edr_running: bool
-    disk_encrypted: bool
-    screen_lock: bool
-    os_patch_age_days: Annotated[int, Field(ge=0, le=100_000)]
-    jailbroken: bool = False
+    managed: Control
+    edr_running: Control
+    disk_encrypted: Control
+    screen_lock: Control
+    os_patch_age_days: Annotated[int | None, Field(ge=0, le=100_000, description=_UNSAID)]
+    jailbroken: Control = False
+
+    @model_validator(mode="after")
+    def _speaks_for_something(self) -> DevicePosture:
+        if all(getattr(self, c) is None for c in POSTURE_CONTROLS):
+            raise ValueError("a posture must give at least one control a value")
+        return self
 
 
 class DlpAlert(_Event):

@@ -30,11 +30,14 @@ POLICY = _BASE.model_copy(
 )
 
 
-def _events() -> list[Any]:
+def _events(partial: bool = False) -> list[Any]:
+    """Simulated traffic; with `partial`, every other access with a device
+    also brings the partial posture an access log carries (as the Okta,
+    Entra and Netskope adapters emit it), stamped like the access."""
     start = datetime(2026, 11, 23, tzinfo=UTC)
-    return [
-        EventAdapter.validate_python(e)
-        for e in simulate(
+    out = []
+    for i, e in enumerate(
+        simulate(
             POLICY,
             users=150,
             devices=160,
@@ -43,12 +46,30 @@ def _events() -> list[Any]:
             seed=3,
             start=start,
         )
-    ]
+    ):
+        out.append(EventAdapter.validate_python(e))
+        if partial and e["stream"] == "saas_access" and e.get("device_id") and i % 2:
+            posture = {
+                "stream": "device_posture",
+                "event_id": f"{e['event_id']}:posture",
+                "timestamp": e["timestamp"],
+                "entity": e["entity"],
+                "device_id": e["device_id"],
+                "managed": i % 7 != 1,
+                "edr_running": None,
+                "disk_encrypted": True,
+                "screen_lock": i % 5 != 1,
+                "os_patch_age_days": None,
+                "jailbroken": None,
+            }
+            out.append(EventAdapter.validate_python(posture))
+    return out
 
 
+@pytest.mark.parametrize("partial", [False, True], ids=["full postures", "partial postures too"])
 @pytest.mark.parametrize("partitions", [1, 4])
-def test_stages_on_partitions_find_what_one_engine_finds(partitions: int) -> None:
-    events = _events()
+def test_stages_on_partitions_find_what_one_engine_finds(partitions: int, partial: bool) -> None:
+    events = _events(partial)
     whole = Engine(POLICY, now=lambda: cases.FIXED_NOW).run(events)
     engines: dict[tuple[Stage, int], Engine] = defaultdict()
     found = []

@@ -147,3 +147,41 @@ def dlp_alert(
         "snippet": mask_text(" | ".join(matched))[:4096] if matched else None,
         "source": source,
     }
+
+
+def posture_seen_at(
+    access: CanonicalEvent,
+    *,
+    managed: bool | None = None,
+    edr_running: bool | None = None,
+    disk_encrypted: bool | None = None,
+    screen_lock: bool | None = None,
+    jailbroken: bool | None = None,
+) -> list[CanonicalEvent]:
+    """The device posture an access record carries (an identity provider's
+    or proxy's device assurance), as a `device_posture` of its own: the same
+    device, time and unit as the access, an id derived from the access's, and
+    only the controls the record speaks for; the others null (unknown, never
+    assumed to pass). None of them given, or no device named: nothing."""
+    controls = {
+        "managed": managed,
+        "edr_running": edr_running,
+        "disk_encrypted": disk_encrypted,
+        "screen_lock": screen_lock,
+        "jailbroken": jailbroken,
+    }
+    if access.get("device_id") is None or all(v is None for v in controls.values()):
+        return []
+    return [
+        {
+            "stream": "device_posture",
+            "event_id": f"{access['event_id'][:240]}:posture",
+            "timestamp": access["timestamp"],
+            "entity": access["entity"],
+            "device_id": access["device_id"],
+            "user_id": access.get("user_id"),
+            **controls,
+            "os_patch_age_days": None,
+            "source": access["source"],
+        }
+    ]

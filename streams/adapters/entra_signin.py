@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.adapters.canonical import saas_access, user_of
+from streams.adapters.canonical import posture_seen_at, saas_access, user_of
 from streams.adapters.mapping import VendorMapping
-from streams.adapters.records import Adapted, Skip, field, iso_time, text_of
+from streams.adapters.records import Adapted, CanonicalEvent, Skip, field, iso_time, text_of
 
 SOURCE = "entra-signin"
 ENVELOPES = ("value", "records")
@@ -39,17 +39,34 @@ def adapt(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
     if error not in (0, "0", None):
         return Skip("failed sign-in")
     app = record.get("appDisplayName") or record.get("resourceDisplayName")
-    return [
-        saas_access(
-            mapping,
-            source=SOURCE,
-            event_id=text_of(record, "id"),
-            timestamp=iso_time(record.get("createdDateTime"), "createdDateTime"),
-            user_id=user_of(record.get("userPrincipalName"), "userPrincipalName"),
-            saas_app=mapping.app_or_passthrough(app, path="appDisplayName"),
-            action="login",
-            ip=record.get("ipAddress"),
-            ip_path="ipAddress",
-            device_id=mapping.device_of(field(record, "deviceDetail.deviceId")),
-        )
-    ]
+    access = saas_access(
+        mapping,
+        source=SOURCE,
+        event_id=text_of(record, "id"),
+        timestamp=iso_time(record.get("createdDateTime"), "createdDateTime"),
+        user_id=user_of(record.get("userPrincipalName"), "userPrincipalName"),
+        saas_app=mapping.app_or_passthrough(app, path="appDisplayName"),
+        action="login",
+        ip=record.get("ipAddress"),
+        ip_path="ipAddress",
+        device_id=mapping.device_of(field(record, "deviceDetail.deviceId")),
+    )
+    return [access, *posture_of(record, access)]
+
+
+def posture_of(record: dict[str, Any], access: CanonicalEvent) -> list[CanonicalEvent]:
+    """What the sign-in's `deviceDetail` speaks for: `isManaged` is managed.
+    `isCompliant` is Intune's verdict on the bank's own compliance policy,
+    not one control: true says the device is enrolled (only an enrolled
+    device is judged compliant), so managed where `isManaged` is absent;
+    false does not say which setting failed, so it speaks for nothing (the
+    Intune feed, keyed by the same device id, says which). `trustType`
+    (joined or registered) is not management. Encryption, EDR, screen lock,
+    jailbreak and patch level stay unknown."""
+    detail = record.get("deviceDetail")
+    if not isinstance(detail, dict):
+        return []
+    managed = detail.get("isManaged")
+    if not isinstance(managed, bool):
+        managed = True if detail.get("isCompliant") is True else None
+    return posture_seen_at(access, managed=managed)
