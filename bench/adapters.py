@@ -59,8 +59,14 @@ FIXTURES = {
     "cef-dlp": ["cef-dlp.log"],
     "entra-device": ["entra-device-list-page.json", "entra-device-get.json"],
     "jamf": ["jamf-computers-inventory.json", "jamf-inventory-elastic.json"],
-    "google-workspace-devices": ["google-workspace-devices-page.json", "google-workspace-devices-activities.log"],
-    "google-workspace-rules": ["google-workspace-rules-activities.log", "google-workspace-rules-page.json"],
+    "google-workspace-devices": [
+        "google-workspace-devices-page.json",
+        "google-workspace-devices-activities.log",
+    ],
+    "google-workspace-rules": [
+        "google-workspace-rules-activities.log",
+        "google-workspace-rules-page.json",
+    ],
     "symantec-dlp": ["symantec-dlp-incidents.jsonl", "symantec-dlp-static-attributes.jsonl"],
     "slack": ["slack-audit.log", "slack-audit-page.json"],
     "purview-endpoint": ["purview-endpoint-dlp.jsonl", "purview-aip-discover.json"],

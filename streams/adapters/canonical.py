@@ -14,12 +14,11 @@ from streams.adapters.records import CanonicalEvent, Unmappable, masked
 
 _SHA256 = frozenset("0123456789abcdefABCDEF")
 
-# A posture control the source does not report. The canonical event has no
-# "unknown" yet, so an unreported control counts as not met, as the
-# Intune, osquery and Falcon ZTA adapters have always done (an unknown device
-# is not assumed safe). Each posture adapter decides its controls in one
-# small function that uses this, so "unknown" can replace it in one place.
-NOT_REPORTED = False
+# A posture control the source does not report: unknown, never assumed met
+# nor failed (README, "How decisions are made": SEP-007 names the controls no
+# source spoke for). Each posture adapter decides its controls in one small
+# function that uses this.
+NOT_REPORTED = None
 
 
 def user_of(value: Any, path: str) -> str:
@@ -88,12 +87,12 @@ def device_posture(
     timestamp: str,
     device_id: str,
     user_id: str | None,
-    managed: bool,
-    edr_running: bool,
-    disk_encrypted: bool,
-    screen_lock: bool,
-    os_patch_age_days: int,
-    jailbroken: bool = False,
+    managed: bool | None,
+    edr_running: bool | None,
+    disk_encrypted: bool | None,
+    screen_lock: bool | None,
+    os_patch_age_days: int | None,
+    jailbroken: bool | None = False,
 ) -> CanonicalEvent:
     return {
         "stream": "device_posture",

@@ -30,8 +30,8 @@ functionality mode and its prevention policy is applied. A Windows host is
 aged by its build (`kernel_version`, e.g. 10.0.22631.6199) through the
 release table; other platforms give only a marketing name ("Ventura (13)"),
 so their age is not reported, like MDM enrolment, encryption and screen lock
-(`NOT_REPORTED`: a control not reported counts as not met, an age not
-reported as a year behind). The posture is as of `last_seen`.
+(`NOT_REPORTED`: unknown, for the engine to name if no other source
+reports it). The posture is as of `last_seen`.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def _host(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
     ]
 
 
-def _host_controls(record: dict[str, Any]) -> dict[str, bool]:
+def _host_controls(record: dict[str, Any]) -> dict[str, bool | None]:
     """What host details say of each control: the sensor's own state only."""
     return {
         "managed": NOT_REPORTED,
@@ -128,7 +128,7 @@ def _prevention_applied(record: dict[str, Any]) -> bool:
     return prevention.get("applied") is True
 
 
-def _host_patch_age(record: dict[str, Any], mapping: VendorMapping, seen: str) -> int:
+def _host_patch_age(record: dict[str, Any], mapping: VendorMapping, seen: str) -> int | None:
     if str(record.get("platform_name", "")).lower() != "windows":
-        return BEHIND_DAYS  # no build reported: not known to be current
+        return NOT_REPORTED  # no build reported: its age is unknown
     return mapping.patch_age("windows", record.get("kernel_version"), seen, path="kernel_version")

@@ -55,7 +55,7 @@ def adapt(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
     ]
 
 
-def _controls(record: dict[str, Any]) -> dict[str, bool]:
+def _controls(record: dict[str, Any]) -> dict[str, bool | None]:
     """What the directory's device object says of each control."""
     return {
         "managed": record.get("isManaged") is True,

@@ -78,7 +78,7 @@ def _posture(
     )
 
 
-def _controls(params: dict[str, Any]) -> dict[str, bool]:
+def _controls(params: dict[str, Any]) -> dict[str, bool | None]:
     """What a device event says of each control."""
     return {
         "managed": NOT_REPORTED,

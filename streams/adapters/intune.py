@@ -27,7 +27,7 @@ Assumed: screen lock is enforced by the compliance policy, so a device is
 taken to lock only when it is compliant; endpoint protection runs when the
 partner (Defender or another MTD) reports an active state; an unknown
 jailbreak state on a phone counts as jailbroken. The diagnostic export does
-not report endpoint protection: it counts as not met (`NOT_REPORTED`).
+not report endpoint protection: it is unknown (`NOT_REPORTED`).
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def _managed_device(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
     ]
 
 
-def _graph_controls(record: dict[str, Any]) -> dict[str, bool]:
+def _graph_controls(record: dict[str, Any]) -> dict[str, bool | None]:
     """What Graph's managedDevice says of each control."""
     return {
         "managed": record.get("managementState") in (None, "managed"),
@@ -112,7 +112,7 @@ def _diagnostic(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
     ]
 
 
-def _diagnostic_controls(properties: dict[str, Any]) -> dict[str, bool]:
+def _diagnostic_controls(properties: dict[str, Any]) -> dict[str, bool | None]:
     """What the IntuneDevices export says of each control (no endpoint
     protection column)."""
     managed_by = str(properties.get("ManagedBy") or "").strip().lower()

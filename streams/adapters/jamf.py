@@ -78,7 +78,7 @@ def adapt(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
 
 def _controls(
     record: dict[str, Any], general: dict[str, Any], system: dict[str, Any]
-) -> dict[str, bool]:
+) -> dict[str, bool | None]:
     """What Jamf's inventory says of each control."""
     security = record.get("security") or {}
     boot = field(record, "diskEncryption.bootPartitionEncryptionDetails.partitionFileVault2State")

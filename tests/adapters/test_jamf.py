@@ -14,10 +14,10 @@ def test_inventory_page(mapping: VendorMapping) -> None:
     assert good["device_id"] == "8e3a1f52-6c4d-5b7e-9a10-2b3c4d5e6f70"  # the udid
     assert good["timestamp"] == "2026-11-23T00:10:00+00:00"  # the inventory report
     # managed, no EDR or screen lock reported, FileVault on, SIP and Gatekeeper on
-    assert tuple(good[c] for c in CONTROLS) == (True, False, True, False, False)
+    assert tuple(good[c] for c in CONTROLS) == (True, None, True, None, False)
     assert (good["os_patch_age_days"], good["user_id"]) == (20, None)  # 26.1 of 2026-11-03
     assert bad["timestamp"] == "2026-11-23T00:20:00+00:00"  # no reportDate: the check-in
-    assert tuple(bad[c] for c in CONTROLS) == (False, False, False, False, True)
+    assert tuple(bad[c] for c in CONTROLS) == (False, None, False, None, True)
     assert bad["user_id"] == "jiwoo.park@hanbit-bank.example"
     [old] = run.dead
     assert old["field"] == "operatingSystem.version"

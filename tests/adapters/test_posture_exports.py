@@ -20,10 +20,10 @@ def test_intune_diagnostic_export_devices(mapping: VendorMapping) -> None:
     assert pc["timestamp"] == "2026-11-23T00:00:00+00:00"  # LastContact, zone-less UTC
     assert pc["user_id"] == "jiwoo.park@hanbit-bank.example"
     # managed, no endpoint protection column (not reported), encrypted, compliant
-    assert controls(pc) == (True, False, True, True, False)
+    assert controls(pc) == (True, None, True, True, False)
     assert pc["os_patch_age_days"] == 13  # 10.0.26100.7309 of 2026-11-10
     phone = got["2c4e6a8b-0d1f-4a3c-8e5b-7d9f1a3c5e7b"]  # the all-zero Entra id is no id
-    assert controls(phone) == (True, False, False, False, True)  # unknown jailbreak on a phone
+    assert controls(phone) == (True, None, False, False, True)  # unknown jailbreak on a phone
     bare = got["7a7a7a7a-1b1b-4c2c-8d3d-4e4e4e4e4e4e"]
     assert bare["timestamp"] == "2026-11-23T00:08:00+00:00"  # no LastContact: the record's time
     assert bare["managed"] is False
@@ -46,8 +46,8 @@ def test_falcon_host_details_speak_for_the_sensor(mapping: VendorMapping) -> Non
     assert mac["device_id"] == "3114433dbce478ca48d9a828b9b34be"
     assert mac["timestamp"] == "2023-11-07T10:25:24+00:00"  # last_seen
     # sensor protecting; MDM, encryption and screen lock are not reported
-    assert controls(mac) == (False, True, False, False, False)
-    assert mac["os_patch_age_days"] == 365  # a Mac's build is not reported
+    assert controls(mac) == (None, True, None, None, False)
+    assert mac["os_patch_age_days"] is None  # a Mac's build is not reported: unknown
     assert server["edr_running"] is True  # containment pending: the sensor still runs
     assert server["os_patch_age_days"] == 2991  # 10.0.14393.693 of 2017-01-10
     assert run.dead == [] and not run.counts.skipped
