@@ -473,10 +473,14 @@ def produce_cmd(
     end_of_input: Annotated[
         bool,
         typer.Option(
-            help="After the file, tell the workers the input has ended, so "
-            "they decide what waits (as replay does at the end)."
+            "--end-of-input",
+            help="After the file, tell the workers the input has ended, so they decide "
+            "everything still waiting for other events (as replay does at the end). Only "
+            "for a bounded input that nothing else writes to: on a live stream it decides "
+            "early. The marker is signed with SEPWATCH_END_OF_INPUT_KEY; workers honour "
+            "only markers signed with their own key.",
         ),
-    ] = True,
+    ] = False,
     fmt: FormatOpt = None,
     mapping: MappingOpt = None,
     to_raw_topic: Annotated[
@@ -493,10 +497,14 @@ def produce_cmd(
     file of raw vendor records is adapted here first (unmappable records go
     to the dead-letters topic)."""
     from streams.adapt_cli import DeadLetterTopic, publish_raw
+    from streams.end_of_input import MarkerKeyMissing
     from streams.kafka_io import KafkaUnavailable, produce
     from streams.topics import Topics
 
     settings = _settings(broker=broker, topic_prefix=prefix)
+    if end_of_input and settings.end_of_input_key is None:
+        err.print(f"[bold red]cannot produce[/]: {MarkerKeyMissing()}")
+        raise typer.Exit(2)
     if fmt is not None and to_raw_topic:
         raw, source, _ = _open_events(events)
         try:
@@ -541,7 +549,11 @@ def produce_cmd(
                 settings.kafka,
                 Topics(settings.topic_prefix),
                 end_of_input=end_of_input,
-                on_progress=lambda _: bar.update(task, completed=raw.tell()),
+                marker_key=settings.end_of_input_key,
+                # A pipe cannot tell() its position: count the bytes read instead.
+                on_progress=(lambda _: bar.update(task, completed=raw.tell()))
+                if size is not None
+                else (lambda read: bar.update(task, completed=read)),
             )
             if letters is not None:
                 letters.close()

@@ -18,8 +18,10 @@ from kafka.errors import (
     SaslAuthenticationFailedError,
     TopicAlreadyExistsError,
 )
+from pydantic import SecretStr
 
 from streams.dead_letters import dead_letter
+from streams.end_of_input import MarkerKeyMissing, signed_marker
 from streams.kafka_connection import Broker, connection
 from streams.topics import INPUT_STREAMS, STAGES, Topics, input_key
 from streams.validator import END_OF_INPUT
@@ -163,6 +165,7 @@ def producer(broker: Broker) -> KafkaProducer:
             linger_ms=5,
             batch_size=256 * 1024,
             acks="all",
+            enable_idempotence=True,  # a retried batch is not written twice
             max_request_size=2 * MAX_RECORD,
         )
     except KafkaError:
@@ -185,12 +188,17 @@ def produce(
     broker: Broker,
     topics: Topics,
     *,
-    end_of_input: bool = True,
+    end_of_input: bool = False,
+    marker_key: SecretStr | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> dict[str, int]:
     """Publish canonical JSON lines, in file order, to their input topics.
     A line that names no known stream cannot be routed: it goes to the dead
-    letters with its line number. Returns counts per stream."""
+    letters with its line number. With `end_of_input`, then an end-of-input
+    marker to every input partition, signed with `marker_key`
+    (streams/end_of_input.py). Returns counts per stream."""
+    if end_of_input and marker_key is None:
+        raise MarkerKeyMissing()
     out = producer(broker)
     counts: dict[str, int] = {}
     max_ts = 0.0
@@ -223,10 +231,12 @@ def produce(
                 max_ts = max(max_ts, datetime.fromisoformat(event["timestamp"]).timestamp())
             out.send(topics.input(stream), line.rstrip(b"\r\n"), key=input_key(event).encode())
             counts[stream] = counts.get(stream, 0) + 1
-        if end_of_input:
-            marker = json.dumps({"max_ts": max_ts}).encode()
+        if end_of_input and marker_key is not None:
+            out.flush()  # the markers follow the data: sent once it is on the broker
+            sent_at = time.time()
             for name in topics.inputs:
                 for p in out.partitions_for(name) or ():
+                    marker = signed_marker(marker_key, name, p, max_ts, sent_at)
                     out.send(name, marker, key=END_OF_INPUT, partition=p)
         out.flush()
         if on_progress is not None:

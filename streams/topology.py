@@ -410,8 +410,29 @@ class StageRunner:
             self.frontier.pop(p, None)
             self.last.pop(p, None)
             self.since.pop(p, None)
-            self.engines.pop(p, None)
+            engine = self.engines.pop(p, None)
+            if engine is not None:
+                export_counts(self.stage, engine)
             self.others.pop(p, None)
+
+    def export_counts(self) -> None:
+        for engine in self.engines.values():
+            export_counts(self.stage, engine)
+
+
+# The engine's counts that /metrics shows, by its stats key.
+ENGINE_COUNTS = {
+    "events.late": metrics.LATE_EVENTS,
+    "decisions.posture_unknowable": metrics.DECISIONS_UNKNOWABLE,
+}
+
+
+def export_counts(stage: Stage, engine: Engine) -> None:
+    """Move what the engine counted since the last call to /metrics."""
+    for key, counter in ENGINE_COUNTS.items():
+        n = engine.stats.pop(key, 0)
+        if n:
+            counter.labels(stage).inc(n)
 
 
 def build_app(
@@ -629,6 +650,7 @@ def build_app(
             metrics.CONSUMER_LAG.labels("rules", topic).set(lag.get(topic, 0))
         now = time.time()
         for stage, runner in runners.items():
+            runner.export_counts()
             held = [c for c in runner.event_clocks() if c != float("-inf")]
             if held:
                 metrics.EVENT_TIME_LAG.labels(stage).set(max(0.0, now - min(held)))

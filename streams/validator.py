@@ -48,6 +48,7 @@ from detectors import times_only
 from streams import metrics
 from streams.admission import Refused, admit, capped_end
 from streams.dead_letters import dead_letter
+from streams.end_of_input import MarkerCheck
 from streams.lag import records_behind_by_topic
 from streams.settings import Settings
 from streams.topics import STAGES, Topics, partition_of, stage_keys
@@ -185,6 +186,7 @@ class InputValidator:
         # The batch routed and not yet known delivered (see take).
         self.in_flight: Routing | None = None
         self._settling = asyncio.Lock()
+        self.markers = MarkerCheck(settings.end_of_input_key)
 
     # -- the loop ---------------------------------------------------------
 
@@ -194,6 +196,7 @@ class InputValidator:
         self._producer = AIOKafkaProducer(
             **options,
             acks="all",
+            enable_idempotence=True,
             linger_ms=5,
             max_request_size=2 * 1024 * 1024,  # the broker, not the client, refuses a big one
         )
@@ -348,6 +351,12 @@ class InputValidator:
             appended = r.timestamp / 1000
             raw: bytes = r.value or b""
             if r.key == END_OF_INPUT:
+                refused = self.markers.judge(r.topic, r.partition, r.offset, raw, appended)
+                if refused is not None:
+                    # Not decided early on a marker anyone could have written.
+                    metrics.END_OF_INPUT_IGNORED.labels(refused).inc()
+                    log.warning("end-of-input marker at %s ignored: %s", where, refused)
+                    continue
                 self._send_batches(sends, out)  # the data before it goes first
                 out = {}
                 self._end_of_input(sends, raw, source, appended)
