@@ -340,6 +340,8 @@ def simulate_cmd(
                 Topics(settings.topic_prefix),
                 settings.partitions,
                 retention_ms=settings.retention_ms,
+                replication_factor=settings.replication_factor,
+                min_insync_replicas=settings.min_insync_replicas,
             )
             counts = produce(
                 paced(lines, rate),
@@ -428,15 +430,25 @@ def worker_cmd(
     if settings.mapping.exists():
         mapping_for(settings.mapping, pol)  # a bad mapping is refused, every problem listed
     try:
-        ensure_topics(
+        replication = ensure_topics(
             settings.kafka,
             Topics(settings.topic_prefix),
             settings.partitions,
             retention_ms=7 * 24 * 3600 * 1000,
+            replication_factor=settings.replication_factor,
+            min_insync_replicas=settings.min_insync_replicas,
         )
     except KafkaUnavailable as exc:
         err.print(f"[bold red]cannot start[/]: {exc}")
         raise typer.Exit(2) from None
+    # What the cluster gave the defaults: the topics Faust and the alert router
+    # create get the same.
+    settings = settings.model_copy(
+        update={
+            "replication_factor": replication.factor,
+            "min_insync_replicas": replication.min_insync,
+        }
+    )
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     from streams.alerts.router import AlertConfigError
 
