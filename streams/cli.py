@@ -477,6 +477,32 @@ def worker_cmd(
         Worker(faust_app, loglevel=loglevel, quiet=True).execute_from_commandline()
 
 
+def _ensure_topics(settings: Settings) -> None:
+    """Create the topics `produce` writes if no worker has yet (as a worker
+    would); topics that exist are the worker's to check."""
+    from streams.adapters import ADAPTERS
+    from streams.kafka_io import admin, ensure_topics
+    from streams.topics import Topics
+
+    topics = Topics(settings.topic_prefix)
+    client = admin(settings.kafka)
+    try:
+        existing = set(client.list_topics())
+    finally:
+        client.close()
+    written = [*topics.inputs, topics.dead_letters, *(topics.raw(s) for s in ADAPTERS)]
+    if existing.issuperset(written):
+        return
+    ensure_topics(
+        settings.kafka,
+        topics,
+        settings.partitions,
+        retention_ms=settings.retention_ms,
+        replication_factor=settings.replication_factor,
+        min_insync_replicas=settings.min_insync_replicas,
+    )
+
+
 @app.command("produce")
 def produce_cmd(
     events: Annotated[str, typer.Option("--events", "-e", help="JSONL (or .gz); - for stdin.")],
@@ -521,9 +547,8 @@ def produce_cmd(
         raw, source, _ = _open_events(events)
         try:
             with raw, source:
-                n = publish_raw(
-                    fmt, source, settings.kafka, settings.topic_prefix, settings.partitions
-                )
+                _ensure_topics(settings)
+                n = publish_raw(fmt, source, settings.kafka, settings.topic_prefix)
         except KafkaUnavailable as exc:
             err.print(f"[bold red]cannot produce[/]: {exc}")
             raise typer.Exit(2) from None
@@ -533,6 +558,9 @@ def produce_cmd(
     adapt_counts = AdaptCounts()
     raw, source, size = _open_events(events)
     try:
+        # Not left to the broker's auto-creation, which would make them with its
+        # own replication (one copy on a default broker).
+        _ensure_topics(settings)
         with (
             raw,
             source,

@@ -84,6 +84,7 @@ def test_topics_are_replicated_and_a_worker_refuses_those_that_are_not(
     try:
         names = [*topics.inputs, topics.findings, topics.dead_letters, *topics.changelogs]
         names += [topics.stage("device"), topics.raw("okta")]
+        assert set(names) <= set(client.list_topics())
         assert under_replicated(client, names, Replication(3, 2)) == []
         # A deployment's topic made by hand with one copy, as every topic was before.
         other = Topics(prefix.rstrip(".") + "-old.")
@@ -99,6 +100,20 @@ def test_topics_are_replicated_and_a_worker_refuses_those_that_are_not(
     said = " ".join(started.stderr.split())
     assert f"{other.findings} has 1 replica(s), not 3" in said, said
     assert "Traceback" not in said
+    # `sepwatch produce` before any worker: the topics are not left to the
+    # broker's auto-creation (one copy).
+    fresh = Topics(prefix.rstrip(".") + "-new.")
+    subprocess.run(
+        [sys.executable, "-m", "streams.cli", "produce", "--broker", cluster,
+         "--prefix", fresh.prefix, "-e", "/dev/null"],
+        cwd=ROOT, timeout=120, check=True,
+    )  # fmt: skip
+    client = admin(cluster)
+    try:
+        assert set(fresh.inputs) <= set(client.list_topics())
+        assert under_replicated(client, fresh.inputs, Replication(3, 2)) == []
+    finally:
+        client.close()
 
 
 def _day() -> list[bytes]:
