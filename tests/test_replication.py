@@ -3,10 +3,13 @@ and the findings indices keep copies wherever the cluster can hold them."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from streams.elastic import replicas_for, template_body
 from streams.kafka_io import KafkaUnavailable, Replication
+from streams.settings import Settings
 
 
 @pytest.mark.parametrize(
@@ -31,3 +34,27 @@ def test_findings_indices_get_a_replica_where_a_second_data_node_holds_it() -> N
     assert replicas_for(2, 1) == 2  # asked for: what Elasticsearch makes of it is its own
     settings = template_body("f", replicas=replicas_for(None, 3))["template"]["settings"]
     assert settings["number_of_replicas"] == 1
+
+
+def test_the_faust_app_gets_the_resolved_replication_and_every_bootstrap_server(
+    tmp_path: Path,
+) -> None:
+    from streams.policy_file import load_policy
+    from streams.topology import build_app
+
+    policy = load_policy(Path(__file__).parents[1] / "deploy" / "policy" / "example.yaml")
+    settings = Settings(
+        state_dir=tmp_path,
+        web_port=0,
+        broker="127.0.0.1:27192, 127.0.0.1:27194,127.0.0.1:27196",
+        replication_factor=3,
+        min_insync_replicas=2,
+    )
+    app = build_app(settings, policy)
+    assert app.conf.topic_replication_factor == 3
+    assert [(u.host, u.port) for u in app.conf.broker] == [
+        ("127.0.0.1", 27192),
+        ("127.0.0.1", 27194),
+        ("127.0.0.1", 27196),
+    ]
+    assert not (app.conf.web_tables_enabled or app.conf.web_router_enabled)
