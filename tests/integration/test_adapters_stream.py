@@ -13,12 +13,10 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import NewTopic
 
-from streams.adapters import ADAPTERS
 from streams.adapters.mapping import load_mapping
 from streams.end_of_input import signed_marker
-from streams.kafka_io import admin, ensure_topics, read_dead_letters, read_topics
+from streams.kafka_io import ensure_topics, read_dead_letters, read_topics
 from streams.policy_file import load_policy
 from streams.topics import Topics
 from streams.validator import END_OF_INPUT
@@ -43,10 +41,7 @@ def test_raw_topics_through_the_adapter_agent_give_the_findings_of_the_scenario(
     broker: str, prefix: str, tmp_path: Path
 ) -> None:
     topics = Topics(prefix)
-    ensure_topics(broker, topics, PARTITIONS, retention_ms=3_600_000)
-    client = admin(broker)
-    client.create_topics([NewTopic(topics.raw(s), PARTITIONS, 1) for s in ADAPTERS])
-    client.close()
+    ensure_topics(broker, topics, PARTITIONS, retention_ms=3_600_000)  # the raw topics too
     arrivals = raw_arrivals(load_mapping(MAPPING, load_policy(POLICY)))
     worker = Worker(broker, prefix, tmp_path / "state", tmp_path / "worker.log")
     counter = KafkaConsumer(bootstrap_servers=broker)
