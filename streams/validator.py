@@ -157,6 +157,7 @@ class Routing:
     next: dict[TopicPartition, int]  # and the offset after its last
     sends: Sends = field(default_factory=list)
     taken: Counter[str] = field(default_factory=Counter)  # valid events by stream
+    ignored: Counter[str] = field(default_factory=Counter)  # end-of-input markers, by reason
     ticks: dict[str, int] = field(default_factory=dict)  # review ticks sent, by entity
     settled: bool = False  # delivered and counted routed
     failed: bool = False  # to be read again
@@ -354,7 +355,7 @@ class InputValidator:
                 refused = self.markers.judge(r.topic, r.partition, r.offset, raw, appended)
                 if refused is not None:
                     # Not decided early on a marker anyone could have written.
-                    metrics.END_OF_INPUT_IGNORED.labels(refused).inc()
+                    routing.ignored[refused] += 1
                     log.warning("end-of-input marker at %s ignored: %s", where, refused)
                     continue
                 self._send_batches(sends, out)  # the data before it goes first
@@ -417,6 +418,8 @@ class InputValidator:
         self.last_tick.update(routing.ticks)
         for stream, n in routing.taken.items():  # counted once delivered: a retry reads them again
             metrics.EVENTS.labels(stream).inc(n)
+        for reason, n in routing.ignored.items():
+            metrics.END_OF_INPUT_IGNORED.labels(reason).inc(n)
         self.routed.update(routing.next)
 
     def _end_of_input(self, into: Sends, raw: bytes, source: str, appended: float) -> None:
