@@ -256,11 +256,10 @@ class Engine:
         the watermark it brings is decided now."""
         out: list[Finding] = []
         if max_ts > self._max_ts:
-            if max_ts // 60 != self._max_ts // 60:
-                # Kept once a minute of event time: every write of a remote
-                # table is a changelog record, and a restart that resumes a
-                # little behind only decides a little later.
-                self.state.meta["max_ts"] = max_ts
+            # Kept at every move: a restart that resumed behind would judge
+            # events late-or-not differently than before the crash. A remote
+            # table's writer keeps only a key's last value per record it judges.
+            self.state.meta["max_ts"] = max_ts
             self._max_ts = max_ts
             w = max_ts - self._lateness
             if self._queue.next_time() < w or w > self._alarm or w >= self._next_sweep:

@@ -203,26 +203,15 @@ def _writing(path: str, dash: IO[str] | None = None) -> Iterator[IO[str]]:
         yield out
 
 
-def publish_raw(
-    fmt: str, lines: Iterable[bytes], broker: Broker, prefix: str, partitions: int
-) -> int:
+def publish_raw(fmt: str, lines: Iterable[bytes], broker: Broker, prefix: str) -> int:
     """Publish raw records, one record a message, to PREFIXraw.<source>, as a
-    connector would (no end-of-input marker: raw topics are live traffic)."""
-    from kafka.admin import NewTopic
-    from kafka.errors import TopicAlreadyExistsError
-
-    from streams.kafka_io import admin, producer
+    connector would (no end-of-input marker: raw topics are live traffic).
+    The topic exists (kafka_io.ensure_topics creates it with the others)."""
+    from streams.kafka_io import producer
     from streams.topics import Topics
 
     adapter = ADAPTERS[source_of(fmt)]
     topic = Topics(prefix).raw(adapter.source)
-    client = admin(broker)
-    try:
-        if topic not in set(client.list_topics()):
-            with contextlib.suppress(TopicAlreadyExistsError):
-                client.create_topics([NewTopic(topic, partitions, 1)])
-    finally:
-        client.close()
     out = producer(broker)
     sent = 0
     try:

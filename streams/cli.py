@@ -341,6 +341,8 @@ def simulate_cmd(
                 Topics(settings.topic_prefix),
                 settings.partitions,
                 retention_ms=settings.retention_ms,
+                replication_factor=settings.replication_factor,
+                min_insync_replicas=settings.min_insync_replicas,
             )
             counts = produce(
                 paced(lines, rate),
@@ -429,15 +431,25 @@ def worker_cmd(
     if settings.mapping.exists():
         mapping_for(settings.mapping, pol)  # a bad mapping is refused, every problem listed
     try:
-        ensure_topics(
+        replication = ensure_topics(
             settings.kafka,
             Topics(settings.topic_prefix),
             settings.partitions,
             retention_ms=7 * 24 * 3600 * 1000,
+            replication_factor=settings.replication_factor,
+            min_insync_replicas=settings.min_insync_replicas,
         )
     except KafkaUnavailable as exc:
         err.print(f"[bold red]cannot start[/]: {exc}")
         raise typer.Exit(2) from None
+    # What the cluster gave the defaults: the topics Faust and the alert router
+    # create get the same.
+    settings = settings.model_copy(
+        update={
+            "replication_factor": replication.factor,
+            "min_insync_replicas": replication.min_insync,
+        }
+    )
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     from streams.alerts.router import AlertConfigError
 
@@ -466,6 +478,32 @@ def worker_cmd(
         Worker(faust_app, loglevel=loglevel, quiet=True).execute_from_commandline()
 
 
+def _ensure_topics(settings: Settings) -> None:
+    """Create the topics `produce` writes if no worker has yet (as a worker
+    would); topics that exist are the worker's to check."""
+    from streams.adapters import ADAPTERS
+    from streams.kafka_io import admin, ensure_topics
+    from streams.topics import Topics
+
+    topics = Topics(settings.topic_prefix)
+    client = admin(settings.kafka)
+    try:
+        existing = set(client.list_topics())
+    finally:
+        client.close()
+    written = [*topics.inputs, topics.dead_letters, *(topics.raw(s) for s in ADAPTERS)]
+    if existing.issuperset(written):
+        return
+    ensure_topics(
+        settings.kafka,
+        topics,
+        settings.partitions,
+        retention_ms=settings.retention_ms,
+        replication_factor=settings.replication_factor,
+        min_insync_replicas=settings.min_insync_replicas,
+    )
+
+
 @app.command("produce")
 def produce_cmd(
     events: Annotated[str, typer.Option("--events", "-e", help="JSONL (or .gz); - for stdin.")],
@@ -474,10 +512,14 @@ def produce_cmd(
     end_of_input: Annotated[
         bool,
         typer.Option(
-            help="After the file, tell the workers the input has ended, so "
-            "they decide what waits (as replay does at the end)."
+            "--end-of-input",
+            help="After the file, tell the workers the input has ended, so they decide "
+            "everything still waiting for other events (as replay does at the end). Only "
+            "for a bounded input that nothing else writes to: on a live stream it decides "
+            "early. The marker is signed with SEPWATCH_END_OF_INPUT_KEY; workers honour "
+            "only markers signed with their own key.",
         ),
-    ] = True,
+    ] = False,
     fmt: FormatOpt = None,
     mapping: MappingOpt = None,
     to_raw_topic: Annotated[
@@ -494,17 +536,20 @@ def produce_cmd(
     file of raw vendor records is adapted here first (unmappable records go
     to the dead-letters topic)."""
     from streams.adapt_cli import DeadLetterTopic, publish_raw
+    from streams.end_of_input import MarkerKeyMissing
     from streams.kafka_io import KafkaUnavailable, produce
     from streams.topics import Topics
 
     settings = _settings(broker=broker, topic_prefix=prefix)
+    if end_of_input and settings.end_of_input_key is None:
+        err.print(f"[bold red]cannot produce[/]: {MarkerKeyMissing()}")
+        raise typer.Exit(2)
     if fmt is not None and to_raw_topic:
         raw, source, _ = _open_events(events)
         try:
             with raw, source:
-                n = publish_raw(
-                    fmt, source, settings.kafka, settings.topic_prefix, settings.partitions
-                )
+                _ensure_topics(settings)
+                n = publish_raw(fmt, source, settings.kafka, settings.topic_prefix)
         except KafkaUnavailable as exc:
             err.print(f"[bold red]cannot produce[/]: {exc}")
             raise typer.Exit(2) from None
@@ -514,6 +559,9 @@ def produce_cmd(
     adapt_counts = AdaptCounts()
     raw, source, size = _open_events(events)
     try:
+        # Not left to the broker's auto-creation, which would make them with its
+        # own replication (one copy on a default broker).
+        _ensure_topics(settings)
         with (
             raw,
             source,
@@ -542,7 +590,11 @@ def produce_cmd(
                 settings.kafka,
                 Topics(settings.topic_prefix),
                 end_of_input=end_of_input,
-                on_progress=lambda _: bar.update(task, completed=raw.tell()),
+                marker_key=settings.end_of_input_key,
+                # A pipe cannot tell() its position: count the bytes read instead.
+                on_progress=(lambda _: bar.update(task, completed=raw.tell()))
+                if size is not None
+                else (lambda read: bar.update(task, completed=read)),
             )
             if letters is not None:
                 letters.close()

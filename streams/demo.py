@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import secrets
 import subprocess
 import sys
 import threading
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
+from pydantic import SecretStr
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
@@ -68,12 +70,16 @@ def run(policy: Path, events: Path, rate: float, console: Console) -> int:
     ensure_topics(kafka, topics, 4, retention_ms=3_600_000)
     log = ROOT / "out" / "demo-worker.log"
     log.parent.mkdir(exist_ok=True)
+    marker_key = SecretStr(secrets.token_hex(16))
     env = {
         **os.environ,
         "SEPWATCH_BROKER": broker,
         "SEPWATCH_TOPIC_PREFIX": prefix,
         "SEPWATCH_ES_URL": es_url,
         "SEPWATCH_ES_INDEX": index,
+        # The demo's file is the whole input: its end is marked, signed with
+        # a key only this demo and its worker hold.
+        "SEPWATCH_END_OF_INPUT_KEY": marker_key.get_secret_value(),
         "PYTHONUNBUFFERED": "1",
     }
     with log.open("wb") as out:
@@ -104,7 +110,7 @@ def run(policy: Path, events: Path, rate: float, console: Console) -> int:
                 console.print(f"[red]the worker did not start[/]; see {log}")
                 return 1
             time.sleep(0.3)
-        found = _stream(kafka, topics, events, rate, console)
+        found = _stream(kafka, topics, events, rate, console, marker_key)
         return _in_elasticsearch(es_url, index, found, console)
     finally:
         worker.terminate()
@@ -146,7 +152,12 @@ def _in_elasticsearch(es_url: str, index: str, expected: int, console: Console) 
 
 
 def _stream(
-    kafka: KafkaConnection, topics: Topics, events: Path, rate: float, console: Console
+    kafka: KafkaConnection,
+    topics: Topics,
+    events: Path,
+    rate: float,
+    console: Console,
+    marker_key: SecretStr,
 ) -> int:
     """Stream the file through the worker, showing findings live; how many were found."""
     opener = gzip.open if events.suffix == ".gz" else open
@@ -155,7 +166,7 @@ def _stream(
     done = threading.Event()
 
     def publish() -> None:
-        produce(paced(lines, rate), kafka, topics)
+        produce(paced(lines, rate), kafka, topics, end_of_input=True, marker_key=marker_key)
         done.set()
 
     threading.Thread(target=publish, daemon=True).start()

@@ -242,8 +242,19 @@ def async_client(url: str, **kwargs: Any) -> AsyncElasticsearch:
     )
 
 
-def put_template(es: Elasticsearch, index: str) -> None:
-    es.indices.put_index_template(name=index, **template_body(index))
+def replicas_for(setting: int | None, data_nodes: int) -> int:
+    """SEPWATCH_ES_REPLICAS, or by default one replica of each shard where a
+    second data node can hold it (a node lost loses no finding), else none
+    (a replica that can never be assigned keeps a single node yellow)."""
+    if setting is not None:
+        return setting
+    return 1 if data_nodes >= 2 else 0
+
+
+def put_template(es: Elasticsearch, index: str, replicas: int | None = None) -> None:
+    data_nodes = es.cluster.health()["number_of_data_nodes"] if replicas is None else 0
+    body = template_body(index, replicas=replicas_for(replicas, data_nodes))
+    es.indices.put_index_template(name=index, **body)
 
 
 class FindingNotFound(LookupError):

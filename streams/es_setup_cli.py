@@ -71,7 +71,7 @@ def setup_cmd(
     settings = _settings(es_url=es_url, es_index=index)
     es = _es(settings)
     with _es_errors(settings):
-        put_template(es, settings.es_index)
+        put_template(es, settings.es_index, settings.es_replicas)
         err.print(f"index template {settings.es_index} installed")
         if roles:
             for name, body in _roles(settings.es_index).items():

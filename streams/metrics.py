@@ -63,6 +63,24 @@ POLICY_RELOADS = Counter(
     "Policy file changes seen while running, by outcome (loaded, refused).",
     ["outcome"],
 )
+END_OF_INPUT_IGNORED = Counter(
+    "sepwatch_end_of_input_ignored_total",
+    "End-of-input markers not honoured, by reason (no_key: the worker has none; unsigned, "
+    "bad_signature: not from a holder of the key; stale, replayed: a copy written again).",
+    ["reason"],
+)
+LATE_EVENTS = Counter(
+    "sepwatch_late_events_total",
+    "Events older than their stage's watermark when judged (later than the allowed "
+    "lateness), by stage.",
+    ["stage"],
+)
+DECISIONS_UNKNOWABLE = Counter(
+    "sepwatch_decisions_unknowable_total",
+    "Decisions that could not be made because the state they needed was evicted (an access "
+    "older than the oldest posture kept), by stage.",
+    ["stage"],
+)
 
 # Vendor adapters (docs/adapters.md)
 ADAPTER_RECORDS = Counter(

@@ -108,7 +108,12 @@ def review_record(
     topics = Topics(settings.topic_prefix)
     try:
         ensure_topics(
-            settings.kafka, topics, settings.partitions, retention_ms=settings.retention_ms
+            settings.kafka,
+            topics,
+            settings.partitions,
+            retention_ms=settings.retention_ms,
+            replication_factor=settings.replication_factor,
+            min_insync_replicas=settings.min_insync_replicas,
         )
         keep_forever(settings.kafka, topics)
         publish(settings.kafka, topics, review)

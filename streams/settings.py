@@ -181,6 +181,31 @@ class Settings(BaseSettings):
         "(faster takeover, each costs every table change read again)",
     )
     partitions: int = Field(4, description="partitions of every sepwatch topic", ge=1)
+    # None: the production defaults, from the cluster's size at start (one
+    # broker lost loses no state and no finding, and writes go on).
+    replication_factor: int | None = Field(
+        None,
+        ge=1,
+        description="replicas of every sepwatch topic; default 3, or the number of "
+        "brokers if fewer",
+    )
+    min_insync_replicas: int | None = Field(
+        None,
+        ge=1,
+        description="replicas that must have a write before it counts (producers use "
+        "acks=all); default the replication factor - 1, at least 1",
+    )
+    es_replicas: int | None = Field(
+        None,
+        ge=0,
+        description="replicas of each findings index shard; default 1 where the "
+        "Elasticsearch cluster has two or more data nodes, else 0",
+    )
+    end_of_input_key: SecretStr | None = Field(
+        None,
+        description="HMAC-SHA256 key that signs end-of-input markers (`produce "
+        "--end-of-input`); without it no marker is sent or honoured",
+    )
     retention_ms: int = Field(7 * 24 * 3600 * 1000, description="retention of sepwatch topics")
     # Five minutes: NTP keeps hosts within a second; a source's clock more than
     # minutes ahead is broken or forging, and one such event would move the

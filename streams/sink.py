@@ -39,6 +39,7 @@ from streams.elastic import (
     connection_options,
     document,
     index_for,
+    replicas_for,
     template_body,
 )
 from streams.lag import records_behind
@@ -174,7 +175,9 @@ class FindingsSink:
             # long poll interval keeps it in the group meanwhile.
             max_poll_interval_ms=24 * 3600 * 1000,
         )
-        self._producer = AIOKafkaProducer(**self.settings.kafka.client_options())
+        self._producer = AIOKafkaProducer(
+            **self.settings.kafka.client_options(), acks="all", enable_idempotence=True
+        )
         await self._consumer.start()
         await self._producer.start()
         last_prune = 0.0
@@ -319,13 +322,19 @@ class FindingsSink:
                 self.backoff.reset()
         return not actions
 
+    async def _put_template(self) -> None:
+        replicas = self.settings.es_replicas
+        data_nodes = 0
+        if replicas is None:
+            data_nodes = (await self.es.cluster.health())["number_of_data_nodes"]
+        body = template_body(self.index, replicas=replicas_for(replicas, data_nodes))
+        await self.es.indices.put_index_template(name=self.index, **body)
+
     async def _bulk(self, actions: list[dict[str, Any]]) -> BulkOutcome | None:
         """One bulk request; None if Elasticsearch could not take it at all."""
         try:
             if not self._template_ready:
-                await self.es.indices.put_index_template(
-                    name=self.index, **template_body(self.index)
-                )
+                await self._put_template()
                 self._template_ready = True
             response = await self.es.bulk(operations=bulk_body(actions), refresh=False)
         except EsApiError as exc:

@@ -410,8 +410,29 @@ class StageRunner:
             self.frontier.pop(p, None)
             self.last.pop(p, None)
             self.since.pop(p, None)
-            self.engines.pop(p, None)
+            engine = self.engines.pop(p, None)
+            if engine is not None:
+                export_counts(self.stage, engine)
             self.others.pop(p, None)
+
+    def export_counts(self) -> None:
+        for engine in self.engines.values():
+            export_counts(self.stage, engine)
+
+
+# The engine's counts that /metrics shows, by its stats key.
+ENGINE_COUNTS = {
+    "events.late": metrics.LATE_EVENTS,
+    "decisions.posture_unknowable": metrics.DECISIONS_UNKNOWABLE,
+}
+
+
+def export_counts(stage: Stage, engine: Engine) -> None:
+    """Move what the engine counted since the last call to /metrics."""
+    for key, counter in ENGINE_COUNTS.items():
+        n = engine.stats.pop(key, 0)
+        if n:
+            counter.labels(stage).inc(n)
 
 
 def build_app(
@@ -420,12 +441,16 @@ def build_app(
     topics = Topics(settings.topic_prefix)
     app = faust.App(
         f"{settings.topic_prefix}worker",
-        broker=f"kafka://{settings.broker}",
+        # Bootstrap servers are comma-separated for the Kafka clients; Faust
+        # takes a list of URLs.
+        broker=[f"kafka://{server.strip()}" for server in settings.broker.split(",")],
         broker_credentials=settings.kafka.faust_credentials(),
         store="memory://",
         datadir=str(settings.state_dir),
         topic_partitions=partitions,
-        topic_replication_factor=1,
+        # Resolved against the cluster by `sepwatch worker` (ensure_topics):
+        # for the topics Faust itself creates (its assignor's leader topic).
+        topic_replication_factor=settings.replication_factor or 1,
         value_serializer="raw",
         key_serializer="raw",
         web_enabled=settings.web_port > 0,
@@ -434,6 +459,12 @@ def build_app(
         # Faust listens on every interface unless told: a bank's worker exposes
         # /metrics only where the settings say.
         web_bind=settings.web_host,
+        # /metrics and /healthz only: Faust's table views serve table contents
+        # by key, and its router view the partition map, without authentication.
+        web_tables_enabled=False,
+        web_router_enabled=False,
+        web_stats_enabled=False,
+        web_graph_enabled=False,
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=settings.kafka_session_timeout_s,
         broker_heartbeat_interval=settings.heartbeat_s,
@@ -610,6 +641,12 @@ def build_app(
             body, content_type = metrics.exposition()
             return web.bytes(body, headers={"Content-Type": content_type})
 
+        @app.page("/healthz")
+        async def health_page(web: Any, request: Any) -> Any:
+            """200 once the worker runs (a liveness probe); the pipeline's
+            health is on /metrics."""
+            return web.text("ok\n")
+
     # The input topics' lag is the validator's to report.
     watched_topics = {topics.stage(s) for s in STAGES}
 
@@ -637,6 +674,7 @@ def build_app(
             metrics.CONSUMER_LAG.labels("rules", topic).set(lag.get(topic, 0))
         now = time.time()
         for stage, runner in runners.items():
+            runner.export_counts()
             held = [c for c in runner.event_clocks() if c != float("-inf")]
             if held:
                 metrics.EVENT_TIME_LAG.labels(stage).set(max(0.0, now - min(held)))

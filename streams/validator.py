@@ -48,6 +48,7 @@ from detectors import times_only
 from streams import metrics
 from streams.admission import Refused, admit, capped_end
 from streams.dead_letters import dead_letter
+from streams.end_of_input import MarkerCheck
 from streams.lag import records_behind_by_topic
 from streams.settings import Settings
 from streams.topics import STAGES, Topics, partition_of, stage_keys
@@ -156,6 +157,7 @@ class Routing:
     next: dict[TopicPartition, int]  # and the offset after its last
     sends: Sends = field(default_factory=list)
     taken: Counter[str] = field(default_factory=Counter)  # valid events by stream
+    ignored: Counter[str] = field(default_factory=Counter)  # end-of-input markers, by reason
     ticks: dict[str, int] = field(default_factory=dict)  # review ticks sent, by entity
     settled: bool = False  # delivered and counted routed
     failed: bool = False  # to be read again
@@ -185,6 +187,7 @@ class InputValidator:
         # The batch routed and not yet known delivered (see take).
         self.in_flight: Routing | None = None
         self._settling = asyncio.Lock()
+        self.markers = MarkerCheck(settings.end_of_input_key)
 
     # -- the loop ---------------------------------------------------------
 
@@ -194,6 +197,7 @@ class InputValidator:
         self._producer = AIOKafkaProducer(
             **options,
             acks="all",
+            enable_idempotence=True,
             linger_ms=5,
             max_request_size=2 * 1024 * 1024,  # the broker, not the client, refuses a big one
         )
@@ -348,6 +352,12 @@ class InputValidator:
             appended = r.timestamp / 1000
             raw: bytes = r.value or b""
             if r.key == END_OF_INPUT:
+                refused = self.markers.judge(r.topic, r.partition, r.offset, raw, appended)
+                if refused is not None:
+                    # Not decided early on a marker anyone could have written.
+                    routing.ignored[refused] += 1
+                    log.warning("end-of-input marker at %s ignored: %s", where, refused)
+                    continue
                 self._send_batches(sends, out)  # the data before it goes first
                 out = {}
                 self._end_of_input(sends, raw, source, appended)
@@ -408,6 +418,8 @@ class InputValidator:
         self.last_tick.update(routing.ticks)
         for stream, n in routing.taken.items():  # counted once delivered: a retry reads them again
             metrics.EVENTS.labels(stream).inc(n)
+        for reason, n in routing.ignored.items():
+            metrics.END_OF_INPUT_IGNORED.labels(reason).inc(n)
         self.routed.update(routing.next)
 
     def _end_of_input(self, into: Sends, raw: bytes, source: str, appended: float) -> None:

@@ -143,6 +143,32 @@ def test_a_restart_from_the_changelog_yields_the_same_findings(partial: bool) ->
         assert _ids(before + after) == _ids(whole), f"cut at {cut}"
 
 
+def test_a_restart_resumes_a_stage_clock_where_it_was() -> None:
+    """A stage's engine (external clock) restored from its changelog judges
+    an event late, or not, exactly as it would have before the crash (issue
+    19: its clock was kept once a minute of event time)."""
+    t0 = START.timestamp() + 10
+    first = Engine(POLICY, now=lambda: cases.FIXED_NOW, stage="device", external_clock=True)
+    first.advance(t0)
+    first.advance(t0 + 40)  # the same minute
+    second = Engine(
+        POLICY,
+        now=lambda: cases.FIXED_NOW,
+        state=_through_json(first.state),
+        stage="device",
+        external_clock=True,
+    )
+    assert second.watermark == first.watermark
+    lateness = POLICY.allowed_lateness.total_seconds()
+    at = datetime.fromtimestamp(t0 + 40 - lateness - 5, UTC)
+    late_ish = cases.event(
+        {"stream": "device_posture", "event_id": "p1", "timestamp": at.isoformat()}
+    )
+    first.process(late_ish)
+    second.process(late_ish)
+    assert first.stats["events.late"] == second.stats["events.late"] == 1
+
+
 def _size(state: EngineState) -> int:
     return sum(len(json.dumps(list(s.items()))) for s in vars(state).values())
 

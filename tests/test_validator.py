@@ -14,8 +14,10 @@ from typing import Any
 import pytest
 from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 from aiokafka.structs import TopicPartition
+from pydantic import SecretStr
 
 from schemas import EventAdapter
+from streams.end_of_input import signed_marker
 from streams.settings import Settings
 from streams.topics import Topics, partition_of, stage_keys
 from streams.validator import (
@@ -92,8 +94,12 @@ class Broker:
         return out
 
 
+MARKER_KEY = SecretStr("validator-test-key")
+
+
 def validator(broker: Broker) -> InputValidator:
-    v = InputValidator(Settings(topic_prefix="v."), partitions=PARTITIONS)
+    settings = Settings(topic_prefix="v.", end_of_input_key=MARKER_KEY)
+    v = InputValidator(settings, partitions=PARTITIONS)
     v._producer = broker  # type: ignore[assignment]
     return v
 
@@ -164,7 +170,8 @@ def test_the_user_stage_gets_only_the_time_of_an_access_it_does_not_keep() -> No
 def test_an_end_of_input_marker_follows_the_data_read_before_it() -> None:
     broker = Broker()
     events = accesses(10)
-    marker = Record(TOPICS.input("saas_access"), 0, 5, END_OF_INPUT, b'{"max_ts": 1}')
+    signed = signed_marker(MARKER_KEY, TOPICS.input("saas_access"), 0, 1.0, APPENDED_MS / 1000)
+    marker = Record(TOPICS.input("saas_access"), 0, 5, END_OF_INPUT, signed)
     records = [record(e, i) for i, e in enumerate(events[:5])] + [marker]
     records += [record(e, 6 + i) for i, e in enumerate(events[5:])]
     asyncio.run(validator(broker).route(records))

@@ -150,7 +150,9 @@ class AlertRouter:
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
         await self._ensure_notified_topic()
-        self._producer = AIOKafkaProducer(**self.settings.kafka.client_options(), acks="all")
+        self._producer = AIOKafkaProducer(
+            **self.settings.kafka.client_options(), acks="all", enable_idempotence=True
+        )
         self._consumer = AIOKafkaConsumer(
             **self.settings.kafka.client_options(),
             group_id=f"{self.settings.topic_prefix}alerts",
@@ -310,10 +312,12 @@ class AlertRouter:
                         NewTopic(
                             self.topics.notified,
                             num_partitions=self.settings.partitions,
-                            replication_factor=1,
+                            # As `sepwatch worker` resolved them for the cluster.
+                            replication_factor=self.settings.replication_factor or 1,
                             topic_configs={
                                 "cleanup.policy": "compact,delete",
                                 "retention.ms": str(horizon_ms),
+                                "min.insync.replicas": str(self.settings.min_insync_replicas or 1),
                             },
                         )
                     ]

@@ -25,7 +25,7 @@ from streams.kafka_io import ensure_topics, read_dead_letters
 from streams.settings import Settings
 from streams.sink import FindingsSink
 from streams.topics import Topics
-from tests.integration.conftest import ES, ES_PORT, Worker
+from tests.integration.conftest import ES, ES_PORT, MARKER_KEY, Worker
 from tests.integration.test_stream import _day, _replayed, _wait_for
 
 pytestmark = pytest.mark.integration
@@ -93,7 +93,7 @@ def worker(
 def _produce(broker: str, prefix: str, lines: list[bytes], end: bool) -> None:
     from streams.kafka_io import produce
 
-    produce(lines, broker, Topics(prefix), end_of_input=end)
+    produce(lines, broker, Topics(prefix), end_of_input=end, marker_key=MARKER_KEY)
 
 
 def test_every_finding_is_in_elasticsearch_once_with_ecs_fields_and_nothing_raw(

@@ -36,7 +36,7 @@ from streams.cli import app as cli
 from streams.elastic import writer_role
 from streams.kafka_io import ensure_topics, produce
 from streams.topics import Topics
-from tests.integration.conftest import ES, Worker
+from tests.integration.conftest import ES, MARKER_KEY, Worker
 from tests.integration.test_elasticsearch import RAW_ID, _count, _stored
 from tests.integration.test_stream import _day, _replayed, _wait_for
 
@@ -161,7 +161,7 @@ def test_a_least_privilege_worker_stores_every_finding_over_https(
     try:
         worker.wait_ready()
         cmdline = Path(f"/proc/{worker.proc.pid}/cmdline").read_bytes()
-        produce(lines, broker, Topics(prefix), end_of_input=True)
+        produce(lines, broker, Topics(prefix), end_of_input=True, marker_key=MARKER_KEY)
         assert _wait_for(lambda: _count(admin, INDEX) >= len(want), timeout=180), (
             f"{_count(admin, INDEX)} of {len(want)} findings in the secured Elasticsearch"
         )
@@ -210,7 +210,13 @@ def test_a_worker_with_a_wrong_password_says_so_without_the_password(
     )
     try:
         worker.wait_ready()
-        produce(_day(users=10, hours=1, seed=22), broker, Topics(prefix), end_of_input=True)
+        produce(
+            _day(users=10, hours=1, seed=22),
+            broker,
+            Topics(prefix),
+            end_of_input=True,
+            marker_key=MARKER_KEY,
+        )
         said = "refused the sink's credentials (401"
         assert _wait_for(lambda: said in worker.log.read_text(errors="replace"), timeout=120), (
             worker.log.read_text(errors="replace")[-3000:]

@@ -27,7 +27,7 @@ from streams.replay import replay
 from streams.simulate import simulate
 from streams.topics import STAGES, Topics
 from streams.validator import SOURCE_IDLE, feeds
-from tests.integration.conftest import POLICY, Worker
+from tests.integration.conftest import MARKER_KEY, POLICY, Worker
 
 pytestmark = pytest.mark.integration
 PARTITIONS = 4
@@ -126,7 +126,7 @@ def test_stream_gives_exactly_the_findings_of_replay(
     }
     worker = workers("a")
     worker.wait_ready()
-    produce(lines, broker, Topics(prefix))
+    produce(lines, broker, Topics(prefix), end_of_input=True, marker_key=MARKER_KEY)
     _wait_for(lambda: len(_exported(broker, Topics(prefix))) >= len(want))
     time.sleep(2)  # anything extra would show up now
     _compare(want, _exported(broker, Topics(prefix)))
@@ -162,7 +162,7 @@ def test_two_workers_find_what_one_finds(
     first.wait_ready()
     second.wait_ready()
     time.sleep(3)  # let the group settle on both members
-    produce(lines, broker, Topics(prefix))
+    produce(lines, broker, Topics(prefix), end_of_input=True, marker_key=MARKER_KEY)
     _wait_for(lambda: len(_exported(broker, Topics(prefix))) >= len(want))
     time.sleep(2)
     _compare(want, _exported(broker, Topics(prefix)))
@@ -179,7 +179,7 @@ def test_a_worker_killed_mid_run_loses_nothing(
     produce(lines[:half], broker, Topics(prefix), end_of_input=False)
     _wait_for(lambda: len(_exported(broker, Topics(prefix))) > 0, timeout=60)
     worker.kill()
-    produce(lines[half:], broker, Topics(prefix))
+    produce(lines[half:], broker, Topics(prefix), end_of_input=True, marker_key=MARKER_KEY)
     again = workers("b")
     again.wait_ready()
     _wait_for(lambda: len(_exported(broker, Topics(prefix))) >= len(want), timeout=120)
@@ -217,7 +217,7 @@ def test_idle_marks_of_a_dead_validator_release_nothing_early(
                     )
     out.flush()
     out.close()
-    produce(lines, broker, topics)
+    produce(lines, broker, topics, end_of_input=True, marker_key=MARKER_KEY)
     worker = workers("a")
     worker.wait_ready()
     _wait_for(lambda: len(_exported(broker, topics)) >= len(want), timeout=120)
@@ -257,7 +257,7 @@ def test_bad_records_go_to_the_dead_letters_and_the_worker_goes_on(
             "source": "test",
         }
     ).encode()
-    produce([good], broker, topics)
+    produce([good], broker, topics, end_of_input=True, marker_key=MARKER_KEY)
     _wait_for(lambda: len(read_dead_letters(broker, topics)) >= len(bad))
     letters = read_dead_letters(broker, topics)
     assert len(letters) == len(bad)
