@@ -12,6 +12,7 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType
 
+from detectors.masking import mask_text
 from streams.kafka_io import admin, ensure_topics, produce, read_dead_letters
 from streams.topics import STAGES, Topics
 from tests.integration.conftest import Worker
@@ -119,16 +120,20 @@ def test_a_stage_raising_on_one_event_dead_letters_it_and_judges_the_rest(
     def stage_letters() -> list[dict[str, object]]:
         return [d for d in read_dead_letters(broker, topics) if d.get("stage")]
 
-    # The device and the review stage both judge a posture.
-    assert _wait_for(lambda: len(stage_letters()) >= 2, timeout=120)
+    # The device stage judges every posture (the review stage only a posture
+    # that is its entity's first event of a minute, as a tick).
+    assert _wait_for(lambda: any(d["stage"] == "device" for d in stage_letters()), timeout=120)
     _wait_for(lambda: len(_exported(broker, topics)) >= len(want), timeout=120)
     time.sleep(2)
     _compare(want, _exported(broker, topics))
     letters = stage_letters()
-    assert sorted(d["stage"] for d in letters) == ["device", "review"]
+    assert {d["stage"] for d in letters} <= {"device", "review"}
+    assert len(letters) == len({d["stage"] for d in letters})  # once each, not per retry
     for letter in letters:
-        assert "InjectedFault" in str(letter["reason"]) and poison in str(letter["reason"])
-        assert poison in str(letter["raw_masked"])
+        # The id names the event, masked as any text in a dead letter is.
+        assert "InjectedFault" in str(letter["reason"])
+        assert mask_text(poison) in str(letter["reason"])
+        assert mask_text(poison) in str(letter["raw_masked"])
         assert str(letter["topic"]).startswith(prefix) and "offset" in letter
     text = worker.log.read_text()
     assert "judged again in" in text  # retried before it was dead-lettered
