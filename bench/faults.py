@@ -58,6 +58,7 @@ PARTITIONS = 4
 SESSION_S = 6.0  # the workers' session: the zombie is stopped well past it
 REFUSE_S = 30.0
 REFUSING = 200  # max.message.bytes below any finding's size
+FAULTS = {"broker", "kill", "zombie", "refuse"}  # the stage raising on one posture is always on
 
 
 def day(n: int, seed: int) -> list[bytes]:
@@ -194,7 +195,13 @@ class Outcome:
 
 
 def one_run(
-    broker: str, victim: int | None, lines: list[bytes], workdir: Path, rate: float, wait_s: float
+    broker: str,
+    victim: int | None,
+    lines: list[bytes],
+    workdir: Path,
+    rate: float,
+    wait_s: float,
+    faults: set[str] = FAULTS,
 ) -> Outcome:
     began = time.monotonic()
     prefix = f"f{uuid.uuid4().hex[:8]}."
@@ -221,17 +228,20 @@ def one_run(
         time.sleep(8)  # the workers join their groups
         began = time.monotonic()
         feeding.start()
-        if victim is not None:
+        if victim is not None and "broker" in faults:
             at(0.15, lambda: kill_broker(victim))
             time.sleep(5)
             restart_broker(victim)
-        at(0.35, lambda: workers.signal("a", signal.SIGKILL))
-        at(0.5, lambda: workers.signal("b", signal.SIGSTOP))
-        time.sleep(SESSION_S * 2.5)
-        workers.signal("b", signal.SIGCONT)
-        at(0.7, lambda: refuse_findings(broker, topics.findings, REFUSING))
-        time.sleep(REFUSE_S)
-        refuse_findings(broker, topics.findings, None)
+        if "kill" in faults:
+            at(0.35, lambda: workers.signal("a", signal.SIGKILL))
+        if "zombie" in faults:
+            at(0.5, lambda: workers.signal("b", signal.SIGSTOP))
+            time.sleep(SESSION_S * 2.5)
+            workers.signal("b", signal.SIGCONT)
+        if "refuse" in faults:
+            at(0.7, lambda: refuse_findings(broker, topics.findings, REFUSING))
+            time.sleep(REFUSE_S)
+            refuse_findings(broker, topics.findings, None)
         feeding.join()
         deadline = time.monotonic() + wait_s
         got: Counter[str] = Counter()
@@ -279,11 +289,19 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=2_000.0, help="events/s produced")
     parser.add_argument("--wait", type=float, default=600.0, help="s to wait for the findings")
     parser.add_argument("--workdir", type=Path, default=Path("out/faults"))
+    parser.add_argument(
+        "--faults",
+        default=",".join(sorted(FAULTS)),
+        help="which faults to inject (to find which one a failure comes from)",
+    )
     args = parser.parse_args()
+    faults = set(args.faults.split(",")) - {""}
     lines = day(args.events, seed=11)
     outcomes = []
     for run in range(1, args.runs + 1):
-        o = one_run(args.broker, args.victim_port, lines, args.workdir, args.rate, args.wait)
+        o = one_run(
+            args.broker, args.victim_port, lines, args.workdir, args.rate, args.wait, faults
+        )
         outcomes.append(o)
         print(
             f"run {run}: {'PASS' if o.passed else 'FAIL'}  events {o.events:,}  findings wanted "
