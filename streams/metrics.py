@@ -32,7 +32,7 @@ DEAD_LETTERS = Counter(
     "sepwatch_dead_letters_total",
     "Records sent to the dead letters, by kind of reason "
     "(too_large, invalid_event, out_of_range, wrong_topic, too_far_ahead, unmappable, "
-    "es_rejected, "
+    "es_rejected, stage_error, "
     "notification_undeliverable).",
     ["reason"],
 )

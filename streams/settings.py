@@ -206,6 +206,13 @@ class Settings(BaseSettings):
         description="HMAC-SHA256 key that signs end-of-input markers (`produce "
         "--end-of-input`); without it no marker is sent or honoured",
     )
+    # Not for production: the stage path's handling of an exception (retried,
+    # then dead-lettered, the rest of the batch judged) is tested through it.
+    test_fault_event_id: str = Field(
+        "",
+        description="tests and the fault benchmark only: the stages raise when judging "
+        "the event with this event_id",
+    )
     retention_ms: int = Field(7 * 24 * 3600 * 1000, description="retention of sepwatch topics")
     # Five minutes: NTP keeps hosts within a second; a source's clock more than
     # minutes ahead is broken or forging, and one such event would move the

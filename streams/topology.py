@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import functools
 import json
 import logging
 import math
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, MutableMapping
+from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,13 +37,16 @@ from typing import Any
 import faust
 from aiokafka.errors import IllegalStateError
 from faust.utils import json as faust_json
+from pydantic import ValidationError
 
 from detectors import Engine, EngineState, Stage
+from detectors.masking import mask_text
 from schemas import EventAdapter, Finding, Policy
 from streams import metrics
 from streams.adapters import ADAPTERS
 from streams.adapters.intake import OUTCOMES, SkipLabels, adapt_message
 from streams.adapters.mapping import load_mapping
+from streams.dead_letters import dead_letter, reason_of
 from streams.policy_file import PolicyError, load_policy
 from streams.replay import utc_now
 from streams.settings import Settings
@@ -73,11 +77,20 @@ IDLE_SECONDS = 300.0
 # Key in a stage partition's meta table: end-of-input markers received, by source.
 INPUT_ENDS = "input_ends"
 METRICS_SECONDS = 5.0
+# Pauses before a record whose judging raised is judged again; then it is dead-lettered.
+JUDGE_RETRY_SECONDS = (0.1, 0.5, 2.0)
+
+
+class Undelivered(RuntimeError):
+    """A write the broker did not take (a finding, a changelog record, a dead
+    letter): no stage offset is committed from then on, so the records that
+    produced it are judged again by the worker that takes over."""
 
 
 class TableChanges:
-    """The table changes made while judging one stage record, written to the
-    changelogs once per key when the record is done.
+    """What judging one stage record writes: its findings and dead letters
+    as it goes, and its table changes, written to the changelogs once per
+    key when the record is done.
 
     Faust writes a changelog record for every `table[key] = value`, each
     through its per-message machinery; a batch of events changes the same
@@ -86,7 +99,15 @@ class TableChanges:
     (reads see the change); the changelog gets each key's last value, in the
     format Faust writes and restores (JSON key and value, None deletes), in
     one Kafka batch per changelog partition, before the record's offset can
-    be committed (see _changelog_before_commit, which awaits `unsent`)."""
+    be committed (see _changelog_before_commit, which awaits `settled`).
+
+    Every write's delivery is watched: one the broker does not take makes
+    every later commit fail (`settled` raises) and no changelog record is
+    written after it, since a restore would read it even though the input
+    offset before it is never committed (a pending decision's tombstone
+    without its finding would lose the finding for good). Findings are sent
+    through Faust's topic machinery no more: it logs a failed delivery as a
+    WARNING and commits past it (issue 19)."""
 
     def __init__(self, producer: Any) -> None:
         self.producer = producer  # Faust's; its Kafka client sends the batches
@@ -94,6 +115,7 @@ class TableChanges:
         self.changed: dict[tuple[str, int], dict[str, Any]] = {}
         self.submitting: set[asyncio.Future[None]] = set()
         self.unsent: set[asyncio.Future[Any]] = set()
+        self.failed: BaseException | None = None
 
     def note(self, topic: str, partition: int, key: str, value: Any) -> None:
         keys = self.changed.get((topic, partition))
@@ -101,9 +123,27 @@ class TableChanges:
             keys = self.changed[(topic, partition)] = {}
         keys[key] = value
 
+    async def publish(
+        self, topic: str, key: bytes | None, value: bytes, delivered: Callable[[], None]
+    ) -> asyncio.Future[Any] | None:
+        """Send one record; `delivered` runs once the broker has it. The
+        returned future settles with the delivery (None: not sent at all)."""
+        self._refuse_after_failure()
+        try:
+            fut: asyncio.Future[Any] = await self.producer._ensure_producer().send(
+                topic, value, key=key
+            )
+        except Exception as exc:  # the client refused it outright (too large, closed)
+            self._failure(exc, topic)
+            return None
+        self._track(fut, topic)
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception() or delivered())
+        return fut
+
     async def write(self) -> None:
         if not self.changed:
             return
+        self._refuse_after_failure()
         changed, self.changed = self.changed, {}
         # Until every batch is handed to the client its future is unknown: a
         # commit meanwhile waits for the whole write (settled), or it could
@@ -114,30 +154,65 @@ class TableChanges:
         await task
 
     async def settled(self) -> None:
-        """Every change written so far is on the broker (or this raises); those
-        of a record still being judged are not: its offset is not committed."""
+        """Every write made so far is on the broker, or this raises
+        Undelivered; those of a record still being judged are not awaited:
+        its offset is not committed."""
         while self.submitting:
-            await asyncio.gather(*list(self.submitting))
+            await asyncio.gather(*list(self.submitting), return_exceptions=True)
         if self.unsent:
-            await asyncio.gather(*list(self.unsent))
+            await asyncio.gather(*list(self.unsent), return_exceptions=True)
+        self._refuse_after_failure()
+
+    def _refuse_after_failure(self) -> None:
+        if self.failed is not None:
+            raise Undelivered(
+                f"a write was not delivered ({type(self.failed).__name__}: {self.failed}); "
+                "no stage offset is committed past it"
+            ) from self.failed
+
+    def _failure(self, exc: BaseException, topic: str) -> None:
+        if self.failed is None:
+            self.failed = exc
+            log.error(
+                "a record for %s was not delivered (%s: %s): this worker commits no stage "
+                "offset from now on; restart it once the cause is fixed, and the records "
+                "since the last commit are judged again",
+                topic,
+                type(exc).__name__,
+                exc,
+            )
+
+    def _track(self, fut: asyncio.Future[Any], topic: str) -> None:
+        self.unsent.add(fut)
+
+        def done(f: asyncio.Future[Any]) -> None:
+            self.unsent.discard(f)
+            exc = f.exception() if not f.cancelled() else asyncio.CancelledError()
+            if exc is not None:
+                self._failure(exc, topic)
+
+        fut.add_done_callback(done)
 
     async def _submit(self, changed: dict[tuple[str, int], dict[str, Any]]) -> None:
         client = self.producer._ensure_producer()
-        for (topic, partition), keys in changed.items():
-            batch = client.create_batch()
-            for key, value in keys.items():
-                k = faust_json.dumps(key)
-                v = None if value is None else faust_json.dumps(value)
-                if batch.append(key=k, value=v, timestamp=None) is None:  # full
-                    await self._send(client, batch, topic, partition)
-                    batch = client.create_batch()
-                    batch.append(key=k, value=v, timestamp=None)  # a first record always fits
-            await self._send(client, batch, topic, partition)
+        try:
+            for (topic, partition), keys in changed.items():
+                batch = client.create_batch()
+                for key, value in keys.items():
+                    k = faust_json.dumps(key)
+                    v = None if value is None else faust_json.dumps(value)
+                    if batch.append(key=k, value=v, timestamp=None) is None:  # full
+                        await self._send(client, batch, topic, partition)
+                        batch = client.create_batch()
+                        batch.append(key=k, value=v, timestamp=None)  # a first always fits
+                await self._send(client, batch, topic, partition)
+        except Exception as exc:  # the client refused a batch outright
+            self._failure(exc, "a changelog")
+            raise
 
     async def _send(self, client: Any, batch: Any, topic: str, partition: int) -> None:
         fut = await client.send_batch(batch, topic, partition=partition)
-        self.unsent.add(fut)
-        fut.add_done_callback(self.unsent.discard)
+        self._track(fut, topic)
 
 
 class PartitionStore(MutableMapping[str, Any]):
@@ -491,7 +566,6 @@ def build_app(
         )
 
     dead = raw_topic(topics.dead_letters)
-    findings = raw_topic(topics.findings)
     by_stage = {stage: raw_topic(topics.stage(stage)) for stage in STAGES}
     sources = len(topics.inputs) * partitions
     fed_by = feeds(topics)
@@ -587,7 +661,7 @@ def build_app(
             changes[stage],
         )
         app.agent(by_stage[stage], name=f"{settings.topic_prefix}stage-{stage}")(
-            _stage_agent(runners[stage], findings, sources)
+            _stage_agent(runners[stage], topics, sources, settings.test_fault_event_id)
         )
 
     @app.on_partitions_assigned.connect
@@ -706,35 +780,92 @@ def build_app(
     return app
 
 
-def _stage_agent(runner: StageRunner, findings: Any, sources: int) -> Any:
+def _stage_agent(runner: StageRunner, topics: Topics, sources: int, fault_event_id: str) -> Any:
+    changes = runner.changes
+
     async def judge(stream: Any) -> None:
         async for event in stream.events():
-            await judge_record(event)
+            delivering: list[asyncio.Future[Any]] = []
+            await judge_record(event, delivering)
+            # The findings are on the broker before the state changes that made
+            # them (a pending decision's tombstone): a crash between the two
+            # leaves the decision to be made again from the changelog, not lost.
+            if delivering:
+                await asyncio.gather(*delivering, return_exceptions=True)
             # Before the record is acknowledged, so before its offset is committed.
-            await runner.changes.write()
+            await changes.write()
 
     def judge_event(
         engine: Engine, partition: int, source: str, appended: float, raw: bytes
     ) -> list[Finding]:
         """One event, then the clock it moves (its source's, appended then)."""
         parsed = EventAdapter.validator.validate_json(raw)
+        if fault_event_id and parsed.event_id == fault_event_id:
+            raise InjectedFault(
+                f"told to fail on event {parsed.event_id} (SEPWATCH_TEST_FAULT_EVENT_ID)"
+            )
         found = engine.process(parsed)
         ts = parsed.timestamp.timestamp()
         return found + engine.advance(runner.clock(partition, source, ts, appended=appended))
 
-    async def judge_record(event: Any) -> None:
-        partition = event.message.partition
+    async def judged(
+        work: Callable[[], list[Finding]],
+        raw: bytes,
+        where: dict[str, Any],
+        delivering: list[asyncio.Future[Any]],
+    ) -> list[Finding]:
+        """What `work` found. One that raises is tried again after a pause;
+        one that still raises goes to the dead letters with the reason, and
+        the rest of the record is judged (Faust would acknowledge the record
+        and drop the rest of its events)."""
+        for pause in (*JUDGE_RETRY_SECONDS, None):
+            try:
+                return work()
+            except Exception as exc:
+                reason = f"the {runner.stage} stage raised {_reason(exc)}"
+                if pause is None:
+                    log.error("%s; to the dead letters (%s)", reason, where)
+                    letter = dead_letter(raw, reason, where={**where, "stage": runner.stage})
+                    fut = await changes.publish(
+                        topics.dead_letters, None, _json(letter), _stage_error_delivered
+                    )
+                    if fut is not None:
+                        delivering.append(fut)
+                    return []
+                log.warning("%s (%s); judged again in %s s", reason, where, pause)
+                await asyncio.sleep(pause)
+        return []
+
+    async def emit(found: list[Finding], delivering: list[asyncio.Future[Any]]) -> None:
+        for f in found:
+            fut = await changes.publish(
+                topics.findings,
+                f.finding_id.encode(),
+                f.model_dump_json().encode(),
+                functools.partial(_finding_delivered, f),
+            )
+            if fut is not None:
+                delivering.append(fut)
+
+    async def judge_record(event: Any, delivering: list[asyncio.Future[Any]]) -> None:
+        msg = event.message
+        partition = msg.partition
         engine = runner.engine(partition)
+        where = {"topic": msg.topic, "partition": partition, "offset": msg.offset}
         if event.key == EVENTS:
-            for source, appended, raw in read_events(event.value):
+            for n, (source, appended, raw) in enumerate(read_events(event.value)):
                 if type(raw) is TimeOnly:
                     engine.pass_time(raw.stream, raw.ts)
                     clock = runner.clock(partition, source, raw.ts, appended=appended)
                     found = engine.advance(clock)
                 else:
-                    found = judge_event(engine, partition, source, appended, raw)  # type: ignore[arg-type]
-                for f in found:
-                    await _emit(findings, f)
+                    found = await judged(
+                        functools.partial(judge_event, engine, partition, source, appended, raw),  # type: ignore[arg-type]
+                        raw,  # type: ignore[arg-type]
+                        {**where, "event": n},
+                        delivering,
+                    )
+                await emit(found, delivering)
             return
         headers = dict(event.headers or {})
         # The input partition the mark came through.
@@ -749,14 +880,20 @@ def _stage_agent(runner: StageRunner, findings: Any, sources: int) -> Any:
             if len(ends) < sources:
                 meta[INPUT_ENDS] = ends
                 return
-            found = engine.flush(until=max(ends.values()))
+            until = max(ends.values())
+            found = await judged(lambda: engine.flush(until=until), b"", where, delivering)
             if INPUT_ENDS in meta:
                 del meta[INPUT_ENDS]
         elif event.key == SOURCE_IDLE:
             # A mark without its time (an older worker's) is taken as of when
             # it was written, which is no later than its source was idle.
-            as_of = _seconds(headers.get(AS_OF), event.message.timestamp)
-            found = engine.advance(runner.clock(partition, source, None, as_of=as_of))
+            as_of = _seconds(headers.get(AS_OF), msg.timestamp)
+            found = await judged(
+                lambda: engine.advance(runner.clock(partition, source, None, as_of=as_of)),
+                b"",
+                where,
+                delivering,
+            )
         elif event.key == SOURCE_BUSY:
             # Holds the clock; never moves it.
             runner.busy(partition, source)
@@ -764,12 +901,41 @@ def _stage_agent(runner: StageRunner, findings: Any, sources: int) -> Any:
         else:
             # One event with its append time in a header: what workers wrote
             # before batches, still in the stage topics after an upgrade.
-            appended = _seconds(headers.get(APPENDED), event.message.timestamp)
-            found = judge_event(engine, partition, source, appended, event.value)
-        for f in found:
-            await _emit(findings, f)
+            appended = _seconds(headers.get(APPENDED), msg.timestamp)
+            found = await judged(
+                functools.partial(judge_event, engine, partition, source, appended, event.value),
+                event.value,
+                where,
+                delivering,
+            )
+        await emit(found, delivering)
 
     return judge
+
+
+class InjectedFault(RuntimeError):
+    """What a stage raises on the event SEPWATCH_TEST_FAULT_EVENT_ID names: for
+    the tests and the fault benchmark, which check that a stage that raises
+    skips nothing else and dead-letters the event."""
+
+
+def _reason(exc: Exception) -> str:
+    """Why judging raised, masked: a validation error's message quotes its input."""
+    if isinstance(exc, ValidationError):
+        return f"ValidationError: {reason_of(exc)[0]}"
+    return mask_text(f"{type(exc).__name__}: {str(exc)[:300]}")
+
+
+def _finding_delivered(finding: Finding) -> None:
+    """Counted once the broker has it, not when it is decided."""
+    metrics.FINDINGS.labels(finding.rule_id, finding.severity, finding.entity, finding.status).inc()
+    metrics.DECISION_LATENCY.labels(finding.rule_id).observe(
+        max(0.0, time.time() - finding.timestamp.timestamp())
+    )
+
+
+def _stage_error_delivered() -> None:
+    metrics.DEAD_LETTERS.labels("stage_error").inc()
 
 
 def _seconds(header: bytes | None, fallback: float) -> float:
@@ -778,14 +944,6 @@ def _seconds(header: bytes | None, fallback: float) -> float:
     except ValueError:
         return fallback
     return value if math.isfinite(value) else fallback
-
-
-async def _emit(findings: Any, finding: Finding) -> None:
-    await findings.send(key=finding.finding_id.encode(), value=finding.model_dump_json().encode())
-    metrics.FINDINGS.labels(finding.rule_id, finding.severity, finding.entity, finding.status).inc()
-    metrics.DECISION_LATENCY.labels(finding.rule_id).observe(
-        max(0.0, time.time() - finding.timestamp.timestamp())
-    )
 
 
 def _changelog_before_commit(app: faust.App, changes: list[TableChanges]) -> None:
@@ -801,24 +959,23 @@ def _changelog_before_commit(app: faust.App, changes: list[TableChanges]) -> Non
     Under CPU load that happens, and a worker killed right after restores
     tables without those changes while the events are not read again:
     pending decisions vanish and their findings are lost. Here flush awaits
-    each record's delivery instead (a failed one fails the commit, so the
-    events are read again)."""
+    each record's delivery instead, and raises once any delivery failed (no
+    offset is committed past it: the events are read again by the worker
+    that takes over)."""
     buffer = app.producer.buffer
-    unsent: set[asyncio.Future[Any]] = set()
+    # Faust's own sends (the adapters' agent) are watched as the stages' are.
+    faust_sends = TableChanges(app.producer)
     put = buffer.put
 
     def tracked_put(fut: Any) -> None:
-        unsent.add(fut)
-        fut.add_done_callback(unsent.discard)
+        faust_sends._track(fut, "a topic written through Faust")
         put(fut)
 
     async def flush() -> None:
         # Changes made after this point belong to events not yet acknowledged,
         # whose offsets this commit does not cover.
-        for stage_changes in changes:
+        for stage_changes in [*changes, faust_sends]:
             await stage_changes.settled()
-        if unsent:
-            await asyncio.gather(*list(unsent))
 
     buffer.put = tracked_put  # type: ignore[method-assign]
     buffer.flush = flush  # type: ignore[method-assign]
