@@ -425,8 +425,11 @@ def worker_cmd(
     )
     policy_path = policy or settings.policy
     pol = _policy(policy_path)
-    if settings.mapping.exists():
-        mapping_for(settings.mapping, pol)  # a bad mapping is refused, every problem listed
+    if settings.mapping is not None:
+        # A mapping that is wrong in itself is refused here, every problem
+        # listed; one that names apps this policy lacks only keeps the raw
+        # topics unread (streams.topology), the rules run.
+        mapping_for(settings.mapping, None)
     try:
         ensure_topics(
             settings.kafka,

@@ -28,6 +28,7 @@ from streams.topics import Topics
 ROOT = Path(__file__).resolve().parent.parent
 KAFKA = ROOT / "deploy" / "local" / "kafka.sh"
 ES = ROOT / "deploy" / "local" / "elasticsearch.sh"
+MAPPING = ROOT / "deploy" / "policy" / "vendor-mapping.yaml"
 
 
 def _view(counts: Counter[tuple[str, str]], recent: deque[dict[str, Any]], status: str) -> Group:
@@ -74,6 +75,9 @@ def run(policy: Path, events: Path, rate: float, console: Console) -> int:
         "SEPWATCH_TOPIC_PREFIX": prefix,
         "SEPWATCH_ES_URL": es_url,
         "SEPWATCH_ES_INDEX": index,
+        # The demo's policy names every app of the shipped mapping, so the
+        # worker also adapts raw vendor topics; a bank configures its own.
+        "SEPWATCH_MAPPING": os.environ.get("SEPWATCH_MAPPING", str(MAPPING)),
         "PYTHONUNBUFFERED": "1",
     }
     with log.open("wb") as out:

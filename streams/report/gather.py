@@ -441,8 +441,10 @@ def _waivers(
             continue
         scope = [
             f"entity {w.entity}" if w.entity else "",
-            f"user {mask_identifier(w.user_id)}" if w.user_id else "",
-            f"device {mask_identifier(w.device_id)}" if w.device_id else "",
+            # The policy names them for the committee to read; only an
+            # identifier-shaped value (an RRN used as a user id) is masked.
+            f"user {mask_text(w.user_id)}" if w.user_id else "",
+            f"device {mask_text(w.device_id)}" if w.device_id else "",
             f"app {w.saas_app}" if w.saas_app else "",
         ]
         out.append(

@@ -139,7 +139,7 @@ class ExpiryFigures(_Figures):
 class WaiverFigures(_Figures):
     waiver_id: str
     rule_id: str
-    scope: str  # entity / user / device / app it covers, identifiers masked
+    scope: str  # entity / user / device / app it covers (identifier-shaped values masked)
     approved_by: str
     reason: str
     valid_from: date

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
 
 from streams.report.i18n import APP_STATUS, SEVERITY, STATUS, TEXT, rule_text
 from streams.report.model import MonthCount, Report
@@ -55,6 +56,13 @@ def _duration(minutes: float | None, t: dict[str, str]) -> str:
     return text + (f" 30{t['seconds']}" if minutes != whole else "")
 
 
+def _words(text: str) -> Markup:
+    """Each word unbreakable: Pango may break Hangul between any two syllables
+    ("위험/도"), and WeasyPrint has no `word-break: keep-all`, so a cell wraps
+    only at spaces."""
+    return Markup(" ").join(Markup('<span class="w">%s</span>') % w for w in str(text).split())
+
+
 def _signed(n: int) -> str:
     return f"+{n:,}" if n > 0 else f"{n:,}"
 
@@ -80,6 +88,7 @@ def html(report: Report) -> str:
     env.filters.update(
         num=lambda n: "-" if n is None else f"{n:,}",
         signed=_signed,
+        words=_words,
         percent=_percent,
         share=_share,
         duration=lambda m: _duration(m, t),

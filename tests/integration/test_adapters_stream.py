@@ -47,7 +47,13 @@ def test_raw_topics_through_the_adapter_agent_give_the_findings_of_the_scenario(
     client.create_topics([NewTopic(topics.raw(s), PARTITIONS, 1) for s in ADAPTERS])
     client.close()
     arrivals = raw_arrivals(load_mapping(MAPPING, load_policy(POLICY)))
-    worker = Worker(broker, prefix, tmp_path / "state", tmp_path / "worker.log")
+    worker = Worker(
+        broker,
+        prefix,
+        tmp_path / "state",
+        tmp_path / "worker.log",
+        env={"SEPWATCH_MAPPING": str(MAPPING)},
+    )
     counter = KafkaConsumer(bootstrap_servers=broker)
     inputs = [TopicPartition(t, p) for t in topics.inputs for p in range(PARTITIONS)]
     raw = KafkaProducer(bootstrap_servers=broker)
