@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import inspect
 import json
 import os
 import sys
@@ -678,6 +679,9 @@ def findings_list(
     if status is not None and status not in STATUSES:
         err.print(f"[bold red]--status {status}[/]: one of {', '.join(STATUSES)}")
         raise typer.Exit(2)
+    if rule is not None and rule not in CATALOGUE:
+        err.print(f"[bold red]--rule {rule}[/]: one of {', '.join(CATALOGUE)}")
+        raise typer.Exit(2)
     settings = _settings(es_url=es_url, es_index=index)
     es = _es(settings)
     with _es_errors(settings):
@@ -694,24 +698,9 @@ def findings_list(
         for f in found:
             out.print_json(json.dumps(f, ensure_ascii=False), indent=None)
         return
-    table = Table(title=f"{len(found)} of {total:,} findings", title_justify="left")
-    table.add_column("time (UTC)", no_wrap=True)
-    table.add_column("id", no_wrap=True)
-    for col in ("rule", "sev", "status", "entity", "user", "device", "app"):
-        table.add_column(col, overflow="fold")
-    for f in found:
-        table.add_row(
-            str(f["timestamp"])[:16].replace("T", " "),
-            f["finding_id"],
-            f["rule_id"],
-            f["severity"],
-            f["status"],
-            f["entity"],
-            f["user_id"] or "",
-            f["device_id"] or "",
-            f["saas_app"] or "",
-        )
-    out.print(table)
+    from streams.findings_table import findings_table
+
+    out.print(findings_table(found, total, out.width))
 
 
 @findings_app.command("show")
@@ -812,6 +801,30 @@ app.command("report")(report_cmd)
 from streams.es_setup_cli import es_app  # noqa: E402
 
 app.add_typer(es_app, name="elasticsearch")
+
+
+def _one_line_paragraphs(doc: str) -> str:
+    """A docstring's paragraphs each on one line, for the terminal to wrap:
+    typer's rich help keeps the source's line breaks. A paragraph of command
+    lines (examples) keeps its lines."""
+    paragraphs = inspect.cleandoc(doc).split("\n\n")
+    return "\n\n".join(
+        p if all(line.startswith("sepwatch ") for line in p.splitlines()) else " ".join(p.split())
+        for p in paragraphs
+    )
+
+
+def _help_from_docstrings(typer_app: typer.Typer) -> None:
+    for command in typer_app.registered_commands:
+        doc = command.help or inspect.getdoc(command.callback)
+        if doc:
+            command.help = _one_line_paragraphs(doc)
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _help_from_docstrings(group.typer_instance)
+
+
+_help_from_docstrings(app)
 
 
 def main() -> None:

@@ -109,7 +109,7 @@ def run(policy: Path, events: Path, rate: float, console: Console) -> int:
                 return 1
             time.sleep(0.3)
         found = _stream(kafka, topics, events, rate, console)
-        return _in_elasticsearch(es_url, index, found, console)
+        shown = _in_elasticsearch(es_url, index, found, console)
     finally:
         worker.terminate()
         try:
@@ -119,7 +119,24 @@ def run(policy: Path, events: Path, rate: float, console: Console) -> int:
         if started_kafka:
             subprocess.run([str(KAFKA), "down"], check=False)
         if started_es:
-            subprocess.run([str(ES), "down"], check=False)
+            # Stopped, its data kept: the findings are there when it is started again.
+            keep = {**os.environ, "SEPWATCH_ES_KEEP_DATA": "1"}
+            subprocess.run([str(ES), "down"], check=False, env=keep)
+    console.print(afterwards(es_url, index, es_stopped=started_es))
+    return shown
+
+
+def afterwards(es_url: str, index: str, *, es_stopped: bool) -> str:
+    """The demo's last words: where its findings are and how to work them."""
+    work = f"SEPWATCH_ES_URL={es_url} SEPWATCH_ES_INDEX={index} .venv/bin/sepwatch findings list"
+    if not es_stopped:
+        return f"The demo's findings are in Elasticsearch, index {index}:\n  {work}"
+    return (
+        f"The demo's findings are kept in index {index} of the Elasticsearch it started "
+        "and stopped (its data stays until `deploy/local/elasticsearch.sh down` is run "
+        "without SEPWATCH_ES_KEEP_DATA=1). To work them:\n"
+        f"  deploy/local/elasticsearch.sh up\n  {work}"
+    )
 
 
 def _in_elasticsearch(es_url: str, index: str, expected: int, console: Console) -> int:
@@ -142,10 +159,6 @@ def _in_elasticsearch(es_url: str, index: str, expected: int, console: Console) 
     for f in critical:
         table.add_row(str(f["timestamp"])[:16], f["finding_id"], f["entity"], f["user_id"] or "")
     console.print(table)
-    console.print(
-        "against a running Elasticsearch, analysts work findings with "
-        "`sepwatch findings list|show|ack|resolve` (SEPWATCH_ES_URL, SEPWATCH_ES_INDEX)"
-    )
     return 0 if stored == expected else 1
 
 

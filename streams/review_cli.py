@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from streams.cli_options import BrokerOpt, EsOpt, IndexOpt, PrefixOpt
+from streams.settings import Settings
 
 review_app = typer.Typer(
     help="Control reviews (the six-monthly review of the information-security controls): "
@@ -130,23 +131,28 @@ def review_list(
     policy: PolicyOpt = None,
     broker: BrokerOpt = None,
     prefix: PrefixOpt = None,
+    es_url: EsOpt = None,
+    index: IndexOpt = None,
 ) -> None:
     """Control reviews per entity from the control-reviews topic: done on time
-    or late, reported to the committee on time or late, and the next due date."""
+    or late, reported to the committee on time or late, and the next due date.
+
+    Every entity named by a finding in Elasticsearch is listed too, reviewed or
+    not (one with no review is due from the policy's baseline)."""
     from streams.cli import _policy, _settings
     from streams.kafka_io import KafkaUnavailable
     from streams.report.reviews import merge, read_reviews, schedule
     from streams.topics import Topics
 
     pol = _policy(policy)
-    settings = _settings(broker=broker, topic_prefix=prefix)
+    settings = _settings(broker=broker, topic_prefix=prefix, es_url=es_url, es_index=index)
     try:
         records, skipped = read_reviews(settings.kafka, Topics(settings.topic_prefix))
     except KafkaUnavailable as exc:
         err.print(f"[bold red]cannot read the reviews[/]: {exc}")
         raise typer.Exit(2) from None
     now = datetime.now(UTC)
-    plan = schedule(merge(records), pol, now=now)
+    plan = schedule(merge(records), pol, _entities_with_findings(settings), now=now)
     if entity is not None:
         plan = {k: v for k, v in plan.items() if k == entity}
     table = Table(title="Control reviews", title_justify="left")
@@ -170,15 +176,36 @@ def review_list(
             )
     out.print(table)
     due = Table(title="Next review due", title_justify="left")
-    for col in ("entity", "baseline", "last completed", "next due", ""):
+    for col in ("entity", "baseline", "last completed", "next due", "state"):
         due.add_column(col)
     for name, s in plan.items():
         last = s.reviews[-1].review.completed_at.date().isoformat() if s.reviews else "none"
-        late = "[bold red]overdue[/]" if s.overdue(now.date()) else ""
-        due.add_row(name, s.baseline.isoformat(), last, s.next_due.isoformat(), late)
+        state = "[bold red]overdue[/]" if s.overdue(now.date()) else "in time"
+        due.add_row(name, s.baseline.isoformat(), last, s.next_due.isoformat(), state)
     out.print(due)
     if skipped:
         err.print(f"{skipped} record(s) on the topic are not control reviews and were skipped")
+
+
+def _entities_with_findings(settings: Settings) -> list[str]:
+    """The entities the findings name, from Elasticsearch where there is one:
+    an entity that never recorded a review is overdue all the same."""
+    from elastic_transport import TransportError
+    from elasticsearch import ApiError
+
+    from streams.cli import _es
+    from streams.elastic import finding_entities
+
+    if not settings.es_url:
+        return []
+    try:
+        return finding_entities(_es(settings), settings.es_index)
+    except (ApiError, TransportError) as exc:
+        err.print(
+            f"[yellow]entities with findings not read[/] ({settings.es_url}: {exc}); "
+            "listing the entities of the reviews and the policy only"
+        )
+        return []
 
 
 # -- the report ---------------------------------------------------------------
