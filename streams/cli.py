@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO
+from zoneinfo import ZoneInfo
 
 import typer
 from pydantic import ValidationError
@@ -666,11 +667,24 @@ def findings_list(
         typer.Option(help="Event time from: a date, an RFC 3339 time, or back from now (24h)."),
     ] = None,
     limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON a line.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON a line (times in UTC).")
+    ] = False,
+    policy: Annotated[
+        Path | None,
+        typer.Option(
+            "--policy",
+            "-p",
+            help="Policy whose time zone the times are shown in. Default: $SEPWATCH_POLICY, "
+            "else deploy/policy/example.yaml, else UTC if there is none.",
+            show_default=False,
+        ),
+    ] = None,
     es_url: EsOpt = None,
     index: IndexOpt = None,
 ) -> None:
-    """List findings from Elasticsearch, newest first, filtered.
+    """List findings from Elasticsearch, newest first, filtered; times in the
+    policy's time zone (findings keep UTC: see --json).
 
     sepwatch findings list --status open --rule SEP-003 --since 24h
     """
@@ -700,7 +714,23 @@ def findings_list(
         return
     from streams.findings_table import findings_table
 
-    out.print(findings_table(found, total, out.width))
+    zone = _display_zone(policy)
+    out.print(
+        findings_table(
+            found,
+            total,
+            out.width,
+            f"time ({zone.key})",
+            lambda ts: datetime.fromisoformat(ts).astimezone(zone).strftime("%Y-%m-%d %H:%M"),
+        )
+    )
+
+
+def _display_zone(policy: Path | None) -> ZoneInfo:
+    """The policy's zone; UTC when no policy is given and the default one is not there."""
+    if policy is None and not Settings().policy.exists():
+        return ZoneInfo("UTC")
+    return ZoneInfo(_policy(policy).timezone)
 
 
 @findings_app.command("show")

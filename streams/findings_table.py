@@ -29,7 +29,7 @@ def columns(time_header: str, id_width: int) -> list[Column]:
     """In the order shown. An id starts with its rule id, so the rule column
     is among the first to go when the terminal is narrow."""
     return [
-        Column(time_header, "timestamp", 16, 0, whole=True),
+        Column(time_header, "timestamp", max(16, len(time_header)), 0, whole=True),
         Column("id", "finding_id", id_width, 1, whole=True),
         Column("rule", "rule_id", 7, 6, whole=True),
         Column("sev", "severity", 4, 7),

@@ -27,8 +27,8 @@ class Sources(_Figures):
 
 class PeriodFigures(_Figures):
     label: str
-    start: datetime  # inclusive, UTC
-    end: datetime  # exclusive, UTC
+    start: datetime  # inclusive: local midnight of first_day, in the policy's zone
+    end: datetime  # exclusive
     first_day: date
     last_day: date
 
@@ -71,7 +71,7 @@ class OpenItem(_Figures):
 
 
 class MonthCount(_Figures):
-    month: str  # YYYY-MM (UTC)
+    month: str  # YYYY-MM, months of the policy's zone
     count: int
 
 
@@ -170,6 +170,7 @@ class Report(_Figures):
     schema_version: int = SCHEMA_VERSION
     generated_at: datetime
     as_of: date
+    timezone: str = "UTC"  # the policy's: days, months and periods are its; times shown in it
     lang: str
     entity: str | None  # None: every entity together
     period: PeriodFigures

@@ -7,6 +7,7 @@ import base64
 import io
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
@@ -85,6 +86,7 @@ def html(report: Report) -> str:
     )
     lang = report.lang
     t = TEXT[lang]
+    zone = ZoneInfo(report.timezone)
     env.filters.update(
         num=lambda n: "-" if n is None else f"{n:,}",
         signed=_signed,
@@ -96,7 +98,9 @@ def html(report: Report) -> str:
         severity=lambda s: SEVERITY[lang].get(s, s),
         app_status=lambda s: APP_STATUS[lang].get(s, s),
         day=lambda d: d.strftime("%Y-%m-%d") if d else "-",
-        minute=lambda d: d.strftime("%Y-%m-%d %H:%M") if d else "-",
+        # Times as people at the bank read them: in the policy's zone.
+        minute=lambda d: d.astimezone(zone).strftime("%Y-%m-%d %H:%M") if d else "-",
+        stamp=lambda d: d.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z"),
     )
     rules: list[dict[str, Any]] = []
     for r in report.rules:
