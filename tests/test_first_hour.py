@@ -75,3 +75,20 @@ def test_the_licence_is_an_spdx_string_the_build_backend_accepts() -> None:
     [setuptools] = [r for r in project["build-system"]["requires"] if r.startswith("setuptools")]
     minimum = tuple(int(x) for x in setuptools.split(">=")[1].split("."))
     assert minimum >= (77,)  # the first setuptools that reads PEP 639's string
+
+
+def test_the_demo_shows_finding_times_on_the_banks_clock() -> None:
+    from collections import Counter, deque
+    from zoneinfo import ZoneInfo
+
+    from rich.console import Console
+
+    from streams.demo import _view
+
+    finding = {"timestamp": "2026-11-23T03:12:45+00:00", "rule_id": "SEP-007", "entity": "HQ"}
+    console = Console(width=120, record=True)
+    console.print(
+        _view(Counter(), deque([{**finding, "summary": "s"}]), "", ZoneInfo("Asia/Seoul"))
+    )
+    shown = console.export_text()
+    assert "time (Asia/Seoul)" in shown and "12:12:45" in shown and "03:12:45" not in shown

@@ -456,3 +456,12 @@ def test_an_impossible_unquoted_date_is_a_problem_at_its_line(
     for key in ("evaluation_valid_from", "evaluation_valid_until"):
         line = line_of(IMPOSSIBLE_DATES, key)
         assert f"dates.yaml:{line}: registry[0].{key}: " in printed, printed
+
+
+def test_an_unknown_time_zone_is_a_problem_at_its_line() -> None:
+    text = "version: 1\ntimezone: Asia/Busan\n"
+    [problem] = problems_of(text)
+    assert (problem.path, problem.line) == ("timezone", 2)
+    assert "IANA time zone" in problem.reason
+    assert parse_policy("version: 1\ntimezone: Asia/Seoul\n").timezone == "Asia/Seoul"
+    assert parse_policy("version: 1\n").timezone == "UTC"  # absent: UTC, as before
