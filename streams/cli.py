@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import inspect
 import json
 import os
 import sys
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO
+from zoneinfo import ZoneInfo
 
 import typer
 from pydantic import ValidationError
@@ -428,8 +430,11 @@ def worker_cmd(
     )
     policy_path = policy or settings.policy
     pol = _policy(policy_path)
-    if settings.mapping.exists():
-        mapping_for(settings.mapping, pol)  # a bad mapping is refused, every problem listed
+    if settings.mapping is not None:
+        # A mapping that is wrong in itself is refused here, every problem
+        # listed; one that names apps this policy lacks only keeps the raw
+        # topics unread (streams.topology), the rules run.
+        mapping_for(settings.mapping, None)
     try:
         replication = ensure_topics(
             settings.kafka,
@@ -715,11 +720,24 @@ def findings_list(
         typer.Option(help="Event time from: a date, an RFC 3339 time, or back from now (24h)."),
     ] = None,
     limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON a line.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON a line (times in UTC).")
+    ] = False,
+    policy: Annotated[
+        Path | None,
+        typer.Option(
+            "--policy",
+            "-p",
+            help="Policy whose time zone the times are shown in. Default: $SEPWATCH_POLICY, "
+            "else deploy/policy/example.yaml, else UTC if there is none.",
+            show_default=False,
+        ),
+    ] = None,
     es_url: EsOpt = None,
     index: IndexOpt = None,
 ) -> None:
-    """List findings from Elasticsearch, newest first, filtered.
+    """List findings from Elasticsearch, newest first, filtered; times in the
+    policy's time zone (findings keep UTC: see --json).
 
     sepwatch findings list --status open --rule SEP-003 --since 24h
     """
@@ -727,6 +745,9 @@ def findings_list(
 
     if status is not None and status not in STATUSES:
         err.print(f"[bold red]--status {status}[/]: one of {', '.join(STATUSES)}")
+        raise typer.Exit(2)
+    if rule is not None and rule not in CATALOGUE:
+        err.print(f"[bold red]--rule {rule}[/]: one of {', '.join(CATALOGUE)}")
         raise typer.Exit(2)
     settings = _settings(es_url=es_url, es_index=index)
     es = _es(settings)
@@ -744,24 +765,25 @@ def findings_list(
         for f in found:
             out.print_json(json.dumps(f, ensure_ascii=False), indent=None)
         return
-    table = Table(title=f"{len(found)} of {total:,} findings", title_justify="left")
-    table.add_column("time (UTC)", no_wrap=True)
-    table.add_column("id", no_wrap=True)
-    for col in ("rule", "sev", "status", "entity", "user", "device", "app"):
-        table.add_column(col, overflow="fold")
-    for f in found:
-        table.add_row(
-            str(f["timestamp"])[:16].replace("T", " "),
-            f["finding_id"],
-            f["rule_id"],
-            f["severity"],
-            f["status"],
-            f["entity"],
-            f["user_id"] or "",
-            f["device_id"] or "",
-            f["saas_app"] or "",
+    from streams.findings_table import findings_table
+
+    zone = _display_zone(policy)
+    out.print(
+        findings_table(
+            found,
+            total,
+            out.width,
+            f"time ({zone.key})",
+            lambda ts: datetime.fromisoformat(ts).astimezone(zone).strftime("%Y-%m-%d %H:%M"),
         )
-    out.print(table)
+    )
+
+
+def _display_zone(policy: Path | None) -> ZoneInfo:
+    """The policy's zone; UTC when no policy is given and the default one is not there."""
+    if policy is None and not Settings().policy.exists():
+        return ZoneInfo("UTC")
+    return ZoneInfo(_policy(policy).timezone)
 
 
 @findings_app.command("show")
@@ -862,6 +884,30 @@ app.command("report")(report_cmd)
 from streams.es_setup_cli import es_app  # noqa: E402
 
 app.add_typer(es_app, name="elasticsearch")
+
+
+def _one_line_paragraphs(doc: str) -> str:
+    """A docstring's paragraphs each on one line, for the terminal to wrap:
+    typer's rich help keeps the source's line breaks. A paragraph of command
+    lines (examples) keeps its lines."""
+    paragraphs = inspect.cleandoc(doc).split("\n\n")
+    return "\n\n".join(
+        p if all(line.startswith("sepwatch ") for line in p.splitlines()) else " ".join(p.split())
+        for p in paragraphs
+    )
+
+
+def _help_from_docstrings(typer_app: typer.Typer) -> None:
+    for command in typer_app.registered_commands:
+        doc = command.help or inspect.getdoc(command.callback)
+        if doc:
+            command.help = _one_line_paragraphs(doc)
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _help_from_docstrings(group.typer_instance)
+
+
+_help_from_docstrings(app)
 
 
 def main() -> None:

@@ -328,6 +328,19 @@ def search_findings(
     return int(hits["total"]["value"]), [finding_of(h["_source"]) for h in hits["hits"]]
 
 
+def finding_entities(es: Elasticsearch, index: str) -> list[str]:
+    """Every entity named by a finding (one with no review at all is known to
+    the engine, and has its SEP-008 findings, but is on no review record)."""
+    resp = es.search(
+        index=index,
+        size=0,
+        aggs={"entities": {"terms": {"field": "organization.name", "size": 10_000}}},
+        ignore_unavailable=True,
+        allow_no_indices=True,
+    )
+    return sorted(str(b["key"]) for b in resp["aggregations"]["entities"]["buckets"])
+
+
 def _locate(es: Elasticsearch, index: str, finding_id: str) -> dict[str, Any]:
     resp = es.search(
         index=index,

@@ -95,8 +95,12 @@ class Settings(BaseSettings):
     )
 
     policy: Path = Field(DEFAULT_POLICY, description="policy YAML file")
-    mapping: Path = Field(
-        Path("deploy/policy/vendor-mapping.yaml"), description="vendor mapping YAML (adapters)"
+    # Only a configured mapping is loaded: a bank's own policy need not name
+    # every app the shipped example mapping does (the demo configures it).
+    mapping: Path | None = Field(
+        None,
+        description="vendor mapping YAML (adapters); the worker reads the raw vendor "
+        "topics only with one, e.g. deploy/policy/vendor-mapping.yaml",
     )
     broker: str = Field("localhost:9092", description="Kafka bootstrap servers")
     kafka_security_protocol: KafkaSecurityProtocol = Field(

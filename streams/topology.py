@@ -45,7 +45,7 @@ from schemas import EventAdapter, Finding, Policy
 from streams import metrics
 from streams.adapters import ADAPTERS
 from streams.adapters.intake import OUTCOMES, SkipLabels, adapt_message
-from streams.adapters.mapping import load_mapping
+from streams.adapters.mapping import configured_mapping
 from streams.dead_letters import dead_letter, reason_of
 from streams.policy_file import PolicyError, load_policy
 from streams.replay import utc_now
@@ -580,8 +580,8 @@ def build_app(
     # canonical events on the input topics, where `validate` takes them as it
     # takes any producer's. Unmappable records go to the dead letters; vendor
     # event types with no meaning are counted and logged.
-    if settings.mapping.exists():
-        mapping = load_mapping(settings.mapping, policy)
+    mapping = configured_mapping(settings.mapping, policy)
+    if mapping is not None:
         skipped: Counter[str] = Counter()
         skip_labels = SkipLabels()
         for source in ADAPTERS:  # every series from 0, so the first records count in rate()
@@ -624,9 +624,6 @@ def build_app(
         async def report_skipped() -> None:
             if skipped:
                 log.info("adapters skipped (no access, posture or DLP meaning): %s", dict(skipped))
-
-    else:
-        log.warning("no vendor mapping at %s: raw vendor topics are not read", settings.mapping)
 
     runners: dict[Stage, StageRunner] = {}
     for stage in STAGES:

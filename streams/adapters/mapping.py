@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import fnmatch
 import ipaddress
+import logging
 import re
 from collections.abc import Callable
 from datetime import date, datetime, tzinfo
@@ -43,6 +44,7 @@ from streams.adapters.records import Unmappable, masked
 from streams.policy_file import PolicyError, Problem, _line_of, dotted, read_yaml
 
 DEFAULT_MAPPING = Path("deploy/policy/vendor-mapping.yaml")
+log = logging.getLogger("sepwatch")
 
 Text = Annotated[str, Field(min_length=1, max_length=256)]
 Platform = Literal["windows", "macos", "ios", "android", "linux"]
@@ -376,6 +378,26 @@ def load_mapping(path: str | Path, policy: Policy | None = None) -> VendorMappin
         raise PolicyError([Problem(str(p), "", None, f"cannot read: {exc.strerror}")]) from None
     registry = {a.app_id for a in policy.registry} if policy is not None else None
     return parse_mapping(text, str(p), registry).with_registry(policy)
+
+
+def configured_mapping(path: Path | None, policy: Policy) -> VendorMapping | None:
+    """The worker's mapping, or None: none is configured, or it does not fit
+    the policy. Either way only the raw-topic intake stays off (every problem
+    is logged); the rules judge canonical events all the same."""
+    if path is None:
+        log.info("no vendor mapping configured (SEPWATCH_MAPPING): raw vendor topics are not read")
+        return None
+    try:
+        return load_mapping(path, policy)
+    except PolicyError as exc:
+        log.error(
+            "vendor mapping %s refused, %d problem(s); raw vendor topics are not read, "
+            "the rules run on canonical events:\n%s",
+            path,
+            len(exc.problems),
+            "\n".join(f"  {p}" for p in exc.problems),
+        )
+        return None
 
 
 def parse_mapping(

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from elasticsearch import Elasticsearch
 
@@ -103,7 +104,7 @@ def _month_histogram(period: Period) -> dict[str, Any]:
         "date_histogram": {
             "field": "@timestamp",
             "calendar_interval": "month",
-            "time_zone": "UTC",
+            "time_zone": period.zone,  # months of the policy's zone
             "min_doc_count": 0,
             "format": "yyyy-MM",
             "extended_bounds": {"min": period.months()[0], "max": period.months()[-1]},
@@ -142,7 +143,7 @@ def _masked(value: str | None) -> str | None:
     return mask_identifier(value) if value else None
 
 
-def _open_item(source: dict[str, Any], as_of: date) -> OpenItem:
+def _open_item(source: dict[str, Any], as_of: date, zone: ZoneInfo) -> OpenItem:
     sw = source.get("sepwatch", {})
     ts = datetime.fromisoformat(source["@timestamp"]).astimezone(UTC)
     return OpenItem(
@@ -155,7 +156,7 @@ def _open_item(source: dict[str, Any], as_of: date) -> OpenItem:
         user=_masked(source.get("user", {}).get("id")),
         device=_masked(source.get("host", {}).get("id")),
         saas_app=sw.get("saas_app"),
-        age_days=(as_of - ts.date()).days,
+        age_days=(as_of - ts.astimezone(zone).date()).days,
     )
 
 
@@ -311,7 +312,7 @@ def _appendix(
             **extra,
         )
         hits = resp["hits"]["hits"]
-        items.extend(_open_item(h["_source"], as_of) for h in hits)
+        items.extend(_open_item(h["_source"], as_of, ZoneInfo(period.zone)) for h in hits)
         if len(hits) < page:
             break
         after = hits[-1]["sort"]
@@ -441,8 +442,10 @@ def _waivers(
             continue
         scope = [
             f"entity {w.entity}" if w.entity else "",
-            f"user {mask_identifier(w.user_id)}" if w.user_id else "",
-            f"device {mask_identifier(w.device_id)}" if w.device_id else "",
+            # The policy names them for the committee to read; only an
+            # identifier-shaped value (an RRN used as a user id) is masked.
+            f"user {mask_text(w.user_id)}" if w.user_id else "",
+            f"device {mask_text(w.device_id)}" if w.device_id else "",
             f"app {w.saas_app}" if w.saas_app else "",
         ]
         out.append(
@@ -478,7 +481,9 @@ def gather(
 ) -> Report:
     """Everything the report shows, from a handful of aggregation requests."""
     generated = now or datetime.now(UTC)
-    as_of = as_of or generated.date()
+    period = Period(period.year, period.half, policy.timezone)  # the policy's days
+    zone = ZoneInfo(policy.timezone)
+    as_of = as_of or generated.astimezone(zone).date()
     if not es.indices.exists_alias(name=index) and not es.indices.exists(index=index):
         raise NoFindingsIndex(index)
 
@@ -548,7 +553,7 @@ def gather(
                 else TopList(items=[], others=0, exact=True),
                 open_count=int(b["still_open"]["doc_count"]) if b else 0,
                 oldest_open=[
-                    _open_item(h["_source"], as_of)
+                    _open_item(h["_source"], as_of, ZoneInfo(period.zone))
                     for h in b["still_open"]["oldest"]["hits"]["hits"]
                 ]
                 if b
@@ -612,7 +617,9 @@ def gather(
     due = [
         ReviewDue(
             entity=name,
-            last_completed=s.reviews[-1].review.completed_at.date() if s.reviews else None,
+            last_completed=s.reviews[-1].review.completed_at.astimezone(zone).date()
+            if s.reviews
+            else None,
             next_due=s.next_due,
             overdue=s.overdue(as_of),
         )
@@ -628,6 +635,7 @@ def gather(
     return Report(
         generated_at=generated,
         as_of=as_of,
+        timezone=policy.timezone,
         lang=lang,
         entity=entity,
         period=_period_figures(period),

@@ -68,8 +68,8 @@ TEXT: dict[str, dict[str, str]] = {
         "all_entities": "전 기관(본점·지점·해외법인) 합계",
         "generated": "작성 시각",
         "as_of": "기준일",
-        "utc_note": "모든 날짜와 시각은 UTC 기준이며, 탐지 결과는 위반 이벤트 발생 시각으로 "
-        "기간을 나눕니다.",
+        "zone_note": "모든 날짜와 시각은 {zone} 기준이며(report.json의 시각은 UTC), 탐지 "
+        "결과는 위반 이벤트 발생 시각으로 기간을 나눕니다.",
         "empty": "이 기간에 기록된 탐지 결과가 없습니다.",
         "summary": "요약",
         "total": "탐지 결과 합계",
@@ -166,7 +166,8 @@ TEXT: dict[str, dict[str, str]] = {
         "all_entities": "All entities (head office, branches, subsidiaries) together",
         "generated": "Generated",
         "as_of": "As of",
-        "utc_note": "All dates and times are UTC; findings fall in the period of their event time.",
+        "zone_note": "All dates and times are {zone} (report.json keeps UTC); findings fall "
+        "in the period of their event time.",
         "empty": "No findings were recorded in this period.",
         "summary": "Summary",
         "total": "Findings in total",

@@ -27,8 +27,8 @@ class Sources(_Figures):
 
 class PeriodFigures(_Figures):
     label: str
-    start: datetime  # inclusive, UTC
-    end: datetime  # exclusive, UTC
+    start: datetime  # inclusive: local midnight of first_day, in the policy's zone
+    end: datetime  # exclusive
     first_day: date
     last_day: date
 
@@ -71,7 +71,7 @@ class OpenItem(_Figures):
 
 
 class MonthCount(_Figures):
-    month: str  # YYYY-MM (UTC)
+    month: str  # YYYY-MM, months of the policy's zone
     count: int
 
 
@@ -139,7 +139,7 @@ class ExpiryFigures(_Figures):
 class WaiverFigures(_Figures):
     waiver_id: str
     rule_id: str
-    scope: str  # entity / user / device / app it covers, identifiers masked
+    scope: str  # entity / user / device / app it covers (identifier-shaped values masked)
     approved_by: str
     reason: str
     valid_from: date
@@ -170,6 +170,7 @@ class Report(_Figures):
     schema_version: int = SCHEMA_VERSION
     generated_at: datetime
     as_of: date
+    timezone: str = "UTC"  # the policy's: days, months and periods are its; times shown in it
     lang: str
     entity: str | None  # None: every entity together
     period: PeriodFigures

@@ -334,6 +334,24 @@ def test_an_analyst_works_findings_from_the_terminal(
         "SEP-001-b",
         "SEP-003-c",
     }
+    narrow = runner.invoke(cli, ["findings", "list"], env={**env, "COLUMNS": "80"})
+    assert narrow.exit_code == 0, narrow.output
+    assert all(len(line) <= 80 for line in narrow.stdout.splitlines())
+    for f in findings:  # whole, on one line, not folded into one-letter columns
+        assert any(f["finding_id"] in line for line in narrow.stdout.splitlines()), narrow.stdout
+    wrong = run("findings", "list", "--rule", "SEP-999")
+    assert wrong.exit_code == 2 and "--rule SEP-999" in wrong.output, wrong.output
+    # No entity has recorded a review: each is overdue from the baseline all the same.
+    reviews = runner.invoke(
+        cli,
+        ["review", "list", "--broker", broker, "--prefix", prefix],
+        env={**env, "COLUMNS": "120"},
+    )
+    assert reviews.exit_code == 0, reviews.output
+    due = reviews.stdout.split("Next review due")[1]
+    for entity in ("HQ", "BR-SEOUL-GN"):
+        assert re.search(rf"{entity} .* 2026-04-20 .* none .* 2026-10-20 .* overdue", due), due
+    assert "state" in due  # the flag's column has a header
     only = run("findings", "list", "--rule", "SEP-001", "--entity", "HQ", "--json")
     assert [json.loads(x)["finding_id"] for x in only.stdout.splitlines()] == ["SEP-001-a"]
 
