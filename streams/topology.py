@@ -38,6 +38,7 @@ from aiokafka.errors import IllegalStateError
 from faust.utils import json as faust_json
 
 from detectors import Engine, EngineState, Stage
+from detectors.pseudonyms import Pseudonymiser
 from schemas import EventAdapter, Finding, Policy
 from streams import metrics
 from streams.adapters import ADAPTERS
@@ -277,6 +278,8 @@ class StageRunner:
         self.tables = tables
         self.changes = changes or TableChanges(None)
         self.policy = policy
+        # The entities the policies name: the only values of a metric's entity label.
+        self.entities = metrics.policy_entities(policy)
         # Policies loaded while running, with the time each took effect.
         self.reloads: list[tuple[float, Policy]] = []
         self.partitions = partitions
@@ -315,6 +318,7 @@ class StageRunner:
 
     def reload(self, policy: Policy, since: float) -> None:
         self.reloads.append((since, policy))
+        self.entities |= metrics.policy_entities(policy)
         for engine in self.engines.values():
             engine.set_policy(policy, effective_from=since)
 
@@ -415,7 +419,12 @@ class StageRunner:
 
 
 def build_app(
-    settings: Settings, policy: Policy, *, partitions: int = 4, policy_file: Path | None = None
+    settings: Settings,
+    policy: Policy,
+    *,
+    pseudonyms: Pseudonymiser,
+    partitions: int = 4,
+    policy_file: Path | None = None,
 ) -> faust.App:
     topics = Topics(settings.topic_prefix)
     app = faust.App(
@@ -469,7 +478,7 @@ def build_app(
     async def validate_inputs() -> None:
         """The input topics to the stages, in batches (streams.validator); the
         input partitions are shared among the workers' validators."""
-        await InputValidator(settings, partitions=partitions).run()
+        await InputValidator(settings, partitions=partitions, pseudonyms=pseudonyms).run()
 
     # Raw vendor topics (docs/adapters.md): the adapters turn each record into
     # canonical events on the input topics, where `validate` takes them as it
@@ -688,7 +697,7 @@ def _stage_agent(runner: StageRunner, findings: Any, sources: int) -> Any:
                 else:
                     found = judge_event(engine, partition, source, appended, raw)  # type: ignore[arg-type]
                 for f in found:
-                    await _emit(findings, f)
+                    await _emit(findings, f, runner.entities)
             return
         headers = dict(event.headers or {})
         # The input partition the mark came through.
@@ -721,7 +730,7 @@ def _stage_agent(runner: StageRunner, findings: Any, sources: int) -> Any:
             appended = _seconds(headers.get(APPENDED), event.message.timestamp)
             found = judge_event(engine, partition, source, appended, event.value)
         for f in found:
-            await _emit(findings, f)
+            await _emit(findings, f, runner.entities)
 
     return judge
 
@@ -734,9 +743,10 @@ def _seconds(header: bytes | None, fallback: float) -> float:
     return value if math.isfinite(value) else fallback
 
 
-async def _emit(findings: Any, finding: Finding) -> None:
+async def _emit(findings: Any, finding: Finding, entities: frozenset[str]) -> None:
     await findings.send(key=finding.finding_id.encode(), value=finding.model_dump_json().encode())
-    metrics.FINDINGS.labels(finding.rule_id, finding.severity, finding.entity, finding.status).inc()
+    entity = metrics.entity_label(finding.entity, entities)
+    metrics.FINDINGS.labels(finding.rule_id, finding.severity, entity, finding.status).inc()
     metrics.DECISION_LATENCY.labels(finding.rule_id).observe(
         max(0.0, time.time() - finding.timestamp.timestamp())
     )

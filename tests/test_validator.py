@@ -15,6 +15,7 @@ import pytest
 from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 from aiokafka.structs import TopicPartition
 
+from detectors.pseudonyms import Pseudonymiser
 from schemas import EventAdapter
 from streams.settings import Settings
 from streams.topics import Topics, partition_of, stage_keys
@@ -93,7 +94,9 @@ class Broker:
 
 
 def validator(broker: Broker) -> InputValidator:
-    v = InputValidator(Settings(topic_prefix="v."), partitions=PARTITIONS)
+    v = InputValidator(
+        Settings(topic_prefix="v."), partitions=PARTITIONS, pseudonyms=Pseudonymiser(b"k")
+    )
     v._producer = broker  # type: ignore[assignment]
     return v
 
