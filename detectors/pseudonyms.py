@@ -19,7 +19,7 @@ import hashlib
 import hmac
 import re
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from operator import itemgetter
 from types import UnionType
@@ -59,10 +59,8 @@ _MAYBE_IDENTIFIER = re.compile(
 )
 # The masks keep IPv4 addresses; one alone in a field (src_ip) is not looked at.
 _IPV4 = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}")
-# Values known to hold no identifier, so a user's or device's id is searched
-# once, not once per event; cleared when full, which bounds its memory.
-CLEAN_CACHE = 1 << 18
-_CACHEABLE = 64  # longer values (file names) are rarely repeated
+# Clean shapes and addresses kept; cleared when full, which bounds their memory.
+CLEAN_CACHE = 1 << 16
 
 # Identifiers of things, not of people: kept readable.
 _TECHNICAL = re.compile(
@@ -78,6 +76,7 @@ _TECHNICAL = re.compile(
 # Not pseudonymised: the stream tag, and the snippet, which the engine masks
 # (rules.md, "Masking") and which is free text, not an identifier.
 _SKIP = frozenset({"stream", "snippet"})
+_ADDRESS = "src_ip"
 
 E = TypeVar("E", bound=BaseModel)
 
@@ -151,10 +150,10 @@ class Pseudonymiser:
             raise ValueError("a pseudonym key cannot be empty")
         self.key = key
         self._fields_of: dict[type[Any], _Fields] = {}
-        self._clean: set[str | None] = {None}
-        # Shapes of event ids known to hold no identifier: one source's ids
-        # share a few shapes (okta-11-ev0049540: aaaa00aa0000000).
+        # Shapes of clean text (okta-11-ev0049540 is aaaa00aa0000000), and
+        # values known to be clean.
         self._clean_shapes: set[bytes] = set()
+        self._clean_values: set[str] = set()
 
     def text(self, value: str) -> str:
         return pseudonymise_text(self.key, value)
@@ -165,61 +164,62 @@ class Pseudonymiser:
         contract does not name). The event itself when none did. A value made
         longer than its field allows raises pydantic's ValidationError.
 
-        Admission runs this on every event: for one without an identifier (almost
-        every event) it costs the event id's shape and two set operations: ids
-        share a few shapes, and the other values (users, devices, apps,
-        addresses) repeat, so each is looked at once, then found among those
-        known to be clean."""
+        Admission runs this on every event. For one without an identifier
+        (almost every event) it costs one byte translation of its string fields
+        joined, whose shape is then found among the few shapes known to be
+        clean (the ids of a source, users, devices share shapes); source
+        addresses and file names, which repeat, are kept by value."""
         fields = self._fields_of.get(type(event))
         if fields is None:
             fields = self._fields_of[type(event)] = _string_fields(type(event))
         values = event.__dict__
-        event_id = values["event_id"]
         if (
-            (
-                event_id.isascii()
-                and _shape(event_id) in self._clean_shapes
-                or not self._id_may_hold(event_id)
-            )
-            and (self._clean.issuperset(fields.scalars(values)) or self._clean_all(fields, values))
+            self._clean_text("\x00".join(filter(None, fields.scalars(values))))
+            and (not fields.address or self._clean_value(values["src_ip"]))
             and not event.__pydantic_extra__
             and not (fields.rest and self._rest_suspect(fields, values))
         ):
             return event, ()
         hits: list[str] = []
-        data = {
-            name: value if name in _SKIP else self._walk(value, name, hits, type(event))
-            for name, value in event.model_dump().items()
-        }
+        model = type(event)
+        data = {}
+        for name, value in event.model_dump().items():
+            if name in _SKIP:
+                data[name] = value
+                continue
+            # A field the contract does not name is kept as sent: its name too.
+            kept = name if name in model.model_fields else self._walk(name, name, hits, model)
+            data[kept] = self._walk(value, name, hits, model)
         if not hits:
             return event, ()
-        return type(event).model_validate(data), tuple(hits)
+        return model.model_validate(data), tuple(hits)
 
-    def _id_may_hold(self, event_id: str) -> bool:
-        """`may_hold_identifier`, remembering the shapes of clean ASCII ids."""
-        if not event_id.isascii():
-            return _MAYBE_IDENTIFIER.search(event_id) is not None
-        shape = _shape(event_id)
+    def _clean_text(self, text: str) -> bool:
+        """Whether the masks can find no identifier in `text`; the shapes of
+        clean ASCII text are kept."""
+        if not text.isascii():
+            return _MAYBE_IDENTIFIER.search(text) is None
+        shape = _shape(text)
+        if shape in self._clean_shapes:
+            return True
         if _shape_may_hold(shape):
-            return _IPV4.fullmatch(event_id) is None
+            return False
         if len(self._clean_shapes) >= CLEAN_CACHE:
             self._clean_shapes.clear()
         self._clean_shapes.add(shape)
-        return False
+        return True
 
-    def _clean_all(self, fields: _Fields, values: dict[str, Any]) -> bool:
-        """Whether no scalar field may hold an identifier; the clean ones are kept."""
-        clean = self._clean
-        for value in fields.scalars(values):
-            if value is None or value in clean:
-                continue
-            if may_hold_identifier(value):
-                return False
-            if len(value) <= _CACHEABLE:
-                if len(clean) >= CLEAN_CACHE:
-                    clean.clear()
-                    clean.add(None)
-                clean.add(value)
+    def _clean_value(self, value: str | None) -> bool:
+        """Whether a value holds no identifier; clean ones are kept. For source
+        addresses (an IPv4 address has the shape of a number) and file names
+        (often not ASCII), which repeat."""
+        if value is None or value in self._clean_values:
+            return True
+        if may_hold_identifier(value):
+            return False
+        if len(self._clean_values) >= CLEAN_CACHE:
+            self._clean_values.clear()
+        self._clean_values.add(value)
         return True
 
     def _rest_suspect(self, fields: _Fields, values: dict[str, Any]) -> bool:
@@ -229,12 +229,9 @@ class Pseudonymiser:
             if any(map(may_hold_identifier, values[name])):
                 return True
         nested = values.get("object")
-        if nested is not None and (
-            nested.__pydantic_extra__
-            or (nested.name is not None and may_hold_identifier(nested.name))
-        ):
-            return True
-        return False
+        if nested is None:
+            return False
+        return bool(nested.__pydantic_extra__) or not self._clean_value(nested.name)
 
     def _walk(self, value: Any, path: str, hits: list[str], model: type[Any]) -> Any:
         if isinstance(value, str):
@@ -255,6 +252,7 @@ class Pseudonymiser:
 @dataclass(frozen=True)
 class _Fields:
     scalars: Callable[[dict[str, Any]], tuple[str | None, ...]]  # str, str | None
+    address: bool  # has src_ip (apart from the scalars)
     lists: tuple[str, ...]  # list[str]
     rest: bool  # lists or an `object` to look at too
 
@@ -264,7 +262,7 @@ def _string_fields(model: type[BaseModel]) -> _Fields:
     it has an `object`. Enumerations (`Literal`) cannot hold an identifier."""
     scalars, lists = [], []
     for name, info in model.model_fields.items():
-        if name in _SKIP or name == "event_id":
+        if name in _SKIP or name == _ADDRESS:
             continue
         kinds = [_bare(k) for k in _options(info.annotation)]
         if str in kinds:
@@ -273,7 +271,8 @@ def _string_fields(model: type[BaseModel]) -> _Fields:
             lists.append(name)
     # Every stream has entity and source besides: itemgetter returns a tuple.
     rest = bool(lists) or "object" in model.model_fields
-    return _Fields(itemgetter(*scalars), tuple(lists), rest)
+    # Every stream has event_id, entity and source: itemgetter returns a tuple.
+    return _Fields(itemgetter(*scalars), _ADDRESS in model.model_fields, tuple(lists), rest)
 
 
 def _options(annotation: Any) -> tuple[Any, ...]:
