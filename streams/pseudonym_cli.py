@@ -139,7 +139,8 @@ def check_cmd(
     echo 850315-1234567 | sepwatch pseudonym check pii-kdtrbnqhsmfcgplktrbc --stdin
     """
     if not PSEUDONYM.fullmatch(value.strip()):
-        err.print(f"[bold red]not a pseudonym[/]: {value!r} (pii- and 20 letters)")
+        # Not echoed: it may be the raw value, given in the wrong place.
+        err.print("[bold red]not a pseudonym[/]: give pii- and 20 letters, as a finding shows it")
         raise typer.Exit(2)
     key = _required_key(broker, prefix)
     if is_pseudonym_of(key, _candidate(stdin), value):

@@ -265,3 +265,69 @@ def test_a_saas_access_keeps_its_type() -> None:
     event = EventAdapter.validate_python(access(user_id=RRN))
     admitted, _ = Pseudonymiser(KEY).event(event)
     assert isinstance(admitted, SaasAccess) and admitted.user_id == pseudonym(KEY, RRN)
+
+
+# -- the command line ----------------------------------------------------------
+
+SETTINGS_KEY = "a bank's own key, thirty-two chars"
+
+
+def test_pseudonym_check_confirms_a_candidate_read_from_stdin(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from typer.testing import CliRunner
+
+    from streams.cli import app
+
+    monkeypatch.setenv("SEPWATCH_PSEUDONYM_KEY", SETTINGS_KEY)
+    p = pseudonym(SETTINGS_KEY.encode(), RRN)
+    runner = CliRunner()
+    yes = runner.invoke(app, ["pseudonym", "check", p, "--stdin"], input="8503151234567\n")
+    assert yes.exit_code == 0 and "match" in yes.output and RRN not in yes.output
+    no = runner.invoke(app, ["pseudonym", "check", p, "--stdin"], input="850315-1234568\n")
+    assert no.exit_code == 1 and "no match" in no.output
+    of = runner.invoke(app, ["pseudonym", "of", "--stdin"], input=f"{RRN}\n")
+    assert of.exit_code == 0 and of.output.strip() == p
+    bad = runner.invoke(app, ["pseudonym", "check", RRN, "--stdin"], input=f"{RRN}\n")
+    assert bad.exit_code == 2 and RRN not in bad.output
+
+
+def test_a_short_key_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from streams.cli import app
+
+    monkeypatch.setenv("SEPWATCH_PSEUDONYM_KEY", "too short")
+    out = CliRunner().invoke(app, ["pseudonym", "of", "--stdin"], input=f"{RRN}\n")
+    assert out.exit_code == 2 and "at least 32 characters" in out.output
+    assert "too short" not in out.output
+
+
+def test_replay_uses_the_settings_key_or_says_its_pseudonyms_are_its_own(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    from typer.testing import CliRunner
+
+    from streams.cli import app
+
+    events = tmp_path / "events.jsonl"
+    events.write_text(json.dumps(access(user_id=RRN)) + "\n")
+    runner = CliRunner()
+    args = ["replay", "-p", str(EXAMPLE), "-e", str(events), "-o", str(tmp_path / "f.jsonl")]
+    monkeypatch.delenv("SEPWATCH_PSEUDONYM_KEY", raising=False)
+    own = runner.invoke(app, args)
+    assert own.exit_code == 0 and "match no other run's" in own.output
+    monkeypatch.setenv("SEPWATCH_PSEUDONYM_KEY", SETTINGS_KEY)
+    keyed = runner.invoke(app, args)
+    assert keyed.exit_code == 0 and "user_id 1" in keyed.output
+    found = [json.loads(line) for line in (tmp_path / "f.jsonl").read_text().splitlines()]
+    assert found and all(f["user_id"] == pseudonym(SETTINGS_KEY.encode(), RRN) for f in found)
+
+
+def test_findings_show_says_which_values_are_pseudonyms() -> None:
+    from streams.pseudonym_cli import pseudonyms_note
+
+    p = pseudonym(KEY, RRN)
+    note = pseudonyms_note({"user_id": p, "summary": f"User {p} sent kr_rrn"})
+    assert p in note and "sepwatch pseudonym check" in note
+    assert pseudonyms_note({"user_id": "u1"}) == ""
