@@ -153,7 +153,7 @@ class Pseudonymiser:
         # Shapes of clean text (okta-11-ev0049540 is aaaa00aa0000000), and
         # values known to be clean.
         self._clean_shapes: set[bytes] = set()
-        self._clean_values: set[str] = set()
+        self._clean_values: set[str | None] = {None}
 
     def text(self, value: str) -> str:
         return pseudonymise_text(self.key, value)
@@ -173,11 +173,27 @@ class Pseudonymiser:
         if fields is None:
             fields = self._fields_of[type(event)] = _string_fields(type(event))
         values = event.__dict__
+        text = "\x00".join(filter(None, fields.scalars(values)))
+        clean = self._clean_values
+        # Written out, not in helpers: a call per event is a cost that shows.
         if (
-            self._clean_text("\x00".join(filter(None, fields.scalars(values))))
-            and (not fields.address or self._clean_value(values["src_ip"]))
+            (
+                (
+                    text.isascii()
+                    and text.encode().translate(_CLASSES, _SEPARATORS) in self._clean_shapes
+                )
+                or self._clean_text(text)
+            )
             and not event.__pydantic_extra__
-            and not (fields.rest and self._rest_suspect(fields, values))
+            and ((ip := values.get(_ADDRESS)) is None or ip in clean or self._clean_value(ip))
+            and (
+                (nested := values.get("object")) is None
+                or (
+                    not nested.__pydantic_extra__
+                    and (nested.name in clean or self._clean_value(nested.name))
+                )
+            )
+            and (not fields.lists or self._clean_lists(fields, values))
         ):
             return event, ()
         hits: list[str] = []
@@ -219,19 +235,14 @@ class Pseudonymiser:
             return False
         if len(self._clean_values) >= CLEAN_CACHE:
             self._clean_values.clear()
+            self._clean_values.add(None)
         self._clean_values.add(value)
         return True
 
-    def _rest_suspect(self, fields: _Fields, values: dict[str, Any]) -> bool:
-        """Whether a list of strings or the object (its name, or any field of
-        it the contract does not name) may hold an identifier."""
-        for name in fields.lists:
-            if any(map(may_hold_identifier, values[name])):
-                return True
-        nested = values.get("object")
-        if nested is None:
-            return False
-        return bool(nested.__pydantic_extra__) or not self._clean_value(nested.name)
+    def _clean_lists(self, fields: _Fields, values: dict[str, Any]) -> bool:
+        """Whether no list of strings (DLP data types, reviewed controls) may
+        hold an identifier."""
+        return all(all(map(self._clean_value, values[name])) for name in fields.lists)
 
     def _walk(self, value: Any, path: str, hits: list[str], model: type[Any]) -> Any:
         if isinstance(value, str):
@@ -252,14 +263,13 @@ class Pseudonymiser:
 @dataclass(frozen=True)
 class _Fields:
     scalars: Callable[[dict[str, Any]], tuple[str | None, ...]]  # str, str | None
-    address: bool  # has src_ip (apart from the scalars)
     lists: tuple[str, ...]  # list[str]
-    rest: bool  # lists or an `object` to look at too
 
 
 def _string_fields(model: type[BaseModel]) -> _Fields:
-    """The model's declared string fields, its lists of strings, and whether
-    it has an `object`. Enumerations (`Literal`) cannot hold an identifier."""
+    """The model's declared string fields but its source address (looked at
+    apart), and its lists of strings. Enumerations (`Literal`) cannot hold an
+    identifier."""
     scalars, lists = [], []
     for name, info in model.model_fields.items():
         if name in _SKIP or name == _ADDRESS:
@@ -269,10 +279,8 @@ def _string_fields(model: type[BaseModel]) -> _Fields:
             scalars.append(name)
         elif any(get_origin(k) is list and _bare(get_args(k)[0]) is str for k in kinds):
             lists.append(name)
-    # Every stream has entity and source besides: itemgetter returns a tuple.
-    rest = bool(lists) or "object" in model.model_fields
     # Every stream has event_id, entity and source: itemgetter returns a tuple.
-    return _Fields(itemgetter(*scalars), _ADDRESS in model.model_fields, tuple(lists), rest)
+    return _Fields(itemgetter(*scalars), tuple(lists))
 
 
 def _options(annotation: Any) -> tuple[Any, ...]:
