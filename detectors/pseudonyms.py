@@ -66,8 +66,11 @@ CLEAN_CACHE = 1 << 16
 _TECHNICAL = re.compile(
     r"(?<![0-9A-Za-z])(?:"
     r"[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}"  # GUID
-    # MD5, SHA-1, SHA-256, SHA-512 in hex (with a letter: all digits is a number)
-    r"|(?=[0-9]*[A-Fa-f])(?:[0-9A-Fa-f]{128}|[0-9A-Fa-f]{64}|[0-9A-Fa-f]{40}|[0-9A-Fa-f]{32})"
+    # Hex digests and object ids, at their exact lengths (with a letter: all
+    # digits is a number): SHA-512, SHA-256, SHA-1, MD5 and undashed GUIDs,
+    # 12-byte object ids (Netskope's _id).
+    r"|(?=[0-9]*[A-Fa-f])"
+    r"(?:[0-9A-Fa-f]{128}|[0-9A-Fa-f]{64}|[0-9A-Fa-f]{40}|[0-9A-Fa-f]{32}|[0-9A-Fa-f]{24})"
     r"|[0-9]{1,2}(?:\.[0-9]{1,6}){2,3}"  # OS version and build: 10.0.19045.3803
     r"|00[a-z0-9][0-9A-Za-z]{17}"  # Okta object id: 00u1abcd2EFGH3ijk4x7
     r")(?![0-9A-Za-z])"

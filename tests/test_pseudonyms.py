@@ -49,6 +49,7 @@ TECHNICAL = [
     "{6B29FC40-CA47-1067-B31D-00DD010662DA}",
     "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",  # SHA-256
     "d41d8cd98f00b204e9800998ecf8427e",  # MD5
+    "d3c0c003000000000000000a",  # Netskope _id (a 12-byte object id)
     "10.0.19045.3803",  # Windows build
     "00u1abcd2EFGH3ijk4x7",  # Okta user id
     "192.168.100.200",
