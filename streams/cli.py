@@ -144,19 +144,38 @@ def replay_cmd(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or table.")] = False,
     fmt: FormatOpt = None,
     mapping: MappingOpt = None,
+    broker: Annotated[
+        str | None,
+        typer.Option(
+            "--broker",
+            help="Read the deployment's pseudonym key from this broker's PREFIXpseudonym-key "
+            "topic (with --prefix), so pseudonyms match the stream's. Not needed when "
+            "SEPWATCH_PSEUDONYM_KEY is set.",
+            show_default=False,
+        ),
+    ] = None,
+    prefix: PrefixOpt = None,
 ) -> None:
     """Run the rules over a file of events, exactly as the stream would.
 
     File order is arrival order; timestamps may be out of order as on a real
     stream. At the end the watermark moves to the last event time and every
     pending decision is made. Bad lines go to the dead-letter file and the run
-    goes on.
+    goes on. An identifier found in an event field (an RRN as a user id) is
+    replaced by its keyed pseudonym, as on the stream: under
+    SEPWATCH_PSEUDONYM_KEY, else the deployment's key read with --broker, else
+    a key of this run alone.
 
     Example:
     sepwatch replay -p deploy/policy/example.yaml -e deploy/samples/day.jsonl -o findings.jsonl
     """
+    from streams.pseudonym_cli import replay_pseudonyms
+
     pol = _policy(policy)
     mapped = mapping_for(mapping, pol) if fmt is not None else None
+    pseudonyms = replay_pseudonyms(
+        _settings(broker=broker, topic_prefix=prefix), from_broker=broker is not None
+    )
     dead_path = dead_letter or Path(f"{findings}.dead.jsonl")
     raw, source, size = _open_events(events)
     counts = AdaptCounts()
@@ -172,7 +191,7 @@ def replay_cmd(
             else source
         )
         if quiet or size is None:
-            summary = replay(pol, lines, fout, dout, source_name=events)
+            summary = replay(pol, lines, fout, dout, source_name=events, pseudonyms=pseudonyms)
         else:
             with Progress(
                 TextColumn("[bold]replay[/]"),
@@ -190,6 +209,7 @@ def replay_cmd(
                     dout,
                     source_name=events,
                     on_progress=lambda _: bar.update(task, completed=raw.tell()),
+                    pseudonyms=pseudonyms,
                 )
     if not quiet:
         if fmt is not None:
@@ -223,6 +243,9 @@ def _print_summary(s: ReplaySummary, findings: Path, dead: Path) -> None:
         f"{s.dead_letters:,} dead letters; late events {s.engine_stats.get('events.late', 0):,}; "
         f"sign-ins not saying whether multi-factor {s.engine_stats.get('auth.mfa_unknown', 0):,}"
     )
+    if s.pseudonymised:
+        fields = ", ".join(f"{k} {v:,}" for k, v in sorted(s.pseudonymised.items()))
+        out.print(f"identifiers in event fields, pseudonymised: {fields}")
     out.print(f"findings: {findings}   dead letters: {dead}")
 
 
@@ -417,7 +440,9 @@ def worker_cmd(
     """
     from faust import Worker
 
+    from detectors.pseudonyms import Pseudonymiser
     from streams.kafka_io import KafkaUnavailable, ensure_topics
+    from streams.pseudonym_key import worker_key
     from streams.topics import Topics
     from streams.topology import build_app
 
@@ -444,6 +469,7 @@ def worker_cmd(
             replication_factor=settings.replication_factor,
             min_insync_replicas=settings.min_insync_replicas,
         )
+        key = worker_key(settings, Topics(settings.topic_prefix))
     except KafkaUnavailable as exc:
         err.print(f"[bold red]cannot start[/]: {exc}")
         raise typer.Exit(2) from None
@@ -460,7 +486,11 @@ def worker_cmd(
 
     try:
         faust_app = build_app(
-            settings, pol, partitions=settings.partitions, policy_file=policy_path
+            settings,
+            pol,
+            pseudonyms=Pseudonymiser(key),
+            partitions=settings.partitions,
+            policy_file=policy_path,
         )
     except AlertConfigError as exc:
         err.print(f"[bold red]cannot start[/]: {exc}")
@@ -794,11 +824,15 @@ def findings_show(
 ) -> None:
     """One finding, whole: evidence, regulation, waiver, lifecycle."""
     from streams.elastic import get_finding
+    from streams.pseudonym_cli import pseudonyms_note
 
     settings = _settings(es_url=es_url, es_index=index)
     with _es_errors(settings):
         found = get_finding(_es(settings), settings.es_index, finding_id)
     out.print_json(json.dumps(found, ensure_ascii=False))
+    note = pseudonyms_note(found)
+    if note:
+        err.print(note, highlight=False)
 
 
 ByOpt = Annotated[
@@ -879,6 +913,11 @@ from streams.review_cli import report_cmd, review_app  # noqa: E402
 
 app.add_typer(review_app, name="review")
 app.command("report")(report_cmd)
+
+# -- pseudonyms of identifiers in event fields (streams/pseudonym_cli.py) --------
+from streams.pseudonym_cli import pseudonym_app  # noqa: E402
+
+app.add_typer(pseudonym_app, name="pseudonym")
 
 # -- secured Elasticsearch: the admin's one-off setup (streams/es_setup_cli.py) --
 from streams.es_setup_cli import es_app  # noqa: E402

@@ -227,6 +227,13 @@ class Settings(BaseSettings):
         description="input events stamped further ahead of the broker's append time "
         "go to the dead letters",
     )
+    pseudonym_key: SecretStr | None = Field(
+        None,
+        description="HMAC-SHA256 key of the pseudonyms that replace identifiers found in "
+        "event fields (at least 32 characters; environment or secrets directory only). "
+        "None: the first worker creates one on the PREFIXpseudonym-key topic and every "
+        "worker and replay of the deployment reads it there",
+    )
     channels: dict[str, ChannelSettings] = Field(
         {}, description="notification channels by name; none: the worker runs no alert router"
     )
@@ -245,6 +252,15 @@ class Settings(BaseSettings):
         description="after this long with no finding, the router's event clock runs "
         "on with the wall clock, so quiet groups still close",
     )
+
+    @field_validator("pseudonym_key")
+    @classmethod
+    def _long_enough(cls, key: SecretStr | None) -> SecretStr | None:
+        # A short key can be guessed, and with it every pseudonym reversed by
+        # trying each possible RRN.
+        if key is not None and len(key.get_secret_value()) < 32:
+            raise ValueError("pseudonym_key must be at least 32 characters")
+        return key
 
     @property
     def kafka(self) -> KafkaConnection:

@@ -61,6 +61,11 @@ class Topics:
         return self.prefix + "policy"
 
     @property
+    def pseudonym_key(self) -> str:
+        """The deployment's pseudonym key, where no setting gives one (streams.pseudonym_key)."""
+        return self.prefix + "pseudonym-key"
+
+    @property
     def notified(self) -> str:
         """Finding ids the alert router has settled (compacted, keyed by id)."""
         return self.prefix + "notified"

@@ -41,6 +41,7 @@ from pydantic import ValidationError
 
 from detectors import Engine, EngineState, Stage
 from detectors.masking import mask_text
+from detectors.pseudonyms import Pseudonymiser
 from schemas import EventAdapter, Finding, Policy
 from streams import metrics
 from streams.adapters import ADAPTERS
@@ -352,6 +353,8 @@ class StageRunner:
         self.tables = tables
         self.changes = changes or TableChanges(None)
         self.policy = policy
+        # The entities the policies name: the only values of a metric's entity label.
+        self.entities = metrics.policy_entities(policy)
         # Policies loaded while running, with the time each took effect.
         self.reloads: list[tuple[float, Policy]] = []
         self.partitions = partitions
@@ -390,6 +393,7 @@ class StageRunner:
 
     def reload(self, policy: Policy, since: float) -> None:
         self.reloads.append((since, policy))
+        self.entities |= metrics.policy_entities(policy)
         for engine in self.engines.values():
             engine.set_policy(policy, effective_from=since)
 
@@ -511,7 +515,12 @@ def export_counts(stage: Stage, engine: Engine) -> None:
 
 
 def build_app(
-    settings: Settings, policy: Policy, *, partitions: int = 4, policy_file: Path | None = None
+    settings: Settings,
+    policy: Policy,
+    *,
+    pseudonyms: Pseudonymiser,
+    partitions: int = 4,
+    policy_file: Path | None = None,
 ) -> faust.App:
     topics = Topics(settings.topic_prefix)
     app = faust.App(
@@ -574,7 +583,7 @@ def build_app(
     async def validate_inputs() -> None:
         """The input topics to the stages, in batches (streams.validator); the
         input partitions are shared among the workers' validators."""
-        await InputValidator(settings, partitions=partitions).run()
+        await InputValidator(settings, partitions=partitions, pseudonyms=pseudonyms).run()
 
     # Raw vendor topics (docs/adapters.md): the adapters turn each record into
     # canonical events on the input topics, where `validate` takes them as it
@@ -839,7 +848,7 @@ def _stage_agent(runner: StageRunner, topics: Topics, sources: int, fault_event_
                 topics.findings,
                 f.finding_id.encode(),
                 f.model_dump_json().encode(),
-                functools.partial(_finding_delivered, f),
+                functools.partial(_finding_delivered, f, runner.entities),
             )
             if fut is not None:
                 delivering.append(fut)
@@ -923,9 +932,11 @@ def _reason(exc: Exception) -> str:
     return mask_text(f"{type(exc).__name__}: {str(exc)[:300]}")
 
 
-def _finding_delivered(finding: Finding) -> None:
-    """Counted once the broker has it, not when it is decided."""
-    metrics.FINDINGS.labels(finding.rule_id, finding.severity, finding.entity, finding.status).inc()
+def _finding_delivered(finding: Finding, entities: frozenset[str]) -> None:
+    """Counted once the broker has it, not when it is decided; by an entity the
+    policy names (or `other`), never by raw event text."""
+    entity = metrics.entity_label(finding.entity, entities)
+    metrics.FINDINGS.labels(finding.rule_id, finding.severity, entity, finding.status).inc()
     metrics.DECISION_LATENCY.labels(finding.rule_id).observe(
         max(0.0, time.time() - finding.timestamp.timestamp())
     )
