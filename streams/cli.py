@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import gzip
 import json
-import os
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -433,6 +432,7 @@ def worker_cmd(
             Topics(settings.topic_prefix),
             settings.partitions,
             retention_ms=7 * 24 * 3600 * 1000,
+            evidence_retention_ms=settings.evidence_retention_days * 24 * 3600 * 1000,
         )
     except KafkaUnavailable as exc:
         err.print(f"[bold red]cannot start[/]: {exc}")
@@ -578,12 +578,12 @@ def findings_export(
         raise typer.Exit(2)
     settings = _settings(broker=broker, topic_prefix=prefix, es_url=es_url, es_index=index)
     if source == "es":
-        from streams.elastic import scan_findings
+        from streams.lifecycle import scan_with_status
 
         es = _es(settings)
         with output.open("w", encoding="utf-8") as sink, _es_errors(settings):
             n = 0
-            for finding in scan_findings(es, settings.es_index):
+            for finding in scan_with_status(es, settings.es_index):
                 sink.write(json.dumps(finding, ensure_ascii=False) + "\n")
                 n += 1
         err.print(f"wrote {n:,} findings from {settings.es_index} to {output}")
@@ -611,7 +611,8 @@ def _es_errors(settings: Settings) -> Iterator[None]:
     """Elasticsearch's failures as one clear line and exit code 2."""
     from elasticsearch import ApiError, NotFoundError, TransportError
 
-    from streams.elastic import FindingNotFound, TransitionRefused
+    from streams.elastic import FindingNotFound
+    from streams.lifecycle import TransitionRefused
 
     try:
         yield
@@ -670,7 +671,8 @@ def findings_list(
 
     sepwatch findings list --status open --rule SEP-003 --since 24h
     """
-    from streams.elastic import STATUSES, search_findings
+    from streams.elastic import STATUSES
+    from streams.lifecycle import search_findings
 
     if status is not None and status not in STATUSES:
         err.print(f"[bold red]--status {status}[/]: one of {', '.join(STATUSES)}")
@@ -694,7 +696,7 @@ def findings_list(
     table = Table(title=f"{len(found)} of {total:,} findings", title_justify="left")
     table.add_column("time (UTC)", no_wrap=True)
     table.add_column("id", no_wrap=True)
-    for col in ("rule", "sev", "status", "entity", "user", "device", "app"):
+    for col in ("rule", "sev", "status", "by", "entity", "user", "device", "app"):
         table.add_column(col, overflow="fold")
     for f in found:
         table.add_row(
@@ -703,6 +705,7 @@ def findings_list(
             f["rule_id"],
             f["severity"],
             f["status"],
+            f.get("status_by") or "",
             f["entity"],
             f["user_id"] or "",
             f["device_id"] or "",
@@ -717,67 +720,114 @@ def findings_show(
     es_url: EsOpt = None,
     index: IndexOpt = None,
 ) -> None:
-    """One finding, whole: evidence, regulation, waiver, lifecycle."""
+    """One finding, whole: evidence, regulation, waiver, its status and every
+    lifecycle record (who, when, why)."""
     from streams.elastic import get_finding
+    from streams.lifecycle import records_of, with_status
 
     settings = _settings(es_url=es_url, es_index=index)
+    es = _es(settings)
     with _es_errors(settings):
-        found = get_finding(_es(settings), settings.es_index, finding_id)
+        found = get_finding(es, settings.es_index, finding_id)
+        records = records_of(es, settings.es_index, finding_id)
+    if records:
+        found = with_status([found], {finding_id: records[-1]})[0]
+        found["lifecycle_records"] = records
     out.print_json(json.dumps(found, ensure_ascii=False))
 
 
-ByOpt = Annotated[
-    str | None,
-    typer.Option("--by", help="Who acts. Default: $USER.", show_default=False),
-]
+def _actor_note() -> str:
+    return (
+        "Who acted is the user Elasticsearch authenticated for the credentials used "
+        "(SEPWATCH_ES_USERNAME/PASSWORD or API key); on a node without security, the OS "
+        "user, marked unauthenticated."
+    )
 
 
-@findings_app.command("ack")
+@findings_app.command("ack", help=f"Acknowledge an open finding: someone is on it. {_actor_note()}")
 def findings_ack(
     finding_id: Annotated[str, typer.Argument(help="The finding's id.")],
-    by: ByOpt = None,
     es_url: EsOpt = None,
     index: IndexOpt = None,
+    broker: BrokerOpt = None,
+    prefix: PrefixOpt = None,
 ) -> None:
-    """Acknowledge an open finding: someone is on it (who and when are kept)."""
-    _transition(finding_id, "acknowledged", by, None, es_url, index)
+    _lifecycle(finding_id, "acknowledge", None, es_url, index, broker, prefix)
 
 
-@findings_app.command("resolve")
+@findings_app.command(
+    "resolve", help=f"Resolve an open or acknowledged finding, with a note. {_actor_note()}"
+)
 def findings_resolve(
     finding_id: Annotated[str, typer.Argument(help="The finding's id.")],
     note: Annotated[str, typer.Option("--note", help="What was done (kept, masked).")],
-    by: ByOpt = None,
     es_url: EsOpt = None,
     index: IndexOpt = None,
+    broker: BrokerOpt = None,
+    prefix: PrefixOpt = None,
 ) -> None:
-    """Resolve an open or acknowledged finding, with a note for the review."""
-    _transition(finding_id, "resolved", by, note, es_url, index)
+    _lifecycle(finding_id, "resolve", note, es_url, index, broker, prefix)
 
 
-def _transition(
+@findings_app.command(
+    "reopen", help=f"Reopen an acknowledged, resolved or waived finding. {_actor_note()}"
+)
+def findings_reopen(
+    finding_id: Annotated[str, typer.Argument(help="The finding's id.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept, masked).")],
+    es_url: EsOpt = None,
+    index: IndexOpt = None,
+    broker: BrokerOpt = None,
+    prefix: PrefixOpt = None,
+) -> None:
+    _lifecycle(finding_id, "reopen", reason, es_url, index, broker, prefix)
+
+
+@findings_app.command(
+    "waive",
+    help="Decide to waive an open or acknowledged finding (a one-off decision; a "
+    f"standing exception belongs in the policy's waivers). {_actor_note()}",
+)
+def findings_waive(
+    finding_id: Annotated[str, typer.Argument(help="The finding's id.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why, and who approved (kept, masked).")],
+    es_url: EsOpt = None,
+    index: IndexOpt = None,
+    broker: BrokerOpt = None,
+    prefix: PrefixOpt = None,
+) -> None:
+    _lifecycle(finding_id, "waive", reason, es_url, index, broker, prefix)
+
+
+def _lifecycle(
     finding_id: str,
-    to: str,
-    by: str | None,
-    note: str | None,
+    verb: str,
+    reason: str | None,
     es_url: str | None,
     index: str | None,
+    broker: str | None,
+    prefix: str | None,
 ) -> None:
-    from streams.elastic import transition
+    """Add the record in Elasticsearch, then its copy to the lifecycle topic
+    (the evidence `sepwatch evidence verify` checks Elasticsearch against)."""
+    from streams.evidence import publish_lifecycle
+    from streams.kafka_io import KafkaUnavailable
+    from streams.lifecycle import actor_name, record
 
-    settings = _settings(es_url=es_url, es_index=index)
-    who = by or os.environ.get("USER") or "unknown"
+    settings = _settings(es_url=es_url, es_index=index, broker=broker, topic_prefix=prefix)
     with _es_errors(settings):
-        found = transition(
-            _es(settings),
-            settings.es_index,
-            finding_id,
-            to,
-            by=who,
-            at=datetime.now(UTC),
-            note=note,
+        record_id, stored = record(
+            _es(settings), settings.es_index, finding_id, verb, at=datetime.now(UTC), reason=reason
         )
-    err.print(f"{finding_id}: {found['status']} by {who}")
+    try:
+        publish_lifecycle(settings, record_id, stored)
+    except KafkaUnavailable as exc:
+        err.print(
+            f"[bold red]recorded in Elasticsearch ({record_id}) but not on the lifecycle "
+            f"topic[/]: {exc}. `sepwatch evidence verify` will name it until it is copied."
+        )
+        raise typer.Exit(1) from None
+    err.print(f"{finding_id}: {stored['sepwatch']['to_status']} by {actor_name(stored)}")
 
 
 @app.command("demo")
@@ -809,6 +859,11 @@ app.command("report")(report_cmd)
 from streams.es_setup_cli import es_app  # noqa: E402
 
 app.add_typer(es_app, name="elasticsearch")
+
+# -- evidence: Elasticsearch checked against the topics (streams/evidence_cli.py) --
+from streams.evidence_cli import evidence_app  # noqa: E402
+
+app.add_typer(evidence_app, name="evidence")
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any, TextIO
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import NewTopic
+from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import (
     KafkaError,
     KafkaTimeoutError,
@@ -25,6 +25,8 @@ from streams.topics import INPUT_STREAMS, STAGES, Topics, input_key
 from streams.validator import END_OF_INPUT
 
 MAX_RECORD = 1 << 20
+# Two semiannual review periods and a margin (Settings.evidence_retention_days).
+EVIDENCE_RETENTION_MS = 400 * 24 * 3600 * 1000
 
 
 class KafkaUnavailable(RuntimeError):
@@ -86,7 +88,13 @@ def admin(broker: Broker) -> KafkaAdminClient:
 
 
 def ensure_topics(
-    broker: Broker, topics: Topics, partitions: int, retention_ms: int, ready_s: float = 30.0
+    broker: Broker,
+    topics: Topics,
+    partitions: int,
+    retention_ms: int,
+    ready_s: float = 30.0,
+    *,
+    evidence_retention_ms: int = EVIDENCE_RETENTION_MS,
 ) -> None:
     """Create what is missing; refuse a topic whose partition count would break
     co-partitioning (every stage joins within one partition); return once every
@@ -95,15 +103,20 @@ def ensure_topics(
     The stage tables' changelogs are created here too, not left to Faust: two
     workers started together would otherwise each find the other's changelog
     half-created, keep metadata without its partitions, and crash their stage
-    agent on every table write until the metadata is refreshed minutes later."""
+    agent on every table write until the metadata is refreshed minutes later.
+
+    The findings and lifecycle topics are the evidence (streams/evidence.py):
+    kept `evidence_retention_ms`, set again on topics that exist already."""
     client = admin(broker)
     try:
         streams = [
             *topics.inputs,
             *(topics.stage(s) for s in STAGES),
             topics.findings,
+            topics.lifecycle,
             topics.dead_letters,
         ]
+        evidence = (topics.findings, topics.lifecycle)
         wanted = [*streams, *topics.changelogs]
         existing = set(client.list_topics())
         # Input records carry the broker's append time, not the producer's: the
@@ -119,7 +132,9 @@ def ensure_topics(
                 topic_configs=compacted
                 if name in topics.changelogs
                 else {
-                    "retention.ms": str(retention_ms),
+                    "retention.ms": str(
+                        evidence_retention_ms if name in evidence else retention_ms
+                    ),
                     **(appended if name in topics.inputs else {}),
                 },
             )
@@ -129,6 +144,18 @@ def ensure_topics(
         if new:
             with contextlib.suppress(TopicAlreadyExistsError):
                 client.create_topics(new)
+        kept = [n for n in evidence if n in existing]
+        if kept:
+            client.alter_configs(
+                [
+                    ConfigResource(
+                        ConfigResourceType.TOPIC,
+                        n,
+                        configs={"retention.ms": str(evidence_retention_ms)},
+                    )
+                    for n in kept
+                ]
+            )
         deadline = time.monotonic() + ready_s
         while True:
             wrong, pending = [], []

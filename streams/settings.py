@@ -125,7 +125,16 @@ class Settings(BaseSettings):
         description="alias of the findings indices (monthly indices ES_INDEX-YYYY.MM)",
     )
     es_retention_days: int = Field(
-        400, description="monthly findings indices wholly older than this are deleted", ge=1
+        400,
+        description="`sepwatch elasticsearch retention` deletes monthly findings indices "
+        "wholly older than this (an administrator's command; the worker deletes nothing)",
+        ge=1,
+    )
+    evidence_retention_days: int = Field(
+        400,
+        ge=1,
+        description="retention of the findings and lifecycle topics, the evidence "
+        "`sepwatch evidence verify` checks Elasticsearch against (two review periods)",
     )
     # Elasticsearch with security on. Secrets come from the environment (or the
     # config file), never from a flag: a flag shows in `ps` and shell history.

@@ -166,6 +166,15 @@ class ReviewDue(_Figures):
     overdue: bool
 
 
+class Evidence(_Figures):
+    """The period's findings as the committee signs them (streams/evidence.py):
+    one sha256 over the ordered `finding_id digest` lines; `sepwatch evidence
+    verify --period P --digest D` checks it against the findings topic."""
+
+    findings: int
+    digest: str
+
+
 class Report(_Figures):
     schema_version: int = SCHEMA_VERSION
     generated_at: datetime
@@ -193,3 +202,4 @@ class Report(_Figures):
     open_total: int
     appendix: list[OpenItem]
     appendix_truncated: int  # open findings beyond the appendix limit
+    evidence: Evidence | None = None  # the whole period only (no --entity)
