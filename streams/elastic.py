@@ -205,13 +205,16 @@ def connection_options(settings: Settings) -> dict[str, Any]:
 
 def writer_role(index: str) -> dict[str, Any]:
     """What the worker's sink needs, and no more: create findings (never
-    overwrite or delete one: `create_doc` allows only a new id) and create the
-    month's index (the template, installed by an admin, gives it its mapping
-    and the alias). No delete: retention is an administrator's job
-    (`sepwatch elasticsearch retention`). No read, no cluster privilege."""
+    overwrite or delete one: `create_doc` allows only a new id), and have the
+    month's index made by writing to it (`auto_configure`: from the template an
+    admin installed, with its mapping and alias; never an index of its own
+    making). No delete: retention is an administrator's job (`sepwatch
+    elasticsearch retention`). No read, no cluster privilege."""
     return {
         "cluster": [],
-        "indices": [{"names": [index, f"{index}-*"], "privileges": ["create_doc", "create_index"]}],
+        "indices": [
+            {"names": [index, f"{index}-*"], "privileges": ["create_doc", "auto_configure"]}
+        ],
     }
 
 
@@ -220,11 +223,16 @@ def analyst_role(index: str) -> dict[str, Any]:
     need: read findings (never change one), and add lifecycle records (never
     change or delete one). `_security/_authenticate` needs no privilege."""
     from streams.lifecycle import lifecycle_index
+    from streams.report.accesses import access_index
 
     return {
         "cluster": [],
         "indices": [
-            {"names": [index, f"{index}-*"], "privileges": ["read", "view_index_metadata"]},
+            # The findings, and the access tally the report reads beside them.
+            {
+                "names": [index, f"{index}-*", access_index(index)],
+                "privileges": ["read", "view_index_metadata"],
+            },
             {
                 "names": [lifecycle_index(index)],
                 "privileges": ["read", "view_index_metadata", "create_doc"],

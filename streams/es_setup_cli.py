@@ -158,16 +158,26 @@ def retention_cmd(
                 es.indices.delete(index=name)
             err.print(f"{'would delete' if dry_run else 'deleted'} {name}")
         if expired and not dry_run:
-            # Records of findings in the deleted months: those months ended before the cutoff.
+            # The records of findings in the deleted months, by id (a bulk delete:
+            # delete-by-query needs a module not every node has).
             cutoff = max(_month_end(n, settings.es_index) for n in expired)
-            es.delete_by_query(
-                index=lifecycle_index(settings.es_index),
-                query={"range": {"sepwatch.finding_time": {"lt": cutoff}}},
-                ignore_unavailable=True,
-                allow_no_indices=True,
-                conflicts="proceed",
-            )
+            gone = _delete_records(es, lifecycle_index(settings.es_index), cutoff)
+            err.print(f"deleted {gone:,} lifecycle records of findings before {cutoff}")
     err.print(f"{len(expired)} index(es) past {days} days")
+
+
+def _delete_records(es: Any, name: str, before: str) -> int:
+    from elasticsearch.helpers import bulk, scan
+
+    if not es.indices.exists(index=name):
+        return 0
+    query = {"query": {"range": {"sepwatch.finding_time": {"lt": before}}}, "_source": False}
+    deletes = (
+        {"_op_type": "delete", "_index": name, "_id": hit["_id"]}
+        for hit in scan(es, index=name, query=query, size=2000)
+    )
+    done, _ = bulk(es, deletes, chunk_size=2000, refresh=True)
+    return int(done)
 
 
 def _month_end(name: str, index: str) -> str:

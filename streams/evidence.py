@@ -147,11 +147,11 @@ def check(
     v = Verdict(
         findings=len(findings), records=len(records), digest=period_digest(findings.items())
     )
-    seen: set[str] = set()
+    seen: dict[str, str] = {}
     query = {"query": {"bool": {"filter": [_range("@timestamp", period)]}}}
     for hit in scan(es, index=index, query=query, size=2000):
         fid = hit["_id"]
-        seen.add(fid)
+        seen[fid] = str(hit["_source"].get("sepwatch", {}).get("digest", ""))
         want = findings.get(fid)
         if want is None:
             v.problems.append(
@@ -163,7 +163,7 @@ def check(
             )
         elif hit["_source"].get("sepwatch", {}).get("digest") != want:
             v.problems.append(f"finding {fid}: its stored digest was altered ({hit['_index']})")
-    for fid in sorted(set(findings) - seen):
+    for fid in sorted(set(findings) - set(seen)):
         v.problems.append(f"finding {fid}: missing from Elasticsearch")
     stored: dict[str, dict[str, Any]] = {}
     lq = {"query": {"bool": {"filter": [_range("sepwatch.finding_time", period)]}}}
@@ -185,6 +185,12 @@ def check(
         v.problems.append(
             f"report digest {report_digest} does not match the period's findings "
             f"on the topic ({v.digest})"
+        )
+    now = period_digest(seen.items())
+    if report_digest is not None and report_digest != now:
+        v.problems.append(
+            f"report digest {report_digest} does not match the period's findings "
+            f"in Elasticsearch now ({now})"
         )
     return v
 

@@ -229,10 +229,15 @@ def test_the_writer_may_only_create_findings_in_the_findings_indices() -> None:
     (grant,) = role["indices"]
     assert grant["names"] == ["sepwatch-findings", "sepwatch-findings-*"]
     # create_doc, never index/write/delete: a stored finding is never overwritten or removed.
-    assert set(grant["privileges"]) == {"create_doc", "create_index"}
+    assert set(grant["privileges"]) == {"create_doc", "auto_configure"}
     analyst = analyst_role("sepwatch-findings")
     assert analyst["cluster"] == []
     findings, lifecycle = analyst["indices"]
+    assert findings["names"] == [
+        "sepwatch-findings",
+        "sepwatch-findings-*",
+        "sepwatch-findings.accesses",
+    ]
     assert set(findings["privileges"]) == {"read", "view_index_metadata"}
     # Lifecycle records: added, never changed (no index/write/delete).
     assert lifecycle["names"] == ["sepwatch-findings.lifecycle"]

@@ -26,8 +26,9 @@ from detectors import mask_identifier
 from schemas import Finding
 from schemas.policy import ReviewPolicy
 from streams.cli import app as cli
-from streams.elastic import document, index_for, put_template, transition
+from streams.elastic import document, index_for, put_template
 from streams.kafka_io import ensure_topics
+from streams.lifecycle import record
 from streams.policy_file import load_policy
 from streams.replay import replay
 from streams.report.accesses import count_internal_accesses, store_counts
@@ -171,8 +172,11 @@ def _work_on(findings: list[dict[str, Any]]) -> None:
                 "resolved_at": at.isoformat(),
                 "resolve_seconds": int((at - detected).total_seconds()),
             }
-            # A few go through the analyst's own command path (transition).
+            # A few go through the analyst's own path: lifecycle records.
             f["_by_transition"] = n % 7 == 0
+        elif n % 13 == 2:
+            # Resolved, then reopened: open again, and its resolution undone.
+            f["_reopened"] = detected + timedelta(minutes=n % 50 + 1)
         elif n % 5 == 1:
             f["status"] = "acknowledged"
             f["lifecycle"] = {"acknowledged_by": "soc", "acknowledged_at": detected.isoformat()}
@@ -184,7 +188,11 @@ def _load(es: Elasticsearch, index: str, findings: list[dict[str, Any]]) -> None
     def actions() -> Iterator[dict[str, Any]]:
         for f in findings:
             finding = Finding.model_validate(
-                {k: v for k, v in f.items() if k not in ("lifecycle", "_by_transition")}
+                {
+                    k: v
+                    for k, v in f.items()
+                    if k not in ("lifecycle", "_by_transition", "_reopened")
+                }
             )
             doc = document(finding)
             if f.get("_by_transition"):
@@ -200,10 +208,16 @@ def _load(es: Elasticsearch, index: str, findings: list[dict[str, Any]]) -> None
 
     ok, errors = bulk(es, actions(), chunk_size=1000, refresh="wait_for")
     assert ok == len(findings) and not errors
-    for f in findings:
+    for n, f in enumerate(findings):
         if f.get("_by_transition"):
             at = datetime.fromisoformat(f["lifecycle"]["resolved_at"])
-            transition(es, index, f["finding_id"], "resolved", by="soc", at=at)
+            if n % 2:
+                record(es, index, f["finding_id"], "acknowledge", at=at - timedelta(seconds=1))
+            record(es, index, f["finding_id"], "resolve", at=at, reason="patched")
+        if f.get("_reopened"):
+            at = f["_reopened"]
+            record(es, index, f["finding_id"], "resolve", at=at, reason="thought so")
+            record(es, index, f["finding_id"], "reopen", at=at, reason="it came back")
 
 
 @pytest.fixture
@@ -328,6 +342,8 @@ def test_every_figure_of_the_report_equals_a_count_made_from_the_findings(
         assert [i.finding_id for i in r.oldest_open] == [f["finding_id"] for f in still[:10]]
     assert any(r.median_minutes_to_resolve for r in report.rules)
     assert sum(bool(f.get("_by_transition")) for f in mine) >= 2
+    # Resolved then reopened by records: counted open, their resolution undone.
+    assert sum(bool(f.get("_reopened")) for f in mine) >= 2
 
     for e in report.entities:
         of = [f for f in mine if f["entity"] == e.entity]
