@@ -139,7 +139,7 @@ def os_actor() -> dict[str, Any]:
     return {"username": user, "authentication_type": UNAUTHENTICATED}
 
 
-def template_body(index: str, *, secured: bool) -> dict[str, Any]:
+def template_body(index: str, *, secured: bool = False) -> dict[str, Any]:
     settings: dict[str, Any] = {"number_of_shards": 1, "number_of_replicas": 0}
     if secured:
         settings["index.final_pipeline"] = pipeline_name(index)
@@ -212,9 +212,6 @@ def record(
     action = ACTIONS[verb]
     actor = authenticated(es)
     secured = actor is not None
-    if not secured and not es.indices.exists(index=lifecycle_index(index)):
-        # Nobody to keep out on an open node: the first record brings its mapping.
-        put_lifecycle_template(es, index)
     hit = locate(es, index, finding_id)
     source = hit["_source"]
     sw = source.get("sepwatch", {})
@@ -248,11 +245,14 @@ def record(
         doc["sepwatch"]["resolve_seconds"] = seconds
     record_id = f"{finding_id}.{seq}"
     try:
+        # Searchable at once: `findings list` right after shows the new status.
         es.create(index=lifecycle_index(index), id=record_id, document=doc, refresh=True)
     except ConflictError:
         raise TransitionRefused(f"{finding_id} changed meanwhile; look again and retry") from None
-    stored = es.get(index=lifecycle_index(index), id=record_id)["_source"]
-    return record_id, dict(stored)
+    if not secured:
+        return record_id, doc  # no pipeline on an open node: stored as sent
+    # As stored: with the actor the node's pipeline wrote.
+    return record_id, dict(es.get(index=lifecycle_index(index), id=record_id)["_source"])
 
 
 def _resolve_seconds(

@@ -45,6 +45,8 @@ from streams.elastic import (
     template_body,
 )
 from streams.lag import records_behind
+from streams.lifecycle import lifecycle_index
+from streams.lifecycle import template_body as lifecycle_template_body
 from streams.settings import Settings
 from streams.topics import Topics
 
@@ -309,6 +311,13 @@ class FindingsSink:
                 await self.es.indices.put_index_template(
                     name=self.index, **template_body(self.index)
                 )
+                # The lifecycle records' too, unless one is there (an admin's,
+                # with the pipeline that stamps who acted: never replaced).
+                records = lifecycle_index(self.index)
+                if not await self.es.indices.exists_index_template(name=records):
+                    await self.es.indices.put_index_template(
+                        name=records, **lifecycle_template_body(self.index)
+                    )
                 self._template_ready = True
             response = await self.es.bulk(operations=bulk_body(actions), refresh=False)
         except EsApiError as exc:
