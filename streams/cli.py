@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import json
+import os
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -71,9 +72,13 @@ def _settings(**flags: object) -> Settings:
         return Settings(**{k: v for k, v in flags.items() if v is not None})
     except ValidationError as exc:
         err.print(f"[bold red]settings refused[/]: {exc.error_count()} problem(s)")
+        config = os.environ.get("SEPWATCH_CONFIG", "sepwatch.toml")
         for e in exc.errors(include_url=False, include_input=False):
             where = ".".join(str(p) for p in e["loc"]) or "settings"
-            err.print(f"  {where}: {e['msg']}", markup=False, highlight=False)
+            msg = e["msg"].removeprefix("Value error, ")
+            if e["type"] == "extra_forbidden":
+                msg = f"not a setting (in {config}; `sepwatch --help` names them)"
+            err.print(f"  {where}: {msg}", markup=False, highlight=False)
         raise typer.Exit(2) from None
 
 
