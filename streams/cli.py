@@ -146,6 +146,16 @@ def replay_cmd(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or table.")] = False,
     fmt: FormatOpt = None,
     mapping: MappingOpt = None,
+    policy_history: Annotated[
+        Path | None,
+        typer.Option(
+            "--policy-history",
+            help="Judge each event by the policy version in force at its time, as the "
+            "workers did: the versions `sepwatch policy history --json` prints. "
+            "Replaces --policy.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the rules over a file of events, exactly as the stream would.
 
@@ -157,7 +167,8 @@ def replay_cmd(
     Example:
     sepwatch replay -p deploy/policy/example.yaml -e deploy/samples/day.jsonl -o findings.jsonl
     """
-    pol = _policy(policy)
+    engine = _engine_of_history(policy_history) if policy_history is not None else None
+    pol = engine.policy.policy if engine is not None else _policy(policy)
     mapped = mapping_for(mapping, pol) if fmt is not None else None
     dead_path = dead_letter or Path(f"{findings}.dead.jsonl")
     raw, source, size = _open_events(events)
@@ -174,7 +185,7 @@ def replay_cmd(
             else source
         )
         if quiet or size is None:
-            summary = replay(pol, lines, fout, dout, source_name=events)
+            summary = replay(pol, lines, fout, dout, source_name=events, engine=engine)
         else:
             with Progress(
                 TextColumn("[bold]replay[/]"),
@@ -192,11 +203,39 @@ def replay_cmd(
                     dout,
                     source_name=events,
                     on_progress=lambda _: bar.update(task, completed=raw.tell()),
+                    engine=engine,
                 )
     if not quiet:
         if fmt is not None:
             print_counts(fmt, counts, out)
         _print_summary(summary, findings, dead_path)
+
+
+def _engine_of_history(path: Path) -> Any:
+    """An engine holding every recorded policy version at the time it took effect."""
+    from detectors import Engine
+    from streams.policy_history import read_history_file
+
+    try:
+        versions = read_history_file(str(path))
+    except OSError as exc:
+        err.print(f"[bold red]--policy-history {path}[/]: cannot read: {exc.strerror}")
+        raise typer.Exit(2) from None
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(x) for x in first["loc"]) or "line"
+        err.print(
+            f"[bold red]--policy-history {path}[/]: not a policy history (as `sepwatch "
+            f"policy history --json` prints): {where}: {first['msg']}"
+        )
+        raise typer.Exit(2) from None
+    if not versions:
+        err.print(f"[bold red]--policy-history {path}[/]: no policy version in it")
+        raise typer.Exit(2)
+    engine = Engine(versions[0].parsed(), now=lambda: datetime.now(UTC))
+    for v in versions[1:]:
+        engine.set_policy(v.parsed(), effective_from=v.effective_from.timestamp())
+    return engine
 
 
 def _print_summary(s: ReplaySummary, findings: Path, dead: Path) -> None:
@@ -243,6 +282,56 @@ def policy_check(
         f"[green]ok[/] {path}: {len(pol.registry)} registry entries, "
         f"{len(pol.permitted_categories)} category periods, {len(pol.waivers)} waivers"
     )
+
+
+@policy_app.command("history")
+def policy_history_cmd(
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="One version a line, whole (for replay --policy-history)."),
+    ] = False,
+    broker: BrokerOpt = None,
+    prefix: PrefixOpt = None,
+) -> None:
+    """The policy versions the workers loaded, oldest first: when each took
+    effect, who loaded it (OS user, host, Kafka principal), its digest and what
+    changed in the waivers and the registry.
+
+    sepwatch policy history --json > history.jsonl
+    """
+    from streams.kafka_io import KafkaUnavailable
+    from streams.policy_history import in_force, read_versions
+    from streams.topics import Topics
+
+    settings = _settings(broker=broker, topic_prefix=prefix)
+    try:
+        versions = in_force(read_versions(settings.kafka, Topics(settings.topic_prefix).policy))
+    except KafkaUnavailable as exc:
+        err.print(f"[bold red]cannot read the policy history[/]: {exc}")
+        raise typer.Exit(2) from None
+    if as_json:
+        for v in versions:
+            typer.echo(v.model_dump_json())
+        return
+    table = Table(title=f"{len(versions)} policy version(s)", title_justify="left")
+    for col in ("version", "effective from (UTC)", "loaded by", "digest", "changes"):
+        table.add_column(col, overflow="fold")
+    for v in versions:
+        said = [
+            f"{section} {kind} {', '.join(names)}"
+            for section, kinds in v.changes.items()
+            for kind, names in kinds.items()
+            if names
+        ]
+        by = v.loaded_by
+        table.add_row(
+            v.version,
+            v.effective_from.astimezone(UTC).isoformat(timespec="seconds"),
+            f"{by.get('os_user')}@{by.get('host')} (kafka {by.get('kafka_principal')})",
+            v.digest[:16],
+            "; ".join(said) or "-",
+        )
+    out.print(table)
 
 
 # -- schema -------------------------------------------------------------------
@@ -444,10 +533,22 @@ def worker_cmd(
         raise typer.Exit(2) from None
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     from streams.alerts.router import AlertConfigError
+    from streams.policy_history import record_if_changed
 
     try:
+        # The file is recorded as a new version if it is not the newest already;
+        # earlier events are judged by the versions in force at their time.
+        versions = record_if_changed(settings, pol, str(policy_path))
+    except KafkaUnavailable as exc:
+        err.print(f"[bold red]cannot start[/]: the policy history: {exc}")
+        raise typer.Exit(2) from None
+    try:
         faust_app = build_app(
-            settings, pol, partitions=settings.partitions, policy_file=policy_path
+            settings,
+            pol,
+            partitions=settings.partitions,
+            policy_file=policy_path,
+            versions=versions,
         )
     except AlertConfigError as exc:
         err.print(f"[bold red]cannot start[/]: {exc}")

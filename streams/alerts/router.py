@@ -136,6 +136,14 @@ class AlertRouter:
         self.delivered = 0
         self.dead_lettered = 0
 
+    def adopt(self, policy: Policy) -> None:
+        """A policy version the rules took (streams/topology.py): its routes,
+        unless they are unusable (then the running ones stay, said in the log)."""
+        try:
+            self.set_policy(policy)
+        except AlertConfigError as exc:
+            log.warning("alert router keeps its routes; the new policy's are unusable: %s", exc)
+
     def set_policy(self, policy: Policy) -> None:
         """A replaced policy: its routes and window apply to what comes next.
         Refused (the running one stays) if a route names an unknown channel."""
