@@ -511,7 +511,11 @@ def _apps(
 
 
 def _waivers(
-    policy: Policy, period: Period, entity: str | None, waived: dict[str, int]
+    policy: Policy,
+    period: Period,
+    entity: str | None,
+    waived: dict[str, int],
+    versions: dict[str, str] | None,
 ) -> list[WaiverFigures]:
     out: list[WaiverFigures] = []
     for w in policy.waivers:
@@ -535,6 +539,8 @@ def _waivers(
                 valid_from=w.valid_from,
                 valid_until=w.valid_until,
                 findings_waived=waived.get(w.name, 0),
+                # None: the history was not read; "": not in any recorded version.
+                policy_version=None if versions is None else versions.get(w.name, ""),
             )
         )
     return out
@@ -554,6 +560,7 @@ def gather(
     appendix_limit: int = 5000,
     reviews_topic: str | None = None,
     policy_name: str = "",
+    waiver_versions: dict[str, str] | None = None,
     step: Step = lambda _: None,
 ) -> Report:
     """Everything the report shows, from a handful of aggregation requests."""
@@ -749,7 +756,7 @@ def gather(
         devices_all=devices_all,
         apps=apps,
         expiring=expiring,
-        waivers=_waivers(policy, period, entity, _buckets(aggs, "by_waiver")),
+        waivers=_waivers(policy, period, entity, _buckets(aggs, "by_waiver"), waiver_versions),
         reviews=done,
         reviews_due=due,
         open_total=open_total,

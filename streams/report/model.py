@@ -145,6 +145,9 @@ class WaiverFigures(_Figures):
     valid_from: date
     valid_until: date
     findings_waived: int  # in the period
+    # The recorded policy version it came from (streams/policy_history.py);
+    # None when the history was not read, "" when no recorded version holds it.
+    policy_version: str | None = None
 
 
 class ReviewFigures(_Figures):

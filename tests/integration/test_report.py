@@ -30,12 +30,14 @@ from streams.elastic import document, index_for, put_template
 from streams.kafka_io import ensure_topics
 from streams.lifecycle import record
 from streams.policy_file import load_policy
+from streams.policy_history import read_versions, record_if_changed
 from streams.replay import replay
 from streams.report.accesses import count_internal_accesses, store_counts
 from streams.report.gather import STATUSES, gather
 from streams.report.model import Report
 from streams.report.period import Period
 from streams.report.reviews import merge, new_review, publish, read_reviews
+from streams.settings import Settings
 from streams.simulate import simulate
 from streams.topics import Topics
 from tests.integration.conftest import POLICY
@@ -440,6 +442,8 @@ def env(broker: str, prefix: str, elasticsearch: str, loaded: str) -> dict[str, 
     ensure_topics(broker, topics, 4, retention_ms=3_600_000)
     for review in REVIEWS:
         publish(broker, topics, review)
+    # The policy version the workers recorded: the report cites it for each waiver.
+    record_if_changed(Settings(broker=broker, topic_prefix=prefix), load_policy(POLICY), "p.yaml")
     return {
         "SEPWATCH_BROKER": broker,
         "SEPWATCH_TOPIC_PREFIX": prefix,
@@ -450,6 +454,7 @@ def env(broker: str, prefix: str, elasticsearch: str, loaded: str) -> dict[str, 
 
 
 def test_the_report_files_carry_the_same_figures_in_korean_with_nothing_raw(
+    broker: str,
     env: dict[str, str],
     history: tuple[list[bytes], list[dict[str, Any]]],
     tmp_path: Path,
@@ -463,6 +468,10 @@ def test_the_report_files_carry_the_same_figures_in_korean_with_nothing_raw(
     assert figures["total"]["current"] == len(mine) and not figures["empty"]
     assert figures["lang"] == "ko" and figures["sources"]["reviews_topic"]
     assert {r["entity"] for r in figures["reviews"]} == {"HQ", "BR-SEOUL-GN"}
+    [version] = read_versions(broker, Topics(env["SEPWATCH_TOPIC_PREFIX"]).policy)
+    assert figures["waivers"] and {w["policy_version"] for w in figures["waivers"]} == {
+        version.version
+    }
 
     pdf = tmp_path / "ko" / "report.pdf"
     text = _pdf_text(pdf)
