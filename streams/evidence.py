@@ -11,8 +11,8 @@ delete or edit documents there; they cannot make the topics agree.
 period: every finding present in Elasticsearch with the same content digest
 (streams.elastic.content_digest, stored beside it as `sepwatch.digest`), every
 lifecycle record present and unchanged, nothing in Elasticsearch the topics
-do not know. The period's evidence digest is one sha256 over the ordered
-`finding_id digest` lines of the period's findings: the report prints it
+do not know. The period's evidence digest is one sha256 over the period's finding
+digests, sorted, one a line (a digest covers its finding's id): the report prints it
 (computed from the digests Elasticsearch holds), and `verify --digest`
 recomputes it from the topic.
 """
@@ -38,11 +38,13 @@ if TYPE_CHECKING:
     from streams.settings import Settings
 
 
-def period_digest(digests: Iterable[tuple[str, str]]) -> str:
-    """One sha256 over `finding_id digest` lines, ordered by finding id."""
+def period_digest(digests: Iterable[str]) -> str:
+    """One sha256 over the finding digests, one a line, in order. A finding's
+    digest covers its id and content, so no two findings share one and the
+    order of the digests is the order of a fixed set."""
     h = hashlib.sha256()
-    for finding_id, digest in sorted(digests):
-        h.update(f"{finding_id} {digest}\n".encode())
+    for digest in sorted(digests):
+        h.update(f"{digest}\n".encode())
     return h.hexdigest()
 
 
@@ -59,40 +61,70 @@ def _range(field_name: str, period: Period) -> dict[str, Any]:
     return {"range": {field_name: {"gte": period.start.isoformat(), "lt": period.end.isoformat()}}}
 
 
+PAGE = 50_000  # buckets a request: under the default search.max_buckets (65,536)
+
+
+PAGE = 50_000  # buckets a request: under the default search.max_buckets (65,536)
+
+
 def stored_digest(es: Elasticsearch, index: str, period: Period) -> tuple[int, str]:
-    """The period's evidence digest from the digests Elasticsearch holds: a
-    composite aggregation over (finding id, digest) gives the pairs already in
-    id order, from doc values (no document is read; about five times faster
-    than paging hits). How many findings, and the hash."""
-    pairs: list[tuple[str, str]] = []
-    after: dict[str, Any] | None = None
-    page = 50_000  # under the default search.max_buckets (65,536)
-    while True:
-        composite: dict[str, Any] = {
-            "size": page,
-            "sources": [
-                {"id": {"terms": {"field": "sepwatch.finding_id"}}},
-                # A document stored before digests were: an empty digest, still counted.
-                {"digest": {"terms": {"field": "sepwatch.digest", "missing_bucket": True}}},
-            ],
-        }
-        if after is not None:
-            composite["after"] = after
-        resp = es.search(
-            index=index,
-            query={"bool": {"filter": [_range("@timestamp", period)]}},
-            size=0,
-            aggs={"pairs": {"composite": composite}},
-            filter_path=["aggregations.pairs.after_key", "aggregations.pairs.buckets.key"],
-            ignore_unavailable=True,
-            allow_no_indices=True,
-        )
-        agg = resp.get("aggregations", {}).get("pairs", {})
-        buckets = agg.get("buckets", [])
-        pairs.extend((b["key"]["id"], b["key"]["digest"] or "") for b in buckets)
-        if len(buckets) < page:
-            return len(pairs), period_digest(pairs)
-        after = agg["after_key"]
+    """The period's evidence digest from the digests Elasticsearch holds, read
+    by aggregation from doc values (no document is fetched): how many
+    findings, and the hash.
+
+    The period is cut into time windows of at most a page of findings each
+    (from an hourly histogram), and each window's digests are one `terms`
+    aggregation: every document is visited about twice, where paging one
+    aggregation by `after` visits all of them again for every page."""
+    digests: list[str] = []
+    for start, end in _windows(es, index, period):
+        digests.extend(_digests(es, index, start, end))
+    return len(digests), period_digest(digests)
+
+
+def _windows(es: Elasticsearch, index: str, period: Period) -> list[tuple[int, int]]:
+    """[start, end) epoch-ms windows holding at most PAGE findings each (an
+    hour holding more is one window, read in several requests)."""
+    resp = es.search(
+        index=index,
+        query={"bool": {"filter": [_range("@timestamp", period)]}},
+        size=0,
+        aggs={"hours": {"date_histogram": {"field": "@timestamp", "fixed_interval": "1h"}}},
+        ignore_unavailable=True,
+        allow_no_indices=True,
+    )
+    hours = resp.get("aggregations", {}).get("hours", {}).get("buckets", [])
+    windows: list[tuple[int, int, int]] = []  # start, end, findings
+    for b in hours:
+        start, count = int(b["key"]), int(b["doc_count"])
+        if windows and windows[-1][2] + count <= PAGE:
+            windows[-1] = (windows[-1][0], start + 3_600_000, windows[-1][2] + count)
+        elif count:
+            windows.append((start, start + 3_600_000, count))
+    return [(start, end) for start, end, _ in windows]
+
+
+def _digests(es: Elasticsearch, index: str, start: int, end: int) -> list[str]:
+    """The stored digests of the findings stamped in [start, end)."""
+    window = {"range": {"@timestamp": {"gte": start, "lt": end, "format": "epoch_millis"}}}
+    resp = es.search(
+        index=index,
+        query={"bool": {"filter": [window]}},
+        size=0,
+        track_total_hits=True,
+        # A document stored before digests were counts, with an empty digest.
+        aggs={"digests": {"terms": {"field": "sepwatch.digest", "size": PAGE, "missing": ""}}},
+        filter_path=["hits.total", "aggregations.digests.buckets"],
+        ignore_unavailable=True,
+        allow_no_indices=True,
+    )
+    total = int(resp.get("hits", {}).get("total", {}).get("value", 0))
+    buckets = resp.get("aggregations", {}).get("digests", {}).get("buckets", [])
+    out = [str(b["key"]) for b in buckets for _ in range(int(b["doc_count"]))]
+    if len(out) < total:  # more than a page in one hour: halve the window
+        middle = (start + end) // 2
+        return _digests(es, index, start, middle) + _digests(es, index, middle, end)
+    return out
 
 
 @dataclass
@@ -153,7 +185,7 @@ def check(
     from elasticsearch.helpers import scan
 
     v = Verdict(
-        findings=len(findings), records=len(records), digest=period_digest(findings.items())
+        findings=len(findings), records=len(records), digest=period_digest(findings.values())
     )
     seen: dict[str, str] = {}
     query = {"query": {"bool": {"filter": [_range("@timestamp", period)]}}}
@@ -194,7 +226,7 @@ def check(
             f"report digest {report_digest} does not match the period's findings "
             f"on the topic ({v.digest})"
         )
-    now = period_digest(seen.items())
+    now = period_digest(seen.values())
     if report_digest is not None and report_digest != now:
         v.problems.append(
             f"report digest {report_digest} does not match the period's findings "

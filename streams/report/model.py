@@ -171,7 +171,7 @@ class ReviewDue(_Figures):
 
 class Evidence(_Figures):
     """The period's findings as the committee signs them (streams/evidence.py):
-    one sha256 over the ordered `finding_id digest` lines; `sepwatch evidence
+    one sha256 over the period's finding digests, sorted, one a line; `sepwatch evidence
     verify --period P --digest D` checks it against the findings topic."""
 
     findings: int
