@@ -279,7 +279,7 @@ def report_cmd(
                 cited = waiver_versions(in_force(read_versions(settings.kafka, topics.policy)), pol)
             except KafkaUnavailable as exc:
                 err.print(
-                    f"[bold red]cannot read the control reviews[/]: {exc} "
+                    f"[bold red]cannot read the control reviews and policy versions[/]: {exc} "
                     "(or leave them out: --no-reviews)"
                 )
                 raise typer.Exit(2) from None
