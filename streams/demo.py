@@ -160,7 +160,8 @@ def _in_elasticsearch(
     es_url: str, index: str, expected: int, console: Console, zone: ZoneInfo
 ) -> int:
     """Wait for the sink to store every finding, then show what an analyst sees."""
-    from streams.elastic import client, connection_options, search_findings
+    from streams.elastic import client, connection_options
+    from streams.lifecycle import search_findings
     from streams.settings import Settings
 
     es = client(es_url, request_timeout=10, **connection_options(Settings(es_url=es_url)))

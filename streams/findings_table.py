@@ -34,6 +34,7 @@ def columns(time_header: str, id_width: int) -> list[Column]:
         Column("rule", "rule_id", 7, 6, whole=True),
         Column("sev", "severity", 4, 7),
         Column("status", "status", 8, 2),
+        Column("by", "status_by", 6, 9),
         Column("entity", "entity", 6, 3),
         Column("user", "user_id", 6, 4),
         Column("device", "device_id", 6, 8),

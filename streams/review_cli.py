@@ -297,6 +297,7 @@ def report_cmd(
     from schemas import ControlReview
     from streams.cli import _es, _es_errors, _policy, _settings
     from streams.kafka_io import KafkaUnavailable
+    from streams.policy_history import in_force, read_versions, waiver_versions
     from streams.report.gather import NoFindingsIndex, gather
     from streams.report.i18n import LANGS
     from streams.report.period import Period, PeriodError
@@ -329,12 +330,15 @@ def report_cmd(
     ) as bar:
         task = bar.add_task("control reviews", total=len(steps))
         records: list[ControlReview] = []
+        cited: dict[str, str] | None = None
         if reviews:
             try:
                 records, _ = read_reviews(settings.kafka, topics)
+                # Which recorded policy version each waiver came from (same broker).
+                cited = waiver_versions(in_force(read_versions(settings.kafka, topics.policy)), pol)
             except KafkaUnavailable as exc:
                 err.print(
-                    f"[bold red]cannot read the control reviews[/]: {exc} "
+                    f"[bold red]cannot read the control reviews and policy versions[/]: {exc} "
                     "(or leave them out: --no-reviews)"
                 )
                 raise typer.Exit(2) from None
@@ -356,6 +360,7 @@ def report_cmd(
                     appendix_limit=appendix_limit,
                     reviews_topic=topics.input("control_review") if reviews else None,
                     policy_name=str(policy_path),
+                    waiver_versions=cited,
                     step=step,
                 )
             except NoFindingsIndex:

@@ -53,6 +53,11 @@ class Topics:
         return self.prefix + "findings"
 
     @property
+    def lifecycle(self) -> str:
+        """Copies of the findings' lifecycle records (streams/evidence.py), keyed by finding."""
+        return self.prefix + "findings-lifecycle"
+
+    @property
     def dead_letters(self) -> str:
         return self.prefix + "dead-letters"
 

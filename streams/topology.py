@@ -30,7 +30,6 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +47,9 @@ from streams.adapters import ADAPTERS
 from streams.adapters.intake import OUTCOMES, SkipLabels, adapt_message
 from streams.adapters.mapping import configured_mapping
 from streams.dead_letters import dead_letter, reason_of
+from streams.kafka_io import KafkaUnavailable
 from streams.policy_file import PolicyError, load_policy
+from streams.policy_history import PolicyVersion, in_force, read_versions, record_if_changed
 from streams.replay import utc_now
 from streams.settings import Settings
 from streams.topics import STAGES, STORES, Topics, input_key, partition_of
@@ -71,6 +72,7 @@ log = logging.getLogger("sepwatch")
 # was appended to Kafka.
 APPENDED = "sepwatch-appended"
 POLICY_POLL_SECONDS = 2.0
+HISTORY_EVERY_POLLS = 5
 # Wall-clock silence, without data or idle marks, after which a source no longer
 # holds the clock: only a validator that is gone is that silent. A source with a
 # backlog sends no idle marks, so a catch-up after a crash never releases early.
@@ -521,6 +523,7 @@ def build_app(
     pseudonyms: Pseudonymiser,
     partitions: int = 4,
     policy_file: Path | None = None,
+    versions: list[PolicyVersion] | None = None,
 ) -> faust.App:
     topics = Topics(settings.topic_prefix)
     app = faust.App(
@@ -675,13 +678,44 @@ def build_app(
         for stage, runner in runners.items():
             runner.forget({tp.partition for tp in assigned if tp.topic == topics.stage(stage)})
 
+    # The versions in force (streams/policy_history.py): the earliest judges
+    # what came before it, each later one events stamped from its time on.
+    applied: dict[str, float] = {}
+    alert_routes: list[Any] = []  # the alert router, once built: the same versions
+
+    def apply(found: list[PolicyVersion]) -> None:
+        for v in found:
+            if v.version in applied or (
+                applied and v.effective_from.timestamp() <= max(applied.values())
+            ):
+                continue
+            since = v.effective_from.timestamp()
+            first = not applied
+            applied[v.version] = since
+            for runner in runners.values():
+                runner.reload(v.parsed(), float("-inf") if first else since)
+            for router in alert_routes:
+                router.adopt(v.parsed())
+            if not first:
+                metrics.POLICY_RELOADS.labels("loaded").inc()
+                log.warning(
+                    "policy version %s (%s) loaded; it judges events stamped from %s on",
+                    v.version,
+                    v.source,
+                    v.effective_from.isoformat(),
+                )
+
+    if versions:
+        apply(versions)
+
     if policy_file is not None:
-        watched = {"mtime": policy_file.stat().st_mtime}
+        watched = {"mtime": policy_file.stat().st_mtime, "ticks": 0}
 
         @app.timer(interval=POLICY_POLL_SECONDS)
         async def reload_policy() -> None:
-            """A changed policy file takes effect for events stamped from now on;
-            one that does not validate is refused, and the running one stays."""
+            """A changed policy file is recorded as a new version (effective from
+            now); one that does not validate is refused, and the running one stays.
+            Every version recorded, by this worker or another, is applied here."""
             try:
                 mtime = policy_file.stat().st_mtime
             except OSError as exc:
@@ -690,29 +724,36 @@ def build_app(
                     policy_file,
                     exc.strerror,
                 )
+                mtime = watched["mtime"]
+            new: Policy | None = None
+            if mtime != watched["mtime"]:
+                watched["mtime"] = mtime
+                try:
+                    new = load_policy(policy_file)
+                except PolicyError as exc:
+                    metrics.POLICY_RELOADS.labels("refused").inc()
+                    log.warning(
+                        "policy %s refused, the running policy stays:\n%s",
+                        policy_file,
+                        "\n".join(f"  {p}" for p in exc.problems),
+                    )
+            watched["ticks"] += 1
+            # Other workers' versions: read every few polls (a consumer each time).
+            if new is None and watched["ticks"] % HISTORY_EVERY_POLLS:
                 return
-            if mtime == watched["mtime"]:
-                return
-            watched["mtime"] = mtime
             try:
-                new = load_policy(policy_file)
-            except PolicyError as exc:
-                metrics.POLICY_RELOADS.labels("refused").inc()
-                log.warning(
-                    "policy %s refused, the running policy stays:\n%s",
-                    policy_file,
-                    "\n".join(f"  {p}" for p in exc.problems),
-                )
+                if new is not None:
+                    found = await asyncio.to_thread(
+                        record_if_changed, settings, new, str(policy_file)
+                    )
+                else:
+                    found = await asyncio.to_thread(
+                        lambda: in_force(read_versions(settings.kafka, topics.policy))
+                    )
+            except KafkaUnavailable as exc:
+                log.warning("policy history unreadable (%s); tried again shortly", exc)
                 return
-            since = time.time()
-            for runner in runners.values():
-                runner.reload(new, since)
-            metrics.POLICY_RELOADS.labels("loaded").inc()
-            log.warning(
-                "policy %s loaded; it judges events stamped from %s on",
-                policy_file,
-                datetime.fromtimestamp(since, UTC).isoformat(),
-            )
+            apply(found)
 
     if settings.web_port > 0:
 
@@ -774,7 +815,9 @@ def build_app(
         # worker at its start, with every problem listed.
         from streams.alerts.router import AlertRouter
 
-        alert_router = AlertRouter(settings, policy, policy_file=policy_file)
+        # No watcher of its own: it takes the versions the rules take (apply above).
+        alert_router = AlertRouter(settings, policy)
+        alert_routes.append(alert_router)
 
         @app.task
         async def findings_to_channels() -> None:

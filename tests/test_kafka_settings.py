@@ -106,7 +106,7 @@ def test_channel_secrets_from_files(tmp_path: Path) -> None:
     (tmp_path / "hook").write_text("signing-key\n")
     (tmp_path / "pd").write_text("routing-key")
     (tmp_path / "smtp").write_text("mail-password")
-    hook = ChannelSettings(kind="webhook", url="http://x", secret_file=tmp_path / "hook")
+    hook = ChannelSettings(kind="webhook", url="https://x", secret_file=tmp_path / "hook")
     pager = ChannelSettings(kind="pagerduty", routing_key_file=tmp_path / "pd")
     mail = ChannelSettings(kind="email", smtp_password_file=tmp_path / "smtp")
     assert hook.secret is not None and hook.secret.get_secret_value() == "signing-key"

@@ -145,6 +145,9 @@ class WaiverFigures(_Figures):
     valid_from: date
     valid_until: date
     findings_waived: int  # in the period
+    # The recorded policy version it came from (streams/policy_history.py);
+    # None when the history was not read, "" when no recorded version holds it.
+    policy_version: str | None = None
 
 
 class ReviewFigures(_Figures):
@@ -164,6 +167,15 @@ class ReviewDue(_Figures):
     last_completed: date | None
     next_due: date
     overdue: bool
+
+
+class Evidence(_Figures):
+    """The period's findings as the committee signs them (streams/evidence.py):
+    one sha256 over the period's finding digests, sorted, one a line; `sepwatch evidence
+    verify --period P --digest D` checks it against the findings topic."""
+
+    findings: int
+    digest: str
 
 
 class Report(_Figures):
@@ -194,3 +206,4 @@ class Report(_Figures):
     open_total: int
     appendix: list[OpenItem]
     appendix_truncated: int  # open findings beyond the appendix limit
+    evidence: Evidence | None = None  # the whole period only (no --entity)

@@ -27,15 +27,18 @@ from detectors.calendar import Days
 from schemas import Finding
 from schemas.policy import ReviewPolicy
 from streams.cli import app as cli
-from streams.elastic import document, index_for, put_template, transition
+from streams.elastic import document, index_for, put_template
 from streams.kafka_io import ensure_topics
+from streams.lifecycle import record
 from streams.policy_file import load_policy
+from streams.policy_history import read_versions, record_if_changed
 from streams.replay import replay
 from streams.report.accesses import count_internal_accesses, store_counts
 from streams.report.gather import STATUSES, gather
 from streams.report.model import Report
 from streams.report.period import Period
 from streams.report.reviews import merge, new_review, publish, read_reviews
+from streams.settings import Settings
 from streams.simulate import simulate
 from streams.topics import Topics
 from tests.integration.conftest import POLICY
@@ -175,8 +178,11 @@ def _work_on(findings: list[dict[str, Any]]) -> None:
                 "resolved_at": at.isoformat(),
                 "resolve_seconds": int((at - detected).total_seconds()),
             }
-            # A few go through the analyst's own command path (transition).
+            # A few go through the analyst's own path: lifecycle records.
             f["_by_transition"] = n % 7 == 0
+        elif n % 13 == 2:
+            # Resolved, then reopened: open again, and its resolution undone.
+            f["_reopened"] = detected + timedelta(minutes=n % 50 + 1)
         elif n % 5 == 1:
             f["status"] = "acknowledged"
             f["lifecycle"] = {"acknowledged_by": "soc", "acknowledged_at": detected.isoformat()}
@@ -188,7 +194,11 @@ def _load(es: Elasticsearch, index: str, findings: list[dict[str, Any]]) -> None
     def actions() -> Iterator[dict[str, Any]]:
         for f in findings:
             finding = Finding.model_validate(
-                {k: v for k, v in f.items() if k not in ("lifecycle", "_by_transition")}
+                {
+                    k: v
+                    for k, v in f.items()
+                    if k not in ("lifecycle", "_by_transition", "_reopened")
+                }
             )
             doc = document(finding)
             if f.get("_by_transition"):
@@ -204,10 +214,16 @@ def _load(es: Elasticsearch, index: str, findings: list[dict[str, Any]]) -> None
 
     ok, errors = bulk(es, actions(), chunk_size=1000, refresh="wait_for")
     assert ok == len(findings) and not errors
-    for f in findings:
+    for n, f in enumerate(findings):
         if f.get("_by_transition"):
             at = datetime.fromisoformat(f["lifecycle"]["resolved_at"])
-            transition(es, index, f["finding_id"], "resolved", by="soc", at=at)
+            if n % 2:
+                record(es, index, f["finding_id"], "acknowledge", at=at - timedelta(seconds=1))
+            record(es, index, f["finding_id"], "resolve", at=at, reason="patched")
+        if f.get("_reopened"):
+            at = f["_reopened"]
+            record(es, index, f["finding_id"], "resolve", at=at, reason="thought so")
+            record(es, index, f["finding_id"], "reopen", at=at, reason="it came back")
 
 
 @pytest.fixture
@@ -336,6 +352,8 @@ def test_every_figure_of_the_report_equals_a_count_made_from_the_findings(
         assert [i.finding_id for i in r.oldest_open] == [f["finding_id"] for f in still[:10]]
     assert any(r.median_minutes_to_resolve for r in report.rules)
     assert sum(bool(f.get("_by_transition")) for f in mine) >= 2
+    # Resolved then reopened by records: counted open, their resolution undone.
+    assert sum(bool(f.get("_reopened")) for f in mine) >= 2
 
     for e in report.entities:
         of = [f for f in mine if f["entity"] == e.entity]
@@ -467,6 +485,8 @@ def env(broker: str, prefix: str, elasticsearch: str, loaded: str) -> dict[str, 
     ensure_topics(broker, topics, 4, retention_ms=3_600_000)
     for review in REVIEWS:
         publish(broker, topics, review)
+    # The policy version the workers recorded: the report cites it for each waiver.
+    record_if_changed(Settings(broker=broker, topic_prefix=prefix), load_policy(POLICY), "p.yaml")
     return {
         "SEPWATCH_BROKER": broker,
         "SEPWATCH_TOPIC_PREFIX": prefix,
@@ -477,6 +497,7 @@ def env(broker: str, prefix: str, elasticsearch: str, loaded: str) -> dict[str, 
 
 
 def test_the_report_files_carry_the_same_figures_in_korean_with_nothing_raw(
+    broker: str,
     env: dict[str, str],
     history: tuple[list[bytes], list[dict[str, Any]]],
     tmp_path: Path,
@@ -490,6 +511,10 @@ def test_the_report_files_carry_the_same_figures_in_korean_with_nothing_raw(
     assert figures["total"]["current"] == len(mine) and not figures["empty"]
     assert figures["lang"] == "ko" and figures["sources"]["reviews_topic"]
     assert {r["entity"] for r in figures["reviews"]} == {"HQ", "BR-SEOUL-GN"}
+    [version] = read_versions(broker, Topics(env["SEPWATCH_TOPIC_PREFIX"]).policy)
+    assert figures["waivers"] and {w["policy_version"] for w in figures["waivers"]} == {
+        version.version
+    }
 
     pdf = tmp_path / "ko" / "report.pdf"
     text = _pdf_text(pdf)
