@@ -14,7 +14,7 @@ import pytest
 from streams.adapters.mapping import DEFAULT_MAPPING, load_mapping
 from streams.kafka_io import ensure_topics, export_findings, produce
 from streams.topics import Topics
-from tests.integration.conftest import ROOT, Worker
+from tests.integration.conftest import MARKER_KEY, ROOT, Worker
 
 pytestmark = pytest.mark.integration
 
@@ -65,7 +65,13 @@ def test_a_mapping_naming_apps_the_policy_lacks_stops_only_the_raw_intake(
         assert "raw vendor topics are not read" in log
         for app_id in lacking:
             assert f"{app_id!r} is not in the policy registry" in log, app_id
-        produce([json.dumps(ACCESS).encode() + b"\n"], broker, topics)
+        produce(
+            [json.dumps(ACCESS).encode() + b"\n"],
+            broker,
+            topics,
+            end_of_input=True,
+            marker_key=MARKER_KEY,
+        )
         deadline = time.monotonic() + 60
         found: list[dict[str, object]] = []
         while len(found) < 3 and time.monotonic() < deadline:

@@ -21,7 +21,7 @@ from detectors.pseudonyms import PSEUDONYM, pseudonym
 from streams.kafka_io import ensure_topics, export_findings, produce, read_dead_letters
 from streams.pseudonym_key import read_key
 from streams.topics import Topics
-from tests.integration.conftest import POLICY, Worker
+from tests.integration.conftest import MARKER_KEY, POLICY, Worker
 from tests.integration.receivers import free_port
 from tests.integration.test_worker_alerts import SECRET, Receiver
 
@@ -107,7 +107,7 @@ def test_no_raw_identifier_leaves_a_worker_and_joins_still_work(
     )
     try:
         worker.wait_ready()
-        produce([*lines, bad], broker, topics)
+        produce([*lines, bad], broker, topics, end_of_input=True, marker_key=MARKER_KEY)
         deadline = time.monotonic() + 120
         docs: list[dict[str, Any]] = []
         while time.monotonic() < deadline:

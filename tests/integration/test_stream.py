@@ -146,7 +146,7 @@ def test_partial_postures_from_access_logs_give_the_findings_of_replay(
     assert any(":posture" in " ".join(f["evidence_event_ids"]) for f in want.values())
     worker = workers("a")
     worker.wait_ready()
-    produce(lines, broker, Topics(prefix))
+    produce(lines, broker, Topics(prefix), end_of_input=True, marker_key=MARKER_KEY)
     _wait_for(lambda: len(_exported(broker, Topics(prefix))) >= len(want))
     time.sleep(2)  # anything extra would show up now
     got = _exported(broker, Topics(prefix))
