@@ -245,3 +245,17 @@ def test_replay_finds_sep010_on_the_single_factor_sign_in_only(tmp_path: Path) -
     events.write_text("\n".join(lines) + "\n")
     found = replay(tmp_path, "entra-signin", events)
     assert fired(found, "SEP-010") == {"933f20c0-efdf-477f-9586-e5cc566d2e00"}
+
+
+def test_replay_counts_the_okta_sign_ins_that_do_not_say(tmp_path: Path) -> None:
+    """Okta's two successful SSOs from the internal network: not judged by
+    SEP-010, counted as unsaid in replay's summary."""
+    out = tmp_path / "okta.findings.jsonl"
+    result = runner.invoke(
+        app,
+        ["replay", "--format", "okta", "-e", str(VENDORS / "okta-logs-page.json"),
+         "-o", str(out), "-p", str(POLICY), "--mapping", str(MAPPING)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "sign-ins not saying whether multi-factor 2" in result.output
+    assert fired([json.loads(line) for line in out.read_text().splitlines()], "SEP-010") == set()
