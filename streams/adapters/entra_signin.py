@@ -76,20 +76,18 @@ def auth(record: dict[str, Any]) -> Auth:
     mfa = REQUIREMENT.get(required.lower()) if isinstance(required, str) else None
     if mfa is None and isinstance(method, str) and method:
         mfa = True
-    if not method:
-        steps = record.get("authenticationDetails")
-        method = (
-            ", ".join(
-                str(s["authenticationMethod"])
-                for s in steps
-                if isinstance(s, dict)
-                and s.get("succeeded") is True
-                and s.get("authenticationMethod")
-            )
-            if isinstance(steps, list)
-            else None
-        )
-    return auth_of(mfa, method if isinstance(method, str) else None)
+    return auth_of(mfa, method if isinstance(method, str) and method else _steps(record))
+
+
+def _steps(record: dict[str, Any]) -> str | None:
+    """The methods of the sign-in's succeeded steps, in order, joined."""
+    steps = record.get("authenticationDetails")
+    used = [
+        str(s["authenticationMethod"])
+        for s in (steps if isinstance(steps, list) else ())
+        if isinstance(s, dict) and s.get("succeeded") is True and s.get("authenticationMethod")
+    ]
+    return ", ".join(used) or None
 
 
 def posture_of(record: dict[str, Any], access: CanonicalEvent) -> list[CanonicalEvent]:
