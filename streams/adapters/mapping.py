@@ -204,13 +204,12 @@ class VendorMapping(_Strict):
         return domains
 
     @cached_property
-    def _internal_domains(self) -> frozenset[str]:
-        return frozenset(self.internal_domains)
+    def _internal_suffixes(self) -> tuple[str, ...]:
+        return tuple("." + d for d in self.internal_domains)
 
     def is_internal_domain(self, domain: str) -> bool:
         """Whether a lower-cased domain is one of the institution's or under one."""
-        labels = domain.split(".")
-        return any(".".join(labels[i:]) in self._internal_domains for i in range(len(labels) - 1))
+        return ("." + domain).endswith(self._internal_suffixes)
 
     def app_of(self, name: str | None = None, host: str | None = None) -> str | None:
         """The registry `app_id` for a vendor's app name or a host; None if unknown."""
