@@ -244,8 +244,19 @@ client = b"probe"
 body = struct.pack(">hhih", 18, 0, 1, len(client)) + client
 s.sendall(struct.pack(">i", len(body)) + body)
 size = struct.unpack(">i", s.recv(4))[0]
-data = s.recv(size)
-sys.exit(0 if struct.unpack(">ih", data[:6])[1] == 0 else 1)
+data = b""
+while len(data) < size:
+    chunk = s.recv(size - len(data))
+    if not chunk:
+        sys.exit(1)
+    data += chunk
+if struct.unpack(">ih", data[:6])[1] != 0:
+    sys.exit(1)
+# Ready once it serves Metadata (key 3): a broker still starting answers
+# ApiVersions with fewer keys, and clients then refuse it as incompatible.
+count = struct.unpack(">i", data[6:10])[0]
+keys = {struct.unpack(">h", data[10 + 6 * i : 12 + 6 * i])[0] for i in range(count)}
+sys.exit(0 if 3 in keys else 1)
 PY
 }
 
