@@ -377,7 +377,8 @@ class InputValidator:
             taken[parsed.stream] += 1
             entry: Entry = (source, appended, raw)
             size = len(raw) + len(source) + 32
-            for stage, key in stage_keys(parsed).items():
+            keys = stage_keys(parsed, learned_identity=self.settings.learned_identity)
+            for stage, key in keys.items():
                 if stage == "review" and parsed.stream != "control_review":
                     minute = int(parsed.timestamp.timestamp() // 60)
                     if max(self.last_tick.get(key, -1), ticks.get(key, -1)) >= minute:
