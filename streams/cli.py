@@ -863,6 +863,11 @@ from streams.es_setup_cli import es_app  # noqa: E402
 
 app.add_typer(es_app, name="elasticsearch")
 
+# -- device identity learned from posture feeds (streams/devices_cli.py) --------
+from streams.devices_cli import devices_app  # noqa: E402
+
+app.add_typer(devices_app, name="devices")
+
 
 def main() -> None:
     app()
