@@ -385,21 +385,27 @@ class Engine:
             failures = self.policy.posture_failures(posture.flags, posture.patch_age, posture.known)
             hit = sep006.check(access, posture, failures)
             if hit:
-                out.append(self._access_finding(sep006.RULE, hit, trigger, access))
+                out.append(self._posture_finding(sep006.RULE, hit, trigger, access))
                 return
         hit = sep007.check(access, posture)
         if hit:
-            out.append(self._access_finding(sep007.RULE, hit, trigger, access))
+            out.append(self._posture_finding(sep007.RULE, hit, trigger, access))
 
     def _access_finding(self, rule: Rule, hit: Hit, trigger: str, a: AccessView) -> Finding:
-        """Named by the canonical device, with the alias the access used where it differs."""
-        device = a.device_id
-        if device is not None and (canonical := self.identity.resolve(device)) != device:
-            hit = replace(hit, details={**hit.details, "device_alias": device})
-            device = canonical
         return self._finding(
-            rule, hit, trigger, a.ts, a.entity, a.user_id, device, a.saas_app, a.event_id
+            rule, hit, trigger, a.ts, a.entity, a.user_id, a.device_id, a.saas_app, a.event_id
         )
+
+    def _posture_finding(self, rule: Rule, hit: Hit, trigger: str, a: AccessView) -> Finding:
+        """Named by the device's name in the identity graph, with the alias the
+        access used where it differs. Only findings decided at the watermark
+        are: on arrival, which postures a stream has read yet depends on how
+        its input partitions interleave, so a name then would too."""
+        device = a.device_id
+        if device is not None and (name := self.identity.name_of(device)) != device:
+            hit = replace(hit, details={**hit.details, "device_alias": device})
+            a = a._replace(device_id=name)
+        return self._access_finding(rule, hit, trigger, a)
 
     # -- device_posture ----------------------------------------------------------
 

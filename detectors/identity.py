@@ -37,6 +37,22 @@ from detectors.state import Store
 
 MAPPING, SERIAL, HOSTNAME, DEVICE_ID = "mapping", "serial", "hostname", "device_id"
 KEEP_CONFLICTS = 32
+# Which alias names a device in findings: the id the bank wrote, else the one
+# sign-ins carry, else the hardware's; a hostname last (it is reused).
+NAMING = (
+    MAPPING,
+    "entra_device_id",
+    SERIAL,
+    "intune_device_id",
+    "jamf_udid",
+    "google_device_id",
+    "falcon_aid",
+    "osquery_uuid",
+    "okta_device_id",
+    DEVICE_ID,
+    HOSTNAME,
+)
+_RANK = {kind: i for i, kind in enumerate(NAMING)}
 
 
 class Alias(NamedTuple):
@@ -79,6 +95,19 @@ class IdentityGraph:
         """The canonical device an id names; the id itself where none is known."""
         found = self.alias(device_id)
         return found.device if found is not None else device_id
+
+    def name_of(self, device_id: str) -> str:
+        """The id findings name the device by: of all its aliases, the first
+        kind in NAMING (the smallest value of that kind). Which device holds
+        the postures depends on the order postures arrived; this does not,
+        once the same postures have been read."""
+        found = self.alias(device_id)
+        if found is None:
+            return device_id
+        ranked = [(_RANK.get(a.kind, len(NAMING)), n) for n, a in self.aliases_of(found.device)]
+        rank, name = min(ranked, default=(0, found.device))
+        # A hand-written entry's device is named as the entry writes it.
+        return found.device if rank == _RANK[MAPPING] else name
 
     def aliases_of(self, device: str) -> list[tuple[str, Alias]]:
         """Every alias of a device, with what the graph holds of it."""
@@ -136,8 +165,12 @@ class IdentityGraph:
             if keeps:
                 return
             self._unlist(held.device, value)
-        elif held is not None and (held.asserted > ts or (held.pinned and not pinned)):
-            return  # a newer (or hand-written) assertion of the same already stands
+        elif held is not None:
+            if held.asserted > ts or (held.pinned and not pinned):
+                return  # a newer (or hand-written) assertion of the same already stands
+            # One value asserted as two kinds keeps the one that names a device
+            # first, whichever order they came in.
+            kind = min(held.kind, kind, key=lambda k: _RANK.get(k, len(NAMING)))
         self._store["a|" + value] = [device, kind, ts, source, pinned]
         if held is None or held.device != device:
             names = self._store.get("d|" + device, [])

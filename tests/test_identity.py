@@ -224,3 +224,18 @@ def test_the_graph_restored_from_the_engine_stores_judges_alike() -> None:
     whole = Engine(policy, now=lambda: T0).run(day)
     assert [f.finding_id for f in found] == [f.finding_id for f in whole]
     assert "SEP-006" in [f.rule_id for f in found]
+
+
+def test_a_device_is_named_alike_whichever_posture_came_first() -> None:
+    """The stream reads Intune's and Falcon's topics interleaved as it may:
+    the device holding the postures may differ, its name in findings not."""
+    intune_first, _, _ = _graph()
+    intune_first.learn("e-1", INTUNE, 0.0, "intune")
+    intune_first.learn("f-1", FALCON, 0.0, "crowdstrike")
+    falcon_first, _, _ = _graph()
+    falcon_first.learn("f-1", FALCON, 0.0, "crowdstrike")
+    falcon_first.learn("e-1", INTUNE, 0.0, "intune")
+    assert falcon_first.resolve("e-1") == "f-1"  # where its postures are held
+    for graph in (intune_first, falcon_first):
+        assert [graph.name_of(n) for n in ("f-1", "pc-1", "sn1", "e-1")] == ["e-1"] * 4
+    assert falcon_first.name_of("elsewhere") == "elsewhere"
