@@ -95,3 +95,10 @@ def test_a_hand_written_entry_is_carried_as_a_mapping_alias() -> None:
         "hostname": "mac-7",
         "serial": "fvfdh73hmnhx",
     }
+
+
+def test_osquery_names_the_host_uuid_decoration_and_the_hostname(mapping: VendorMapping) -> None:
+    events = _postures("osquery", "osquery-results.log", mapping)
+    aliases = _aliases(events[0])
+    assert aliases["osquery_uuid"] == "4c4c4544-0042-3010-8030-b4c04f334b32"
+    assert aliases["hostname"] == "hq-pc-0142"
