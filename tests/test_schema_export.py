@@ -103,6 +103,7 @@ POLICY_KEYS = {
     "registry",
     "permitted_categories",
     "posture",
+    "identity",
     "dlp",
     "review",
     "authentication",
