@@ -17,7 +17,7 @@ from datetime import date, datetime
 from hashlib import blake2b
 from typing import Any, Literal
 
-from detectors.calendar import DAY, day_of, to_datetime
+from detectors.calendar import DAY, to_datetime
 from detectors.identity import IdentityGraph, posture_aliases
 from detectors.masking import mask_text
 from detectors.policy_in_force import PolicyInForce
@@ -298,7 +298,7 @@ class Engine:
         if ev.network_zone != "internal":
             return
         view = _access_view(ev, ts)
-        day = day_of(ts)
+        day = self.policy.days.day_of(ts)
         trigger = f"saas_access|{view.source}|{view.event_id}"
         if ev.action == "login":
             self._judge_signin(ev, view, day, trigger, out)
@@ -458,7 +458,7 @@ class Engine:
                 return
             dest = Destination(via.saas_app, via)
         groups = self.policy.dlp
-        app = self.policy.app(dest.app_id, day_of(alert.ts))
+        app = self.policy.app(dest.app_id, self.policy.days.day_of(alert.ts))
         trigger = f"dlp_alert|{alert.source}|{alert.event_id}"
         for rule, hit in (
             (sep003.RULE, sep003.check(alert, dest, groups.unique_identification)),
@@ -545,7 +545,7 @@ class Engine:
             counted[0][0],
             reviewer,
         )
-        hit = sep009.check(view, self.policy.policy.review.report_within_days)
+        hit = sep009.check(view, self.policy.policy.review.report_within_days, self.policy.days)
         if hit:
             trigger = f"control_review|{entity}|{to_datetime(completed).isoformat()}"
             out.append(
@@ -578,8 +578,9 @@ class Engine:
             self.policy.review_baseline(entity),
             self.policy.policy.review.interval_months,
             date.fromordinal(fired) if fired is not None else None,
+            self.policy.days,
         )
-        return sep008.overdue_from(due), due, anchor, review_id
+        return sep008.overdue_from(due, self.policy.days), due, anchor, review_id
 
     def _next_alarm(self) -> float:
         return min((self._breach(e)[0] for e in self.state.entities), default=float("inf"))
@@ -655,7 +656,9 @@ class Engine:
             return float(raw[0]) + self.policy.correlation_window
         # A review is judged at its report deadline, or when it was first
         # recorded if that is later.
-        deadline = float(raw[1]) + self.policy.policy.review.report_within_days * DAY
+        deadline = sep009.deadline_of(
+            float(raw[1]), self.policy.policy.review.report_within_days, self.policy.days
+        )
         return max(deadline, min(float(r[0]) for r in raw[3]))
 
     def _push(self, at: float, key: str) -> None:
@@ -689,7 +692,9 @@ class Engine:
         *trigger_ids: str,
     ) -> Finding:
         self._use_policy(ts)
-        waiver = self.policy.waiver(rule.id, day_of(ts), entity, user_id, device_id, saas_app)
+        waiver = self.policy.waiver(
+            rule.id, self.policy.days.day_of(ts), entity, user_id, device_id, saas_app
+        )
         self.stats[f"findings.{rule.id}"] += 1
         evidence = list(dict.fromkeys((*trigger_ids, *hit.evidence)))
         return Finding(

@@ -11,6 +11,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date
 
+from detectors.calendar import Days
 from detectors.posture import ALL_CONTROLS, CONTROL_BITS, PATCH_AGE
 from schemas import Policy, RegistryApp, Waiver
 
@@ -29,6 +30,8 @@ class DlpGroups:
 class PolicyInForce:
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
+        # Every day the rules count (validity, categories, waivers, due days) is one of these.
+        self.days = Days(policy.timezone)
         self.lateness = policy.allowed_lateness.total_seconds()
         self.correlation_window = policy.dlp.correlation_window.total_seconds()
         self.posture_max_age = policy.posture.max_age.total_seconds()

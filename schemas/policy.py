@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import date, timedelta
 from typing import Annotated, Any, Literal, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -193,6 +194,9 @@ class AlertingPolicy(BaseModel):
 class Policy(_Strict):
     version: Literal[1] = 1
     allowed_lateness: Duration = timedelta(seconds=60)
+    # IANA name: the policy's dates, review due days, the report deadline and
+    # report periods are whole days here (rules.md, "dates").
+    timezone: str = "UTC"
     registry: list[RegistryApp] = []
     permitted_categories: list[PermittedCategories] = [
         PermittedCategories(effective_from=date(2026, 4, 20), categories=list(DEFAULT_CATEGORIES))
@@ -206,6 +210,17 @@ class Policy(_Strict):
     sharing: SharingPolicy | None = None
     waivers: list[Waiver] = []
     alerting: AlertingPolicy = AlertingPolicy()
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"{name!r} is not an IANA time zone name (e.g. Asia/Seoul, UTC)"
+            ) from None
+        return name
 
     @field_validator("registry")
     @classmethod

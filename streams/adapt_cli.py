@@ -17,7 +17,7 @@ from rich.table import Table
 from schemas import Policy
 from streams.adapters import ADAPTERS, SOURCES
 from streams.adapters.intake import AdaptCounts, LineSink, adapt_records, read_raw
-from streams.adapters.mapping import VendorMapping, load_mapping
+from streams.adapters.mapping import DEFAULT_MAPPING, VendorMapping, load_mapping
 from streams.kafka_connection import Broker
 from streams.policy_file import PolicyError
 from streams.settings import Settings
@@ -57,7 +57,7 @@ MappingOpt = Annotated[
 
 def mapping_for(path: Path | None, policy: Policy | None) -> VendorMapping:
     """The mapping, with the policy's registry; every problem listed, exit 2 if refused."""
-    chosen = path or Settings().mapping
+    chosen = path or Settings().mapping or DEFAULT_MAPPING
     try:
         return load_mapping(chosen, policy)
     except PolicyError as exc:

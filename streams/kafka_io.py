@@ -29,6 +29,8 @@ from streams.topics import INPUT_STREAMS, STAGES, Topics, input_key
 from streams.validator import END_OF_INPUT
 
 MAX_RECORD = 1 << 20
+# Two semiannual review periods and a margin (Settings.evidence_retention_days).
+EVIDENCE_RETENTION_MS = 400 * 24 * 3600 * 1000
 
 
 class KafkaUnavailable(RuntimeError):
@@ -159,6 +161,7 @@ def ensure_topics(
     *,
     replication_factor: int | None = None,
     min_insync_replicas: int | None = None,
+    evidence_retention_ms: int = EVIDENCE_RETENTION_MS,
 ) -> Replication:
     """Create what is missing, with the replication asked for (default: the
     production defaults for the cluster, `Replication.for_cluster`); refuse a
@@ -171,7 +174,10 @@ def ensure_topics(
     half-created, keep metadata without its partitions, and crash their stage
     agent on every table write until the metadata is refreshed minutes later.
     So are the raw vendor topics the adapter agent reads, which Faust would
-    otherwise only look for (an ERROR per topic at every first start)."""
+    otherwise only look for (an ERROR per topic at every first start).
+
+    The findings and lifecycle topics are the evidence (streams/evidence.py):
+    kept `evidence_retention_ms`, set again on topics that exist already."""
     client = admin(broker)
     try:
         wanted_replication = replication(client, replication_factor, min_insync_replicas)
@@ -179,8 +185,10 @@ def ensure_topics(
             *topics.inputs,
             *(topics.stage(s) for s in STAGES),
             topics.findings,
+            topics.lifecycle,
             topics.dead_letters,
         ]
+        evidence = (topics.findings, topics.lifecycle)
         co_partitioned = [*streams, *topics.changelogs]
         raw = [topics.raw(source) for source in ADAPTERS]
         wanted = [*co_partitioned, *raw]
@@ -190,7 +198,6 @@ def ensure_topics(
         appended = {"message.timestamp.type": "LogAppendTime"}
         # Faust's changelogs: compacted, kept as long as the state they hold.
         compacted = {"cleanup.policy": "compact"}
-        kept = {"retention.ms": str(retention_ms)}
         new = [
             new_topic(
                 name,
@@ -198,7 +205,12 @@ def ensure_topics(
                 wanted_replication,
                 compacted
                 if name in topics.changelogs
-                else {**kept, **(appended if name in topics.inputs else {})},
+                else {
+                    "retention.ms": str(
+                        evidence_retention_ms if name in evidence else retention_ms
+                    ),
+                    **(appended if name in topics.inputs else {}),
+                },
             )
             for name in wanted
             if name not in existing
@@ -206,6 +218,18 @@ def ensure_topics(
         if new:
             with contextlib.suppress(TopicAlreadyExistsError):
                 client.create_topics(new)
+        kept = [n for n in evidence if n in existing]
+        if kept:
+            client.alter_configs(
+                [
+                    ConfigResource(
+                        ConfigResourceType.TOPIC,
+                        n,
+                        configs={"retention.ms": str(evidence_retention_ms)},
+                    )
+                    for n in kept
+                ]
+            )
         older = [name for name in wanted if name in existing]
         if topics.notified in existing:  # the alert router's, created by it
             older.append(topics.notified)

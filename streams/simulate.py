@@ -16,7 +16,7 @@ The bank
     kiosks `kiosk-bu-001` used read-only by branch staff. Traffic follows
     local working hours (09-18 peak, lunch dip, quiet night, weekends at a
     tenth); about 85 % of it is from the internal network, to the registry
-    apps that are evaluated, valid and permitted on the event's UTC day,
+    apps that are evaluated, valid and permitted on the event's policy day,
     with actions weighted by the app's category. Users and devices named in
     the policy's waivers (e.g. `u-hq-ai-pilot`) are part of the population.
     Every device reports its posture (intune or osquery) a few minutes
@@ -86,6 +86,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
 
+from detectors.calendar import Days
 from schemas import Policy, RegistryApp
 
 T = TypeVar("T")
@@ -312,12 +313,12 @@ class _Stamps:
         return head[:4] + head[5:7] + head[8:10]
 
 
-# -- the registry as it stands on a UTC day -----------------------------------------
+# -- the registry as it stands on a day of the policy's zone -------------------------
 
 
 @dataclass
 class _AppDay:
-    """What an internal access may use on one UTC day, as weighted pick tables."""
+    """What an internal access may use on one day, as weighted pick tables."""
 
     good: list[str]  # evaluated, valid, category permitted: passes SEP-001/002
     unevaluated: list[str]  # SEP-001
@@ -330,7 +331,7 @@ class _AppDay:
 class _Registry:
     """The policy's registry and permitted categories, read as rules.md says:
     the latest entry with `effective_from` on or before the day, dates whole
-    UTC days, both ends inclusive. Written apart from the engine on purpose,
+    days of the policy's zone, both ends inclusive. Written apart from the engine on purpose,
     so a rate-0 run checks the two against each other."""
 
     def __init__(self, policy: Policy) -> None:
@@ -503,6 +504,7 @@ class _Simulation:
         self.start = round(start.timestamp() * 1000)
         self.end = self.start + round(hours * HOUR)
         self.registry = _Registry(policy)
+        self._days = Days(policy.timezone)
         self.stamp = _Stamps()
         lateness = int(policy.allowed_lateness.total_seconds() * 1000)
         # Strictly under the allowed lateness, so no decision is made without
@@ -527,6 +529,14 @@ class _Simulation:
         self._fleet(devices)
         self._waived_behaviour(policy)
         self._reviews(policy)
+
+    def _day(self, ms: int) -> int:
+        """The policy's day (a date ordinal) of a time in milliseconds."""
+        return self._days.day_of(ms / 1000)
+
+    def _day_start(self, ordinal: int) -> int:
+        """Milliseconds at the start of the policy's day."""
+        return round(self._days.day_start(ordinal) * 1000)
 
     # -- population ----------------------------------------------------------------
 
@@ -665,7 +675,7 @@ class _Simulation:
             while True:
                 due = _add_months(anchor, rp.interval_months)
                 lead = int(min(self.rng.uniform(35, 70), 0.6 * (due - anchor).days) * DAY)
-                completed = _day_start(due.toordinal()) - lead + int(self.rnd() * 8 * HOUR)
+                completed = self._day_start(due.toordinal()) - lead + int(self.rnd() * 8 * HOUR)
                 if completed >= self.end:
                     break
                 # Reported, then recorded, well before the due day ends: SEP-008
@@ -674,7 +684,7 @@ class _Simulation:
                 reported = completed + int(self.rng.uniform(0.1, 0.6) * min(within, slack))
                 recorded = reported + int(min(self.rng.uniform(1, 36) * HOUR, 0.3 * slack))
                 chain.append(_Review(e, due, completed, reported, [recorded]))
-                anchor = date.fromordinal(_utc_day(completed))
+                anchor = date.fromordinal(self._day(completed))
             chains.append(chain)
 
         # Decisions need the watermark past them, so leave the run's last hours.
@@ -684,7 +694,9 @@ class _Simulation:
             missed = {}
             for e, chain in enumerate(chains):
                 passed = [
-                    k for k, r in enumerate(chain) if _day_start(r.due.toordinal() + 1) < margin
+                    k
+                    for k, r in enumerate(chain)
+                    if self._day_start(r.due.toordinal() + 1) < margin
                 ]
                 if passed:
                     missed[e] = passed[-1]
@@ -715,7 +727,7 @@ class _Simulation:
     def _report_late(self, review: _Review, within: int, margin: int) -> None:
         """Reported after the deadline if that still fits before the due date
         (and the run's end), else never reported."""
-        due_end = _day_start(review.due.toordinal() + 1)
+        due_end = self._day_start(review.due.toordinal() + 1)
         reported = review.completed + within + int(self.rng.uniform(1, 10) * DAY)
         recorded = reported + int(self.rng.uniform(1, 24) * HOUR)
         if recorded < min(due_end, margin) and self.rnd() < 0.5:
@@ -757,7 +769,10 @@ class _Simulation:
         heapq.heappush(self.heap, (arrival, next(self.seq), event))
 
     def _event_id(self, source: str) -> str:
-        return f"{source}-{self.seed}-{next(self.ids):09d}"
+        # No eight digits in a row: the masks take nine for an account number
+        # (and eight after a letter for a passport), and admission would
+        # pseudonymise every id, or search each one twice.
+        return f"{source}-{self.seed}-ev{next(self.ids):07d}"
 
     def events(self) -> Iterator[Event]:
         """Minute by minute: postures due, then accesses (and what rides on
@@ -871,7 +886,7 @@ class _Simulation:
         device: int | None = None
         if devices:
             device = devices[0] if len(devices) == 1 or rnd() < 0.8 else devices[-1]
-        apps = self.registry.day(_utc_day(t))
+        apps = self.registry.day(self._day(t))
         action: str | None = None
         if not apps.good:
             internal = False  # the exception is not in force: SaaS only from outside
@@ -1074,7 +1089,7 @@ class _Simulation:
             channel = ("email", "web", "usb", "print", "saas_upload")[int(rnd() * 5)]
             data_type = "card_number"
             if channel == "saas_upload":
-                good = self.registry.day(_utc_day(t)).good
+                good = self.registry.day(self._day(t)).good
                 app = good[int(rnd() * len(good))] if good else None
         else:
             channel = ("email", "email", "usb", "print")[int(rnd() * 4)]
@@ -1112,7 +1127,7 @@ class _Simulation:
         u = rnd()
         if u < 0.4:  # the CASB saw the upload and knows the app
             alert = self._dlp(j, e, t + gap // 10, device, "saas_upload", app, types, file)
-        elif u < 0.75 or _utc_day(t + gap) != _utc_day(t):  # browser DLP, a bit later
+        elif u < 0.75 or self._day(t + gap) != self._day(t):  # browser DLP, a bit later
             alert = self._dlp(j, e, t + gap, device, "web", None, types, file)
         else:  # endpoint DLP saw the file first; the upload followed
             alert = self._dlp(j, e, t, device, "other", None, types, file)

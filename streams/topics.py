@@ -53,12 +53,22 @@ class Topics:
         return self.prefix + "findings"
 
     @property
+    def lifecycle(self) -> str:
+        """Copies of the findings' lifecycle records (streams/evidence.py), keyed by finding."""
+        return self.prefix + "findings-lifecycle"
+
+    @property
     def dead_letters(self) -> str:
         return self.prefix + "dead-letters"
 
     @property
     def policy(self) -> str:
         return self.prefix + "policy"
+
+    @property
+    def pseudonym_key(self) -> str:
+        """The deployment's pseudonym key, where no setting gives one (streams.pseudonym_key)."""
+        return self.prefix + "pseudonym-key"
 
     @property
     def notified(self) -> str:

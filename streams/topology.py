@@ -30,7 +30,6 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +40,16 @@ from pydantic import ValidationError
 
 from detectors import Engine, EngineState, Stage
 from detectors.masking import mask_text
+from detectors.pseudonyms import Pseudonymiser
 from schemas import EventAdapter, Finding, Policy
 from streams import metrics
 from streams.adapters import ADAPTERS
 from streams.adapters.intake import OUTCOMES, SkipLabels, adapt_message
-from streams.adapters.mapping import load_mapping
+from streams.adapters.mapping import configured_mapping
 from streams.dead_letters import dead_letter, reason_of
+from streams.kafka_io import KafkaUnavailable
 from streams.policy_file import PolicyError, load_policy
+from streams.policy_history import PolicyVersion, in_force, read_versions, record_if_changed
 from streams.replay import utc_now
 from streams.settings import Settings
 from streams.topics import STAGES, STORES, Topics, input_key, partition_of
@@ -70,6 +72,7 @@ log = logging.getLogger("sepwatch")
 # was appended to Kafka.
 APPENDED = "sepwatch-appended"
 POLICY_POLL_SECONDS = 2.0
+HISTORY_EVERY_POLLS = 5
 # Wall-clock silence, without data or idle marks, after which a source no longer
 # holds the clock: only a validator that is gone is that silent. A source with a
 # backlog sends no idle marks, so a catch-up after a crash never releases early.
@@ -352,6 +355,8 @@ class StageRunner:
         self.tables = tables
         self.changes = changes or TableChanges(None)
         self.policy = policy
+        # The entities the policies name: the only values of a metric's entity label.
+        self.entities = metrics.policy_entities(policy)
         # Policies loaded while running, with the time each took effect.
         self.reloads: list[tuple[float, Policy]] = []
         self.partitions = partitions
@@ -390,6 +395,7 @@ class StageRunner:
 
     def reload(self, policy: Policy, since: float) -> None:
         self.reloads.append((since, policy))
+        self.entities |= metrics.policy_entities(policy)
         for engine in self.engines.values():
             engine.set_policy(policy, effective_from=since)
 
@@ -512,7 +518,13 @@ def export_counts(stage: Stage, engine: Engine) -> None:
 
 
 def build_app(
-    settings: Settings, policy: Policy, *, partitions: int = 4, policy_file: Path | None = None
+    settings: Settings,
+    policy: Policy,
+    *,
+    pseudonyms: Pseudonymiser,
+    partitions: int = 4,
+    policy_file: Path | None = None,
+    versions: list[PolicyVersion] | None = None,
 ) -> faust.App:
     topics = Topics(settings.topic_prefix)
     app = faust.App(
@@ -575,14 +587,14 @@ def build_app(
     async def validate_inputs() -> None:
         """The input topics to the stages, in batches (streams.validator); the
         input partitions are shared among the workers' validators."""
-        await InputValidator(settings, partitions=partitions).run()
+        await InputValidator(settings, partitions=partitions, pseudonyms=pseudonyms).run()
 
     # Raw vendor topics (docs/adapters.md): the adapters turn each record into
     # canonical events on the input topics, where `validate` takes them as it
     # takes any producer's. Unmappable records go to the dead letters; vendor
     # event types with no meaning are counted and logged.
-    if settings.mapping.exists():
-        mapping = load_mapping(settings.mapping, policy)
+    mapping = configured_mapping(settings.mapping, policy)
+    if mapping is not None:
         skipped: Counter[str] = Counter()
         skip_labels = SkipLabels()
         for source in ADAPTERS:  # every series from 0, so the first records count in rate()
@@ -626,9 +638,6 @@ def build_app(
             if skipped:
                 log.info("adapters skipped (no access, posture or DLP meaning): %s", dict(skipped))
 
-    else:
-        log.warning("no vendor mapping at %s: raw vendor topics are not read", settings.mapping)
-
     runners: dict[Stage, StageRunner] = {}
     for stage in STAGES:
         tables = {
@@ -670,13 +679,44 @@ def build_app(
         for stage, runner in runners.items():
             runner.forget({tp.partition for tp in assigned if tp.topic == topics.stage(stage)})
 
+    # The versions in force (streams/policy_history.py): the earliest judges
+    # what came before it, each later one events stamped from its time on.
+    applied: dict[str, float] = {}
+    alert_routes: list[Any] = []  # the alert router, once built: the same versions
+
+    def apply(found: list[PolicyVersion]) -> None:
+        for v in found:
+            if v.version in applied or (
+                applied and v.effective_from.timestamp() <= max(applied.values())
+            ):
+                continue
+            since = v.effective_from.timestamp()
+            first = not applied
+            applied[v.version] = since
+            for runner in runners.values():
+                runner.reload(v.parsed(), float("-inf") if first else since)
+            for router in alert_routes:
+                router.adopt(v.parsed())
+            if not first:
+                metrics.POLICY_RELOADS.labels("loaded").inc()
+                log.warning(
+                    "policy version %s (%s) loaded; it judges events stamped from %s on",
+                    v.version,
+                    v.source,
+                    v.effective_from.isoformat(),
+                )
+
+    if versions:
+        apply(versions)
+
     if policy_file is not None:
-        watched = {"mtime": policy_file.stat().st_mtime}
+        watched = {"mtime": policy_file.stat().st_mtime, "ticks": 0}
 
         @app.timer(interval=POLICY_POLL_SECONDS)
         async def reload_policy() -> None:
-            """A changed policy file takes effect for events stamped from now on;
-            one that does not validate is refused, and the running one stays."""
+            """A changed policy file is recorded as a new version (effective from
+            now); one that does not validate is refused, and the running one stays.
+            Every version recorded, by this worker or another, is applied here."""
             try:
                 mtime = policy_file.stat().st_mtime
             except OSError as exc:
@@ -685,29 +725,36 @@ def build_app(
                     policy_file,
                     exc.strerror,
                 )
+                mtime = watched["mtime"]
+            new: Policy | None = None
+            if mtime != watched["mtime"]:
+                watched["mtime"] = mtime
+                try:
+                    new = load_policy(policy_file)
+                except PolicyError as exc:
+                    metrics.POLICY_RELOADS.labels("refused").inc()
+                    log.warning(
+                        "policy %s refused, the running policy stays:\n%s",
+                        policy_file,
+                        "\n".join(f"  {p}" for p in exc.problems),
+                    )
+            watched["ticks"] += 1
+            # Other workers' versions: read every few polls (a consumer each time).
+            if new is None and watched["ticks"] % HISTORY_EVERY_POLLS:
                 return
-            if mtime == watched["mtime"]:
-                return
-            watched["mtime"] = mtime
             try:
-                new = load_policy(policy_file)
-            except PolicyError as exc:
-                metrics.POLICY_RELOADS.labels("refused").inc()
-                log.warning(
-                    "policy %s refused, the running policy stays:\n%s",
-                    policy_file,
-                    "\n".join(f"  {p}" for p in exc.problems),
-                )
+                if new is not None:
+                    found = await asyncio.to_thread(
+                        record_if_changed, settings, new, str(policy_file)
+                    )
+                else:
+                    found = await asyncio.to_thread(
+                        lambda: in_force(read_versions(settings.kafka, topics.policy))
+                    )
+            except KafkaUnavailable as exc:
+                log.warning("policy history unreadable (%s); tried again shortly", exc)
                 return
-            since = time.time()
-            for runner in runners.values():
-                runner.reload(new, since)
-            metrics.POLICY_RELOADS.labels("loaded").inc()
-            log.warning(
-                "policy %s loaded; it judges events stamped from %s on",
-                policy_file,
-                datetime.fromtimestamp(since, UTC).isoformat(),
-            )
+            apply(found)
 
     if settings.web_port > 0:
 
@@ -769,7 +816,9 @@ def build_app(
         # worker at its start, with every problem listed.
         from streams.alerts.router import AlertRouter
 
-        alert_router = AlertRouter(settings, policy, policy_file=policy_file)
+        # No watcher of its own: it takes the versions the rules take (apply above).
+        alert_router = AlertRouter(settings, policy)
+        alert_routes.append(alert_router)
 
         @app.task
         async def findings_to_channels() -> None:
@@ -843,7 +892,7 @@ def _stage_agent(runner: StageRunner, topics: Topics, sources: int, fault_event_
                 topics.findings,
                 f.finding_id.encode(),
                 f.model_dump_json().encode(),
-                functools.partial(_finding_delivered, f),
+                functools.partial(_finding_delivered, f, runner.entities),
             )
             if fut is not None:
                 delivering.append(fut)
@@ -927,9 +976,11 @@ def _reason(exc: Exception) -> str:
     return mask_text(f"{type(exc).__name__}: {str(exc)[:300]}")
 
 
-def _finding_delivered(finding: Finding) -> None:
-    """Counted once the broker has it, not when it is decided."""
-    metrics.FINDINGS.labels(finding.rule_id, finding.severity, finding.entity, finding.status).inc()
+def _finding_delivered(finding: Finding, entities: frozenset[str]) -> None:
+    """Counted once the broker has it, not when it is decided; by an entity the
+    policy names (or `other`), never by raw event text."""
+    entity = metrics.entity_label(finding.entity, entities)
+    metrics.FINDINGS.labels(finding.rule_id, finding.severity, entity, finding.status).inc()
     metrics.DECISION_LATENCY.labels(finding.rule_id).observe(
         max(0.0, time.time() - finding.timestamp.timestamp())
     )

@@ -45,6 +45,7 @@ from aiokafka.errors import (
 from aiokafka.structs import TopicPartition
 
 from detectors import times_only
+from detectors.pseudonyms import Pseudonymiser
 from streams import metrics
 from streams.admission import Refused, admit, capped_end
 from streams.dead_letters import dead_letter
@@ -158,6 +159,7 @@ class Routing:
     sends: Sends = field(default_factory=list)
     taken: Counter[str] = field(default_factory=Counter)  # valid events by stream
     ignored: Counter[str] = field(default_factory=Counter)  # end-of-input markers, by reason
+    pseudonymised: Counter[str] = field(default_factory=Counter)  # identifiers, by field
     ticks: dict[str, int] = field(default_factory=dict)  # review ticks sent, by entity
     settled: bool = False  # delivered and counted routed
     failed: bool = False  # to be read again
@@ -170,8 +172,16 @@ class Undeliverable(Exception):
 class InputValidator:
     """Consumes the input topics with its own group (PREFIXvalidator)."""
 
-    def __init__(self, settings: Settings, *, partitions: int, max_records: int = MAX_RECORDS):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        partitions: int,
+        pseudonyms: Pseudonymiser,
+        max_records: int = MAX_RECORDS,
+    ):
         self.settings = settings
+        self.pseudonyms = pseudonyms
         self.topics = Topics(settings.topic_prefix)
         self.partitions = partitions
         self.max_records = max_records
@@ -369,14 +379,19 @@ class InputValidator:
                 topic=r.topic,
                 appended_at=appended,
                 max_ahead_s=self.settings.max_event_ahead_s,
+                pseudonyms=self.pseudonyms,
             )
             if isinstance(decision, Refused):
                 self._dead(sends, decision.letter, decision.label)
                 continue
             parsed = decision.event
             taken[parsed.stream] += 1
-            entry: Entry = (source, appended, raw)
-            size = len(raw) + len(source) + 32
+            if decision.pseudonymised:
+                routing.pseudonymised.update(decision.pseudonymised)
+            # The stages read the event as admitted: pseudonyms, never the raw value.
+            record = decision.record
+            entry: Entry = (source, appended, record)
+            size = len(record) + len(source) + 32
             keys = stage_keys(parsed, learned_identity=self.settings.learned_identity)
             for stage, key in keys.items():
                 if stage == "review" and parsed.stream != "control_review":
@@ -421,6 +436,8 @@ class InputValidator:
             metrics.EVENTS.labels(stream).inc(n)
         for reason, n in routing.ignored.items():
             metrics.END_OF_INPUT_IGNORED.labels(reason).inc(n)
+        for name, n in routing.pseudonymised.items():
+            metrics.IDENTIFIERS_PSEUDONYMISED.labels(name).inc(n)
         self.routed.update(routing.next)
 
     def _end_of_input(self, into: Sends, raw: bytes, source: str, appended: float) -> None:

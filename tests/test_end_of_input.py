@@ -10,6 +10,7 @@ import json
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
+from detectors.pseudonyms import Pseudonymiser
 from streams.end_of_input import MAX_MARKER_AGE_S, MarkerCheck, signed_marker
 from streams.settings import Settings
 from streams.validator import END_OF_INPUT, InputValidator
@@ -54,7 +55,11 @@ def _ignored(reason: str) -> float:
 
 def test_the_validator_passes_no_forged_marker_on_and_counts_it() -> None:
     broker = Broker()
-    validator = InputValidator(Settings(topic_prefix="m.", end_of_input_key=KEY), partitions=4)
+    validator = InputValidator(
+        Settings(topic_prefix="m.", end_of_input_key=KEY),
+        partitions=4,
+        pseudonyms=Pseudonymiser(b"end-of-input-test-key"),
+    )
     validator._producer = broker  # type: ignore[assignment]
     before = _ignored("unsigned"), _ignored("bad_signature")
     forged = [

@@ -458,3 +458,42 @@ def test_policy_check_on_missing_file_exits_2(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["policy", "check", str(tmp_path / "nope.yaml")])
     assert result.exit_code == 2
     assert "cannot read" in flat(result.output)
+
+
+IMPOSSIBLE_DATES = """\
+version: 1
+registry:
+  - app_id: box
+    category: document
+    evaluated: true
+    evaluation_valid_from: 2026-02-30
+    evaluation_valid_until: 2026-13-01
+"""
+
+
+@pytest.mark.parametrize(
+    "command", [["policy", "check"], ["replay", "-e", "-", "-o", "f.jsonl", "-p"]]
+)
+def test_an_impossible_unquoted_date_is_a_problem_at_its_line(
+    tmp_path: Path, command: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # YAML parses unquoted dates while loading, so `2026-02-30` was a traceback (exit 1).
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "dates.yaml"
+    path.write_text(IMPOSSIBLE_DATES, encoding="utf-8")
+    result = CliRunner().invoke(app, [*command, str(path)], input="")
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    printed = flat(result.output)
+    for key in ("evaluation_valid_from", "evaluation_valid_until"):
+        line = line_of(IMPOSSIBLE_DATES, key)
+        assert f"dates.yaml:{line}: registry[0].{key}: " in printed, printed
+
+
+def test_an_unknown_time_zone_is_a_problem_at_its_line() -> None:
+    text = "version: 1\ntimezone: Asia/Busan\n"
+    [problem] = problems_of(text)
+    assert (problem.path, problem.line) == ("timezone", 2)
+    assert "IANA time zone" in problem.reason
+    assert parse_policy("version: 1\ntimezone: Asia/Seoul\n").timezone == "Asia/Seoul"
+    assert parse_policy("version: 1\n").timezone == "UTC"  # absent: UTC, as before

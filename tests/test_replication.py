@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from detectors.pseudonyms import Pseudonymiser
 from streams.elastic import replicas_for, template_body
 from streams.kafka_io import KafkaUnavailable, Replication
 from streams.settings import Settings
@@ -50,7 +51,7 @@ def test_the_faust_app_gets_the_resolved_replication_and_every_bootstrap_server(
         replication_factor=3,
         min_insync_replicas=2,
     )
-    app = build_app(settings, policy)
+    app = build_app(settings, policy, pseudonyms=Pseudonymiser(b"replication-test-key"))
     assert app.conf.topic_replication_factor == 3
     assert [(u.host, u.port) for u in app.conf.broker] == [
         ("127.0.0.1", 27192),

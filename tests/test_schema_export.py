@@ -100,6 +100,7 @@ FINDING_FIELDS = {
 POLICY_KEYS = {
     "version",
     "allowed_lateness",
+    "timezone",
     "registry",
     "permitted_categories",
     "posture",

@@ -157,7 +157,7 @@ def test_rate_zero_gives_no_findings_on_a_working_day() -> None:
 
 
 def test_rate_zero_follows_the_registry_across_an_evaluation_lapse() -> None:
-    # box's evaluation ends 2026-09-30 (UTC): used from inside until then, never after.
+    # box's evaluation ends 2026-09-30 (KST, the policy's zone): used from inside until then.
     evs = events(hours=24, seed=5, start=datetime(2026, 9, 30, 20, tzinfo=KST))
     box = [
         EventAdapter.validate_python(e).timestamp
@@ -165,7 +165,7 @@ def test_rate_zero_follows_the_registry_across_an_evaluation_lapse() -> None:
         if e["stream"] == "saas_access" and e["saas_app"] == "box"
         if e["network_zone"] == "internal"
     ]
-    assert box and max(box) < datetime(2026, 10, 1, tzinfo=UTC)
+    assert box and max(box) < datetime(2026, 10, 1, tzinfo=KST)
     assert findings(evs) == []
 
 

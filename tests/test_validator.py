@@ -16,6 +16,7 @@ from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 from aiokafka.structs import TopicPartition
 from pydantic import SecretStr
 
+from detectors.pseudonyms import Pseudonymiser
 from schemas import EventAdapter
 from streams.end_of_input import signed_marker
 from streams.settings import Settings
@@ -99,7 +100,7 @@ MARKER_KEY = SecretStr("validator-test-key")
 
 def validator(broker: Broker) -> InputValidator:
     settings = Settings(topic_prefix="v.", end_of_input_key=MARKER_KEY)
-    v = InputValidator(settings, partitions=PARTITIONS)
+    v = InputValidator(settings, partitions=PARTITIONS, pseudonyms=Pseudonymiser(b"k"))
     v._producer = broker  # type: ignore[assignment]
     return v
 

@@ -6,6 +6,7 @@ like events from any other producer.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,6 +29,43 @@ def user_of(value: Any, path: str) -> str:
     if not isinstance(value, str) or not value.strip() or value.strip().lower() == "unknown":
         raise Unmappable(path, "no user")
     return value.strip().lower()[:256]
+
+
+# -- how a sign-in was authenticated, and what a share reached (SEP-010, SEP-011)
+
+Auth = dict[str, Any] | None
+ShareTarget = tuple[str | None, str | None]
+"""`share_target` and `shared_with_domain`, as one record says them."""
+SHARE_NOT_SAID: ShareTarget = (None, None)
+SHARE_PUBLIC: ShareTarget = ("public", None)
+_DOMAIN = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$")
+
+
+def auth_of(mfa: bool | None, method: str | None = None) -> Auth:
+    """`auth` for a login: whether the source says it was multi-factor, and
+    the method it names; neither said: null (counted downstream, never guessed)."""
+    if mfa is None and not method:
+        return None
+    return {"mfa": mfa, "method": method[:128] if method else None}
+
+
+def domain_of(address: Any) -> str | None:
+    """The domain of an e-mail address (or a bare domain), lower-cased;
+    None where the text is neither."""
+    if not isinstance(address, str):
+        return None
+    domain = address.strip().rsplit("@", 1)[-1].strip().lower().rstrip(".")
+    return domain if len(domain) <= 253 and _DOMAIN.match(domain) else None
+
+
+def shared_with(mapping: VendorMapping, address: Any) -> ShareTarget:
+    """A share to a named person or domain: internal where the mapping names
+    the domain as the institution's own (or a subdomain of one), external
+    with the domain otherwise; no readable address: not said."""
+    domain = domain_of(address)
+    if domain is None:
+        return SHARE_NOT_SAID
+    return ("internal" if mapping.is_internal_domain(domain) else "external", domain)
 
 
 def file_object(
@@ -61,8 +99,11 @@ def saas_access(
     ip_path: str,
     device_id: str | None = None,
     object: dict[str, Any] | None = None,
+    auth: Auth = None,
+    share: ShareTarget = SHARE_NOT_SAID,
 ) -> CanonicalEvent:
-    """An access; `ip_path` names the vendor's address field for a dead letter."""
+    """An access; `ip_path` names the vendor's address field for a dead letter.
+    `auth` is a login's (`auth_of`), `share` a share's (`shared_with`)."""
     zone, network_entity, address = mapping.zone_of(ip, ip_path)
     return {
         "stream": "saas_access",
@@ -76,6 +117,9 @@ def saas_access(
         "network_zone": zone,
         "src_ip": address,
         "object": object,
+        "auth": auth,
+        "share_target": share[0],
+        "shared_with_domain": share[1],
         "source": source,
     }
 

@@ -10,7 +10,15 @@ type `AppInstance`), `device` (Okta device assurance: `id`, `name`,
 A single sign-on into an app (`user.authentication.sso`) is an access: a
 login to that app. Everything else (Okta's own sessions, group and admin
 changes) carries no SaaS access and is skipped; so is a failed or denied
-sign-on, which used no app. Pages: the API returns a JSON array; Okta event
+sign-on, which used no app.
+
+`auth` (SEP-010): an SSO record does not say whether the Okta session
+behind it was multi-factor. Its `authenticationContext` names one
+credential (`credentialType`: PASSWORD, OTP, ASSERTION, ...), kept as
+`auth.method`, and `authenticationStep` is documented as always 0; the
+factor checks (`user.authentication.auth_via_mfa`) are records of their
+own, which an adapter of one record does not join. So `auth.mfa` stays null
+(counted as unsaid downstream, never guessed). Pages: the API returns a JSON array; Okta event
 hooks deliver `{"data": {"events": [...]}}`.
 """
 
@@ -18,7 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.adapters.canonical import posture_seen_at, saas_access, user_of
+from streams.adapters.canonical import auth_of, posture_seen_at, saas_access, user_of
 from streams.adapters.mapping import VendorMapping
 from streams.adapters.records import Adapted, CanonicalEvent, Skip, field, iso_time, text_of
 
@@ -55,6 +63,7 @@ def adapt(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
         ip=field(record, "client.ipAddress"),
         ip_path="client.ipAddress",
         device_id=mapping.device_of(field(record, "device.id")),
+        auth=auth_of(None, _text(field(record, "authenticationContext.credentialType"))),
     )
     return [access, *posture_of(record, access)]
 
@@ -109,6 +118,10 @@ def posture_only(record: dict[str, Any], mapping: VendorMapping) -> list[Canonic
         "source": SOURCE,
     }
     return posture_of(record, seen)
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def _flag(value: Any) -> bool | None:

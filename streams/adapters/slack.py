@@ -12,13 +12,25 @@ Mapped: sign-ins (`user_login`) and file actions: download, upload, share
 (shared to a channel or a public link created). The app is `slack` through
 the mapping. Other actions (user and channel administration, anomalies,
 sign-outs, blocked downloads) are skipped by name.
+
+`share_target` (SEP-011): `file_public_link_created` makes the file
+readable by anyone with the link: public. `file_shared` names the channel,
+not whether anyone outside is in it (a Slack Connect channel can be):
+null. Slack's audit log says nothing of how a sign-in was authenticated:
+`auth` null.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from streams.adapters.canonical import file_object, saas_access, user_of
+from streams.adapters.canonical import (
+    SHARE_NOT_SAID,
+    SHARE_PUBLIC,
+    file_object,
+    saas_access,
+    user_of,
+)
 from streams.adapters.mapping import VendorMapping
 from streams.adapters.records import Adapted, Skip, UnrecognisedShape, epoch_time, field, text_of
 
@@ -54,5 +66,6 @@ def adapt(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
             ip=field(record, "context.ip_address"),
             ip_path="context.ip_address",
             object=file_object(file.get("name") or file.get("title")) if file else None,
+            share=SHARE_PUBLIC if name == "file_public_link_created" else SHARE_NOT_SAID,
         )
     ]

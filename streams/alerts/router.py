@@ -32,7 +32,6 @@ import logging
 import time
 from collections import defaultdict
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -59,7 +58,6 @@ from streams.alerts.grouping import (
 )
 from streams.dead_letters import dead_letter
 from streams.lag import records_behind
-from streams.policy_file import PolicyError, load_policy
 from streams.settings import Settings
 from streams.topics import Topics
 
@@ -98,7 +96,6 @@ class AlertRouter:
         settings: Settings,
         policy: Policy,
         *,
-        policy_file: Path | None = None,
         channels: dict[str, Channel] | None = None,
         seen_horizon: timedelta = DEFAULT_SEEN_HORIZON,
         batch_size: int = 500,
@@ -112,8 +109,6 @@ class AlertRouter:
         self.settings = settings
         self.topics = Topics(settings.topic_prefix)
         self.policy = policy
-        self.policy_file = policy_file
-        self._policy_mtime = policy_file.stat().st_mtime if policy_file else 0.0
         self.channels = channels or build_channels(
             settings.channels, link_base=settings.alerts_link_base
         )
@@ -135,6 +130,17 @@ class AlertRouter:
         self.unread: set[int] = set()  # findings partitions whose settled ids are not read
         self.delivered = 0
         self.dead_lettered = 0
+
+    def adopt(self, policy: Policy) -> None:
+        """A policy version the rules took (streams/topology.py, the one
+        watcher): its routes and window, unless they are unusable (then the
+        running ones stay, said in the log)."""
+        try:
+            self.set_policy(policy)
+        except AlertConfigError as exc:
+            log.warning("alert router keeps its routes; the new policy's are unusable: %s", exc)
+            return
+        log.warning("alert router: routes of the new policy version loaded")
 
     def set_policy(self, policy: Policy) -> None:
         """A replaced policy: its routes and window apply to what comes next.
@@ -187,7 +193,6 @@ class AlertRouter:
                 if time.monotonic() - last_lag > LAG_SECONDS:
                     last_lag = time.monotonic()
                     await self._report_lag()
-                    self._check_policy_file()
         finally:
             await self._consumer.stop()
             await self._producer.stop()
@@ -393,25 +398,3 @@ class AlertRouter:
         if behind is None:
             return
         metrics.CONSUMER_LAG.labels("alerts", self.topics.findings).set(behind)
-
-    def _check_policy_file(self) -> None:
-        """The worker reloads a changed policy for the rules; the router takes
-        its routes and window too (a policy that fails validation is the
-        worker's to report; the running one stays)."""
-        if self.policy_file is None:
-            return
-        try:
-            mtime = self.policy_file.stat().st_mtime
-        except OSError:
-            return
-        if mtime == self._policy_mtime:
-            return
-        self._policy_mtime = mtime
-        try:
-            self.set_policy(load_policy(self.policy_file))
-        except PolicyError:
-            return
-        except AlertConfigError as exc:
-            log.warning("alert router keeps its routes; the new policy's are unusable: %s", exc)
-            return
-        log.warning("alert router: routes of %s loaded", self.policy_file)

@@ -23,6 +23,9 @@ def test_single_sign_on_is_a_login_to_the_target_app(mapping: VendorMapping) -> 
         "network_zone": "internal",
         "src_ip": "203.0.113.10",
         "object": None,
+        "auth": None,  # an SSO record does not say whether the session was multi-factor
+        "share_target": None,
+        "shared_with_domain": None,
         "source": "okta",
     }
 

@@ -63,7 +63,14 @@ def test_raw_topics_through_the_adapter_agent_give_the_findings_of_the_scenario(
     ensure_topics(broker, topics, PARTITIONS, retention_ms=3_600_000)  # the raw topics too
     arrivals = raw_arrivals(load_mapping(MAPPING, load_policy(POLICY)))
     port = _free_port()
-    worker = Worker(broker, prefix, tmp_path / "state", tmp_path / "worker.log", web_port=port)
+    worker = Worker(
+        broker,
+        prefix,
+        tmp_path / "state",
+        tmp_path / "worker.log",
+        web_port=port,
+        env={"SEPWATCH_MAPPING": str(MAPPING)},
+    )
     counter = KafkaConsumer(bootstrap_servers=broker)
     inputs = [TopicPartition(t, p) for t in topics.inputs for p in range(PARTITIONS)]
     raw = KafkaProducer(bootstrap_servers=broker)

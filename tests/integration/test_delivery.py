@@ -15,7 +15,7 @@ from kafka.admin import ConfigResource, ConfigResourceType
 from detectors.masking import mask_text
 from streams.kafka_io import admin, ensure_topics, produce, read_dead_letters
 from streams.topics import STAGES, Topics
-from tests.integration.conftest import Worker
+from tests.integration.conftest import MARKER_KEY, Worker
 from tests.integration.test_stream import (
     PARTITIONS,
     _compare,
@@ -81,7 +81,7 @@ def test_a_refused_finding_is_never_committed_past_and_appears_after_a_restart(
     _findings_limit(broker, topics.findings, 200)  # below any finding's size
     first = workers("a")
     first.wait_ready()
-    produce(lines, broker, topics)
+    produce(lines, broker, topics, end_of_input=True, marker_key=MARKER_KEY)
     assert _wait_for(lambda: "was not delivered" in first.log.read_text(), timeout=120)
     # The stage records are read (and some judged) but not all committed: the
     # judging that wanted to write a finding is not.
@@ -115,7 +115,7 @@ def test_a_stage_raising_on_one_event_dead_letters_it_and_judges_the_rest(
     want = _replayed(lines[:chosen] + lines[chosen + 1 :])
     worker = workers("a", env={"SEPWATCH_TEST_FAULT_EVENT_ID": poison})
     worker.wait_ready()
-    produce(lines, broker, topics)
+    produce(lines, broker, topics, end_of_input=True, marker_key=MARKER_KEY)
 
     def stage_letters() -> list[dict[str, object]]:
         return [d for d in read_dead_letters(broker, topics) if d.get("stage")]

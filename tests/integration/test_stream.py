@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -23,7 +23,9 @@ from streams.kafka_io import (
     read_dead_letters,
 )
 from streams.policy_file import load_policy
+from streams.policy_history import read_versions, record_if_changed
 from streams.replay import replay
+from streams.settings import Settings
 from streams.simulate import simulate
 from streams.topics import STAGES, Topics
 from streams.validator import SOURCE_IDLE, feeds
@@ -144,7 +146,7 @@ def test_partial_postures_from_access_logs_give_the_findings_of_replay(
     assert any(":posture" in " ".join(f["evidence_event_ids"]) for f in want.values())
     worker = workers("a")
     worker.wait_ready()
-    produce(lines, broker, Topics(prefix))
+    produce(lines, broker, Topics(prefix), end_of_input=True, marker_key=MARKER_KEY)
     _wait_for(lambda: len(_exported(broker, Topics(prefix))) >= len(want))
     time.sleep(2)  # anything extra would show up now
     got = _exported(broker, Topics(prefix))
@@ -327,6 +329,64 @@ def test_a_policy_edited_while_running_applies_to_events_from_then_on(
     time.sleep(5)
     assert sep001() == {"under-old"}
     assert "posture.max_age" in worker.log.read_text()
+
+
+def _notion_access(event_id: str, at: datetime) -> bytes:
+    return json.dumps(
+        {
+            "stream": "saas_access",
+            "event_id": event_id,
+            "entity": "HQ",
+            "timestamp": at.isoformat(),
+            "user_id": "u1",
+            "device_id": None,
+            "saas_app": "notion",
+            "action": "view",
+            "network_zone": "internal",
+            "source": "test",
+        }
+    ).encode()
+
+
+def test_a_started_worker_judges_earlier_events_by_the_recorded_version_not_its_file(
+    broker: str, prefix: str, workers: Callable[..., Worker], tmp_path: Path
+) -> None:
+    topics = Topics(prefix)
+    settings = Settings(broker=broker, topic_prefix=prefix)
+    changed = datetime.now(UTC) - timedelta(minutes=30)
+    # What the workers recorded: notion unregistered, then registered from `changed` on.
+    record_if_changed(settings, load_policy(POLICY), "v1", at=changed - timedelta(days=1))
+    today = tmp_path / "policy.yaml"
+    today.write_text(
+        POLICY.read_text(encoding="utf-8").replace(
+            "registry:\n",
+            "registry:\n  - {app_id: notion, category: collaboration, evaluated: true, "
+            "evaluation_valid_from: 2026-04-20, evaluation_valid_until: 2027-12-31}\n",
+            1,
+        ),
+        encoding="utf-8",
+    )
+    record_if_changed(settings, load_policy(today), "v2", at=changed)
+    # A worker (re)started with today's file.
+    worker = workers("a", today)
+    worker.wait_ready()
+    lines = [
+        _notion_access("before", changed - timedelta(minutes=10)),
+        _notion_access("after", changed + timedelta(minutes=10)),
+    ]
+    produce(lines, broker, topics, end_of_input=True)
+
+    def sep001() -> set[str]:
+        return {
+            f["evidence_event_ids"][0]
+            for f in _exported(broker, topics).values()
+            if f["rule_id"] == "SEP-001"
+        }
+
+    assert _wait_for(lambda: "before" in sep001(), timeout=120)
+    assert sep001() == {"before"}, "the later access was judged by the older version"
+    # Its file is the newest version already: nothing new recorded.
+    assert len(read_versions(broker, topics.policy)) == 2
 
 
 def test_the_worker_refuses_to_start_without_a_broker_or_with_wrong_partitions(
