@@ -12,11 +12,13 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import date, datetime
 from hashlib import blake2b
 from typing import Any, Literal
 
 from detectors.calendar import DAY, to_datetime
+from detectors.identity import IdentityGraph, posture_aliases
 from detectors.masking import mask_text
 from detectors.policy_in_force import PolicyInForce
 from detectors.posture import ALL_CONTROLS, as_of, held, posture_view, remember
@@ -128,6 +130,7 @@ class Engine:
         self.state = state if state is not None else EngineState()
         self._now = now
         self.stats: Counter[str] = Counter()
+        self.identity = IdentityGraph(self.state.identities, self.stats)
         self.policy = PolicyInForce(policy)
         self._lateness = self.policy.lateness
         self._max_age = self.policy.posture_max_age
@@ -360,7 +363,7 @@ class Engine:
         posture = None
         max_age = self._max_age
         if access.device_id is not None:
-            stored = self.state.postures.get(access.device_id)
+            stored = self.state.postures.get(self.identity.resolve(access.device_id))
             if stored is not None:
                 exact_from, entries = held(stored)
                 if exact_from is not None and access.ts < exact_from:
@@ -382,22 +385,39 @@ class Engine:
             failures = self.policy.posture_failures(posture.flags, posture.patch_age, posture.known)
             hit = sep006.check(access, posture, failures)
             if hit:
-                out.append(self._access_finding(sep006.RULE, hit, trigger, access))
+                out.append(self._posture_finding(sep006.RULE, hit, trigger, access))
                 return
         hit = sep007.check(access, posture)
         if hit:
-            out.append(self._access_finding(sep007.RULE, hit, trigger, access))
+            out.append(self._posture_finding(sep007.RULE, hit, trigger, access))
 
     def _access_finding(self, rule: Rule, hit: Hit, trigger: str, a: AccessView) -> Finding:
         return self._finding(
             rule, hit, trigger, a.ts, a.entity, a.user_id, a.device_id, a.saas_app, a.event_id
         )
 
+    def _posture_finding(self, rule: Rule, hit: Hit, trigger: str, a: AccessView) -> Finding:
+        """Named by the device's name in the identity graph, with the alias the
+        access used where it differs. Only findings decided at the watermark
+        are: on arrival, which postures a stream has read yet depends on how
+        its input partitions interleave, so a name then would too."""
+        device = a.device_id
+        if device is not None and (name := self.identity.name_of(device)) != device:
+            hit = replace(hit, details={**hit.details, "device_alias": device})
+            a = a._replace(device_id=name)
+        return self._access_finding(rule, hit, trigger, a)
+
     # -- device_posture ----------------------------------------------------------
 
     def _on_posture(self, ev: DevicePosture, ts: float, w: float, out: list[Finding]) -> None:
+        if ev.device_aliases:
+            device = self.identity.learn(
+                ev.device_id, posture_aliases(ev.device_aliases), ts, ev.source
+            )
+        else:
+            device = self.identity.resolve(ev.device_id)
         postures = self.state.postures
-        postures[ev.device_id] = remember(postures.get(ev.device_id), posture_view(ev, ts), w)
+        postures[device] = remember(postures.get(device), posture_view(ev, ts), w)
 
     # -- dlp_alert: SEP-003/004/005 --------------------------------------------
 
@@ -655,6 +675,7 @@ class Engine:
         accesses = self.state.accesses
         for user in [u for u, a in accesses.items() if not a or a[-1][0] < horizon]:
             del accesses[user]
+        self.identity.expire(w - self.policy.policy.identity.alias_ttl.total_seconds())
 
     # -- findings ------------------------------------------------------------
 

@@ -18,6 +18,9 @@ What each store holds, and why it stays bounded:
 - `entities`: entity -> [fired_due_ordinal, [(completed_ts, recorded_ts,
   review_id)...], [judged completed_ts...]]: the last 16 reviews and the last
   8 judged, for a handful of entities.
+- `identities`: the device identity graph (detectors/identity.py): each
+  alias's canonical device; aliases not asserted for `identity.alias_ttl`
+  are forgotten.
 - `meta`: "max_ts", the largest event time seen (the watermark's source).
 """
 
@@ -36,4 +39,5 @@ class EngineState:
     accesses: Store = field(default_factory=dict)
     pending: Store = field(default_factory=dict)
     entities: Store = field(default_factory=dict)
+    identities: Store = field(default_factory=dict)
     meta: Store = field(default_factory=dict)

@@ -88,6 +88,31 @@ POSTURE_CONTROLS = (
 )
 
 
+DeviceAliasKind = Literal[
+    "entra_device_id",
+    "intune_device_id",
+    "serial",
+    "hostname",
+    "falcon_aid",
+    "jamf_udid",
+    "osquery_uuid",
+    "google_device_id",
+    "okta_device_id",
+    "mapping",
+]
+
+
+class DeviceAlias(BaseModel):
+    """One name a product gives the device a posture speaks for. `mapping`:
+    the device id a hand-written `devices:` entry gave it (it overrides what
+    is learned)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    kind: DeviceAliasKind
+    value: Id
+
+
 class DevicePosture(_Event):
     """The state of an endpoint at a time. A control that is null is one the
     source does not speak for (an access log's device assurance knows some
@@ -104,6 +129,9 @@ class DevicePosture(_Event):
     screen_lock: Control
     os_patch_age_days: Annotated[int | None, Field(ge=0, le=100_000, description=_UNSAID)]
     jailbroken: Control = False
+    # Every name the record gives the device: what the identity graph learns
+    # (detectors/identity.py). None: the source names it by `device_id` only.
+    device_aliases: Annotated[list[DeviceAlias], Field(max_length=16)] | None = None
 
     @model_validator(mode="after")
     def _speaks_for_something(self) -> DevicePosture:

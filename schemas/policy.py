@@ -82,6 +82,13 @@ class PosturePolicy(_Strict):
     require: PostureCheck = PostureCheck()
 
 
+class IdentityPolicy(_Strict):
+    """Device identity learned from posture feeds (detectors/identity.py):
+    an alias no posture asserted for `alias_ttl` is forgotten."""
+
+    alias_ttl: Duration = timedelta(days=30)
+
+
 class DlpPolicy(_Strict):
     correlation_window: Duration = timedelta(minutes=10)
     unique_identification: list[str] = [
@@ -195,6 +202,7 @@ class Policy(_Strict):
         PermittedCategories(effective_from=date(2026, 4, 20), categories=list(DEFAULT_CATEGORIES))
     ]
     posture: PosturePolicy = PosturePolicy()
+    identity: IdentityPolicy = IdentityPolicy()
     dlp: DlpPolicy = DlpPolicy()
     review: ReviewPolicy = ReviewPolicy()
     # Optional: a policy without them judges neither SEP-010 nor SEP-011.

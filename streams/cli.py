@@ -1078,6 +1078,11 @@ from streams.es_setup_cli import es_app  # noqa: E402
 
 app.add_typer(es_app, name="elasticsearch")
 
+# -- device identity learned from posture feeds (streams/devices_cli.py) --------
+from streams.devices_cli import devices_app  # noqa: E402
+
+app.add_typer(devices_app, name="devices")
+
 # -- evidence: Elasticsearch checked against the topics (streams/evidence_cli.py) --
 from streams.evidence_cli import evidence_app  # noqa: E402
 

@@ -87,6 +87,12 @@ LATE_EVENTS = Counter(
     "lateness), by stage.",
     ["stage"],
 )
+IDENTITY_CONFLICTS = Counter(
+    "sepwatch_identity_conflicts_total",
+    "Device aliases claimed by two canonical devices (a reused hostname, a re-imaged "
+    "laptop); each went to the more recent assertion (detectors/identity.py), by stage.",
+    ["stage"],
+)
 DECISIONS_UNKNOWABLE = Counter(
     "sepwatch_decisions_unknowable_total",
     "Decisions that could not be made because the state they needed was evicted (an access "

@@ -235,6 +235,13 @@ class Settings(BaseSettings):
         "(faster takeover, each costs every table change read again)",
     )
     partitions: int = Field(4, description="partitions of every sepwatch topic", ge=1)
+    # README, "Streaming on Kafka": the device identity graph is per device
+    # stage partition; one partition sees every posture, as replay does.
+    learned_identity: bool = Field(
+        False,
+        description="judge the whole device stage on one partition, so device ids learned "
+        "from every posture feed resolve as in replay (costs the device stage's parallelism)",
+    )
     # None: the production defaults, from the cluster's size at start (one
     # broker lost loses no state and no finding, and writes go on).
     replication_factor: int | None = Field(

@@ -505,6 +505,7 @@ class StageRunner:
 ENGINE_COUNTS = {
     "events.late": metrics.LATE_EVENTS,
     "decisions.posture_unknowable": metrics.DECISIONS_UNKNOWABLE,
+    "identity.conflicts": metrics.IDENTITY_CONFLICTS,
 }
 
 

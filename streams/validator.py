@@ -392,7 +392,8 @@ class InputValidator:
             record = decision.record
             entry: Entry = (source, appended, record)
             size = len(record) + len(source) + 32
-            for stage, key in stage_keys(parsed).items():
+            keys = stage_keys(parsed, learned_identity=self.settings.learned_identity)
+            for stage, key in keys.items():
                 if stage == "review" and parsed.stream != "control_review":
                     minute = int(parsed.timestamp.timestamp() // 60)
                     if max(self.last_tick.get(key, -1), ticks.get(key, -1)) >= minute:

@@ -104,6 +104,7 @@ POLICY_KEYS = {
     "registry",
     "permitted_categories",
     "posture",
+    "identity",
     "dlp",
     "review",
     "authentication",

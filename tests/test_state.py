@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterator
+from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -118,13 +119,7 @@ def _through_json(state: EngineState) -> EngineState:
     def copy(store: Any) -> dict[str, Any]:
         return {k: json.loads(json.dumps(v)) for k, v in store.items()}
 
-    return EngineState(
-        postures=copy(state.postures),
-        accesses=copy(state.accesses),
-        pending=copy(state.pending),
-        entities=copy(state.entities),
-        meta=copy(state.meta),
-    )
+    return EngineState(**{f.name: copy(getattr(state, f.name)) for f in fields(EngineState)})
 
 
 @pytest.mark.parametrize("partial", [False, True], ids=["full postures", "partial postures too"])

@@ -139,6 +139,24 @@ def test_events_reach_the_stage_partitions_that_judge_them_in_one_batch_each() -
             assert all(appended == APPENDED_MS / 1000 for _, appended, _ in entries)
 
 
+def test_with_learned_identity_the_device_stage_is_one_partition_in_arrival_order() -> None:
+    broker = Broker()
+    v = validator(broker)
+    v.settings = Settings(topic_prefix="v.", end_of_input_key=MARKER_KEY, learned_identity=True)
+    events = accesses(40)
+    asyncio.run(v.route([record(e, i) for i, e in enumerate(events)]))
+    batches = broker.batches()
+    device = {
+        p: batches[TOPICS.stage("device"), p]
+        for p in range(PARTITIONS)
+        if (TOPICS.stage("device"), p) in batches
+    }
+    assert len(device) == 1  # five devices, one partition
+    (entries,) = next(iter(device.values()))
+    assert [json.loads(raw)["event_id"] for _, _, raw in entries] == [e["event_id"] for e in events]
+    assert len({p for (topic, p) in batches if topic == TOPICS.stage("user")}) > 1
+
+
 def test_the_user_stage_gets_only_the_time_of_an_access_it_does_not_keep() -> None:
     broker = Broker()
     views, uploads = accesses(20, action="view"), accesses(20)

@@ -7,10 +7,11 @@ like events from any other producer.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from detectors.masking import mask_text
-from streams.adapters.mapping import VendorMapping
+from streams.adapters.mapping import NO_DEVICE, VendorMapping
 from streams.adapters.records import CanonicalEvent, Unmappable, masked
 
 _SHA256 = frozenset("0123456789abcdefABCDEF")
@@ -137,7 +138,10 @@ def device_posture(
     screen_lock: bool | None,
     os_patch_age_days: int | None,
     jailbroken: bool | None = False,
+    aliases: Sequence[tuple[str, Any]] = (),
 ) -> CanonicalEvent:
+    """`aliases`: (kind, vendor value) for every name the record gives the
+    device; empty values are left out, the rest lower-cased like `device_of`."""
     return {
         "stream": "device_posture",
         "event_id": event_id,
@@ -152,7 +156,25 @@ def device_posture(
         "os_patch_age_days": os_patch_age_days,
         "jailbroken": jailbroken,
         "source": source,
+        "device_aliases": device_aliases(mapping, device_id, aliases),
     }
+
+
+def device_aliases(
+    mapping: VendorMapping, device_id: str, aliases: Sequence[tuple[str, Any]]
+) -> list[dict[str, str]] | None:
+    """The aliases a posture carries (schemas.DeviceAlias), with a `mapping`
+    alias when a hand-written entry named the device; None when the record
+    names the device only one way."""
+    found: dict[tuple[str, str], None] = {}
+    if mapping.is_mapped(device_id):
+        found["mapping", device_id] = None
+    for kind, value in aliases:
+        if isinstance(value, str) and value.strip() and value.strip() != NO_DEVICE:
+            found[kind, value.strip().lower()[:256]] = None
+    if not aliases:
+        return None
+    return [{"kind": kind, "value": value} for kind, value in list(found)[:16]] or None
 
 
 def dlp_alert(

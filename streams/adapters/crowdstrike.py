@@ -104,6 +104,11 @@ def _host(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
             user_id=None,
             os_patch_age_days=_host_patch_age(record, mapping, seen),
             **_host_controls(record),
+            aliases=(
+                ("falcon_aid", aid),
+                ("hostname", record.get("hostname")),
+                ("serial", record.get("serial_number")),
+            ),
         )
     ]
 

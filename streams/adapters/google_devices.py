@@ -75,6 +75,7 @@ def _posture(
         user_id=user.strip().lower() if isinstance(user, str) and user.strip() else None,
         os_patch_age_days=_patch_age(params, mapping, timestamp),
         **_controls(params),
+        aliases=(("google_device_id", device), ("serial", params.get("SERIAL_NUMBER"))),
     )
 
 

@@ -70,6 +70,12 @@ def _managed_device(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
                 record.get("operatingSystem"), record.get("osVersion"), synced, path="osVersion"
             ),
             **_graph_controls(record),
+            aliases=(
+                ("intune_device_id", intune_id),
+                ("entra_device_id", record.get("azureADDeviceId")),
+                ("serial", record.get("serialNumber")),
+                ("hostname", record.get("deviceName")),
+            ),
         )
     ]
 
@@ -108,6 +114,12 @@ def _diagnostic(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
                 properties.get("OS"), properties.get("OSVersion"), seen, path=path
             ),
             **_diagnostic_controls(properties),
+            aliases=(
+                ("intune_device_id", intune_id),
+                ("entra_device_id", properties.get("ReferenceId")),
+                ("serial", properties.get("SerialNumber")),
+                ("hostname", properties.get("DeviceName")),
+            ),
         )
     ]
 

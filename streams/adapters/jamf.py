@@ -72,6 +72,11 @@ def adapt(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
                 path="operatingSystem.version",
             ),
             **_controls(record, general, system),
+            aliases=(
+                ("jamf_udid", record.get("udid")),
+                ("serial", field(record, "hardware.serialNumber")),
+                ("hostname", general.get("name")),
+            ),
         )
     ]
 

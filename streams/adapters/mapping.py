@@ -294,12 +294,21 @@ class VendorMapping(_Strict):
     def _device_ids(self) -> dict[str, str]:
         return {i.strip().lower(): d.device_id for d in self.devices for i in d.ids}
 
+    @cached_property
+    def _mapped_devices(self) -> frozenset[str]:
+        return frozenset(d.device_id for d in self.devices)
+
+    def is_mapped(self, device_id: str) -> bool:
+        """Whether a hand-written `devices:` entry gave this device id: it
+        overrides what the identity graph learns."""
+        return device_id in self._mapped_devices
+
     def device_of(self, *vendor_ids: str | None) -> str | None:
         """One `device_id` for the first vendor id given: its alias where the
         mapping lists it, else the id itself, lower-cased (GUIDs differ in case
         between Intune and Entra)."""
         for vendor_id in vendor_ids:
-            if not vendor_id or vendor_id == _NO_DEVICE:
+            if not vendor_id or vendor_id == NO_DEVICE:
                 continue
             key = vendor_id.strip().lower()
             if key:
@@ -368,7 +377,7 @@ class VendorMapping(_Strict):
 
 
 _UTC = ZoneInfo("UTC")
-_NO_DEVICE = "00000000-0000-0000-0000-000000000000"
+NO_DEVICE = "00000000-0000-0000-0000-000000000000"
 _PLATFORMS = {
     "windows": "windows", "win": "windows", "windows 10": "windows", "windows 11": "windows",
     "macos": "macos", "mac": "macos", "mac os x": "macos", "osx": "macos", "darwin": "macos",
