@@ -139,7 +139,7 @@ def test_partial_postures_from_access_logs_give_the_findings_of_replay(
 ) -> None:
     """Postures that speak for some controls only, merged per control in the
     device stage's changelogged table, as in replay."""
-    lines = _day(seed=4, partial=True)
+    lines = _day(seed=5, partial=True)
     want = _replayed(lines)
     reasons = {f["details"].get("reason") for f in want.values() if f["rule_id"] == "SEP-007"}
     assert "unknown_controls" in reasons
@@ -374,7 +374,7 @@ def test_a_started_worker_judges_earlier_events_by_the_recorded_version_not_its_
         _notion_access("before", changed - timedelta(minutes=10)),
         _notion_access("after", changed + timedelta(minutes=10)),
     ]
-    produce(lines, broker, topics, end_of_input=True)
+    produce(lines, broker, topics, end_of_input=True, marker_key=MARKER_KEY)
 
     def sep001() -> set[str]:
         return {
@@ -429,5 +429,5 @@ def test_the_stage_changelogs_exist_with_their_partitions_before_a_worker_starts
         }
     finally:
         client.close()
-    assert len(topics.changelogs) == 15
+    assert len(topics.changelogs) == 18  # 3 stages x 6 stores, identities included
     assert described == {name: PARTITIONS for name in topics.changelogs}
