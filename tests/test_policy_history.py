@@ -37,6 +37,24 @@ def _with_notion(policy: Policy) -> Policy:
     return Policy.model_validate(data)
 
 
+def notion_access(event_id: str, at: datetime) -> str:
+    """An internal access to an app the older policy lacks (SEP-001 under it)."""
+    return json.dumps(
+        {
+            "stream": "saas_access",
+            "event_id": event_id,
+            "entity": "HQ",
+            "timestamp": at.isoformat(),
+            "user_id": "u1",
+            "device_id": None,
+            "saas_app": "notion",
+            "action": "view",
+            "network_zone": "internal",
+            "source": "test",
+        }
+    )
+
+
 def test_a_version_records_its_digest_and_what_changed_in_waivers_and_registry() -> None:
     before = load_policy(POLICY)
     after = _with_notion(before)
@@ -82,25 +100,11 @@ def test_replay_judges_each_event_by_the_version_in_force_at_its_time(tmp_path: 
     history = tmp_path / "history.jsonl"
     history.write_text(a.model_dump_json() + "\n" + b.model_dump_json() + "\n")
 
-    def access(event_id: str, at: datetime) -> str:
-        return json.dumps(
-            {
-                "stream": "saas_access",
-                "event_id": event_id,
-                "entity": "HQ",
-                "timestamp": at.isoformat(),
-                "user_id": "u1",
-                "device_id": None,
-                "saas_app": "notion",
-                "action": "view",
-                "network_zone": "internal",
-                "source": "test",
-            }
-        )
-
     events = tmp_path / "events.jsonl"
     events.write_text(
-        access("before", T2 - timedelta(hours=1)) + "\n" + access("after", T2 + timedelta(hours=1))
+        notion_access("before", T2 - timedelta(hours=1))
+        + "\n"
+        + notion_access("after", T2 + timedelta(hours=1))
     )
     out = tmp_path / "f.jsonl"
     args = ["replay", "-q", "-e", str(events), "-o", str(out)]

@@ -30,6 +30,7 @@ from streams.simulate import simulate
 from streams.topics import STAGES, Topics
 from streams.validator import SOURCE_IDLE, feeds
 from tests.integration.conftest import MARKER_KEY, POLICY, Worker
+from tests.test_policy_history import notion_access
 
 pytestmark = pytest.mark.integration
 PARTITIONS = 4
@@ -331,23 +332,6 @@ def test_a_policy_edited_while_running_applies_to_events_from_then_on(
     assert "posture.max_age" in worker.log.read_text()
 
 
-def _notion_access(event_id: str, at: datetime) -> bytes:
-    return json.dumps(
-        {
-            "stream": "saas_access",
-            "event_id": event_id,
-            "entity": "HQ",
-            "timestamp": at.isoformat(),
-            "user_id": "u1",
-            "device_id": None,
-            "saas_app": "notion",
-            "action": "view",
-            "network_zone": "internal",
-            "source": "test",
-        }
-    ).encode()
-
-
 def test_a_started_worker_judges_earlier_events_by_the_recorded_version_not_its_file(
     broker: str, prefix: str, workers: Callable[..., Worker], tmp_path: Path
 ) -> None:
@@ -371,8 +355,8 @@ def test_a_started_worker_judges_earlier_events_by_the_recorded_version_not_its_
     worker = workers("a", today)
     worker.wait_ready()
     lines = [
-        _notion_access("before", changed - timedelta(minutes=10)),
-        _notion_access("after", changed + timedelta(minutes=10)),
+        notion_access("before", changed - timedelta(minutes=10)).encode(),
+        notion_access("after", changed + timedelta(minutes=10)).encode(),
     ]
     produce(lines, broker, topics, end_of_input=True, marker_key=MARKER_KEY)
 
