@@ -80,6 +80,7 @@ _TECHNICAL = re.compile(
 # (rules.md, "Masking") and which is free text, not an identifier.
 _SKIP = frozenset({"stream", "snippet"})
 _ADDRESS = "src_ip"
+_OBJECT = "object"
 
 E = TypeVar("E", bound=BaseModel)
 
@@ -190,13 +191,14 @@ class Pseudonymiser:
             and not event.__pydantic_extra__
             and ((ip := values.get(_ADDRESS)) is None or ip in clean or self._clean_value(ip))
             and (
-                (nested := values.get("object")) is None
+                (nested := values.get(_OBJECT)) is None
                 or (
                     not nested.__pydantic_extra__
                     and (nested.name in clean or self._clean_value(nested.name))
                 )
             )
             and (not fields.lists or self._clean_lists(fields, values))
+            and (not fields.models or self._clean_models(fields, values))
         ):
             return event, ()
         hits: list[str] = []
@@ -247,6 +249,21 @@ class Pseudonymiser:
         hold an identifier."""
         return all(all(map(self._clean_value, values[name])) for name in fields.lists)
 
+    def _clean_models(self, fields: _Fields, values: dict[str, Any]) -> bool:
+        """Whether no nested record (a sign-in's `auth`, a posture's
+        `device_aliases`) may hold an identifier, in a declared field or one
+        the contract does not name."""
+        for name in fields.models:
+            value = values[name]
+            for nested in value if isinstance(value, list) else (value,):
+                if nested is None:
+                    continue
+                if nested.__pydantic_extra__ or not all(
+                    self._clean_value(v) for v in nested.__dict__.values() if isinstance(v, str)
+                ):
+                    return False
+        return True
+
     def _walk(self, value: Any, path: str, hits: list[str], model: type[Any]) -> Any:
         if isinstance(value, str):
             out = pseudonymise_text(self.key, value)
@@ -267,23 +284,31 @@ class Pseudonymiser:
 class _Fields:
     scalars: Callable[[dict[str, Any]], tuple[str | None, ...]]  # str, str | None
     lists: tuple[str, ...]  # list[str]
+    models: tuple[str, ...]  # a record or a list of records, but `object`
 
 
 def _string_fields(model: type[BaseModel]) -> _Fields:
     """The model's declared string fields but its source address (looked at
-    apart), and its lists of strings. Enumerations (`Literal`) cannot hold an
-    identifier."""
-    scalars, lists = [], []
+    apart), its lists of strings, and its nested records but the object
+    (looked at apart). Enumerations (`Literal`) cannot hold an identifier."""
+    scalars, lists, models = [], [], []
     for name, info in model.model_fields.items():
-        if name in _SKIP or name == _ADDRESS:
+        if name in _SKIP or name in (_ADDRESS, _OBJECT):
             continue
         kinds = [_bare(k) for k in _options(info.annotation)]
+        items = [_bare(get_args(k)[0]) for k in kinds if get_origin(k) is list]
         if str in kinds:
             scalars.append(name)
-        elif any(get_origin(k) is list and _bare(get_args(k)[0]) is str for k in kinds):
+        elif str in items:
             lists.append(name)
+        elif any(_is_model(k) for k in kinds + items):
+            models.append(name)
     # Every stream has event_id, entity and source: itemgetter returns a tuple.
-    return _Fields(itemgetter(*scalars), tuple(lists))
+    return _Fields(itemgetter(*scalars), tuple(lists), tuple(models))
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
 
 
 def _options(annotation: Any) -> tuple[Any, ...]:
