@@ -59,8 +59,33 @@ _MAYBE_IDENTIFIER = re.compile(
 )
 # The masks keep IPv4 addresses; one alone in a field (src_ip) is not looked at.
 _IPV4 = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}")
-# Clean shapes and addresses kept; cleared when full, which bounds their memory.
+# Clean shapes and values kept; cleared when full, which bounds their memory.
 CLEAN_CACHE = 1 << 16
+
+# An ASCII character's class in the masks' patterns (detectors.masking: the
+# RRN, passport and number patterns), and nothing finer: "1" for a digit,
+# "a" for a letter but "T" (a date's time), " ", "\t" for other whitespace,
+# "-", "." and ":" as they are, "#" for anything else. The masks find an
+# identifier in a text's class shape wherever they find one in the text (the
+# patterns read no digit's value but an RRN's month and day, which "11"
+# passes), so a shape they find none in is clean for every text of that
+# shape: a source's ids, users, devices and addresses share a few. The
+# shapes of clean text are kept; the masks decide a shape once.
+_MASK_CLASSES = (
+    bytes(
+        49
+        if chr(i).isdigit()
+        else i
+        if chr(i) in "T -.:"
+        else 9
+        if chr(i).isspace()
+        else 97
+        if chr(i).isalpha()
+        else 35
+        for i in range(128)
+    )
+    + b"#" * 128
+)
 
 # Identifiers of things, not of people: kept readable.
 _TECHNICAL = re.compile(
@@ -79,7 +104,6 @@ _TECHNICAL = re.compile(
 # Not pseudonymised: the stream tag, and the snippet, which the engine masks
 # (rules.md, "Masking") and which is free text, not an identifier.
 _SKIP = frozenset({"stream", "snippet"})
-_ADDRESS = "src_ip"
 _OBJECT = "object"
 
 E = TypeVar("E", bound=BaseModel)
@@ -154,8 +178,8 @@ class Pseudonymiser:
             raise ValueError("a pseudonym key cannot be empty")
         self.key = key
         self._fields_of: dict[type[Any], _Fields] = {}
-        # Shapes of clean text (okta-11-ev0049540 is aaaa00aa0000000), and
-        # values known to be clean.
+        # Class shapes of clean ASCII text (okta-11-ev0049540 is
+        # aaaa-11-aa1111111), and clean values of other text (file names).
         self._clean_shapes: set[bytes] = set()
         self._clean_values: set[str | None] = {None}
 
@@ -170,32 +194,23 @@ class Pseudonymiser:
 
         Admission runs this on every event. For one without an identifier
         (almost every event) it costs one byte translation of its string fields
-        joined, whose shape is then found among the few shapes known to be
-        clean (the ids of a source, users, devices share shapes); source
-        addresses and file names, which repeat, are kept by value."""
+        joined, whose class shape is then found among the few shapes known to
+        be clean (`_MASK_CLASSES`), and the same for a file name."""
         fields = self._fields_of.get(type(event))
         if fields is None:
             fields = self._fields_of[type(event)] = _string_fields(type(event))
         values = event.__dict__
         text = "\x00".join(filter(None, fields.scalars(values)))
-        clean = self._clean_values
         # Written out, not in helpers: a call per event is a cost that shows.
         if (
             (
-                (
-                    text.isascii()
-                    and text.encode().translate(_CLASSES, _SEPARATORS) in self._clean_shapes
-                )
+                (text.isascii() and text.encode().translate(_MASK_CLASSES) in self._clean_shapes)
                 or self._clean_text(text)
             )
             and not event.__pydantic_extra__
-            and ((ip := values.get(_ADDRESS)) is None or ip in clean or self._clean_value(ip))
             and (
                 (nested := values.get(_OBJECT)) is None
-                or (
-                    not nested.__pydantic_extra__
-                    and (nested.name in clean or self._clean_value(nested.name))
-                )
+                or (not nested.__pydantic_extra__ and self._clean_value(nested.name))
             )
             and (not fields.lists or self._clean_lists(fields, values))
             and (not fields.models or self._clean_models(fields, values))
@@ -216,14 +231,14 @@ class Pseudonymiser:
         return model.model_validate(data), tuple(hits)
 
     def _clean_text(self, text: str) -> bool:
-        """Whether the masks can find no identifier in `text`; the shapes of
-        clean ASCII text are kept."""
+        """Whether the masks can find no identifier in `text`; the class
+        shapes of clean ASCII text are kept."""
         if not text.isascii():
             return _MAYBE_IDENTIFIER.search(text) is None
-        shape = _shape(text)
+        shape = text.encode().translate(_MASK_CLASSES)
         if shape in self._clean_shapes:
             return True
-        if _shape_may_hold(shape):
+        if identifier_spans(shape.decode()):
             return False
         if len(self._clean_shapes) >= CLEAN_CACHE:
             self._clean_shapes.clear()
@@ -231,10 +246,15 @@ class Pseudonymiser:
         return True
 
     def _clean_value(self, value: str | None) -> bool:
-        """Whether a value holds no identifier; clean ones are kept. For source
-        addresses (an IPv4 address has the shape of a number) and file names
-        (often not ASCII), which repeat."""
-        if value is None or value in self._clean_values:
+        """Whether a value holds no identifier. ASCII by its class shape;
+        other text (file names in Hangul), which repeats, by value."""
+        if value is None:
+            return True
+        if value.isascii():
+            return value.encode().translate(_MASK_CLASSES) in self._clean_shapes or (
+                self._clean_text(value)
+            )
+        if value in self._clean_values:
             return True
         if may_hold_identifier(value):
             return False
@@ -288,12 +308,12 @@ class _Fields:
 
 
 def _string_fields(model: type[BaseModel]) -> _Fields:
-    """The model's declared string fields but its source address (looked at
-    apart), its lists of strings, and its nested records but the object
-    (looked at apart). Enumerations (`Literal`) cannot hold an identifier."""
+    """The model's declared string fields, its lists of strings, and its
+    nested records but the object (looked at apart: its digest is not an
+    identifier). Enumerations (`Literal`) cannot hold an identifier."""
     scalars, lists, models = [], [], []
     for name, info in model.model_fields.items():
-        if name in _SKIP or name in (_ADDRESS, _OBJECT):
+        if name in _SKIP or name == _OBJECT:
             continue
         kinds = [_bare(k) for k in _options(info.annotation)]
         items = [_bare(get_args(k)[0]) for k in kinds if get_origin(k) is list]
