@@ -201,19 +201,26 @@ class Pseudonymiser:
             fields = self._fields_of[type(event)] = _string_fields(type(event))
         values = event.__dict__
         text = "\x00".join(filter(None, fields.scalars(values)))
+        shapes = self._clean_shapes
         # Written out, not in helpers: a call per event is a cost that shows.
         if (
             (
-                (text.isascii() and text.encode().translate(_MASK_CLASSES) in self._clean_shapes)
+                (text.isascii() and text.encode().translate(_MASK_CLASSES) in shapes)
                 or self._clean_text(text)
             )
             and not event.__pydantic_extra__
             and (
                 (nested := values.get(_OBJECT)) is None
-                or (not nested.__pydantic_extra__ and self._clean_value(nested.name))
+                or (
+                    not nested.__pydantic_extra__
+                    and (
+                        (name := nested.name) is None
+                        or (name.isascii() and name.encode().translate(_MASK_CLASSES) in shapes)
+                        or self._clean_value(name)
+                    )
+                )
             )
-            and (not fields.lists or self._clean_lists(fields, values))
-            and (not fields.models or self._clean_models(fields, values))
+            and ((rest := fields.nested(values)) == fields.unset or self._clean_nested(rest))
         ):
             return event, ()
         hits: list[str] = []
@@ -264,22 +271,20 @@ class Pseudonymiser:
         self._clean_values.add(value)
         return True
 
-    def _clean_lists(self, fields: _Fields, values: dict[str, Any]) -> bool:
-        """Whether no list of strings (DLP data types, reviewed controls) may
-        hold an identifier."""
-        return all(all(map(self._clean_value, values[name])) for name in fields.lists)
-
-    def _clean_models(self, fields: _Fields, values: dict[str, Any]) -> bool:
-        """Whether no nested record (a sign-in's `auth`, a posture's
-        `device_aliases`) may hold an identifier, in a declared field or one
-        the contract does not name."""
-        for name in fields.models:
-            value = values[name]
-            for nested in value if isinstance(value, list) else (value,):
-                if nested is None:
+    def _clean_nested(self, values: tuple[Any, ...]) -> bool:
+        """Whether no list of strings (DLP data types, reviewed controls) or
+        nested record (a sign-in's `auth`, a posture's `device_aliases`) may
+        hold an identifier, in a declared field or one the contract does not
+        name."""
+        for value in values:
+            for item in value if isinstance(value, list) else (value,):
+                if item is None:
                     continue
-                if nested.__pydantic_extra__ or not all(
-                    self._clean_value(v) for v in nested.__dict__.values() if isinstance(v, str)
+                if isinstance(item, str):
+                    if not self._clean_value(item):
+                        return False
+                elif item.__pydantic_extra__ or not all(
+                    self._clean_value(v) for v in item.__dict__.values() if isinstance(v, str)
                 ):
                     return False
         return True
@@ -303,8 +308,10 @@ class Pseudonymiser:
 @dataclass(frozen=True)
 class _Fields:
     scalars: Callable[[dict[str, Any]], tuple[str | None, ...]]  # str, str | None
-    lists: tuple[str, ...]  # list[str]
-    models: tuple[str, ...]  # a record or a list of records, but `object`
+    # Lists of strings, records and lists of records but `object`, and what
+    # `nested` gives when none of them is set.
+    nested: Callable[[dict[str, Any]], tuple[Any, ...]]
+    unset: tuple[None, ...]
 
 
 def _string_fields(model: type[BaseModel]) -> _Fields:
@@ -324,7 +331,13 @@ def _string_fields(model: type[BaseModel]) -> _Fields:
         elif any(_is_model(k) for k in kinds + items):
             models.append(name)
     # Every stream has event_id, entity and source: itemgetter returns a tuple.
-    return _Fields(itemgetter(*scalars), tuple(lists), tuple(models))
+    nested = (*lists, *models)
+    if not nested:
+        return _Fields(itemgetter(*scalars), lambda values: (), ())
+    if len(nested) == 1:
+        (name,) = nested
+        return _Fields(itemgetter(*scalars), lambda values: (values[name],), (None,))
+    return _Fields(itemgetter(*scalars), itemgetter(*nested), (None,) * len(nested))
 
 
 def _is_model(annotation: Any) -> bool:
