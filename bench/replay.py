@@ -3,10 +3,15 @@ beside plain `json.loads` of the same file measured in the same run.
 
     python -m bench.replay                      # 1M events, 50k devices, 40k users
     python -m bench.replay --events 200000 --runs 3
+    python -m bench.replay --events 200000 --runs 7 --pseudonyms
 
 Each measured run is its own process (so peak RSS is that run's alone), the
 baseline and the replay alternate, and the medians are printed with their
 ratio. The events come from `sepwatch simulate` and are cached.
+
+--pseudonyms: the cost of pseudonymisation instead. Replay as it runs, and
+replay admitting every event as it came (the baseline), alternate, each run
+its own process; the CPU seconds of replay() are compared pair by pair.
 """
 
 from __future__ import annotations
@@ -81,21 +86,38 @@ def phase_json(path: Path) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - started, "events": n}
 
 
-def phase_replay(path: Path) -> dict[str, Any]:
+def phase_replay(path: Path, pseudonyms: bool = True) -> dict[str, Any]:
     from detectors import Engine
+    from detectors.pseudonyms import Pseudonymiser
     from streams.policy_file import load_policy
     from streams.replay import replay, utc_now
 
+    class AsItCame(Pseudonymiser):
+        """The baseline of --pseudonyms: every event admitted as it came."""
+
+        def event(self, event: Any) -> tuple[Any, tuple[str, ...]]:
+            return event, ()
+
     policy = load_policy(POLICY)
     engine = Engine(policy, now=utc_now)
-    started = time.perf_counter()
+    key = b"bench.replay: a key of 32 bytes."
+    started, cpu = time.perf_counter(), time.process_time()
     with path.open("rb") as f, open(os.devnull, "w") as out, open(os.devnull, "w") as dead:
-        summary = replay(policy, f, out, dead, engine=engine)
-    seconds = time.perf_counter() - started
+        summary = replay(
+            policy,
+            f,
+            out,
+            dead,
+            engine=engine,
+            pseudonyms=Pseudonymiser(key) if pseudonyms else AsItCame(key),
+        )
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     state = engine.state
     stores = {name: deep_size(store) for name, store in vars(state).items()}
     return {
         "seconds": seconds,
+        "cpu_seconds": cpu,
+        "pseudonymised": sum(summary.pseudonymised.values()),
         "events": summary.events,
         "findings": summary.findings,
         "devices": len(state.postures),
@@ -143,6 +165,40 @@ def flat_memory(devices: int, users: int, days: int) -> list[tuple[float, int]]:
     return samples
 
 
+PHASES = {
+    "json": phase_json,
+    "replay": phase_replay,
+    "replay-as-it-came": lambda path: phase_replay(path, pseudonyms=False),
+}
+
+
+def pseudonym_cost(path: Path, runs: int) -> None:
+    """Replay with and without pseudonymisation, alternately, each run its own
+    process; the ratio of their CPU seconds, pair by pair."""
+    base, rep = [], []
+    for _ in range(runs):
+        base.append(run_phase("replay-as-it-came", path))
+        rep.append(run_phase("replay", path))
+    ratios = sorted(r["cpu_seconds"] / b["cpu_seconds"] for r, b in zip(rep, base, strict=True))
+    n = rep[0]["events"]
+    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}; file {path.name}")
+    print(
+        f"events: {n:,}; findings: {rep[0]['findings']:,} (as it came: {base[0]['findings']:,}); "
+        f"identifiers pseudonymised: {rep[0]['pseudonymised']:,}; runs: {runs} (medians)"
+    )
+    print(f"{'':32}{'CPU s':>8}{'wall s':>8}{'events/s (CPU)':>16}")
+    medians = []
+    for name, rs in (("replay, events as they came", base), ("replay, pseudonymised", rep)):
+        cpu = statistics.median(r["cpu_seconds"] for r in rs)
+        wall = statistics.median(r["seconds"] for r in rs)
+        medians.append(cpu)
+        print(f"{name:32}{cpu:>8.2f}{wall:>8.2f}{n / cpu:>16,.0f}")
+    print(
+        f"pseudonymised / as they came (CPU): pair by pair median {statistics.median(ratios):.3f}x "
+        f"(range {ratios[0]:.3f}-{ratios[-1]:.3f}); of the medians {medians[1] / medians[0]:.3f}x"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--events", type=int, default=1_000_000)
@@ -152,17 +208,25 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--flat-days", type=int, default=6)
-    ap.add_argument("--phase", choices=["json", "replay"], help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--pseudonyms",
+        action="store_true",
+        help="measure pseudonymisation: replay beside replay without it (CPU seconds)",
+    )
+    ap.add_argument("--phase", choices=list(PHASES), help=argparse.SUPPRESS)
     ap.add_argument("path", nargs="?", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     if args.phase:
-        result = (phase_json if args.phase == "json" else phase_replay)(Path(args.path))
+        result = PHASES[args.phase](Path(args.path))
         result["max_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         print(json.dumps(result))
         return
 
     path = events_file(args.events, args.users, args.devices, args.hours, args.seed)
+    if args.pseudonyms:
+        pseudonym_cost(path, args.runs)
+        return
     base, rep = [], []
     for _ in range(args.runs):
         base.append(run_phase("json", path))

@@ -59,8 +59,33 @@ _MAYBE_IDENTIFIER = re.compile(
 )
 # The masks keep IPv4 addresses; one alone in a field (src_ip) is not looked at.
 _IPV4 = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}")
-# Clean shapes and addresses kept; cleared when full, which bounds their memory.
+# Clean shapes and values kept; cleared when full, which bounds their memory.
 CLEAN_CACHE = 1 << 16
+
+# An ASCII character's class in the masks' patterns (detectors.masking: the
+# RRN, passport and number patterns), and nothing finer: "1" for a digit,
+# "a" for a letter but "T" (a date's time), " ", "\t" for other whitespace,
+# "-", "." and ":" as they are, "#" for anything else. The masks find an
+# identifier in a text's class shape wherever they find one in the text (the
+# patterns read no digit's value but an RRN's month and day, which "11"
+# passes), so a shape they find none in is clean for every text of that
+# shape: a source's ids, users, devices and addresses share a few. The
+# shapes of clean text are kept; the masks decide a shape once.
+_MASK_CLASSES = (
+    bytes(
+        49
+        if chr(i).isdigit()
+        else i
+        if chr(i) in "T -.:"
+        else 9
+        if chr(i).isspace()
+        else 97
+        if chr(i).isalpha()
+        else 35
+        for i in range(128)
+    )
+    + b"#" * 128
+)
 
 # Identifiers of things, not of people: kept readable.
 _TECHNICAL = re.compile(
@@ -79,7 +104,7 @@ _TECHNICAL = re.compile(
 # Not pseudonymised: the stream tag, and the snippet, which the engine masks
 # (rules.md, "Masking") and which is free text, not an identifier.
 _SKIP = frozenset({"stream", "snippet"})
-_ADDRESS = "src_ip"
+_OBJECT = "object"
 
 E = TypeVar("E", bound=BaseModel)
 
@@ -153,8 +178,8 @@ class Pseudonymiser:
             raise ValueError("a pseudonym key cannot be empty")
         self.key = key
         self._fields_of: dict[type[Any], _Fields] = {}
-        # Shapes of clean text (okta-11-ev0049540 is aaaa00aa0000000), and
-        # values known to be clean.
+        # Class shapes of clean ASCII text (okta-11-ev0049540 is
+        # aaaa-11-aa1111111), and clean values of other text (file names).
         self._clean_shapes: set[bytes] = set()
         self._clean_values: set[str | None] = {None}
 
@@ -169,34 +194,33 @@ class Pseudonymiser:
 
         Admission runs this on every event. For one without an identifier
         (almost every event) it costs one byte translation of its string fields
-        joined, whose shape is then found among the few shapes known to be
-        clean (the ids of a source, users, devices share shapes); source
-        addresses and file names, which repeat, are kept by value."""
+        joined, whose class shape is then found among the few shapes known to
+        be clean (`_MASK_CLASSES`), and the same for a file name."""
         fields = self._fields_of.get(type(event))
         if fields is None:
             fields = self._fields_of[type(event)] = _string_fields(type(event))
         values = event.__dict__
         text = "\x00".join(filter(None, fields.scalars(values)))
-        clean = self._clean_values
+        shapes = self._clean_shapes
         # Written out, not in helpers: a call per event is a cost that shows.
         if (
             (
-                (
-                    text.isascii()
-                    and text.encode().translate(_CLASSES, _SEPARATORS) in self._clean_shapes
-                )
+                (text.isascii() and text.encode().translate(_MASK_CLASSES) in shapes)
                 or self._clean_text(text)
             )
             and not event.__pydantic_extra__
-            and ((ip := values.get(_ADDRESS)) is None or ip in clean or self._clean_value(ip))
             and (
-                (nested := values.get("object")) is None
+                (nested := values.get(_OBJECT)) is None
                 or (
                     not nested.__pydantic_extra__
-                    and (nested.name in clean or self._clean_value(nested.name))
+                    and (
+                        (name := nested.name) is None
+                        or (name.isascii() and name.encode().translate(_MASK_CLASSES) in shapes)
+                        or self._clean_value(name)
+                    )
                 )
             )
-            and (not fields.lists or self._clean_lists(fields, values))
+            and ((rest := fields.nested(values)) == fields.unset or self._clean_nested(rest))
         ):
             return event, ()
         hits: list[str] = []
@@ -214,14 +238,14 @@ class Pseudonymiser:
         return model.model_validate(data), tuple(hits)
 
     def _clean_text(self, text: str) -> bool:
-        """Whether the masks can find no identifier in `text`; the shapes of
-        clean ASCII text are kept."""
+        """Whether the masks can find no identifier in `text`; the class
+        shapes of clean ASCII text are kept."""
         if not text.isascii():
             return _MAYBE_IDENTIFIER.search(text) is None
-        shape = _shape(text)
+        shape = text.encode().translate(_MASK_CLASSES)
         if shape in self._clean_shapes:
             return True
-        if _shape_may_hold(shape):
+        if identifier_spans(shape.decode()):
             return False
         if len(self._clean_shapes) >= CLEAN_CACHE:
             self._clean_shapes.clear()
@@ -229,10 +253,15 @@ class Pseudonymiser:
         return True
 
     def _clean_value(self, value: str | None) -> bool:
-        """Whether a value holds no identifier; clean ones are kept. For source
-        addresses (an IPv4 address has the shape of a number) and file names
-        (often not ASCII), which repeat."""
-        if value is None or value in self._clean_values:
+        """Whether a value holds no identifier. ASCII by its class shape;
+        other text (file names in Hangul), which repeats, by value."""
+        if value is None:
+            return True
+        if value.isascii():
+            return value.encode().translate(_MASK_CLASSES) in self._clean_shapes or (
+                self._clean_text(value)
+            )
+        if value in self._clean_values:
             return True
         if may_hold_identifier(value):
             return False
@@ -242,10 +271,23 @@ class Pseudonymiser:
         self._clean_values.add(value)
         return True
 
-    def _clean_lists(self, fields: _Fields, values: dict[str, Any]) -> bool:
-        """Whether no list of strings (DLP data types, reviewed controls) may
-        hold an identifier."""
-        return all(all(map(self._clean_value, values[name])) for name in fields.lists)
+    def _clean_nested(self, values: tuple[Any, ...]) -> bool:
+        """Whether no list of strings (DLP data types, reviewed controls) or
+        nested record (a sign-in's `auth`, a posture's `device_aliases`) may
+        hold an identifier, in a declared field or one the contract does not
+        name."""
+        for value in values:
+            for item in value if isinstance(value, list) else (value,):
+                if item is None:
+                    continue
+                if isinstance(item, str):
+                    if not self._clean_value(item):
+                        return False
+                elif item.__pydantic_extra__ or not all(
+                    self._clean_value(v) for v in item.__dict__.values() if isinstance(v, str)
+                ):
+                    return False
+        return True
 
     def _walk(self, value: Any, path: str, hits: list[str], model: type[Any]) -> Any:
         if isinstance(value, str):
@@ -266,24 +308,40 @@ class Pseudonymiser:
 @dataclass(frozen=True)
 class _Fields:
     scalars: Callable[[dict[str, Any]], tuple[str | None, ...]]  # str, str | None
-    lists: tuple[str, ...]  # list[str]
+    # Lists of strings, records and lists of records but `object`, and what
+    # `nested` gives when none of them is set.
+    nested: Callable[[dict[str, Any]], tuple[Any, ...]]
+    unset: tuple[None, ...]
 
 
 def _string_fields(model: type[BaseModel]) -> _Fields:
-    """The model's declared string fields but its source address (looked at
-    apart), and its lists of strings. Enumerations (`Literal`) cannot hold an
-    identifier."""
-    scalars, lists = [], []
+    """The model's declared string fields, its lists of strings, and its
+    nested records but the object (looked at apart: its digest is not an
+    identifier). Enumerations (`Literal`) cannot hold an identifier."""
+    scalars, lists, models = [], [], []
     for name, info in model.model_fields.items():
-        if name in _SKIP or name == _ADDRESS:
+        if name in _SKIP or name == _OBJECT:
             continue
         kinds = [_bare(k) for k in _options(info.annotation)]
+        items = [_bare(get_args(k)[0]) for k in kinds if get_origin(k) is list]
         if str in kinds:
             scalars.append(name)
-        elif any(get_origin(k) is list and _bare(get_args(k)[0]) is str for k in kinds):
+        elif str in items:
             lists.append(name)
+        elif any(_is_model(k) for k in kinds + items):
+            models.append(name)
     # Every stream has event_id, entity and source: itemgetter returns a tuple.
-    return _Fields(itemgetter(*scalars), tuple(lists))
+    nested = (*lists, *models)
+    if not nested:
+        return _Fields(itemgetter(*scalars), lambda values: (), ())
+    if len(nested) == 1:
+        (name,) = nested
+        return _Fields(itemgetter(*scalars), lambda values: (values[name],), (None,))
+    return _Fields(itemgetter(*scalars), itemgetter(*nested), (None,) * len(nested))
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
 
 
 def _options(annotation: Any) -> tuple[Any, ...]:

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from detectors.masking import identifier_spans, mask_text
 from detectors.pseudonyms import (
+    _MASK_CLASSES,
     PSEUDONYM,
     Pseudonymiser,
     is_pseudonym_of,
@@ -147,6 +148,28 @@ def test_the_quick_test_misses_nothing_the_masks_find(text: str) -> None:
         assert not Pseudonymiser(KEY)._clean_text(text), text
 
 
+@settings(max_examples=400)
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                *("850315", "1234567", "2026-11-23", "T09:56:00", "4111", "M", "A", "T", "x"),
+                *"0123456789 -.:#_@/\t\x1c",
+            ]
+        ),
+        max_size=16,
+    ).map("".join)
+)
+def test_a_class_shape_the_masks_find_nothing_in_holds_nothing(text: str) -> None:
+    """Clean text is known by its class shape: wherever the masks find an
+    identifier in ASCII text, they find one in its shape, so no text is
+    passed as clean because another of its shape was."""
+    if identifier_spans(text):
+        shape = text.encode().translate(_MASK_CLASSES).decode()
+        assert identifier_spans(shape), (text, shape)
+        assert not Pseudonymiser(KEY)._clean_text(text), text
+
+
 # -- events ------------------------------------------------------------------
 
 
@@ -161,6 +184,9 @@ def test_the_quick_test_misses_nothing_the_masks_find(text: str) -> None:
         ({"source": RRN}, "source"),
         ({"src_ip": CARD}, "src_ip"),
         ({"object": {"name": f"{RRN}.xlsx"}}, "object.name"),
+        ({"auth": {"mfa": True, "method": f"otp {CARD}"}}, "auth"),
+        ({"auth": {"mfa": True, "factor": {"phone": RRN}}}, "auth"),
+        ({"shared_with_domain": f"{RRN}.example"}, "shared_with_domain"),
         ({"vendor_user": {"id": RRN}}, "extra"),
         ({RRN: "x"}, "extra"),
     ],
@@ -175,6 +201,32 @@ def test_an_identifier_in_any_field_is_replaced_and_counted(
     assert digits(RRN) not in digits(text) and digits(CARD) not in digits(text)
     assert pseudonym(KEY, RRN) in text or pseudonym(KEY, CARD) in text
     assert EventAdapter.validate_json(text) == admitted, "the stages read it back alike"
+
+
+def test_a_device_alias_holding_an_identifier_is_replaced() -> None:
+    """A posture's aliases (a serial that is a card number) are fields too."""
+    posture = EventAdapter.validate_python(
+        {
+            "stream": "device_posture",
+            "event_id": "p1",
+            "timestamp": "2026-06-10T09:56:00Z",
+            "entity": "HQ",
+            "device_id": "lt-hq-00001",
+            "managed": True,
+            "edr_running": None,
+            "disk_encrypted": None,
+            "screen_lock": None,
+            "os_patch_age_days": None,
+            "device_aliases": [
+                {"kind": "hostname", "value": "lt-hq-00001"},
+                {"kind": "serial", "value": CARD},
+            ],
+        }
+    )
+    admitted, fields = Pseudonymiser(KEY).event(posture)
+    assert fields == ("device_aliases",)
+    assert digits(CARD) not in digits(admitted.model_dump_json())
+    assert [a.value for a in admitted.device_aliases or []] == ["lt-hq-00001", pseudonym(KEY, CARD)]
 
 
 def test_a_pseudonym_too_long_for_its_field_is_refused() -> None:
@@ -223,10 +275,13 @@ def test_no_raw_identifier_reaches_findings_dead_letters_or_logs(
     """Planted in any string field (or as a vendor field, or a file name), in
     any written form: nothing raw comes out, whatever the rules make of it."""
     planted = around.format(FORMS[kind])
-    where = data.draw(st.sampled_from([*STRING_FIELDS[stream], "object.name", "extra"]))
+    nested = ["object.name", "extra"] + (["auth.method"] if stream == "saas_access" else [])
+    where = data.draw(st.sampled_from([*STRING_FIELDS[stream], *nested]))
     event = access() if stream == "saas_access" else dlp(channel="saas_upload", saas_app="docs")
     if where == "object.name":
         event["object"] = {"name": f"{planted}.xlsx"}
+    elif where == "auth.method":
+        event["auth"] = {"mfa": False, "method": planted}
     elif where == "extra":
         event["vendor"] = {"actor": planted}
     else:
