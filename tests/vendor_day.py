@@ -1,0 +1,66 @@
+"""The simulated multi-vendor day (streams/simulate_vendors.py) the identity
+tests and bench/identity.py share, and how its findings are compared with
+those of the same day in canonical form."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+from functools import cache
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from streams.adapters.mapping import DEFAULT_MAPPING, load_mapping
+from streams.policy_file import load_policy
+from streams.simulate_vendors import VendorDay, lines, names_of, simulated_vendor_day
+
+POLICY = "deploy/policy/example.yaml"
+START = datetime(2026, 11, 23, tzinfo=ZoneInfo("Asia/Seoul"))
+Judged = tuple[str, str, str | None]
+
+
+@cache
+def day(users: int = 60, hours: float = 12, seed: int = 6) -> VendorDay:
+    policy = load_policy(POLICY)
+    return simulated_vendor_day(
+        policy,
+        load_mapping(DEFAULT_MAPPING),
+        START,
+        users=users,
+        devices=users + users // 10,
+        hours=hours,
+        violation_rate=0.05,
+        seed=seed,
+    )
+
+
+def canonical_lines(d: VendorDay) -> list[bytes]:
+    return lines(d.canonical)
+
+
+def vendor_lines(d: VendorDay) -> list[bytes]:
+    return lines(d.adapted)
+
+
+POSTURE_RULES = ("SEP-006", "SEP-007")
+
+
+def judged(findings: list[dict[str, Any]], d: VendorDay | None = None) -> Counter[Judged]:
+    """Each finding as (rule, its trigger, the device for SEP-006/007). With
+    the day, the findings are the canonical day's: a device is named as the
+    vendor day's findings name it, by its Entra id where a posture names it
+    (the graph learned it), by its hostname where none does (nothing to learn
+    it from: the access's own name)."""
+    reporting = (
+        {e["device_id"] for e in d.canonical if e["stream"] == "device_posture"} if d else set()
+    )
+
+    def device(f: dict[str, Any]) -> str | None:
+        name = f["device_id"]
+        if f["rule_id"] not in POSTURE_RULES or name is None or d is None:
+            return name if f["rule_id"] in POSTURE_RULES else None
+        return names_of(name).entra if name in reporting else names_of(name).hostname
+
+    return Counter(
+        (f["rule_id"], (f["evidence_event_ids"] or [f["entity"]])[0], device(f)) for f in findings
+    )
