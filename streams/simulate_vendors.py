@@ -35,6 +35,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from schemas import Policy
@@ -241,3 +242,38 @@ def simulated_vendor_day(
     builds = Builds.of(base, start, policy.posture.require.os_patch_age_days_max)
     arrivals = list(vendor_day(canonical, builds))
     return VendorDay(canonical, arrivals, list(adapted(arrivals, vendor_mapping(base, policy))))
+
+
+def named_alike(d: VendorDay) -> list[dict[str, Any]]:
+    """The vendor day's events with every device named by its canonical id and
+    no aliases, as a complete hand-written mapping would give them: the same
+    judgments with nothing to learn or resolve (the benchmark's baseline)."""
+    canonical = {e["device_id"] for e in d.canonical if e.get("device_id")}
+    truth = {name.lower(): c for c in canonical for name in names_of(c)}
+    return [
+        {k: v for k, v in e.items() if k != "device_aliases"}
+        | {"device_id": truth.get(str(e.get("device_id")).lower(), e.get("device_id"))}
+        for e in d.adapted
+    ]
+
+
+def write_day(d: VendorDay, folder: Path) -> dict[str, int]:
+    """The day as files: each product's records (`<source>.jsonl`, what
+    `sepwatch produce --format <source>` sends to its raw topic), the events
+    no product here writes (`canonical.jsonl`), every record adapted in
+    arrival order (`day.jsonl`, what `sepwatch replay` reads), the same day
+    in canonical form with one id per device (`one-id.jsonl`), and the truth
+    (`devices.jsonl`: each device's names by product). Lines written by file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files: dict[str, list[dict[str, Any]]] = {s: [] for s in (*VENDOR_SOURCES, CANONICAL)}
+    for arrival in d.arrivals:
+        files[arrival.source].append(arrival.record)
+    devices = sorted({e["device_id"] for e in d.canonical if e.get("device_id")})
+    files |= {
+        "day": d.adapted,
+        "one-id": d.canonical,
+        "devices": [{"device_id": c, **names_of(c)._asdict()} for c in devices],
+    }
+    for name, records in files.items():
+        (folder / f"{name}.jsonl").write_bytes(b"".join(lines(records)))
+    return {f"{name}.jsonl": len(records) for name, records in files.items()}
