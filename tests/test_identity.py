@@ -239,3 +239,56 @@ def test_a_device_is_named_alike_whichever_posture_came_first() -> None:
     for graph in (intune_first, falcon_first):
         assert [graph.name_of(n) for n in ("f-1", "pc-1", "sn1", "e-1")] == ["e-1"] * 4
     assert falcon_first.name_of("elsewhere") == "elsewhere"
+
+
+def _dlp(at: timedelta, device: str, event_id: str, channel: str) -> Any:
+    return EventAdapter.validate_python(
+        {
+            "stream": "dlp_alert",
+            "event_id": event_id,
+            "timestamp": (T0 + at).isoformat(),
+            "entity": "HQ",
+            "user_id": "kim@bank.example",
+            "device_id": device,
+            "channel": channel,
+            "saas_app": "m365" if channel == "saas_upload" else None,
+            "data_types": ["kr_rrn"],
+            "match_count": 3,
+            "object": {"name": "list.xlsx", "sha256": "ab" * 32},
+            "source": "purview-endpoint",
+        }
+    )
+
+
+def test_a_dlp_alert_decided_at_the_watermark_names_the_device_by_the_graph() -> None:
+    """Purview names the device by hostname; the graph knows it as the
+    laptop's Entra id. An alert judged on arrival (an upload to a named app)
+    keeps its own id: what the graph holds then depends on how a stream's
+    input partitions interleave (as for arrival-judged posture findings)."""
+    policy = Policy.model_validate(cases.base_policy())
+    m = timedelta(minutes=1)
+    upload = EventAdapter.validate_python(
+        {
+            **_access(5 * m, "f-1", "a-up").model_dump(mode="json", exclude_none=True),
+            "stream": "saas_access",
+            "action": "upload",
+            "object": {"name": "list.xlsx", "sha256": "ab" * 32},
+        }
+    )
+    day = [
+        *_day("e-1")[:2],
+        upload,
+        _dlp(6 * m, "PC-1", "dlp-mail", "email"),
+        _dlp(7 * m, "PC-1", "dlp-up", "saas_upload"),
+    ]
+    found = {
+        f.evidence_event_ids[0]: f
+        for f in Engine(policy, now=lambda: T0).run(day)
+        if f.rule_id == "SEP-003"
+    }
+    assert (found["dlp-mail"].device_id, found["dlp-mail"].details["device_alias"]) == (
+        "e-1",
+        "PC-1",
+    )
+    assert found["dlp-up"].device_id == "PC-1"
+    assert "device_alias" not in found["dlp-up"].details

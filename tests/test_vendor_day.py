@@ -46,7 +46,7 @@ def test_every_product_names_devices_its_own_way_and_no_entry_is_hand_written() 
 def test_replay_finds_on_the_vendor_day_exactly_what_it_finds_on_the_canonical_day() -> None:
     d = day()
     want = judged(_replayed(canonical_lines(d)), d)
-    got = judged(_replayed(vendor_lines(d)))
+    got = judged(_replayed(vendor_lines(d)), d)
     assert got == want
     rules = Counter(rule for rule, _, _ in want)
     assert rules["SEP-006"] > 5 and rules["SEP-007"] > 5  # a day that could show a miss
@@ -56,7 +56,7 @@ def test_without_the_learned_aliases_the_vendor_day_floods_with_sep_007() -> Non
     d = day()
     bare = [{k: v for k, v in e.items() if k != "device_aliases"} for e in d.adapted]
     want = judged(_replayed(canonical_lines(d)), d)
-    got = judged(_replayed(lines(bare)))
+    got = judged(_replayed(lines(bare)), d)
     extra = Counter(rule for rule, _, _ in got - want)
     missed = Counter(rule for rule, _, _ in want - got)
     assert extra["SEP-007"] > 10 and missed["SEP-006"] > 0  # what the test above rules out

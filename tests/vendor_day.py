@@ -42,24 +42,16 @@ def vendor_lines(d: VendorDay) -> list[bytes]:
     return lines(d.adapted)
 
 
-POSTURE_RULES = ("SEP-006", "SEP-007")
-
-
-def judged(findings: list[dict[str, Any]], d: VendorDay | None = None) -> Counter[Judged]:
-    """Each finding as (rule, its trigger, the device for SEP-006/007). With
-    the day, the findings are the canonical day's: a device is named as the
-    vendor day's findings name it, by its Entra id where a posture names it
-    (the graph learned it), by its hostname where none does (nothing to learn
-    it from: the access's own name)."""
-    reporting = (
-        {e["device_id"] for e in d.canonical if e["stream"] == "device_posture"} if d else set()
-    )
+def judged(findings: list[dict[str, Any]], d: VendorDay) -> Counter[Judged]:
+    """Each finding as (rule, its trigger, its device), the device by its id
+    in the canonical day, whichever of its names (devices.jsonl) the finding
+    gives: so a canonical day's findings and a vendor day's compare."""
+    canonical = {e["device_id"] for e in d.canonical if e.get("device_id")}
+    truth = {name.lower(): c for c in canonical for name in names_of(c)}
 
     def device(f: dict[str, Any]) -> str | None:
         name = f["device_id"]
-        if f["rule_id"] not in POSTURE_RULES or name is None or d is None:
-            return name if f["rule_id"] in POSTURE_RULES else None
-        return names_of(name).entra if name in reporting else names_of(name).hostname
+        return None if name is None else truth.get(name.lower(), name)
 
     return Counter(
         (f["rule_id"], (f["evidence_event_ids"] or [f["entity"]])[0], device(f)) for f in findings

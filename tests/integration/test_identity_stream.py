@@ -38,7 +38,7 @@ def test_the_vendor_day_on_the_stream_finds_what_its_canonical_form_finds_across
     lines = vendor_lines(d)
     want = _replayed(lines)
     # No extra SEP-007, no missed SEP-006: the canonical day's findings, one id a device.
-    assert judged(list(want.values())) == judged(list(_replayed(canonical_lines(d)).values()), d)
+    assert judged(list(want.values()), d) == judged(list(_replayed(canonical_lines(d)).values()), d)
     assert {f["rule_id"] for f in want.values()} >= {"SEP-006", "SEP-007"}
     assert any(str(f["details"].get("device_alias", "")).startswith("WS-") for f in want.values())
     env = {"SEPWATCH_LEARNED_IDENTITY": "true"}
