@@ -7,11 +7,14 @@ from __future__ import annotations
 import io
 import json
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 from streams.adapters.mapping import DEFAULT_MAPPING, load_mapping
+from streams.cli import app
 from streams.policy_file import load_policy
 from streams.replay import replay
 from streams.simulate_vendors import CANONICAL, VENDOR_SOURCES, Builds, lines, names_of
@@ -66,3 +69,40 @@ def test_a_day_outside_the_release_table_is_refused_with_the_reason() -> None:
     mapping = load_mapping(DEFAULT_MAPPING)
     with pytest.raises(ValueError, match=r"os_releases .* on 2025-01-01"):
         Builds.of(mapping, START.replace(year=2025, month=1, day=1), 30)
+
+
+def test_simulate_vendors_writes_each_products_file_and_the_truth(tmp_path: Path) -> None:
+    out = tmp_path / "day"
+    args = ["simulate", "--vendors", str(out), "--users", "20", "--hours", "3", "-p", POLICY]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    written = {p.name: p.read_bytes().splitlines() for p in out.iterdir()}
+    assert set(written) == {
+        f"{name}.jsonl" for name in (*VENDOR_SOURCES, CANONICAL, "day", "one-id", "devices")
+    }
+    intune = json.loads(written["intune.jsonl"][0])
+    truth = {json.loads(line)["entra"]: json.loads(line) for line in written["devices.jsonl"]}
+    assert intune["properties"]["ReferenceId"] in truth
+    replayed = CliRunner().invoke(
+        app,
+        [
+            "replay",
+            "-q",
+            "-e",
+            str(out / "day.jsonl"),
+            "-o",
+            str(tmp_path / "f.jsonl"),
+            "-p",
+            POLICY,
+        ],
+    )
+    assert replayed.exit_code == 0, replayed.output
+    assert (tmp_path / "f.jsonl.dead.jsonl").read_text() == ""
+
+
+def test_simulate_vendors_on_a_day_outside_the_release_table_exits_2(tmp_path: Path) -> None:
+    args = ["simulate", "--vendors", str(tmp_path / "d"), "--start", "2025-01-01T00:00:00+09:00"]
+    result = CliRunner().invoke(app, [*args, "--hours", "1", "-p", POLICY])
+    assert result.exit_code == 2
+    assert "os_releases" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "d").exists()
