@@ -16,11 +16,15 @@ report it names the device, with no hand-written `devices:` entry anywhere:
   otherwise);
 - each internal sign-in from a device as an Entra sign-in (Graph `signIn`)
   naming the Entra device id;
+- each DLP alert from a device to removable media, a printer or elsewhere
+  off the device (`usb`, `print`, `other`) as a Purview Endpoint DLP audit
+  record naming the device's hostname (`DeviceName`), from an address of
+  the user's entity's network;
 - every other access and DLP alert naming its device by hostname, as a web
-  proxy (Zscaler's `devicehostname`) and Purview (`DeviceName`) do; these
-  stay canonical events, since the simulator's uploads, shares and files
-  carry more than those products' records hold (a file's sha256, a share's
-  audience).
+  proxy (Zscaler's `devicehostname`) and Purview do; these stay canonical
+  events, since the simulator's uploads, shares, mail and files carry more
+  than those products' records hold (a file's sha256, a share's audience,
+  a mail channel).
 
 The truth (`DeviceNames`) says which names are one device. `adapted()` runs
 every vendor record through its real adapter, in arrival order, into the
@@ -46,7 +50,12 @@ from streams.adapters.records import Skip
 from streams.simulate import internal_networks, simulate
 
 CANONICAL = "canonical"  # an event no vendor record here carries, passed as it is
-VENDOR_SOURCES = ("intune", "crowdstrike", "entra-signin")
+VENDOR_SOURCES = ("intune", "crowdstrike", "entra-signin", "purview-endpoint")
+PURVIEW = {
+    "usb": "FileCopiedToRemovableMedia",
+    "print": "FilePrinted",
+    "other": "FileCopiedToNetworkShare",
+}
 _NAMESPACE = uuid.UUID("6f1c3b0e-8d2a-4c55-9e0b-5a7d2f3c9b41")  # the made-up bank's tenant
 
 
@@ -116,27 +125,56 @@ class Builds:
         return cls(passing[-1], failing[0], max_days)
 
 
-def vendor_day(events: Iterable[dict[str, Any]], builds: Builds) -> Iterator[Arrival]:
+@dataclass(frozen=True)
+class Bank:
+    """What the vendor records take from the bank's set-up: Windows builds
+    for patch levels, an address in each entity's network, and a vendor
+    name for each sensitive data type (the mapping's `data_types`)."""
+
+    mapping: VendorMapping
+    builds: Builds
+    addresses: dict[str, str]
+    type_names: dict[str, str]
+
+    @classmethod
+    def of(cls, base: VendorMapping, policy: Policy, day: datetime) -> Bank:
+        builds = Builds.of(base, day, policy.posture.require.os_patch_age_days_max)
+        addresses = {
+            entity: cidr.replace(".0.0/16", ".250.18") for cidr, entity in internal_networks(policy)
+        }
+        names: dict[str, str] = {}
+        for name, data_type in base.data_types.items():
+            names.setdefault(data_type, name)
+        return cls(vendor_mapping(base, policy), builds, addresses, names)
+
+
+def vendor_day(events: Iterable[dict[str, Any]], bank: Bank) -> Iterator[Arrival]:
     """The canonical day's records as the products write them, in its arrival order."""
     for e in events:
         device = e.get("device_id")
         if device is None or e["stream"] == "control_review":
             yield Arrival(CANONICAL, e)
         elif e["stream"] == "device_posture":
-            yield Arrival("intune", _intune(e, names_of(device), builds))
-            yield Arrival("crowdstrike", _falcon(e, names_of(device), builds))
-        elif _signs_in(e):
+            yield Arrival("intune", _intune(e, names_of(device), bank.builds))
+            yield Arrival("crowdstrike", _falcon(e, names_of(device), bank.builds))
+        elif _signs_in(e, bank.mapping):
             yield Arrival("entra-signin", _sign_in(e, names_of(device)))
+        elif e["stream"] == "dlp_alert" and e["channel"] in PURVIEW:
+            yield Arrival("purview-endpoint", _purview(e, names_of(device), bank))
         else:
             yield Arrival(CANONICAL, {**e, "device_id": names_of(device).hostname})
 
 
-def _signs_in(e: dict[str, Any]) -> bool:
+def _signs_in(e: dict[str, Any], mapping: VendorMapping) -> bool:
+    """An internal sign-in Entra would log, to an app whose name the mapping
+    reads as that app (a consumer `chatgpt` is not ChatGPT Enterprise, but
+    the mapping's name `ChatGPT` says it is: such a sign-in stays canonical)."""
     return (
         e["stream"] == "saas_access"
         and e["action"] == "login"
         and e["network_zone"] == "internal"
         and e.get("auth") is not None
+        and mapping.app_or_passthrough(e["saas_app"]) == e["saas_app"]
     )
 
 
@@ -206,6 +244,32 @@ def _sign_in(e: dict[str, Any], n: DeviceNames) -> dict[str, Any]:
     return record
 
 
+def _purview(e: dict[str, Any], n: DeviceNames, bank: Bank) -> dict[str, Any]:
+    file = e.get("object") or {}
+    types = e["data_types"]
+    return {
+        "Id": e["event_id"],
+        "RecordType": 63,
+        "CreationTime": _zulu(e["timestamp"]).removesuffix("Z"),
+        "Operation": PURVIEW[e["channel"]],
+        "Workload": "Endpoint",
+        "UserId": e["user_id"],
+        "ClientIP": bank.addresses[e["entity"]],
+        "DeviceName": n.hostname,
+        "ObjectId": "C:\\Users\\Public\\" + str(file.get("name") or "file"),
+        "Sha256": file.get("sha256"),
+        "FileSize": file.get("size"),
+        "EnforcementMode": 1,
+        "SensitiveInfoTypeData": [
+            {
+                "SensitiveInfoTypeName": bank.type_names.get(t, t),
+                "Count": e["match_count"] // len(types),
+            }
+            for t in types
+        ],
+    }
+
+
 def adapted(arrivals: Iterable[Arrival], mapping: VendorMapping) -> Iterator[dict[str, Any]]:
     """Every record through its source's adapter, in arrival order: the
     canonical events the stream's adapter agent would publish. A record the
@@ -239,9 +303,9 @@ def simulated_vendor_day(
 ) -> VendorDay:
     """`simulate(policy, start=start, **simulate_args)`, and the same day through the vendors."""
     canonical = list(simulate(policy, start=start, **simulate_args))
-    builds = Builds.of(base, start, policy.posture.require.os_patch_age_days_max)
-    arrivals = list(vendor_day(canonical, builds))
-    return VendorDay(canonical, arrivals, list(adapted(arrivals, vendor_mapping(base, policy))))
+    bank = Bank.of(base, policy, start)
+    arrivals = list(vendor_day(canonical, bank))
+    return VendorDay(canonical, arrivals, list(adapted(arrivals, bank.mapping)))
 
 
 def named_alike(d: VendorDay) -> list[dict[str, Any]]:

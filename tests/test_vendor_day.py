@@ -46,8 +46,11 @@ def test_every_product_names_devices_its_own_way_and_no_entry_is_hand_written() 
     assert {e["source"] for e in postures} == {"intune", "crowdstrike"}
 
 
-def test_replay_finds_on_the_vendor_day_exactly_what_it_finds_on_the_canonical_day() -> None:
-    d = day()
+@pytest.mark.parametrize("size", [(60, 12, 6), (300, 24, 2)], ids=["small", "whole-day"])
+def test_replay_finds_on_the_vendor_day_exactly_what_it_finds_on_the_canonical_day(
+    size: tuple[int, float, int],
+) -> None:
+    d = day(*size)
     want = judged(_replayed(canonical_lines(d)), d)
     got = judged(_replayed(vendor_lines(d)), d)
     assert got == want
