@@ -11,9 +11,9 @@ report it names the device, with no hand-written `devices:` entry anywhere:
   Falcon host details under the agent id (`device_id`), with hostname and
   serial, speaking for the sensor (EDR). Both give the Windows build
   (`OSVersion`, `kernel_version`), aged through the mapping's `os_releases`:
-  a passing patch level is the newest build released by then, a failing one
-  the oldest in the table (the day must fall where both hold: a clear error
-  otherwise);
+  a passing patch level is the newest build released before the day that
+  stays within the policy's age to its end, a failing one the oldest in the
+  table (the days must fall where both hold: a clear error otherwise);
 - each internal sign-in from a device as an Entra sign-in (Graph `signIn`)
   naming the Entra device id;
 - each DLP alert from a device to removable media, a printer or elsewhere
@@ -38,7 +38,7 @@ import uuid
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -108,19 +108,21 @@ class Builds:
     max_days: int
 
     @classmethod
-    def of(cls, mapping: VendorMapping, day: datetime, max_days: int) -> Builds:
+    def of(cls, mapping: VendorMapping, first: date, last: date, max_days: int) -> Builds:
+        """Builds for postures stamped from the day before `first` (the
+        simulator's first reports) to `last`."""
         releases = sorted(
             (r.released, r.version)
             for r in mapping.os_releases
             if r.platform == "windows" and r.version.startswith("10.0.26100.")
         )
-        passing = [v for d, v in releases if d <= day.date() and (day.date() - d).days <= max_days]
-        failing = [v for d, v in releases if (day.date() - d).days > max_days + 2]
+        passing = [v for d, v in releases if d < first and (last - d).days <= max_days]
+        failing = [v for d, v in releases if (first - d).days > max_days + 1]
         if not passing or not failing:
             raise ValueError(
-                f"the mapping's os_releases (windows 10.0.26100) have no build that passes and "
-                f"one that fails os_patch_age_days_max {max_days} on {day.date()}: "
-                "simulate a day in their range (the default start is)"
+                "the mapping's os_releases (windows 10.0.26100) have no build that passes "
+                f"os_patch_age_days_max {max_days} from {first} to {last} and one that fails "
+                "it: simulate days in their range (the default start is)"
             )
         return cls(passing[-1], failing[0], max_days)
 
@@ -137,8 +139,9 @@ class Bank:
     type_names: dict[str, str]
 
     @classmethod
-    def of(cls, base: VendorMapping, policy: Policy, day: datetime) -> Bank:
-        builds = Builds.of(base, day, policy.posture.require.os_patch_age_days_max)
+    def of(cls, base: VendorMapping, policy: Policy, start: datetime, hours: float) -> Bank:
+        first, last = start.date(), (start + timedelta(hours=hours)).date()
+        builds = Builds.of(base, first, last, policy.posture.require.os_patch_age_days_max)
         addresses = {
             entity: cidr.replace(".0.0/16", ".250.18") for cidr, entity in internal_networks(policy)
         }
@@ -299,11 +302,12 @@ class VendorDay:
 
 
 def simulated_vendor_day(
-    policy: Policy, base: VendorMapping, start: datetime, **simulate_args: Any
+    policy: Policy, base: VendorMapping, start: datetime, hours: float, **simulate_args: Any
 ) -> VendorDay:
-    """`simulate(policy, start=start, **simulate_args)`, and the same day through the vendors."""
-    canonical = list(simulate(policy, start=start, **simulate_args))
-    bank = Bank.of(base, policy, start)
+    """`simulate(policy, start=start, hours=hours, **simulate_args)`, and
+    the same day through the vendors."""
+    bank = Bank.of(base, policy, start, hours)  # refuses days it cannot write first
+    canonical = list(simulate(policy, start=start, hours=hours, **simulate_args))
     arrivals = list(vendor_day(canonical, bank))
     return VendorDay(canonical, arrivals, list(adapted(arrivals, bank.mapping)))
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 from collections import Counter
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -70,8 +71,12 @@ def test_without_the_learned_aliases_the_vendor_day_floods_with_sep_007() -> Non
 
 def test_a_day_outside_the_release_table_is_refused_with_the_reason() -> None:
     mapping = load_mapping(DEFAULT_MAPPING)
-    with pytest.raises(ValueError, match=r"os_releases .* on 2025-01-01"):
-        Builds.of(mapping, START.replace(year=2025, month=1, day=1), 30)
+    with pytest.raises(ValueError, match=r"os_releases .* from 2025-01-01 to 2025-01-02"):
+        Builds.of(mapping, date(2025, 1, 1), date(2025, 1, 2), 30)
+    first = START.date()
+    assert Builds.of(mapping, first, first, 30).passing == "10.0.26100.7309"
+    with pytest.raises(ValueError, match="from 2026-11-23 to 2026-12-31"):
+        Builds.of(mapping, first, date(2026, 12, 31), 30)  # 7309 would age past 30 days
 
 
 def test_simulate_vendors_writes_each_products_file_and_the_truth(tmp_path: Path) -> None:
