@@ -166,7 +166,9 @@ class Engine:
             },
             "user": {
                 SaasAccess: self._on_access_to_correlate,
-                DevicePosture: skip,
+                # Only with learned identity does a posture reach this stage
+                # (streams/topics.py): its aliases name the alerts' devices.
+                DevicePosture: self._learn_identity,
                 DlpAlert: self._on_dlp,
                 ControlReview: skip,
             },
@@ -410,14 +412,20 @@ class Engine:
     # -- device_posture ----------------------------------------------------------
 
     def _on_posture(self, ev: DevicePosture, ts: float, w: float, out: list[Finding]) -> None:
-        if ev.device_aliases:
-            device = self.identity.learn(
-                ev.device_id, posture_aliases(ev.device_aliases), ts, ev.source
-            )
-        else:
-            device = self.identity.resolve(ev.device_id)
+        device = self._device_of(ev, ts)
         postures = self.state.postures
         postures[device] = remember(postures.get(device), posture_view(ev, ts), w)
+
+    def _learn_identity(self, ev: DevicePosture, ts: float, w: float, out: list[Finding]) -> None:
+        self._device_of(ev, ts)
+
+    def _device_of(self, ev: DevicePosture, ts: float) -> str:
+        """The posture's device in the identity graph, learning its aliases."""
+        if ev.device_aliases:
+            return self.identity.learn(
+                ev.device_id, posture_aliases(ev.device_aliases), ts, ev.source
+            )
+        return self.identity.resolve(ev.device_id)
 
     # -- dlp_alert: SEP-003/004/005 --------------------------------------------
 
@@ -447,8 +455,15 @@ class Engine:
             self.state.pending[key] = ("d", view)
             self._push(release, key)
 
-    def _judge_dlp(self, alert: DlpView, out: list[Finding]) -> None:
+    def _judge_dlp(self, alert: DlpView, out: list[Finding], *, named: bool = False) -> None:
+        """`named`: decided at the watermark, so the device is named by the
+        identity graph, as posture findings are (`_posture_finding`)."""
         self._use_policy(alert.ts)
+        alias = alert.device_id
+        if named and alias is not None and (name := self.identity.name_of(alias)) != alias:
+            alert = alert._replace(device_id=name)
+        else:
+            alias = None
         if alert.channel == "saas_upload" and alert.saas_app:
             dest = Destination(alert.saas_app, None)
         else:
@@ -466,6 +481,8 @@ class Engine:
             (sep005.RULE, sep005.check(alert, dest, app, groups.pseudonymous)),
         ):
             if hit:
+                if alias is not None:
+                    hit = replace(hit, details={**hit.details, "device_alias": alias})
                 out.append(
                     self._finding(
                         rule,
@@ -645,7 +662,7 @@ class Engine:
         if kind == "a":
             self._judge_posture(raw if type(raw) is AccessView else AccessView(*raw), out)
         elif kind == "d":
-            self._judge_dlp(_dlp_view(raw), out)
+            self._judge_dlp(_dlp_view(raw), out, named=True)
         else:
             self._judge_review(raw, out)
 

@@ -422,9 +422,25 @@ def simulate_cmd(
     ] = 500.0,
     broker: BrokerOpt = None,
     prefix: PrefixOpt = None,
+    vendors: Annotated[
+        Path | None,
+        typer.Option(
+            "--vendors",
+            help="Write the day into this folder as the products write it, each naming "
+            "devices its own way (Intune export, Falcon hosts, Entra sign-ins; no hand-written "
+            "device entry), with day.jsonl (all of it adapted, for replay), one-id.jsonl (the "
+            "same day in canonical form) and devices.jsonl (which names are one device).",
+            show_default=False,
+        ),
+    ] = None,
+    mapping: MappingOpt = None,
 ) -> None:
     """Generate realistic canonical events (JSONL, arrival order) with a share
-    of violations of every rule. Deterministic for a seed."""
+    of violations of every rule. Deterministic for a seed.
+
+    Example (a multi-vendor day, then its findings):
+    sepwatch simulate --vendors day/ && sepwatch replay -e day/day.jsonl -o findings.jsonl
+    """
     from zoneinfo import ZoneInfo
 
     from streams.simulate import simulate
@@ -440,6 +456,11 @@ def simulate_cmd(
         if to_kafka
         else datetime(2026, 11, 23, tzinfo=ZoneInfo("Asia/Seoul"))
     )
+    if vendors is not None:
+        _simulate_vendors(
+            vendors, pol, mapping, start or default, users, devices, hours, violation_rate, seed
+        )
+        return
     events = simulate(
         pol,
         users=users,
@@ -484,6 +505,38 @@ def simulate_cmd(
             count += 1
     if output != "-":
         err.print(f"wrote {count:,} events to {output}")
+
+
+def _simulate_vendors(
+    folder: Path,
+    pol: Policy,
+    mapping: Path | None,
+    start: datetime,
+    users: int,
+    devices: int,
+    hours: float,
+    violation_rate: float,
+    seed: int,
+) -> None:
+    from streams.simulate_vendors import simulated_vendor_day, write_day
+
+    base = mapping_for(mapping, None)
+    try:
+        day = simulated_vendor_day(
+            pol,
+            base,
+            start,
+            users=users,
+            devices=devices,
+            hours=hours,
+            violation_rate=violation_rate,
+            seed=seed,
+        )
+    except ValueError as exc:
+        err.print(f"[bold red]cannot write the vendors' day[/]: {exc}")
+        raise typer.Exit(2) from None
+    written = write_day(day, folder)
+    err.print(f"wrote to {folder}: " + ", ".join(f"{k} {v:,}" for k, v in written.items()))
 
 
 # -- rules --------------------------------------------------------------------

@@ -240,7 +240,9 @@ class Settings(BaseSettings):
     learned_identity: bool = Field(
         False,
         description="judge the whole device stage on one partition, so device ids learned "
-        "from every posture feed resolve as in replay (costs the device stage's parallelism)",
+        "from every posture feed resolve as in replay, and send postures with aliases to every "
+        "user stage partition, so DLP alerts name devices alike (costs the device stage's "
+        "parallelism, and a copy of the graph in each user partition)",
     )
     # None: the production defaults, from the cluster's size at start (one
     # broker lost loses no state and no finding, and writes go on).

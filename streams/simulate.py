@@ -208,6 +208,12 @@ CONTROLS = (
 )
 
 
+def internal_networks(policy: Policy) -> list[tuple[str, str]]:
+    """The simulated bank's internal networks (CIDR, entity): each entity's
+    devices have addresses 10.<octet>.x.y."""
+    return [(f"10.{p.ip_octet}.0.0/16", p.entity) for p in _Simulation._entities(policy)]
+
+
 def simulate(
     policy: Policy,
     *,

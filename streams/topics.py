@@ -78,6 +78,8 @@ class Topics:
 
 # The device stage's one key when device identity is learned (Settings.learned_identity).
 ONE_DEVICE_PARTITION = "learned-identity"
+# The key of an event every partition of a stage takes (stage_partitions).
+EVERY_PARTITION = "every-partition"
 
 
 def stage_keys(event: Any, *, learned_identity: bool = False) -> dict[Stage, str]:
@@ -86,14 +88,23 @@ def stage_keys(event: Any, *, learned_identity: bool = False) -> dict[Stage, str
     watermark. With `learned_identity` the device stage is one partition: a
     posture that names a device by other ids than its accesses do (Falcon's
     agent id, an access's Entra id) must meet them, and only the graph that
-    learns from every posture knows they are one device."""
+    learns from every posture knows they are one device. A posture that names
+    aliases then also reaches every user stage partition (EVERY_PARTITION),
+    whose copy of the graph names the devices of the DLP alerts it judges."""
     keys: dict[Stage, str] = {"review": event.entity}
     if event.stream in ("saas_access", "device_posture"):
         device_key = event.device_id or f"user:{event.user_id}"
         keys["device"] = ONE_DEVICE_PARTITION if learned_identity else device_key
     if event.stream in ("saas_access", "dlp_alert"):
         keys["user"] = event.user_id
+    if learned_identity and event.stream == "device_posture" and event.device_aliases:
+        keys["user"] = EVERY_PARTITION
     return keys
+
+
+def stage_partitions(key: str, partitions: int) -> range | tuple[int]:
+    """The partitions of a stage an event keyed `key` goes to."""
+    return range(partitions) if key == EVERY_PARTITION else (partition_of(key, partitions),)
 
 
 def partition_of(key: str, partitions: int) -> int:

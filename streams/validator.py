@@ -44,7 +44,7 @@ from aiokafka.errors import (
 )
 from aiokafka.structs import TopicPartition
 
-from detectors import times_only
+from detectors import Stage, times_only
 from detectors.pseudonyms import Pseudonymiser
 from streams import metrics
 from streams.admission import Refused, admit, capped_end
@@ -53,7 +53,7 @@ from streams.dead_letters import dead_letter
 from streams.end_of_input import MarkerCheck
 from streams.lag import records_behind_by_topic
 from streams.settings import Settings
-from streams.topics import STAGES, Topics, partition_of, stage_keys
+from streams.topics import STAGES, Topics, stage_keys, stage_partitions
 
 log = logging.getLogger("sepwatch.validator")
 
@@ -398,24 +398,40 @@ class InputValidator:
                     if max(self.last_tick.get(key, -1), ticks.get(key, -1)) >= minute:
                         continue
                     ticks[key] = minute
-                at = (stage, partition_of(key, self.partitions))
-                item, item_size = entry, size
-                if times_only(stage, parsed):
-                    # Its time moves the stage's clock; its bytes would only be
-                    # validated again there and set aside.
-                    time_only = TimeOnly(parsed.stream, parsed.timestamp.timestamp())
-                    item, item_size = (source, appended, time_only), len(source) + 48
-                held = out.get(at)
-                if held is not None and held.size + item_size > BATCH_BYTES:
-                    self._send_batches(sends, {at: held})
-                    held = None
-                if held is None:
-                    held = out[at] = StageBatch()
-                held.entries.append(item)
-                held.size += item_size
-                held.first = held.first or where
+                for partition in stage_partitions(key, self.partitions):
+                    self._add(out, sends, stage, partition, entry, size, parsed, where)
         self._send_batches(sends, out)
         return routing
+
+    def _add(
+        self,
+        out: dict[tuple[str, int], StageBatch],
+        sends: Sends,
+        stage: Stage,
+        partition: int,
+        entry: Entry,
+        size: int,
+        parsed: Any,
+        where: dict[str, Any],
+    ) -> None:
+        """Put one admitted event in the batch for a stage partition."""
+        source, appended, _ = entry
+        at = (stage, partition)
+        item, item_size = entry, size
+        if times_only(stage, parsed):
+            # Its time moves the stage's clock; its bytes would only be
+            # validated again there and set aside.
+            time_only = TimeOnly(parsed.stream, parsed.timestamp.timestamp())
+            item, item_size = (source, appended, time_only), len(source) + 48
+        held = out.get(at)
+        if held is not None and held.size + item_size > BATCH_BYTES:
+            self._send_batches(sends, {at: held})
+            held = None
+        if held is None:
+            held = out[at] = StageBatch()
+        held.entries.append(item)
+        held.size += item_size
+        held.first = held.first or where
 
     async def _settle(self, routing: Routing) -> None:
         """Wait until the broker has all a batch became; then it counts as routed."""

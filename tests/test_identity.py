@@ -239,3 +239,110 @@ def test_a_device_is_named_alike_whichever_posture_came_first() -> None:
     for graph in (intune_first, falcon_first):
         assert [graph.name_of(n) for n in ("f-1", "pc-1", "sn1", "e-1")] == ["e-1"] * 4
     assert falcon_first.name_of("elsewhere") == "elsewhere"
+
+
+def _dlp(at: timedelta, device: str, event_id: str, channel: str) -> Any:
+    return EventAdapter.validate_python(
+        {
+            "stream": "dlp_alert",
+            "event_id": event_id,
+            "timestamp": (T0 + at).isoformat(),
+            "entity": "HQ",
+            "user_id": "kim@bank.example",
+            "device_id": device,
+            "channel": channel,
+            "saas_app": "m365" if channel == "saas_upload" else None,
+            "data_types": ["kr_rrn"],
+            "match_count": 3,
+            "object": {"name": "list.xlsx", "sha256": "ab" * 32},
+            "source": "purview-endpoint",
+        }
+    )
+
+
+def test_a_dlp_alert_decided_at_the_watermark_names_the_device_by_the_graph() -> None:
+    """Purview names the device by hostname; the graph knows it as the
+    laptop's Entra id. An alert judged on arrival (an upload to a named app)
+    keeps its own id: what the graph holds then depends on how a stream's
+    input partitions interleave (as for arrival-judged posture findings)."""
+    policy = Policy.model_validate(cases.base_policy())
+    m = timedelta(minutes=1)
+    upload = EventAdapter.validate_python(
+        {
+            **_access(5 * m, "f-1", "a-up").model_dump(mode="json", exclude_none=True),
+            "stream": "saas_access",
+            "action": "upload",
+            "object": {"name": "list.xlsx", "sha256": "ab" * 32},
+        }
+    )
+    day = [
+        *_day("e-1")[:2],
+        upload,
+        _dlp(6 * m, "PC-1", "dlp-mail", "email"),
+        _dlp(7 * m, "PC-1", "dlp-up", "saas_upload"),
+    ]
+    found = {
+        f.evidence_event_ids[0]: f
+        for f in Engine(policy, now=lambda: T0).run(day)
+        if f.rule_id == "SEP-003"
+    }
+    assert (found["dlp-mail"].device_id, found["dlp-mail"].details["device_alias"]) == (
+        "e-1",
+        "PC-1",
+    )
+    assert found["dlp-up"].device_id == "PC-1"
+    assert "device_alias" not in found["dlp-up"].details
+
+
+def _posture_findings(policy: Policy, day: list[Any]) -> dict[str, tuple[str, str | None]]:
+    found = Engine(policy, now=lambda: T0).run(day)
+    return {
+        f.evidence_event_ids[0]: (f.rule_id, f.device_id)
+        for f in found
+        if f.rule_id in ("SEP-006", "SEP-007")
+    }
+
+
+def test_an_alias_no_posture_asserts_within_the_policys_ttl_is_forgotten_by_the_engine() -> None:
+    """Intune named the laptop's hostname once; Falcon keeps reporting it by
+    agent id and serial. Three days on, an access by hostname is judged
+    against Falcon's posture under a 30-day ttl, and is an unknown device
+    under a 2-day one (the hostname may be another machine's by now)."""
+    h = timedelta(hours=1)
+    day = [
+        _posture(0 * h, "e-1", INTUNE, disk_encrypted=True, screen_lock=True, jailbroken=False),
+        *(
+            _posture(k * 12 * h, "f-1", FALCON[::2], managed=True, edr_running=False)
+            for k in range(1, 7)
+        ),
+        _access(72 * h + 5 * timedelta(minutes=1), "pc-1", "a-host"),
+        _access(72 * h + 6 * timedelta(minutes=1), "f-1", "a-aid"),
+    ]
+    base = cases.base_policy()
+    month = Policy.model_validate(base)
+    two_days = Policy.model_validate({**base, "identity": {"alias_ttl": "2d"}})
+    assert _posture_findings(month, day) == {
+        "a-host": ("SEP-006", "e-1"),  # EDR down, by Falcon
+        "a-aid": ("SEP-006", "e-1"),
+    }
+    assert _posture_findings(two_days, day) == {
+        "a-host": ("SEP-007", "pc-1"),
+        "a-aid": ("SEP-006", "sn1"),  # the Entra id expired too: named by its serial
+    }
+
+
+def test_a_reimaged_laptop_is_judged_on_its_new_posture_under_either_entra_id() -> None:
+    """Same serial, new Intune and Entra ids: one device, whichever id the
+    sign-in carries, judged on the posture after the re-image (not posture
+    unknown, not the old state)."""
+    m = timedelta(minutes=1)
+    reimaged = [("intune_device_id", "i-2"), ("entra_device_id", "e-2"), ("serial", "sn1")]
+    healthy = {"edr_running": True, "disk_encrypted": True, "screen_lock": True}
+    day = [
+        _posture(m, "e-1", INTUNE, **healthy, jailbroken=False, os_patch_age_days=1),
+        _posture(60 * m, "e-2", reimaged, **{**healthy, "disk_encrypted": False}),
+        _access(70 * m, "e-2", "a-new"),
+        _access(71 * m, "e-1", "a-old"),
+    ]
+    found = _posture_findings(Policy.model_validate(cases.base_policy()), day)
+    assert found == {"a-new": ("SEP-006", "e-1"), "a-old": ("SEP-006", "e-1")}

@@ -13,8 +13,9 @@ from detectors import Engine, Stage, times_only
 from schemas import EventAdapter
 from streams.policy_file import load_policy
 from streams.simulate import simulate
-from streams.topics import partition_of, stage_keys
+from streams.topics import STAGES, partition_of, stage_keys, stage_partitions
 from tests import cases
+from tests.vendor_day import day
 
 _BASE = load_policy("deploy/policy/example.yaml")
 # An entity named only by the policy (it sends no event): exactly one
@@ -128,80 +129,43 @@ def test_the_user_stage_given_only_the_time_of_accesses_it_does_not_keep_finds_t
     assert timed.stats == whole.stats
 
 
-def _vendor_day(events: list[Any]) -> list[Any]:
-    """The same day as two products name it: each posture split into what
-    Intune says (MDM, encryption, screen lock, under the Entra id the
-    accesses carry) and what Falcon says (EDR, patches, under its agent id),
-    each naming the serial and hostname; nothing hand-written joins them."""
-    out = []
-    for e in events:
-        if e.stream != "device_posture":
-            out.append(e)
-            continue
-        d = e.device_id
-        common = {"stream": "device_posture", "timestamp": e.timestamp, "entity": e.entity}
-        serial, host = {"kind": "serial", "value": f"sn-{d}"}, {"kind": "hostname", "value": d}
-        intune = {
-            **common,
-            "event_id": f"{e.event_id}:intune",
-            "device_id": d,
-            "managed": e.managed,
-            "edr_running": None,
-            "disk_encrypted": e.disk_encrypted,
-            "screen_lock": e.screen_lock,
-            "jailbroken": e.jailbroken,
-            "os_patch_age_days": None,
-            "device_aliases": [{"kind": "entra_device_id", "value": d}, serial, host],
-        }
-        falcon = {
-            **common,
-            "event_id": f"{e.event_id}:falcon",
-            "device_id": f"aid-{d}",
-            "managed": None,
-            "edr_running": e.edr_running,
-            "disk_encrypted": None,
-            "screen_lock": None,
-            "jailbroken": None,
-            "os_patch_age_days": e.os_patch_age_days,
-            "device_aliases": [{"kind": "falcon_aid", "value": f"aid-{d}"}, host, serial],
-        }
-        out.extend(EventAdapter.validate_python(p) for p in (intune, falcon))
-    return out
-
-
 def _judged(found: list[Any]) -> list[tuple[Any, ...]]:
     return sorted((f.finding_id, f.status, f.device_id) for f in found)
 
 
 def _on_partitions(events: list[Any], partitions: int, learned: bool) -> list[Any]:
-    engines: dict[tuple[Stage, int], Engine] = {}
+    # Every partition of every stage, as on the stream: one that no event
+    # reaches still tracks the entities it owns (SEP-008).
+    engines = {
+        (stage, p): Engine(
+            POLICY,
+            now=lambda: cases.FIXED_NOW,
+            stage=stage,
+            owns_entity=lambda e, p=p: partition_of(e, partitions) == p,
+        )
+        for stage in STAGES
+        for p in range(partitions)
+    }
     found = []
     for event in events:
         for stage, key in stage_keys(event, learned_identity=learned).items():
-            slot = (stage, partition_of(key, partitions))
-            if slot not in engines:
-                engines[slot] = Engine(
-                    POLICY,
-                    now=lambda: cases.FIXED_NOW,
-                    stage=stage,
-                    owns_entity=lambda e, p=slot[1]: partition_of(e, partitions) == p,
-                )
-            found.extend(engines[slot].process(event))
+            for partition in stage_partitions(key, partitions):
+                found.extend(engines[stage, partition].process(event))
     last = max(e.timestamp.timestamp() for e in events)
     for engine in engines.values():
         found.extend(engine.flush(until=last))
     return found
 
 
-def test_a_day_named_by_two_vendors_finds_what_its_canonical_form_finds() -> None:
-    """Issue 15: learned from the postures alone, with no `devices:` entry,
-    no extra SEP-007 and no missed SEP-006; on the stream too, with the
-    device stage on one partition (Settings.learned_identity)."""
-    canonical = _events()
-    vendors = _vendor_day(canonical)
-    whole = _judged(Engine(POLICY, now=lambda: cases.FIXED_NOW).run(canonical))
-    assert {r[0][:7] for r in whole} >= {"SEP-006", "SEP-007"}
-    assert _judged(Engine(POLICY, now=lambda: cases.FIXED_NOW).run(vendors)) == whole
+def test_the_vendor_day_on_partitions_finds_what_one_engine_finds() -> None:
+    """Issue 15: the simulated multi-vendor day (tests/vendor_day.py; that one
+    engine finds what the canonical day finds is tests/test_vendor_day.py)
+    split as the stream splits it with learned identity: the device stage on
+    one partition, each aliased posture on every user partition too, so DLP
+    alerts name the devices as one engine names them."""
+    vendors = [EventAdapter.validate_python(e) for e in day().adapted]
+    whole = _judged(Engine(POLICY, now=lambda: cases.FIXED_NOW).run(vendors))
+    assert {r[0][:7] for r in whole} >= {"SEP-003", "SEP-006", "SEP-007"}
     assert _judged(_on_partitions(vendors, 4, learned=True)) == whole
     # Keyed by each product's own id, a partition sees only some of a
     # device's postures: the limit the setting is for.

@@ -157,6 +157,36 @@ def test_with_learned_identity_the_device_stage_is_one_partition_in_arrival_orde
     assert len({p for (topic, p) in batches if topic == TOPICS.stage("user")}) > 1
 
 
+def test_with_learned_identity_a_posture_with_aliases_reaches_every_user_partition() -> None:
+    """Their copies of the identity graph name the devices of the DLP alerts
+    each judges; a posture that names its device one way stays off them."""
+    broker = Broker()
+    v = validator(broker)
+    v.settings = Settings(topic_prefix="v.", end_of_input_key=MARKER_KEY, learned_identity=True)
+    posture = next(t for t in TEMPLATES if t["stream"] == "device_posture")
+    aliased = {
+        **posture,
+        "event_id": "p-aliased",
+        "device_aliases": [
+            {"kind": "falcon_aid", "value": "f-1"},
+            {"kind": "serial", "value": "s"},
+        ],
+    }
+    asyncio.run(v.route([record(posture, 0), record(aliased, 1)]))
+    batches = broker.batches()
+    user = {
+        p: [
+            json.loads(raw)["event_id"]
+            for batch in batches.get((TOPICS.stage("user"), p), [])
+            for _, _, raw in batch
+        ]
+        for p in range(PARTITIONS)
+    }
+    assert user == {p: ["p-aliased"] for p in range(PARTITIONS)}
+    device = [p for (topic, p) in batches if topic == TOPICS.stage("device")]
+    assert len(device) == 1
+
+
 def test_the_user_stage_gets_only_the_time_of_an_access_it_does_not_keep() -> None:
     broker = Broker()
     views, uploads = accesses(20, action="view"), accesses(20)
