@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from itertools import islice
 from typing import Any
 
 from detectors.masking import mask_text
@@ -166,15 +167,15 @@ def device_aliases(
     """The aliases a posture carries (schemas.DeviceAlias), with a `mapping`
     alias when a hand-written entry named the device; None when the record
     names the device only one way."""
+    if not aliases:
+        return None
     found: dict[tuple[str, str], None] = {}
     if mapping.is_mapped(device_id):
         found["mapping", device_id] = None
     for kind, value in aliases:
-        if isinstance(value, str) and value.strip() and value.strip() != NO_DEVICE:
-            found[kind, value.strip().lower()[:256]] = None
-    if not aliases:
-        return None
-    return [{"kind": kind, "value": value} for kind, value in list(found)[:16]] or None
+        if isinstance(value, str) and (value := value.strip()) and value != NO_DEVICE:
+            found[kind, value.lower()[:256]] = None
+    return [{"kind": kind, "value": value} for kind, value in islice(found, 16)] or None
 
 
 def dlp_alert(
