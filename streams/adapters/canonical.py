@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from itertools import islice
 from typing import Any
 
 from detectors.masking import mask_text
@@ -166,16 +165,15 @@ def device_aliases(
 ) -> list[dict[str, str]] | None:
     """The aliases a posture carries (schemas.DeviceAlias), with a `mapping`
     alias when a hand-written entry named the device; None when the record
-    names the device only one way."""
+    names the device only one way. Each adapter names a kind once, so no
+    alias repeats: the list is built as it goes (this runs on every posture)."""
     if not aliases:
         return None
-    found: dict[tuple[str, str], None] = {}
-    if mapping.is_mapped(device_id):
-        found["mapping", device_id] = None
+    found = [{"kind": "mapping", "value": device_id}] if mapping.is_mapped(device_id) else []
     for kind, value in aliases:
         if isinstance(value, str) and (value := value.strip()) and value != NO_DEVICE:
-            found[kind, value.lower()[:256]] = None
-    return [{"kind": kind, "value": value} for kind, value in islice(found, 16)] or None
+            found.append({"kind": kind, "value": value.lower()[:256]})
+    return found[:16] or None
 
 
 def dlp_alert(
