@@ -165,16 +165,15 @@ def device_aliases(
 ) -> list[dict[str, str]] | None:
     """The aliases a posture carries (schemas.DeviceAlias), with a `mapping`
     alias when a hand-written entry named the device; None when the record
-    names the device only one way."""
-    found: dict[tuple[str, str], None] = {}
-    if mapping.is_mapped(device_id):
-        found["mapping", device_id] = None
-    for kind, value in aliases:
-        if isinstance(value, str) and value.strip() and value.strip() != NO_DEVICE:
-            found[kind, value.strip().lower()[:256]] = None
+    names the device only one way. Each adapter names a kind once, so no
+    alias repeats: the list is built as it goes (this runs on every posture)."""
     if not aliases:
         return None
-    return [{"kind": kind, "value": value} for kind, value in list(found)[:16]] or None
+    found = [{"kind": "mapping", "value": device_id}] if mapping.is_mapped(device_id) else []
+    for kind, value in aliases:
+        if isinstance(value, str) and (value := value.strip()) and value != NO_DEVICE:
+            found.append({"kind": kind, "value": value.lower()[:256]})
+    return found[:16] or None
 
 
 def dlp_alert(

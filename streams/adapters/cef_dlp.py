@@ -34,7 +34,7 @@ TEXT = True  # a CEF line, not JSON
 _PIPE = re.compile(r"(?<!\\)\|")
 _NEXT_KEY = re.compile(r" (?=[A-Za-z0-9_]+=)")  # "=" inside a value is escaped: \=
 _UNESCAPE = re.compile(r"\\(.)")
-_LIST = re.compile(r"\s*[,;]\s*")
+_LIST = re.compile(r"[,;]")  # data_types_of strips each name
 _ZONES: dict[str, tzinfo] = {"UTC": UTC, "GMT": UTC, "Z": UTC}
 # csNLabel / cnNLabel -> the key of the value it labels.
 _LABEL_KEYS = {f"c{kind}{n}Label": f"c{kind}{n}" for kind in "sn" for n in range(1, 7)}

@@ -14,10 +14,12 @@ edit, delete, share), Teams session starts (login), Exchange sends (share),
 DLP rule matches in SharePoint/OneDrive (`saas_upload` to that app) and
 Exchange (`email`), whatever the case of `DlpRuleMatch`, for the person in
 `From` where `UserId` is the DLP service; a sensitive type matched by several
-rules is counted once. `DlpRuleUndo` (an override or a policy change) is
-skipped: the canonical contract has no retraction yet, so the alert it
-undoes stands. Sign-ins (`UserLoggedIn`) are the Entra adapter's; other
-operations are skipped. Content blobs are JSON arrays of records.
+rules is counted once. `DlpRuleUndo` (an override, a false positive, a
+document or policy change) is a counted skip and the finding of the match it
+undoes stands: the undo names the document and rules, not the match's `Id`,
+and a SharePoint/OneDrive match is judged on arrival (docs/adapters.md).
+Sign-ins (`UserLoggedIn`) are the Entra adapter's; other operations are
+skipped. Content blobs are JSON arrays of records.
 
 `share_target` (SEP-011) on SharePoint/OneDrive shares: `AnonymousLinkCreated`
 is public, `CompanyLinkCreated` internal (a link for the organisation);

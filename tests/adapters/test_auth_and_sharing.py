@@ -1,7 +1,8 @@
 """What the adapters say of a sign-in's factors (`auth`, SEP-010) and of a
 share's reach (`share_target`, `shared_with_domain`, SEP-011), on records
-as the vendors publish them (tests/fixtures/vendors/PROVENANCE.md), and
-those records through `sepwatch replay --format` with the example policy."""
+as the vendors publish them (provenance beside each file in
+tests/fixtures/vendors), and those records through `sepwatch replay --format`
+with the example policy."""
 
 from __future__ import annotations
 

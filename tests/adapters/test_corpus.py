@@ -37,6 +37,22 @@ def test_every_corpus_file_maps_or_is_refused_for_a_specific_reason(
     assert "skipped    2  Blocked" in out
 
 
+def test_every_corpus_file_has_its_provenance_beside_it(mapping: VendorMapping) -> None:
+    """One convention (tests/fixtures/vendors/README.md): `<file>.provenance.md`
+    beside it, saying where the records came from and what they are."""
+    missing, empty = [], []
+    for r in corpus(VENDORS, mapping):
+        provenance = VENDORS / r.path.parent / f"{r.path.name}.provenance.md"
+        if not provenance.is_file():
+            missing.append(str(r.path))
+        elif len(provenance.read_text().strip().splitlines()) < 3:  # a title, then the source
+            empty.append(str(r.path))
+    assert (missing, empty) == ([], [])
+    # No provenance left for a file that is gone.
+    for provenance in VENDORS.rglob("*.provenance.md"):
+        assert provenance.with_name(provenance.name.removesuffix(".provenance.md")).is_file()
+
+
 @pytest.mark.parametrize(
     ("name", "source"),
     [

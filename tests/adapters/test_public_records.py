@@ -1,5 +1,5 @@
-"""Public vendor records (tests/fixtures/vendors/PROVENANCE.md) through the
-adapters: the numbered problems of issue 14 that are the adapters' own."""
+"""Public vendor records (provenance beside each file in tests/fixtures/vendors)
+through the adapters: the numbered problems of issue 14 that are the adapters' own."""
 
 from __future__ import annotations
 
