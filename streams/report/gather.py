@@ -733,9 +733,7 @@ def gather(
     appendix = _still_open(es, index, period, entity, appendix_limit, as_of) if open_total else []
 
     step("evidence digest")
-    evidence_count, evidence_digest = (
-        stored_digest(es, index, period) if entity is None else (0, "")
-    )
+    evidence = stored_digest(es, index, period) if entity is None else None
     sev_now, sev_prev = _buckets(aggs, "by_severity"), _buckets(pa, "by_severity")
     return Report(
         generated_at=generated,
@@ -772,8 +770,12 @@ def gather(
         open_total=open_total,
         appendix=appendix,
         appendix_truncated=max(0, open_total - len(appendix)),
-        evidence=Evidence(findings=evidence_count, digest=evidence_digest)
-        if entity is None
+        evidence=Evidence(
+            findings=evidence.findings,
+            digest=evidence.digest,
+            before_digests=evidence.before_digests,
+        )
+        if evidence
         else None,
     )
 
