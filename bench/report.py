@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import os
 import random
+import resource
 import statistics
 import subprocess
 import sys
@@ -214,8 +215,24 @@ def _tally(es: Elasticsearch) -> None:
     store_counts(es, INDEX, counts)
 
 
+def _node_cpu() -> float | None:
+    """CPU seconds the local Elasticsearch node on PORT has used so far (None:
+    not a process of this machine)."""
+    for p in psutil.process_iter(["cmdline"]):
+        cmdline = p.info["cmdline"] or []
+        if f"http.port={PORT}" in cmdline and any(a.endswith("java") for a in cmdline[:1]):
+            t = p.cpu_times()
+            return float(t.user + t.system)
+    return None
+
+
 def _measure(cmd: list[str], env: dict[str, str]) -> tuple[float, float, int]:
-    """Wall time, peak RSS (MB, the process and its children) and exit code."""
+    """Wall time, peak RSS (MB, the process and its children) and exit code;
+    prints the CPU seconds the report and the node spent, and the machine's
+    load, without which a wall time on a shared machine says little."""
+    load = os.getloadavg()[0]
+    node = _node_cpu()
+    own = resource.getrusage(resource.RUSAGE_CHILDREN)
     began = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
     peak = 0
@@ -240,6 +257,15 @@ def _measure(cmd: list[str], env: dict[str, str]) -> tuple[float, float, int]:
     elapsed = time.perf_counter() - began
     done.set()
     sampler.join()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - own.ru_utime - own.ru_stime
+    node_after = _node_cpu()
+    spent = f"{node_after - node:.1f} s" if node is not None and node_after is not None else "n/a"
+    print(
+        f"report CPU: {cpu:.1f} s in the report process, {spent} in the node; "
+        f"load average {load:.1f} at start, {os.getloadavg()[0]:.1f} at end "
+        f"({os.cpu_count()} CPUs)"
+    )
     return elapsed, peak / 2**20, code
 
 
