@@ -221,8 +221,12 @@ def _node_cpu() -> float | None:
     for p in psutil.process_iter(["cmdline"]):
         cmdline = p.info["cmdline"] or []
         if f"http.port={PORT}" in cmdline and any(a.endswith("java") for a in cmdline[:1]):
-            t = p.cpu_times()
-            return float(t.user + t.system)
+            # The launcher's JVM hands its settings to the server's, its child.
+            spent = 0.0
+            for q in [p, *p.children(recursive=True)]:
+                t = q.cpu_times()
+                spent += t.user + t.system
+            return spent
     return None
 
 
