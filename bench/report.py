@@ -364,7 +364,9 @@ def _acks(es: Elasticsearch, n: int) -> tuple[list[float], list[float], list[flo
     resp = es.search(
         index=INDEX,
         query={"term": {"sepwatch.status": "open"}},
-        size=10 * n,
+        # Stored open, most moved on by records since, and earlier runs' acks
+        # among the first by id: enough candidates for a rerun too.
+        size=min(100 * n, 10_000),
         source=False,
         sort=[{"sepwatch.finding_id": "asc"}],
     )
