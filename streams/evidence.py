@@ -64,13 +64,20 @@ def _range(field_name: str, period: Period) -> dict[str, Any]:
 PAGE = 50_000  # buckets a request: under the default search.max_buckets (65,536)
 
 
-PAGE = 50_000  # buckets a request: under the default search.max_buckets (65,536)
+@dataclass(frozen=True)
+class StoredDigest:
+    """The period's evidence digest as Elasticsearch holds it: over the
+    `findings` that carry a digest; `before_digests` documents were written
+    before digests were stored and are not covered (nor counted in `findings`)."""
+
+    findings: int
+    digest: str
+    before_digests: int
 
 
-def stored_digest(es: Elasticsearch, index: str, period: Period) -> tuple[int, str]:
+def stored_digest(es: Elasticsearch, index: str, period: Period) -> StoredDigest:
     """The period's evidence digest from the digests Elasticsearch holds, read
-    by aggregation from doc values (no document is fetched): how many
-    findings, and the hash.
+    by aggregation from doc values (no document is fetched).
 
     The period is cut into time windows of at most a page of findings each
     (from an hourly histogram), and each window's digests are one `terms`
@@ -79,7 +86,8 @@ def stored_digest(es: Elasticsearch, index: str, period: Period) -> tuple[int, s
     digests: list[str] = []
     for start, end in _windows(es, index, period):
         digests.extend(_digests(es, index, start, end))
-    return len(digests), period_digest(digests)
+    covered = [d for d in digests if d]
+    return StoredDigest(len(covered), period_digest(covered), len(digests) - len(covered))
 
 
 def _windows(es: Elasticsearch, index: str, period: Period) -> list[tuple[int, int]]:
@@ -127,20 +135,45 @@ def _digests(es: Elasticsearch, index: str, start: int, end: int) -> list[str]:
     return out
 
 
+# What versions before lifecycle records changed in place on a finding's
+# document (streams/lifecycle.py reads them still): a document of that time
+# differs from its finding there without anyone having tampered with it.
+IN_PLACE = ("status", "lifecycle")
+
+
+def _content_but_status(doc: dict[str, Any]) -> str:
+    """A finding document's content digest without what versions before
+    digests changed in place (IN_PLACE)."""
+    sw = {k: v for k, v in doc.get("sepwatch", {}).items() if k not in IN_PLACE}
+    return content_digest({**doc, "sepwatch": sw})
+
+
+@dataclass(frozen=True)
+class OnTopic:
+    """A finding as the topic holds it: the digest of its document, and of
+    that document without the status it may have been given in place."""
+
+    digest: str
+    but_status: str
+
+
 @dataclass
 class Verdict:
-    """What `verify` found: problems named one by one, and the topic's digest."""
+    """What `verify` found: problems named one by one, the topic's digest, and
+    the findings written before digests (not altered; their status and
+    lifecycle kept in the document then cannot be verified)."""
 
     findings: int = 0
     records: int = 0
     digest: str = ""
     problems: list[str] = field(default_factory=list)
+    before_digests: list[str] = field(default_factory=list)
 
 
-def topic_findings(values: Iterable[bytes | None], period: Period) -> dict[str, str]:
-    """The period's findings on the topic, by id, with their content digest;
+def topic_findings(values: Iterable[bytes | None], period: Period) -> dict[str, OnTopic]:
+    """The period's findings on the topic, by id, with their content digests;
     the first copy of an id is the one the sink stored (create-by-id)."""
-    out: dict[str, str] = {}
+    out: dict[str, OnTopic] = {}
     for value in values:
         try:
             finding = Finding.model_validate_json(value or b"")
@@ -150,7 +183,7 @@ def topic_findings(values: Iterable[bytes | None], period: Period) -> dict[str, 
             continue
         doc = document(finding)
         if _in_period(doc["@timestamp"], period):
-            out[finding.finding_id] = doc["sepwatch"]["digest"]
+            out[finding.finding_id] = OnTopic(doc["sepwatch"]["digest"], _content_but_status(doc))
     return out
 
 
@@ -172,39 +205,59 @@ def _canonical(doc: dict[str, Any]) -> bytes:
     return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
 
 
+def _finding_problem(
+    fid: str, source: dict[str, Any], where: str, want: OnTopic | None
+) -> str | None:
+    """What is wrong with one stored finding, if anything. A document written
+    before digests passes when its content matches the topic's but for the
+    status and lifecycle versions of that time kept in it (IN_PLACE)."""
+    stored = source.get("sepwatch", {}).get("digest")
+    if want is None:
+        return f"finding {fid}: in Elasticsearch ({where}) but not on the findings topic"
+    if not stored:
+        if content_digest(source) == want.digest or _content_but_status(source) == want.but_status:
+            return None
+        return (
+            f"finding {fid}: altered in Elasticsearch ({where}): written before digests, "
+            "and its content differs from the topic's beyond the status kept in it then"
+        )
+    if content_digest(source) != want.digest:
+        return f"finding {fid}: altered in Elasticsearch ({where}): content digest differs"
+    if stored != want.digest:
+        return f"finding {fid}: its stored digest was altered ({where})"
+    return None
+
+
 def check(
     es: Elasticsearch,
     index: str,
     period: Period,
-    findings: dict[str, str],
+    findings: dict[str, OnTopic],
     records: dict[str, dict[str, Any]],
     *,
     report_digest: str | None = None,
 ) -> Verdict:
-    """Compare Elasticsearch with what the topics say of one period."""
+    """Compare Elasticsearch with what the topics say of one period. The
+    period's digest covers the findings Elasticsearch holds a digest for, as
+    the report's does: one whose digest an administrator removed falls out of
+    it, so a report's digest stops verifying."""
     from elasticsearch.helpers import scan
 
-    v = Verdict(
-        findings=len(findings), records=len(records), digest=period_digest(findings.values())
-    )
+    v = Verdict(findings=len(findings), records=len(records))
     seen: dict[str, str] = {}
     query = {"query": {"bool": {"filter": [_range("@timestamp", period)]}}}
     for hit in scan(es, index=index, query=query, size=2000):
         fid = hit["_id"]
-        seen[fid] = str(hit["_source"].get("sepwatch", {}).get("digest", ""))
-        want = findings.get(fid)
-        if want is None:
-            v.problems.append(
-                f"finding {fid}: in Elasticsearch ({hit['_index']}) but not on the findings topic"
-            )
-        elif content_digest(hit["_source"]) != want:
-            v.problems.append(
-                f"finding {fid}: altered in Elasticsearch ({hit['_index']}): content digest differs"
-            )
-        elif hit["_source"].get("sepwatch", {}).get("digest") != want:
-            v.problems.append(f"finding {fid}: its stored digest was altered ({hit['_index']})")
+        seen[fid] = str(hit["_source"].get("sepwatch", {}).get("digest") or "")
+        problem = _finding_problem(fid, hit["_source"], hit["_index"], findings.get(fid))
+        if problem is not None:
+            v.problems.append(problem)
+        elif not seen[fid]:
+            v.before_digests.append(fid)
+    v.before_digests.sort()
     for fid in sorted(set(findings) - set(seen)):
         v.problems.append(f"finding {fid}: missing from Elasticsearch")
+    v.digest = period_digest(on.digest for fid, on in findings.items() if seen.get(fid) != "")
     stored: dict[str, dict[str, Any]] = {}
     lq = {"query": {"bool": {"filter": [_range("sepwatch.finding_time", period)]}}}
     try:
@@ -226,7 +279,7 @@ def check(
             f"report digest {report_digest} does not match the period's findings "
             f"on the topic ({v.digest})"
         )
-    now = period_digest(seen.values())
+    now = period_digest(d for d in seen.values() if d)
     if report_digest is not None and report_digest != now:
         v.problems.append(
             f"report digest {report_digest} does not match the period's findings "

@@ -72,6 +72,15 @@ def verify_cmd(
         )
     for problem in verdict.problems:
         out.print(problem, markup=False, highlight=False)
+    if verdict.before_digests:
+        # Not altered, not proven either: a class of its own, counted, never a problem.
+        out.print(
+            f"{len(verdict.before_digests):,} finding(s) written before digests; not verifiable: "
+            "their content matches the topic, but the status and lifecycle kept in the "
+            "document then cannot be checked (not in the evidence digest)",
+            markup=False,
+            highlight=False,
+        )
     out.print(
         f"{p.label}: {verdict.findings:,} findings and {verdict.records:,} lifecycle records "
         f"on the topics; evidence digest {verdict.digest}",

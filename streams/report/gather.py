@@ -14,6 +14,7 @@ resolving (no script, no percentile sketch), in whole minutes.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -341,14 +342,14 @@ def _still_open(
     entity: str | None,
     limit: int,
     as_of: date,
+    reopened: list[str],
     rule: str | None = None,
 ) -> list[OpenItem]:
     """Open or acknowledged findings now, oldest first, up to `limit`: those
-    stored so or reopened since, each checked against its newest record."""
+    stored so or `reopened` since, each checked against its newest record."""
     query = _period_query(period, entity)
     if rule is not None:
         query["bool"]["filter"].append({"term": {"rule.id": rule}})
-    reopened = _reopened(es, index, period, entity)
     query["bool"]["filter"].append(
         {
             "bool": {
@@ -575,6 +576,11 @@ def gather(
     as_of = as_of or generated.astimezone(zone).date()
     if not es.indices.exists_alias(name=index) and not es.indices.exists(index=index):
         raise NoFindingsIndex(index)
+    # The evidence digest reads every finding's digest, the longest work by far
+    # (bench/report.py): Elasticsearch does it beside the figures' requests.
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evidence-digest")
+    digest = pool.submit(stored_digest, es, index, period) if entity is None else None
+    pool.shutdown(wait=False)
 
     step("findings by rule, severity, status and month")
     resp = _search(
@@ -618,6 +624,8 @@ def gather(
     days = {rule: _resolved_days(b, shift_rule.get(rule, {})) for rule, b in rule_buckets.items()}
     medians = _medians(es, index, period, entity, days)
 
+    # Findings reopened since: read once for every rule's oldest and the appendix.
+    reopened = _reopened(es, index, period, entity)
     prev_rule = _buckets(pa, "by_rule")
     rules: list[RuleFigures] = []
     for rule in CATALOGUE.values():
@@ -652,7 +660,9 @@ def gather(
                 if b
                 else TopList(items=[], others=0, exact=True),
                 open_count=open_count,
-                oldest_open=_still_open(es, index, period, entity, OLDEST_OPEN, as_of, rule.id)
+                oldest_open=_still_open(
+                    es, index, period, entity, OLDEST_OPEN, as_of, reopened, rule.id
+                )
                 if open_count
                 else [],
             )
@@ -730,12 +740,14 @@ def gather(
     status_now = shifted(_buckets(aggs, "by_status"), shift)
     status_prev = shifted(_buckets(pa, "by_status"), prev_shift)
     open_total = sum(status_now.get(s, 0) for s in STILL_OPEN)
-    appendix = _still_open(es, index, period, entity, appendix_limit, as_of) if open_total else []
+    appendix = (
+        _still_open(es, index, period, entity, appendix_limit, as_of, reopened)
+        if open_total
+        else []
+    )
 
     step("evidence digest")
-    evidence_count, evidence_digest = (
-        stored_digest(es, index, period) if entity is None else (0, "")
-    )
+    evidence = digest.result() if digest else None
     sev_now, sev_prev = _buckets(aggs, "by_severity"), _buckets(pa, "by_severity")
     return Report(
         generated_at=generated,
@@ -772,8 +784,12 @@ def gather(
         open_total=open_total,
         appendix=appendix,
         appendix_truncated=max(0, open_total - len(appendix)),
-        evidence=Evidence(findings=evidence_count, digest=evidence_digest)
-        if entity is None
+        evidence=Evidence(
+            findings=evidence.findings,
+            digest=evidence.digest,
+            before_digests=evidence.before_digests,
+        )
+        if evidence
         else None,
     )
 

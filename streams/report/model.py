@@ -176,6 +176,8 @@ class Evidence(_Figures):
 
     findings: int
     digest: str
+    # Findings of the period stored before digests were: not covered by `digest`.
+    before_digests: int = 0
 
 
 class Report(_Figures):

@@ -472,3 +472,79 @@ def test_evidence_verify_names_a_finding_deleted_one_edited_and_a_record_removed
     stale = run(*verify, "--digest", digest)
     assert stale.exit_code == 1
     assert "does not match the period's findings in Elasticsearch now" in stale.output
+
+
+def test_findings_stored_before_digests_are_counted_apart_and_not_called_altered(
+    broker: str, prefix: str, secure_es: SecureNode, admin: Elasticsearch, tmp_path: Path
+) -> None:
+    """Documents as versions before digests left them: no `sepwatch.digest`,
+    and an acknowledged one changed in place (status and `sepwatch.lifecycle`,
+    as the old `transition` wrote them). Written by the administrator, as an
+    upgrade finds them; a half-year no other test writes to."""
+    _setup(secure_es)
+    topics = Topics(prefix)
+    ensure_topics(broker, topics, 4, retention_ms=3_600_000)
+    ids = [f"SEP-001-{prefix.strip('.')}-old{n}" for n in range(4)]
+    producer = KafkaProducer(bootstrap_servers=broker)
+    docs: dict[str, dict[str, Any]] = {}
+    for n, fid in enumerate(ids):
+        when = f"2024-08-{10 + n:02d}T01:00:00+00:00"
+        finding = _finding(fid, timestamp=when, detected_at=when)
+        producer.send(topics.findings, key=fid.encode(), value=json.dumps(finding).encode())
+        docs[fid] = document(Finding.model_validate(finding))
+    producer.flush()
+    producer.close()
+    for fid in ids[1:]:
+        del docs[fid]["sepwatch"]["digest"]
+    acked = "2024-08-20T09:00:00+00:00"
+    for fid in ids[2:]:
+        docs[fid]["sepwatch"]["status"] = "acknowledged"
+        docs[fid]["sepwatch"]["lifecycle"] = {
+            "acknowledged_by": "kim",
+            "acknowledged_at": acked,
+            "updated_at": acked,
+        }
+    for fid, doc in docs.items():
+        admin.create(index=index_for(datetime(2024, 8, 1, tzinfo=UTC), INDEX), id=fid, document=doc)
+    admin.indices.refresh(index=INDEX)
+
+    env = {
+        **_es_env(secure_es, "sepwatch-analyst", secure_es.analyst_password),
+        "SEPWATCH_BROKER": broker,
+        "SEPWATCH_TOPIC_PREFIX": prefix,
+        "COLUMNS": "250",
+    }
+    runner = CliRunner()
+
+    def run(*args: str) -> Any:
+        return runner.invoke(cli, list(args), env=env)
+
+    verify = ["evidence", "verify", "--period", "2024H2"]
+    clean = run(*verify)
+    assert clean.exit_code == 0, clean.output
+    assert "altered" not in clean.output
+    assert "3 finding(s) written before digests; not verifiable" in clean.output
+
+    report = run("report", "--period", "2024H2", "--no-reviews", "--out", str(tmp_path / "r"))
+    assert report.exit_code == 0, report.output
+    evidence = json.loads((tmp_path / "r" / "report.json").read_text())["evidence"]
+    assert (evidence["findings"], evidence["before_digests"]) == (1, 3)
+    assert f"evidence digest {evidence['digest']}" in clean.output
+    signed = run(*verify, "--digest", evidence["digest"])
+    assert signed.exit_code == 0, signed.output
+
+    # Edited beyond the status kept in it then: altered, named.
+    month = index_for(datetime(2024, 8, 1, tzinfo=UTC), INDEX)
+    admin.update(index=month, id=ids[3], doc={"message": "nothing happened"}, refresh=True)
+    edited = run(*verify)
+    assert edited.exit_code == 1, edited.output
+    assert any(
+        x.startswith(f"finding {ids[3]}: altered") and "written before digests" in x
+        for x in edited.output.splitlines()
+    ), edited.output
+    assert "2 finding(s) written before digests" in edited.output
+    # A digest removed to pass a document off as older: the report's digest stops verifying.
+    admin.update(index=month, id=ids[0], doc={"sepwatch": {"digest": None}}, refresh=True)
+    stripped = run(*verify, "--digest", evidence["digest"])
+    assert stripped.exit_code == 1, stripped.output
+    assert "does not match the period's findings in Elasticsearch now" in stripped.output
