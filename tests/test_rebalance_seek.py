@@ -24,8 +24,42 @@ LOG = TP(CHANGELOG, 0)
 EARLIEST = {COMMITTED: 0, ZERO: 0, NEVER: 3, LOG: 0}
 
 
+class Client:
+    """aiokafka's consumer as far as pausing goes: a paused partition keeps its
+    position and is handed over by no fetch."""
+
+    def __init__(self, events: list[str]) -> None:
+        self.paused: set[tuple[str, int]] = set()
+        self.events = events
+
+    def assignment(self) -> set[tuple[str, int]]:
+        return {(tp.topic, tp.partition) for tp in EARLIEST}
+
+    def pause(self, *tps: Any) -> None:
+        self.paused |= {(tp.topic, tp.partition) for tp in tps}
+        self.events.append("client pause " + ",".join(sorted(f"{t}:{p}" for t, p in tps)))
+
+    def resume(self, *tps: Any) -> None:
+        self.paused -= {(tp.topic, tp.partition) for tp in tps}
+
+
+class Thread:
+    """Faust's consumer thread, run inline: its loop runs a callback at once."""
+
+    def __init__(self, client: Client) -> None:
+        self._consumer = client
+        self.thread_loop = SimpleNamespace(
+            is_closed=lambda: False, call_soon_threadsafe=lambda fn, *args: fn(*args)
+        )
+
+    async def call_thread(self, fn: Any, *args: Any) -> Any:
+        return await fn(*args)
+
+
 class Consumer:
     def __init__(self) -> None:
+        self.events: list[str] = []
+        self._thread = Thread(Client(self.events))
         self._paused_partitions: set[TP] = set()
         self._read_offset: defaultdict[TP, int | None] = defaultdict(lambda: None)
         # Where the next fetch starts: each partition has been fetched to 20,
@@ -53,6 +87,7 @@ class Consumer:
         # Faust's seek over the Kafka client's: it moves only partitions whose
         # committed offset is above 0; the flow stays active meanwhile.
         self.fetched_during_seek |= self.fetchable() - {LOG}
+        self.events.append("seek")
         committed = {COMMITTED: 7, ZERO: 0, NEVER: None, LOG: None}
         for tp, offset in committed.items():
             if offset:
@@ -108,6 +143,29 @@ def test_no_stream_partition_is_fetched_during_the_seek_and_all_resume_with_the_
     asyncio.run(_end_of_recovery(consumer))
     assert consumer.fetched_during_seek == set()
     assert consumer.fetchable() == {COMMITTED, ZERO, NEVER}
+
+
+def test_the_kafka_client_pauses_what_faust_pauses_and_before_the_seek() -> None:
+    """Faust's pause is its own books only: a fetch begun before it handed a
+    paused partition's records over after the seek, moving the client's
+    position past records Faust dropped (CI: a killed worker's successor
+    resumed at 48 after a seek to 18). The client pauses them too, first."""
+    _, consumer = _app()
+    consumer.pause_partitions({LOG})
+    client = consumer._thread._consumer
+    assert client.paused == {(LOG.topic, LOG.partition)}
+
+    async def seek_only() -> None:
+        consumer.resume_partitions({tp for tp in EARLIEST if tp.topic != CHANGELOG})
+        assert client.paused == {(LOG.topic, LOG.partition)}
+        await consumer.perform_seek()
+
+    asyncio.run(seek_only())
+    streams = ",".join(sorted(f"{tp.topic}:{tp.partition}" for tp in EARLIEST if tp != LOG))
+    assert consumer.events[-2:] == [f"client pause {streams}", "seek"]
+    assert client.paused == {(tp.topic, tp.partition) for tp in consumer._paused_partitions}
+    consumer.resume_flow()
+    assert client.paused == {(LOG.topic, LOG.partition)}
 
 
 def test_every_stream_partition_is_sought_even_with_nothing_committed() -> None:
