@@ -105,7 +105,9 @@ def run(policy: Path, events: Path, rate: float, console: Console) -> int:
                 return 1
             time.sleep(0.3)
         found = _stream(kafka, topics, events, rate, console)
-        return _in_elasticsearch(es_url, index, found, console)
+        code = _in_elasticsearch(es_url, index, found, console)
+        _console(Settings(es_url=es_url, es_index=index, policy=policy, broker=broker), console)
+        return code
     finally:
         worker.terminate()
         try:
@@ -116,6 +118,17 @@ def run(policy: Path, events: Path, rate: float, console: Console) -> int:
             subprocess.run([str(KAFKA), "down"], check=False)
         if started_es:
             subprocess.run([str(ES), "down"], check=False)
+
+
+def _console(settings: Settings, console: Console) -> None:
+    """The SOC console on the demo's findings, until Ctrl-C (uvicorn stops on it)."""
+    from streams.console.serve import server
+
+    url = f"http://{settings.console_host}:{settings.console_port}/"
+    console.print(
+        f"[bold]SOC console[/] on the demo's findings: open {url} (Ctrl-C stops the demo)"
+    )
+    server(settings).run()
 
 
 def _in_elasticsearch(es_url: str, index: str, expected: int, console: Console) -> int:

@@ -91,6 +91,8 @@ MAPPINGS: dict[str, Any] = {
                         # time to resolve is then an aggregation, with no script.
                         "resolve_seconds": {"type": "long"},
                         "note": {"type": "text"},
+                        "reopened_by": _KW,
+                        "reopened_at": _DATE,
                         "updated_at": _DATE,
                     }
                 },
@@ -223,6 +225,17 @@ def analyst_role(index: str) -> dict[str, Any]:
     }
 
 
+def reader_role(index: str) -> dict[str, Any]:
+    """Read the findings, change nothing (the console shows such a person no
+    triage buttons, and Elasticsearch refuses their writes anyway)."""
+    return {
+        "cluster": [],
+        "indices": [
+            {"names": [index, f"{index}-*"], "privileges": ["read", "view_index_metadata"]}
+        ],
+    }
+
+
 def client(url: str, **kwargs: Any) -> Elasticsearch:
     return Elasticsearch(
         url,
@@ -255,7 +268,12 @@ class TransitionRefused(ValueError):
 
 
 # Which statuses each analyst action may start from.
-TRANSITIONS = {"acknowledged": ("open",), "resolved": ("open", "acknowledged")}
+TRANSITIONS = {
+    "acknowledged": ("open",),
+    "resolved": ("open", "acknowledged"),
+    "open": ("acknowledged", "resolved"),  # reopened: the fix did not hold
+}
+VERBS = {"acknowledged": "acknowledged", "resolved": "resolved", "open": "reopened"}
 
 
 def finding_of(source: dict[str, Any]) -> dict[str, Any]:
@@ -346,8 +364,9 @@ def transition(
     at: datetime,
     note: str | None = None,
 ) -> dict[str, Any]:
-    """Acknowledge or resolve a finding, guarded by its sequence number, so
-    two analysts acting at once cannot overwrite each other."""
+    """Acknowledge, resolve or reopen a finding, guarded by its sequence
+    number, so two analysts acting at once cannot overwrite each other. The
+    CLI's `findings ack/resolve` and the console's buttons both come here."""
     from elasticsearch import ConflictError
 
     from detectors.masking import mask_text
@@ -361,7 +380,7 @@ def transition(
         since = f" by {who}" if who else ""
         raise TransitionRefused(f"{finding_id} is {current}{since}; it cannot become {to}")
     life = dict(sw.get("lifecycle", {}))
-    verb = "acknowledged" if to == "acknowledged" else "resolved"
+    verb = VERBS[to]
     life[f"{verb}_by"] = by
     life[f"{verb}_at"] = at.isoformat()
     life["updated_at"] = at.isoformat()
@@ -371,6 +390,7 @@ def transition(
     if to == "resolved" and sw.get("detected_at"):
         detected = datetime.fromisoformat(sw["detected_at"])
         life["resolve_seconds"] = int((at - detected).total_seconds())
+    if to != "acknowledged":
         # An index made before the field was in the template learns it here.
         es.indices.put_mapping(
             index=hit["_index"],

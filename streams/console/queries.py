@@ -1,0 +1,250 @@
+"""The console's questions to Elasticsearch: a page of findings (search_after,
+never an offset), the counts per filter (aggregations), the filtered set
+streamed for export (a point in time), and the overview's figures.
+
+Every query is a filter on keyword fields the findings template declares, so
+a page of one million findings costs the same as a page of one thousand."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from elasticsearch import Elasticsearch
+
+from streams.elastic import finding_of
+
+PAGE = 50
+SORT: list[dict[str, Any]] = [{"@timestamp": "desc"}, {"sepwatch.finding_id": "asc"}]
+
+# The filter a URL parameter sets, and the keyword field it sets it on.
+FIELDS = {
+    "rule": "rule.id",
+    "severity": "sepwatch.severity",
+    "status": "sepwatch.status",
+    "entity": "organization.name",
+    "app": "sepwatch.saas_app",
+    "user": "user.id",
+    "device": "host.id",
+}
+FACET_SIZE = 20
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What the findings page shows, as kept in its URL."""
+
+    terms: dict[str, str] = field(default_factory=dict)
+    since: datetime | None = None
+    until: datetime | None = None
+
+    @classmethod
+    def of(cls, params: dict[str, str]) -> Filters:
+        terms = {k: params[k] for k in FIELDS if params.get(k)}
+        return cls(terms, _time(params.get("from")), _time(params.get("to")))
+
+    def query(self, *, skip: str | None = None) -> dict[str, Any]:
+        """The bool filter; `skip` leaves one term out (its own facet's counts)."""
+        clauses: list[dict[str, Any]] = [
+            {"term": {FIELDS[k]: v}} for k, v in self.terms.items() if k != skip
+        ]
+        span: dict[str, str] = {}
+        if self.since:
+            span["gte"] = self.since.isoformat()
+        if self.until:
+            span["lt"] = self.until.isoformat()
+        if span:
+            clauses.append({"range": {"@timestamp": span}})
+        return {"bool": {"filter": clauses}}
+
+    def params(self) -> dict[str, str]:
+        out = dict(self.terms)
+        if self.since:
+            out["from"] = self.since.isoformat()
+        if self.until:
+            out["to"] = self.until.isoformat()
+        return out
+
+
+def _time(text: str | None) -> datetime | None:
+    """A date or an RFC 3339 time from the URL (an unreadable one is ignored, as
+    a browser's date field may send a partial value)."""
+    if not text:
+        return None
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def encode_cursor(sort: list[Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(sort).encode()).decode().rstrip("=")
+
+
+def decode_cursor(text: str | None) -> list[Any] | None:
+    if not text:
+        return None
+    try:
+        value = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return value if isinstance(value, list) and len(value) == len(SORT) else None
+
+
+@dataclass
+class Page:
+    findings: list[dict[str, Any]]
+    total: int
+    total_exact: bool
+    next_cursor: str | None
+    facets: dict[str, list[tuple[str, int]]]
+
+
+_NOWHERE = {"ignore_unavailable": True, "allow_no_indices": True}
+
+
+def page(
+    es: Elasticsearch,
+    index: str,
+    filters: Filters,
+    *,
+    after: list[Any] | None = None,
+    size: int = PAGE,
+    facets: bool = True,
+) -> Page:
+    """One page, newest first, and the counts per filter value. A facet counts
+    under every other filter but its own, so a chosen value shows its siblings."""
+    aggs: dict[str, Any] = {}
+    if facets:
+        for name, fld in FIELDS.items():
+            aggs[name] = {
+                "filter": filters.query(skip=name),
+                "aggs": {"v": {"terms": {"field": fld, "size": FACET_SIZE}}},
+            }
+    body: dict[str, Any] = {
+        "query": {"match_all": {}},
+        "post_filter": filters.query(),
+        "sort": SORT,
+        "size": size + 1,
+        "track_total_hits": 10_000,
+    }
+    if aggs:
+        body["aggs"] = aggs
+    if after:
+        body["search_after"] = after
+    resp = es.search(index=index, **body, **_NOWHERE)
+    hits = resp["hits"]["hits"]
+    more = len(hits) > size
+    hits = hits[:size]
+    out = {
+        name: [(str(b["key"]), int(b["doc_count"])) for b in agg["v"]["buckets"]]
+        for name, agg in resp.get("aggregations", {}).items()
+    }
+    total = resp["hits"]["total"]
+    return Page(
+        findings=[finding_of(h["_source"]) for h in hits],
+        total=int(total["value"]),
+        total_exact=total["relation"] == "eq",
+        next_cursor=encode_cursor(hits[-1]["sort"]) if more and hits else None,
+        facets=out,
+    )
+
+
+def export(
+    es: Elasticsearch, index: str, filters: Filters, *, batch: int = 2000
+) -> Iterator[dict[str, Any]]:
+    """Every finding of the filtered set, newest first, in one point in time
+    (findings arriving meanwhile do not shift the pages)."""
+    pit = es.open_point_in_time(index=index, keep_alive="2m", ignore_unavailable=True)["id"]
+    after: list[Any] | None = None
+    try:
+        while True:
+            body: dict[str, Any] = {
+                "query": filters.query(),
+                "sort": SORT,
+                "size": batch,
+                "pit": {"id": pit, "keep_alive": "2m"},
+            }
+            if after:
+                body["search_after"] = after
+            resp = es.search(**body)
+            pit = resp.get("pit_id", pit)
+            hits = resp["hits"]["hits"]
+            for h in hits:
+                yield finding_of(h["_source"])
+            if len(hits) < batch:
+                return
+            after = hits[-1]["sort"]
+    finally:
+        es.close_point_in_time(id=pit)
+
+
+@dataclass
+class Overview:
+    entity: str | None
+    open_total: int
+    open_by_rule: dict[str, dict[str, int]]  # rule -> severity -> count
+    trend: list[tuple[str, int]]  # UTC day -> findings that day
+    entities: list[str]
+
+
+def overview(es: Elasticsearch, index: str, entity: str | None, now: datetime) -> Overview:
+    """Open findings by rule and severity and the last 30 days, in one request."""
+    scope: list[dict[str, Any]] = []
+    if entity:
+        scope.append({"term": {"organization.name": entity}})
+    start = (now - timedelta(days=29)).date()
+    resp = es.search(
+        index=index,
+        size=0,
+        query={"bool": {"filter": scope}},
+        aggs={
+            "entities": {"terms": {"field": "organization.name", "size": 200}},
+            "open": {
+                "filter": {"terms": {"sepwatch.status": ["open", "acknowledged"]}},
+                "aggs": {
+                    "rule": {
+                        "terms": {"field": "rule.id", "size": 100},
+                        "aggs": {"sev": {"terms": {"field": "sepwatch.severity", "size": 4}}},
+                    }
+                },
+            },
+            "trend": {
+                "filter": {"range": {"@timestamp": {"gte": start.isoformat()}}},
+                "aggs": {
+                    "day": {
+                        "date_histogram": {
+                            "field": "@timestamp",
+                            "calendar_interval": "day",
+                            "min_doc_count": 0,
+                            "extended_bounds": {
+                                "min": start.isoformat(),
+                                "max": now.date().isoformat(),
+                            },
+                            "format": "yyyy-MM-dd",
+                        }
+                    }
+                },
+            },
+        },
+        **_NOWHERE,
+    )
+    aggs = resp.get("aggregations")
+    if not aggs:
+        return Overview(entity, 0, {}, [], [])
+    by_rule = {
+        str(b["key"]): {str(s["key"]): int(s["doc_count"]) for s in b["sev"]["buckets"]}
+        for b in aggs["open"]["rule"]["buckets"]
+    }
+    return Overview(
+        entity=entity,
+        open_total=int(aggs["open"]["doc_count"]),
+        open_by_rule=dict(sorted(by_rule.items())),
+        trend=[(b["key_as_string"], int(b["doc_count"])) for b in aggs["trend"]["day"]["buckets"]],
+        entities=sorted(str(b["key"]) for b in aggs["entities"]["buckets"]),
+    )
