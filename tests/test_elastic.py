@@ -20,6 +20,7 @@ from streams.elastic import (
     document,
     finding_of,
     index_for,
+    reader_role,
     template_body,
     writer_role,
 )
@@ -243,7 +244,11 @@ def test_the_roles_command_prints_a_roles_file() -> None:
     assert roles == {
         "sepwatch_findings_writer": writer_role("f"),
         "sepwatch_findings_analyst": analyst_role("f"),
+        "sepwatch_findings_reader": reader_role("f"),
     }
+    # The console's read-only person: reads, writes nothing.
+    (grant,) = reader_role("f")["indices"]
+    assert set(grant["privileges"]) == {"read", "view_index_metadata"}
 
 
 def test_a_settled_batch_commits_only_the_partitions_still_owned() -> None:

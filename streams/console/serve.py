@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import socket
+import threading
+import time
 
 import uvicorn
 from rich.console import Console as Terminal
@@ -36,3 +39,32 @@ def serve(settings: Settings, err: Terminal) -> None:
         f"(findings from {settings.es_url}, {settings.es_index}); Ctrl-C stops it"
     )
     server(settings).run()
+
+
+class InThread:
+    """The console under uvicorn in a thread, on a free port of 127.0.0.1: for
+    the browser tests and the benchmark, which talk to it over real HTTP."""
+
+    def __init__(self, settings: Settings) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = int(s.getsockname()[1])
+        config = uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=self.port, log_level="warning"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> InThread:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the console did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)

@@ -8,9 +8,6 @@ POST without the CSRF token is refused)."""
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -18,13 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from elasticsearch import Elasticsearch
 from elasticsearch.helpers import bulk
 from PIL import Image
 
 from schemas import Finding
-from streams.console.app import create_app
+from streams.console.serve import InThread as ConsoleServer
 from streams.elastic import document, index_for, put_template
 from streams.settings import Settings
 from tests.integration.conftest import POLICY, ROOT
@@ -37,37 +33,6 @@ pytestmark = pytest.mark.integration
 CHROMIUM = Path("/usr/bin/chromium")
 IMAGES = ROOT / "docs" / "images"
 ENTITY = "HQ"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class ConsoleServer:
-    """`sepwatch console`'s app under uvicorn, in a thread of the test."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.port = _free_port()
-        config = uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=self.port, log_level="warning"
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> ConsoleServer:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert time.monotonic() < deadline, "console did not start"
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -253,6 +218,12 @@ def secured(
     admin.close()
 
 
+def _stored(admin: Elasticsearch, fid: str) -> dict[str, Any]:
+    """What Elasticsearch holds of the finding, read as the superuser."""
+    hits = admin.search(index=SECURE_INDEX, query={"ids": {"values": [fid]}})["hits"]["hits"]
+    return dict(hits[0]["_source"]["sepwatch"])
+
+
 def _sign_in(browser: Any, url: str, user: str, password: str) -> Any:
     ctx = browser.new_context(locale="ko-KR", viewport={"width": 1280, "height": 900})
     page = ctx.new_page()
@@ -294,12 +265,11 @@ def test_an_analyst_acknowledges_as_herself_a_reader_cannot_and_csrf_is_required
     # A POST without the token (another site's form, a script) is refused.
     refused = page.request.post(f"{server.url}/findings/{fid}/ack", form={"note": "x"})
     assert refused.status == 403
-    assert admin.get(index=f"{SECURE_INDEX}-*", id=fid)["_source"]["sepwatch"]["status"] == "open"
+    assert _stored(admin, fid)["status"] == "open"
 
     page.click("#ack")
     page.wait_for_selector("#status.status-acknowledged")
-    stored = admin.search(index=SECURE_INDEX, query={"ids": {"values": [fid]}})["hits"]["hits"]
-    sw = stored[0]["_source"]["sepwatch"]
+    sw = _stored(admin, fid)
     assert sw["status"] == "acknowledged"
     assert sw["lifecycle"]["acknowledged_by"] == "sepwatch-analyst"
     assert "sepwatch-analyst" in page.inner_text("#lifecycle")
@@ -313,9 +283,14 @@ def test_an_analyst_acknowledges_as_herself_a_reader_cannot_and_csrf_is_required
     token = reader.locator("input[name=csrf]").first.get_attribute("value")
     forged = reader.request.post(f"{server.url}/findings/{fid}/reopen", form={"csrf": token})
     assert forged.status == 403
-    stored = admin.search(index=SECURE_INDEX, query={"ids": {"values": [fid]}})["hits"]["hits"]
-    assert stored[0]["_source"]["sepwatch"]["status"] == "acknowledged"
+    assert _stored(admin, fid)["status"] == "acknowledged"
     reader.context.close()
+
+    # Reopen, through the same lifecycle function, as the analyst.
+    page.reload()
+    page.click("#reopen")
+    page.wait_for_selector("#status.status-open")
+    assert _stored(admin, fid)["lifecycle"]["reopened_by"] == "sepwatch-analyst"
     page.context.close()
 
 
