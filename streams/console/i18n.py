@@ -5,6 +5,8 @@ translations (streams/report/i18n.py), so both say the same."""
 from __future__ import annotations
 
 LANGS = ("ko", "en")
+# Templates read these as `t.key`: a key named like a dict method (clear, items,
+# get...) would resolve to the method, so none is.
 
 WORDS: dict[str, dict[str, str]] = {
     "ko": {
@@ -32,7 +34,7 @@ WORDS: dict[str, dict[str, str]] = {
         "from": "시작",
         "to": "종료",
         "filter": "적용",
-        "clear": "초기화",
+        "reset": "초기화",
         "time": "시각(UTC)",
         "summary": "요약",
         "next_page": "다음 페이지",
@@ -118,7 +120,7 @@ WORDS: dict[str, dict[str, str]] = {
         "from": "From",
         "to": "To",
         "filter": "Apply",
-        "clear": "Clear",
+        "reset": "Clear",
         "time": "Time (UTC)",
         "summary": "Summary",
         "next_page": "Next page",

@@ -199,52 +199,56 @@ def overview(es: Elasticsearch, index: str, entity: str | None, now: datetime) -
     if entity:
         scope.append({"term": {"organization.name": entity}})
     start = (now - timedelta(days=29)).date()
+    within = {
+        "open": {
+            "filter": {"terms": {"sepwatch.status": ["open", "acknowledged"]}},
+            "aggs": {
+                "rule": {
+                    "terms": {"field": "rule.id", "size": 100},
+                    "aggs": {"sev": {"terms": {"field": "sepwatch.severity", "size": 4}}},
+                }
+            },
+        },
+        "trend": {
+            "filter": {"range": {"@timestamp": {"gte": start.isoformat()}}},
+            "aggs": {
+                "day": {
+                    "date_histogram": {
+                        "field": "@timestamp",
+                        "calendar_interval": "day",
+                        "min_doc_count": 0,
+                        "extended_bounds": {
+                            "min": start.isoformat(),
+                            "max": now.date().isoformat(),
+                        },
+                        "format": "yyyy-MM-dd",
+                    }
+                }
+            },
+        },
+    }
     resp = es.search(
         index=index,
         size=0,
-        query={"bool": {"filter": scope}},
         aggs={
+            # Every entity, for the page's entity links; the figures, for the one asked.
             "entities": {"terms": {"field": "organization.name", "size": 200}},
-            "open": {
-                "filter": {"terms": {"sepwatch.status": ["open", "acknowledged"]}},
-                "aggs": {
-                    "rule": {
-                        "terms": {"field": "rule.id", "size": 100},
-                        "aggs": {"sev": {"terms": {"field": "sepwatch.severity", "size": 4}}},
-                    }
-                },
-            },
-            "trend": {
-                "filter": {"range": {"@timestamp": {"gte": start.isoformat()}}},
-                "aggs": {
-                    "day": {
-                        "date_histogram": {
-                            "field": "@timestamp",
-                            "calendar_interval": "day",
-                            "min_doc_count": 0,
-                            "extended_bounds": {
-                                "min": start.isoformat(),
-                                "max": now.date().isoformat(),
-                            },
-                            "format": "yyyy-MM-dd",
-                        }
-                    }
-                },
-            },
+            "scope": {"filter": {"bool": {"filter": scope}}, "aggs": within},
         },
         **_NOWHERE,
     )
     aggs = resp.get("aggregations")
     if not aggs:
         return Overview(entity, 0, {}, [], [])
+    mine = aggs["scope"]
     by_rule = {
         str(b["key"]): {str(s["key"]): int(s["doc_count"]) for s in b["sev"]["buckets"]}
-        for b in aggs["open"]["rule"]["buckets"]
+        for b in mine["open"]["rule"]["buckets"]
     }
     return Overview(
         entity=entity,
-        open_total=int(aggs["open"]["doc_count"]),
+        open_total=int(mine["open"]["doc_count"]),
         open_by_rule=dict(sorted(by_rule.items())),
-        trend=[(b["key_as_string"], int(b["doc_count"])) for b in aggs["trend"]["day"]["buckets"]],
+        trend=[(b["key_as_string"], int(b["doc_count"])) for b in mine["trend"]["day"]["buckets"]],
         entities=sorted(str(b["key"]) for b in aggs["entities"]["buckets"]),
     )

@@ -11,6 +11,7 @@ import json
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +186,14 @@ def test_overview_figures_equal_the_replayed_findings(
             if n:
                 got[(str(rid), str(cell.get_attribute("data-severity")))] = n
     assert got == want
+    # The trend's days (its table for screen readers) add up to the last 30 days' findings.
+    start = (datetime.now(UTC) - timedelta(days=29)).date().isoformat()
+    recent = [f for f in day if f["entity"] == ENTITY and f["timestamp"][:10] >= start]
+    cells = page.locator(".trend + table td:nth-child(2)").all_inner_texts()
+    assert sum(int(c) for c in cells) == len(recent)
+    # Every entity is offered, not only the one shown.
+    links = page.locator("nav.entities a").all_inner_texts()
+    assert set(links[1:]) == {f["entity"] for f in day}
     page.screenshot(path=str(IMAGES / "console-overview.png"), full_page=True)
     _not_blank(IMAGES / "console-overview.png")
     assert "미처리 탐지 결과" in page.inner_text("main")
