@@ -317,3 +317,28 @@ def test_export_streams_the_filtered_set(
     )
     times = [f["timestamp"] for f in got]
     assert times == sorted(times, reverse=True)
+
+
+def test_behind_a_proxy_the_trusted_header_names_the_person(
+    elasticsearch: str, plain: tuple[ConsoleServer, str]
+) -> None:
+    import urllib.error
+    import urllib.request
+
+    _, index = plain
+    settings = Settings(
+        es_url=elasticsearch,
+        es_index=index,
+        policy=POLICY,
+        broker="127.0.0.1:1",
+        console_trusted_header="X-Forwarded-User",
+    )
+    with ConsoleServer(settings) as proxied:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{proxied.url}/findings")
+        assert refused.value.code == 401
+        ask = urllib.request.Request(
+            f"{proxied.url}/findings", headers={"X-Forwarded-User": "kim.analyst"}
+        )
+        with urllib.request.urlopen(ask) as resp:
+            assert '<b id="whoami">kim.analyst</b>' in resp.read().decode()
