@@ -409,6 +409,10 @@ def _signed_in(console: Console, handler: Handler, *, change: bool = False) -> A
             return await handler(request, person)
         except AuthorizationException:
             return PlainTextResponse("Elasticsearch refused this account", status_code=403)
+        except queries.SearchFailed as exc:
+            log.warning("Elasticsearch: %s on %s", exc, request.url.path)
+            code = 403 if exc.status == 403 else 502
+            return PlainTextResponse(f"Elasticsearch: {exc}", status_code=code)
         except ApiError as exc:
             log.warning("Elasticsearch: %s on %s", exc.meta.status, request.url.path)
             return PlainTextResponse(f"Elasticsearch: {exc.meta.status}", status_code=502)
