@@ -106,11 +106,14 @@ def main() -> int:
         broker="127.0.0.1:1",
         policy=ROOT / "deploy/policy/example.yaml",
     )
+    # Each run starts from a cold shard request cache (the counts are cached there).
+    es.indices.clear_cache(index=loader.INDEX, request=True)
     rnd = random.Random(3)
     page_t: list[float] = []
     next_t: list[float] = []
     bare_t: list[float] = []
-    overview_t: list[float] = []
+    cold_t: list[float] = []
+    warm_t: list[float] = []
     with ConsoleServer(settings) as server:
         _get(f"{server.url}/findings")  # warm: first connection, templates compiled
         for _ in range(args.rounds):
@@ -122,16 +125,23 @@ def main() -> int:
                 if found.next_cursor:
                     q = urlencode({**params, "after": found.next_cursor})
                     next_t.append(_get(f"{server.url}/findings?{q}"))
-        for entity in ["", *loader.ENTITIES[:4]] * 2:
-            overview_t.append(_get(f"{server.url}/overview?entity={entity}"))
+        # First view of each entity: the half-year's figures are computed
+        # (kept a minute); then views within the minute: open findings and trend.
+        entities = ["", *loader.ENTITIES]
+        for entity in entities:
+            cold_t.append(_get(f"{server.url}/overview?entity={entity}"))
+        for _ in range(3):
+            for entity in entities:
+                warm_t.append(_get(f"{server.url}/overview?entity={entity}"))
     print(_line("findings page (console, HTTP)", page_t))
     print(_line("  next page (search_after)", next_t))
     print(_line("  same query, bare ES client", bare_t))
     print(
         f"  console / bare ES (p50): {statistics.median(page_t) / statistics.median(bare_t):.2f}x"
     )
-    print(_line("overview (console, HTTP)", overview_t))
-    ok = _p95(page_t) < 0.3 and max(overview_t) < 1.0
+    print(_line("overview, first view (console, HTTP)", cold_t))
+    print(_line("overview, again (console, HTTP)", warm_t))
+    ok = _p95(page_t) < 0.3 and max(cold_t) < 1.0
     print("targets (page p95 < 300 ms, overview < 1 s):", "met" if ok else "NOT met")
     print(f"Elasticsearch on {PORT} left running: SEPWATCH_ES_PORT={PORT} {ES} down")
     es.close()

@@ -64,6 +64,7 @@ EXPORT_COLUMNS = (
     "summary",
 )
 HORIZON_DAYS = 90
+FIGURES_TTL_S = 60
 
 
 class Console:
@@ -80,6 +81,15 @@ class Console:
         )
         self._reviews: tuple[float, list[Any] | None] = (-1e9, None)
         self._reading = threading.Lock()
+        self._figures: dict[tuple[Any, ...], tuple[float, Any]] = {}
+        self._policy_cache: tuple[float, Any] = (-1.0, None)
+
+    def _policy(self) -> Any:
+        """The policy file, read again when it changes."""
+        mtime = self.settings.policy.stat().st_mtime
+        if self._policy_cache[0] != mtime:
+            self._policy_cache = (mtime, load_policy(self.settings.policy))
+        return self._policy_cache[1]
 
     # -- plumbing ---------------------------------------------------------------
     def who(self, request: Request) -> Person | None:
@@ -265,21 +275,27 @@ class Console:
 
         now = datetime.now(UTC)
         today = now.date()
-        pol = load_policy(self.settings.policy)
         reviews = self._control_reviews()
         half = Period.parse(f"{today.year}H{1 if today.month <= 6 else 2}")
-        figures = gather(
-            person.es,
-            self.index,
-            half,
-            policy=pol,
-            reviews=reviews or [],
-            entity=entity,
-            lang=lang,
-            now=now,
-            as_of=today,
-            appendix_limit=0,
-        )
+        key = (person.user, entity, half.label, lang, reviews is not None)
+        at, figures = self._figures.get(key, (-1e9, None))
+        # The half-year's figures (device share, reviews, expiries) move slowly
+        # and cost a report's aggregations: kept a minute. The open findings and
+        # the trend below are asked afresh on every view.
+        if figures is None or time.monotonic() - at > FIGURES_TTL_S:
+            figures = gather(
+                person.es,
+                self.index,
+                half,
+                policy=self._policy(),
+                reviews=reviews or [],
+                entity=entity,
+                lang=lang,
+                now=now,
+                as_of=today,
+                appendix_limit=0,
+            )
+            self._figures[key] = (time.monotonic(), figures)
         horizon = today + timedelta(days=HORIZON_DAYS)
         return {
             "ov": queries.overview(person.es, self.index, entity, now),
@@ -300,7 +316,7 @@ class Console:
     async def policy(self, request: Request, person: Person) -> Response:
         from detectors import mask_text
 
-        pol = load_policy(self.settings.policy)
+        pol = self._policy()
         return self.render(
             request,
             "policy.html.j2",
@@ -336,7 +352,7 @@ class Console:
             return PlainTextResponse(f"period: {exc}", status_code=400)
         if lang not in LANGS:
             return PlainTextResponse("lang: ko or en", status_code=400)
-        pol = load_policy(self.settings.policy)
+        pol = self._policy()
 
         def build() -> None:
             figures = gather(
