@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -63,8 +63,6 @@ EXPORT_COLUMNS = (
     "device_id",
     "summary",
 )
-HORIZON_DAYS = 90
-FIGURES_TTL_S = 60
 
 
 class Console:
@@ -81,7 +79,6 @@ class Console:
         )
         self._reviews: tuple[float, list[Any] | None] = (-1e9, None)
         self._reading = threading.Lock()
-        self._figures: dict[tuple[Any, ...], tuple[float, Any]] = {}
         self._policy_cache: tuple[float, Any] = (-1.0, None)
 
     def _policy(self) -> Any:
@@ -269,48 +266,30 @@ class Console:
                 found = None
             self._reviews = (time.monotonic(), found)
 
-    def _overview(self, person: Person, entity: str | None, lang: str) -> dict[str, Any]:
-        from streams.report.gather import gather
-        from streams.report.period import Period
+    def _overview(self, person: Person, entity: str | None) -> dict[str, Any]:
+        from streams.console.standing import standing
 
         now = datetime.now(UTC)
-        today = now.date()
         reviews = self._control_reviews()
-        half = Period.parse(f"{today.year}H{1 if today.month <= 6 else 2}")
-        key = (person.user, entity, half.label, lang, reviews is not None)
-        at, figures = self._figures.get(key, (-1e9, None))
-        # The half-year's figures (device share, reviews, expiries) move slowly
-        # and cost a report's aggregations: kept a minute. The open findings and
-        # the trend below are asked afresh on every view.
-        if figures is None or time.monotonic() - at > FIGURES_TTL_S:
-            figures = gather(
+        ov = queries.overview(person.es, self.index, entity, now)
+        return {
+            "ov": ov,
+            "st": standing(
                 person.es,
                 self.index,
-                half,
                 policy=self._policy(),
                 reviews=reviews or [],
                 entity=entity,
-                lang=lang,
+                entities=ov.entities,
                 now=now,
-                as_of=today,
-                appendix_limit=0,
-            )
-            self._figures[key] = (time.monotonic(), figures)
-        horizon = today + timedelta(days=HORIZON_DAYS)
-        return {
-            "ov": queries.overview(person.es, self.index, entity, now),
-            "report": figures,
-            "half": half.label,
+            ),
             "reviews_read": reviews is not None,
-            "expiring": [e for e in figures.expiring if e.evaluation_valid_until <= horizon],
-            "waivers_expiring": [w for w in figures.waivers if today <= w.valid_until <= horizon],
             "severities": SEVERITIES,
         }
 
     async def overview(self, request: Request, person: Person) -> Response:
         entity = request.query_params.get("entity") or None
-        lang = pick_lang(request.cookies.get("lang"), request.headers.get("accept-language"))
-        ctx = await run_in_threadpool(self._overview, person, entity, lang)
+        ctx = await run_in_threadpool(self._overview, person, entity)
         return self.render(request, "overview.html.j2", person, entity=entity, **ctx)
 
     async def policy(self, request: Request, person: Person) -> Response:
