@@ -63,6 +63,7 @@ from bench.stream import (
     BROKER,
     IMMEDIATE,
     KAFKA,
+    MARKER_KEY,
     POLICY,
     ROOT,
     bare_consumer,
@@ -253,7 +254,7 @@ def _throughput_run(
     from streams.kafka_io import produce
 
     topics = _topics(f"tp{workers}w{tag}-{uid()}.")
-    produce(lines, BROKER, topics)
+    produce(lines, BROKER, topics, end_of_input=True, marker_key=MARKER_KEY)
     bare = float("nan")
     if workers == 1:
         bare = asyncio.run(bare_consumer(topics.inputs, len(lines)))

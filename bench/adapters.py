@@ -45,14 +45,31 @@ VENDORS = ROOT / "tests" / "fixtures" / "vendors"
 FIXTURES = {
     "okta": ["okta-logs-page.json", "day/okta.json"],
     "m365": ["m365-content-blob.json", "day/m365.json"],
-    "entra-signin": ["entra-signins-graph-page.json", "entra-signins-eventhub.json"],
+    "entra-signin": ["entra-signin-graph-page.json", "entra-signin-eventhub.json"],
     "google-workspace": ["google-workspace-activities.json"],
     "netskope": ["netskope-events.jsonl", "day/netskope.jsonl"],
     "zscaler-zia": ["zscaler-nss-web.jsonl"],
-    "intune": ["intune-managed-devices.json", "day/intune.json"],
+    "intune": [
+        "intune-managed-devices.json",
+        "day/intune.json",
+        "intune-diagnostic-devices.json",
+    ],
     "osquery": ["osquery-results.log", "day/osquery.log"],
-    "crowdstrike": ["crowdstrike-zta.json"],
+    "crowdstrike": ["crowdstrike-zta.json", "crowdstrike-hosts.jsonl"],
     "cef-dlp": ["cef-dlp.log"],
+    "entra-device": ["entra-device-list-page.json", "entra-device-get.json"],
+    "jamf": ["jamf-computers-inventory.json", "jamf-inventory-elastic.json"],
+    "google-workspace-devices": [
+        "google-workspace-devices-page.json",
+        "google-workspace-devices-activities.log",
+    ],
+    "google-workspace-rules": [
+        "google-workspace-rules-activities.log",
+        "google-workspace-rules-page.json",
+    ],
+    "symantec-dlp": ["symantec-dlp-incidents.jsonl", "symantec-dlp-static-attributes.jsonl"],
+    "slack": ["slack-audit.log", "slack-audit-page.json"],
+    "purview-endpoint": ["purview-endpoint-dlp.jsonl", "purview-aip-discover.json"],
 }
 
 

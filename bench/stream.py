@@ -17,6 +17,7 @@ import itertools
 import json
 import os
 import re
+import secrets
 import statistics
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from kafka import KafkaConsumer, TopicPartition
+from pydantic import SecretStr
 
 ROOT = Path(__file__).resolve().parent.parent
 KAFKA = ROOT / "deploy" / "local" / "kafka.sh"
@@ -35,6 +37,8 @@ POLICY = ROOT / "deploy" / "policy" / "example.yaml"
 PORT = "19192"
 BROKER = f"127.0.0.1:{PORT}"
 IMMEDIATE = {"SEP-001", "SEP-002"}  # decided on arrival: pipeline latency, no watermark wait
+# Signs the end-of-input markers of bounded runs; the workers started here hold it.
+MARKER_KEY = SecretStr(secrets.token_hex(16))
 
 
 HOURS = 48  # of simulated history in `events`
@@ -82,6 +86,7 @@ def start_worker(
         # Empty: the rules alone (bench.sink measures the sink); python -m bench sets it.
         "SEPWATCH_ES_URL": es_url,
         "SEPWATCH_ES_INDEX": f"{prefix.rstrip('.')}-findings",
+        "SEPWATCH_END_OF_INPUT_KEY": MARKER_KEY.get_secret_value(),
         "PYTHONUNBUFFERED": "1",
     }
     proc = subprocess.Popen(
@@ -219,7 +224,7 @@ def throughput(n: int, workdir: Path, runs: int) -> None:
     for run in range(runs):
         topics = Topics(f"bench{run}-{int(time.time())}.")
         ensure_topics(BROKER, topics, 4, retention_ms=3_600_000)
-        produce(lines, BROKER, topics)
+        produce(lines, BROKER, topics, end_of_input=True, marker_key=MARKER_KEY)
         bare_rates.append(asyncio.run(bare_consumer(topics.inputs, n)))
         floor_rates.append(faust_floor(topics.inputs, n))
         proc = start_worker(topics.prefix, workdir / f"worker-{run}.log")

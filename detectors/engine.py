@@ -12,13 +12,16 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import date, datetime
 from hashlib import blake2b
 from typing import Any, Literal
 
-from detectors.calendar import DAY, day_of, to_datetime
+from detectors.calendar import DAY, to_datetime
+from detectors.identity import IdentityGraph, posture_aliases
 from detectors.masking import mask_text
-from detectors.policy_in_force import PolicyInForce, posture_flags
+from detectors.policy_in_force import PolicyInForce
+from detectors.posture import ALL_CONTROLS, as_of, held, posture_view, remember
 from detectors.release_queue import ReleaseQueue
 from detectors.rules import (
     sep001_unevaluated_saas as sep001,
@@ -47,10 +50,16 @@ from detectors.rules import (
 from detectors.rules import (
     sep009_review_not_reported as sep009,
 )
+from detectors.rules import (
+    sep010_single_factor_signin as sep010,
+)
+from detectors.rules import (
+    sep011_external_sharing as sep011,
+)
 from detectors.rules.base import Hit, Rule
 from detectors.rules.dlp_common import Destination
 from detectors.state import EngineState
-from detectors.views import AccessView, DlpView, PostureView, ReviewView
+from detectors.views import AccessView, DlpView, ReviewView
 from schemas import (
     STREAMS,
     ControlReview,
@@ -87,7 +96,6 @@ SWEEP_EVERY = 6 * 3600.0  # event-time seconds between sweeps of idle devices an
 
 Stage = Literal["all", "device", "user", "review"]
 Handler = Callable[[Any, float, float, list["Finding"]], None]
-_NO_POSTURES: tuple[bool, tuple[PostureView, ...]] = (False, ())
 
 
 def finding_id(rule_id: str, trigger: str) -> str:
@@ -122,6 +130,7 @@ class Engine:
         self.state = state if state is not None else EngineState()
         self._now = now
         self.stats: Counter[str] = Counter()
+        self.identity = IdentityGraph(self.state.identities, self.stats)
         self.policy = PolicyInForce(policy)
         self._lateness = self.policy.lateness
         self._max_age = self.policy.posture_max_age
@@ -250,11 +259,10 @@ class Engine:
         the watermark it brings is decided now."""
         out: list[Finding] = []
         if max_ts > self._max_ts:
-            if max_ts // 60 != self._max_ts // 60:
-                # Kept once a minute of event time: every write of a remote
-                # table is a changelog record, and a restart that resumes a
-                # little behind only decides a little later.
-                self.state.meta["max_ts"] = max_ts
+            # Kept at every move: a restart that resumed behind would judge
+            # events late-or-not differently than before the crash. A remote
+            # table's writer keeps only a key's last value per record it judges.
+            self.state.meta["max_ts"] = max_ts
             self._max_ts = max_ts
             w = max_ts - self._lateness
             if self._queue.next_time() < w or w > self._alarm or w >= self._next_sweep:
@@ -285,11 +293,15 @@ class Engine:
     # -- saas_access: SEP-001/002 on arrival, SEP-006/007 once postures are in
 
     def _on_access(self, ev: SaasAccess, ts: float, w: float, out: list[Finding]) -> None:
+        if ev.action == "share":
+            self._judge_share(ev, ts, out)
         if ev.network_zone != "internal":
             return
         view = _access_view(ev, ts)
-        day = day_of(ts)
+        day = self.policy.days.day_of(ts)
         trigger = f"saas_access|{view.source}|{view.event_id}"
+        if ev.action == "login":
+            self._judge_signin(ev, view, day, trigger, out)
         # SEP-001/002 depend on the app and the day only: once both pass for
         # a pair, the pair is remembered as clean (the common case).
         if (view.saas_app, day) not in self._clean_apps:
@@ -315,6 +327,28 @@ class Engine:
             self.state.pending[key] = ("a", view)
             self._push(ts, key)
 
+    def _judge_signin(
+        self, ev: SaasAccess, view: AccessView, day: int, trigger: str, out: list[Finding]
+    ) -> None:
+        """SEP-010, on arrival: everything it needs is in the sign-in itself."""
+        if ev.auth is None or ev.auth.mfa is None:
+            self.stats["auth.mfa_unknown"] += 1  # the source does not say: never guessed
+            return
+        policy = self.policy.policy.authentication
+        if policy is None:
+            return
+        hit = sep010.check(ev, self.policy.app(view.saas_app, day) is not None, policy)
+        if hit:
+            out.append(self._access_finding(sep010.RULE, hit, trigger, view))
+
+    def _judge_share(self, ev: SaasAccess, ts: float, out: list[Finding]) -> None:
+        """SEP-011, on arrival, from the internal network or not."""
+        hit = sep011.check(ev, self.policy.policy.sharing)
+        if hit:
+            view = _access_view(ev, ts)
+            trigger = f"saas_access|{view.source}|{view.event_id}"
+            out.append(self._access_finding(sep011.RULE, hit, trigger, view))
+
     def _skip(self, ev: Any, ts: float, w: float, out: list[Finding]) -> None:
         """Events of streams this stage does not judge still move its watermark."""
 
@@ -327,83 +361,63 @@ class Engine:
     def _judge_posture(self, access: AccessView, out: list[Finding]) -> None:
         self._use_policy(access.ts)
         posture = None
+        max_age = self._max_age
         if access.device_id is not None:
-            evicted, entries = self.state.postures.get(access.device_id, _NO_POSTURES)
-            for p in reversed(entries):
-                if p[0] <= access.ts:
-                    break
-            else:
-                if evicted:  # the as-of posture was forgotten: a very late access
+            stored = self.state.postures.get(self.identity.resolve(access.device_id))
+            if stored is not None:
+                exact_from, entries = held(stored)
+                if exact_from is not None and access.ts < exact_from:
+                    # Its postures were forgotten: a very late access.
                     self.stats["decisions.posture_unknowable"] += 1
                     return
-                p = None
-            if p is not None:
-                if access.ts - p[0] <= self._max_age and not self.policy.posture_failures(
-                    p[2], p[3]
-                ):
-                    return  # the common case: a recent, compliant posture
-                posture = PostureView._make(p)
+                for p in reversed(entries):
+                    if p[0] <= access.ts:
+                        if (
+                            p[4] == ALL_CONTROLS
+                            and access.ts - p[0] <= max_age
+                            and not self.policy.posture_failures(p[2], p[3])
+                        ):
+                            return  # the common case: a recent, full, compliant posture
+                        break
+                posture = as_of(entries, access.ts, max_age)
         trigger = f"saas_access|{access.source}|{access.event_id}"
-        max_age = self.policy.posture_max_age
         if posture is not None:
-            failures = self.policy.posture_failures(posture.flags, posture.patch_age)
-            hit = sep006.check(access, posture, max_age, failures)
+            failures = self.policy.posture_failures(posture.flags, posture.patch_age, posture.known)
+            hit = sep006.check(access, posture, failures)
             if hit:
-                out.append(self._access_finding(sep006.RULE, hit, trigger, access))
+                out.append(self._posture_finding(sep006.RULE, hit, trigger, access))
                 return
-        hit = sep007.check(access, posture, max_age)
+        hit = sep007.check(access, posture)
         if hit:
-            out.append(self._access_finding(sep007.RULE, hit, trigger, access))
+            out.append(self._posture_finding(sep007.RULE, hit, trigger, access))
 
     def _access_finding(self, rule: Rule, hit: Hit, trigger: str, a: AccessView) -> Finding:
         return self._finding(
             rule, hit, trigger, a.ts, a.entity, a.user_id, a.device_id, a.saas_app, a.event_id
         )
 
+    def _posture_finding(self, rule: Rule, hit: Hit, trigger: str, a: AccessView) -> Finding:
+        """Named by the device's name in the identity graph, with the alias the
+        access used where it differs. Only findings decided at the watermark
+        are: on arrival, which postures a stream has read yet depends on how
+        its input partitions interleave, so a name then would too."""
+        device = a.device_id
+        if device is not None and (name := self.identity.name_of(device)) != device:
+            hit = replace(hit, details={**hit.details, "device_alias": device})
+            a = a._replace(device_id=name)
+        return self._access_finding(rule, hit, trigger, a)
+
     # -- device_posture ----------------------------------------------------------
 
     def _on_posture(self, ev: DevicePosture, ts: float, w: float, out: list[Finding]) -> None:
-        view = PostureView(
-            ts,
-            ev.event_id,
-            posture_flags(
-                ev.managed, ev.edr_running, ev.disk_encrypted, ev.screen_lock, ev.jailbroken
-            ),
-            ev.os_patch_age_days,
-        )
+        if ev.device_aliases:
+            device = self.identity.learn(
+                ev.device_id, posture_aliases(ev.device_aliases), ts, ev.source
+            )
+        else:
+            device = self.identity.resolve(ev.device_id)
         postures = self.state.postures
-        evicted, stored = postures.get(ev.device_id, _NO_POSTURES)
-        if not stored:
-            postures[ev.device_id] = (evicted, [view])
-            return
-        last = stored[-1]
-        if last[0] <= w:
-            # Every posture held is at or before the watermark (the common
-            # case): only the newest of them and the new one can still matter.
-            if (last[0], last[1]) > (ts, ev.event_id):
-                postures[ev.device_id] = (True, stored)  # the new one is already too old
-            elif ts <= w:
-                postures[ev.device_id] = (True, [view])
-            else:
-                postures[ev.device_id] = (evicted or len(stored) > 1, [last, view])
-            return
-        entries = list(stored)
-        # Ordered by (time, event id): of two postures stamped the same
-        # second, the same one is "latest" whatever order they arrived in.
-        i = len(entries)
-        while i and (entries[i - 1][0], entries[i - 1][1]) > (ts, ev.event_id):
-            i -= 1
-        entries.insert(i, view)
-        # Keep the latest posture at or before the watermark and all after it:
-        # no access still to be judged can need an older one.
-        keep = 0
-        for j, p in enumerate(entries):
-            if p[0] <= w:
-                keep = j
-        if keep:
-            evicted = True
-            entries = entries[keep:]
-        self.state.postures[ev.device_id] = (evicted, entries)
+        postures[device] = remember(postures.get(device), posture_view(ev, ts), w)
 
     # -- dlp_alert: SEP-003/004/005 --------------------------------------------
 
@@ -444,7 +458,7 @@ class Engine:
                 return
             dest = Destination(via.saas_app, via)
         groups = self.policy.dlp
-        app = self.policy.app(dest.app_id, day_of(alert.ts))
+        app = self.policy.app(dest.app_id, self.policy.days.day_of(alert.ts))
         trigger = f"dlp_alert|{alert.source}|{alert.event_id}"
         for rule, hit in (
             (sep003.RULE, sep003.check(alert, dest, groups.unique_identification)),
@@ -531,7 +545,7 @@ class Engine:
             counted[0][0],
             reviewer,
         )
-        hit = sep009.check(view, self.policy.policy.review.report_within_days)
+        hit = sep009.check(view, self.policy.policy.review.report_within_days, self.policy.days)
         if hit:
             trigger = f"control_review|{entity}|{to_datetime(completed).isoformat()}"
             out.append(
@@ -564,8 +578,9 @@ class Engine:
             self.policy.review_baseline(entity),
             self.policy.policy.review.interval_months,
             date.fromordinal(fired) if fired is not None else None,
+            self.policy.days,
         )
-        return sep008.overdue_from(due), due, anchor, review_id
+        return sep008.overdue_from(due, self.policy.days), due, anchor, review_id
 
     def _next_alarm(self) -> float:
         return min((self._breach(e)[0] for e in self.state.entities), default=float("inf"))
@@ -641,7 +656,9 @@ class Engine:
             return float(raw[0]) + self.policy.correlation_window
         # A review is judged at its report deadline, or when it was first
         # recorded if that is later.
-        deadline = float(raw[1]) + self.policy.policy.review.report_within_days * DAY
+        deadline = sep009.deadline_of(
+            float(raw[1]), self.policy.policy.review.report_within_days, self.policy.days
+        )
         return max(deadline, min(float(r[0]) for r in raw[3]))
 
     def _push(self, at: float, key: str) -> None:
@@ -658,6 +675,7 @@ class Engine:
         accesses = self.state.accesses
         for user in [u for u, a in accesses.items() if not a or a[-1][0] < horizon]:
             del accesses[user]
+        self.identity.expire(w - self.policy.policy.identity.alias_ttl.total_seconds())
 
     # -- findings ------------------------------------------------------------
 
@@ -674,7 +692,9 @@ class Engine:
         *trigger_ids: str,
     ) -> Finding:
         self._use_policy(ts)
-        waiver = self.policy.waiver(rule.id, day_of(ts), entity, user_id, device_id, saas_app)
+        waiver = self.policy.waiver(
+            rule.id, self.policy.days.day_of(ts), entity, user_id, device_id, saas_app
+        )
         self.stats[f"findings.{rule.id}"] += 1
         evidence = list(dict.fromkeys((*trigger_ids, *hit.evidence)))
         return Finding(

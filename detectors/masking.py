@@ -151,3 +151,21 @@ def mask_identifier(value: str) -> str:
         return _RRN.sub(_rrn, value.strip())
     keep = value[-4:] if len(value) > 4 else ""
     return "*" * (len(value) - len(keep)) + keep
+
+
+def identifier_spans(text: str) -> list[tuple[int, int]]:
+    """Where `mask_text` finds an identifier in `text`: the (start, end) of
+    each RRN, passport or long number, merged where they overlap. Positions
+    are those of `text` as given (the ASCII folding keeps lengths)."""
+    if not text.isascii():
+        text = text.translate(_ascii_fold())
+    found = [m.span() for m in _RRN.finditer(text)]
+    found += [m.span() for m in _PASSPORT.finditer(text)]
+    found += [m.span() for m in _NUMBERS.finditer(text) if m.group("num")]
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(found):
+        if merged and start < merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged

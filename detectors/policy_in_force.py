@@ -11,29 +11,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date
 
+from detectors.calendar import Days
+from detectors.posture import ALL_CONTROLS, CONTROL_BITS, PATCH_AGE
 from schemas import Policy, RegistryApp, Waiver
-
-# Posture controls as bits, so the engine's state keeps one small int per posture.
-MANAGED, EDR_RUNNING, DISK_ENCRYPTED, SCREEN_LOCK, JAILBROKEN = 1, 2, 4, 8, 16
-_CONTROLS = (
-    ("managed", MANAGED),
-    ("edr_running", EDR_RUNNING),
-    ("disk_encrypted", DISK_ENCRYPTED),
-    ("screen_lock", SCREEN_LOCK),
-    ("jailbroken", JAILBROKEN),
-)
-
-
-def posture_flags(
-    managed: bool, edr_running: bool, disk_encrypted: bool, screen_lock: bool, jailbroken: bool
-) -> int:
-    return (
-        (MANAGED if managed else 0)
-        | (EDR_RUNNING if edr_running else 0)
-        | (DISK_ENCRYPTED if disk_encrypted else 0)
-        | (SCREEN_LOCK if screen_lock else 0)
-        | (JAILBROKEN if jailbroken else 0)
-    )
 
 
 @dataclass(frozen=True)
@@ -50,6 +30,8 @@ class DlpGroups:
 class PolicyInForce:
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
+        # Every day the rules count (validity, categories, waivers, due days) is one of these.
+        self.days = Days(policy.timezone)
         self.lateness = policy.allowed_lateness.total_seconds()
         self.correlation_window = policy.dlp.correlation_window.total_seconds()
         self.posture_max_age = policy.posture.max_age.total_seconds()
@@ -74,15 +56,11 @@ class PolicyInForce:
         self._cats = [frozenset(c.categories) for c in cats]
 
         require = policy.posture.require
-        self._required = posture_flags(
-            require.managed,
-            require.edr_running,
-            require.disk_encrypted,
-            require.screen_lock,
-            require.jailbroken,
+        self._required = sum(
+            bit for name, bit in CONTROL_BITS if bit != PATCH_AGE and getattr(require, name)
         )
         self.max_patch_age = require.os_patch_age_days_max
-        self._failures: dict[tuple[int, bool], tuple[str, ...]] = {}
+        self._failures: dict[tuple[int, int, bool], tuple[str, ...]] = {}
 
         self._waivers: dict[str, list[Waiver]] = defaultdict(list)
         for waiver in policy.waivers:
@@ -109,15 +87,21 @@ class PolicyInForce:
         i = bisect_right(self._cat_days, day)
         return self._cats[i - 1] if i else frozenset()
 
-    def posture_failures(self, flags: int, patch_age: int) -> tuple[str, ...]:
-        """The required controls a posture fails, in the policy's words."""
-        key = (flags, patch_age > self.max_patch_age)
+    def posture_failures(
+        self, flags: int, patch_age: int, known: int = ALL_CONTROLS
+    ) -> tuple[str, ...]:
+        """The required controls a posture fails, in the policy's words: of
+        the `known` ones only (a control no posture speaks for fails nothing;
+        it is unknown, which SEP-007 judges)."""
+        key = (flags & known, known, bool(known & PATCH_AGE) and patch_age > self.max_patch_age)
         failed = self._failures.get(key)
         if failed is None:
-            names = [name for name, bit in _CONTROLS if (flags & bit) != (self._required & bit)]
-            if key[1]:
-                names.append("os_patch_age_days")
-            failed = self._failures[key] = tuple(names)
+            failed = self._failures[key] = tuple(
+                name
+                for name, bit in CONTROL_BITS
+                if known & bit
+                and (key[2] if bit == PATCH_AGE else (flags & bit) != (self._required & bit))
+            )
         return failed
 
     def waiver(

@@ -7,16 +7,20 @@ lists of plain scalars, so they survive a JSON changelog.
 
 What each store holds, and why it stays bounded:
 
-- `postures`: device_id -> (evicted, [PostureView...]): the latest posture at
-  or before the watermark and every later one; older ones can no longer be
-  the as-of posture of any access still to be judged. A device silent for
-  longer than the idle retention is dropped.
+- `postures`: device_id -> (exact_from, [PostureView...]): of the postures at
+  or before the watermark, the latest to assert each control (one, for a
+  full posture), and every later one; older ones can no longer give any
+  control's value to an access still to be judged (detectors/posture.py).
+  A device silent for longer than the idle retention is dropped.
 - `accesses`: user_id -> [AccessView...]: internal upload/share/edit accesses
   within two correlation windows of the watermark, for DLP correlation.
 - `pending`: key -> (kind, view): decisions waiting for the watermark.
 - `entities`: entity -> [fired_due_ordinal, [(completed_ts, recorded_ts,
   review_id)...], [judged completed_ts...]]: the last 16 reviews and the last
   8 judged, for a handful of entities.
+- `identities`: the device identity graph (detectors/identity.py): each
+  alias's canonical device; aliases not asserted for `identity.alias_ttl`
+  are forgotten.
 - `meta`: "max_ts", the largest event time seen (the watermark's source).
 """
 
@@ -35,4 +39,5 @@ class EngineState:
     accesses: Store = field(default_factory=dict)
     pending: Store = field(default_factory=dict)
     entities: Store = field(default_factory=dict)
+    identities: Store = field(default_factory=dict)
     meta: Store = field(default_factory=dict)

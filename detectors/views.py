@@ -24,8 +24,9 @@ class AccessView(NamedTuple):
 class PostureView(NamedTuple):
     ts: float
     event_id: str
-    flags: int
-    patch_age: int
+    flags: int  # the values of the boolean controls it asserts (detectors.posture's bits)
+    patch_age: int  # os_patch_age_days, where it asserts it (else 0)
+    known: int  # the controls it asserts; the others it does not speak for
 
 
 class DlpView(NamedTuple):

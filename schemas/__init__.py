@@ -8,8 +8,11 @@ from schemas.durations import Duration, format_duration, parse_duration
 from schemas.events import (
     ACTIONS,
     CHANNELS,
+    POSTURE_CONTROLS,
     STREAMS,
+    AuthInfo,
     ControlReview,
+    DeviceAlias,
     DevicePosture,
     DlpAlert,
     Event,
@@ -20,6 +23,7 @@ from schemas.events import (
 from schemas.findings import RULE_IDS, SEVERITIES, Finding, WaiverRef
 from schemas.policy import (
     AlertingPolicy,
+    AuthenticationPolicy,
     DlpPolicy,
     PermittedCategories,
     Policy,
@@ -27,17 +31,22 @@ from schemas.policy import (
     PosturePolicy,
     RegistryApp,
     ReviewPolicy,
+    SharingPolicy,
     Waiver,
 )
 
 __all__ = [
     "ACTIONS",
     "CHANNELS",
+    "POSTURE_CONTROLS",
     "RULE_IDS",
     "SEVERITIES",
     "STREAMS",
     "AlertingPolicy",
+    "AuthInfo",
+    "AuthenticationPolicy",
     "ControlReview",
+    "DeviceAlias",
     "DevicePosture",
     "DlpAlert",
     "DlpPolicy",
@@ -53,6 +62,7 @@ __all__ = [
     "RegistryApp",
     "ReviewPolicy",
     "SaasAccess",
+    "SharingPolicy",
     "Waiver",
     "WaiverRef",
     "format_duration",

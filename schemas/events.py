@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 STREAMS = ("saas_access", "device_posture", "dlp_alert", "control_review")
 ACTIONS = ("login", "view", "download", "upload", "edit", "share", "delete", "other")
@@ -17,6 +17,7 @@ CHANNELS = ("saas_upload", "email", "web", "usb", "print", "other")
 Action = Literal["login", "view", "download", "upload", "edit", "share", "delete", "other"]
 Channel = Literal["saas_upload", "email", "web", "usb", "print", "other"]
 NetworkZone = Literal["internal", "external"]
+ShareTarget = Literal["internal", "external", "public"]
 
 # Bounds keep one hostile record from costing unbounded memory downstream.
 Id = Annotated[str, Field(min_length=1, max_length=256)]
@@ -47,8 +48,18 @@ class ObjectRef(BaseModel):
     size: Annotated[int, Field(ge=0)] | None = None
 
 
+class AuthInfo(BaseModel):
+    """How a sign-in was authenticated, as the source says. `mfa` None: it does not say."""
+
+    model_config = ConfigDict(extra="allow")
+
+    mfa: bool | None = None
+    method: Annotated[str, Field(max_length=128)] | None = None
+
+
 class SaasAccess(_Event):
-    """Someone used a SaaS app."""
+    """Someone used a SaaS app. `auth` for a login, `share_target` (and the
+    domain shared with, where known) for a share."""
 
     stream: Literal["saas_access"] = "saas_access"
     user_id: Id
@@ -58,20 +69,75 @@ class SaasAccess(_Event):
     network_zone: NetworkZone
     src_ip: Annotated[str, Field(max_length=64)] | None = None
     object: ObjectRef | None = None
+    auth: AuthInfo | None = None
+    share_target: ShareTarget | None = None
+    shared_with_domain: Annotated[str, Field(max_length=253)] | None = None
+
+
+_UNSAID = "null: the source does not speak for this control (unknown, never assumed to pass)"
+Control = Annotated[bool | None, Field(description=_UNSAID)]
+
+# The controls a posture can speak for, in the policy's words (`posture.require`).
+POSTURE_CONTROLS = (
+    "managed",
+    "edr_running",
+    "disk_encrypted",
+    "screen_lock",
+    "jailbroken",
+    "os_patch_age_days",
+)
+
+
+DeviceAliasKind = Literal[
+    "entra_device_id",
+    "intune_device_id",
+    "serial",
+    "hostname",
+    "falcon_aid",
+    "jamf_udid",
+    "osquery_uuid",
+    "google_device_id",
+    "okta_device_id",
+    "mapping",
+]
+
+
+class DeviceAlias(BaseModel):
+    """One name a product gives the device a posture speaks for. `mapping`:
+    the device id a hand-written `devices:` entry gave it (it overrides what
+    is learned)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    kind: DeviceAliasKind
+    value: Id
 
 
 class DevicePosture(_Event):
-    """The state of an endpoint at a time."""
+    """The state of an endpoint at a time. A control that is null is one the
+    source does not speak for (an access log's device assurance knows some
+    controls, not all): unknown, never assumed to pass. Each control must be
+    given, as a value or as null, so a producer's omission is not taken for
+    silence; `jailbroken` alone keeps its documented default, false."""
 
     stream: Literal["device_posture"] = "device_posture"
     device_id: Id
     user_id: Id | None = None
-    managed: bool
-    edr_running: bool
-    disk_encrypted: bool
-    screen_lock: bool
-    os_patch_age_days: Annotated[int, Field(ge=0, le=100_000)]
-    jailbroken: bool = False
+    managed: Control
+    edr_running: Control
+    disk_encrypted: Control
+    screen_lock: Control
+    os_patch_age_days: Annotated[int | None, Field(ge=0, le=100_000, description=_UNSAID)]
+    jailbroken: Control = False
+    # Every name the record gives the device: what the identity graph learns
+    # (detectors/identity.py). None: the source names it by `device_id` only.
+    device_aliases: Annotated[list[DeviceAlias], Field(max_length=16)] | None = None
+
+    @model_validator(mode="after")
+    def _speaks_for_something(self) -> DevicePosture:
+        if all(getattr(self, c) is None for c in POSTURE_CONTROLS):
+            raise ValueError("a posture must give at least one control a value")
+        return self
 
 
 class DlpAlert(_Event):

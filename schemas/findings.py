@@ -16,6 +16,8 @@ RuleId = Literal[
     "SEP-007",
     "SEP-008",
     "SEP-009",
+    "SEP-010",
+    "SEP-011",
 ]
 RULE_IDS: tuple[str, ...] = get_args(RuleId)
 Severity = Literal["low", "medium", "high", "critical"]

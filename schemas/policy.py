@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import date, timedelta
 from typing import Annotated, Any, Literal, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -81,6 +82,13 @@ class PosturePolicy(_Strict):
     require: PostureCheck = PostureCheck()
 
 
+class IdentityPolicy(_Strict):
+    """Device identity learned from posture feeds (detectors/identity.py):
+    an alias no posture asserted for `alias_ttl` is forgotten."""
+
+    alias_ttl: Duration = timedelta(days=30)
+
+
 class DlpPolicy(_Strict):
     correlation_window: Duration = timedelta(minutes=10)
     unique_identification: list[str] = [
@@ -100,6 +108,45 @@ class ReviewPolicy(_Strict):
     # Entities whose use of the exception started on another day; they are
     # also tracked for SEP-008 before they send any event.
     entity_baselines: dict[str, date] = {}
+
+
+class AuthenticationPolicy(_Strict):
+    """SEP-010: sign-ins to registered SaaS from the internal network must be multi-factor."""
+
+    require_mfa: bool = True
+    exempt_apps: list[Annotated[str, Field(min_length=1)]] = []
+
+
+def _domain(value: str) -> str:
+    return value.strip().lower().rstrip(".")
+
+
+Domain = Annotated[str, Field(min_length=1, max_length=253)]
+
+
+class SharingPolicy(_Strict):
+    """SEP-011: no sharing outside the institution, or only with named partners."""
+
+    external: Literal["forbid", "partners_only"] = "forbid"
+    partner_domains: list[Domain] = []
+    internal_domains: list[Domain] = []
+
+    @field_validator("partner_domains", "internal_domains")
+    @classmethod
+    def _lower(cls, domains: list[str]) -> list[str]:
+        return [_domain(d) for d in domains]
+
+    @model_validator(mode="after")
+    def _partners_read(self) -> Self:
+        # A partner list that nothing reads would look like an allowance it is not.
+        if self.partner_domains and self.external == "forbid":
+            raise ValueError("partner_domains are read only with external: partners_only")
+        if self.external == "partners_only" and not self.partner_domains:
+            raise ValueError("external: partners_only needs at least one partner_domains entry")
+        both = sorted(set(self.partner_domains) & set(self.internal_domains))
+        if both:
+            raise ValueError("a domain is both internal and a partner: " + ", ".join(both))
+        return self
 
 
 class Waiver(_Strict):
@@ -147,15 +194,33 @@ class AlertingPolicy(BaseModel):
 class Policy(_Strict):
     version: Literal[1] = 1
     allowed_lateness: Duration = timedelta(seconds=60)
+    # IANA name: the policy's dates, review due days, the report deadline and
+    # report periods are whole days here (rules.md, "dates").
+    timezone: str = "UTC"
     registry: list[RegistryApp] = []
     permitted_categories: list[PermittedCategories] = [
         PermittedCategories(effective_from=date(2026, 4, 20), categories=list(DEFAULT_CATEGORIES))
     ]
     posture: PosturePolicy = PosturePolicy()
+    identity: IdentityPolicy = IdentityPolicy()
     dlp: DlpPolicy = DlpPolicy()
     review: ReviewPolicy = ReviewPolicy()
+    # Optional: a policy without them judges neither SEP-010 nor SEP-011.
+    authentication: AuthenticationPolicy | None = None
+    sharing: SharingPolicy | None = None
     waivers: list[Waiver] = []
     alerting: AlertingPolicy = AlertingPolicy()
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"{name!r} is not an IANA time zone name (e.g. Asia/Seoul, UTC)"
+            ) from None
+        return name
 
     @field_validator("registry")
     @classmethod

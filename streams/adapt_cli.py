@@ -17,7 +17,7 @@ from rich.table import Table
 from schemas import Policy
 from streams.adapters import ADAPTERS, SOURCES
 from streams.adapters.intake import AdaptCounts, LineSink, adapt_records, read_raw
-from streams.adapters.mapping import VendorMapping, load_mapping
+from streams.adapters.mapping import DEFAULT_MAPPING, VendorMapping, load_mapping
 from streams.kafka_connection import Broker
 from streams.policy_file import PolicyError
 from streams.settings import Settings
@@ -57,7 +57,7 @@ MappingOpt = Annotated[
 
 def mapping_for(path: Path | None, policy: Policy | None) -> VendorMapping:
     """The mapping, with the policy's registry; every problem listed, exit 2 if refused."""
-    chosen = path or Settings().mapping
+    chosen = path or Settings().mapping or DEFAULT_MAPPING
     try:
         return load_mapping(chosen, policy)
     except PolicyError as exc:
@@ -203,26 +203,15 @@ def _writing(path: str, dash: IO[str] | None = None) -> Iterator[IO[str]]:
         yield out
 
 
-def publish_raw(
-    fmt: str, lines: Iterable[bytes], broker: Broker, prefix: str, partitions: int
-) -> int:
+def publish_raw(fmt: str, lines: Iterable[bytes], broker: Broker, prefix: str) -> int:
     """Publish raw records, one record a message, to PREFIXraw.<source>, as a
-    connector would (no end-of-input marker: raw topics are live traffic)."""
-    from kafka.admin import NewTopic
-    from kafka.errors import TopicAlreadyExistsError
-
-    from streams.kafka_io import admin, producer
+    connector would (no end-of-input marker: raw topics are live traffic).
+    The topic exists (kafka_io.ensure_topics creates it with the others)."""
+    from streams.kafka_io import producer
     from streams.topics import Topics
 
     adapter = ADAPTERS[source_of(fmt)]
     topic = Topics(prefix).raw(adapter.source)
-    client = admin(broker)
-    try:
-        if topic not in set(client.list_topics()):
-            with contextlib.suppress(TopicAlreadyExistsError):
-                client.create_topics([NewTopic(topic, partitions, 1)])
-    finally:
-        client.close()
     out = producer(broker)
     sent = 0
     try:

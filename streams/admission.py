@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from detectors.pseudonyms import Pseudonymiser
 from schemas import ControlReview, DevicePosture, DlpAlert, EventAdapter, SaasAccess
 from streams.dead_letters import dead_letter, reason_of
 
@@ -33,7 +34,9 @@ TIME_FIELDS = ("timestamp", "completed_at", "reported_to_committee_at")
 
 @dataclass(frozen=True)
 class Admitted:
-    event: AnyEvent
+    event: AnyEvent  # as admitted: identifiers in its fields pseudonymised
+    record: bytes  # what goes on: the bytes read, or the event re-encoded if it changed
+    pseudonymised: tuple[str, ...] = ()  # fields that held an identifier (metric labels)
 
 
 @dataclass(frozen=True)
@@ -54,12 +57,14 @@ def admit(
     topic: str | None = None,
     appended_at: float | None = None,
     max_ahead_s: float | None = None,
+    pseudonyms: Pseudonymiser,
 ) -> Admitted | Refused:
     """Validate one record. `topic_of(stream)` and `topic` check that an event
     came on its own topic; `appended_at` (epoch seconds, the broker's append
     time) and `max_ahead_s` refuse events stamped further ahead of it than
     clock skew explains: one such event would move the watermark and release
-    every decision still waiting for events that have not arrived."""
+    every decision still waiting for events that have not arrived. An
+    identifier in any field is replaced by its pseudonym (`pseudonymise`)."""
     if len(raw) > MAX_LINE_BYTES:
         reason = f"record of {len(raw)} bytes is over the {MAX_LINE_BYTES}-byte limit"
         return Refused("too_large", dead_letter(raw, reason, where=where))
@@ -89,7 +94,31 @@ def admit(
                     f"{max_ahead_s:.0f} s is accepted (max_event_ahead_s)"
                 )
                 return Refused("too_far_ahead", dead_letter(raw, reason, where=where))
-    return Admitted(event)
+    return pseudonymise(event, raw, pseudonyms, where=where)
+
+
+def pseudonymise(
+    event: AnyEvent, raw: bytes, pseudonyms: Pseudonymiser, *, where: dict[str, Any]
+) -> Admitted | Refused:
+    """The event with every identifier in its fields (a user id that is an
+    RRN, a card number as a device id) replaced by its keyed pseudonym, so
+    nothing raw goes further while the same person still joins across events.
+    Refused if a pseudonym makes a field longer than the contract allows."""
+    try:
+        admitted, fields = pseudonyms.event(event)
+    except ValidationError as exc:
+        return Refused("invalid_event", too_long(raw, exc, where))
+    if not fields:
+        return Admitted(event, raw)
+    return Admitted(admitted, admitted.model_dump_json().encode(), fields)
+
+
+def too_long(raw: bytes, exc: ValidationError, where: dict[str, Any]) -> dict[str, Any]:
+    """The dead letter of an event a pseudonym made longer than a field allows."""
+    reason, errors = reason_of(exc)
+    return dead_letter(
+        raw, f"once its identifiers are pseudonymised: {reason}", where=where, errors=errors
+    )
 
 
 def capped_end(max_ts: Any, appended_at: float | None, max_ahead_s: float) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import inspect
 import json
 import os
 import sys
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO
+from zoneinfo import ZoneInfo
 
 import typer
 from pydantic import ValidationError
@@ -72,9 +74,13 @@ def _settings(**flags: object) -> Settings:
         return Settings(**{k: v for k, v in flags.items() if v is not None})
     except ValidationError as exc:
         err.print(f"[bold red]settings refused[/]: {exc.error_count()} problem(s)")
+        config = os.environ.get("SEPWATCH_CONFIG", "sepwatch.toml")
         for e in exc.errors(include_url=False, include_input=False):
             where = ".".join(str(p) for p in e["loc"]) or "settings"
-            err.print(f"  {where}: {e['msg']}", markup=False, highlight=False)
+            msg = e["msg"].removeprefix("Value error, ")
+            if e["type"] == "extra_forbidden":
+                msg = f"not a setting (in {config}; `sepwatch --help` names them)"
+            err.print(f"  {where}: {msg}", markup=False, highlight=False)
         raise typer.Exit(2) from None
 
 
@@ -142,19 +148,49 @@ def replay_cmd(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or table.")] = False,
     fmt: FormatOpt = None,
     mapping: MappingOpt = None,
+    broker: Annotated[
+        str | None,
+        typer.Option(
+            "--broker",
+            help="Read the deployment's pseudonym key from this broker's PREFIXpseudonym-key "
+            "topic (with --prefix), so pseudonyms match the stream's. Not needed when "
+            "SEPWATCH_PSEUDONYM_KEY is set.",
+            show_default=False,
+        ),
+    ] = None,
+    prefix: PrefixOpt = None,
+    policy_history: Annotated[
+        Path | None,
+        typer.Option(
+            "--policy-history",
+            help="Judge each event by the policy version in force at its time, as the "
+            "workers did: the versions `sepwatch policy history --json` prints. "
+            "Replaces --policy.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the rules over a file of events, exactly as the stream would.
 
     File order is arrival order; timestamps may be out of order as on a real
     stream. At the end the watermark moves to the last event time and every
     pending decision is made. Bad lines go to the dead-letter file and the run
-    goes on.
+    goes on. An identifier found in an event field (an RRN as a user id) is
+    replaced by its keyed pseudonym, as on the stream: under
+    SEPWATCH_PSEUDONYM_KEY, else the deployment's key read with --broker, else
+    a key of this run alone.
 
     Example:
     sepwatch replay -p deploy/policy/example.yaml -e deploy/samples/day.jsonl -o findings.jsonl
     """
-    pol = _policy(policy)
+    from streams.pseudonym_cli import replay_pseudonyms
+
+    engine = _engine_of_history(policy_history) if policy_history is not None else None
+    pol = engine.policy.policy if engine is not None else _policy(policy)
     mapped = mapping_for(mapping, pol) if fmt is not None else None
+    pseudonyms = replay_pseudonyms(
+        _settings(broker=broker, topic_prefix=prefix), from_broker=broker is not None
+    )
     dead_path = dead_letter or Path(f"{findings}.dead.jsonl")
     raw, source, size = _open_events(events)
     counts = AdaptCounts()
@@ -170,7 +206,9 @@ def replay_cmd(
             else source
         )
         if quiet or size is None:
-            summary = replay(pol, lines, fout, dout, source_name=events)
+            summary = replay(
+                pol, lines, fout, dout, source_name=events, pseudonyms=pseudonyms, engine=engine
+            )
         else:
             with Progress(
                 TextColumn("[bold]replay[/]"),
@@ -188,11 +226,40 @@ def replay_cmd(
                     dout,
                     source_name=events,
                     on_progress=lambda _: bar.update(task, completed=raw.tell()),
+                    pseudonyms=pseudonyms,
+                    engine=engine,
                 )
     if not quiet:
         if fmt is not None:
             print_counts(fmt, counts, out)
         _print_summary(summary, findings, dead_path)
+
+
+def _engine_of_history(path: Path) -> Any:
+    """An engine holding every recorded policy version at the time it took effect."""
+    from detectors import Engine
+    from streams.policy_history import read_history_file
+
+    try:
+        versions = read_history_file(str(path))
+    except OSError as exc:
+        err.print(f"[bold red]--policy-history {path}[/]: cannot read: {exc.strerror}")
+        raise typer.Exit(2) from None
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(x) for x in first["loc"]) or "line"
+        err.print(
+            f"[bold red]--policy-history {path}[/]: not a policy history (as `sepwatch "
+            f"policy history --json` prints): {where}: {first['msg']}"
+        )
+        raise typer.Exit(2) from None
+    if not versions:
+        err.print(f"[bold red]--policy-history {path}[/]: no policy version in it")
+        raise typer.Exit(2)
+    engine = Engine(versions[0].parsed(), now=lambda: datetime.now(UTC))
+    for v in versions[1:]:
+        engine.set_policy(v.parsed(), effective_from=v.effective_from.timestamp())
+    return engine
 
 
 def _print_summary(s: ReplaySummary, findings: Path, dead: Path) -> None:
@@ -218,8 +285,12 @@ def _print_summary(s: ReplaySummary, findings: Path, dead: Path) -> None:
     status = ", ".join(f"{k} {v}" for k, v in sorted(s.by_status.items())) or "none"
     out.print(
         f"{s.events:,} events from {s.lines:,} lines; {s.findings:,} findings ({status}); "
-        f"{s.dead_letters:,} dead letters; late events {s.engine_stats.get('events.late', 0):,}"
+        f"{s.dead_letters:,} dead letters; late events {s.engine_stats.get('events.late', 0):,}; "
+        f"sign-ins not saying whether multi-factor {s.engine_stats.get('auth.mfa_unknown', 0):,}"
     )
+    if s.pseudonymised:
+        fields = ", ".join(f"{k} {v:,}" for k, v in sorted(s.pseudonymised.items()))
+        out.print(f"identifiers in event fields, pseudonymised: {fields}")
     out.print(f"findings: {findings}   dead letters: {dead}")
 
 
@@ -239,6 +310,56 @@ def policy_check(
         f"[green]ok[/] {path}: {len(pol.registry)} registry entries, "
         f"{len(pol.permitted_categories)} category periods, {len(pol.waivers)} waivers"
     )
+
+
+@policy_app.command("history")
+def policy_history_cmd(
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="One version a line, whole (for replay --policy-history)."),
+    ] = False,
+    broker: BrokerOpt = None,
+    prefix: PrefixOpt = None,
+) -> None:
+    """The policy versions the workers loaded, oldest first: when each took
+    effect, who loaded it (OS user, host, Kafka principal), its digest and what
+    changed in the waivers and the registry.
+
+    sepwatch policy history --json > history.jsonl
+    """
+    from streams.kafka_io import KafkaUnavailable
+    from streams.policy_history import in_force, read_versions
+    from streams.topics import Topics
+
+    settings = _settings(broker=broker, topic_prefix=prefix)
+    try:
+        versions = in_force(read_versions(settings.kafka, Topics(settings.topic_prefix).policy))
+    except KafkaUnavailable as exc:
+        err.print(f"[bold red]cannot read the policy history[/]: {exc}")
+        raise typer.Exit(2) from None
+    if as_json:
+        for v in versions:
+            typer.echo(v.model_dump_json())
+        return
+    table = Table(title=f"{len(versions)} policy version(s)", title_justify="left")
+    for col in ("version", "effective from (UTC)", "loaded by", "digest", "changes"):
+        table.add_column(col, overflow="fold")
+    for v in versions:
+        said = [
+            f"{section} {kind} {', '.join(names)}"
+            for section, kinds in v.changes.items()
+            for kind, names in kinds.items()
+            if names
+        ]
+        by = v.loaded_by
+        table.add_row(
+            v.version,
+            v.effective_from.astimezone(UTC).isoformat(timespec="seconds"),
+            f"{by.get('os_user')}@{by.get('host')} (kafka {by.get('kafka_principal')})",
+            v.digest[:16],
+            "; ".join(said) or "-",
+        )
+    out.print(table)
 
 
 # -- schema -------------------------------------------------------------------
@@ -340,6 +461,8 @@ def simulate_cmd(
                 Topics(settings.topic_prefix),
                 settings.partitions,
                 retention_ms=settings.retention_ms,
+                replication_factor=settings.replication_factor,
+                min_insync_replicas=settings.min_insync_replicas,
             )
             counts = produce(
                 paced(lines, rate),
@@ -412,7 +535,9 @@ def worker_cmd(
     """
     from faust import Worker
 
+    from detectors.pseudonyms import Pseudonymiser
     from streams.kafka_io import KafkaUnavailable, ensure_topics
+    from streams.pseudonym_key import worker_key
     from streams.topics import Topics
     from streams.topology import build_app
 
@@ -425,24 +550,52 @@ def worker_cmd(
     )
     policy_path = policy or settings.policy
     pol = _policy(policy_path)
-    if settings.mapping.exists():
-        mapping_for(settings.mapping, pol)  # a bad mapping is refused, every problem listed
+    if settings.mapping is not None:
+        # A mapping that is wrong in itself is refused here, every problem
+        # listed; one that names apps this policy lacks only keeps the raw
+        # topics unread (streams.topology), the rules run.
+        mapping_for(settings.mapping, None)
     try:
-        ensure_topics(
+        replication = ensure_topics(
             settings.kafka,
             Topics(settings.topic_prefix),
             settings.partitions,
             retention_ms=7 * 24 * 3600 * 1000,
+            replication_factor=settings.replication_factor,
+            min_insync_replicas=settings.min_insync_replicas,
+            evidence_retention_ms=settings.evidence_retention_days * 24 * 3600 * 1000,
         )
+        key = worker_key(settings, Topics(settings.topic_prefix))
     except KafkaUnavailable as exc:
         err.print(f"[bold red]cannot start[/]: {exc}")
         raise typer.Exit(2) from None
+    # What the cluster gave the defaults: the topics Faust and the alert router
+    # create get the same.
+    settings = settings.model_copy(
+        update={
+            "replication_factor": replication.factor,
+            "min_insync_replicas": replication.min_insync,
+        }
+    )
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     from streams.alerts.router import AlertConfigError
+    from streams.policy_history import record_if_changed
 
     try:
+        # The file is recorded as a new version if it is not the newest already;
+        # earlier events are judged by the versions in force at their time.
+        versions = record_if_changed(settings, pol, str(policy_path))
+    except KafkaUnavailable as exc:
+        err.print(f"[bold red]cannot start[/]: the policy history: {exc}")
+        raise typer.Exit(2) from None
+    try:
         faust_app = build_app(
-            settings, pol, partitions=settings.partitions, policy_file=policy_path
+            settings,
+            pol,
+            pseudonyms=Pseudonymiser(key),
+            partitions=settings.partitions,
+            policy_file=policy_path,
+            versions=versions,
         )
     except AlertConfigError as exc:
         err.print(f"[bold red]cannot start[/]: {exc}")
@@ -465,6 +618,32 @@ def worker_cmd(
         Worker(faust_app, loglevel=loglevel, quiet=True).execute_from_commandline()
 
 
+def _ensure_topics(settings: Settings) -> None:
+    """Create the topics `produce` writes if no worker has yet (as a worker
+    would); topics that exist are the worker's to check."""
+    from streams.adapters import ADAPTERS
+    from streams.kafka_io import admin, ensure_topics
+    from streams.topics import Topics
+
+    topics = Topics(settings.topic_prefix)
+    client = admin(settings.kafka)
+    try:
+        existing = set(client.list_topics())
+    finally:
+        client.close()
+    written = [*topics.inputs, topics.dead_letters, *(topics.raw(s) for s in ADAPTERS)]
+    if existing.issuperset(written):
+        return
+    ensure_topics(
+        settings.kafka,
+        topics,
+        settings.partitions,
+        retention_ms=settings.retention_ms,
+        replication_factor=settings.replication_factor,
+        min_insync_replicas=settings.min_insync_replicas,
+    )
+
+
 @app.command("produce")
 def produce_cmd(
     events: Annotated[str, typer.Option("--events", "-e", help="JSONL (or .gz); - for stdin.")],
@@ -473,10 +652,14 @@ def produce_cmd(
     end_of_input: Annotated[
         bool,
         typer.Option(
-            help="After the file, tell the workers the input has ended, so "
-            "they decide what waits (as replay does at the end)."
+            "--end-of-input",
+            help="After the file, tell the workers the input has ended, so they decide "
+            "everything still waiting for other events (as replay does at the end). Only "
+            "for a bounded input that nothing else writes to: on a live stream it decides "
+            "early. The marker is signed with SEPWATCH_END_OF_INPUT_KEY; workers honour "
+            "only markers signed with their own key.",
         ),
-    ] = True,
+    ] = False,
     fmt: FormatOpt = None,
     mapping: MappingOpt = None,
     to_raw_topic: Annotated[
@@ -493,17 +676,20 @@ def produce_cmd(
     file of raw vendor records is adapted here first (unmappable records go
     to the dead-letters topic)."""
     from streams.adapt_cli import DeadLetterTopic, publish_raw
+    from streams.end_of_input import MarkerKeyMissing
     from streams.kafka_io import KafkaUnavailable, produce
     from streams.topics import Topics
 
     settings = _settings(broker=broker, topic_prefix=prefix)
+    if end_of_input and settings.end_of_input_key is None:
+        err.print(f"[bold red]cannot produce[/]: {MarkerKeyMissing()}")
+        raise typer.Exit(2)
     if fmt is not None and to_raw_topic:
         raw, source, _ = _open_events(events)
         try:
             with raw, source:
-                n = publish_raw(
-                    fmt, source, settings.kafka, settings.topic_prefix, settings.partitions
-                )
+                _ensure_topics(settings)
+                n = publish_raw(fmt, source, settings.kafka, settings.topic_prefix)
         except KafkaUnavailable as exc:
             err.print(f"[bold red]cannot produce[/]: {exc}")
             raise typer.Exit(2) from None
@@ -513,6 +699,9 @@ def produce_cmd(
     adapt_counts = AdaptCounts()
     raw, source, size = _open_events(events)
     try:
+        # Not left to the broker's auto-creation, which would make them with its
+        # own replication (one copy on a default broker).
+        _ensure_topics(settings)
         with (
             raw,
             source,
@@ -541,7 +730,11 @@ def produce_cmd(
                 settings.kafka,
                 Topics(settings.topic_prefix),
                 end_of_input=end_of_input,
-                on_progress=lambda _: bar.update(task, completed=raw.tell()),
+                marker_key=settings.end_of_input_key,
+                # A pipe cannot tell() its position: count the bytes read instead.
+                on_progress=(lambda _: bar.update(task, completed=raw.tell()))
+                if size is not None
+                else (lambda read: bar.update(task, completed=read)),
             )
             if letters is not None:
                 letters.close()
@@ -578,12 +771,12 @@ def findings_export(
         raise typer.Exit(2)
     settings = _settings(broker=broker, topic_prefix=prefix, es_url=es_url, es_index=index)
     if source == "es":
-        from streams.elastic import scan_findings
+        from streams.lifecycle import scan_with_status
 
         es = _es(settings)
         with output.open("w", encoding="utf-8") as sink, _es_errors(settings):
             n = 0
-            for finding in scan_findings(es, settings.es_index):
+            for finding in scan_with_status(es, settings.es_index):
                 sink.write(json.dumps(finding, ensure_ascii=False) + "\n")
                 n += 1
         err.print(f"wrote {n:,} findings from {settings.es_index} to {output}")
@@ -611,7 +804,8 @@ def _es_errors(settings: Settings) -> Iterator[None]:
     """Elasticsearch's failures as one clear line and exit code 2."""
     from elasticsearch import ApiError, NotFoundError, TransportError
 
-    from streams.elastic import FindingNotFound, TransitionRefused
+    from streams.elastic import FindingNotFound
+    from streams.lifecycle import TransitionRefused
 
     try:
         yield
@@ -662,18 +856,35 @@ def findings_list(
         typer.Option(help="Event time from: a date, an RFC 3339 time, or back from now (24h)."),
     ] = None,
     limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON a line.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON a line (times in UTC).")
+    ] = False,
+    policy: Annotated[
+        Path | None,
+        typer.Option(
+            "--policy",
+            "-p",
+            help="Policy whose time zone the times are shown in. Default: $SEPWATCH_POLICY, "
+            "else deploy/policy/example.yaml, else UTC if there is none.",
+            show_default=False,
+        ),
+    ] = None,
     es_url: EsOpt = None,
     index: IndexOpt = None,
 ) -> None:
-    """List findings from Elasticsearch, newest first, filtered.
+    """List findings from Elasticsearch, newest first, filtered; times in the
+    policy's time zone (findings keep UTC: see --json).
 
     sepwatch findings list --status open --rule SEP-003 --since 24h
     """
-    from streams.elastic import STATUSES, search_findings
+    from streams.elastic import STATUSES
+    from streams.lifecycle import search_findings
 
     if status is not None and status not in STATUSES:
         err.print(f"[bold red]--status {status}[/]: one of {', '.join(STATUSES)}")
+        raise typer.Exit(2)
+    if rule is not None and rule not in CATALOGUE:
+        err.print(f"[bold red]--rule {rule}[/]: one of {', '.join(CATALOGUE)}")
         raise typer.Exit(2)
     settings = _settings(es_url=es_url, es_index=index)
     es = _es(settings)
@@ -691,24 +902,25 @@ def findings_list(
         for f in found:
             out.print_json(json.dumps(f, ensure_ascii=False), indent=None)
         return
-    table = Table(title=f"{len(found)} of {total:,} findings", title_justify="left")
-    table.add_column("time (UTC)", no_wrap=True)
-    table.add_column("id", no_wrap=True)
-    for col in ("rule", "sev", "status", "entity", "user", "device", "app"):
-        table.add_column(col, overflow="fold")
-    for f in found:
-        table.add_row(
-            str(f["timestamp"])[:16].replace("T", " "),
-            f["finding_id"],
-            f["rule_id"],
-            f["severity"],
-            f["status"],
-            f["entity"],
-            f["user_id"] or "",
-            f["device_id"] or "",
-            f["saas_app"] or "",
+    from streams.findings_table import findings_table
+
+    zone = _display_zone(policy)
+    out.print(
+        findings_table(
+            found,
+            total,
+            out.width,
+            f"time ({zone.key})",
+            lambda ts: datetime.fromisoformat(ts).astimezone(zone).strftime("%Y-%m-%d %H:%M"),
         )
-    out.print(table)
+    )
+
+
+def _display_zone(policy: Path | None) -> ZoneInfo:
+    """The policy's zone; UTC when no policy is given and the default one is not there."""
+    if policy is None and not Settings().policy.exists():
+        return ZoneInfo("UTC")
+    return ZoneInfo(_policy(policy).timezone)
 
 
 @findings_app.command("show")
@@ -717,67 +929,118 @@ def findings_show(
     es_url: EsOpt = None,
     index: IndexOpt = None,
 ) -> None:
-    """One finding, whole: evidence, regulation, waiver, lifecycle."""
+    """One finding, whole: evidence, regulation, waiver, its status and every
+    lifecycle record (who, when, why)."""
     from streams.elastic import get_finding
+    from streams.lifecycle import records_of, with_status
+    from streams.pseudonym_cli import pseudonyms_note
 
     settings = _settings(es_url=es_url, es_index=index)
+    es = _es(settings)
     with _es_errors(settings):
-        found = get_finding(_es(settings), settings.es_index, finding_id)
+        found = get_finding(es, settings.es_index, finding_id)
+        records = records_of(es, settings.es_index, finding_id)
+    if records:
+        found = with_status([found], {finding_id: records[-1]})[0]
+        found["lifecycle_records"] = records
     out.print_json(json.dumps(found, ensure_ascii=False))
+    note = pseudonyms_note(found)
+    if note:
+        err.print(note, highlight=False)
 
 
-ByOpt = Annotated[
-    str | None,
-    typer.Option("--by", help="Who acts. Default: $USER.", show_default=False),
-]
+def _actor_note() -> str:
+    return (
+        "Who acted is the user Elasticsearch authenticated for the credentials used "
+        "(SEPWATCH_ES_USERNAME/PASSWORD or API key); on a node without security, the OS "
+        "user, marked unauthenticated."
+    )
 
 
-@findings_app.command("ack")
+@findings_app.command("ack", help=f"Acknowledge an open finding: someone is on it. {_actor_note()}")
 def findings_ack(
     finding_id: Annotated[str, typer.Argument(help="The finding's id.")],
-    by: ByOpt = None,
     es_url: EsOpt = None,
     index: IndexOpt = None,
+    broker: BrokerOpt = None,
+    prefix: PrefixOpt = None,
 ) -> None:
-    """Acknowledge an open finding: someone is on it (who and when are kept)."""
-    _transition(finding_id, "acknowledged", by, None, es_url, index)
+    _lifecycle(finding_id, "acknowledge", None, es_url, index, broker, prefix)
 
 
-@findings_app.command("resolve")
+@findings_app.command(
+    "resolve", help=f"Resolve an open or acknowledged finding, with a note. {_actor_note()}"
+)
 def findings_resolve(
     finding_id: Annotated[str, typer.Argument(help="The finding's id.")],
     note: Annotated[str, typer.Option("--note", help="What was done (kept, masked).")],
-    by: ByOpt = None,
     es_url: EsOpt = None,
     index: IndexOpt = None,
+    broker: BrokerOpt = None,
+    prefix: PrefixOpt = None,
 ) -> None:
-    """Resolve an open or acknowledged finding, with a note for the review."""
-    _transition(finding_id, "resolved", by, note, es_url, index)
+    _lifecycle(finding_id, "resolve", note, es_url, index, broker, prefix)
 
 
-def _transition(
+@findings_app.command(
+    "reopen", help=f"Reopen an acknowledged, resolved or waived finding. {_actor_note()}"
+)
+def findings_reopen(
+    finding_id: Annotated[str, typer.Argument(help="The finding's id.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept, masked).")],
+    es_url: EsOpt = None,
+    index: IndexOpt = None,
+    broker: BrokerOpt = None,
+    prefix: PrefixOpt = None,
+) -> None:
+    _lifecycle(finding_id, "reopen", reason, es_url, index, broker, prefix)
+
+
+@findings_app.command(
+    "waive",
+    help="Decide to waive an open or acknowledged finding (a one-off decision; a "
+    f"standing exception belongs in the policy's waivers). {_actor_note()}",
+)
+def findings_waive(
+    finding_id: Annotated[str, typer.Argument(help="The finding's id.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why, and who approved (kept, masked).")],
+    es_url: EsOpt = None,
+    index: IndexOpt = None,
+    broker: BrokerOpt = None,
+    prefix: PrefixOpt = None,
+) -> None:
+    _lifecycle(finding_id, "waive", reason, es_url, index, broker, prefix)
+
+
+def _lifecycle(
     finding_id: str,
-    to: str,
-    by: str | None,
-    note: str | None,
+    verb: str,
+    reason: str | None,
     es_url: str | None,
     index: str | None,
+    broker: str | None,
+    prefix: str | None,
 ) -> None:
-    from streams.elastic import transition
+    """Add the record in Elasticsearch, then its copy to the lifecycle topic
+    (the evidence `sepwatch evidence verify` checks Elasticsearch against)."""
+    from streams.evidence import publish_lifecycle
+    from streams.kafka_io import KafkaUnavailable
+    from streams.lifecycle import actor_name, record
 
-    settings = _settings(es_url=es_url, es_index=index)
-    who = by or os.environ.get("USER") or "unknown"
+    settings = _settings(es_url=es_url, es_index=index, broker=broker, topic_prefix=prefix)
     with _es_errors(settings):
-        found = transition(
-            _es(settings),
-            settings.es_index,
-            finding_id,
-            to,
-            by=who,
-            at=datetime.now(UTC),
-            note=note,
+        record_id, stored = record(
+            _es(settings), settings.es_index, finding_id, verb, at=datetime.now(UTC), reason=reason
         )
-    err.print(f"{finding_id}: {found['status']} by {who}")
+    try:
+        publish_lifecycle(settings, record_id, stored)
+    except KafkaUnavailable as exc:
+        err.print(
+            f"[bold red]recorded in Elasticsearch ({record_id}) but not on the lifecycle "
+            f"topic[/]: {exc}. `sepwatch evidence verify` will name it until it is copied."
+        )
+        raise typer.Exit(1) from None
+    err.print(f"{finding_id}: {stored['sepwatch']['to_status']} by {actor_name(stored)}")
 
 
 @app.command("demo")
@@ -833,10 +1096,49 @@ from streams.review_cli import report_cmd, review_app  # noqa: E402
 app.add_typer(review_app, name="review")
 app.command("report")(report_cmd)
 
+# -- pseudonyms of identifiers in event fields (streams/pseudonym_cli.py) --------
+from streams.pseudonym_cli import pseudonym_app  # noqa: E402
+
+app.add_typer(pseudonym_app, name="pseudonym")
+
 # -- secured Elasticsearch: the admin's one-off setup (streams/es_setup_cli.py) --
 from streams.es_setup_cli import es_app  # noqa: E402
 
 app.add_typer(es_app, name="elasticsearch")
+
+# -- device identity learned from posture feeds (streams/devices_cli.py) --------
+from streams.devices_cli import devices_app  # noqa: E402
+
+app.add_typer(devices_app, name="devices")
+
+# -- evidence: Elasticsearch checked against the topics (streams/evidence_cli.py) --
+from streams.evidence_cli import evidence_app  # noqa: E402
+
+app.add_typer(evidence_app, name="evidence")
+
+
+def _one_line_paragraphs(doc: str) -> str:
+    """A docstring's paragraphs each on one line, for the terminal to wrap:
+    typer's rich help keeps the source's line breaks. A paragraph of command
+    lines (examples) keeps its lines."""
+    paragraphs = inspect.cleandoc(doc).split("\n\n")
+    return "\n\n".join(
+        p if all(line.startswith("sepwatch ") for line in p.splitlines()) else " ".join(p.split())
+        for p in paragraphs
+    )
+
+
+def _help_from_docstrings(typer_app: typer.Typer) -> None:
+    for command in typer_app.registered_commands:
+        doc = command.help or inspect.getdoc(command.callback)
+        if doc:
+            command.help = _one_line_paragraphs(doc)
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _help_from_docstrings(group.typer_instance)
+
+
+_help_from_docstrings(app)
 
 
 def main() -> None:

@@ -10,8 +10,8 @@ numeric in ECS: the Elastic Security risk scores of the four levels.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from elasticsearch import AsyncElasticsearch, Elasticsearch
@@ -67,6 +67,9 @@ MAPPINGS: dict[str, Any] = {
         "sepwatch": {
             "properties": {
                 "finding_id": _KW,
+                # sha256 of the document's content (streams/evidence.py): what
+                # `evidence verify` and the report's evidence digest rest on.
+                "digest": _KW,
                 "severity": _KW,
                 "status": _KW,
                 "saas_app": _KW,
@@ -81,6 +84,8 @@ MAPPINGS: dict[str, Any] = {
                         "valid_until": _DATE,
                     }
                 },
+                # Written by versions before lifecycle records (streams/lifecycle.py):
+                # still read, never written.
                 "lifecycle": {
                     "properties": {
                         "acknowledged_by": _KW,
@@ -91,8 +96,6 @@ MAPPINGS: dict[str, Any] = {
                         # time to resolve is then an aggregation, with no script.
                         "resolve_seconds": {"type": "long"},
                         "note": {"type": "text"},
-                        "reopened_by": _KW,
-                        "reopened_at": _DATE,
                         "updated_at": _DATE,
                     }
                 },
@@ -102,9 +105,6 @@ MAPPINGS: dict[str, Any] = {
         },
     },
 }
-
-
-MAPPINGS_LIFECYCLE = MAPPINGS["properties"]["sepwatch"]["properties"]["lifecycle"]
 
 
 def index_for(finding_time: datetime, index: str) -> str:
@@ -173,7 +173,21 @@ def document(finding: Finding, *, ingested: datetime | None = None) -> dict[str,
         doc["sepwatch"]["saas_app"] = finding.saas_app
     if waiver is not None:
         doc["sepwatch"]["waiver"] = waiver.model_dump()
+    doc["sepwatch"]["digest"] = content_digest(doc)
     return doc
+
+
+def content_digest(doc: dict[str, Any]) -> str:
+    """sha256 of a finding document's content: canonical JSON (sorted keys)
+    without what is not the finding's (when it was stored, the digest itself)."""
+    import hashlib
+
+    import orjson
+
+    content = {k: v for k, v in doc.items() if k != "event"}
+    content["event"] = {k: v for k, v in doc.get("event", {}).items() if k != "ingested"}
+    content["sepwatch"] = {k: v for k, v in doc.get("sepwatch", {}).items() if k != "digest"}
+    return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 def connection_options(settings: Settings) -> dict[str, Any]:
@@ -191,47 +205,56 @@ def connection_options(settings: Settings) -> dict[str, Any]:
 
 def writer_role(index: str) -> dict[str, Any]:
     """What the worker's sink needs, and no more: create findings (never
-    overwrite one), create the month's index (the template, installed by an
-    admin, gives it its mapping and the alias), list the months and delete
-    expired ones. No cluster privilege: it cannot change templates or roles."""
+    overwrite or delete one: `create_doc` allows only a new id), and have the
+    month's index made by writing to it (`auto_configure`: from the template an
+    admin installed, with its mapping and alias; never an index of its own
+    making). No delete: retention is an administrator's job (`sepwatch
+    elasticsearch retention`). No read, no cluster privilege."""
     return {
         "cluster": [],
         "indices": [
-            {
-                "names": [index, f"{index}-*"],
-                "privileges": ["create_doc", "create_index", "view_index_metadata", "delete_index"],
-            }
+            {"names": [index, f"{index}-*"], "privileges": ["create_doc", "auto_configure"]}
         ],
     }
 
 
 def analyst_role(index: str) -> dict[str, Any]:
-    """What `findings list/show/ack/resolve/export` and `report` need: read,
-    update a finding's lifecycle, and add a new lifecycle field to an older
-    month's mapping. No delete, no create."""
+    """What `findings list/show/ack/resolve/reopen/waive/export` and `report`
+    need: read findings (never change one), and add lifecycle records (never
+    change or delete one). `_security/_authenticate` needs no privilege."""
+    from streams.lifecycle import lifecycle_index
+    from streams.report.accesses import access_index
+
     return {
         "cluster": [],
         "indices": [
+            # The findings, and the access tally the report reads beside them.
             {
-                "names": [index, f"{index}-*"],
-                "privileges": [
-                    "read",
-                    "view_index_metadata",
-                    "index",
-                    "indices:admin/mapping/put",
-                ],
-            }
+                "names": [index, f"{index}-*", access_index(index)],
+                "privileges": ["read", "view_index_metadata"],
+            },
+            {
+                "names": [lifecycle_index(index)],
+                "privileges": ["read", "view_index_metadata", "create_doc"],
+            },
         ],
     }
 
 
 def reader_role(index: str) -> dict[str, Any]:
-    """Read the findings, change nothing (the console shows such a person no
-    triage buttons, and Elasticsearch refuses their writes anyway)."""
+    """Read the findings and their lifecycle records, add none (the console
+    shows such a person no triage buttons, and Elasticsearch refuses their
+    records anyway)."""
+    from streams.lifecycle import lifecycle_index
+    from streams.report.accesses import access_index
+
     return {
         "cluster": [],
         "indices": [
-            {"names": [index, f"{index}-*"], "privileges": ["read", "view_index_metadata"]}
+            {
+                "names": [index, f"{index}-*", access_index(index), lifecycle_index(index)],
+                "privileges": ["read", "view_index_metadata"],
+            }
         ],
     }
 
@@ -255,25 +278,43 @@ def async_client(url: str, **kwargs: Any) -> AsyncElasticsearch:
     )
 
 
-def put_template(es: Elasticsearch, index: str) -> None:
-    es.indices.put_index_template(name=index, **template_body(index))
+def replicas_for(setting: int | None, data_nodes: int) -> int:
+    """SEPWATCH_ES_REPLICAS, or by default one replica of each shard where a
+    second data node can hold it (a node lost loses no finding), else none
+    (a replica that can never be assigned keeps a single node yellow)."""
+    if setting is not None:
+        return setting
+    return 1 if data_nodes >= 2 else 0
+
+
+def put_template(es: Elasticsearch, index: str, replicas: int | None = None) -> None:
+    """The findings template, and the lifecycle records' (streams/lifecycle.py)."""
+    from streams.lifecycle import put_lifecycle_template
+
+    data_nodes = es.cluster.health()["number_of_data_nodes"] if replicas is None else 0
+    body = template_body(index, replicas=replicas_for(replicas, data_nodes))
+    es.indices.put_index_template(name=index, **body)
+    put_lifecycle_template(es, index)
+
+
+def expired_indices(names: Sequence[str], index: str, today: date, days: int) -> list[str]:
+    """Monthly indices whose whole month is older than the retention."""
+    cutoff = today - timedelta(days=days)
+    out = []
+    for name in names:
+        suffix = name.removeprefix(f"{index}-")
+        try:
+            year, month = (int(x) for x in suffix.split("."))
+            last_day = (date(year + month // 12, month % 12 + 1, 1)) - timedelta(days=1)
+        except ValueError:
+            continue  # not one of ours
+        if last_day < cutoff:
+            out.append(name)
+    return sorted(out)
 
 
 class FindingNotFound(LookupError):
     """No finding with that id in the findings indices."""
-
-
-class TransitionRefused(ValueError):
-    """The finding's lifecycle does not allow that step (or it changed meanwhile)."""
-
-
-# Which statuses each analyst action may start from.
-TRANSITIONS = {
-    "acknowledged": ("open",),
-    "resolved": ("open", "acknowledged"),
-    "open": ("acknowledged", "resolved"),  # reopened: the fix did not hold
-}
-VERBS = {"acknowledged": "acknowledged", "resolved": "resolved", "open": "reopened"}
 
 
 def finding_of(source: dict[str, Any]) -> dict[str, Any]:
@@ -302,45 +343,24 @@ def finding_of(source: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def search_findings(
-    es: Elasticsearch,
-    index: str,
-    *,
-    rule: str | None = None,
-    entity: str | None = None,
-    status: str | None = None,
-    since: datetime | None = None,
-    limit: int = 50,
-) -> tuple[int, list[dict[str, Any]]]:
-    """The newest findings matching every filter given, and how many match."""
-    filters: list[dict[str, Any]] = []
-    if rule:
-        filters.append({"term": {"rule.id": rule}})
-    if entity:
-        filters.append({"term": {"organization.name": entity}})
-    if status:
-        filters.append({"term": {"sepwatch.status": status}})
-    if since:
-        filters.append({"range": {"@timestamp": {"gte": since.isoformat()}}})
+def finding_entities(es: Elasticsearch, index: str) -> list[str]:
+    """Every entity named by a finding (one with no review at all is known to
+    the engine, and has its SEP-008 findings, but is on no review record)."""
     resp = es.search(
         index=index,
-        query={"bool": {"filter": filters}},
-        sort=[{"@timestamp": "desc"}, {"sepwatch.finding_id": "asc"}],
-        size=limit,
-        track_total_hits=True,
+        size=0,
+        aggs={"entities": {"terms": {"field": "organization.name", "size": 10_000}}},
         ignore_unavailable=True,
         allow_no_indices=True,
     )
-    hits = resp["hits"]
-    return int(hits["total"]["value"]), [finding_of(h["_source"]) for h in hits["hits"]]
+    return sorted(str(b["key"]) for b in resp["aggregations"]["entities"]["buckets"])
 
 
-def _locate(es: Elasticsearch, index: str, finding_id: str) -> dict[str, Any]:
+def locate(es: Elasticsearch, index: str, finding_id: str) -> dict[str, Any]:
     resp = es.search(
         index=index,
         query={"ids": {"values": [finding_id]}},
         size=1,
-        seq_no_primary_term=True,
         ignore_unavailable=True,
         allow_no_indices=True,
     )
@@ -351,68 +371,4 @@ def _locate(es: Elasticsearch, index: str, finding_id: str) -> dict[str, Any]:
 
 
 def get_finding(es: Elasticsearch, index: str, finding_id: str) -> dict[str, Any]:
-    return finding_of(_locate(es, index, finding_id)["_source"])
-
-
-def transition(
-    es: Elasticsearch,
-    index: str,
-    finding_id: str,
-    to: str,
-    *,
-    by: str,
-    at: datetime,
-    note: str | None = None,
-) -> dict[str, Any]:
-    """Acknowledge, resolve or reopen a finding, guarded by its sequence
-    number, so two analysts acting at once cannot overwrite each other. The
-    CLI's `findings ack/resolve` and the console's buttons both come here."""
-    from elasticsearch import ConflictError
-
-    from detectors.masking import mask_text
-
-    hit = _locate(es, index, finding_id)
-    sw = hit["_source"].get("sepwatch", {})
-    current = sw.get("status")
-    if current not in TRANSITIONS[to]:
-        life = sw.get("lifecycle", {})
-        who = life.get("resolved_by") or life.get("acknowledged_by")
-        since = f" by {who}" if who else ""
-        raise TransitionRefused(f"{finding_id} is {current}{since}; it cannot become {to}")
-    life = dict(sw.get("lifecycle", {}))
-    verb = VERBS[to]
-    life[f"{verb}_by"] = by
-    life[f"{verb}_at"] = at.isoformat()
-    life["updated_at"] = at.isoformat()
-    if note:
-        # A note is free text: an analyst may paste an identifier into it.
-        life["note"] = mask_text(note)
-    if to == "resolved" and sw.get("detected_at"):
-        detected = datetime.fromisoformat(sw["detected_at"])
-        life["resolve_seconds"] = int((at - detected).total_seconds())
-    if to != "acknowledged":
-        # An index made before the field was in the template learns it here.
-        es.indices.put_mapping(
-            index=hit["_index"],
-            properties={"sepwatch": {"properties": {"lifecycle": MAPPINGS_LIFECYCLE}}},
-        )
-    try:
-        es.update(
-            index=hit["_index"],
-            id=finding_id,
-            doc={"sepwatch": {"status": to, "lifecycle": life}},
-            if_seq_no=hit["_seq_no"],
-            if_primary_term=hit["_primary_term"],
-            refresh="wait_for",
-        )
-    except ConflictError:
-        raise TransitionRefused(f"{finding_id} changed meanwhile; look again and retry") from None
-    return get_finding(es, index, finding_id)
-
-
-def scan_findings(es: Elasticsearch, index: str) -> Iterator[dict[str, Any]]:
-    """Every stored finding, in no particular order (scroll through all)."""
-    from elasticsearch.helpers import scan
-
-    for hit in scan(es, index=index, query={"query": {"match_all": {}}}, size=2000):
-        yield finding_of(hit["_source"])
+    return finding_of(locate(es, index, finding_id)["_source"])

@@ -7,24 +7,30 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TextIO
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import NewTopic
+from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import (
     KafkaError,
     KafkaTimeoutError,
     SaslAuthenticationFailedError,
     TopicAlreadyExistsError,
 )
+from pydantic import SecretStr
 
+from streams.adapters import ADAPTERS
 from streams.dead_letters import dead_letter
+from streams.end_of_input import MarkerKeyMissing, signed_marker
 from streams.kafka_connection import Broker, connection
 from streams.topics import INPUT_STREAMS, STAGES, Topics, input_key
 from streams.validator import END_OF_INPUT
 
 MAX_RECORD = 1 << 20
+# Two semiannual review periods and a margin (Settings.evidence_retention_days).
+EVIDENCE_RETENTION_MS = 400 * 24 * 3600 * 1000
 
 
 class KafkaUnavailable(RuntimeError):
@@ -85,26 +91,107 @@ def admin(broker: Broker) -> KafkaAdminClient:
             raise unavailable(broker, causes) from None
 
 
+@dataclass(frozen=True)
+class Replication:
+    """How many copies of each sepwatch topic the cluster keeps, and how many
+    must have a write before the broker acknowledges it (acks=all)."""
+
+    factor: int
+    min_insync: int
+
+    @classmethod
+    def for_cluster(
+        cls, brokers: int, factor: int | None = None, min_insync: int | None = None
+    ) -> Replication:
+        """The settings, or the production defaults for a cluster of `brokers`:
+        3 replicas (fewer if the cluster is smaller), and all but one in sync,
+        so one broker lost loses nothing and writes go on."""
+        factor = factor if factor is not None else min(3, brokers)
+        min_insync = min_insync if min_insync is not None else max(1, factor - 1)
+        if factor > brokers:
+            raise KafkaUnavailable(
+                f"SEPWATCH_REPLICATION_FACTOR is {factor}, but the cluster has {brokers} "
+                f"broker{'s' if brokers != 1 else ''}"
+            )
+        if min_insync > factor:
+            raise KafkaUnavailable(
+                f"SEPWATCH_MIN_INSYNC_REPLICAS is {min_insync}, more than the "
+                f"replication factor {factor}: no write could succeed"
+            )
+        return cls(factor, min_insync)
+
+    def configs(self) -> dict[str, str]:
+        return {"min.insync.replicas": str(self.min_insync)}
+
+
+def replication(
+    client: KafkaAdminClient, factor: int | None = None, min_insync: int | None = None
+) -> Replication:
+    brokers = len(client.describe_cluster()["brokers"])
+    return Replication.for_cluster(brokers, factor, min_insync)
+
+
+def under_replicated(client: KafkaAdminClient, names: list[str], wanted: Replication) -> list[str]:
+    """Why each of the existing topics `names` keeps fewer copies than wanted."""
+    problems = []
+    for info in client.describe_topics(names):
+        name = info.get("name") or info.get("topic")
+        replicas = [
+            len(p.get("replica_nodes") or p.get("replicas") or []) for p in info["partitions"]
+        ]
+        if replicas and min(replicas) < wanted.factor:
+            problems.append(f"{name} has {min(replicas)} replica(s), not {wanted.factor}")
+    resources = [
+        ConfigResource(ConfigResourceType.TOPIC, n, {"min.insync.replicas": None}) for n in names
+    ]
+    found = client.describe_configs(resources, config_filter="all").get("topic", {})
+    for name in names:
+        value = found.get(name, {}).get("min.insync.replicas", {}).get("value")
+        if value is not None and int(value) < wanted.min_insync:
+            problems.append(f"{name} has min.insync.replicas {value}, not {wanted.min_insync}")
+    return problems
+
+
 def ensure_topics(
-    broker: Broker, topics: Topics, partitions: int, retention_ms: int, ready_s: float = 30.0
-) -> None:
-    """Create what is missing; refuse a topic whose partition count would break
-    co-partitioning (every stage joins within one partition); return once every
-    topic is in the broker's metadata with its partitions.
+    broker: Broker,
+    topics: Topics,
+    partitions: int,
+    retention_ms: int,
+    ready_s: float = 30.0,
+    *,
+    replication_factor: int | None = None,
+    min_insync_replicas: int | None = None,
+    evidence_retention_ms: int = EVIDENCE_RETENTION_MS,
+) -> Replication:
+    """Create what is missing, with the replication asked for (default: the
+    production defaults for the cluster, `Replication.for_cluster`); refuse a
+    topic whose partition count would break co-partitioning (every stage
+    joins within one partition), or that keeps fewer copies than asked for;
+    return once every topic is in the broker's metadata with its partitions.
 
     The stage tables' changelogs are created here too, not left to Faust: two
     workers started together would otherwise each find the other's changelog
     half-created, keep metadata without its partitions, and crash their stage
-    agent on every table write until the metadata is refreshed minutes later."""
+    agent on every table write until the metadata is refreshed minutes later.
+    So are the raw vendor topics the adapter agent reads, which Faust would
+    otherwise only look for (an ERROR per topic at every first start).
+
+    The findings and lifecycle topics are the evidence (streams/evidence.py):
+    kept `evidence_retention_ms`, set again on topics that exist already."""
     client = admin(broker)
     try:
+        wanted_replication = replication(client, replication_factor, min_insync_replicas)
         streams = [
             *topics.inputs,
             *(topics.stage(s) for s in STAGES),
             topics.findings,
+            topics.lifecycle,
             topics.dead_letters,
         ]
-        wanted = [*streams, *topics.changelogs]
+        evidence = (topics.findings, topics.lifecycle)
+        co_partitioned = [*streams, *topics.changelogs]
+        raw = [topics.raw(source) for source in ADAPTERS]
+        wanted = [*co_partitioned, *raw]
         existing = set(client.list_topics())
         # Input records carry the broker's append time, not the producer's: the
         # validator caps event times against it, and a producer cannot forge it.
@@ -112,14 +199,16 @@ def ensure_topics(
         # Faust's changelogs: compacted, kept as long as the state they hold.
         compacted = {"cleanup.policy": "compact"}
         new = [
-            NewTopic(
+            new_topic(
                 name,
-                num_partitions=partitions,
-                replication_factor=1,
-                topic_configs=compacted
+                partitions,
+                wanted_replication,
+                compacted
                 if name in topics.changelogs
                 else {
-                    "retention.ms": str(retention_ms),
+                    "retention.ms": str(
+                        evidence_retention_ms if name in evidence else retention_ms
+                    ),
                     **(appended if name in topics.inputs else {}),
                 },
             )
@@ -129,31 +218,77 @@ def ensure_topics(
         if new:
             with contextlib.suppress(TopicAlreadyExistsError):
                 client.create_topics(new)
-        deadline = time.monotonic() + ready_s
-        while True:
-            wrong, pending = [], []
-            for info in client.describe_topics(wanted):
-                name = info.get("name") or info.get("topic")  # kafka-python 3 says name
-                count = len(info.get("partitions") or [])
-                if not count:
-                    pending.append(str(name))
-                elif count != partitions:
-                    wrong.append(f"{name} has {count} partitions, not {partitions}")
-            if wrong:
-                raise KafkaUnavailable(
-                    "topics would break co-partitioning: "
-                    + "; ".join(wrong)
-                    + " (use --partitions to match, or a new --prefix)"
-                )
-            if not pending:
-                return
-            if time.monotonic() > deadline:
-                raise KafkaUnavailable(
-                    f"topics created but not ready after {ready_s:.0f} s: {', '.join(pending)}"
-                )
-            time.sleep(0.2)
+        kept = [n for n in evidence if n in existing]
+        if kept:
+            client.alter_configs(
+                [
+                    ConfigResource(
+                        ConfigResourceType.TOPIC,
+                        n,
+                        configs={"retention.ms": str(evidence_retention_ms)},
+                    )
+                    for n in kept
+                ]
+            )
+        older = [name for name in wanted if name in existing]
+        if topics.notified in existing:  # the alert router's, created by it
+            older.append(topics.notified)
+        if older and (problems := under_replicated(client, older, wanted_replication)):
+            raise KafkaUnavailable(
+                "topics keep fewer copies than SEPWATCH_REPLICATION_FACTOR "
+                f"{wanted_replication.factor} / SEPWATCH_MIN_INSYNC_REPLICAS "
+                f"{wanted_replication.min_insync} ask: "
+                + "; ".join(problems)
+                + " (raise them with kafka-reassign-partitions and kafka-configs, "
+                "or lower the settings)"
+            )
+        _await_partitions(client, co_partitioned, raw, partitions, ready_s)
+        return wanted_replication
     finally:
         client.close()
+
+
+def new_topic(
+    name: str, partitions: int, replication: Replication, configs: dict[str, str]
+) -> NewTopic:
+    return NewTopic(
+        name,
+        num_partitions=partitions,
+        replication_factor=replication.factor,
+        topic_configs={**configs, **replication.configs()},
+    )
+
+
+def _await_partitions(
+    client: KafkaAdminClient,
+    co_partitioned: list[str],
+    others: list[str],
+    partitions: int,
+    ready_s: float,
+) -> None:
+    deadline = time.monotonic() + ready_s
+    while True:
+        wrong, pending = [], []
+        for info in client.describe_topics([*co_partitioned, *others]):
+            name = info.get("name") or info.get("topic")  # kafka-python 3 says name
+            count = len(info.get("partitions") or [])
+            if not count:
+                pending.append(str(name))
+            elif count != partitions and name in co_partitioned:
+                wrong.append(f"{name} has {count} partitions, not {partitions}")
+        if wrong:
+            raise KafkaUnavailable(
+                "topics would break co-partitioning: "
+                + "; ".join(wrong)
+                + " (use --partitions to match, or a new --prefix)"
+            )
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise KafkaUnavailable(
+                f"topics created but not ready after {ready_s:.0f} s: {', '.join(pending)}"
+            )
+        time.sleep(0.2)
 
 
 def producer(broker: Broker) -> KafkaProducer:
@@ -163,6 +298,7 @@ def producer(broker: Broker) -> KafkaProducer:
             linger_ms=5,
             batch_size=256 * 1024,
             acks="all",
+            enable_idempotence=True,  # a retried batch is not written twice
             max_request_size=2 * MAX_RECORD,
         )
     except KafkaError:
@@ -185,12 +321,17 @@ def produce(
     broker: Broker,
     topics: Topics,
     *,
-    end_of_input: bool = True,
+    end_of_input: bool = False,
+    marker_key: SecretStr | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> dict[str, int]:
     """Publish canonical JSON lines, in file order, to their input topics.
     A line that names no known stream cannot be routed: it goes to the dead
-    letters with its line number. Returns counts per stream."""
+    letters with its line number. With `end_of_input`, then an end-of-input
+    marker to every input partition, signed with `marker_key`
+    (streams/end_of_input.py). Returns counts per stream."""
+    if end_of_input and marker_key is None:
+        raise MarkerKeyMissing()
     out = producer(broker)
     counts: dict[str, int] = {}
     max_ts = 0.0
@@ -223,10 +364,12 @@ def produce(
                 max_ts = max(max_ts, datetime.fromisoformat(event["timestamp"]).timestamp())
             out.send(topics.input(stream), line.rstrip(b"\r\n"), key=input_key(event).encode())
             counts[stream] = counts.get(stream, 0) + 1
-        if end_of_input:
-            marker = json.dumps({"max_ts": max_ts}).encode()
+        if end_of_input and marker_key is not None:
+            out.flush()  # the markers follow the data: sent once it is on the broker
+            sent_at = time.time()
             for name in topics.inputs:
                 for p in out.partitions_for(name) or ():
+                    marker = signed_marker(marker_key, name, p, max_ts, sent_at)
                     out.send(name, marker, key=END_OF_INPUT, partition=p)
         out.flush()
         if on_progress is not None:

@@ -9,6 +9,8 @@ kinds): never an identifier, never free text.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -19,6 +21,8 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+
+from schemas import Policy
 
 # The *_created series double every counter's lines and no dashboard reads them.
 disable_created_metrics()
@@ -32,14 +36,22 @@ DEAD_LETTERS = Counter(
     "sepwatch_dead_letters_total",
     "Records sent to the dead letters, by kind of reason "
     "(too_large, invalid_event, out_of_range, wrong_topic, too_far_ahead, unmappable, "
-    "es_rejected, "
+    "es_rejected, stage_error, "
     "notification_undeliverable).",
     ["reason"],
 )
 FINDINGS = Counter(
     "sepwatch_findings_total",
-    "Findings raised, by rule, severity, entity and status (open or waived).",
+    "Findings raised, by rule, severity, entity (one the policy names, else other) and "
+    "status (open or waived).",
     ["rule", "severity", "entity", "status"],
+)
+IDENTIFIERS_PSEUDONYMISED = Counter(
+    "sepwatch_identifiers_pseudonymised_total",
+    "Event fields in which admission found an identifier (an RRN, a card or account "
+    "number, ...) and put its keyed pseudonym instead, by field (a field the contract "
+    "names, object.name, or extra).",
+    ["field"],
 )
 DECISION_LATENCY = Histogram(
     "sepwatch_decision_latency_seconds",
@@ -62,6 +74,30 @@ POLICY_RELOADS = Counter(
     "sepwatch_policy_reloads_total",
     "Policy file changes seen while running, by outcome (loaded, refused).",
     ["outcome"],
+)
+END_OF_INPUT_IGNORED = Counter(
+    "sepwatch_end_of_input_ignored_total",
+    "End-of-input markers not honoured, by reason (no_key: the worker has none; unsigned, "
+    "bad_signature: not from a holder of the key; stale, replayed: a copy written again).",
+    ["reason"],
+)
+LATE_EVENTS = Counter(
+    "sepwatch_late_events_total",
+    "Events older than their stage's watermark when judged (later than the allowed "
+    "lateness), by stage.",
+    ["stage"],
+)
+IDENTITY_CONFLICTS = Counter(
+    "sepwatch_identity_conflicts_total",
+    "Device aliases claimed by two canonical devices (a reused hostname, a re-imaged "
+    "laptop); each went to the more recent assertion (detectors/identity.py), by stage.",
+    ["stage"],
+)
+DECISIONS_UNKNOWABLE = Counter(
+    "sepwatch_decisions_unknowable_total",
+    "Decisions that could not be made because the state they needed was evicted (an access "
+    "older than the oldest posture kept), by stage.",
+    ["stage"],
 )
 
 # Vendor adapters (docs/adapters.md)
@@ -120,6 +156,26 @@ NOTIFICATIONS_SUPPRESSED = Counter(
     "Findings folded into an open notification group instead of notifying, or waived.",
     ["reason"],
 )
+
+
+OTHER_ENTITY = "other"
+
+
+def policy_entities(policy: Policy) -> frozenset[str]:
+    """The entities a policy names: in its review baselines, waivers and alert routes."""
+    named = set(policy.review.entity_baselines)
+    named.update(w.entity for w in policy.waivers if w.entity)
+    for route in policy.alerting.routes:
+        value = route.match.get("entity")
+        named.update([value] if isinstance(value, str) else value or ())
+    return frozenset(str(e) for e in named)
+
+
+def entity_label(entity: str, named: Collection[str]) -> str:
+    """The `entity` label of a finding: an entity the policy names, else
+    `other`. An event's entity is text from its source: taken as a label it
+    would make a series of anything (an identifier too) and grow without end."""
+    return entity if entity in named else OTHER_ENTITY
 
 
 def exposition(registry: CollectorRegistry = REGISTRY) -> tuple[bytes, str]:

@@ -64,11 +64,25 @@ def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
     return line
 
 
+class _DatesAsText(yaml.SafeLoader):
+    """YAML 1.1 turns `2026-02-30` into a date while loading, and an impossible
+    one into a ValueError with no line; leaving dates as text lets the model
+    validate them, so a bad date is a problem at its line like any other."""
+
+
+_DatesAsText.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
 def read_yaml(text: str, file: str) -> tuple[Any, Any]:
     """The YAML node tree (for line numbers) and the data; a YAML error is a
     problem at its line."""
     try:
-        return yaml.compose(text), yaml.safe_load(text)
+        return yaml.compose(text, Loader=_DatesAsText), yaml.load(
+            text, Loader=_DatesAsText
+        )  # a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None

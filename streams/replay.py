@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -12,8 +13,9 @@ from typing import IO
 from pydantic import ValidationError
 
 from detectors import Engine
+from detectors.pseudonyms import Pseudonymiser
 from schemas import EventAdapter, Finding, Policy
-from streams.admission import MAX_LINE_BYTES, out_of_range
+from streams.admission import MAX_LINE_BYTES, out_of_range, too_long
 from streams.collector import long_lived_state
 from streams.dead_letters import dead_letter, reason_of
 
@@ -28,6 +30,7 @@ class ReplaySummary:
     by_rule_entity: Counter[tuple[str, str]] = field(default_factory=Counter)
     by_status: Counter[str] = field(default_factory=Counter)
     engine_stats: Counter[str] = field(default_factory=Counter)
+    pseudonymised: Counter[str] = field(default_factory=Counter)  # identifiers, by field
 
 
 def utc_now() -> datetime:
@@ -44,13 +47,20 @@ def replay(
     now: Callable[[], datetime] = utc_now,
     source_name: str = "-",
     engine: Engine | None = None,
+    pseudonyms: Pseudonymiser | None = None,
 ) -> ReplaySummary:
     """Run every line through the engine; write findings and dead letters as
     JSON lines. `on_progress` is told the bytes read, every few thousand lines.
-    Pass `engine` to keep hold of it (and its state) afterwards."""
+    Pass `engine` to keep hold of it (and its state) afterwards. Identifiers in
+    the events' fields are pseudonymised under `pseudonyms`' key; without one,
+    under a key of this run alone (nothing raw comes out, but the pseudonyms
+    match no other run's)."""
     engine = engine if engine is not None else Engine(policy, now=now)
+    pseudonyms = pseudonyms or Pseudonymiser(secrets.token_bytes(32))
     with long_lived_state():
-        summary = _replay(engine, lines, findings_out, dead_out, on_progress, source_name)
+        summary = _replay(
+            engine, lines, findings_out, dead_out, on_progress, source_name, pseudonyms
+        )
     summary.engine_stats = engine.stats
     return summary
 
@@ -62,9 +72,11 @@ def _replay(
     dead_out: IO[str],
     on_progress: Callable[[int], None] | None,
     source_name: str,
+    pseudonyms: Pseudonymiser,
 ) -> ReplaySummary:
     summary = ReplaySummary()
     validate = EventAdapter.validator.validate_json  # pydantic-core directly: no wrapper per line
+    pseudonymised = pseudonyms.event
     read = 0
 
     def emit(findings: list[Finding]) -> None:
@@ -109,6 +121,16 @@ def _replay(
             _dead(dead_out, line, number, source_name, bad_time, None)
             summary.dead_letters += 1
             continue
+        try:
+            event, fields = pseudonymised(event)
+        except ValidationError as exc:
+            where = {"file": source_name, "line": number}
+            dead_out.write(json.dumps(too_long(line, exc, where), ensure_ascii=False))
+            dead_out.write("\n")
+            summary.dead_letters += 1
+            continue
+        if fields:
+            summary.pseudonymised.update(fields)
         summary.events += 1
         found = engine.process(event)
         if found:

@@ -9,12 +9,14 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated
+from zoneinfo import ZoneInfo
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from streams.cli_options import BrokerOpt, EsOpt, IndexOpt, PrefixOpt
+from streams.settings import Settings
 
 review_app = typer.Typer(
     help="Control reviews (the six-monthly review of the information-security controls): "
@@ -35,6 +37,13 @@ PolicyOpt = Annotated[
         show_default=False,
     ),
 ]
+
+
+def _local_day(text: str, zone: str) -> date:
+    """`--as-of`: a date as given, or the zone's day of an RFC 3339 time."""
+    if len(text.strip()) == 10:
+        return parse_time(text, "--as-of").date()
+    return parse_time(text, "--as-of").astimezone(ZoneInfo(zone)).date()
 
 
 def parse_time(text: str, flag: str) -> datetime:
@@ -108,7 +117,12 @@ def review_record(
     topics = Topics(settings.topic_prefix)
     try:
         ensure_topics(
-            settings.kafka, topics, settings.partitions, retention_ms=settings.retention_ms
+            settings.kafka,
+            topics,
+            settings.partitions,
+            retention_ms=settings.retention_ms,
+            replication_factor=settings.replication_factor,
+            min_insync_replicas=settings.min_insync_replicas,
         )
         keep_forever(settings.kafka, topics)
         publish(settings.kafka, topics, review)
@@ -130,27 +144,41 @@ def review_list(
     policy: PolicyOpt = None,
     broker: BrokerOpt = None,
     prefix: PrefixOpt = None,
+    es_url: EsOpt = None,
+    index: IndexOpt = None,
 ) -> None:
     """Control reviews per entity from the control-reviews topic: done on time
-    or late, reported to the committee on time or late, and the next due date."""
+    or late, reported to the committee on time or late, and the next due date.
+
+    Every entity named by a finding in Elasticsearch is listed too, reviewed or
+    not (one with no review is due from the policy's baseline)."""
     from streams.cli import _policy, _settings
     from streams.kafka_io import KafkaUnavailable
     from streams.report.reviews import merge, read_reviews, schedule
     from streams.topics import Topics
 
     pol = _policy(policy)
-    settings = _settings(broker=broker, topic_prefix=prefix)
+    settings = _settings(broker=broker, topic_prefix=prefix, es_url=es_url, es_index=index)
     try:
         records, skipped = read_reviews(settings.kafka, Topics(settings.topic_prefix))
     except KafkaUnavailable as exc:
         err.print(f"[bold red]cannot read the reviews[/]: {exc}")
         raise typer.Exit(2) from None
     now = datetime.now(UTC)
-    plan = schedule(merge(records), pol, now=now)
+    plan = schedule(merge(records), pol, _entities_with_findings(settings), now=now)
     if entity is not None:
         plan = {k: v for k, v in plan.items() if k == entity}
+    zone = ZoneInfo(pol.timezone)  # days and times as the policy counts them
     table = Table(title="Control reviews", title_justify="left")
-    for col in ("entity", "completed (UTC)", "due", "done", "reported (UTC)", "report", "reviewer"):
+    for col in (
+        "entity",
+        f"completed ({pol.timezone})",
+        "due",
+        "done",
+        f"reported ({pol.timezone})",
+        "report",
+        "reviewer",
+    ):
         table.add_column(col, overflow="fold")
     table.add_column("controls", overflow="fold")
     for name, s in plan.items():
@@ -158,10 +186,10 @@ def review_list(
             r = j.review
             table.add_row(
                 name,
-                r.completed_at.strftime("%Y-%m-%d %H:%M"),
+                r.completed_at.astimezone(zone).strftime("%Y-%m-%d %H:%M"),
                 j.due.isoformat(),
                 "on time" if j.done_on_time else "[red]late[/]",
-                r.reported_at.strftime("%Y-%m-%d %H:%M") if r.reported_at else "",
+                r.reported_at.astimezone(zone).strftime("%Y-%m-%d %H:%M") if r.reported_at else "",
                 j.report.replace("_", " ")
                 if j.report in ("on_time", "pending")
                 else f"[red]{j.report.replace('_', ' ')}[/]",
@@ -170,15 +198,41 @@ def review_list(
             )
     out.print(table)
     due = Table(title="Next review due", title_justify="left")
-    for col in ("entity", "baseline", "last completed", "next due", ""):
+    for col in ("entity", "baseline", "last completed", "next due", "state"):
         due.add_column(col)
     for name, s in plan.items():
-        last = s.reviews[-1].review.completed_at.date().isoformat() if s.reviews else "none"
-        late = "[bold red]overdue[/]" if s.overdue(now.date()) else ""
-        due.add_row(name, s.baseline.isoformat(), last, s.next_due.isoformat(), late)
+        last = (
+            s.reviews[-1].review.completed_at.astimezone(zone).date().isoformat()
+            if s.reviews
+            else "none"
+        )
+        state = "[bold red]overdue[/]" if s.overdue(now.astimezone(zone).date()) else "in time"
+        due.add_row(name, s.baseline.isoformat(), last, s.next_due.isoformat(), state)
     out.print(due)
     if skipped:
         err.print(f"{skipped} record(s) on the topic are not control reviews and were skipped")
+
+
+def _entities_with_findings(settings: Settings) -> list[str]:
+    """The entities the findings name, from Elasticsearch where there is one:
+    an entity that never recorded a review is overdue all the same."""
+    from elastic_transport import TransportError
+    from elasticsearch import ApiError
+
+    from streams.elastic import client, connection_options, finding_entities
+
+    if not settings.es_url:
+        return []
+    # One try: the reviews are listed either way.
+    es = client(settings.es_url, request_timeout=10, max_retries=0, **connection_options(settings))
+    try:
+        return finding_entities(es, settings.es_index)
+    except (ApiError, TransportError) as exc:
+        err.print(
+            f"[yellow]entities with findings not read[/] ({settings.es_url}: {exc}); "
+            "listing the entities of the reviews and the policy only"
+        )
+        return []
 
 
 # -- the report ---------------------------------------------------------------
@@ -186,7 +240,11 @@ def review_list(
 
 def report_cmd(
     period: Annotated[
-        str, typer.Option("--period", help="Half-year, UTC: 2026H1 (Jan-Jun) or 2026H2 (Jul-Dec).")
+        str,
+        typer.Option(
+            "--period",
+            help="Half-year in the policy's time zone: 2026H1 (Jan-Jun) or 2026H2 (Jul-Dec).",
+        ),
     ],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for the three files.")],
     entity: Annotated[
@@ -201,7 +259,7 @@ def report_cmd(
         typer.Option(
             "--as-of",
             help="Date the open items' ages and the next six months' expiries count from. "
-            "Default: today (UTC).",
+            "Default: today in the policy's time zone.",
             show_default=False,
         ),
     ] = None,
@@ -239,6 +297,7 @@ def report_cmd(
     from schemas import ControlReview
     from streams.cli import _es, _es_errors, _policy, _settings
     from streams.kafka_io import KafkaUnavailable
+    from streams.policy_history import in_force, read_versions, waiver_versions
     from streams.report.gather import NoFindingsIndex, gather
     from streams.report.i18n import LANGS
     from streams.report.period import Period, PeriodError
@@ -247,17 +306,18 @@ def report_cmd(
     from streams.topics import Topics
 
     try:
-        half = Period.parse(period)
+        Period.parse(period)
     except PeriodError as exc:
         err.print(f"[bold red]--period[/]: {exc}")
         raise typer.Exit(2) from None
     if lang not in LANGS:
         err.print(f"[bold red]--lang {lang}[/]: one of {', '.join(LANGS)}")
         raise typer.Exit(2)
-    day = parse_time(as_of, "--as-of").date() if as_of else None
     settings = _settings(es_url=es_url, es_index=index, broker=broker, topic_prefix=prefix)
     policy_path = policy or settings.policy
     pol = _policy(policy_path)
+    half = Period.parse(period, pol.timezone)  # its days are the policy's
+    day = _local_day(as_of, pol.timezone) if as_of else None
     es = _es(settings)
     topics = Topics(settings.topic_prefix)
     steps = ["control reviews"] + ["gather"] * 6 + ["write"]
@@ -270,12 +330,15 @@ def report_cmd(
     ) as bar:
         task = bar.add_task("control reviews", total=len(steps))
         records: list[ControlReview] = []
+        cited: dict[str, str] | None = None
         if reviews:
             try:
                 records, _ = read_reviews(settings.kafka, topics)
+                # Which recorded policy version each waiver came from (same broker).
+                cited = waiver_versions(in_force(read_versions(settings.kafka, topics.policy)), pol)
             except KafkaUnavailable as exc:
                 err.print(
-                    f"[bold red]cannot read the control reviews[/]: {exc} "
+                    f"[bold red]cannot read the control reviews and policy versions[/]: {exc} "
                     "(or leave them out: --no-reviews)"
                 )
                 raise typer.Exit(2) from None
@@ -297,6 +360,7 @@ def report_cmd(
                     appendix_limit=appendix_limit,
                     reviews_topic=topics.input("control_review") if reviews else None,
                     policy_name=str(policy_path),
+                    waiver_versions=cited,
                     step=step,
                 )
             except NoFindingsIndex:
@@ -321,28 +385,33 @@ def report_cmd(
 @review_app.command("accesses")
 def review_accesses(
     events: Annotated[
-        Path, typer.Option("--events", help="Canonical events, JSONL (or .gz), whole UTC days.")
+        Path,
+        typer.Option("--events", help="Canonical events, JSONL (or .gz), whole policy days."),
     ],
+    policy: PolicyOpt = None,
     es_url: EsOpt = None,
     index: IndexOpt = None,
 ) -> None:
-    """Count internal SaaS accesses per entity, UTC day and app from canonical
+    """Count internal SaaS accesses per entity, day and app from canonical
     events into the access tally beside the findings: the denominator of the
-    report's share of accesses from compliant devices. A day loaded again is
-    replaced, not added to."""
+    report's share of accesses from compliant devices. Days are the policy's
+    (its `timezone`, UTC if it names none), as the report's periods are. A day
+    loaded again is replaced, not added to."""
     import gzip
 
-    from streams.cli import _es, _es_errors, _settings
+    from detectors.calendar import Days
+    from streams.cli import _es, _es_errors, _policy, _settings
     from streams.report.accesses import access_index, count_internal_accesses, store_counts
 
     settings = _settings(es_url=es_url, es_index=index)
+    days = Days(_policy(policy or settings.policy).timezone)
     try:
         raw = events.open("rb")
     except OSError as exc:
         err.print(f"[bold red]cannot read events[/] {events}: {exc.strerror}")
         raise typer.Exit(2) from None
     with raw, gzip.GzipFile(fileobj=raw) if events.suffix == ".gz" else raw as lines:
-        counts, bad = count_internal_accesses(lines)
+        counts, bad = count_internal_accesses(lines, days)
     es = _es(settings)
     with _es_errors(settings):
         stored = store_counts(es, settings.es_index, counts)

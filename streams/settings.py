@@ -33,6 +33,13 @@ KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"
 KafkaSaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 
+def in_the_clear(url: str) -> bool:
+    """A plain-http URL to another host: what it carries crosses the network
+    unencrypted. Loopback stays on the machine (local test servers)."""
+    parts = urlsplit(url)
+    return parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1")
+
+
 def read_secret_file(path: Path, what: str) -> SecretStr:
     """A secret kept in a file (a mounted secret): its content, without the
     trailing newline editors add."""
@@ -52,12 +59,14 @@ class ChannelSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     kind: ChannelKind
-    url: str = Field("", description="endpoint (alertmanager: its base URL)")
+    # Secret: a Slack incoming-webhook URL is itself the credential.
+    url: SecretStr = Field(SecretStr(""), description="endpoint (alertmanager: its base URL)")
     secret: SecretStr | None = Field(None, description="webhook: HMAC-SHA256 signing key")
     routing_key: SecretStr | None = Field(None, description="pagerduty: integration key")
     smtp_host: str = ""
     smtp_port: int = 25
     smtp_starttls: bool = False
+    smtp_tls: bool = Field(False, description="implicit TLS from the first byte (port 465)")
     smtp_username: str = ""
     smtp_password: SecretStr | None = None
     secret_file: Path | None = Field(None, description="file holding `secret`")
@@ -84,19 +93,45 @@ class ChannelSettings(BaseModel):
             setattr(self, name, read_secret_file(path, f"{name}_file"))
         return self
 
+    @model_validator(mode="after")
+    def _no_secret_in_the_clear(self) -> ChannelSettings:
+        url = self.url.get_secret_value()
+        carries = {
+            "webhook": "its signed payloads (set `secret`)" if self.secret else "",
+            "slack": "the webhook URL, which is the credential",
+            "pagerduty": "the routing key" if self.routing_key else "",
+        }.get(self.kind, "")
+        if carries and in_the_clear(url):
+            raise ValueError(
+                f"url is plain http: {carries} would cross the network in the clear; use https://"
+            )
+        if self.smtp_username and not (self.smtp_starttls or self.smtp_tls):
+            raise ValueError(
+                "an SMTP login needs an encrypted connection: set smtp_starttls = true "
+                "(port 587) or smtp_tls = true (port 465)"
+            )
+        return self
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SEPWATCH_",
-        extra="ignore",
+        # A misspelt key in sepwatch.toml is refused, not silently a default (as
+        # in the policy). Environment variables are read by name only: an unknown
+        # SEPWATCH_* variable is not a setting and is left alone.
+        extra="forbid",
         env_nested_delimiter="__",
         # A refused value is not echoed in the error: it may be a secret.
         hide_input_in_errors=True,
     )
 
     policy: Path = Field(DEFAULT_POLICY, description="policy YAML file")
-    mapping: Path = Field(
-        Path("deploy/policy/vendor-mapping.yaml"), description="vendor mapping YAML (adapters)"
+    # Only a configured mapping is loaded: a bank's own policy need not name
+    # every app the shipped example mapping does (the demo configures it).
+    mapping: Path | None = Field(
+        None,
+        description="vendor mapping YAML (adapters); the worker reads the raw vendor "
+        "topics only with one, e.g. deploy/policy/vendor-mapping.yaml",
     )
     broker: str = Field("localhost:9092", description="Kafka bootstrap servers")
     kafka_security_protocol: KafkaSecurityProtocol = Field(
@@ -125,7 +160,16 @@ class Settings(BaseSettings):
         description="alias of the findings indices (monthly indices ES_INDEX-YYYY.MM)",
     )
     es_retention_days: int = Field(
-        400, description="monthly findings indices wholly older than this are deleted", ge=1
+        400,
+        description="`sepwatch elasticsearch retention` deletes monthly findings indices "
+        "wholly older than this (an administrator's command; the worker deletes nothing)",
+        ge=1,
+    )
+    evidence_retention_days: int = Field(
+        400,
+        ge=1,
+        description="retention of the findings and lifecycle topics, the evidence "
+        "`sepwatch evidence verify` checks Elasticsearch against (two review periods)",
     )
     # Elasticsearch with security on. Secrets come from the environment (or the
     # config file), never from a flag: a flag shows in `ps` and shell history.
@@ -144,6 +188,16 @@ class Settings(BaseSettings):
         description="the worker installs the findings index template; false when its "
         "least-privilege key may not (`sepwatch elasticsearch setup` installed it)",
     )
+
+    @model_validator(mode="after")
+    def _no_es_credentials_in_the_clear(self) -> Settings:
+        if (self.es_api_key or self.es_username) and in_the_clear(self.es_url):
+            raise ValueError(
+                f"es_url {self.es_url} is plain http: the Elasticsearch credentials would "
+                "cross the network in the clear; use https:// in SEPWATCH_ES_URL (with "
+                "SEPWATCH_ES_CA_FILE), or no credentials"
+            )
+        return self
 
     @field_validator("es_url")
     @classmethod
@@ -201,6 +255,45 @@ class Settings(BaseSettings):
         "(faster takeover, each costs every table change read again)",
     )
     partitions: int = Field(4, description="partitions of every sepwatch topic", ge=1)
+    # README, "Streaming on Kafka": the device identity graph is per device
+    # stage partition; one partition sees every posture, as replay does.
+    learned_identity: bool = Field(
+        False,
+        description="judge the whole device stage on one partition, so device ids learned "
+        "from every posture feed resolve as in replay (costs the device stage's parallelism)",
+    )
+    # None: the production defaults, from the cluster's size at start (one
+    # broker lost loses no state and no finding, and writes go on).
+    replication_factor: int | None = Field(
+        None,
+        ge=1,
+        description="replicas of every sepwatch topic; default 3, or the number of "
+        "brokers if fewer",
+    )
+    min_insync_replicas: int | None = Field(
+        None,
+        ge=1,
+        description="replicas that must have a write before it counts (producers use "
+        "acks=all); default the replication factor - 1, at least 1",
+    )
+    es_replicas: int | None = Field(
+        None,
+        ge=0,
+        description="replicas of each findings index shard; default 1 where the "
+        "Elasticsearch cluster has two or more data nodes, else 0",
+    )
+    end_of_input_key: SecretStr | None = Field(
+        None,
+        description="HMAC-SHA256 key that signs end-of-input markers (`produce "
+        "--end-of-input`); without it no marker is sent or honoured",
+    )
+    # Not for production: the stage path's handling of an exception (retried,
+    # then dead-lettered, the rest of the batch judged) is tested through it.
+    test_fault_event_id: str = Field(
+        "",
+        description="tests and the fault benchmark only: the stages raise when judging "
+        "the event with this event_id",
+    )
     retention_ms: int = Field(7 * 24 * 3600 * 1000, description="retention of sepwatch topics")
     # Five minutes: NTP keeps hosts within a second; a source's clock more than
     # minutes ahead is broken or forging, and one such event would move the
@@ -210,6 +303,13 @@ class Settings(BaseSettings):
         gt=0,
         description="input events stamped further ahead of the broker's append time "
         "go to the dead letters",
+    )
+    pseudonym_key: SecretStr | None = Field(
+        None,
+        description="HMAC-SHA256 key of the pseudonyms that replace identifiers found in "
+        "event fields (at least 32 characters; environment or secrets directory only). "
+        "None: the first worker creates one on the PREFIXpseudonym-key topic and every "
+        "worker and replay of the deployment reads it there",
     )
     channels: dict[str, ChannelSettings] = Field(
         {}, description="notification channels by name; none: the worker runs no alert router"
@@ -229,6 +329,15 @@ class Settings(BaseSettings):
         description="after this long with no finding, the router's event clock runs "
         "on with the wall clock, so quiet groups still close",
     )
+
+    @field_validator("pseudonym_key")
+    @classmethod
+    def _long_enough(cls, key: SecretStr | None) -> SecretStr | None:
+        # A short key can be guessed, and with it every pseudonym reversed by
+        # trying each possible RRN.
+        if key is not None and len(key.get_secret_value()) < 32:
+            raise ValueError("pseudonym_key must be at least 32 characters")
+        return key
 
     @property
     def kafka(self) -> KafkaConnection:

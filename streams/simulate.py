@@ -16,7 +16,7 @@ The bank
     kiosks `kiosk-bu-001` used read-only by branch staff. Traffic follows
     local working hours (09-18 peak, lunch dip, quiet night, weekends at a
     tenth); about 85 % of it is from the internal network, to the registry
-    apps that are evaluated, valid and permitted on the event's UTC day,
+    apps that are evaluated, valid and permitted on the event's policy day,
     with actions weighted by the app's category. Users and devices named in
     the policy's waivers (e.g. `u-hq-ai-pilot`) are part of the population.
     Every device reports its posture (intune or osquery) a few minutes
@@ -54,6 +54,13 @@ Violations (`violation_rate` = the share of *opportunities* turned bad)
       date falls before the window's end skips its review (SEP-008), and one
       entity whose report deadline falls in the window reports late or never
       (SEP-009);
+    - each internal sign-in (where the policy has `authentication`): a single
+      factor (SEP-010); 3 % of sign-ins, lawful or not, do not say (`auth.mfa`
+      null: counted, never a finding);
+    - each share, from inside or outside (where the policy has `sharing`):
+      a public link or an outside domain that is no partner's (SEP-011);
+      without a violation a share stays inside, or, under `partners_only`,
+      one in ten goes to a partner;
     - waivers: the waived user uses the waived app, the waived kiosk never
       reports a posture (findings with `status: waived` while the waiver is
       in force).
@@ -79,6 +86,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
 
+from detectors.calendar import Days
 from schemas import Policy, RegistryApp
 
 T = TypeVar("T")
@@ -158,6 +166,10 @@ ACTIONS_BY_CATEGORY: dict[str, dict[str, int]] = {
 }  # fmt: skip
 DEFAULT_ACTIONS = {"view": 30, "edit": 20, "upload": 10, "login": 15, "other": 15, "download": 5,
                    "share": 5}  # fmt: skip
+# Share of sign-ins whose source does not say whether a second factor was used.
+UNSAID_AUTH = 0.03
+# Where a file shared outside the institution goes (SEP-011): no partner's.
+OUTSIDE_DOMAINS = ("gmail.com", "naver.com", "outlook.com", "consultant.example")
 # Actions that move a file into the app: DLP correlates on these (rules.md).
 FILE_OUT = frozenset({"upload", "share", "edit"})
 
@@ -301,12 +313,12 @@ class _Stamps:
         return head[:4] + head[5:7] + head[8:10]
 
 
-# -- the registry as it stands on a UTC day -----------------------------------------
+# -- the registry as it stands on a day of the policy's zone -------------------------
 
 
 @dataclass
 class _AppDay:
-    """What an internal access may use on one UTC day, as weighted pick tables."""
+    """What an internal access may use on one day, as weighted pick tables."""
 
     good: list[str]  # evaluated, valid, category permitted: passes SEP-001/002
     unevaluated: list[str]  # SEP-001
@@ -319,7 +331,7 @@ class _AppDay:
 class _Registry:
     """The policy's registry and permitted categories, read as rules.md says:
     the latest entry with `effective_from` on or before the day, dates whole
-    UTC days, both ends inclusive. Written apart from the engine on purpose,
+    days of the policy's zone, both ends inclusive. Written apart from the engine on purpose,
     so a rate-0 run checks the two against each other."""
 
     def __init__(self, policy: Policy) -> None:
@@ -492,6 +504,7 @@ class _Simulation:
         self.start = round(start.timestamp() * 1000)
         self.end = self.start + round(hours * HOUR)
         self.registry = _Registry(policy)
+        self._days = Days(policy.timezone)
         self.stamp = _Stamps()
         lateness = int(policy.allowed_lateness.total_seconds() * 1000)
         # Strictly under the allowed lateness, so no decision is made without
@@ -505,12 +518,25 @@ class _Simulation:
         self.action_tables = {c: _table(w) for c, w in ACTIONS_BY_CATEGORY.items()}
         self.default_actions = _table(DEFAULT_ACTIONS)
         self.violation_types = _table(VIOLATION_TYPES)
+        # Sign-ins and shares draw from a stream of their own, so adding them
+        # left every other event of a seed as it was.
+        self.auth_rnd = random.Random(f"{seed}/auth-and-sharing").random
+        self.authentication = policy.authentication
+        self.sharing = policy.sharing
 
         self.profiles = self._entities(policy)
         self._people(users)
         self._fleet(devices)
         self._waived_behaviour(policy)
         self._reviews(policy)
+
+    def _day(self, ms: int) -> int:
+        """The policy's day (a date ordinal) of a time in milliseconds."""
+        return self._days.day_of(ms / 1000)
+
+    def _day_start(self, ordinal: int) -> int:
+        """Milliseconds at the start of the policy's day."""
+        return round(self._days.day_start(ordinal) * 1000)
 
     # -- population ----------------------------------------------------------------
 
@@ -649,7 +675,7 @@ class _Simulation:
             while True:
                 due = _add_months(anchor, rp.interval_months)
                 lead = int(min(self.rng.uniform(35, 70), 0.6 * (due - anchor).days) * DAY)
-                completed = _day_start(due.toordinal()) - lead + int(self.rnd() * 8 * HOUR)
+                completed = self._day_start(due.toordinal()) - lead + int(self.rnd() * 8 * HOUR)
                 if completed >= self.end:
                     break
                 # Reported, then recorded, well before the due day ends: SEP-008
@@ -658,7 +684,7 @@ class _Simulation:
                 reported = completed + int(self.rng.uniform(0.1, 0.6) * min(within, slack))
                 recorded = reported + int(min(self.rng.uniform(1, 36) * HOUR, 0.3 * slack))
                 chain.append(_Review(e, due, completed, reported, [recorded]))
-                anchor = date.fromordinal(_utc_day(completed))
+                anchor = date.fromordinal(self._day(completed))
             chains.append(chain)
 
         # Decisions need the watermark past them, so leave the run's last hours.
@@ -668,7 +694,9 @@ class _Simulation:
             missed = {}
             for e, chain in enumerate(chains):
                 passed = [
-                    k for k, r in enumerate(chain) if _day_start(r.due.toordinal() + 1) < margin
+                    k
+                    for k, r in enumerate(chain)
+                    if self._day_start(r.due.toordinal() + 1) < margin
                 ]
                 if passed:
                     missed[e] = passed[-1]
@@ -699,7 +727,7 @@ class _Simulation:
     def _report_late(self, review: _Review, within: int, margin: int) -> None:
         """Reported after the deadline if that still fits before the due date
         (and the run's end), else never reported."""
-        due_end = _day_start(review.due.toordinal() + 1)
+        due_end = self._day_start(review.due.toordinal() + 1)
         reported = review.completed + within + int(self.rng.uniform(1, 10) * DAY)
         recorded = reported + int(self.rng.uniform(1, 24) * HOUR)
         if recorded < min(due_end, margin) and self.rnd() < 0.5:
@@ -741,7 +769,10 @@ class _Simulation:
         heapq.heappush(self.heap, (arrival, next(self.seq), event))
 
     def _event_id(self, source: str) -> str:
-        return f"{source}-{self.seed}-{next(self.ids):09d}"
+        # No eight digits in a row: the masks take nine for an account number
+        # (and eight after a letter for a passport), and admission would
+        # pseudonymise every id, or search each one twice.
+        return f"{source}-{self.seed}-ev{next(self.ids):07d}"
 
     def events(self) -> Iterator[Event]:
         """Minute by minute: postures due, then accesses (and what rides on
@@ -855,7 +886,7 @@ class _Simulation:
         device: int | None = None
         if devices:
             device = devices[0] if len(devices) == 1 or rnd() < 0.8 else devices[-1]
-        apps = self.registry.day(_utc_day(t))
+        apps = self.registry.day(self._day(t))
         action: str | None = None
         if not apps.good:
             internal = False  # the exception is not in force: SaaS only from outside
@@ -959,8 +990,45 @@ class _Simulation:
             "network_zone": "internal" if internal else "external",
             "src_ip": ip,
             "object": obj,
+            "auth": self._auth(app, internal) if action == "login" else None,
+            **self._share(internal, action),
             "source": source,
         }
+
+    def _auth(self, app: str, internal: bool) -> dict[str, Any]:
+        """How a sign-in was authenticated: multi-factor, or single-factor as a
+        violation where the policy requires more (SEP-010); a few sources do
+        not say (counted, never judged)."""
+        rnd, policy = self.auth_rnd, self.authentication
+        u = rnd()
+        if u < UNSAID_AUTH:
+            return {"mfa": None, "method": None}
+        required = policy is not None and policy.require_mfa and app not in policy.exempt_apps
+        if internal and required and u < UNSAID_AUTH + self.rate:
+            return {"mfa": False, "method": "password"}
+        return {"mfa": True, "method": "password, push notification"}
+
+    def _share(self, internal: bool, action: str) -> dict[str, Any]:
+        """Whom a share reached: colleagues mostly, partners now and then (where
+        the policy allows them), the public or an outside address as a
+        violation (SEP-011, from inside or outside)."""
+        if action != "share":
+            return {"share_target": None, "shared_with_domain": None}
+        rnd, policy = self.auth_rnd, self.sharing
+        own = policy.internal_domains[0] if policy and policy.internal_domains else None
+        u = rnd()
+        if policy is not None and u < self.rate:
+            if rnd() < 0.4:
+                return {"share_target": "public", "shared_with_domain": None}
+            outside = OUTSIDE_DOMAINS[int(rnd() * len(OUTSIDE_DOMAINS))]
+            return {"share_target": "external", "shared_with_domain": outside}
+        if policy is not None and policy.external == "partners_only" and u > 0.9:
+            partners = policy.partner_domains
+            return {
+                "share_target": "external",
+                "shared_with_domain": partners[int(rnd() * len(partners))],
+            }
+        return {"share_target": "internal", "shared_with_domain": own}
 
     def _dlp(
         self,
@@ -1021,7 +1089,7 @@ class _Simulation:
             channel = ("email", "web", "usb", "print", "saas_upload")[int(rnd() * 5)]
             data_type = "card_number"
             if channel == "saas_upload":
-                good = self.registry.day(_utc_day(t)).good
+                good = self.registry.day(self._day(t)).good
                 app = good[int(rnd() * len(good))] if good else None
         else:
             channel = ("email", "email", "usb", "print")[int(rnd() * 4)]
@@ -1059,7 +1127,7 @@ class _Simulation:
         u = rnd()
         if u < 0.4:  # the CASB saw the upload and knows the app
             alert = self._dlp(j, e, t + gap // 10, device, "saas_upload", app, types, file)
-        elif u < 0.75 or _utc_day(t + gap) != _utc_day(t):  # browser DLP, a bit later
+        elif u < 0.75 or self._day(t + gap) != self._day(t):  # browser DLP, a bit later
             alert = self._dlp(j, e, t + gap, device, "web", None, types, file)
         else:  # endpoint DLP saw the file first; the upload followed
             alert = self._dlp(j, e, t, device, "other", None, types, file)

@@ -8,6 +8,9 @@ nothing (and never overwrites an analyst's acknowledgement). While
 Elasticsearch is down or throttling, the sink retries the same batch with
 exponential backoff, reads no further, and reports the backlog on /metrics;
 when it returns, the sink catches up from its committed offsets.
+
+The sink only ever creates documents: it deletes nothing (retention is an
+administrator's `sepwatch elasticsearch retention`), and its role may not.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -39,9 +42,12 @@ from streams.elastic import (
     connection_options,
     document,
     index_for,
+    replicas_for,
     template_body,
 )
 from streams.lag import records_behind
+from streams.lifecycle import lifecycle_index
+from streams.lifecycle import template_body as lifecycle_template_body
 from streams.settings import Settings
 from streams.topics import Topics
 
@@ -115,22 +121,6 @@ def settle(actions: Sequence[dict[str, Any]], response: dict[str, Any]) -> BulkO
     return out
 
 
-def expired_indices(names: Sequence[str], index: str, today: date, days: int) -> list[str]:
-    """Monthly indices whose whole month is older than the retention."""
-    cutoff = today - timedelta(days=days)
-    out = []
-    for name in names:
-        suffix = name.removeprefix(f"{index}-")
-        try:
-            year, month = (int(x) for x in suffix.split("."))
-            last_day = (date(year + month // 12, month % 12 + 1, 1)) - timedelta(days=1)
-        except ValueError:
-            continue  # not one of ours
-        if last_day < cutoff:
-            out.append(name)
-    return sorted(out)
-
-
 class FindingsSink:
     """Consumes PREFIXfindings with its own group (PREFIXes-sink) into ES."""
 
@@ -174,10 +164,11 @@ class FindingsSink:
             # long poll interval keeps it in the group meanwhile.
             max_poll_interval_ms=24 * 3600 * 1000,
         )
-        self._producer = AIOKafkaProducer(**self.settings.kafka.client_options())
+        self._producer = AIOKafkaProducer(
+            **self.settings.kafka.client_options(), acks="all", enable_idempotence=True
+        )
         await self._consumer.start()
         await self._producer.start()
-        last_prune = 0.0
         # One batch in flight while the next is read and built: Elasticsearch
         # works on one while Python prepares the other. Offsets are committed
         # batch by batch, in order, once each is settled.
@@ -199,9 +190,6 @@ class FindingsSink:
                     if not await self._finish(in_flight):
                         break
                     in_flight = None
-                if time.monotonic() - last_prune > 3600:
-                    last_prune = time.monotonic()
-                    await self._prune()
             if in_flight is not None and in_flight.task.done():
                 await self._finish(in_flight)  # settled before the stop: commit it
         finally:
@@ -319,13 +307,26 @@ class FindingsSink:
                 self.backoff.reset()
         return not actions
 
+    async def _put_template(self) -> None:
+        replicas = self.settings.es_replicas
+        data_nodes = 0
+        if replicas is None:
+            data_nodes = (await self.es.cluster.health())["number_of_data_nodes"]
+        body = template_body(self.index, replicas=replicas_for(replicas, data_nodes))
+        await self.es.indices.put_index_template(name=self.index, **body)
+
     async def _bulk(self, actions: list[dict[str, Any]]) -> BulkOutcome | None:
         """One bulk request; None if Elasticsearch could not take it at all."""
         try:
             if not self._template_ready:
-                await self.es.indices.put_index_template(
-                    name=self.index, **template_body(self.index)
-                )
+                await self._put_template()
+                # The lifecycle records' too, unless one is there (an admin's,
+                # with the pipeline that stamps who acted: never replaced).
+                records = lifecycle_index(self.index)
+                if not await self.es.indices.exists_index_template(name=records):
+                    await self.es.indices.put_index_template(
+                        name=records, **lifecycle_template_body(self.index)
+                    )
                 self._template_ready = True
             response = await self.es.bulk(operations=bulk_body(actions), refresh=False)
         except EsApiError as exc:
@@ -369,16 +370,3 @@ class FindingsSink:
             return
         metrics.CONSUMER_LAG.labels("es_sink", self.topics.findings).set(behind)
         metrics.SINK_BACKLOG.set(behind + self.pending + max(self.waiting, in_hand))
-
-    async def _prune(self) -> None:
-        try:
-            names = list(
-                (await self.es.indices.get(index=f"{self.index}-*", allow_no_indices=True)).keys()
-            )
-            for name in expired_indices(
-                names, self.index, datetime.now(UTC).date(), self.settings.es_retention_days
-            ):
-                await self.es.indices.delete(index=name)
-                log.warning("es sink: deleted %s (older than the retention)", name)
-        except (TransportError, EsApiError, OSError):
-            pass  # tried again at the next prune

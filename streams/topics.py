@@ -16,7 +16,7 @@ INPUT_STREAMS = {
 }
 STAGES: tuple[Stage, ...] = ("device", "user", "review")
 # A stage's Faust tables, one changelog topic each.
-STORES = ("postures", "accesses", "pending", "entities", "meta")
+STORES = ("postures", "accesses", "pending", "entities", "identities", "meta")
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,11 @@ class Topics:
         return self.prefix + "findings"
 
     @property
+    def lifecycle(self) -> str:
+        """Copies of the findings' lifecycle records (streams/evidence.py), keyed by finding."""
+        return self.prefix + "findings-lifecycle"
+
+    @property
     def dead_letters(self) -> str:
         return self.prefix + "dead-letters"
 
@@ -61,18 +66,31 @@ class Topics:
         return self.prefix + "policy"
 
     @property
+    def pseudonym_key(self) -> str:
+        """The deployment's pseudonym key, where no setting gives one (streams.pseudonym_key)."""
+        return self.prefix + "pseudonym-key"
+
+    @property
     def notified(self) -> str:
         """Finding ids the alert router has settled (compacted, keyed by id)."""
         return self.prefix + "notified"
 
 
-def stage_keys(event: Any) -> dict[Stage, str]:
+# The device stage's one key when device identity is learned (Settings.learned_identity).
+ONE_DEVICE_PARTITION = "learned-identity"
+
+
+def stage_keys(event: Any, *, learned_identity: bool = False) -> dict[Stage, str]:
     """Which stage judges an event, under which key: every join is then local
     to one partition. The review stage also sees other events as ticks of its
-    watermark."""
+    watermark. With `learned_identity` the device stage is one partition: a
+    posture that names a device by other ids than its accesses do (Falcon's
+    agent id, an access's Entra id) must meet them, and only the graph that
+    learns from every posture knows they are one device."""
     keys: dict[Stage, str] = {"review": event.entity}
     if event.stream in ("saas_access", "device_posture"):
-        keys["device"] = event.device_id or f"user:{event.user_id}"
+        device_key = event.device_id or f"user:{event.user_id}"
+        keys["device"] = ONE_DEVICE_PARTITION if learned_identity else device_key
     if event.stream in ("saas_access", "dlp_alert"):
         keys["user"] = event.user_id
     return keys

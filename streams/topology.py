@@ -22,28 +22,34 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import functools
 import json
 import logging
 import math
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, MutableMapping
+from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import faust
 from aiokafka.errors import IllegalStateError
 from faust.utils import json as faust_json
+from pydantic import ValidationError
 
 from detectors import Engine, EngineState, Stage
+from detectors.masking import mask_text
+from detectors.pseudonyms import Pseudonymiser
 from schemas import EventAdapter, Finding, Policy
 from streams import metrics
 from streams.adapters import ADAPTERS
 from streams.adapters.intake import OUTCOMES, SkipLabels, adapt_message
-from streams.adapters.mapping import load_mapping
+from streams.adapters.mapping import configured_mapping
+from streams.dead_letters import dead_letter, reason_of
+from streams.kafka_io import KafkaUnavailable
 from streams.policy_file import PolicyError, load_policy
+from streams.policy_history import PolicyVersion, in_force, read_versions, record_if_changed
 from streams.replay import utc_now
 from streams.settings import Settings
 from streams.topics import STAGES, STORES, Topics, input_key, partition_of
@@ -66,6 +72,7 @@ log = logging.getLogger("sepwatch")
 # was appended to Kafka.
 APPENDED = "sepwatch-appended"
 POLICY_POLL_SECONDS = 2.0
+HISTORY_EVERY_POLLS = 5
 # Wall-clock silence, without data or idle marks, after which a source no longer
 # holds the clock: only a validator that is gone is that silent. A source with a
 # backlog sends no idle marks, so a catch-up after a crash never releases early.
@@ -73,11 +80,20 @@ IDLE_SECONDS = 300.0
 # Key in a stage partition's meta table: end-of-input markers received, by source.
 INPUT_ENDS = "input_ends"
 METRICS_SECONDS = 5.0
+# Pauses before a record whose judging raised is judged again; then it is dead-lettered.
+JUDGE_RETRY_SECONDS = (0.1, 0.5, 2.0)
+
+
+class Undelivered(RuntimeError):
+    """A write the broker did not take (a finding, a changelog record, a dead
+    letter): no stage offset is committed from then on, so the records that
+    produced it are judged again by the worker that takes over."""
 
 
 class TableChanges:
-    """The table changes made while judging one stage record, written to the
-    changelogs once per key when the record is done.
+    """What judging one stage record writes: its findings and dead letters
+    as it goes, and its table changes, written to the changelogs once per
+    key when the record is done.
 
     Faust writes a changelog record for every `table[key] = value`, each
     through its per-message machinery; a batch of events changes the same
@@ -86,7 +102,15 @@ class TableChanges:
     (reads see the change); the changelog gets each key's last value, in the
     format Faust writes and restores (JSON key and value, None deletes), in
     one Kafka batch per changelog partition, before the record's offset can
-    be committed (see _changelog_before_commit, which awaits `unsent`)."""
+    be committed (see _changelog_before_commit, which awaits `settled`).
+
+    Every write's delivery is watched: one the broker does not take makes
+    every later commit fail (`settled` raises) and no changelog record is
+    written after it, since a restore would read it even though the input
+    offset before it is never committed (a pending decision's tombstone
+    without its finding would lose the finding for good). Findings are sent
+    through Faust's topic machinery no more: it logs a failed delivery as a
+    WARNING and commits past it (issue 19)."""
 
     def __init__(self, producer: Any) -> None:
         self.producer = producer  # Faust's; its Kafka client sends the batches
@@ -94,6 +118,7 @@ class TableChanges:
         self.changed: dict[tuple[str, int], dict[str, Any]] = {}
         self.submitting: set[asyncio.Future[None]] = set()
         self.unsent: set[asyncio.Future[Any]] = set()
+        self.failed: BaseException | None = None
 
     def note(self, topic: str, partition: int, key: str, value: Any) -> None:
         keys = self.changed.get((topic, partition))
@@ -101,9 +126,27 @@ class TableChanges:
             keys = self.changed[(topic, partition)] = {}
         keys[key] = value
 
+    async def publish(
+        self, topic: str, key: bytes | None, value: bytes, delivered: Callable[[], None]
+    ) -> asyncio.Future[Any] | None:
+        """Send one record; `delivered` runs once the broker has it. The
+        returned future settles with the delivery (None: not sent at all)."""
+        self._refuse_after_failure()
+        try:
+            fut: asyncio.Future[Any] = await self.producer._ensure_producer().send(
+                topic, value, key=key
+            )
+        except Exception as exc:  # the client refused it outright (too large, closed)
+            self._failure(exc, topic)
+            return None
+        self._track(fut, topic)
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception() or delivered())
+        return fut
+
     async def write(self) -> None:
         if not self.changed:
             return
+        self._refuse_after_failure()
         changed, self.changed = self.changed, {}
         # Until every batch is handed to the client its future is unknown: a
         # commit meanwhile waits for the whole write (settled), or it could
@@ -114,30 +157,65 @@ class TableChanges:
         await task
 
     async def settled(self) -> None:
-        """Every change written so far is on the broker (or this raises); those
-        of a record still being judged are not: its offset is not committed."""
+        """Every write made so far is on the broker, or this raises
+        Undelivered; those of a record still being judged are not awaited:
+        its offset is not committed."""
         while self.submitting:
-            await asyncio.gather(*list(self.submitting))
+            await asyncio.gather(*list(self.submitting), return_exceptions=True)
         if self.unsent:
-            await asyncio.gather(*list(self.unsent))
+            await asyncio.gather(*list(self.unsent), return_exceptions=True)
+        self._refuse_after_failure()
+
+    def _refuse_after_failure(self) -> None:
+        if self.failed is not None:
+            raise Undelivered(
+                f"a write was not delivered ({type(self.failed).__name__}: {self.failed}); "
+                "no stage offset is committed past it"
+            ) from self.failed
+
+    def _failure(self, exc: BaseException, topic: str) -> None:
+        if self.failed is None:
+            self.failed = exc
+            log.error(
+                "a record for %s was not delivered (%s: %s): this worker commits no stage "
+                "offset from now on; restart it once the cause is fixed, and the records "
+                "since the last commit are judged again",
+                topic,
+                type(exc).__name__,
+                exc,
+            )
+
+    def _track(self, fut: asyncio.Future[Any], topic: str) -> None:
+        self.unsent.add(fut)
+
+        def done(f: asyncio.Future[Any]) -> None:
+            self.unsent.discard(f)
+            exc = f.exception() if not f.cancelled() else asyncio.CancelledError()
+            if exc is not None:
+                self._failure(exc, topic)
+
+        fut.add_done_callback(done)
 
     async def _submit(self, changed: dict[tuple[str, int], dict[str, Any]]) -> None:
         client = self.producer._ensure_producer()
-        for (topic, partition), keys in changed.items():
-            batch = client.create_batch()
-            for key, value in keys.items():
-                k = faust_json.dumps(key)
-                v = None if value is None else faust_json.dumps(value)
-                if batch.append(key=k, value=v, timestamp=None) is None:  # full
-                    await self._send(client, batch, topic, partition)
-                    batch = client.create_batch()
-                    batch.append(key=k, value=v, timestamp=None)  # a first record always fits
-            await self._send(client, batch, topic, partition)
+        try:
+            for (topic, partition), keys in changed.items():
+                batch = client.create_batch()
+                for key, value in keys.items():
+                    k = faust_json.dumps(key)
+                    v = None if value is None else faust_json.dumps(value)
+                    if batch.append(key=k, value=v, timestamp=None) is None:  # full
+                        await self._send(client, batch, topic, partition)
+                        batch = client.create_batch()
+                        batch.append(key=k, value=v, timestamp=None)  # a first always fits
+                await self._send(client, batch, topic, partition)
+        except Exception as exc:  # the client refused a batch outright
+            self._failure(exc, "a changelog")
+            raise
 
     async def _send(self, client: Any, batch: Any, topic: str, partition: int) -> None:
         fut = await client.send_batch(batch, topic, partition=partition)
-        self.unsent.add(fut)
-        fut.add_done_callback(self.unsent.discard)
+        self._track(fut, topic)
 
 
 class PartitionStore(MutableMapping[str, Any]):
@@ -277,6 +355,8 @@ class StageRunner:
         self.tables = tables
         self.changes = changes or TableChanges(None)
         self.policy = policy
+        # The entities the policies name: the only values of a metric's entity label.
+        self.entities = metrics.policy_entities(policy)
         # Policies loaded while running, with the time each took effect.
         self.reloads: list[tuple[float, Policy]] = []
         self.partitions = partitions
@@ -315,6 +395,7 @@ class StageRunner:
 
     def reload(self, policy: Policy, since: float) -> None:
         self.reloads.append((since, policy))
+        self.entities |= metrics.policy_entities(policy)
         for engine in self.engines.values():
             engine.set_policy(policy, effective_from=since)
 
@@ -410,22 +491,54 @@ class StageRunner:
             self.frontier.pop(p, None)
             self.last.pop(p, None)
             self.since.pop(p, None)
-            self.engines.pop(p, None)
+            engine = self.engines.pop(p, None)
+            if engine is not None:
+                export_counts(self.stage, engine)
             self.others.pop(p, None)
+
+    def export_counts(self) -> None:
+        for engine in self.engines.values():
+            export_counts(self.stage, engine)
+
+
+# The engine's counts that /metrics shows, by its stats key.
+ENGINE_COUNTS = {
+    "events.late": metrics.LATE_EVENTS,
+    "decisions.posture_unknowable": metrics.DECISIONS_UNKNOWABLE,
+    "identity.conflicts": metrics.IDENTITY_CONFLICTS,
+}
+
+
+def export_counts(stage: Stage, engine: Engine) -> None:
+    """Move what the engine counted since the last call to /metrics."""
+    for key, counter in ENGINE_COUNTS.items():
+        n = engine.stats.pop(key, 0)
+        if n:
+            counter.labels(stage).inc(n)
 
 
 def build_app(
-    settings: Settings, policy: Policy, *, partitions: int = 4, policy_file: Path | None = None
+    settings: Settings,
+    policy: Policy,
+    *,
+    pseudonyms: Pseudonymiser,
+    partitions: int = 4,
+    policy_file: Path | None = None,
+    versions: list[PolicyVersion] | None = None,
 ) -> faust.App:
     topics = Topics(settings.topic_prefix)
     app = faust.App(
         f"{settings.topic_prefix}worker",
-        broker=f"kafka://{settings.broker}",
+        # Bootstrap servers are comma-separated for the Kafka clients; Faust
+        # takes a list of URLs.
+        broker=[f"kafka://{server.strip()}" for server in settings.broker.split(",")],
         broker_credentials=settings.kafka.faust_credentials(),
         store="memory://",
         datadir=str(settings.state_dir),
         topic_partitions=partitions,
-        topic_replication_factor=1,
+        # Resolved against the cluster by `sepwatch worker` (ensure_topics):
+        # for the topics Faust itself creates (its assignor's leader topic).
+        topic_replication_factor=settings.replication_factor or 1,
         value_serializer="raw",
         key_serializer="raw",
         web_enabled=settings.web_port > 0,
@@ -434,6 +547,12 @@ def build_app(
         # Faust listens on every interface unless told: a bank's worker exposes
         # /metrics only where the settings say.
         web_bind=settings.web_host,
+        # /metrics and /healthz only: Faust's table views serve table contents
+        # by key, and its router view the partition map, without authentication.
+        web_tables_enabled=False,
+        web_router_enabled=False,
+        web_stats_enabled=False,
+        web_graph_enabled=False,
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=settings.kafka_session_timeout_s,
         broker_heartbeat_interval=settings.heartbeat_s,
@@ -460,7 +579,6 @@ def build_app(
         )
 
     dead = raw_topic(topics.dead_letters)
-    findings = raw_topic(topics.findings)
     by_stage = {stage: raw_topic(topics.stage(stage)) for stage in STAGES}
     sources = len(topics.inputs) * partitions
     fed_by = feeds(topics)
@@ -469,14 +587,14 @@ def build_app(
     async def validate_inputs() -> None:
         """The input topics to the stages, in batches (streams.validator); the
         input partitions are shared among the workers' validators."""
-        await InputValidator(settings, partitions=partitions).run()
+        await InputValidator(settings, partitions=partitions, pseudonyms=pseudonyms).run()
 
     # Raw vendor topics (docs/adapters.md): the adapters turn each record into
     # canonical events on the input topics, where `validate` takes them as it
     # takes any producer's. Unmappable records go to the dead letters; vendor
     # event types with no meaning are counted and logged.
-    if settings.mapping.exists():
-        mapping = load_mapping(settings.mapping, policy)
+    mapping = configured_mapping(settings.mapping, policy)
+    if mapping is not None:
         skipped: Counter[str] = Counter()
         skip_labels = SkipLabels()
         for source in ADAPTERS:  # every series from 0, so the first records count in rate()
@@ -520,9 +638,6 @@ def build_app(
             if skipped:
                 log.info("adapters skipped (no access, posture or DLP meaning): %s", dict(skipped))
 
-    else:
-        log.warning("no vendor mapping at %s: raw vendor topics are not read", settings.mapping)
-
     runners: dict[Stage, StageRunner] = {}
     for stage in STAGES:
         tables = {
@@ -556,7 +671,7 @@ def build_app(
             changes[stage],
         )
         app.agent(by_stage[stage], name=f"{settings.topic_prefix}stage-{stage}")(
-            _stage_agent(runners[stage], findings, sources)
+            _stage_agent(runners[stage], topics, sources, settings.test_fault_event_id)
         )
 
     @app.on_partitions_assigned.connect
@@ -564,13 +679,44 @@ def build_app(
         for stage, runner in runners.items():
             runner.forget({tp.partition for tp in assigned if tp.topic == topics.stage(stage)})
 
+    # The versions in force (streams/policy_history.py): the earliest judges
+    # what came before it, each later one events stamped from its time on.
+    applied: dict[str, float] = {}
+    alert_routes: list[Any] = []  # the alert router, once built: the same versions
+
+    def apply(found: list[PolicyVersion]) -> None:
+        for v in found:
+            if v.version in applied or (
+                applied and v.effective_from.timestamp() <= max(applied.values())
+            ):
+                continue
+            since = v.effective_from.timestamp()
+            first = not applied
+            applied[v.version] = since
+            for runner in runners.values():
+                runner.reload(v.parsed(), float("-inf") if first else since)
+            for router in alert_routes:
+                router.adopt(v.parsed())
+            if not first:
+                metrics.POLICY_RELOADS.labels("loaded").inc()
+                log.warning(
+                    "policy version %s (%s) loaded; it judges events stamped from %s on",
+                    v.version,
+                    v.source,
+                    v.effective_from.isoformat(),
+                )
+
+    if versions:
+        apply(versions)
+
     if policy_file is not None:
-        watched = {"mtime": policy_file.stat().st_mtime}
+        watched = {"mtime": policy_file.stat().st_mtime, "ticks": 0}
 
         @app.timer(interval=POLICY_POLL_SECONDS)
         async def reload_policy() -> None:
-            """A changed policy file takes effect for events stamped from now on;
-            one that does not validate is refused, and the running one stays."""
+            """A changed policy file is recorded as a new version (effective from
+            now); one that does not validate is refused, and the running one stays.
+            Every version recorded, by this worker or another, is applied here."""
             try:
                 mtime = policy_file.stat().st_mtime
             except OSError as exc:
@@ -579,29 +725,36 @@ def build_app(
                     policy_file,
                     exc.strerror,
                 )
+                mtime = watched["mtime"]
+            new: Policy | None = None
+            if mtime != watched["mtime"]:
+                watched["mtime"] = mtime
+                try:
+                    new = load_policy(policy_file)
+                except PolicyError as exc:
+                    metrics.POLICY_RELOADS.labels("refused").inc()
+                    log.warning(
+                        "policy %s refused, the running policy stays:\n%s",
+                        policy_file,
+                        "\n".join(f"  {p}" for p in exc.problems),
+                    )
+            watched["ticks"] += 1
+            # Other workers' versions: read every few polls (a consumer each time).
+            if new is None and watched["ticks"] % HISTORY_EVERY_POLLS:
                 return
-            if mtime == watched["mtime"]:
-                return
-            watched["mtime"] = mtime
             try:
-                new = load_policy(policy_file)
-            except PolicyError as exc:
-                metrics.POLICY_RELOADS.labels("refused").inc()
-                log.warning(
-                    "policy %s refused, the running policy stays:\n%s",
-                    policy_file,
-                    "\n".join(f"  {p}" for p in exc.problems),
-                )
+                if new is not None:
+                    found = await asyncio.to_thread(
+                        record_if_changed, settings, new, str(policy_file)
+                    )
+                else:
+                    found = await asyncio.to_thread(
+                        lambda: in_force(read_versions(settings.kafka, topics.policy))
+                    )
+            except KafkaUnavailable as exc:
+                log.warning("policy history unreadable (%s); tried again shortly", exc)
                 return
-            since = time.time()
-            for runner in runners.values():
-                runner.reload(new, since)
-            metrics.POLICY_RELOADS.labels("loaded").inc()
-            log.warning(
-                "policy %s loaded; it judges events stamped from %s on",
-                policy_file,
-                datetime.fromtimestamp(since, UTC).isoformat(),
-            )
+            apply(found)
 
     if settings.web_port > 0:
 
@@ -609,6 +762,12 @@ def build_app(
         async def metrics_page(web: Any, request: Any) -> Any:
             body, content_type = metrics.exposition()
             return web.bytes(body, headers={"Content-Type": content_type})
+
+        @app.page("/healthz")
+        async def health_page(web: Any, request: Any) -> Any:
+            """200 once the worker runs (a liveness probe); the pipeline's
+            health is on /metrics."""
+            return web.text("ok\n")
 
     # The input topics' lag is the validator's to report.
     watched_topics = {topics.stage(s) for s in STAGES}
@@ -637,6 +796,7 @@ def build_app(
             metrics.CONSUMER_LAG.labels("rules", topic).set(lag.get(topic, 0))
         now = time.time()
         for stage, runner in runners.items():
+            runner.export_counts()
             held = [c for c in runner.event_clocks() if c != float("-inf")]
             if held:
                 metrics.EVENT_TIME_LAG.labels(stage).set(max(0.0, now - min(held)))
@@ -656,7 +816,9 @@ def build_app(
         # worker at its start, with every problem listed.
         from streams.alerts.router import AlertRouter
 
-        alert_router = AlertRouter(settings, policy, policy_file=policy_file)
+        # No watcher of its own: it takes the versions the rules take (apply above).
+        alert_router = AlertRouter(settings, policy)
+        alert_routes.append(alert_router)
 
         @app.task
         async def findings_to_channels() -> None:
@@ -668,35 +830,92 @@ def build_app(
     return app
 
 
-def _stage_agent(runner: StageRunner, findings: Any, sources: int) -> Any:
+def _stage_agent(runner: StageRunner, topics: Topics, sources: int, fault_event_id: str) -> Any:
+    changes = runner.changes
+
     async def judge(stream: Any) -> None:
         async for event in stream.events():
-            await judge_record(event)
+            delivering: list[asyncio.Future[Any]] = []
+            await judge_record(event, delivering)
+            # The findings are on the broker before the state changes that made
+            # them (a pending decision's tombstone): a crash between the two
+            # leaves the decision to be made again from the changelog, not lost.
+            if delivering:
+                await asyncio.gather(*delivering, return_exceptions=True)
             # Before the record is acknowledged, so before its offset is committed.
-            await runner.changes.write()
+            await changes.write()
 
     def judge_event(
         engine: Engine, partition: int, source: str, appended: float, raw: bytes
     ) -> list[Finding]:
         """One event, then the clock it moves (its source's, appended then)."""
         parsed = EventAdapter.validator.validate_json(raw)
+        if fault_event_id and parsed.event_id == fault_event_id:
+            raise InjectedFault(
+                f"told to fail on event {parsed.event_id} (SEPWATCH_TEST_FAULT_EVENT_ID)"
+            )
         found = engine.process(parsed)
         ts = parsed.timestamp.timestamp()
         return found + engine.advance(runner.clock(partition, source, ts, appended=appended))
 
-    async def judge_record(event: Any) -> None:
-        partition = event.message.partition
+    async def judged(
+        work: Callable[[], list[Finding]],
+        raw: bytes,
+        where: dict[str, Any],
+        delivering: list[asyncio.Future[Any]],
+    ) -> list[Finding]:
+        """What `work` found. One that raises is tried again after a pause;
+        one that still raises goes to the dead letters with the reason, and
+        the rest of the record is judged (Faust would acknowledge the record
+        and drop the rest of its events)."""
+        for pause in (*JUDGE_RETRY_SECONDS, None):
+            try:
+                return work()
+            except Exception as exc:
+                reason = f"the {runner.stage} stage raised {_reason(exc)}"
+                if pause is None:
+                    log.error("%s; to the dead letters (%s)", reason, where)
+                    letter = dead_letter(raw, reason, where={**where, "stage": runner.stage})
+                    fut = await changes.publish(
+                        topics.dead_letters, None, _json(letter), _stage_error_delivered
+                    )
+                    if fut is not None:
+                        delivering.append(fut)
+                    return []
+                log.warning("%s (%s); judged again in %s s", reason, where, pause)
+                await asyncio.sleep(pause)
+        return []
+
+    async def emit(found: list[Finding], delivering: list[asyncio.Future[Any]]) -> None:
+        for f in found:
+            fut = await changes.publish(
+                topics.findings,
+                f.finding_id.encode(),
+                f.model_dump_json().encode(),
+                functools.partial(_finding_delivered, f, runner.entities),
+            )
+            if fut is not None:
+                delivering.append(fut)
+
+    async def judge_record(event: Any, delivering: list[asyncio.Future[Any]]) -> None:
+        msg = event.message
+        partition = msg.partition
         engine = runner.engine(partition)
+        where = {"topic": msg.topic, "partition": partition, "offset": msg.offset}
         if event.key == EVENTS:
-            for source, appended, raw in read_events(event.value):
+            for n, (source, appended, raw) in enumerate(read_events(event.value)):
                 if type(raw) is TimeOnly:
                     engine.pass_time(raw.stream, raw.ts)
                     clock = runner.clock(partition, source, raw.ts, appended=appended)
                     found = engine.advance(clock)
                 else:
-                    found = judge_event(engine, partition, source, appended, raw)  # type: ignore[arg-type]
-                for f in found:
-                    await _emit(findings, f)
+                    found = await judged(
+                        functools.partial(judge_event, engine, partition, source, appended, raw),  # type: ignore[arg-type]
+                        raw,  # type: ignore[arg-type]
+                        {**where, "event": n},
+                        delivering,
+                    )
+                await emit(found, delivering)
             return
         headers = dict(event.headers or {})
         # The input partition the mark came through.
@@ -711,14 +930,20 @@ def _stage_agent(runner: StageRunner, findings: Any, sources: int) -> Any:
             if len(ends) < sources:
                 meta[INPUT_ENDS] = ends
                 return
-            found = engine.flush(until=max(ends.values()))
+            until = max(ends.values())
+            found = await judged(lambda: engine.flush(until=until), b"", where, delivering)
             if INPUT_ENDS in meta:
                 del meta[INPUT_ENDS]
         elif event.key == SOURCE_IDLE:
             # A mark without its time (an older worker's) is taken as of when
             # it was written, which is no later than its source was idle.
-            as_of = _seconds(headers.get(AS_OF), event.message.timestamp)
-            found = engine.advance(runner.clock(partition, source, None, as_of=as_of))
+            as_of = _seconds(headers.get(AS_OF), msg.timestamp)
+            found = await judged(
+                lambda: engine.advance(runner.clock(partition, source, None, as_of=as_of)),
+                b"",
+                where,
+                delivering,
+            )
         elif event.key == SOURCE_BUSY:
             # Holds the clock; never moves it.
             runner.busy(partition, source)
@@ -726,12 +951,43 @@ def _stage_agent(runner: StageRunner, findings: Any, sources: int) -> Any:
         else:
             # One event with its append time in a header: what workers wrote
             # before batches, still in the stage topics after an upgrade.
-            appended = _seconds(headers.get(APPENDED), event.message.timestamp)
-            found = judge_event(engine, partition, source, appended, event.value)
-        for f in found:
-            await _emit(findings, f)
+            appended = _seconds(headers.get(APPENDED), msg.timestamp)
+            found = await judged(
+                functools.partial(judge_event, engine, partition, source, appended, event.value),
+                event.value,
+                where,
+                delivering,
+            )
+        await emit(found, delivering)
 
     return judge
+
+
+class InjectedFault(RuntimeError):
+    """What a stage raises on the event SEPWATCH_TEST_FAULT_EVENT_ID names: for
+    the tests and the fault benchmark, which check that a stage that raises
+    skips nothing else and dead-letters the event."""
+
+
+def _reason(exc: Exception) -> str:
+    """Why judging raised, masked: a validation error's message quotes its input."""
+    if isinstance(exc, ValidationError):
+        return f"ValidationError: {reason_of(exc)[0]}"
+    return mask_text(f"{type(exc).__name__}: {str(exc)[:300]}")
+
+
+def _finding_delivered(finding: Finding, entities: frozenset[str]) -> None:
+    """Counted once the broker has it, not when it is decided; by an entity the
+    policy names (or `other`), never by raw event text."""
+    entity = metrics.entity_label(finding.entity, entities)
+    metrics.FINDINGS.labels(finding.rule_id, finding.severity, entity, finding.status).inc()
+    metrics.DECISION_LATENCY.labels(finding.rule_id).observe(
+        max(0.0, time.time() - finding.timestamp.timestamp())
+    )
+
+
+def _stage_error_delivered() -> None:
+    metrics.DEAD_LETTERS.labels("stage_error").inc()
 
 
 def _seconds(header: bytes | None, fallback: float) -> float:
@@ -740,14 +996,6 @@ def _seconds(header: bytes | None, fallback: float) -> float:
     except ValueError:
         return fallback
     return value if math.isfinite(value) else fallback
-
-
-async def _emit(findings: Any, finding: Finding) -> None:
-    await findings.send(key=finding.finding_id.encode(), value=finding.model_dump_json().encode())
-    metrics.FINDINGS.labels(finding.rule_id, finding.severity, finding.entity, finding.status).inc()
-    metrics.DECISION_LATENCY.labels(finding.rule_id).observe(
-        max(0.0, time.time() - finding.timestamp.timestamp())
-    )
 
 
 def _changelog_before_commit(app: faust.App, changes: list[TableChanges]) -> None:
@@ -763,24 +1011,23 @@ def _changelog_before_commit(app: faust.App, changes: list[TableChanges]) -> Non
     Under CPU load that happens, and a worker killed right after restores
     tables without those changes while the events are not read again:
     pending decisions vanish and their findings are lost. Here flush awaits
-    each record's delivery instead (a failed one fails the commit, so the
-    events are read again)."""
+    each record's delivery instead, and raises once any delivery failed (no
+    offset is committed past it: the events are read again by the worker
+    that takes over)."""
     buffer = app.producer.buffer
-    unsent: set[asyncio.Future[Any]] = set()
+    # Faust's own sends (the adapters' agent) are watched as the stages' are.
+    faust_sends = TableChanges(app.producer)
     put = buffer.put
 
     def tracked_put(fut: Any) -> None:
-        unsent.add(fut)
-        fut.add_done_callback(unsent.discard)
+        faust_sends._track(fut, "a topic written through Faust")
         put(fut)
 
     async def flush() -> None:
         # Changes made after this point belong to events not yet acknowledged,
         # whose offsets this commit does not cover.
-        for stage_changes in changes:
+        for stage_changes in [*changes, faust_sends]:
             await stage_changes.settled()
-        if unsent:
-            await asyncio.gather(*list(unsent))
 
     buffer.put = tracked_put  # type: ignore[method-assign]
     buffer.flush = flush  # type: ignore[method-assign]

@@ -45,9 +45,11 @@ from aiokafka.errors import (
 from aiokafka.structs import TopicPartition
 
 from detectors import times_only
+from detectors.pseudonyms import Pseudonymiser
 from streams import metrics
 from streams.admission import Refused, admit, capped_end
 from streams.dead_letters import dead_letter
+from streams.end_of_input import MarkerCheck
 from streams.lag import records_behind_by_topic
 from streams.settings import Settings
 from streams.topics import STAGES, Topics, partition_of, stage_keys
@@ -156,6 +158,8 @@ class Routing:
     next: dict[TopicPartition, int]  # and the offset after its last
     sends: Sends = field(default_factory=list)
     taken: Counter[str] = field(default_factory=Counter)  # valid events by stream
+    ignored: Counter[str] = field(default_factory=Counter)  # end-of-input markers, by reason
+    pseudonymised: Counter[str] = field(default_factory=Counter)  # identifiers, by field
     ticks: dict[str, int] = field(default_factory=dict)  # review ticks sent, by entity
     settled: bool = False  # delivered and counted routed
     failed: bool = False  # to be read again
@@ -168,8 +172,16 @@ class Undeliverable(Exception):
 class InputValidator:
     """Consumes the input topics with its own group (PREFIXvalidator)."""
 
-    def __init__(self, settings: Settings, *, partitions: int, max_records: int = MAX_RECORDS):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        partitions: int,
+        pseudonyms: Pseudonymiser,
+        max_records: int = MAX_RECORDS,
+    ):
         self.settings = settings
+        self.pseudonyms = pseudonyms
         self.topics = Topics(settings.topic_prefix)
         self.partitions = partitions
         self.max_records = max_records
@@ -185,6 +197,7 @@ class InputValidator:
         # The batch routed and not yet known delivered (see take).
         self.in_flight: Routing | None = None
         self._settling = asyncio.Lock()
+        self.markers = MarkerCheck(settings.end_of_input_key)
 
     # -- the loop ---------------------------------------------------------
 
@@ -194,6 +207,7 @@ class InputValidator:
         self._producer = AIOKafkaProducer(
             **options,
             acks="all",
+            enable_idempotence=True,
             linger_ms=5,
             max_request_size=2 * 1024 * 1024,  # the broker, not the client, refuses a big one
         )
@@ -348,6 +362,12 @@ class InputValidator:
             appended = r.timestamp / 1000
             raw: bytes = r.value or b""
             if r.key == END_OF_INPUT:
+                refused = self.markers.judge(r.topic, r.partition, r.offset, raw, appended)
+                if refused is not None:
+                    # Not decided early on a marker anyone could have written.
+                    routing.ignored[refused] += 1
+                    log.warning("end-of-input marker at %s ignored: %s", where, refused)
+                    continue
                 self._send_batches(sends, out)  # the data before it goes first
                 out = {}
                 self._end_of_input(sends, raw, source, appended)
@@ -359,15 +379,21 @@ class InputValidator:
                 topic=r.topic,
                 appended_at=appended,
                 max_ahead_s=self.settings.max_event_ahead_s,
+                pseudonyms=self.pseudonyms,
             )
             if isinstance(decision, Refused):
                 self._dead(sends, decision.letter, decision.label)
                 continue
             parsed = decision.event
             taken[parsed.stream] += 1
-            entry: Entry = (source, appended, raw)
-            size = len(raw) + len(source) + 32
-            for stage, key in stage_keys(parsed).items():
+            if decision.pseudonymised:
+                routing.pseudonymised.update(decision.pseudonymised)
+            # The stages read the event as admitted: pseudonyms, never the raw value.
+            record = decision.record
+            entry: Entry = (source, appended, record)
+            size = len(record) + len(source) + 32
+            keys = stage_keys(parsed, learned_identity=self.settings.learned_identity)
+            for stage, key in keys.items():
                 if stage == "review" and parsed.stream != "control_review":
                     minute = int(parsed.timestamp.timestamp() // 60)
                     if max(self.last_tick.get(key, -1), ticks.get(key, -1)) >= minute:
@@ -408,6 +434,10 @@ class InputValidator:
         self.last_tick.update(routing.ticks)
         for stream, n in routing.taken.items():  # counted once delivered: a retry reads them again
             metrics.EVENTS.labels(stream).inc(n)
+        for reason, n in routing.ignored.items():
+            metrics.END_OF_INPUT_IGNORED.labels(reason).inc(n)
+        for name, n in routing.pseudonymised.items():
+            metrics.IDENTIFIERS_PSEUDONYMISED.labels(name).inc(n)
         self.routed.update(routing.next)
 
     def _end_of_input(self, into: Sends, raw: bytes, source: str, appended: float) -> None:

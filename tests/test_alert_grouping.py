@@ -308,7 +308,7 @@ def test_alertmanager_alert_resolves_on_close() -> None:
 
 
 def test_slack_blocks_escape_and_resolved_only_when_news() -> None:
-    slack = SlackChannel("chat", ChannelSettings(kind="slack", url="http://s"), link_base="k/")
+    slack = SlackChannel("chat", ChannelSettings(kind="slack", url="https://s"), link_base="k/")
     g = groups()
     (n,) = g.admit(finding(1, summary="a <b> & c"))
     body = slack.payload(n)

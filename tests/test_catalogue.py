@@ -29,6 +29,8 @@ SEVERITY_TABLE = {
     "SEP-007": "medium",
     "SEP-008": "high",
     "SEP-009": "medium",
+    "SEP-010": "high",
+    "SEP-011": "high",
 }
 REGULATION_NAME = "Electronic Financial Supervisory Regulation"
 MODULE_NAME = re.compile(r"sep(\d{3})_[a-z0-9_]+")
@@ -47,7 +49,7 @@ MODULES = rule_modules()
 CASES = cases.load()
 
 
-def test_catalogue_is_exactly_sep001_to_sep009() -> None:
+def test_catalogue_is_exactly_sep001_to_sep011() -> None:
     assert sorted(CATALOGUE) == sorted(SEVERITY_TABLE)
     assert set(RULE_IDS) == set(SEVERITY_TABLE)
     for key, rule in CATALOGUE.items():

@@ -788,7 +788,7 @@ def test_compose_settings_are_sepwatch_settings(monkeypatch: pytest.MonkeyPatch)
     )
     am = scrape["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
     assert am == ["alertmanager:9093"] and "alertmanager" in services
-    assert am_channel.url == "http://alertmanager:9093"
+    assert am_channel.url.get_secret_value() == "http://alertmanager:9093"
     datasource = yaml.safe_load(GRAFANA_DATASOURCES.read_text())["datasources"][0]
     assert datasource["url"] == "http://prometheus:9090" and "prometheus" in services
 

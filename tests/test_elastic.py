@@ -17,7 +17,9 @@ from streams.elastic import (
     SEVERITY_SCORE,
     analyst_role,
     connection_options,
+    content_digest,
     document,
+    expired_indices,
     finding_of,
     index_for,
     reader_role,
@@ -25,7 +27,7 @@ from streams.elastic import (
     writer_role,
 )
 from streams.settings import Settings
-from streams.sink import Backoff, bulk_body, expired_indices, settle
+from streams.sink import Backoff, bulk_body, settle
 
 KST = timedelta(hours=9)
 
@@ -227,10 +229,28 @@ def test_the_writer_may_only_create_findings_in_the_findings_indices() -> None:
     assert role["cluster"] == []
     (grant,) = role["indices"]
     assert grant["names"] == ["sepwatch-findings", "sepwatch-findings-*"]
-    # create_doc, never index/write: a finding already stored is never overwritten.
-    assert not {"write", "index", "all", "manage", "read"} & set(grant["privileges"])
+    # create_doc, never index/write/delete: a stored finding is never overwritten or removed.
+    assert set(grant["privileges"]) == {"create_doc", "auto_configure"}
     analyst = analyst_role("sepwatch-findings")
-    assert analyst["cluster"] == [] and "delete_index" not in analyst["indices"][0]["privileges"]
+    assert analyst["cluster"] == []
+    findings, lifecycle = analyst["indices"]
+    assert findings["names"] == [
+        "sepwatch-findings",
+        "sepwatch-findings-*",
+        "sepwatch-findings.accesses",
+    ]
+    assert set(findings["privileges"]) == {"read", "view_index_metadata"}
+    # Lifecycle records: added, never changed (no index/write/delete).
+    assert lifecycle["names"] == ["sepwatch-findings.lifecycle"]
+    assert set(lifecycle["privileges"]) == {"read", "view_index_metadata", "create_doc"}
+
+
+def test_the_content_digest_ignores_when_it_was_stored_and_sees_any_change() -> None:
+    doc = document(_finding())
+    stored = document(_finding(), ingested=datetime(2026, 12, 1, tzinfo=UTC))
+    assert doc["sepwatch"]["digest"] == stored["sepwatch"]["digest"] == content_digest(stored)
+    changed = {**stored, "message": stored["message"] + "."}
+    assert content_digest(changed) != stored["sepwatch"]["digest"]
 
 
 def test_the_roles_command_prints_a_roles_file() -> None:
@@ -246,9 +266,10 @@ def test_the_roles_command_prints_a_roles_file() -> None:
         "sepwatch_findings_analyst": analyst_role("f"),
         "sepwatch_findings_reader": reader_role("f"),
     }
-    # The console's read-only person: reads, writes nothing.
+    # The console's read-only person: reads findings and their records, adds none.
     (grant,) = reader_role("f")["indices"]
     assert set(grant["privileges"]) == {"read", "view_index_metadata"}
+    assert "f.lifecycle" in grant["names"]
 
 
 def test_a_settled_batch_commits_only_the_partitions_still_owned() -> None:

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from detectors import Engine
 from detectors.masking import mask_text
+from detectors.pseudonyms import Pseudonymiser
 from schemas import EventAdapter
 from streams.admission import (
     LATEST_EVENT,
@@ -47,6 +48,7 @@ APPENDED = BASE.timestamp() + 30  # the broker appended the record 30 s after BA
 MAX_AHEAD = 300.0
 LABELS = {"too_large", "invalid_event", "out_of_range", "wrong_topic", "too_far_ahead"}
 WHERE = {"topic": "fz.saas-access", "partition": 0, "offset": 7}
+KEYED = Pseudonymiser(b"test pseudonym key")
 FUZZ = settings(
     max_examples=200,
     deadline=None,
@@ -62,6 +64,7 @@ def decide(raw: bytes, topic: str | None = None) -> Admitted | Refused:
         topic=topic,
         appended_at=APPENDED,
         max_ahead_s=MAX_AHEAD,
+        pseudonyms=KEYED,
     )
 
 
@@ -169,7 +172,7 @@ def test_times_the_rules_cannot_compute_with_are_refused_also_without_a_broker(
 ) -> None:
     for template in TEMPLATES:
         event = {**template, "timestamp": stamp}
-        decision = admit(json.dumps(event).encode(), where=WHERE)
+        decision = admit(json.dumps(event).encode(), where=WHERE, pseudonyms=KEYED)
         assert isinstance(decision, Refused) and decision.label == "out_of_range", stamp
         assert stamp in decision.reason
 
@@ -273,7 +276,7 @@ def test_a_dead_letter_stays_small_whatever_the_record_holds() -> None:
         + b"]}"
     )
     for raw in (tag, many):
-        decision = admit(raw, where={"topic": "t", "partition": 0, "offset": 1})
+        decision = admit(raw, where={"topic": "t", "partition": 0, "offset": 1}, pseudonyms=KEYED)
         assert isinstance(decision, Refused)
         letter = json.dumps(decision.letter, ensure_ascii=False)
         assert len(letter) < 64_000, len(letter)

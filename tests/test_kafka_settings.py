@@ -10,8 +10,11 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from detectors.pseudonyms import Pseudonymiser
 from streams.kafka_connection import KafkaConnection, connection
 from streams.settings import ChannelSettings, Settings
+
+KEYED = Pseudonymiser(b"test pseudonym key")
 
 PASSWORD = "s3cret-Pa55word"
 
@@ -103,7 +106,7 @@ def test_channel_secrets_from_files(tmp_path: Path) -> None:
     (tmp_path / "hook").write_text("signing-key\n")
     (tmp_path / "pd").write_text("routing-key")
     (tmp_path / "smtp").write_text("mail-password")
-    hook = ChannelSettings(kind="webhook", url="http://x", secret_file=tmp_path / "hook")
+    hook = ChannelSettings(kind="webhook", url="https://x", secret_file=tmp_path / "hook")
     pager = ChannelSettings(kind="pagerduty", routing_key_file=tmp_path / "pd")
     mail = ChannelSettings(kind="email", smtp_password_file=tmp_path / "smtp")
     assert hook.secret is not None and hook.secret.get_secret_value() == "signing-key"
@@ -137,7 +140,7 @@ def test_a_killed_worker_holds_its_partitions_ten_seconds_not_faust_s_minute(
     from streams.topology import build_app
 
     policy = load_policy(Path(__file__).parents[1] / "deploy" / "policy" / "example.yaml")
-    app = build_app(Settings(state_dir=tmp_path, web_port=0), policy)
+    app = build_app(Settings(state_dir=tmp_path, web_port=0), policy, pseudonyms=KEYED)
     assert app.conf.broker_session_timeout == 10.0
     assert app.conf.broker_heartbeat_interval == 3.0
     assert Settings().group_membership == {
@@ -148,7 +151,7 @@ def test_a_killed_worker_holds_its_partitions_ten_seconds_not_faust_s_minute(
     monkeypatch.setenv("SEPWATCH_KAFKA_SESSION_TIMEOUT_S", "6")
     six = Settings()
     assert six.group_membership == {"session_timeout_ms": 6_000, "heartbeat_interval_ms": 2_000}
-    app = build_app(Settings(state_dir=tmp_path, web_port=0), policy)
+    app = build_app(Settings(state_dir=tmp_path, web_port=0), policy, pseudonyms=KEYED)
     assert app.conf.broker_session_timeout == 6.0
 
     # Below what a broker accepts (group.min.session.timeout.ms, 6 s): refused here.
@@ -164,9 +167,9 @@ def test_the_table_changelogs_are_not_watched_as_streams(tmp_path: Path) -> None
     from streams.topology import build_app
 
     policy = load_policy(Path(__file__).parents[1] / "deploy" / "policy" / "example.yaml")
-    app = build_app(Settings(state_dir=tmp_path, web_port=0), policy)
+    app = build_app(Settings(state_dir=tmp_path, web_port=0), policy, pseudonyms=KEYED)
     tables = list(app.tables.values())
-    assert len(tables) == 15  # 3 stages x 5 stores
+    assert len(tables) == 18  # 3 stages x 6 stores
     assert all(table.changelog_topic.acks is False for table in tables)
 
 
@@ -175,10 +178,10 @@ def test_no_standby_copies_unless_asked(monkeypatch: pytest.MonkeyPatch, tmp_pat
     from streams.topology import build_app
 
     policy = load_policy(Path(__file__).parents[1] / "deploy" / "policy" / "example.yaml")
-    app = build_app(Settings(state_dir=tmp_path, web_port=0), policy)
+    app = build_app(Settings(state_dir=tmp_path, web_port=0), policy, pseudonyms=KEYED)
     assert app.conf.table_standby_replicas == 0  # Faust's own default would be 1
     monkeypatch.setenv("SEPWATCH_STANDBY_REPLICAS", "1")
-    app = build_app(Settings(state_dir=tmp_path, web_port=0), policy)
+    app = build_app(Settings(state_dir=tmp_path, web_port=0), policy, pseudonyms=KEYED)
     assert app.conf.table_standby_replicas == 1
     monkeypatch.setenv("SEPWATCH_STANDBY_REPLICAS", "-1")
     with pytest.raises(ValidationError, match="standby_replicas"):

@@ -369,3 +369,27 @@ def test_a_dead_letter_keeps_builds_and_guids_and_hides_the_rrn() -> None:
     assert "2d3e4f5a-bbbb-4ccc-8ddd-222222222222" in letter["raw_masked"]
     assert "10.0.22631.6100" in letter["raw_masked"]
     assert "900101-1******" in letter["raw_masked"] and "1234568" not in letter["raw_masked"]
+
+
+def test_a_shared_file_name_is_masked_in_the_sep011_summary() -> None:
+    from tests import cases
+
+    rrn = made_up_rrn("850315", "1", "23456")
+    found = cases.run(
+        {
+            "events": [
+                {
+                    "stream": "saas_access",
+                    "event_id": "s1",
+                    "timestamp": "2026-06-10T10:00:00+09:00",
+                    "saas_app": "docs",
+                    "action": "share",
+                    "share_target": "public",
+                    "object": {"name": f"{rrn}.xlsx"},
+                }
+            ]
+        }
+    )
+    [finding] = [f for f in found if f.rule_id == "SEP-011"]
+    assert rrn not in finding.summary and rrn.replace("-", "") not in finding.summary
+    assert "850315-1******" in finding.summary

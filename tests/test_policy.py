@@ -89,14 +89,46 @@ review:
   baseline: 2026-04-20
   interval_months: 6
   report_within_days: 30
+authentication:
+  require_mfa: true
+  exempt_apps: []
+sharing:
+  external: forbid
+  partner_domains: []
+  internal_domains: [bank.example]
 waivers: []
 alerting:
   group_window: 15m
 """
     policy = parse_policy(text)
     assert policy.registry[0].app_id == "m365-sharepoint"
+    assert policy.authentication is not None and policy.authentication.require_mfa
+    assert policy.sharing is not None and policy.sharing.internal_domains == ["bank.example"]
     assert policy.posture.require.os_patch_age_days_max == 30
     assert policy.review.report_within_days == 30
+
+
+def test_sections_for_sep010_and_sep011_are_optional() -> None:
+    policy = parse_policy("version: 1\n")
+    assert policy.authentication is None and policy.sharing is None
+
+
+@pytest.mark.parametrize(
+    ("sharing", "reason"),
+    [
+        ("{external: forbid, partner_domains: [p.example]}", "only with external: partners_only"),
+        ("{external: partners_only}", "needs at least one partner_domains"),
+        (
+            "{external: partners_only, partner_domains: [b.example], "
+            "internal_domains: [B.example]}",
+            "both internal and a partner: b.example",
+        ),
+        ("{external: allow}", "'forbid' or 'partners_only'"),
+    ],
+)
+def test_sharing_section_problems(sharing: str, reason: str) -> None:
+    problems = problems_of(f"version: 1\nsharing: {sharing}\n")
+    assert any(p.path.startswith("sharing") and reason in p.reason for p in problems), problems
 
 
 # -- every problem at once -----------------------------------------------------------
@@ -248,7 +280,7 @@ def test_misspelt_section_reports_the_line_of_its_key() -> None:
 def test_unknown_rule_id_in_a_waiver() -> None:
     text = """\
 waivers:
-  - rule_id: SEP-010
+  - rule_id: SEP-012
     valid_from: 2026-05-01
     valid_until: 2026-06-01
     approved_by: CISO Kim
@@ -426,3 +458,42 @@ def test_policy_check_on_missing_file_exits_2(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["policy", "check", str(tmp_path / "nope.yaml")])
     assert result.exit_code == 2
     assert "cannot read" in flat(result.output)
+
+
+IMPOSSIBLE_DATES = """\
+version: 1
+registry:
+  - app_id: box
+    category: document
+    evaluated: true
+    evaluation_valid_from: 2026-02-30
+    evaluation_valid_until: 2026-13-01
+"""
+
+
+@pytest.mark.parametrize(
+    "command", [["policy", "check"], ["replay", "-e", "-", "-o", "f.jsonl", "-p"]]
+)
+def test_an_impossible_unquoted_date_is_a_problem_at_its_line(
+    tmp_path: Path, command: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # YAML parses unquoted dates while loading, so `2026-02-30` was a traceback (exit 1).
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "dates.yaml"
+    path.write_text(IMPOSSIBLE_DATES, encoding="utf-8")
+    result = CliRunner().invoke(app, [*command, str(path)], input="")
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    printed = flat(result.output)
+    for key in ("evaluation_valid_from", "evaluation_valid_until"):
+        line = line_of(IMPOSSIBLE_DATES, key)
+        assert f"dates.yaml:{line}: registry[0].{key}: " in printed, printed
+
+
+def test_an_unknown_time_zone_is_a_problem_at_its_line() -> None:
+    text = "version: 1\ntimezone: Asia/Busan\n"
+    [problem] = problems_of(text)
+    assert (problem.path, problem.line) == ("timezone", 2)
+    assert "IANA time zone" in problem.reason
+    assert parse_policy("version: 1\ntimezone: Asia/Seoul\n").timezone == "Asia/Seoul"
+    assert parse_policy("version: 1\n").timezone == "UTC"  # absent: UTC, as before

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from detectors import Engine
-from schemas import EventAdapter, Policy
+from schemas import POSTURE_CONTROLS, EventAdapter, Policy
 from tests import cases
 
 # A two-hour window around the first due date of SEP-008 (2026-10-20) so
@@ -40,6 +40,24 @@ def rrn(draw: Any) -> str:
     yy, mm, dd = draw(st.integers(0, 99)), draw(st.integers(1, 12)), draw(st.integers(1, 28))
     tail = draw(st.integers(1, 8)), draw(st.integers(0, 999_999))
     return f"{yy:02d}{mm:02d}{dd:02d}-{tail[0]}{tail[1]:06d}"
+
+
+@st.composite
+def controls(draw: Any) -> dict[str, Any]:
+    """A full posture, or a partial one (null: the source does not say), as
+    an access log's device assurance gives."""
+    full = {
+        "managed": draw(st.sampled_from([True, True, False])),
+        "edr_running": draw(st.booleans()),
+        "disk_encrypted": draw(st.sampled_from([True, True, False])),
+        "screen_lock": draw(st.booleans()),
+        "jailbroken": draw(st.sampled_from([False, False, True])),
+        "os_patch_age_days": draw(st.integers(0, 40)),
+    }
+    if draw(st.booleans()):
+        return full
+    said = draw(st.sets(st.sampled_from(sorted(full)), min_size=1))
+    return {k: v if k in said else None for k, v in full.items()}
 
 
 @st.composite
@@ -75,11 +93,7 @@ def scenario(draw: Any) -> list[dict[str, Any]]:
                     "stream": "device_posture",
                     "entity": entity,
                     "device_id": draw(st.sampled_from(["d1", "d2"])),
-                    "managed": True,
-                    "edr_running": draw(st.booleans()),
-                    "disk_encrypted": True,
-                    "screen_lock": draw(st.booleans()),
-                    "os_patch_age_days": draw(st.integers(0, 40)),
+                    **draw(controls()),
                 }
             )
         elif kind == "dlp":
@@ -167,3 +181,70 @@ def test_no_raw_identifier_from_a_snippet_reaches_a_finding(events: list[dict[st
             # What the masks hide is nowhere in the masked snippets either.
             assert number[8:] not in masked
             assert passport[:5] not in masked
+
+
+def _required_failures(value: dict[str, Any]) -> list[str]:
+    require = POLICY.posture.require
+    return [
+        c
+        for c in POSTURE_CONTROLS
+        if c in value
+        and (
+            value[c] > require.os_patch_age_days_max
+            if c == "os_patch_age_days"
+            else value[c] != getattr(require, c)
+        )
+    ]
+
+
+def _merged(postures: list[dict[str, Any]], at: float, max_age: float) -> dict[str, Any]:
+    """The slow, obvious reading of the posture as of an access: per control,
+    the latest posture (larger event id on a tie) that asserts it, at or
+    before the access and no older than max_age."""
+    value: dict[str, Any] = {}
+    for c in POSTURE_CONTROLS:
+        said = [
+            (datetime.fromisoformat(p["timestamp"]).timestamp(), p["event_id"], p[c])
+            for p in postures
+            if p[c] is not None
+        ]
+        said = [s for s in said if s[0] <= at and at - s[0] <= max_age]
+        if said:
+            value[c] = max(said)[2]
+    return value
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenario())
+def test_posture_rules_judge_the_merge_of_every_posture_per_control(
+    events: list[dict[str, Any]],
+) -> None:
+    # A short max_age, so that controls age out inside the scenario's span.
+    policy = POLICY.model_copy(
+        update={"posture": POLICY.posture.model_copy(update={"max_age": timedelta(minutes=30)})}
+    )
+    found = Engine(policy, now=lambda: cases.FIXED_NOW).run(
+        EventAdapter.validate_python(e) for e in events
+    )
+    got = {
+        f.evidence_event_ids[0]: (f.rule_id, f.details.get("failed_controls"))
+        for f in found
+        if f.rule_id in ("SEP-006", "SEP-007")
+    }
+    want = {}
+    for a in events:
+        if a["stream"] != "saas_access" or a["network_zone"] != "internal":
+            continue
+        at = datetime.fromisoformat(a["timestamp"]).timestamp()
+        mine = [
+            p
+            for p in events
+            if p["stream"] == "device_posture" and p["device_id"] == a["device_id"]
+        ]
+        value = _merged(mine, at, 1800.0) if a["device_id"] else {}
+        failed = _required_failures(value)
+        if failed:
+            want[a["event_id"]] = ("SEP-006", failed)
+        elif len(value) < len(POSTURE_CONTROLS):
+            want[a["event_id"]] = ("SEP-007", None)
+    assert got == want

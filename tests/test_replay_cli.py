@@ -263,3 +263,23 @@ def test_long_lived_state_collects_less_often_and_restores_the_collector() -> No
         assert gc.get_freeze_count() >= len(kept)
     assert gc.get_threshold() == before
     assert gc.get_freeze_count() == 0
+
+
+def test_replay_counts_sign_ins_that_do_not_say_whether_multi_factor(tmp_path: Path) -> None:
+    events = tmp_path / "signins.jsonl"
+    lines = [
+        access("l1", "2026-06-10T09:00:00+09:00", "m365-sharepoint", action="login"),
+        access("l2", "2026-06-10T09:01:00+09:00", "m365-sharepoint", action="login",
+               auth={"mfa": None}),
+        access("l3", "2026-06-10T09:02:00+09:00", "m365-sharepoint", action="login",
+               auth={"mfa": False, "method": "password"}),
+        GOOD_POSTURE,
+    ]  # fmt: skip
+    events.write_text("".join(json.dumps(e) + "\n" for e in lines), encoding="utf-8")
+    out = tmp_path / "findings.jsonl"
+    result = run("--policy", str(EXAMPLE), "--events", str(events), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert "multi-factor 2" in " ".join(result.output.split())
+    assert {f["evidence_event_ids"][0] for f in read_jsonl(out) if f["rule_id"] == "SEP-010"} == {
+        "l3"
+    }

@@ -88,3 +88,11 @@ def test_due_dates_count_calendar_months_from_the_last_review_or_the_baseline() 
     # No review yet: due six months after the baseline (its own where the policy names one).
     assert plan["BR-4"].next_due == date(2026, 8, 28) and plan["BR-4"].overdue(now.date())
     assert plan["SUB-VN"].next_due == date(2027, 1, 1) and not plan["SUB-VN"].overdue(now.date())
+
+
+def test_a_half_year_in_seoul_starts_and_ends_at_midnight_kst() -> None:
+    p = Period.parse("2026H2", "Asia/Seoul")
+    assert p.start == datetime(2026, 6, 30, 15, tzinfo=UTC)
+    assert p.end == datetime(2026, 12, 31, 15, tzinfo=UTC)
+    assert p.previous.end == p.start and p.previous.zone == "Asia/Seoul"
+    assert Period.parse("2026H2") == p  # the same half-year, whatever the zone

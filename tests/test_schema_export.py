@@ -38,6 +38,9 @@ CONTRACT_FIELDS = {
         "network_zone",
         "src_ip",
         "object",
+        "auth",
+        "share_target",
+        "shared_with_domain",
         "source",
     },
     "device_posture": {
@@ -97,11 +100,15 @@ FINDING_FIELDS = {
 POLICY_KEYS = {
     "version",
     "allowed_lateness",
+    "timezone",
     "registry",
     "permitted_categories",
     "posture",
+    "identity",
     "dlp",
     "review",
+    "authentication",
+    "sharing",
     "waivers",
     "alerting",
 }
@@ -187,7 +194,7 @@ def test_stream_schemas_carry_the_contract_fields(
 def test_finding_schema_carries_the_contract_fields(exported: dict[str, dict[str, Any]]) -> None:
     schema = exported["finding"]
     assert set(schema["properties"]) >= FINDING_FIELDS
-    assert set(schema["properties"]["rule_id"]["enum"]) == {f"SEP-{n:03d}" for n in range(1, 10)}
+    assert set(schema["properties"]["rule_id"]["enum"]) == {f"SEP-{n:03d}" for n in range(1, 12)}
     assert set(schema["properties"]["severity"]["enum"]) >= {"medium", "high", "critical"}
     required = set(schema["required"])
     assert {"finding_id", "rule_id", "severity", "status", "evidence_event_ids"} <= required
@@ -224,3 +231,36 @@ def test_sample_event_validates(exported: dict[str, dict[str, Any]]) -> None:
     assert set(SAMPLE_EVENT) <= set(target["properties"])
     assert SAMPLE_EVENT["action"] in target["properties"]["action"]["enum"]
     assert SAMPLE_EVENT["network_zone"] in target["properties"]["network_zone"]["enum"]
+
+
+POSTURE_CONTROLS = ("managed", "edr_running", "disk_encrypted", "screen_lock", "os_patch_age_days")
+
+
+def test_posture_controls_are_nullable_but_must_be_given(
+    exported: dict[str, dict[str, Any]],
+) -> None:
+    """A partial posture says null for what its source does not speak for;
+    leaving a control out is an error, so an omission is not read as silence."""
+    schema = exported["device_posture"]
+    for control in (*POSTURE_CONTROLS, "jailbroken"):
+        types = {o.get("type") for o in schema["properties"][control]["anyOf"]}
+        assert "null" in types, control
+        assert "not speak for" in schema["properties"][control]["description"]
+    assert set(POSTURE_CONTROLS) <= set(schema["required"])
+
+
+def test_a_posture_that_speaks_for_nothing_is_refused() -> None:
+    base = {
+        "stream": "device_posture",
+        "event_id": "p1",
+        "timestamp": "2026-05-04T09:15:02Z",
+        "entity": "HQ",
+        "device_id": "d1",
+        **dict.fromkeys(POSTURE_CONTROLS),
+    }
+    partial = EventAdapter.validate_python({**base, "disk_encrypted": False})
+    assert (partial.disk_encrypted, partial.managed, partial.jailbroken) == (False, None, False)
+    with pytest.raises(ValueError, match="at least one control"):
+        EventAdapter.validate_python({**base, "jailbroken": None})
+    with pytest.raises(ValueError, match="managed"):
+        EventAdapter.validate_python({k: v for k, v in base.items() if k != "managed"})

@@ -27,7 +27,8 @@ FIXED_NOW = datetime(2030, 1, 1, tzinfo=UTC)
 # Every field the contract names, per stream (contract.md, "Input events").
 CONTRACT_FIELDS = {
     "saas_access": {"event_id", "timestamp", "entity", "user_id", "device_id", "saas_app",
-                    "action", "network_zone", "src_ip", "object", "source"},
+                    "action", "network_zone", "src_ip", "object", "auth", "share_target",
+                    "shared_with_domain", "source"},
     "device_posture": {"event_id", "timestamp", "entity", "device_id", "user_id", "managed",
                        "edr_running", "disk_encrypted", "screen_lock", "os_patch_age_days",
                        "jailbroken", "source"},
@@ -156,7 +157,7 @@ def test_rate_zero_gives_no_findings_on_a_working_day() -> None:
 
 
 def test_rate_zero_follows_the_registry_across_an_evaluation_lapse() -> None:
-    # box's evaluation ends 2026-09-30 (UTC): used from inside until then, never after.
+    # box's evaluation ends 2026-09-30 (KST, the policy's zone): used from inside until then.
     evs = events(hours=24, seed=5, start=datetime(2026, 9, 30, 20, tzinfo=KST))
     box = [
         EventAdapter.validate_python(e).timestamp
@@ -164,7 +165,7 @@ def test_rate_zero_follows_the_registry_across_an_evaluation_lapse() -> None:
         if e["stream"] == "saas_access" and e["saas_app"] == "box"
         if e["network_zone"] == "internal"
     ]
-    assert box and max(box) < datetime(2026, 10, 1, tzinfo=UTC)
+    assert box and max(box) < datetime(2026, 10, 1, tzinfo=KST)
     assert findings(evs) == []
 
 
@@ -184,11 +185,39 @@ def test_every_rule_fires_at_a_moderate_rate() -> None:
     evs = events(users=250, devices=275, hours=4, rate=0.05, seed=1,
                  start=datetime(2026, 11, 20, 9, tzinfo=KST))  # fmt: skip
     found = findings(evs)
-    assert {f.rule_id for f in found} == {f"SEP-00{i}" for i in range(1, 10)}
+    assert {f.rule_id for f in found} == {f"SEP-{i:03d}" for i in range(1, 12)}
     waived = {(f.rule_id, f.waiver.id) for f in found if f.waiver is not None}
     assert waived and waived <= {("SEP-007", "WV-2026-014"), ("SEP-002", "WV-2026-021")}
     by_rule = Counter(f.rule_id for f in found)
     assert by_rule["SEP-008"] == 1 and by_rule["SEP-009"] == 1
+
+
+def test_planted_sign_ins_and_shares_are_exactly_what_sep010_and_sep011_find() -> None:
+    evs = events(users=200, devices=220, hours=8, rate=0.05, seed=4, start=MONDAY.replace(hour=9))
+    auth, sharing = POLICY.authentication, POLICY.sharing
+    assert auth is not None and sharing is not None
+    registered = {a.app_id for a in POLICY.registry}
+    single_factor = {
+        e["event_id"]
+        for e in evs
+        if e["stream"] == "saas_access" and e["action"] == "login"
+        if e["network_zone"] == "internal" and e["saas_app"] in registered
+        if e["saas_app"] not in auth.exempt_apps and e["auth"]["mfa"] is False
+    }
+    outside = set(sharing.partner_domains) | set(sharing.internal_domains)
+    overshared = {
+        e["event_id"]
+        for e in evs
+        if e["stream"] == "saas_access" and e["action"] == "share"
+        if e["share_target"] == "public"
+        or (e["share_target"] == "external" and e["shared_with_domain"] not in outside)
+    }
+    partners = [e for e in evs if e.get("shared_with_domain") in sharing.partner_domains]
+    unsaid = [e for e in evs if e.get("auth") and e["auth"]["mfa"] is None]
+    assert single_factor and overshared and partners and unsaid
+    found = findings(evs)
+    assert {f.evidence_event_ids[0] for f in found if f.rule_id == "SEP-010"} == single_factor
+    assert {f.evidence_event_ids[0] for f in found if f.rule_id == "SEP-011"} == overshared
 
 
 def test_generation_is_lazy() -> None:

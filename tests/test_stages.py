@@ -30,11 +30,14 @@ POLICY = _BASE.model_copy(
 )
 
 
-def _events() -> list[Any]:
+def _events(partial: bool = False) -> list[Any]:
+    """Simulated traffic; with `partial`, every other access with a device
+    also brings the partial posture an access log carries (as the Okta,
+    Entra and Netskope adapters emit it), stamped like the access."""
     start = datetime(2026, 11, 23, tzinfo=UTC)
-    return [
-        EventAdapter.validate_python(e)
-        for e in simulate(
+    out = []
+    for i, e in enumerate(
+        simulate(
             POLICY,
             users=150,
             devices=160,
@@ -43,12 +46,30 @@ def _events() -> list[Any]:
             seed=3,
             start=start,
         )
-    ]
+    ):
+        out.append(EventAdapter.validate_python(e))
+        if partial and e["stream"] == "saas_access" and e.get("device_id") and i % 2:
+            posture = {
+                "stream": "device_posture",
+                "event_id": f"{e['event_id']}:posture",
+                "timestamp": e["timestamp"],
+                "entity": e["entity"],
+                "device_id": e["device_id"],
+                "managed": i % 7 != 1,
+                "edr_running": None,
+                "disk_encrypted": True,
+                "screen_lock": i % 5 != 1,
+                "os_patch_age_days": None,
+                "jailbroken": None,
+            }
+            out.append(EventAdapter.validate_python(posture))
+    return out
 
 
+@pytest.mark.parametrize("partial", [False, True], ids=["full postures", "partial postures too"])
 @pytest.mark.parametrize("partitions", [1, 4])
-def test_stages_on_partitions_find_what_one_engine_finds(partitions: int) -> None:
-    events = _events()
+def test_stages_on_partitions_find_what_one_engine_finds(partitions: int, partial: bool) -> None:
+    events = _events(partial)
     whole = Engine(POLICY, now=lambda: cases.FIXED_NOW).run(events)
     engines: dict[tuple[Stage, int], Engine] = defaultdict()
     found = []
@@ -105,3 +126,83 @@ def test_the_user_stage_given_only_the_time_of_accesses_it_does_not_keep_finds_t
     assert [f.model_dump() for f in found_timed] == [f.model_dump() for f in found_whole]
     assert dict(timed.state.accesses) == dict(whole.state.accesses)
     assert timed.stats == whole.stats
+
+
+def _vendor_day(events: list[Any]) -> list[Any]:
+    """The same day as two products name it: each posture split into what
+    Intune says (MDM, encryption, screen lock, under the Entra id the
+    accesses carry) and what Falcon says (EDR, patches, under its agent id),
+    each naming the serial and hostname; nothing hand-written joins them."""
+    out = []
+    for e in events:
+        if e.stream != "device_posture":
+            out.append(e)
+            continue
+        d = e.device_id
+        common = {"stream": "device_posture", "timestamp": e.timestamp, "entity": e.entity}
+        serial, host = {"kind": "serial", "value": f"sn-{d}"}, {"kind": "hostname", "value": d}
+        intune = {
+            **common,
+            "event_id": f"{e.event_id}:intune",
+            "device_id": d,
+            "managed": e.managed,
+            "edr_running": None,
+            "disk_encrypted": e.disk_encrypted,
+            "screen_lock": e.screen_lock,
+            "jailbroken": e.jailbroken,
+            "os_patch_age_days": None,
+            "device_aliases": [{"kind": "entra_device_id", "value": d}, serial, host],
+        }
+        falcon = {
+            **common,
+            "event_id": f"{e.event_id}:falcon",
+            "device_id": f"aid-{d}",
+            "managed": None,
+            "edr_running": e.edr_running,
+            "disk_encrypted": None,
+            "screen_lock": None,
+            "jailbroken": None,
+            "os_patch_age_days": e.os_patch_age_days,
+            "device_aliases": [{"kind": "falcon_aid", "value": f"aid-{d}"}, host, serial],
+        }
+        out.extend(EventAdapter.validate_python(p) for p in (intune, falcon))
+    return out
+
+
+def _judged(found: list[Any]) -> list[tuple[Any, ...]]:
+    return sorted((f.finding_id, f.status, f.device_id) for f in found)
+
+
+def _on_partitions(events: list[Any], partitions: int, learned: bool) -> list[Any]:
+    engines: dict[tuple[Stage, int], Engine] = {}
+    found = []
+    for event in events:
+        for stage, key in stage_keys(event, learned_identity=learned).items():
+            slot = (stage, partition_of(key, partitions))
+            if slot not in engines:
+                engines[slot] = Engine(
+                    POLICY,
+                    now=lambda: cases.FIXED_NOW,
+                    stage=stage,
+                    owns_entity=lambda e, p=slot[1]: partition_of(e, partitions) == p,
+                )
+            found.extend(engines[slot].process(event))
+    last = max(e.timestamp.timestamp() for e in events)
+    for engine in engines.values():
+        found.extend(engine.flush(until=last))
+    return found
+
+
+def test_a_day_named_by_two_vendors_finds_what_its_canonical_form_finds() -> None:
+    """Issue 15: learned from the postures alone, with no `devices:` entry,
+    no extra SEP-007 and no missed SEP-006; on the stream too, with the
+    device stage on one partition (Settings.learned_identity)."""
+    canonical = _events()
+    vendors = _vendor_day(canonical)
+    whole = _judged(Engine(POLICY, now=lambda: cases.FIXED_NOW).run(canonical))
+    assert {r[0][:7] for r in whole} >= {"SEP-006", "SEP-007"}
+    assert _judged(Engine(POLICY, now=lambda: cases.FIXED_NOW).run(vendors)) == whole
+    assert _judged(_on_partitions(vendors, 4, learned=True)) == whole
+    # Keyed by each product's own id, a partition sees only some of a
+    # device's postures: the limit the setting is for.
+    assert _judged(_on_partitions(vendors, 4, learned=False)) != whole

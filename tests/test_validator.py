@@ -14,8 +14,11 @@ from typing import Any
 import pytest
 from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 from aiokafka.structs import TopicPartition
+from pydantic import SecretStr
 
+from detectors.pseudonyms import Pseudonymiser
 from schemas import EventAdapter
+from streams.end_of_input import signed_marker
 from streams.settings import Settings
 from streams.topics import Topics, partition_of, stage_keys
 from streams.validator import (
@@ -92,8 +95,12 @@ class Broker:
         return out
 
 
+MARKER_KEY = SecretStr("validator-test-key")
+
+
 def validator(broker: Broker) -> InputValidator:
-    v = InputValidator(Settings(topic_prefix="v."), partitions=PARTITIONS)
+    settings = Settings(topic_prefix="v.", end_of_input_key=MARKER_KEY)
+    v = InputValidator(settings, partitions=PARTITIONS, pseudonyms=Pseudonymiser(b"k"))
     v._producer = broker  # type: ignore[assignment]
     return v
 
@@ -132,6 +139,24 @@ def test_events_reach_the_stage_partitions_that_judge_them_in_one_batch_each() -
             assert all(appended == APPENDED_MS / 1000 for _, appended, _ in entries)
 
 
+def test_with_learned_identity_the_device_stage_is_one_partition_in_arrival_order() -> None:
+    broker = Broker()
+    v = validator(broker)
+    v.settings = Settings(topic_prefix="v.", end_of_input_key=MARKER_KEY, learned_identity=True)
+    events = accesses(40)
+    asyncio.run(v.route([record(e, i) for i, e in enumerate(events)]))
+    batches = broker.batches()
+    device = {
+        p: batches[TOPICS.stage("device"), p]
+        for p in range(PARTITIONS)
+        if (TOPICS.stage("device"), p) in batches
+    }
+    assert len(device) == 1  # five devices, one partition
+    (entries,) = next(iter(device.values()))
+    assert [json.loads(raw)["event_id"] for _, _, raw in entries] == [e["event_id"] for e in events]
+    assert len({p for (topic, p) in batches if topic == TOPICS.stage("user")}) > 1
+
+
 def test_the_user_stage_gets_only_the_time_of_an_access_it_does_not_keep() -> None:
     broker = Broker()
     views, uploads = accesses(20, action="view"), accesses(20)
@@ -164,7 +189,8 @@ def test_the_user_stage_gets_only_the_time_of_an_access_it_does_not_keep() -> No
 def test_an_end_of_input_marker_follows_the_data_read_before_it() -> None:
     broker = Broker()
     events = accesses(10)
-    marker = Record(TOPICS.input("saas_access"), 0, 5, END_OF_INPUT, b'{"max_ts": 1}')
+    signed = signed_marker(MARKER_KEY, TOPICS.input("saas_access"), 0, 1.0, APPENDED_MS / 1000)
+    marker = Record(TOPICS.input("saas_access"), 0, 5, END_OF_INPUT, signed)
     records = [record(e, i) for i, e in enumerate(events[:5])] + [marker]
     records += [record(e, 6 + i) for i, e in enumerate(events[5:])]
     asyncio.run(validator(broker).route(records))

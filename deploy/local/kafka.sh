@@ -1,7 +1,18 @@
 #!/usr/bin/env bash
-# A real single-node Apache Kafka broker (KRaft) on loopback, for tests, CI and the demo.
+# A real Apache Kafka broker (KRaft) on loopback, for tests, CI and the demo; or a cluster
+# of several, for replication tests and the fault benchmark.
 #
-#   deploy/local/kafka.sh up | down | status
+#   deploy/local/kafka.sh up | down | status              one broker on SEPWATCH_KAFKA_PORT
+#   deploy/local/kafka.sh up | down | status --brokers 3  three brokers, each its own
+#                                                         controller too (a KRaft quorum of 3)
+#
+# Broker n (1..N) listens on SEPWATCH_KAFKA_PORT + 2(n-1) and its controller 1000 above
+# (27192 gives 27192, 27194, 27196 and 28192, 28194, 28196); its data, log and pid file
+# are under the run dir's kafka-PORT/ (broker 1, as a single broker) and
+# kafka-PORT/node-n/ (the others). `up` starts only the brokers not running, so a test
+# that SIGKILLs one restarts it with the same command. `down` and `status` take the same
+# --brokers (status exits 3 unless all N run). With N brokers the internal topics
+# (offsets, transactions) have min(N, 3) replicas and min.insync.replicas N-1.
 #
 # The broker's jars come from Maven Central (org.apache.kafka:kafka_2.13 and its
 # runtime dependencies) through Maven, cached outside the repository.
@@ -15,22 +26,46 @@ set -euo pipefail
 
 # Kafka 4.x: KRaft only, runs on Java 17, and aiokafka 0.14 / kafka-python 2.x talk to it.
 KAFKA_VERSION="${SEPWATCH_KAFKA_VERSION:-4.1.1}"
-PORT="${SEPWATCH_KAFKA_PORT:-9092}"
-CONTROLLER_PORT="${SEPWATCH_KAFKA_CONTROLLER_PORT:-$((PORT + 1000))}"
+BASE_PORT="${SEPWATCH_KAFKA_PORT:-9092}"
+BASE_CONTROLLER_PORT="${SEPWATCH_KAFKA_CONTROLLER_PORT:-$((BASE_PORT + 1000))}"
 CACHE="${SEPWATCH_CACHE_DIR:-$HOME/.cache/sepwatch}"
-RUN="${SEPWATCH_RUN_DIR:-$CACHE/run}/kafka-$PORT"
+CLUSTER_RUN="${SEPWATCH_RUN_DIR:-$CACHE/run}/kafka-$BASE_PORT"
 LIBS="$CACHE/kafka-$KAFKA_VERSION/libs"
-PIDFILE="$RUN/kafka.pid"
-LOG="$RUN/kafka.log"
+BROKERS=1
 JAVA="${KAFKA_JAVA_HOME:+$KAFKA_JAVA_HOME/bin/}java"
 SECURITY="${SEPWATCH_KAFKA_SECURITY:-plaintext}"
-TLS="$RUN/tls"
+TLS="$CLUSTER_RUN/tls"
 CLIENT_USER=sepwatch
 case "$SECURITY" in plaintext | sasl_ssl) ;; *)
   echo "kafka.sh: SEPWATCH_KAFKA_SECURITY is plaintext or sasl_ssl, not $SECURITY" >&2; exit 2 ;;
 esac
 
-usage() { echo "usage: $0 up|down|status   (broker on 127.0.0.1:$PORT)" >&2; exit 2; }
+usage() { echo "usage: $0 up|down|status [--brokers N]   (first broker on 127.0.0.1:$BASE_PORT)" >&2; exit 2; }
+
+# Broker n's ports and files (broker 1 keeps the single broker's layout).
+node() { # n
+  NODE=$1
+  PORT=$((BASE_PORT + 2 * (NODE - 1)))
+  CONTROLLER_PORT=$((BASE_CONTROLLER_PORT + 2 * (NODE - 1)))
+  RUN="$CLUSTER_RUN"
+  (( NODE > 1 )) && RUN="$CLUSTER_RUN/node-$NODE"
+  PIDFILE="$RUN/kafka.pid"
+  LOG="$RUN/kafka.log"
+}
+
+voters() {
+  local n out=""
+  for n in $(seq 1 "$BROKERS"); do
+    out+="${out:+,}$n@127.0.0.1:$((BASE_CONTROLLER_PORT + 2 * (n - 1)))"
+  done
+  echo "$out"
+}
+
+bootstrap() {
+  local n out=""
+  for n in $(seq 1 "$BROKERS"); do out+="${out:+,}127.0.0.1:$((BASE_PORT + 2 * (n - 1)))"; done
+  echo "$out"
+}
 
 running() { [[ -f "$PIDFILE" ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
 
@@ -107,7 +142,7 @@ listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT
 inter.broker.listener.name=SASL_SSL
 sasl.enabled.mechanisms=SCRAM-SHA-512
 sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
-listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="broker" password="$(cat "$RUN/broker.password")";
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="broker" password="$(cat "$CLUSTER_RUN/broker.password")";
 ssl.keystore.type=PKCS12
 ssl.keystore.location=$TLS/broker.p12
 ssl.keystore.password=$(cat "$TLS/keystore.password")
@@ -119,26 +154,27 @@ PROPS
 }
 
 configure() {
-  mkdir -p "$RUN/data"
-  chmod 700 "$RUN"
+  mkdir -p "$CLUSTER_RUN" "$RUN/data"
+  chmod 700 "$CLUSTER_RUN" "$RUN"
+  local replicas=$(( BROKERS < 3 ? BROKERS : 3 )) min_isr=$(( BROKERS > 1 ? BROKERS - 1 : 1 ))
   if [[ "$SECURITY" == sasl_ssl ]]; then
     make_tls
-    new_secret "$RUN/broker.password"
-    new_secret "$RUN/client.password"
+    new_secret "$CLUSTER_RUN/broker.password"
+    new_secret "$CLUSTER_RUN/client.password"
   fi
   # The properties hold the keystore and the broker's own SCRAM password.
   (umask 077 && cat > "$RUN/server.properties") <<PROPS
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:$CONTROLLER_PORT
+node.id=$NODE
+controller.quorum.voters=$(voters)
 controller.listener.names=CONTROLLER
 $(listener_properties)
 log.dirs=$RUN/data
 num.partitions=1
-offsets.topic.replication.factor=1
+offsets.topic.replication.factor=$replicas
 offsets.topic.num.partitions=8
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
+transaction.state.log.replication.factor=$replicas
+transaction.state.log.min.isr=$min_isr
 min.insync.replicas=1
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=true
@@ -160,14 +196,22 @@ L4J
 }
 
 java_opts() {
-  echo "-Xms256m -Xmx768m -XX:+UseG1GC -Djava.awt.headless=true -Dkafka.logs.dir=$RUN -Dlog4j2.configurationFile=$RUN/log4j2.properties"
+  # Three brokers share the machine with the workers: a smaller heap each.
+  local heap=768m
+  (( BROKERS > 1 )) && heap=384m
+  echo "-Xms128m -Xmx$heap -XX:+UseG1GC -Djava.awt.headless=true -Dkafka.logs.dir=$RUN -Dlog4j2.configurationFile=$RUN/log4j2.properties"
 }
 
 # SCRAM users are created at format time (KRaft). Their passwords reach the storage
 # tool through a java @argument file (0600, removed after), never through argv.
 format_storage() {
   local id args="$RUN/format.args"
-  id=$("$JAVA" -cp "$LIBS/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -1)
+  # Every broker of a cluster is formatted with the same cluster id.
+  if [[ ! -s "$CLUSTER_RUN/cluster.id" ]]; then
+    "$JAVA" -cp "$LIBS/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -1 \
+      > "$CLUSTER_RUN/cluster.id"
+  fi
+  id=$(cat "$CLUSTER_RUN/cluster.id")
   (
     umask 077
     # shellcheck disable=SC2046
@@ -175,8 +219,8 @@ format_storage() {
       -c "\"$RUN/server.properties\"" > "$args"
     if [[ "$SECURITY" == sasl_ssl ]]; then
       for user in broker "$CLIENT_USER"; do
-        local file="$RUN/$user.password"
-        [[ "$user" == "$CLIENT_USER" ]] && file="$RUN/client.password"
+        local file="$CLUSTER_RUN/$user.password"
+        [[ "$user" == "$CLIENT_USER" ]] && file="$CLUSTER_RUN/client.password"
         printf -- '--add-scram\n"SCRAM-SHA-512=[name=%s,password=%s]"\n' "$user" "$(cat "$file")" >> "$args"
       done
     fi
@@ -200,8 +244,19 @@ client = b"probe"
 body = struct.pack(">hhih", 18, 0, 1, len(client)) + client
 s.sendall(struct.pack(">i", len(body)) + body)
 size = struct.unpack(">i", s.recv(4))[0]
-data = s.recv(size)
-sys.exit(0 if struct.unpack(">ih", data[:6])[1] == 0 else 1)
+data = b""
+while len(data) < size:
+    chunk = s.recv(size - len(data))
+    if not chunk:
+        sys.exit(1)
+    data += chunk
+if struct.unpack(">ih", data[:6])[1] != 0:
+    sys.exit(1)
+# Ready once it serves Metadata (key 3): a broker still starting answers
+# ApiVersions with fewer keys, and clients then refuse it as incompatible.
+count = struct.unpack(">i", data[6:10])[0]
+keys = {struct.unpack(">h", data[10 + 6 * i : 12 + 6 * i])[0] for i in range(count)}
+sys.exit(0 if 3 in keys else 1)
 PY
 }
 
@@ -210,14 +265,13 @@ where_secured() {
   [[ "$SECURITY" == sasl_ssl ]] || return 0
   echo "  SASL_SSL, SCRAM-SHA-512, user $CLIENT_USER"
   echo "  CA file:       $TLS/ca.crt"
-  echo "  password file: $RUN/client.password"
+  echo "  password file: $CLUSTER_RUN/client.password"
 }
 
-up() {
-  if running; then
-    echo "kafka already running on 127.0.0.1:$PORT (pid $(cat "$PIDFILE"))"; where_secured; return
-  fi
-  fetch
+# Start broker n unless it runs; does not wait.
+start_node() {
+  node "$1"
+  if running; then return; fi
   configure
   if [[ ! -f "$RUN/data/meta.properties" ]]; then
     format_storage || { echo "kafka.sh: formatting storage failed:" >&2; tail -20 "$LOG" >&2; exit 1; }
@@ -225,32 +279,78 @@ up() {
   # shellcheck disable=SC2046
   nohup "$JAVA" $(java_opts) -cp "$LIBS/*" kafka.Kafka "$RUN/server.properties" >>"$LOG" 2>&1 &
   echo $! > "$PIDFILE"
+}
+
+# Wait until broker n answers (a cluster's brokers answer once their quorum has formed).
+await_node() {
+  node "$1"
   local deadline=$((SECONDS + ${SEPWATCH_KAFKA_START_TIMEOUT:-90}))
   until probe
   do
-    if ! running; then echo "kafka.sh: the broker exited:" >&2; tail -30 "$LOG" "$RUN/server.log" 2>/dev/null >&2; exit 1; fi
+    if ! running; then echo "kafka.sh: broker $NODE exited:" >&2; tail -30 "$LOG" "$RUN/server.log" 2>/dev/null >&2; exit 1; fi
     if (( SECONDS > deadline )); then echo "kafka.sh: no answer on 127.0.0.1:$PORT in time:" >&2; tail -30 "$LOG" >&2; exit 1; fi
     sleep 0.5
   done
-  echo "kafka $KAFKA_VERSION up on 127.0.0.1:$PORT (pid $(cat "$PIDFILE"), data $RUN)"
+}
+
+up() {
+  local n up_already=1
+  for n in $(seq 1 "$BROKERS"); do node "$n"; running || up_already=0; done
+  if (( up_already )); then
+    node 1
+    echo "kafka already running on $(bootstrap) (pid $(cat "$PIDFILE"))"; where_secured; return
+  fi
+  fetch
+  for n in $(seq 1 "$BROKERS"); do start_node "$n"; done
+  for n in $(seq 1 "$BROKERS"); do await_node "$n"; done
+  node 1
+  if (( BROKERS == 1 )); then
+    echo "kafka $KAFKA_VERSION up on 127.0.0.1:$PORT (pid $(cat "$PIDFILE"), data $RUN)"
+  else
+    echo "kafka $KAFKA_VERSION up: $BROKERS brokers on $(bootstrap) (data $CLUSTER_RUN)"
+  fi
   where_secured
 }
 
-down() {
-  if ! running; then echo "kafka not running on port $PORT"; rm -f "$PIDFILE"; return; fi
+stop_node() {
+  node "$1"
+  if ! running; then rm -f "$PIDFILE"; return 1; fi
   local pid; pid=$(cat "$PIDFILE")
   kill -TERM "$pid"
   for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
   kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
   rm -f "$PIDFILE"
-  [[ "${SEPWATCH_KAFKA_KEEP_DATA:-0}" == 1 ]] || rm -rf "$RUN/data"
-  echo "kafka stopped"
+}
+
+down() {
+  local n stopped=0
+  # The last broker first: the others keep their quorum while it leaves.
+  for n in $(seq "$BROKERS" -1 1); do stop_node "$n" && stopped=$((stopped + 1)); done
+  if [[ "${SEPWATCH_KAFKA_KEEP_DATA:-0}" != 1 ]]; then
+    for n in $(seq 1 "$BROKERS"); do node "$n"; rm -rf "$RUN/data"; done
+    rm -f "$CLUSTER_RUN/cluster.id"
+  fi
+  if (( stopped )); then echo "kafka stopped"; else echo "kafka not running on port $BASE_PORT"; fi
 }
 
 status() {
-  if running; then echo "kafka running on 127.0.0.1:$PORT (pid $(cat "$PIDFILE"))"; else echo "kafka not running"; exit 3; fi
+  local n missing=0
+  for n in $(seq 1 "$BROKERS"); do
+    node "$n"
+    if running; then echo "kafka running on 127.0.0.1:$PORT (pid $(cat "$PIDFILE"))"
+    else echo "kafka not running on 127.0.0.1:$PORT"; missing=1; fi
+  done
+  (( missing == 0 )) || exit 3
 }
 
-case "${1:-}" in
+command="${1:-}"
+shift || true
+while (( $# )); do
+  case "$1" in
+    --brokers) [[ "${2:-}" =~ ^[1-9][0-9]*$ ]] || usage; BROKERS=$2; shift 2 ;;
+    *) usage ;;
+  esac
+done
+case "$command" in
   up) up ;; down) down ;; status) status ;; *) usage ;;
 esac

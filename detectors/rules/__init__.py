@@ -1,4 +1,4 @@
-"""The rule catalogue SEP-001..SEP-009 (shared/design/rules.md), one module a rule."""
+"""The rule catalogue SEP-001..SEP-011 (shared/design/rules.md), one module a rule."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from detectors.rules import (
     sep007_posture_unknown,
     sep008_review_overdue,
     sep009_review_not_reported,
+    sep010_single_factor_signin,
+    sep011_external_sharing,
 )
 from detectors.rules.base import Hit, Rule
 
@@ -27,6 +29,8 @@ CATALOGUE: dict[str, Rule] = {
         sep007_posture_unknown,
         sep008_review_overdue,
         sep009_review_not_reported,
+        sep010_single_factor_signin,
+        sep011_external_sharing,
     )
 }
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from detectors.calendar import to_datetime
+from detectors.posture import PATCH_AGE, PostureAsOf
 from detectors.rules.base import REGULATION, Hit, Rule
-from detectors.views import AccessView, PostureView
+from detectors.views import AccessView
 
 RULE = Rule(
     id="SEP-006",
@@ -16,19 +17,19 @@ RULE = Rule(
 )
 
 
-def check(
-    access: AccessView, posture: PostureView | None, max_age: float, failures: tuple[str, ...]
-) -> Hit | None:
-    """`failures` are the controls `posture` fails under the policy in force."""
-    if posture is None or access.ts - posture.ts > max_age or not failures:
+def check(access: AccessView, posture: PostureAsOf | None, failures: tuple[str, ...]) -> Hit | None:
+    """`failures` are the known controls `posture` fails under the policy in
+    force; one failing control is enough, whatever else is unknown."""
+    if posture is None or not failures:
         return None
     return Hit(
         summary=f"User {access.user_id} used {access.saas_app} from device {access.device_id}, "
         f"which fails {', '.join(failures)}.",
         details={
             "failed_controls": list(failures),
-            "posture_at": to_datetime(posture.ts).isoformat(),
-            "os_patch_age_days": posture.patch_age,
+            "unknown_controls": list(posture.unknown),
+            "posture_at": to_datetime(posture.newest.ts).isoformat(),
+            "os_patch_age_days": posture.patch_age if posture.known & PATCH_AGE else None,
         },
-        evidence=(posture.event_id,),
+        evidence=posture.asserting(failures),
     )

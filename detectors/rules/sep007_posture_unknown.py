@@ -1,10 +1,12 @@
-"""SEP-007: internal access from a device with no recent posture."""
+"""SEP-007: internal access from a device whose required controls are not
+all shown by a recent posture."""
 
 from __future__ import annotations
 
 from detectors.calendar import to_datetime
+from detectors.posture import PostureAsOf
 from detectors.rules.base import REGULATION, Hit, Rule
-from detectors.views import AccessView, PostureView
+from detectors.views import AccessView
 
 RULE = Rule(
     id="SEP-007",
@@ -16,7 +18,8 @@ RULE = Rule(
 )
 
 
-def check(access: AccessView, posture: PostureView | None, max_age: float) -> Hit | None:
+def check(access: AccessView, posture: PostureAsOf | None) -> Hit | None:
+    """`posture` is the device's merged posture at the access (None: none at all)."""
     if access.device_id is None:
         return Hit(
             summary=f"User {access.user_id} used {access.saas_app} from the internal network "
@@ -29,12 +32,29 @@ def check(access: AccessView, posture: PostureView | None, max_age: float) -> Hi
             f"{access.device_id}, which has reported no posture.",
             details={"reason": "no_posture"},
         )
-    age = access.ts - posture.ts
-    if age <= max_age:
+    unknown = posture.unknown
+    if not unknown:
         return None
+    newest = posture.newest
+    if not posture.known:
+        age = access.ts - newest.ts
+        return Hit(
+            summary=f"User {access.user_id} used {access.saas_app} from device "
+            f"{access.device_id}, whose last posture is {age / 3600:.1f} h old.",
+            details={
+                "reason": "stale_posture",
+                "posture_at": to_datetime(newest.ts).isoformat(),
+                "unknown_controls": list(unknown),
+            },
+            evidence=(newest.event_id,),
+        )
     return Hit(
         summary=f"User {access.user_id} used {access.saas_app} from device {access.device_id}, "
-        f"whose last posture is {age / 3600:.1f} h old.",
-        details={"reason": "stale_posture", "posture_at": to_datetime(posture.ts).isoformat()},
-        evidence=(posture.event_id,),
+        f"whose recent postures do not show {', '.join(unknown)}.",
+        details={
+            "reason": "unknown_controls",
+            "unknown_controls": list(unknown),
+            "posture_at": to_datetime(newest.ts).isoformat(),
+        },
+        evidence=tuple(p.event_id for p, _ in posture.used),
     )

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
-from detectors.calendar import add_months, day_of, day_start
+from detectors.calendar import Days, add_months
 from detectors.rules.base import REGULATION, Hit, Rule
 
 RULE = Rule(
@@ -30,7 +30,11 @@ def next_due(anchor: date, interval_months: int, fired_due: date | None) -> date
 
 
 def first_breach(
-    reviews: Sequence[Sequence[Any]], baseline: date, interval_months: int, fired: date | None
+    reviews: Sequence[Sequence[Any]],
+    baseline: date,
+    interval_months: int,
+    fired: date | None,
+    days: Days,
 ) -> tuple[date, date, str | None]:
     """The earliest due date that can still be missed: (due, anchor, review id).
 
@@ -42,17 +46,17 @@ def first_breach(
     anchor, anchor_id = baseline, None
     for completed, recorded, review_id in sorted(reviews, key=lambda r: (r[1], r[2])):
         due = next_due(anchor, interval_months, fired)
-        if recorded >= overdue_from(due):
+        if recorded >= overdue_from(due, days):
             break  # this due date had passed before the review was recorded
-        day = date.fromordinal(day_of(completed))
+        day = date.fromordinal(days.day_of(completed))
         if day > anchor or (day == anchor and anchor_id is not None):
             anchor, anchor_id = day, review_id
     return next_due(anchor, interval_months, fired), anchor, anchor_id
 
 
-def overdue_from(due: date) -> float:
-    """Due dates are whole UTC days: overdue once that day has ended."""
-    return day_start(due.toordinal() + 1)
+def overdue_from(due: date, days: Days) -> float:
+    """Due dates are whole days of the policy's zone: overdue once that day has ended."""
+    return days.day_start(due.toordinal() + 1)
 
 
 def check(entity: str, anchor: date, due: date, last_review_id: str | None) -> Hit:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from detectors.calendar import DAY, to_datetime
+from detectors.calendar import DAY, Days, to_datetime
 from detectors.rules.base import REGULATION, Hit, Rule
 from detectors.views import ReviewView
 
@@ -16,13 +16,14 @@ RULE = Rule(
 )
 
 
-def deadline(review: ReviewView, report_within_days: int) -> float:
-    return review.completed_at + report_within_days * DAY
+def deadline_of(completed_at: float, report_within_days: int, days: Days) -> float:
+    """`report_within_days` days after completion, on the policy zone's clock."""
+    return days.plus_days(completed_at, report_within_days)
 
 
-def check(review: ReviewView, report_within_days: int) -> Hit | None:
+def check(review: ReviewView, report_within_days: int, days: Days) -> Hit | None:
     """Called once the watermark has passed the deadline."""
-    due = deadline(review, report_within_days)
+    due = deadline_of(review.completed_at, report_within_days, days)
     if review.reported_at is not None and review.reported_at <= due:
         return None
     completed = to_datetime(review.completed_at).isoformat()

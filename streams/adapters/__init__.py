@@ -7,47 +7,65 @@ more canonical events. `ADAPTERS` names them by source id, the id used by
 
 from __future__ import annotations
 
+from types import ModuleType
+
 from streams.adapters import (
     cef_dlp,
     crowdstrike,
+    entra_device,
     entra_signin,
+    google_devices,
+    google_rules,
     google_workspace,
     intune,
+    jamf,
     m365,
     netskope,
     okta,
     osquery,
+    purview_endpoint,
+    slack,
+    symantec_dlp,
     zscaler_zia,
 )
 from streams.adapters.records import Adapter
 
+
+def _adapter(module: ModuleType) -> Adapter:
+    """A source module's declarations as its Adapter: SOURCE, adapt,
+    ENVELOPES, and SHAPES (JSON sources) or TEXT (text sources)."""
+    return Adapter(
+        module.SOURCE,
+        module.adapt,
+        module.ENVELOPES,
+        text=getattr(module, "TEXT", False),
+        shapes=getattr(module, "SHAPES", ()),
+    )
+
+
 ADAPTERS: dict[str, Adapter] = {
     a.source: a
-    for a in (
-        Adapter(okta.SOURCE, okta.adapt, okta.ENVELOPES, shapes=okta.SHAPES),
-        Adapter(m365.SOURCE, m365.adapt, m365.ENVELOPES, shapes=m365.SHAPES),
-        Adapter(
-            entra_signin.SOURCE,
-            entra_signin.adapt,
-            entra_signin.ENVELOPES,
-            shapes=entra_signin.SHAPES,
+    for a in map(
+        _adapter,
+        (
+            okta,
+            m365,
+            entra_signin,
+            google_workspace,
+            netskope,
+            zscaler_zia,
+            intune,
+            osquery,
+            crowdstrike,
+            cef_dlp,
+            entra_device,
+            jamf,
+            google_devices,
+            google_rules,
+            purview_endpoint,
+            slack,
+            symantec_dlp,
         ),
-        Adapter(
-            google_workspace.SOURCE,
-            google_workspace.adapt,
-            google_workspace.ENVELOPES,
-            shapes=google_workspace.SHAPES,
-        ),
-        Adapter(netskope.SOURCE, netskope.adapt, netskope.ENVELOPES, shapes=netskope.SHAPES),
-        Adapter(
-            zscaler_zia.SOURCE, zscaler_zia.adapt, zscaler_zia.ENVELOPES, shapes=zscaler_zia.SHAPES
-        ),
-        Adapter(intune.SOURCE, intune.adapt, intune.ENVELOPES, shapes=intune.SHAPES),
-        Adapter(osquery.SOURCE, osquery.adapt, osquery.ENVELOPES, shapes=osquery.SHAPES),
-        Adapter(
-            crowdstrike.SOURCE, crowdstrike.adapt, crowdstrike.ENVELOPES, shapes=crowdstrike.SHAPES
-        ),
-        Adapter(cef_dlp.SOURCE, cef_dlp.adapt, cef_dlp.ENVELOPES, text=True),
     )
 }
 SOURCES = tuple(ADAPTERS)

@@ -29,6 +29,7 @@ from streams.adapters.records import MONTHS, Adapted, Skip, Unmappable, derived_
 
 SOURCE = "cef-dlp"
 ENVELOPES = ()
+TEXT = True  # a CEF line, not JSON
 
 _PIPE = re.compile(r"(?<!\\)\|")
 _NEXT_KEY = re.compile(r" (?=[A-Za-z0-9_]+=)")  # "=" inside a value is escaped: \=

@@ -18,13 +18,34 @@ rules is counted once. `DlpRuleUndo` (an override or a policy change) is
 skipped: the canonical contract has no retraction yet, so the alert it
 undoes stands. Sign-ins (`UserLoggedIn`) are the Entra adapter's; other
 operations are skipped. Content blobs are JSON arrays of records.
+
+`share_target` (SEP-011) on SharePoint/OneDrive shares: `AnonymousLinkCreated`
+is public, `CompanyLinkCreated` internal (a link for the organisation);
+`AddedToSecureLink`, `SharingInvitationCreated` and `SharingSet` read the
+target: `TargetUserOrGroupType` `Guest` is external, with the domain of
+`TargetUserOrGroupName` (an address, or a guest account's
+`name_domain#ext#@tenant`), `Member` internal; a `SharingLinks.<item>.
+<kind>.<id>` group is public for `Anonymous*` links and internal for
+`Organization*` links. Anything else (`SecureLinkCreated`, which names nobody
+yet, a security group, a `Flexible` link) does not say: null. A guest whose
+domain is one of the mapping's `internal_domains` is internal. Exchange
+sends name recipients only in the message trace, not here: null.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from streams.adapters.canonical import dlp_alert, file_object, saas_access, user_of
+from streams.adapters.canonical import (
+    SHARE_NOT_SAID,
+    SHARE_PUBLIC,
+    ShareTarget,
+    dlp_alert,
+    file_object,
+    saas_access,
+    shared_with,
+    user_of,
+)
 from streams.adapters.mapping import VendorMapping
 from streams.adapters.records import Adapted, Skip, Unmappable, iso_time, text_of
 
@@ -94,8 +115,45 @@ def adapt(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
             ip_path="ClientIP",
             device_id=mapping.device_of(record.get("DeviceDisplayName")),
             object=file_object(name, size=record.get("FileSizeBytes")) if name else None,
+            share=_share(record, mapping, operation) if action == "share" else SHARE_NOT_SAID,
         )
     ]
+
+
+LINK_OPERATIONS: dict[str, ShareTarget] = {
+    "AnonymousLinkCreated": SHARE_PUBLIC,
+    "CompanyLinkCreated": ("internal", None),
+}
+TARGETED_OPERATIONS = frozenset({"AddedToSecureLink", "SharingInvitationCreated", "SharingSet"})
+
+
+def _share(record: dict[str, Any], mapping: VendorMapping, operation: Any) -> ShareTarget:
+    """What a SharePoint/OneDrive share reached (module docstring)."""
+    if operation in LINK_OPERATIONS:
+        return LINK_OPERATIONS[operation]
+    if operation not in TARGETED_OPERATIONS:
+        return SHARE_NOT_SAID
+    kind = record.get("TargetUserOrGroupType")
+    name = record.get("TargetUserOrGroupName")
+    name = name.strip() if isinstance(name, str) else ""
+    if kind == "Guest":
+        # A guest account's own name: `alice_fabrikam.com#EXT#@tenant...`.
+        guest = (
+            name.lower().split("#ext#", 1)[0].rsplit("_", 1)[-1]
+            if "#ext#" in name.lower()
+            else name
+        )
+        found = shared_with(mapping, guest)
+        return found if found[0] else ("external", None)
+    if kind == "Member":
+        return ("internal", shared_with(mapping, name)[1])
+    if name.startswith("SharingLinks."):
+        link = name.split(".")[2] if name.count(".") >= 3 else ""
+        if link.startswith("Anonymous"):
+            return SHARE_PUBLIC
+        if link.startswith("Organization"):
+            return ("internal", None)
+    return SHARE_NOT_SAID
 
 
 def _dlp(record: dict[str, Any], mapping: VendorMapping, workload: str | None) -> dict[str, Any]:

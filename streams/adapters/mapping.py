@@ -12,6 +12,8 @@ It holds
 - vendor device ids -> one `device_id` (an Intune device, its Entra device id,
   its osquery host and its Falcon agent id are one device);
 - vendor sensitive-information type names -> sepwatch DLP data types;
+- the institution's own e-mail and sharing domains (`internal_domains`):
+  a share to one of them is internal (SEP-011);
 - an OS release table, for `os_patch_age_days` from an OS build;
 - the zone of vendors' zone-less local times, per source.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import fnmatch
 import ipaddress
+import logging
 import re
 from collections.abc import Callable
 from datetime import date, datetime, tzinfo
@@ -43,6 +46,7 @@ from streams.adapters.records import Unmappable, masked
 from streams.policy_file import PolicyError, Problem, _line_of, dotted, read_yaml
 
 DEFAULT_MAPPING = Path("deploy/policy/vendor-mapping.yaml")
+log = logging.getLogger("sepwatch")
 
 Text = Annotated[str, Field(min_length=1, max_length=256)]
 Platform = Literal["windows", "macos", "ios", "android", "linux"]
@@ -88,6 +92,16 @@ class OsRelease(_Strict):
     released: date
 
 
+InternalDomain = Annotated[
+    str,
+    Field(
+        min_length=3,
+        max_length=253,
+        pattern=r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+$",
+    ),
+]
+
+
 class VendorMapping(_Strict):
     version: Literal[1] = 1
     default_entity: Text = "HQ"
@@ -95,6 +109,9 @@ class VendorMapping(_Strict):
     internal_networks: list[InternalNetwork] = []
     egress_proxies: list[EgressProxy] = []
     users: list[UserEntity] = []
+    # The institution's own domains: a share to an address in one of them (or
+    # a subdomain) is internal; any other named domain is external.
+    internal_domains: list[InternalDomain] = []
     apps: list[AppNames] = []
     devices: list[DeviceIds] = []
     data_types: dict[Text, Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]] = {}
@@ -114,6 +131,15 @@ class VendorMapping(_Strict):
         if bad:
             raise ValueError("unknown time zone: " + ", ".join(bad))
         return zones
+
+    @field_validator("internal_domains")
+    @classmethod
+    def _domains_once(cls, domains: list[str]) -> list[str]:
+        lowered = [d.lower().rstrip(".") for d in domains]
+        twice = sorted({d for d in lowered if lowered.count(d) > 1})
+        if twice:
+            raise ValueError("domain listed twice: " + ", ".join(twice))
+        return lowered
 
     @field_validator("apps")
     @classmethod
@@ -178,6 +204,14 @@ class VendorMapping(_Strict):
             for domain in app.domains:
                 domains.setdefault(domain.strip().lower().lstrip("."), app.app_id)
         return domains
+
+    @cached_property
+    def _internal_suffixes(self) -> tuple[str, ...]:
+        return tuple("." + d for d in self.internal_domains)
+
+    def is_internal_domain(self, domain: str) -> bool:
+        """Whether a lower-cased domain is one of the institution's or under one."""
+        return ("." + domain).endswith(self._internal_suffixes)
 
     def app_of(self, name: str | None = None, host: str | None = None) -> str | None:
         """The registry `app_id` for a vendor's app name or a host; None if unknown."""
@@ -260,12 +294,21 @@ class VendorMapping(_Strict):
     def _device_ids(self) -> dict[str, str]:
         return {i.strip().lower(): d.device_id for d in self.devices for i in d.ids}
 
+    @cached_property
+    def _mapped_devices(self) -> frozenset[str]:
+        return frozenset(d.device_id for d in self.devices)
+
+    def is_mapped(self, device_id: str) -> bool:
+        """Whether a hand-written `devices:` entry gave this device id: it
+        overrides what the identity graph learns."""
+        return device_id in self._mapped_devices
+
     def device_of(self, *vendor_ids: str | None) -> str | None:
         """One `device_id` for the first vendor id given: its alias where the
         mapping lists it, else the id itself, lower-cased (GUIDs differ in case
         between Intune and Entra)."""
         for vendor_id in vendor_ids:
-            if not vendor_id or vendor_id == _NO_DEVICE:
+            if not vendor_id or vendor_id == NO_DEVICE:
                 continue
             key = vendor_id.strip().lower()
             if key:
@@ -334,7 +377,7 @@ class VendorMapping(_Strict):
 
 
 _UTC = ZoneInfo("UTC")
-_NO_DEVICE = "00000000-0000-0000-0000-000000000000"
+NO_DEVICE = "00000000-0000-0000-0000-000000000000"
 _PLATFORMS = {
     "windows": "windows", "win": "windows", "windows 10": "windows", "windows 11": "windows",
     "macos": "macos", "mac": "macos", "mac os x": "macos", "osx": "macos", "darwin": "macos",
@@ -376,6 +419,26 @@ def load_mapping(path: str | Path, policy: Policy | None = None) -> VendorMappin
         raise PolicyError([Problem(str(p), "", None, f"cannot read: {exc.strerror}")]) from None
     registry = {a.app_id for a in policy.registry} if policy is not None else None
     return parse_mapping(text, str(p), registry).with_registry(policy)
+
+
+def configured_mapping(path: Path | None, policy: Policy) -> VendorMapping | None:
+    """The worker's mapping, or None: none is configured, or it does not fit
+    the policy. Either way only the raw-topic intake stays off (every problem
+    is logged); the rules judge canonical events all the same."""
+    if path is None:
+        log.info("no vendor mapping configured (SEPWATCH_MAPPING): raw vendor topics are not read")
+        return None
+    try:
+        return load_mapping(path, policy)
+    except PolicyError as exc:
+        log.error(
+            "vendor mapping %s refused, %d problem(s); raw vendor topics are not read, "
+            "the rules run on canonical events:\n%s",
+            path,
+            len(exc.problems),
+            "\n".join(f"  {p}" for p in exc.problems),
+        )
+        return None
 
 
 def parse_mapping(

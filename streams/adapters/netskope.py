@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.adapters.canonical import dlp_alert, file_object, saas_access, user_of
+from streams.adapters.canonical import dlp_alert, file_object, posture_seen_at, saas_access, user_of
 from streams.adapters.mapping import VendorMapping
-from streams.adapters.records import Adapted, Skip, epoch_time, text_of
+from streams.adapters.records import Adapted, CanonicalEvent, Skip, epoch_time, text_of
 
 SOURCE = "netskope"
 ENVELOPES = ("result", "data")
@@ -67,21 +67,33 @@ def adapt(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
     activity = str(record.get("activity") or "").lower()
     if activity in ("login failed", "login attempt", "logout"):
         return Skip(f"activity {activity}")
-    return [
-        saas_access(
-            mapping,
-            source=SOURCE,
-            event_id=text_of(record, "_id"),
-            timestamp=epoch_time(record.get("timestamp"), "timestamp"),
-            user_id=user_of(record.get("user"), "user"),
-            saas_app=mapping.app_or_passthrough(record.get("app"), path="app"),
-            action=ACTIONS.get(activity, "other"),
-            ip=record.get("srcip"),
-            ip_path="srcip",
-            device_id=mapping.device_of(record.get("hostname")),
-            object=file_object(record.get("object"), record.get("sha256"), record.get("file_size")),
-        )
-    ]
+    access = saas_access(
+        mapping,
+        source=SOURCE,
+        event_id=text_of(record, "_id"),
+        timestamp=epoch_time(record.get("timestamp"), "timestamp"),
+        user_id=user_of(record.get("user"), "user"),
+        saas_app=mapping.app_or_passthrough(record.get("app"), path="app"),
+        action=ACTIONS.get(activity, "other"),
+        ip=record.get("srcip"),
+        ip_path="srcip",
+        device_id=mapping.device_of(record.get("hostname")),
+        object=file_object(record.get("object"), record.get("sha256"), record.get("file_size")),
+    )
+    return [access, *posture_of(record, access)]
+
+
+# Netskope's device classification (Settings > Manage > Device Classification):
+# the client's check of the rules the bank set for a managed device.
+MANAGED = {"managed": True, "unmanaged": False}
+
+
+def posture_of(record: dict[str, Any], access: CanonicalEvent) -> list[CanonicalEvent]:
+    """`device_classification` speaks for managed, and for nothing else: the
+    rules behind it are the bank's, and the record does not say which held.
+    Any other value (not configured, unknown) says nothing."""
+    managed = MANAGED.get(str(record.get("device_classification") or "").strip().lower())
+    return posture_seen_at(access, managed=managed)
 
 
 def _dlp(record: dict[str, Any], mapping: VendorMapping) -> dict[str, Any]:

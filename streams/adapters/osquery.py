@@ -10,7 +10,9 @@ Column values are strings.
 Only the posture query (a name ending in `sepwatch_posture`; its SQL is in
 docs/adapters.md) is read: its columns `platform`, `os_version`, `managed`,
 `edr_running`, `disk_encrypted`, `screen_lock` (and optional `user`) give
-one posture per row. Other queries and removed rows are skipped. The
+one posture per row. Other queries and removed rows are skipped. A
+`host_uuid` decoration names the device beside `hostIdentifier`
+(`device_aliases`). The
 event id is derived from host, query, time and row, so a result shipped
 twice is one event.
 """
@@ -72,9 +74,22 @@ def adapt(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
                     row.get("platform"), row.get("os_version"), timestamp, path="columns.os_version"
                 ),
                 **flags,
+                aliases=_aliases(record, host),
             )
         )
     return found
+
+
+def _aliases(record: dict[str, Any], host: str) -> tuple[tuple[str, Any], ...]:
+    """The host UUID where a decoration gives it; `hostIdentifier` is the
+    hostname unless osqueryd was set to identify hosts by that UUID."""
+    decorations = record.get("decorations")
+    uuid = decorations.get("host_uuid") if isinstance(decorations, dict) else None
+    if not isinstance(uuid, str) or not uuid.strip():
+        return ()
+    if uuid.strip().lower() == host.strip().lower():
+        return (("osquery_uuid", uuid),)
+    return (("osquery_uuid", uuid), ("hostname", host))
 
 
 def _flag(row: dict[str, Any], column: str) -> bool:

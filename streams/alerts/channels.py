@@ -11,6 +11,7 @@ receiver's Retry-After; what still fails is the router's to dead-letter.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import json
@@ -235,7 +236,7 @@ class AlertmanagerChannel(Channel):
         return [alert]
 
     async def deliver(self, notification: Notification) -> None:
-        url = self.config.url.rstrip("/") + "/api/v2/alerts"
+        url = self.config.url.get_secret_value().rstrip("/") + "/api/v2/alerts"
         await self.post_json(url, self.payload(notification))
 
 
@@ -259,7 +260,7 @@ class WebhookChannel(Channel):
             SIGNATURE_HEADER: signature(secret, timestamp, body),
             NOTIFICATION_HEADER: notification.id,
         }
-        await self.post(self.config.url, body, headers)
+        await self.post(self.config.url.get_secret_value(), body, headers)
 
 
 def _mrkdwn(text: str) -> str:
@@ -316,7 +317,7 @@ class SlackChannel(Channel):
         return {"text": f"{n.title}: {n.summary}"[:3000], "blocks": blocks}
 
     async def deliver(self, notification: Notification) -> None:
-        await self.post_json(self.config.url, self.payload(notification))
+        await self.post_json(self.config.url.get_secret_value(), self.payload(notification))
 
 
 class PagerDutyChannel(Channel):
@@ -358,7 +359,8 @@ class PagerDutyChannel(Channel):
         return event
 
     async def deliver(self, notification: Notification) -> None:
-        await self.post_json(self.config.url or PAGERDUTY_URL, self.payload(notification))
+        url = self.config.url.get_secret_value() or PAGERDUTY_URL
+        await self.post_json(url, self.payload(notification))
 
 
 class EmailChannel(Channel):
@@ -383,8 +385,13 @@ class EmailChannel(Channel):
 
     def _send(self, msg: EmailMessage) -> None:
         c = self.config
-        with smtplib.SMTP(c.smtp_host, c.smtp_port, timeout=c.timeout_s) as smtp:
-            if c.smtp_starttls:
+        connect = (
+            functools.partial(smtplib.SMTP_SSL, context=ssl.create_default_context())
+            if c.smtp_tls
+            else smtplib.SMTP
+        )
+        with connect(c.smtp_host, c.smtp_port, timeout=c.timeout_s) as smtp:
+            if c.smtp_starttls and not c.smtp_tls:
                 smtp.starttls(context=ssl.create_default_context())
             if c.smtp_username:
                 password = c.smtp_password.get_secret_value() if c.smtp_password else ""
@@ -422,9 +429,10 @@ def channel_problems(configs: dict[str, ChannelSettings]) -> list[str]:
     problems = []
     for name, c in sorted(configs.items()):
         where = f"channels.{name} ({c.kind})"
-        if c.kind in ("alertmanager", "webhook", "slack") and not c.url:
+        url = c.url.get_secret_value()
+        if c.kind in ("alertmanager", "webhook", "slack") and not url:
             problems.append(f"{where}: needs a url")
-        if c.url and not c.url.startswith(("http://", "https://")):
+        if url and not url.startswith(("http://", "https://")):
             problems.append(f"{where}: url must be http:// or https://")
         if c.kind == "webhook" and not c.secret:
             problems.append(f"{where}: needs a secret to sign with")

@@ -32,7 +32,6 @@ import logging
 import time
 from collections import defaultdict
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -59,7 +58,6 @@ from streams.alerts.grouping import (
 )
 from streams.dead_letters import dead_letter
 from streams.lag import records_behind
-from streams.policy_file import PolicyError, load_policy
 from streams.settings import Settings
 from streams.topics import Topics
 
@@ -98,7 +96,6 @@ class AlertRouter:
         settings: Settings,
         policy: Policy,
         *,
-        policy_file: Path | None = None,
         channels: dict[str, Channel] | None = None,
         seen_horizon: timedelta = DEFAULT_SEEN_HORIZON,
         batch_size: int = 500,
@@ -112,8 +109,6 @@ class AlertRouter:
         self.settings = settings
         self.topics = Topics(settings.topic_prefix)
         self.policy = policy
-        self.policy_file = policy_file
-        self._policy_mtime = policy_file.stat().st_mtime if policy_file else 0.0
         self.channels = channels or build_channels(
             settings.channels, link_base=settings.alerts_link_base
         )
@@ -136,6 +131,17 @@ class AlertRouter:
         self.delivered = 0
         self.dead_lettered = 0
 
+    def adopt(self, policy: Policy) -> None:
+        """A policy version the rules took (streams/topology.py, the one
+        watcher): its routes and window, unless they are unusable (then the
+        running ones stay, said in the log)."""
+        try:
+            self.set_policy(policy)
+        except AlertConfigError as exc:
+            log.warning("alert router keeps its routes; the new policy's are unusable: %s", exc)
+            return
+        log.warning("alert router: routes of the new policy version loaded")
+
     def set_policy(self, policy: Policy) -> None:
         """A replaced policy: its routes and window apply to what comes next.
         Refused (the running one stays) if a route names an unknown channel."""
@@ -150,7 +156,9 @@ class AlertRouter:
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
         await self._ensure_notified_topic()
-        self._producer = AIOKafkaProducer(**self.settings.kafka.client_options(), acks="all")
+        self._producer = AIOKafkaProducer(
+            **self.settings.kafka.client_options(), acks="all", enable_idempotence=True
+        )
         self._consumer = AIOKafkaConsumer(
             **self.settings.kafka.client_options(),
             group_id=f"{self.settings.topic_prefix}alerts",
@@ -185,7 +193,6 @@ class AlertRouter:
                 if time.monotonic() - last_lag > LAG_SECONDS:
                     last_lag = time.monotonic()
                     await self._report_lag()
-                    self._check_policy_file()
         finally:
             await self._consumer.stop()
             await self._producer.stop()
@@ -310,10 +317,12 @@ class AlertRouter:
                         NewTopic(
                             self.topics.notified,
                             num_partitions=self.settings.partitions,
-                            replication_factor=1,
+                            # As `sepwatch worker` resolved them for the cluster.
+                            replication_factor=self.settings.replication_factor or 1,
                             topic_configs={
                                 "cleanup.policy": "compact,delete",
                                 "retention.ms": str(horizon_ms),
+                                "min.insync.replicas": str(self.settings.min_insync_replicas or 1),
                             },
                         )
                     ]
@@ -389,25 +398,3 @@ class AlertRouter:
         if behind is None:
             return
         metrics.CONSUMER_LAG.labels("alerts", self.topics.findings).set(behind)
-
-    def _check_policy_file(self) -> None:
-        """The worker reloads a changed policy for the rules; the router takes
-        its routes and window too (a policy that fails validation is the
-        worker's to report; the running one stays)."""
-        if self.policy_file is None:
-            return
-        try:
-            mtime = self.policy_file.stat().st_mtime
-        except OSError:
-            return
-        if mtime == self._policy_mtime:
-            return
-        self._policy_mtime = mtime
-        try:
-            self.set_policy(load_policy(self.policy_file))
-        except PolicyError:
-            return
-        except AlertConfigError as exc:
-            log.warning("alert router keeps its routes; the new policy's are unusable: %s", exc)
-            return
-        log.warning("alert router: routes of %s loaded", self.policy_file)

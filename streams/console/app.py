@@ -1,10 +1,12 @@
 """The SOC console: server-rendered pages over the findings in Elasticsearch
 (Starlette + Jinja2, htmx shipped in the package for the live parts).
 
-Every change is a POST carrying the session's CSRF token; a triage action goes
-through `streams.elastic.transition`, the CLI's own path, as the signed-in
-person. Logs name the path and status only: never a query string (a filter
-may hold what someone typed) and never a credential."""
+Every change is a POST carrying the session's CSRF token; a triage action is
+a lifecycle record added by `streams.lifecycle.record` with the signed-in
+person's own credentials (the node stamps who they are), then copied to the
+lifecycle topic, as `findings ack|resolve|reopen|waive` do. Logs name the
+path and status only: never a query string (a filter may hold what someone
+typed) and never a credential."""
 
 from __future__ import annotations
 
@@ -42,7 +44,8 @@ from detectors import CATALOGUE
 from streams.console import queries
 from streams.console.auth import COOKIE, Gate, Person, SignInRefused
 from streams.console.i18n import LANGS, WORDS, pick_lang
-from streams.elastic import STATUSES, FindingNotFound, TransitionRefused, get_finding, transition
+from streams.elastic import STATUSES, FindingNotFound, get_finding
+from streams.lifecycle import ACTIONS, TransitionRefused, actor_name, record, records_of
 from streams.policy_file import load_policy
 from streams.report.i18n import rule_text
 from streams.settings import Settings
@@ -50,7 +53,8 @@ from streams.settings import Settings
 log = logging.getLogger("sepwatch.console")
 HERE = Path(__file__).parent
 SEVERITIES = ("critical", "high", "medium", "low")
-ACTIONS = {"ack": "acknowledged", "resolve": "resolved", "reopen": "open"}
+# The actions that say why (as the CLI's --note/--reason, which it requires).
+WITH_REASON = ("resolve", "reopen", "waive")
 EXPORT_COLUMNS = (
     "finding_id",
     "timestamp",
@@ -206,31 +210,41 @@ class Console:
 
     async def finding(self, request: Request, person: Person, **ctx: Any) -> Response:
         fid = request.path_params["finding_id"]
+
+        def read() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+            return get_finding(person.es, self.index, fid), records_of(person.es, self.index, fid)
+
         try:
-            found = await run_in_threadpool(get_finding, person.es, self.index, fid)
+            found, records = await run_in_threadpool(read)
         except FindingNotFound:
             return PlainTextResponse("no such finding", status_code=404)
-        return self.render(request, "finding.html.j2", person, f=found, **ctx)
+        status = records[-1]["sepwatch"]["to_status"] if records else found["status"]
+        return self.render(
+            request,
+            "finding.html.j2",
+            person,
+            f={**found, "status": status},
+            records=records,
+            actor_name=actor_name,
+            actions=ACTIONS,
+            with_reason=WITH_REASON,
+            **ctx,
+        )
 
     async def act(self, request: Request, person: Person) -> Response:
-        action = request.path_params["action"]
+        verb = request.path_params["action"]
         fid = request.path_params["finding_id"]
         form = await request.form()
-        if action not in ACTIONS:
+        if verb not in ACTIONS:
             return PlainTextResponse("no such action", status_code=404)
         if not person.can_triage:
             return PlainTextResponse("this account may not triage findings", status_code=403)
-        note = str(form.get("note", "")).strip() or None
+        reason = str(form.get("note", "")).strip() or None
+        if verb in WITH_REASON and reason is None:
+            return PlainTextResponse(f"{verb}: say why (note)", status_code=400)
         try:
-            await run_in_threadpool(
-                transition,
-                person.es,
-                self.index,
-                fid,
-                ACTIONS[action],
-                by=person.user,
-                at=datetime.now(UTC),
-                note=note,
+            record_id, stored = await run_in_threadpool(
+                record, person.es, self.index, fid, verb, at=datetime.now(UTC), reason=reason
             )
         except FindingNotFound:
             return PlainTextResponse("no such finding", status_code=404)
@@ -238,8 +252,23 @@ class Console:
             return await self.finding(request, person, refused=str(exc), status=409)
         except AuthorizationException:
             return PlainTextResponse("Elasticsearch refused this account", status_code=403)
-        log.info("%s: %s by %s", fid, ACTIONS[action], person.user)
+        log.info("%s: %s by %s", record_id, verb, actor_name(stored))
+        if not await run_in_threadpool(self._published, record_id, stored):
+            return await self.finding(request, person, not_on_topic=record_id)
         return RedirectResponse(f"/findings/{fid}", status_code=303)
+
+    def _published(self, record_id: str, stored: dict[str, Any]) -> bool:
+        """The record's copy on the lifecycle topic (the evidence `sepwatch
+        evidence verify` checks Elasticsearch against), as the CLI makes it."""
+        from streams.evidence import publish_lifecycle
+        from streams.kafka_io import KafkaUnavailable
+
+        try:
+            publish_lifecycle(self.settings, record_id, stored)
+        except KafkaUnavailable as exc:
+            log.warning("%s: not on the lifecycle topic: %s", record_id, exc)
+            return False
+        return True
 
     # -- overview, policy, reports -----------------------------------------------
     def _control_reviews(self) -> list[Any] | None:
@@ -343,6 +372,7 @@ class Console:
                 entity=entity,
                 lang=lang,
                 appendix_limit=500,
+                policy_name=str(self.settings.policy),
             )
             name = f"{half.label}-{_safe(entity or 'all')}-{lang}"
             write(figures, self.reports_dir / name)
@@ -404,6 +434,8 @@ def _signed_in(console: Console, handler: Handler, *, change: bool = False) -> A
             return await handler(request, person)
         except AuthorizationException:
             return PlainTextResponse("Elasticsearch refused this account", status_code=403)
+        except queries.TooManyMoved as exc:
+            return PlainTextResponse(str(exc), status_code=422)
         except queries.SearchFailed as exc:
             log.warning("Elasticsearch: %s on %s", exc, request.url.path)
             code = 403 if exc.status == 403 else 502

@@ -26,13 +26,14 @@ from typing import Any
 from elasticsearch import ApiError, AuthenticationException, Elasticsearch
 
 from streams.elastic import client, connection_options
+from streams.lifecycle import lifecycle_index
 from streams.settings import Settings
 
 COOKIE = "sepwatch_console"
 LOCAL_OPERATOR = "local-operator"
 SESSION_HOURS = 12
-# What a triage action needs on the findings indices (streams.elastic.analyst_role).
-TRIAGE_PRIVILEGE = "index"
+# What a triage action needs: adding a lifecycle record (streams.elastic.analyst_role).
+TRIAGE_PRIVILEGE = "create_doc"
 
 
 @dataclass
@@ -85,9 +86,9 @@ class Gate:
         return client(self.settings.es_url, request_timeout=30, **options, **auth)
 
     def _may_triage(self, es: Elasticsearch) -> bool:
-        index = self.settings.es_index
+        records = lifecycle_index(self.settings.es_index)
         resp = es.security.has_privileges(
-            index=[{"names": [index, f"{index}-*"], "privileges": [TRIAGE_PRIVILEGE]}]
+            index=[{"names": [records], "privileges": [TRIAGE_PRIVILEGE]}]
         )
         return bool(resp["has_all_requested"])
 

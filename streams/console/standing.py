@@ -76,7 +76,7 @@ def standing(
     )
     horizon = today + timedelta(days=HORIZON_DAYS)
     _, expiring = _apps(policy, today, {}, None)
-    waivers = _waivers(policy, half, entity, {})
+    waivers = _waivers(policy, half, entity, {}, None)
     plan = schedule(merge(reviews), policy, [entity] if entity else entities, now=now)
     if entity is not None:
         plan = {k: v for k, v in plan.items() if k == entity}

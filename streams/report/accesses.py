@@ -1,4 +1,5 @@
-"""The access tally: internal SaaS accesses per entity, UTC day and app, in
+"""The access tally: internal SaaS accesses per entity, day (of the policy's
+time zone) and app, in
 Elasticsearch beside the findings (`<index>.accesses`).
 
 Findings hold only the accesses that broke a rule; the report's device
@@ -14,16 +15,17 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable
-from datetime import UTC, date
+from datetime import date
 from typing import Any
 
 from elasticsearch import Elasticsearch
 from elasticsearch.helpers import bulk
 from pydantic import ValidationError
 
+from detectors.calendar import UTC_DAYS, Days
 from schemas import EventAdapter, SaasAccess
 
-TallyKey = tuple[str, date, str]  # entity, UTC day, app
+TallyKey = tuple[str, date, str]  # entity, day of the policy's zone, app
 
 MAPPINGS: dict[str, Any] = {
     "dynamic": "strict",
@@ -46,9 +48,11 @@ def access_index(findings_index: str) -> str:
 
 
 def count_internal_accesses(
-    lines: Iterable[bytes], on_line: Callable[[int], None] | None = None
+    lines: Iterable[bytes],
+    days: Days = UTC_DAYS,
+    on_line: Callable[[int], None] | None = None,
 ) -> tuple[Counter[TallyKey], int]:
-    """Valid internal `saas_access` events per (entity, UTC day, app), as the
+    """Valid internal `saas_access` events per (entity, day, app), as the
     engine sees them (a line it would dead-letter is not counted), and how
     many lines were not valid events."""
     counts: Counter[TallyKey] = Counter()
@@ -64,7 +68,7 @@ def count_internal_accesses(
             bad += 1
             continue
         if isinstance(event, SaasAccess) and event.network_zone == "internal":
-            day = event.timestamp.astimezone(UTC).date()
+            day = date.fromordinal(days.day_of(event.timestamp.timestamp()))
             counts[(event.entity, day, event.saas_app)] += 1
     return counts, bad
 

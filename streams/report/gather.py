@@ -3,10 +3,11 @@ findings), the access tally, the policy and the control reviews.
 
 Every count is a count of findings documents whose event time (`@timestamp`)
 lies in the period, filtered to the entity where one is given; statuses are
-as stored when the report is made. Aggregations are exact here: counts and
-histograms are exact in Elasticsearch; top-N lists carry Elasticsearch's own
-word on whether a shard could have missed a value (`exact`); the median time
-to resolve is read from exact histograms of the seconds recorded on
+derived from the lifecycle records when the report is made (streams/lifecycle.py):
+the stored counts, shifted by the records' from/to aggregations. Aggregations
+are exact here: counts and histograms are exact in Elasticsearch; top-N lists
+carry Elasticsearch's own word on whether a shard could have missed a value
+(`exact`); the median time to resolve is read from exact histograms of the seconds recorded on
 resolving (no script, no percentile sketch), in whole minutes.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from elasticsearch import Elasticsearch
 
@@ -22,12 +24,15 @@ from detectors import CATALOGUE, mask_identifier, mask_text
 from detectors.calendar import add_months
 from detectors.policy_in_force import PolicyInForce, evaluation_in_force
 from schemas import ControlReview, Policy
+from streams.evidence import stored_digest
+from streams.lifecycle import latest, lifecycle_index, shifted, shifted_under, status_shift
 from streams.report.accesses import access_index
 from streams.report.model import (
     AppFigures,
     Change,
     DeviceMeasure,
     EntityFigures,
+    Evidence,
     ExpiryFigures,
     MonthCount,
     OpenItem,
@@ -52,6 +57,9 @@ OLDEST_OPEN = 10
 
 # Set on resolving (streams/elastic.py `transition`): detected_at to resolved_at.
 RESOLVE_SECONDS = "sepwatch.lifecycle.resolve_seconds"
+# The same, on resolving records; and the finding's event time on every record.
+SECONDS = "sepwatch.resolve_seconds"
+FINDING_TIME = "sepwatch.finding_time"
 DAY_SECONDS = 86400
 OPEN_ITEM_FIELDS = [
     "@timestamp",
@@ -71,11 +79,13 @@ class NoFindingsIndex(LookupError):
     """The findings alias does not exist: nothing was ever stored under that name."""
 
 
-def _period_query(period: Period, entity: str | None) -> dict[str, Any]:
+def _period_query(
+    period: Period, entity: str | None, time_field: str = "@timestamp"
+) -> dict[str, Any]:
     filters: list[dict[str, Any]] = [
         {
             "range": {
-                "@timestamp": {
+                time_field: {
                     "gte": period.start.isoformat(),
                     "lt": period.end.isoformat(),
                 }
@@ -103,7 +113,7 @@ def _month_histogram(period: Period) -> dict[str, Any]:
         "date_histogram": {
             "field": "@timestamp",
             "calendar_interval": "month",
-            "time_zone": "UTC",
+            "time_zone": period.zone,  # months of the policy's zone
             "min_doc_count": 0,
             "format": "yyyy-MM",
             "extended_bounds": {"min": period.months()[0], "max": period.months()[-1]},
@@ -142,7 +152,9 @@ def _masked(value: str | None) -> str | None:
     return mask_identifier(value) if value else None
 
 
-def _open_item(source: dict[str, Any], as_of: date) -> OpenItem:
+def _open_item(
+    source: dict[str, Any], as_of: date, zone: ZoneInfo, status: str | None = None
+) -> OpenItem:
     sw = source.get("sepwatch", {})
     ts = datetime.fromisoformat(source["@timestamp"]).astimezone(UTC)
     return OpenItem(
@@ -150,12 +162,12 @@ def _open_item(source: dict[str, Any], as_of: date) -> OpenItem:
         timestamp=ts,
         rule_id=source["rule"]["id"],
         severity=sw["severity"],
-        status=sw["status"],
+        status=status or sw["status"],
         entity=source["organization"]["name"],
         user=_masked(source.get("user", {}).get("id")),
         device=_masked(source.get("host", {}).get("id")),
         saas_app=sw.get("saas_app"),
-        age_days=(as_of - ts.date()).days,
+        age_days=(as_of - ts.astimezone(zone).date()).days,
     )
 
 
@@ -193,7 +205,8 @@ def _medians(
     days: dict[str, list[tuple[int, int]]],
 ) -> dict[str, float]:
     """Exact medians, in whole minutes, from two histograms: by day to find
-    where the middle ranks lie, then by minute over just those days."""
+    where the middle ranks lie, then by minute over just those days (stored
+    seconds of older documents, plus resolving records, minus reopenings)."""
     windows: dict[str, tuple[int, int, int]] = {}
     for rule, buckets in days.items():
         n = sum(c for _, c in buckets)
@@ -206,37 +219,65 @@ def _medians(
         windows[rule] = (lo, hi + DAY_SECONDS, before)
     if not windows:
         return {}
+    stored = _minutes(es, index, period, entity, windows, RESOLVE_SECONDS, "sepwatch.status")
+    to = _minutes(
+        es, lifecycle_index(index), period, entity, windows, SECONDS, "sepwatch.to_status"
+    )
+    undone = _minutes(
+        es, lifecycle_index(index), period, entity, windows, SECONDS, "sepwatch.from_status"
+    )
+    out: dict[str, float] = {}
+    for rule, (_, _, before) in windows.items():
+        counts: dict[int, int] = {}
+        for source, sign in ((stored, 1), (to, 1), (undone, -1)):
+            for key, n in source.get(rule, []):
+                counts[key] = counts.get(key, 0) + sign * n
+        minutes = sorted((k, n) for k, n in counts.items() if n > 0)
+        low_rank, high_rank = _median_ranks(sum(c for _, c in days[rule]))
+        out[rule] = (
+            _value_at(minutes, low_rank, before) + _value_at(minutes, high_rank, before)
+        ) / 2
+    return out
+
+
+def _minutes(
+    es: Elasticsearch,
+    index: str,
+    period: Period,
+    entity: str | None,
+    windows: dict[str, tuple[int, int, int]],
+    seconds: str,
+    status_field: str,
+) -> dict[str, list[tuple[int, int]]]:
+    """Per rule, resolved findings (or records) by minute within its window."""
+    time_field = "@timestamp" if seconds == RESOLVE_SECONDS else FINDING_TIME
     aggs = {
         rule: {
             "filter": {
                 "bool": {
                     "filter": [
                         {"term": {"rule.id": rule}},
-                        {"term": {"sepwatch.status": "resolved"}},
-                        {"range": {RESOLVE_SECONDS: {"gte": lo, "lt": hi}}},
+                        {"term": {status_field: "resolved"}},
+                        {"range": {seconds: {"gte": lo, "lt": hi}}},
                     ]
                 }
             },
             "aggs": {
-                "minutes": {
-                    "histogram": {"field": RESOLVE_SECONDS, "interval": 60, "min_doc_count": 1}
-                }
+                "minutes": {"histogram": {"field": seconds, "interval": 60, "min_doc_count": 1}}
             },
         }
         for rule, (lo, hi, _) in windows.items()
     }
-    resp = _search(es, index, query=_period_query(period, entity), aggs=aggs)
-    out: dict[str, float] = {}
-    for rule, (_, _, before) in windows.items():
-        minutes = [
+    resp = _search(es, index, query=_period_query(period, entity, time_field), aggs=aggs)
+    if "aggregations" not in resp:
+        return {}
+    return {
+        rule: [
             (int(b["key"]) // 60, int(b["doc_count"]))
             for b in resp["aggregations"][rule]["minutes"]["buckets"]
         ]
-        low_rank, high_rank = _median_ranks(sum(c for _, c in days[rule]))
-        out[rule] = (
-            _value_at(minutes, low_rank, before) + _value_at(minutes, high_rank, before)
-        ) / 2
-    return out
+        for rule in windows
+    }
 
 
 def _main_aggs(period: Period) -> dict[str, Any]:
@@ -273,33 +314,56 @@ def _main_aggs(period: Period) -> dict[str, Any]:
                     }
                 },
             },
-            still_open={
-                "filter": {"terms": {"sepwatch.status": list(STILL_OPEN)}},
-                "aggs": {
-                    "oldest": {
-                        "top_hits": {
-                            "size": OLDEST_OPEN,
-                            "sort": [{"@timestamp": "asc"}, {"sepwatch.finding_id": "asc"}],
-                            "_source": {"includes": OPEN_ITEM_FIELDS},
-                        }
-                    }
-                },
-            },
         ),
-        "still_open": {"filter": {"terms": {"sepwatch.status": list(STILL_OPEN)}}},
     }
 
 
-def _appendix(
-    es: Elasticsearch, index: str, period: Period, entity: str | None, limit: int, as_of: date
+def _shift_aggs() -> dict[str, Any]:
+    """Per rule, the resolving records' and the reopenings' days to resolve."""
+
+    def days(status_field: str) -> dict[str, Any]:
+        return {
+            "filter": {"term": {status_field: "resolved"}},
+            "aggs": {
+                "days": {
+                    "histogram": {"field": SECONDS, "interval": DAY_SECONDS, "min_doc_count": 1}
+                }
+            },
+        }
+
+    return {"resolved": days("sepwatch.to_status"), "unresolved": days("sepwatch.from_status")}
+
+
+def _still_open(
+    es: Elasticsearch,
+    index: str,
+    period: Period,
+    entity: str | None,
+    limit: int,
+    as_of: date,
+    rule: str | None = None,
 ) -> list[OpenItem]:
-    """Every open or acknowledged finding, oldest first, up to `limit`."""
+    """Open or acknowledged findings now, oldest first, up to `limit`: those
+    stored so or reopened since, each checked against its newest record."""
     query = _period_query(period, entity)
-    query["bool"]["filter"].append({"terms": {"sepwatch.status": list(STILL_OPEN)}})
+    if rule is not None:
+        query["bool"]["filter"].append({"term": {"rule.id": rule}})
+    reopened = _reopened(es, index, period, entity)
+    query["bool"]["filter"].append(
+        {
+            "bool": {
+                "should": [
+                    {"terms": {"sepwatch.status": list(STILL_OPEN)}},
+                    {"ids": {"values": reopened}},
+                ],
+                "minimum_should_match": 1,
+            }
+        }
+    )
     items: list[OpenItem] = []
     after: list[Any] | None = None
     while len(items) < limit:
-        page = min(5000, limit - len(items))
+        page = min(5000, max(4 * (limit - len(items)), 100))
         extra: dict[str, Any] = {"search_after": after} if after else {}
         resp = _search(
             es,
@@ -311,11 +375,30 @@ def _appendix(
             **extra,
         )
         hits = resp["hits"]["hits"]
-        items.extend(_open_item(h["_source"], as_of) for h in hits)
+        newest = latest(es, index, [h["_id"] for h in hits])
+        for h in hits:
+            rec = newest.get(h["_id"])
+            status = rec["sepwatch"]["to_status"] if rec else h["_source"]["sepwatch"]["status"]
+            if status in STILL_OPEN and len(items) < limit:
+                items.append(_open_item(h["_source"], as_of, ZoneInfo(period.zone), status))
         if len(hits) < page:
             break
         after = hits[-1]["sort"]
     return items
+
+
+def _reopened(es: Elasticsearch, index: str, period: Period, entity: str | None) -> list[str]:
+    """Findings of the period a record moved back to open from resolved or waived."""
+    query = _period_query(period, entity, FINDING_TIME)
+    query["bool"]["filter"].append({"terms": {"sepwatch.from_status": ["resolved", "waived"]}})
+    query["bool"]["filter"].append({"terms": {"sepwatch.to_status": list(STILL_OPEN)}})
+    resp = _search(
+        es,
+        lifecycle_index(index),
+        query=query,
+        aggs={"ids": {"terms": {"field": "sepwatch.finding_id", "size": 65536}}},
+    )
+    return [str(b["key"]) for b in resp.get("aggregations", {}).get("ids", {}).get("buckets", [])]
 
 
 def _tally(
@@ -431,7 +514,11 @@ def _apps(
 
 
 def _waivers(
-    policy: Policy, period: Period, entity: str | None, waived: dict[str, int]
+    policy: Policy,
+    period: Period,
+    entity: str | None,
+    waived: dict[str, int],
+    versions: dict[str, str] | None,
 ) -> list[WaiverFigures]:
     out: list[WaiverFigures] = []
     for w in policy.waivers:
@@ -441,8 +528,10 @@ def _waivers(
             continue
         scope = [
             f"entity {w.entity}" if w.entity else "",
-            f"user {mask_identifier(w.user_id)}" if w.user_id else "",
-            f"device {mask_identifier(w.device_id)}" if w.device_id else "",
+            # The policy names them for the committee to read; only an
+            # identifier-shaped value (an RRN used as a user id) is masked.
+            f"user {mask_text(w.user_id)}" if w.user_id else "",
+            f"device {mask_text(w.device_id)}" if w.device_id else "",
             f"app {w.saas_app}" if w.saas_app else "",
         ]
         out.append(
@@ -455,6 +544,8 @@ def _waivers(
                 valid_from=w.valid_from,
                 valid_until=w.valid_until,
                 findings_waived=waived.get(w.name, 0),
+                # None: the history was not read; "": not in any recorded version.
+                policy_version=None if versions is None else versions.get(w.name, ""),
             )
         )
     return out
@@ -474,11 +565,14 @@ def gather(
     appendix_limit: int = 5000,
     reviews_topic: str | None = None,
     policy_name: str = "",
+    waiver_versions: dict[str, str] | None = None,
     step: Step = lambda _: None,
 ) -> Report:
     """Everything the report shows, from a handful of aggregation requests."""
     generated = now or datetime.now(UTC)
-    as_of = as_of or generated.date()
+    period = Period(period.year, period.half, policy.timezone)  # the policy's days
+    zone = ZoneInfo(policy.timezone)
+    as_of = as_of or generated.astimezone(zone).date()
     if not es.indices.exists_alias(name=index) and not es.indices.exists(index=index):
         raise NoFindingsIndex(index)
 
@@ -491,6 +585,16 @@ def gather(
     )
     total = int(resp["hits"]["total"]["value"])
     aggs = resp["aggregations"]
+    step("lifecycle records")
+    shift = status_shift(
+        es,
+        index,
+        _period_query(period, entity, FINDING_TIME)["bool"]["filter"],
+        {"by_entity": "organization.name", "by_rule": "rule.id"},
+        sub=_shift_aggs(),
+    )
+    shift_rule = shifted_under(shift, "by_rule")
+    shift_entity = shifted_under(shift, "by_entity")
 
     step(f"the previous period ({period.previous.label})")
     prev = _search(
@@ -505,13 +609,13 @@ def gather(
     )
     prev_total = int(prev["hits"]["total"]["value"])
     pa = prev["aggregations"]
+    prev_shift = status_shift(
+        es, index, _period_query(period.previous, entity, FINDING_TIME)["bool"]["filter"], {}
+    )
 
     step("median time to resolve")
     rule_buckets = {b["key"]: b for b in aggs["by_rule"]["buckets"]}
-    days = {
-        rule: [(int(x["key"]), int(x["doc_count"])) for x in b["resolved"]["days"]["buckets"]]
-        for rule, b in rule_buckets.items()
-    }
+    days = {rule: _resolved_days(b, shift_rule.get(rule, {})) for rule, b in rule_buckets.items()}
     medians = _medians(es, index, period, entity, days)
 
     prev_rule = _buckets(pa, "by_rule")
@@ -519,7 +623,8 @@ def gather(
     for rule in CATALOGUE.values():
         b = rule_buckets.get(rule.id)
         count = int(b["doc_count"]) if b else 0
-        by_status = _buckets(b, "by_status") if b else {}
+        by_status = shifted(_buckets(b, "by_status") if b else {}, shift_rule.get(rule.id, {}))
+        open_count = sum(by_status.get(s, 0) for s in STILL_OPEN)
         rules.append(
             RuleFigures(
                 rule_id=rule.id,
@@ -546,12 +651,9 @@ def gather(
                 top_apps=_top_list(b["top_apps"], count, False)
                 if b
                 else TopList(items=[], others=0, exact=True),
-                open_count=int(b["still_open"]["doc_count"]) if b else 0,
-                oldest_open=[
-                    _open_item(h["_source"], as_of)
-                    for h in b["still_open"]["oldest"]["hits"]["hits"]
-                ]
-                if b
+                open_count=open_count,
+                oldest_open=_still_open(es, index, period, entity, OLDEST_OPEN, as_of, rule.id)
+                if open_count
                 else [],
             )
         )
@@ -560,7 +662,10 @@ def gather(
         EntityFigures(
             entity=str(b["key"]),
             total=int(b["doc_count"]),
-            by_status={s: _buckets(b, "by_status").get(s, 0) for s in STATUSES},
+            by_status={
+                s: shifted(_buckets(b, "by_status"), shift_entity.get(str(b["key"]), {})).get(s, 0)
+                for s in STATUSES
+            },
             by_severity={s: _buckets(b, "by_severity").get(s, 0) for s in SEVERITIES},
             by_rule=_buckets(b, "by_rule"),
         )
@@ -612,7 +717,9 @@ def gather(
     due = [
         ReviewDue(
             entity=name,
-            last_completed=s.reviews[-1].review.completed_at.date() if s.reviews else None,
+            last_completed=s.reviews[-1].review.completed_at.astimezone(zone).date()
+            if s.reviews
+            else None,
             next_due=s.next_due,
             overdue=s.overdue(as_of),
         )
@@ -620,14 +727,20 @@ def gather(
     ]
 
     step("open findings (appendix)")
-    open_total = int(aggs["still_open"]["doc_count"])
-    appendix = _appendix(es, index, period, entity, appendix_limit, as_of) if open_total else []
+    status_now = shifted(_buckets(aggs, "by_status"), shift)
+    status_prev = shifted(_buckets(pa, "by_status"), prev_shift)
+    open_total = sum(status_now.get(s, 0) for s in STILL_OPEN)
+    appendix = _still_open(es, index, period, entity, appendix_limit, as_of) if open_total else []
 
-    status_now, status_prev = _buckets(aggs, "by_status"), _buckets(pa, "by_status")
+    step("evidence digest")
+    evidence_count, evidence_digest = (
+        stored_digest(es, index, period) if entity is None else (0, "")
+    )
     sev_now, sev_prev = _buckets(aggs, "by_severity"), _buckets(pa, "by_severity")
     return Report(
         generated_at=generated,
         as_of=as_of,
+        timezone=policy.timezone,
         lang=lang,
         entity=entity,
         period=_period_figures(period),
@@ -653,10 +766,28 @@ def gather(
         devices_all=devices_all,
         apps=apps,
         expiring=expiring,
-        waivers=_waivers(policy, period, entity, _buckets(aggs, "by_waiver")),
+        waivers=_waivers(policy, period, entity, _buckets(aggs, "by_waiver"), waiver_versions),
         reviews=done,
         reviews_due=due,
         open_total=open_total,
         appendix=appendix,
         appendix_truncated=max(0, open_total - len(appendix)),
+        evidence=Evidence(findings=evidence_count, digest=evidence_digest)
+        if entity is None
+        else None,
     )
+
+
+def _resolved_days(rule_bucket: dict[str, Any], shift: dict[str, Any]) -> list[tuple[int, int]]:
+    """Resolved findings by whole days to resolve: stored, plus resolving
+    records, minus the resolutions a reopening undid."""
+    counts: dict[int, int] = {}
+    sources = (
+        (rule_bucket.get("resolved", {}), 1),
+        (shift.get("resolved", {}), 1),
+        (shift.get("unresolved", {}), -1),
+    )
+    for agg, sign in sources:
+        for x in agg.get("days", {}).get("buckets", []):
+            counts[int(x["key"])] = counts.get(int(x["key"]), 0) + sign * int(x["doc_count"])
+    return sorted((k, n) for k, n in counts.items() if n > 0)

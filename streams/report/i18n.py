@@ -48,6 +48,14 @@ RULES_KO: dict[str, tuple[str, str]] = {
         "점검 결과의 정보보호위원회 보고 지연·누락",
         f"{_KO_REG}: 반기 점검 결과를 정보보호위원회에 보고",
     ),
+    "SEP-010": (
+        "내부망에서 SaaS 단일 인증 로그인",
+        f"{_KO_REG}: 내부망에서 이용하는 SaaS에 대한 인증 강화(다중 인증)",
+    ),
+    "SEP-011": (
+        "SaaS 자료의 기관 외부 공유",
+        f"{_KO_REG}: 기관 외부로의 비인가 공유 차단",
+    ),
 }
 
 TEXT: dict[str, dict[str, str]] = {
@@ -60,8 +68,8 @@ TEXT: dict[str, dict[str, str]] = {
         "all_entities": "전 기관(본점·지점·해외법인) 합계",
         "generated": "작성 시각",
         "as_of": "기준일",
-        "utc_note": "모든 날짜와 시각은 UTC 기준이며, 탐지 결과는 위반 이벤트 발생 시각으로 "
-        "기간을 나눕니다.",
+        "zone_note": "모든 날짜와 시각은 {zone} 기준이며(report.json의 시각은 UTC), 탐지 "
+        "결과는 위반 이벤트 발생 시각으로 기간을 나눕니다.",
         "empty": "이 기간에 기록된 탐지 결과가 없습니다.",
         "summary": "요약",
         "total": "탐지 결과 합계",
@@ -143,6 +151,10 @@ TEXT: dict[str, dict[str, str]] = {
         "no": "아니오",
         "method": "산출 기준",
         "sources": "자료 출처",
+        "policy_version": "정책 버전",
+        "not_recorded": "기록 없음",
+        "evidence": "증적 다이제스트(SHA-256, 탐지 결과 {n}건)",
+        "evidence_check": "검증: sepwatch evidence verify --period {p} --digest <다이제스트>",
         "minutes": "분",
         "hours": "시간",
         "days": "일",
@@ -158,7 +170,8 @@ TEXT: dict[str, dict[str, str]] = {
         "all_entities": "All entities (head office, branches, subsidiaries) together",
         "generated": "Generated",
         "as_of": "As of",
-        "utc_note": "All dates and times are UTC; findings fall in the period of their event time.",
+        "zone_note": "All dates and times are {zone} (report.json keeps UTC); findings fall "
+        "in the period of their event time.",
         "empty": "No findings were recorded in this period.",
         "summary": "Summary",
         "total": "Findings in total",
@@ -241,6 +254,10 @@ TEXT: dict[str, dict[str, str]] = {
         "no": "no",
         "method": "Method",
         "sources": "Sources",
+        "policy_version": "Policy version",
+        "not_recorded": "not recorded",
+        "evidence": "Evidence digest (SHA-256 over {n} findings)",
+        "evidence_check": "Check: sepwatch evidence verify --period {p} --digest <digest>",
         "minutes": "min",
         "hours": "h",
         "days": "d",

@@ -27,8 +27,8 @@ class Sources(_Figures):
 
 class PeriodFigures(_Figures):
     label: str
-    start: datetime  # inclusive, UTC
-    end: datetime  # exclusive, UTC
+    start: datetime  # inclusive: local midnight of first_day, in the policy's zone
+    end: datetime  # exclusive
     first_day: date
     last_day: date
 
@@ -71,7 +71,7 @@ class OpenItem(_Figures):
 
 
 class MonthCount(_Figures):
-    month: str  # YYYY-MM (UTC)
+    month: str  # YYYY-MM, months of the policy's zone
     count: int
 
 
@@ -139,12 +139,15 @@ class ExpiryFigures(_Figures):
 class WaiverFigures(_Figures):
     waiver_id: str
     rule_id: str
-    scope: str  # entity / user / device / app it covers, identifiers masked
+    scope: str  # entity / user / device / app it covers (identifier-shaped values masked)
     approved_by: str
     reason: str
     valid_from: date
     valid_until: date
     findings_waived: int  # in the period
+    # The recorded policy version it came from (streams/policy_history.py);
+    # None when the history was not read, "" when no recorded version holds it.
+    policy_version: str | None = None
 
 
 class ReviewFigures(_Figures):
@@ -166,10 +169,20 @@ class ReviewDue(_Figures):
     overdue: bool
 
 
+class Evidence(_Figures):
+    """The period's findings as the committee signs them (streams/evidence.py):
+    one sha256 over the period's finding digests, sorted, one a line; `sepwatch evidence
+    verify --period P --digest D` checks it against the findings topic."""
+
+    findings: int
+    digest: str
+
+
 class Report(_Figures):
     schema_version: int = SCHEMA_VERSION
     generated_at: datetime
     as_of: date
+    timezone: str = "UTC"  # the policy's: days, months and periods are its; times shown in it
     lang: str
     entity: str | None  # None: every entity together
     period: PeriodFigures
@@ -193,3 +206,4 @@ class Report(_Figures):
     open_total: int
     appendix: list[OpenItem]
     appendix_truncated: int  # open findings beyond the appendix limit
+    evidence: Evidence | None = None  # the whole period only (no --entity)

@@ -1,10 +1,12 @@
-"""Reporting periods: half-years, `2026H2`, in UTC like every date the rules count."""
+"""Reporting periods: half-years, `2026H2`, in the policy's time zone like
+every date the rules count (UTC when it names none)."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
 
 from detectors.calendar import add_months
 
@@ -17,14 +19,15 @@ class PeriodError(ValueError):
 
 @dataclass(frozen=True, order=True)
 class Period:
-    """A half-year: H1 is January to June, H2 July to December, both in UTC.
-    A finding belongs to the period that holds its event time (`@timestamp`)."""
+    """A half-year: H1 is January to June, H2 July to December, days of the
+    zone. A finding belongs to the period that holds its event time (`@timestamp`)."""
 
     year: int
     half: int
+    zone: str = field(default="UTC", compare=False)
 
     @classmethod
-    def parse(cls, text: str) -> Period:
+    def parse(cls, text: str, zone: str = "UTC") -> Period:
         match = _HALF.match(text)
         if not match:
             raise PeriodError(
@@ -34,7 +37,7 @@ class Period:
         year = int(match.group(1))
         if not 2000 <= year <= 2999:
             raise PeriodError(f"period {text!r}: year {year} is out of range")
-        return cls(year, int(match.group(2)))
+        return cls(year, int(match.group(2)), zone)
 
     @property
     def label(self) -> str:
@@ -51,12 +54,13 @@ class Period:
 
     @property
     def start(self) -> datetime:
-        return datetime.combine(self.first_day, datetime.min.time(), UTC)
+        """Local midnight of its first day (2026H2 in Seoul: 2026-06-30T15:00:00Z)."""
+        return datetime.combine(self.first_day, datetime.min.time(), ZoneInfo(self.zone))
 
     @property
     def end(self) -> datetime:
         """Exclusive."""
-        return datetime.combine(self.end_day, datetime.min.time(), UTC)
+        return datetime.combine(self.end_day, datetime.min.time(), ZoneInfo(self.zone))
 
     @property
     def last_day(self) -> date:
@@ -64,7 +68,9 @@ class Period:
 
     @property
     def previous(self) -> Period:
-        return Period(self.year, 1) if self.half == 2 else Period(self.year - 1, 2)
+        if self.half == 2:
+            return Period(self.year, 1, self.zone)
+        return Period(self.year - 1, 2, self.zone)
 
     def months(self) -> list[str]:
         """`YYYY-MM` of its six months."""

@@ -7,8 +7,10 @@ import base64
 import io
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
 
 from streams.report.i18n import APP_STATUS, SEVERITY, STATUS, TEXT, rule_text
 from streams.report.model import MonthCount, Report
@@ -55,6 +57,13 @@ def _duration(minutes: float | None, t: dict[str, str]) -> str:
     return text + (f" 30{t['seconds']}" if minutes != whole else "")
 
 
+def _words(text: str) -> Markup:
+    """Each word unbreakable: Pango may break Hangul between any two syllables
+    ("위험/도"), and WeasyPrint has no `word-break: keep-all`, so a cell wraps
+    only at spaces."""
+    return Markup(" ").join(Markup('<span class="w">%s</span>') % w for w in str(text).split())
+
+
 def _signed(n: int) -> str:
     return f"+{n:,}" if n > 0 else f"{n:,}"
 
@@ -77,9 +86,11 @@ def html(report: Report) -> str:
     )
     lang = report.lang
     t = TEXT[lang]
+    zone = ZoneInfo(report.timezone)
     env.filters.update(
         num=lambda n: "-" if n is None else f"{n:,}",
         signed=_signed,
+        words=_words,
         percent=_percent,
         share=_share,
         duration=lambda m: _duration(m, t),
@@ -87,7 +98,9 @@ def html(report: Report) -> str:
         severity=lambda s: SEVERITY[lang].get(s, s),
         app_status=lambda s: APP_STATUS[lang].get(s, s),
         day=lambda d: d.strftime("%Y-%m-%d") if d else "-",
-        minute=lambda d: d.strftime("%Y-%m-%d %H:%M") if d else "-",
+        # Times as people at the bank read them: in the policy's zone.
+        minute=lambda d: d.astimezone(zone).strftime("%Y-%m-%d %H:%M") if d else "-",
+        stamp=lambda d: d.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z"),
     )
     rules: list[dict[str, Any]] = []
     for r in report.rules:

@@ -14,11 +14,11 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 
 from pydantic import ValidationError
 
-from detectors.calendar import add_months
+from detectors.calendar import Days, add_months, to_datetime
 from schemas import ControlReview, Policy
 from streams.kafka_connection import Broker
 from streams.kafka_io import KafkaUnavailable, admin, producer, read_topics
@@ -176,8 +176,10 @@ def schedule(
 ) -> dict[str, EntitySchedule]:
     """Each entity's reviews judged against its due dates, and its next due
     date: `interval_months` after the last review completed (or after its
-    baseline), counted in calendar months on UTC days, as SEP-008 counts."""
+    baseline), counted in calendar months on days of the policy's zone, as
+    SEP-008 counts; the report deadline on that zone's clock, as SEP-009's."""
     rp = policy.review
+    days = Days(policy.timezone)
     by_entity: dict[str, list[Review]] = defaultdict(list)
     for r in reviews:
         by_entity[r.entity].append(r)
@@ -189,8 +191,9 @@ def schedule(
         judged: list[JudgedReview] = []
         for r in sorted(by_entity.get(entity, ()), key=lambda r: r.completed_at):
             due = add_months(anchor, rp.interval_months)
-            day = r.completed_at.date()
-            deadline = r.completed_at + timedelta(days=rp.report_within_days)
+            completed = r.completed_at.timestamp()
+            day = date.fromordinal(days.day_of(completed))
+            deadline = to_datetime(days.plus_days(completed, rp.report_within_days))
             if r.reported_at is not None:
                 report = "on_time" if r.reported_at <= deadline else "late"
             else:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from streams.adapters.mapping import configured_mapping, load_mapping
 from streams.cli import app
+from streams.policy_file import parse_policy
+from streams.settings import Settings
 from tests.adapters.conftest import MAPPING, POLICY, VENDORS
 
 runner = CliRunner()
@@ -64,16 +68,16 @@ def test_replay_with_format_judges_raw_records(tmp_path: Path) -> None:
     assert [json.loads(d)["field"] for d in dead] == ["client.ipAddress"]
 
 
-def test_the_worker_refuses_a_bad_mapping_before_it_reaches_kafka(tmp_path: Path) -> None:
+def test_the_worker_refuses_a_malformed_mapping_before_it_reaches_kafka(tmp_path: Path) -> None:
     bad = tmp_path / "m.yaml"
-    bad.write_text("apps:\n  - {app_id: nowhere}\n")
+    bad.write_text("apps:\n  - {app_id: box, colour: blue}\n")
     result = runner.invoke(
         app,
         ["worker", "--broker", "127.0.0.1:1", "--policy", str(POLICY)],
         env={"SEPWATCH_MAPPING": str(bad)},
     )
     assert result.exit_code == 2
-    assert "mapping refused" in result.output and "apps[0].app_id" in result.output
+    assert "mapping refused" in result.output and "apps[0].colour" in result.output
 
 
 def test_adapt_exits_1_when_records_are_dead_lettered_and_lists_the_reasons(
@@ -138,3 +142,20 @@ def test_adapt_exits_2_for_input_or_output_it_cannot_use(tmp_path: Path) -> None
          "-o", str(tmp_path / "no" / "dir.jsonl"), *args],
     )  # fmt: skip
     assert unwritable.exit_code == 2 and "cannot write" in unwritable.output
+
+
+def test_the_worker_reads_no_mapping_unless_one_is_configured(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A bank's own policy lacks the apps of the shipped example mapping: the
+    # worker used to load that mapping anyway and refuse to start.
+    monkeypatch.delenv("SEPWATCH_MAPPING", raising=False)
+    own = parse_policy("version: 1\nregistry: []\n")
+    assert Settings().mapping is None
+    assert configured_mapping(None, own) is None
+    caplog.set_level(logging.INFO, logger="sepwatch")
+    assert configured_mapping(MAPPING, own) is None  # only the raw intake stays off
+    refused = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(refused) == 1
+    for app_id in {a.app_id for a in load_mapping(MAPPING).apps}:
+        assert f"{app_id!r} is not in the policy registry" in refused[0], app_id

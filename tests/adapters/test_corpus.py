@@ -42,7 +42,7 @@ def test_every_corpus_file_maps_or_is_refused_for_a_specific_reason(
     [
         ("okta-logs-page.json", "okta"),
         ("day/okta.json", "okta"),
-        ("entra-signins-graph-page.json", "entra-signin"),
+        ("entra-signin-graph-page.json", "entra-signin"),
         ("zscaler-nss-web.jsonl", "zscaler-zia"),
         ("google-workspace-drive-elastic.log", "google-workspace"),
         ("cef-dlp.log", "cef-dlp"),

@@ -8,7 +8,7 @@ from tests.adapters.conftest import adapt_file
 
 
 def test_graph_page_sign_in_with_device_detail(mapping: VendorMapping) -> None:
-    run = adapt_file("entra-signin", "entra-signins-graph-page.json", mapping)
+    run = adapt_file("entra-signin", "entra-signin-graph-page.json", mapping)
     got = run.by_id()
     first = got["66ea54eb-6301-4ee5-be62-ff5a759b0100"]
     assert (first["saas_app"], first["action"], first["network_zone"]) == (
@@ -24,7 +24,7 @@ def test_graph_page_sign_in_with_device_detail(mapping: VendorMapping) -> None:
 
 
 def test_event_hubs_records_with_seven_digit_fractions(mapping: VendorMapping) -> None:
-    run = adapt_file("entra-signin", "entra-signins-eventhub.json", mapping)
+    run = adapt_file("entra-signin", "entra-signin-eventhub.json", mapping)
     [event] = run.events
     assert event["timestamp"] == "2026-11-23T09:14:59.123456+00:00"
     assert event["saas_app"] == "dropbox"

@@ -68,7 +68,10 @@ def test_a_shipped_message_on_a_raw_topic(mapping: VendorMapping) -> None:
 
 def test_every_source_refuses_another_sources_record(mapping: VendorMapping) -> None:
     slack = (VENDORS / "okta-misrouted-slack-audit.log").read_bytes().splitlines()[0]
+    assert adapt_message(ADAPTERS["slack"], slack, mapping, WHERE).records == {"event": 1}
     for source, adapter in ADAPTERS.items():
+        if source == "slack":
+            continue  # its own record, above
         outcome = adapt_message(adapter, slack, mapping, WHERE)
         assert outcome.records == {"dead": 1}, source
         assert f"unrecognised shape for {source}" in outcome.dead_letters[0]["reason"], source

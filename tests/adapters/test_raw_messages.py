@@ -13,7 +13,7 @@ WHERE = {"topic": "t.raw.x", "partition": 0, "offset": 7}
 
 
 def test_a_page_in_one_message_is_unwrapped_record_by_record(mapping: VendorMapping) -> None:
-    page = (VENDORS / "entra-signins-eventhub.json").read_bytes()
+    page = (VENDORS / "entra-signin-eventhub.json").read_bytes()
     outcome = adapt_message(ADAPTERS["entra-signin"], page, mapping, WHERE)
     assert [e["event_id"] for e in outcome.events] == ["99bd87be-9634-4bb8-eb95-228da8ce3400"]
     assert outcome.skipped == ["category AuditLogs"]
@@ -23,7 +23,10 @@ def test_a_page_in_one_message_is_unwrapped_record_by_record(mapping: VendorMapp
 def test_a_single_record_and_an_unmappable_one(mapping: VendorMapping) -> None:
     records = json.loads((VENDORS / "okta-logs-page.json").read_text())
     good = adapt_message(ADAPTERS["okta"], json.dumps(records[0]).encode(), mapping, WHERE)
-    assert [e["saas_app"] for e in good.events] == ["m365-sharepoint"]
+    assert [(e["stream"], e.get("saas_app")) for e in good.events] == [
+        ("saas_access", "m365-sharepoint"),
+        ("device_posture", None),  # the Okta device assurance the sign-on carries
+    ]
     bad = adapt_message(ADAPTERS["okta"], json.dumps(records[6]).encode(), mapping, WHERE)
     [letter] = bad.dead_letters
     assert (letter["source"], letter["field"], letter["offset"]) == ("okta", "client.ipAddress", 7)

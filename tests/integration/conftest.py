@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 ROOT = Path(__file__).resolve().parents[2]
 KAFKA = ROOT / "deploy" / "local" / "kafka.sh"
@@ -21,6 +22,8 @@ POLICY = ROOT / "deploy" / "policy" / "example.yaml"
 ES = ROOT / "deploy" / "local" / "elasticsearch.sh"
 ES_PORT = os.environ.get("SEPWATCH_TEST_ES_PORT", "19200")
 ES_URL = f"http://127.0.0.1:{ES_PORT}"
+# Signs the end-of-input markers tests send; every test worker holds it.
+MARKER_KEY = SecretStr("integration-tests-end-of-input")
 
 
 @pytest.fixture(scope="session")
@@ -79,6 +82,7 @@ class Worker:
             # Without an Elasticsearch the worker runs no sink.
             "SEPWATCH_ES_URL": es_url,
             "SEPWATCH_ES_INDEX": f"{prefix.rstrip('.')}-findings",
+            "SEPWATCH_END_OF_INPUT_KEY": MARKER_KEY.get_secret_value(),
             "PYTHONUNBUFFERED": "1",  # the log is read while the worker runs
             **(env or {}),  # e.g. credentials: in the environment, never in argv
         }

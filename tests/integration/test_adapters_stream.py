@@ -15,17 +15,16 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import NewTopic
 
-from streams.adapters import ADAPTERS
 from streams.adapters.mapping import load_mapping
-from streams.kafka_io import admin, ensure_topics, read_dead_letters, read_topics
+from streams.end_of_input import signed_marker
+from streams.kafka_io import ensure_topics, read_dead_letters, read_topics
 from streams.policy_file import load_policy
 from streams.topics import Topics
 from streams.validator import END_OF_INPUT
 from tests.adapters.conftest import MAPPING
 from tests.adapters.day import EXPECTED, REVIEW_OVERDUE, judged, raw_arrivals
-from tests.integration.conftest import POLICY, Worker
+from tests.integration.conftest import MARKER_KEY, POLICY, Worker
 
 pytestmark = pytest.mark.integration
 PARTITIONS = 4
@@ -61,13 +60,17 @@ def test_raw_topics_through_the_adapter_agent_give_the_findings_of_the_scenario(
     broker: str, prefix: str, tmp_path: Path
 ) -> None:
     topics = Topics(prefix)
-    ensure_topics(broker, topics, PARTITIONS, retention_ms=3_600_000)
-    client = admin(broker)
-    client.create_topics([NewTopic(topics.raw(s), PARTITIONS, 1) for s in ADAPTERS])
-    client.close()
+    ensure_topics(broker, topics, PARTITIONS, retention_ms=3_600_000)  # the raw topics too
     arrivals = raw_arrivals(load_mapping(MAPPING, load_policy(POLICY)))
     port = _free_port()
-    worker = Worker(broker, prefix, tmp_path / "state", tmp_path / "worker.log", web_port=port)
+    worker = Worker(
+        broker,
+        prefix,
+        tmp_path / "state",
+        tmp_path / "worker.log",
+        web_port=port,
+        env={"SEPWATCH_MAPPING": str(MAPPING)},
+    )
     counter = KafkaConsumer(bootstrap_servers=broker)
     inputs = [TopicPartition(t, p) for t in topics.inputs for p in range(PARTITIONS)]
     raw = KafkaProducer(bootstrap_servers=broker)
@@ -101,8 +104,10 @@ def test_raw_topics_through_the_adapter_agent_give_the_findings_of_the_scenario(
         assert scraped['sepwatch_adapter_records_total{outcome="dead",source="okta"}'] == 0
         # The end of the input, as `sepwatch produce` marks it.
         last = max(a.at for a in arrivals if a.at is not None)
-        marker = json.dumps({"max_ts": last.timestamp()}).encode()
         for tp in inputs:
+            marker = signed_marker(
+                MARKER_KEY, tp.topic, tp.partition, last.timestamp(), time.time()
+            )
             raw.send(tp.topic, marker, key=END_OF_INPUT, partition=tp.partition)
         raw.flush()
 

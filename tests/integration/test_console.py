@@ -21,9 +21,13 @@ from elasticsearch.helpers import bulk
 from PIL import Image
 
 from schemas import Finding
+from streams.console.i18n import WORDS
 from streams.console.serve import InThread as ConsoleServer
 from streams.elastic import document, index_for, put_template
+from streams.kafka_io import ensure_topics
+from streams.lifecycle import lifecycle_index, put_lifecycle_template, record
 from streams.settings import Settings
+from streams.topics import Topics
 from tests.integration.conftest import POLICY, ROOT
 from tests.integration.test_secure_elasticsearch import INDEX as SECURE_INDEX
 from tests.integration.test_secure_elasticsearch import SecureNode
@@ -42,7 +46,10 @@ def day() -> list[dict[str, Any]]:
 
 
 def _load(es: Elasticsearch, index: str, findings: list[dict[str, Any]]) -> None:
+    """The replayed findings, stored as the sink stores them, beside an empty
+    lifecycle index (with, on a secured node, the pipeline naming the actor)."""
     put_template(es, index)
+    put_lifecycle_template(es, index)
     actions = []
     for raw in findings:
         f = Finding.model_validate(raw)
@@ -94,15 +101,16 @@ def plain(elasticsearch: str, day: list[dict[str, Any]]) -> Iterator[tuple[Conso
     settings = Settings(es_url=elasticsearch, es_index=index, policy=POLICY, broker="127.0.0.1:1")
     with ConsoleServer(settings) as server:
         yield server, index
-    es.indices.delete(index=f"{index}-*")
+    es.indices.delete(index=f"{index}-*,{lifecycle_index(index)}")
     es.indices.delete_index_template(name=index)
+    es.indices.delete_index_template(name=lifecycle_index(index))
     es.close()
 
 
 def _not_blank(path: Path) -> None:
     with Image.open(path) as img:
         gray = img.convert("L")
-        dark = sum(1 for v in gray.getdata() if v < 128)
+        dark = sum(gray.histogram()[:128])
     assert dark > 2000, f"{path} looks blank ({dark} dark pixels)"
 
 
@@ -168,9 +176,9 @@ def test_findings_filter_a_finding_and_korean_on_the_plain_node(
 
 
 def test_overview_figures_equal_the_replayed_findings(
-    browser: Any, plain: tuple[ConsoleServer, str], day: list[dict[str, Any]]
+    browser: Any, elasticsearch: str, plain: tuple[ConsoleServer, str], day: list[dict[str, Any]]
 ) -> None:
-    server, _ = plain
+    server, index = plain
     ctx = browser.new_context(locale="ko-KR", viewport={"width": 1280, "height": 900})
     page = ctx.new_page()
     page.goto(f"{server.url}/overview?entity={ENTITY}")
@@ -197,6 +205,25 @@ def test_overview_figures_equal_the_replayed_findings(
     page.screenshot(path=str(IMAGES / "console-overview.png"), full_page=True)
     _not_blank(IMAGES / "console-overview.png")
     assert "미처리 탐지 결과" in page.inner_text("main")
+
+    # A finding resolved by a lifecycle record (its document unchanged) leaves
+    # the open figures, and the findings page counts and filters it as resolved.
+    done = mine[0]
+    es = Elasticsearch(elasticsearch, request_timeout=30)
+    record(es, index, done["finding_id"], "resolve", at=datetime.now(UTC), reason="patched")
+    es.close()
+    page.reload()
+    assert int(page.inner_text("#open-total")) == len(mine) - 1
+    cell = page.locator(
+        f"#open-by-rule tr[data-rule='{done['rule_id']}'] td[data-severity='{done['severity']}']"
+    )
+    assert int(cell.inner_text()) == want[(done["rule_id"], done["severity"])] - 1
+    page.goto(f"{server.url}/findings?status=resolved&entity={ENTITY}")
+    assert page.locator("#rows tr a").all_inner_texts() == [done["rule_id"]]
+    assert (
+        f"{WORDS['ko']['resolved']} (1)"
+        in page.locator("select[name=status] option").all_inner_texts()
+    )
     ctx.close()
 
 
@@ -207,11 +234,15 @@ READER = "sepwatch-reader"  # deploy/local/elasticsearch.sh: the read-only file-
 
 @pytest.fixture(scope="module")
 def secured(
+    broker: str,
     secure_es: SecureNode,
     day: list[dict[str, Any]],
 ) -> Iterator[tuple[ConsoleServer, Elasticsearch, str]]:
     admin = secure_es.client("elastic", secure_es.admin_password)
     _load(admin, SECURE_INDEX, day)
+    # The records' copies go to the lifecycle topic, as the CLI's do.
+    prefix = f"console{uuid.uuid4().hex[:8]}."
+    ensure_topics(broker, Topics(prefix), 1, retention_ms=3_600_000)
     reader_password = (secure_es.ca.parents[2] / f"{READER}-password").read_text().strip()
     settings = Settings(
         es_url=secure_es.url,
@@ -220,17 +251,29 @@ def secured(
         es_username="sepwatch-analyst",
         es_password=secure_es.analyst_password,
         policy=POLICY,
-        broker="127.0.0.1:1",
+        broker=broker,
+        topic_prefix=prefix,
     )
     with ConsoleServer(settings) as server:
         yield server, admin, reader_password
     admin.close()
 
 
-def _stored(admin: Elasticsearch, fid: str) -> dict[str, Any]:
-    """What Elasticsearch holds of the finding, read as the superuser."""
+def _records(admin: Elasticsearch, fid: str) -> list[dict[str, Any]]:
+    """The finding's lifecycle records in Elasticsearch, read as the superuser."""
+    admin.indices.refresh(index=lifecycle_index(SECURE_INDEX))
+    hits = admin.search(
+        index=lifecycle_index(SECURE_INDEX),
+        query={"term": {"sepwatch.finding_id": fid}},
+        sort=[{"sepwatch.seq": "asc"}],
+    )["hits"]["hits"]
+    return [h["_source"] for h in hits]
+
+
+def _stored_status(admin: Elasticsearch, fid: str) -> str:
+    """The status in the finding's own document (never changed by triage)."""
     hits = admin.search(index=SECURE_INDEX, query={"ids": {"values": [fid]}})["hits"]["hits"]
-    return dict(hits[0]["_source"]["sepwatch"])
+    return str(hits[0]["_source"]["sepwatch"]["status"])
 
 
 def _sign_in(browser: Any, url: str, user: str, password: str) -> Any:
@@ -272,34 +315,53 @@ def test_an_analyst_acknowledges_as_herself_a_reader_cannot_and_csrf_is_required
     fid = page.url.rsplit("/", 1)[1]
 
     # A POST without the token (another site's form, a script) is refused.
-    refused = page.request.post(f"{server.url}/findings/{fid}/ack", form={"note": "x"})
+    refused = page.request.post(f"{server.url}/findings/{fid}/acknowledge", form={"note": "x"})
     assert refused.status == 403
-    assert _stored(admin, fid)["status"] == "open"
+    assert _records(admin, fid) == []
 
-    page.click("#ack")
+    page.click("#acknowledge")
     page.wait_for_selector("#status.status-acknowledged")
-    sw = _stored(admin, fid)
-    assert sw["status"] == "acknowledged"
-    assert sw["lifecycle"]["acknowledged_by"] == "sepwatch-analyst"
+    # A lifecycle record naming the person the node authenticated; the
+    # finding's own document is as the engine stored it.
+    (acked,) = _records(admin, fid)
+    assert acked["sepwatch"]["actor"]["username"] == "sepwatch-analyst"
+    assert acked["sepwatch"]["actor"]["realm"]["type"] == "file"
+    assert (acked["sepwatch"]["from_status"], acked["sepwatch"]["to_status"]) == (
+        "open",
+        "acknowledged",
+    )
+    assert _stored_status(admin, fid) == "open"
     assert "sepwatch-analyst" in page.inner_text("#lifecycle")
+    assert page.locator("#triage + .error").count() == 0  # copied to the lifecycle topic
 
     # The read-only person sees the finding, no buttons; the server refuses anyway.
     reader = _sign_in(browser, server.url, READER, reader_password)
     reader.goto(f"{server.url}/findings/{fid}")
+    assert reader.inner_text("#status") == WORDS["ko"]["acknowledged"]
     assert reader.locator("#read-only").count() == 1
-    assert reader.locator("#reopen, #resolve, #ack").count() == 0
+    assert reader.locator("#reopen, #resolve, #acknowledge, #waive").count() == 0
     # With the reader's own valid token (from the sign-out form): still refused.
     token = reader.locator("input[name=csrf]").first.get_attribute("value")
-    forged = reader.request.post(f"{server.url}/findings/{fid}/reopen", form={"csrf": token})
+    forged = reader.request.post(
+        f"{server.url}/findings/{fid}/reopen", form={"csrf": token, "note": "x"}
+    )
     assert forged.status == 403
-    assert _stored(admin, fid)["status"] == "acknowledged"
+    assert len(_records(admin, fid)) == 1
     reader.context.close()
 
-    # Reopen, through the same lifecycle function, as the analyst.
+    # Reopen, with a reason, as the analyst: the second record.
     page.reload()
+    page.fill("form[action$='/reopen'] input[name=note]", "not fixed")
     page.click("#reopen")
     page.wait_for_selector("#status.status-open")
-    assert _stored(admin, fid)["lifecycle"]["reopened_by"] == "sepwatch-analyst"
+    reopened = _records(admin, fid)[1]
+    assert reopened["sepwatch"]["actor"]["username"] == "sepwatch-analyst"
+    assert reopened["event"] == {
+        "action": "reopen",
+        "kind": "event",
+        "dataset": "sepwatch.lifecycle",
+        "reason": "not fixed",
+    }
     page.context.close()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import os
 import re
@@ -21,11 +22,11 @@ from typer.testing import CliRunner
 
 from streams.cli import app as cli
 from streams.elastic import index_for
-from streams.kafka_io import ensure_topics, read_dead_letters
+from streams.kafka_io import ensure_topics, read_dead_letters, read_topics
 from streams.settings import Settings
 from streams.sink import FindingsSink
 from streams.topics import Topics
-from tests.integration.conftest import ES, ES_PORT, Worker
+from tests.integration.conftest import ES, ES_PORT, MARKER_KEY, Worker
 from tests.integration.test_stream import _day, _replayed, _wait_for
 
 pytestmark = pytest.mark.integration
@@ -93,7 +94,7 @@ def worker(
 def _produce(broker: str, prefix: str, lines: list[bytes], end: bool) -> None:
     from streams.kafka_io import produce
 
-    produce(lines, broker, Topics(prefix), end_of_input=end)
+    produce(lines, broker, Topics(prefix), end_of_input=end, marker_key=MARKER_KEY)
 
 
 def test_every_finding_is_in_elasticsearch_once_with_ecs_fields_and_nothing_raw(
@@ -321,7 +322,13 @@ def test_an_analyst_works_findings_from_the_terminal(
     settings = Settings(broker=broker, topic_prefix=prefix, es_url=elasticsearch, es_index=index)
     assert _run_sink(settings, lambda s: s.settled >= 3, timeout=60) == 3
     es.indices.refresh(index=index)  # searchable now, not at the next periodic refresh
-    env = {"SEPWATCH_ES_URL": elasticsearch, "SEPWATCH_ES_INDEX": index, "COLUMNS": "200"}
+    env = {
+        "SEPWATCH_ES_URL": elasticsearch,
+        "SEPWATCH_ES_INDEX": index,
+        "SEPWATCH_BROKER": broker,
+        "SEPWATCH_TOPIC_PREFIX": prefix,
+        "COLUMNS": "200",
+    }
     runner = CliRunner()
 
     def run(*args: str) -> Any:
@@ -334,20 +341,52 @@ def test_an_analyst_works_findings_from_the_terminal(
         "SEP-001-b",
         "SEP-003-c",
     }
+    narrow = runner.invoke(cli, ["findings", "list"], env={**env, "COLUMNS": "80"})
+    assert narrow.exit_code == 0, narrow.output
+    assert all(len(line) <= 80 for line in narrow.stdout.splitlines())
+    for f in findings:  # whole, on one line, not folded into one-letter columns
+        assert any(f["finding_id"] in line for line in narrow.stdout.splitlines()), narrow.stdout
+    wrong = run("findings", "list", "--rule", "SEP-999")
+    assert wrong.exit_code == 2 and "--rule SEP-999" in wrong.output, wrong.output
+    # No entity has recorded a review: each is overdue from the baseline all the same.
+    reviews = runner.invoke(
+        cli,
+        ["review", "list", "--broker", broker, "--prefix", prefix],
+        env={**env, "COLUMNS": "120"},
+    )
+    assert reviews.exit_code == 0, reviews.output
+    due = reviews.stdout.split("Next review due")[1]
+    for entity in ("HQ", "BR-SEOUL-GN"):
+        assert re.search(rf"{entity} .* 2026-04-20 .* none .* 2026-10-20 .* overdue", due), due
+    assert "state" in due  # the flag's column has a header
     only = run("findings", "list", "--rule", "SEP-001", "--entity", "HQ", "--json")
     assert [json.loads(x)["finding_id"] for x in only.stdout.splitlines()] == ["SEP-001-a"]
 
-    assert run("findings", "ack", "SEP-001-a", "--by", "kim").exit_code == 0
-    again = run("findings", "ack", "SEP-001-a", "--by", "lee")
-    assert again.exit_code == 2 and "acknowledged by kim" in again.output
-    done = run("findings", "resolve", "SEP-001-a", "--by", "kim", "--note", "RRN 900101-1234567")
+    # No security on this node: nobody is authenticated, and the records say so.
+    me = f"{getpass.getuser()} (unauthenticated)"
+    assert run("findings", "--help").exit_code == 0
+    assert "--by" not in run("findings", "ack", "--help").output
+    acked = run("findings", "ack", "SEP-001-a")
+    assert acked.exit_code == 0 and f"acknowledged by {me}" in acked.output, acked.output
+    again = run("findings", "ack", "SEP-001-a")
+    assert again.exit_code == 2 and f"acknowledged by {me}" in again.output
+    done = run("findings", "resolve", "SEP-001-a", "--note", "RRN 900101-1234567")
     assert done.exit_code == 0, done.output
     shown = json.loads(run("findings", "show", "SEP-001-a").stdout)
-    assert shown["status"] == "resolved"
-    assert shown["lifecycle"]["acknowledged_by"] == "kim"
-    assert shown["lifecycle"]["note"] == "RRN 900101-1******"
+    assert shown["status"] == "resolved" and shown["status_by"] == me
+    assert [r["event"]["action"] for r in shown["lifecycle_records"]] == ["acknowledge", "resolve"]
+    assert shown["lifecycle_records"][1]["event"]["reason"] == "RRN 900101-1******"
+    actor = shown["lifecycle_records"][0]["sepwatch"]["actor"]
+    assert actor == {"username": getpass.getuser(), "authentication_type": "unauthenticated"}
     assert run("findings", "resolve", "SEP-001-a", "--note", "x").exit_code == 2
     assert run("findings", "show", "SEP-009-none").exit_code == 2
+    listed = run("findings", "list", "--status", "resolved", "--json")
+    assert [json.loads(x)["finding_id"] for x in listed.stdout.splitlines()] == ["SEP-001-a"]
+    # Each record is copied to the lifecycle topic, the evidence verify reads.
+    copies = [json.loads(r.value) for r in read_topics(broker, [topics.lifecycle])]
+    assert [c["record_id"] for c in copies] == ["SEP-001-a.1", "SEP-001-a.2"]
+    # The finding itself is never changed.
+    assert _stored(es, index)["SEP-001-a"]["_source"]["sepwatch"]["status"] == "open"
 
     # The same findings read again (a replay, a restarted sink) leave the analyst's work be.
     for f in findings:
@@ -357,14 +396,14 @@ def test_an_analyst_works_findings_from_the_terminal(
     assert _run_sink(settings, lambda s: s.settled >= 3, timeout=60) == 3
     stored = _stored(es, index)
     assert len(stored) == 3
-    assert stored["SEP-001-a"]["_source"]["sepwatch"]["status"] == "resolved"
+    assert json.loads(run("findings", "show", "SEP-001-a").stdout)["status"] == "resolved"
 
     out = tmp_path / "es.jsonl"
     exported = run("findings", "export", "--from", "es", "--out", str(out))
     assert exported.exit_code == 0, exported.output
     rows = {json.loads(x)["finding_id"]: json.loads(x) for x in out.read_text().splitlines()}
     assert set(rows) == {"SEP-001-a", "SEP-001-b", "SEP-003-c"}
-    assert rows["SEP-001-a"]["lifecycle"]["resolved_by"] == "kim"
+    assert rows["SEP-001-a"]["status"] == "resolved" and rows["SEP-001-a"]["status_by"] == me
 
     down = runner.invoke(
         cli, ["findings", "list"], env={**env, "SEPWATCH_ES_URL": "http://127.0.0.1:9"}

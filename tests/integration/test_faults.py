@@ -31,7 +31,7 @@ from streams.kafka_io import ensure_topics, produce
 from streams.policy_file import load_policy
 from streams.simulate import simulate
 from streams.topics import STAGES, Topics
-from tests.integration.conftest import ES, ES_PORT, KAFKA, POLICY, PORT, Worker
+from tests.integration.conftest import ES, ES_PORT, KAFKA, MARKER_KEY, POLICY, PORT, Worker
 from tests.integration.receivers import SignedWebhook
 from tests.integration.test_elasticsearch import _count
 from tests.integration.test_stream import _exported, _replayed, _wait_for
@@ -256,7 +256,7 @@ def test_faults_lose_no_finding_and_duplicate_none(
             _script(ES, "up", node)
         faults.append((time.monotonic(), "elasticsearch up"))
         worker = alive(worker)
-        produce(chunks[3], broker, topics, end_of_input=True)
+        produce(chunks[3], broker, topics, end_of_input=True, marker_key=MARKER_KEY)
         # 4: a kill while the stages read the end-of-input markers.
         progress(expected * 9 // 10)
         worker = kill(worker)

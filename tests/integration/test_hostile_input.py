@@ -27,7 +27,7 @@ from streams.replay import replay
 from streams.simulate import simulate
 from streams.topics import Topics, input_key
 from tests.hostile import broker_hostile_records, leaks
-from tests.integration.conftest import POLICY, Worker
+from tests.integration.conftest import MARKER_KEY, POLICY, Worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 PARTITIONS = 4
@@ -231,7 +231,9 @@ def test_hostile_records_are_dead_letters_and_the_worker_goes_on_finding(
         ]
         assert early == [], "the probe access was decided before its posture arrived"
 
-        produce([_line(PROBE_POSTURE)], broker, topics)  # and the end of input
+        produce(
+            [_line(PROBE_POSTURE)], broker, topics, end_of_input=True, marker_key=MARKER_KEY
+        )  # and the end of input
         assert _wait_for(lambda: len(_findings(broker, topics)) >= len(want), timeout=180)
         time.sleep(3)  # anything extra would show up now
         got = _findings(broker, topics)

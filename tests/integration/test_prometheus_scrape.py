@@ -23,7 +23,7 @@ from streams.kafka_io import produce
 from streams.policy_file import load_policy
 from streams.simulate import simulate
 from streams.topics import Topics
-from tests.integration.conftest import POLICY, ROOT, Worker
+from tests.integration.conftest import MARKER_KEY, POLICY, ROOT, Worker
 from tests.test_deploy_artifacts import CATALOGUE_SERIES
 
 pytestmark = pytest.mark.integration
@@ -144,7 +144,7 @@ def test_prometheus_scrapes_events_per_stream_and_evaluates_the_rules(
     broker: str, prefix: str, scraped_worker: tuple[Worker, Prometheus]
 ) -> None:
     worker, prom = scraped_worker
-    sent = produce(_events(), broker, Topics(prefix))
+    sent = produce(_events(), broker, Topics(prefix), end_of_input=True, marker_key=MARKER_KEY)
     assert set(sent) >= {"saas_access", "device_posture", "dlp_alert"}, sent
 
     up = _wait_for(lambda: prom.query(f'up{{job="{JOB}"}} == 1'), "the worker scraped")

@@ -23,24 +23,29 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from detectors import mask_identifier
+from detectors.calendar import Days
 from schemas import Finding
 from schemas.policy import ReviewPolicy
 from streams.cli import app as cli
-from streams.elastic import document, index_for, put_template, transition
+from streams.elastic import document, index_for, put_template
 from streams.kafka_io import ensure_topics
+from streams.lifecycle import record
 from streams.policy_file import load_policy
+from streams.policy_history import read_versions, record_if_changed
 from streams.replay import replay
 from streams.report.accesses import count_internal_accesses, store_counts
 from streams.report.gather import STATUSES, gather
 from streams.report.model import Report
 from streams.report.period import Period
 from streams.report.reviews import merge, new_review, publish, read_reviews
+from streams.settings import Settings
 from streams.simulate import simulate
 from streams.topics import Topics
 from tests.integration.conftest import POLICY
 
 pytestmark = pytest.mark.integration
 runner = CliRunner()
+KST = ZoneInfo("Asia/Seoul")  # the example policy's zone
 
 
 def _sep008(policy: Any, lines: list[bytes]) -> list[dict[str, Any]]:
@@ -87,7 +92,9 @@ def test_a_recorded_review_is_on_the_topic_listed_with_its_next_due_date_and_res
 
     listed = runner.invoke(cli, ["review", "list", "--entity", "HQ"], env=env)
     assert listed.exit_code == 0, listed.output
-    assert completed.strftime("%Y-%m-%d %H:%M") in listed.output
+    # Shown in the policy's zone (the example policy's is Asia/Seoul).
+    assert completed.astimezone(KST).strftime("%Y-%m-%d %H:%M") in listed.output
+    assert "completed (Asia/Seoul)" in listed.output
     # Next due: six calendar months after the review (181 to 184 days, by the months).
     assert any(
         (completed.date() + timedelta(days=d)).isoformat() in listed.output for d in range(181, 185)
@@ -171,8 +178,11 @@ def _work_on(findings: list[dict[str, Any]]) -> None:
                 "resolved_at": at.isoformat(),
                 "resolve_seconds": int((at - detected).total_seconds()),
             }
-            # A few go through the analyst's own command path (transition).
+            # A few go through the analyst's own path: lifecycle records.
             f["_by_transition"] = n % 7 == 0
+        elif n % 13 == 2:
+            # Resolved, then reopened: open again, and its resolution undone.
+            f["_reopened"] = detected + timedelta(minutes=n % 50 + 1)
         elif n % 5 == 1:
             f["status"] = "acknowledged"
             f["lifecycle"] = {"acknowledged_by": "soc", "acknowledged_at": detected.isoformat()}
@@ -184,7 +194,11 @@ def _load(es: Elasticsearch, index: str, findings: list[dict[str, Any]]) -> None
     def actions() -> Iterator[dict[str, Any]]:
         for f in findings:
             finding = Finding.model_validate(
-                {k: v for k, v in f.items() if k not in ("lifecycle", "_by_transition")}
+                {
+                    k: v
+                    for k, v in f.items()
+                    if k not in ("lifecycle", "_by_transition", "_reopened")
+                }
             )
             doc = document(finding)
             if f.get("_by_transition"):
@@ -200,10 +214,16 @@ def _load(es: Elasticsearch, index: str, findings: list[dict[str, Any]]) -> None
 
     ok, errors = bulk(es, actions(), chunk_size=1000, refresh="wait_for")
     assert ok == len(findings) and not errors
-    for f in findings:
+    for n, f in enumerate(findings):
         if f.get("_by_transition"):
             at = datetime.fromisoformat(f["lifecycle"]["resolved_at"])
-            transition(es, index, f["finding_id"], "resolved", by="soc", at=at)
+            if n % 2:
+                record(es, index, f["finding_id"], "acknowledge", at=at - timedelta(seconds=1))
+            record(es, index, f["finding_id"], "resolve", at=at, reason="patched")
+        if f.get("_reopened"):
+            at = f["_reopened"]
+            record(es, index, f["finding_id"], "resolve", at=at, reason="thought so")
+            record(es, index, f["finding_id"], "reopen", at=at, reason="it came back")
 
 
 @pytest.fixture
@@ -217,7 +237,7 @@ def es(elasticsearch: str) -> Iterator[Elasticsearch]:
 def history() -> tuple[list[bytes], list[dict[str, Any]]]:
     """Three stretches of simulated traffic replayed: two in 2026H2 (August
     and November), one in the previous half-year (May)."""
-    seoul = ZoneInfo("Asia/Seoul")
+    seoul = KST
     lines: list[bytes] = []
     findings: dict[str, dict[str, Any]] = {}
     for start, seed in (
@@ -250,7 +270,7 @@ def _gather(es: Elasticsearch, index: str, period: str, entity: str | None = Non
     return gather(
         es,
         index,
-        Period.parse(period),
+        Period.parse(period, "Asia/Seoul"),
         policy=load_policy(POLICY),
         reviews=REVIEWS,
         entity=entity,
@@ -263,6 +283,10 @@ def _in(period: Period, f: dict[str, Any]) -> bool:
     return period.start <= datetime.fromisoformat(f["timestamp"]) < period.end
 
 
+def _month(f: dict[str, Any]) -> str:
+    return datetime.fromisoformat(f["timestamp"]).astimezone(KST).strftime("%Y-%m")
+
+
 @pytest.fixture(scope="module")
 def loaded(elasticsearch: str, history: tuple[list[bytes], list[dict[str, Any]]]) -> str:
     """The history's findings in a fresh findings index, and its access tally."""
@@ -270,7 +294,7 @@ def loaded(elasticsearch: str, history: tuple[list[bytes], list[dict[str, Any]]]
     index = f"t{uuid.uuid4().hex[:8]}-findings"
     with Elasticsearch(elasticsearch, request_timeout=60) as es:
         _load(es, index, findings)
-        tally, bad = count_internal_accesses(lines)
+        tally, bad = count_internal_accesses(lines, Days("Asia/Seoul"))
         assert bad == 0
         store_counts(es, index, tally)
     return index
@@ -281,7 +305,7 @@ def test_every_figure_of_the_report_equals_a_count_made_from_the_findings(
 ) -> None:
     lines, findings = history
     index = loaded
-    period = Period.parse("2026H2")
+    period = Period.parse("2026H2", "Asia/Seoul")
     mine = [f for f in findings if _in(period, f)]
     before = [f for f in findings if _in(period.previous, f)]
     assert mine and before, "the history should reach both periods"
@@ -296,7 +320,7 @@ def test_every_figure_of_the_report_equals_a_count_made_from_the_findings(
         assert change.previous == sum(f["status"] == s for f in before), s
     for sev, change in report.by_severity.items():
         assert change.current == sum(f["severity"] == sev for f in mine), sev
-    month = Counter(f["timestamp"][:7] for f in mine)  # all UTC here
+    month = Counter(_month(f) for f in mine)  # months of the policy's zone
     assert {m.month: m.count for m in report.by_month} == {m: month[m] for m in period.months()}
     for r in report.rules:
         of = [f for f in mine if f["rule_id"] == r.rule_id]
@@ -304,7 +328,7 @@ def test_every_figure_of_the_report_equals_a_count_made_from_the_findings(
         assert r.count.previous == sum(f["rule_id"] == r.rule_id for f in before), r.rule_id
         assert r.by_status == {s: sum(f["status"] == s for f in of) for s in STATUSES}
         assert [m.count for m in r.by_month] == [
-            sum(f["timestamp"][:7] == m for f in of) for m in period.months()
+            sum(_month(f) == m for f in of) for m in period.months()
         ]
         resolved = [_minutes(f) for f in of if f["status"] == "resolved"]
         assert r.resolved == r.resolved_timed == len(resolved)
@@ -328,6 +352,8 @@ def test_every_figure_of_the_report_equals_a_count_made_from_the_findings(
         assert [i.finding_id for i in r.oldest_open] == [f["finding_id"] for f in still[:10]]
     assert any(r.median_minutes_to_resolve for r in report.rules)
     assert sum(bool(f.get("_by_transition")) for f in mine) >= 2
+    # Resolved then reopened by records: counted open, their resolution undone.
+    assert sum(bool(f.get("_reopened")) for f in mine) >= 2
 
     for e in report.entities:
         of = [f for f in mine if f["entity"] == e.entity]
@@ -387,6 +413,41 @@ def test_every_figure_of_the_report_equals_a_count_made_from_the_findings(
     assert [d.entity for d in alone.devices] == ["HQ"]
 
 
+def test_a_half_year_ends_at_midnight_in_the_policy_zone(es: Elasticsearch) -> None:
+    # 2026-06-30T14:59:59Z is 23:59:59 KST on the last day of 2026H1;
+    # 15:00:00Z is the first second of 2026H2 (and of July) in Seoul.
+    index = f"t{uuid.uuid4().hex[:8]}-findings"
+    edge = [
+        {**_edge_finding("SEP-001-h1"), "timestamp": "2026-06-30T14:59:59+00:00"},
+        {**_edge_finding("SEP-001-h2"), "timestamp": "2026-06-30T15:00:00+00:00"},
+    ]
+    _load(es, index, edge)
+    report = _gather(es, index, "2026H2")
+    assert (report.total.current, report.total.previous) == (1, 1)
+    assert report.period.start == datetime(2026, 6, 30, 15, tzinfo=UTC)
+    assert [(m.month, m.count) for m in report.by_month][:2] == [("2026-07", 1), ("2026-08", 0)]
+    assert [i.finding_id for i in report.appendix] == ["SEP-001-h2"]
+
+
+def _edge_finding(finding_id: str) -> dict[str, Any]:
+    return {
+        "finding_id": finding_id,
+        "rule_id": "SEP-001",
+        "rule_name": "SaaS used from the internal network without a valid evaluation",
+        "severity": "high",
+        "status": "open",
+        "timestamp": "2026-06-30T15:00:00+00:00",
+        "detected_at": "2026-06-30T15:01:00+00:00",
+        "entity": "HQ",
+        "user_id": "u-hq-00001",
+        "device_id": "lt-hq-00001",
+        "saas_app": "dropbox",
+        "evidence_event_ids": [finding_id],
+        "summary": "u-hq-00001 used dropbox, which is not in the registry.",
+        "regulation": "only SaaS evaluated by the agency",
+    }
+
+
 # -- the files: report.json, report.html, report.pdf ----------------------------
 
 # Raw identifiers as the simulator writes them into DLP snippets (RRN, card numbers).
@@ -424,6 +485,8 @@ def env(broker: str, prefix: str, elasticsearch: str, loaded: str) -> dict[str, 
     ensure_topics(broker, topics, 4, retention_ms=3_600_000)
     for review in REVIEWS:
         publish(broker, topics, review)
+    # The policy version the workers recorded: the report cites it for each waiver.
+    record_if_changed(Settings(broker=broker, topic_prefix=prefix), load_policy(POLICY), "p.yaml")
     return {
         "SEPWATCH_BROKER": broker,
         "SEPWATCH_TOPIC_PREFIX": prefix,
@@ -434,12 +497,13 @@ def env(broker: str, prefix: str, elasticsearch: str, loaded: str) -> dict[str, 
 
 
 def test_the_report_files_carry_the_same_figures_in_korean_with_nothing_raw(
+    broker: str,
     env: dict[str, str],
     history: tuple[list[bytes], list[dict[str, Any]]],
     tmp_path: Path,
 ) -> None:
     lines, findings = history
-    period = Period.parse("2026H2")
+    period = Period.parse("2026H2", "Asia/Seoul")
     mine = [f for f in findings if _in(period, f)]
     made = _report(env, tmp_path / "ko", "--period", "2026H2")
     assert made.exit_code == 0, made.output
@@ -447,6 +511,10 @@ def test_the_report_files_carry_the_same_figures_in_korean_with_nothing_raw(
     assert figures["total"]["current"] == len(mine) and not figures["empty"]
     assert figures["lang"] == "ko" and figures["sources"]["reviews_topic"]
     assert {r["entity"] for r in figures["reviews"]} == {"HQ", "BR-SEOUL-GN"}
+    [version] = read_versions(broker, Topics(env["SEPWATCH_TOPIC_PREFIX"]).policy)
+    assert figures["waivers"] and {w["policy_version"] for w in figures["waivers"]} == {
+        version.version
+    }
 
     pdf = tmp_path / "ko" / "report.pdf"
     text = _pdf_text(pdf)
@@ -479,7 +547,10 @@ def test_the_report_files_carry_the_same_figures_in_korean_with_nothing_raw(
         dark = sum(gray.histogram()[:128])
         assert gray.size[0] > 300 and dark > 0.005 * gray.size[0] * gray.size[1], dark
 
+    # The ids a waiver names are the policy's own words, shown in its scope.
+    named = {i for w in load_policy(POLICY).waivers for i in (w.user_id, w.device_id) if i}
     raw = {f[k] for f in findings for k in ("user_id", "device_id") if f[k] and len(f[k]) > 4}
+    raw -= named
     raw |= {m for line in lines for m in RAW_ID.findall(line.decode())}
     assert raw
     outputs = {

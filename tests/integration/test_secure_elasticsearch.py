@@ -18,26 +18,33 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from elasticsearch import (
     AuthenticationException,
     AuthorizationException,
+    ConflictError,
     Elasticsearch,
 )
 from elasticsearch import (
     ConnectionError as EsConnectionError,
 )
+from kafka import KafkaProducer
 from typer.testing import CliRunner
 
+from schemas import Finding
 from streams.cli import app as cli
-from streams.elastic import writer_role
+from streams.elastic import document, index_for, writer_role
 from streams.kafka_io import ensure_topics, produce
+from streams.lifecycle import lifecycle_index, record
+from streams.settings import Settings
 from streams.topics import Topics
-from tests.integration.conftest import ES, Worker
-from tests.integration.test_elasticsearch import RAW_ID, _count, _stored
+from tests.integration.conftest import ES, MARKER_KEY, Worker
+from tests.integration.test_elasticsearch import RAW_ID, _count, _finding, _run_sink, _stored
 from tests.integration.test_stream import _day, _replayed, _wait_for
 
 pytestmark = pytest.mark.integration
@@ -93,6 +100,13 @@ def secure_es() -> Iterator[SecureNode]:
         )
         for secret in (node.admin_password, node.writer_password, node.analyst_password):
             assert secret not in up.stdout + up.stderr
+        # The node reloads roles.yml (written for INDEX) within seconds: wait for it.
+        writer = node.client("sepwatch-writer", node.writer_password)
+        wanted = [{"names": [f"{INDEX}-x"], "privileges": ["create_doc"]}]
+        assert _wait_for(
+            lambda: writer.security.has_privileges(index=wanted)["has_all_requested"], timeout=60
+        ), "the node did not load the roles for this session's index"
+        writer.close()
         yield node
     finally:
         if ours:
@@ -161,7 +175,7 @@ def test_a_least_privilege_worker_stores_every_finding_over_https(
     try:
         worker.wait_ready()
         cmdline = Path(f"/proc/{worker.proc.pid}/cmdline").read_bytes()
-        produce(lines, broker, Topics(prefix), end_of_input=True)
+        produce(lines, broker, Topics(prefix), end_of_input=True, marker_key=MARKER_KEY)
         assert _wait_for(lambda: _count(admin, INDEX) >= len(want), timeout=180), (
             f"{_count(admin, INDEX)} of {len(want)} findings in the secured Elasticsearch"
         )
@@ -187,8 +201,10 @@ def test_a_least_privilege_worker_stores_every_finding_over_https(
     assert listed.exit_code == 0, listed.output
     assert {json.loads(x)["finding_id"] for x in listed.stdout.splitlines()} == set(want)
     first = sorted(want)[0]
-    acked = runner.invoke(cli, ["findings", "ack", first, "--by", "kim"], env=env)
+    env |= {"SEPWATCH_BROKER": broker, "SEPWATCH_TOPIC_PREFIX": prefix}
+    acked = runner.invoke(cli, ["findings", "ack", first], env=env)
     assert acked.exit_code == 0, acked.output
+    assert "acknowledged by sepwatch-analyst" in acked.output  # the node's word, not a flag
     assert secure_es.analyst_password not in listed.output + acked.output
 
 
@@ -210,7 +226,13 @@ def test_a_worker_with_a_wrong_password_says_so_without_the_password(
     )
     try:
         worker.wait_ready()
-        produce(_day(users=10, hours=1, seed=22), broker, Topics(prefix), end_of_input=True)
+        produce(
+            _day(users=10, hours=1, seed=22),
+            broker,
+            Topics(prefix),
+            end_of_input=True,
+            marker_key=MARKER_KEY,
+        )
         said = "refused the sink's credentials (401"
         assert _wait_for(lambda: said in worker.log.read_text(errors="replace"), timeout=120), (
             worker.log.read_text(errors="replace")[-3000:]
@@ -220,7 +242,7 @@ def test_a_worker_with_a_wrong_password_says_so_without_the_password(
     assert wrong not in worker.log.read_text(errors="replace")
 
 
-def test_the_writer_may_write_findings_only(
+def test_the_writer_may_create_findings_only(
     secure_es: SecureNode, admin: Elasticsearch, writer: Elasticsearch
 ) -> None:
     other = f"other-{uuid.uuid4().hex[:6]}"
@@ -239,11 +261,120 @@ def test_the_writer_may_write_findings_only(
         writer.search(index=INDEX)
     with pytest.raises(AuthorizationException):
         writer.security.put_role(name="escalate", cluster=["all"])
-    # A month of its own it may make and, for the retention, delete.
+    # A month of its own it may make, and a finding in it once; nothing more.
     month = f"{INDEX}-1999.01"
     writer.create(index=month, id="x", document={"message": "old"})
-    writer.indices.delete(index=month)
-    assert not admin.indices.exists(index=month)
+    with pytest.raises(ConflictError):  # the same id again: refused, not overwritten
+        writer.create(index=month, id="x", document={"message": "rewritten"})
+    with pytest.raises(AuthorizationException):
+        writer.index(index=month, id="x", document={"message": "rewritten"})
+    with pytest.raises(AuthorizationException):
+        writer.update(index=month, id="x", doc={"message": "rewritten"})
+    with pytest.raises(AuthorizationException):
+        writer.delete(index=month, id="x")
+    with pytest.raises(AuthorizationException):  # retention is the administrator's
+        writer.indices.delete(index=month)
+    assert admin.get(index=month, id="x")["_source"] == {"message": "old"}
+    admin.indices.delete(index=month)
+
+
+def _setup(secure_es: SecureNode) -> None:
+    done = CliRunner().invoke(
+        cli,
+        ["elasticsearch", "setup"],
+        env=_es_env(secure_es, "elastic", secure_es.admin_password),
+    )
+    assert done.exit_code == 0, done.output
+
+
+def _stored_finding(
+    writer: Elasticsearch, fid: str, when: str = "2026-11-23T01:00:00+00:00"
+) -> str:
+    finding = Finding.model_validate(_finding(fid, timestamp=when, detected_at=when))
+    month = index_for(finding.timestamp, INDEX)
+    writer.create(index=month, id=fid, document=document(finding), refresh=True)
+    return month
+
+
+def test_an_analyst_adds_records_under_the_name_the_node_proved_and_changes_nothing(
+    secure_es: SecureNode, admin: Elasticsearch, writer: Elasticsearch
+) -> None:
+    _setup(secure_es)
+    analyst = secure_es.client("sepwatch-analyst", secure_es.analyst_password)
+    fid = f"SEP-001-{uuid.uuid4().hex[:8]}"
+    month = _stored_finding(writer, fid)
+    assert analyst.search(index=INDEX, query={"ids": {"values": [fid]}})["hits"]["hits"]
+    # The finding's content is not the analyst's to change, nor to remove.
+    for change in (
+        lambda: analyst.update(index=month, id=fid, doc={"message": "nothing to see"}),
+        lambda: analyst.index(index=month, id=fid, document={"message": "nothing to see"}),
+        lambda: analyst.delete(index=month, id=fid),
+        lambda: analyst.create(index=month, id="new", document={"message": "made up"}),
+        lambda: analyst.indices.delete(index=month),
+    ):
+        with pytest.raises(AuthorizationException):
+            change()
+
+    record_id, stored = record(analyst, INDEX, fid, "acknowledge", at=datetime.now(UTC))
+    assert record_id == f"{fid}.1"
+    actor = stored["sepwatch"]["actor"]
+    assert actor["username"] == "sepwatch-analyst"
+    assert actor["authentication_type"] == "REALM"
+    assert actor["realm"] == {"name": "default_file", "type": "file"}
+
+    # Written by hand, claiming another name: the node's pipeline writes the real one.
+    lifecycle = lifecycle_index(INDEX)
+    forged = {**stored, "sepwatch": {**stored["sepwatch"], "seq": 2, "to_status": "resolved"}}
+    forged["sepwatch"]["from_status"] = "acknowledged"
+    forged["sepwatch"]["actor"] = {"username": "ciso", "authentication_type": "REALM"}
+    analyst.create(index=lifecycle, id=f"{fid}.2", document=forged, refresh=True)
+    assert (
+        analyst.get(index=lifecycle, id=f"{fid}.2")["_source"]["sepwatch"]["actor"]["username"]
+        == "sepwatch-analyst"
+    )
+    # A record, once added, is neither rewritten nor removed by an analyst.
+    for change in (
+        lambda: analyst.index(index=lifecycle, id=f"{fid}.1", document=stored),
+        lambda: analyst.update(index=lifecycle, id=f"{fid}.1", doc={"event": {"reason": "x"}}),
+        lambda: analyst.delete(index=lifecycle, id=f"{fid}.1"),
+        lambda: analyst.indices.delete(index=lifecycle),
+    ):
+        with pytest.raises(AuthorizationException):
+            change()
+    with pytest.raises(ConflictError):  # the same step twice: the second is refused
+        analyst.create(index=lifecycle, id=f"{fid}.1", document=stored)
+    assert (
+        admin.search(index=INDEX, query={"ids": {"values": [fid]}})["hits"]["hits"][0]["_source"][
+            "sepwatch"
+        ]["status"]
+        == "open"
+    )
+    analyst.close()
+
+
+def test_retention_is_an_administrators_command(
+    secure_es: SecureNode, admin: Elasticsearch, writer: Elasticsearch
+) -> None:
+    _setup(secure_es)
+    fid = f"SEP-001-{uuid.uuid4().hex[:8]}"
+    old = _stored_finding(writer, fid, "2020-01-15T00:00:00+00:00")
+    record(admin, INDEX, fid, "acknowledge", at=datetime.now(UTC))
+    runner = CliRunner()
+    args = ["elasticsearch", "retention", "--older-than", "400d"]
+    as_writer = runner.invoke(
+        cli, args, env=_es_env(secure_es, "sepwatch-writer", secure_es.writer_password)
+    )
+    assert as_writer.exit_code == 2 and "403" in as_writer.output
+    assert admin.indices.exists(index=old)
+    dry = runner.invoke(
+        cli, [*args, "--dry-run"], env=_es_env(secure_es, "elastic", secure_es.admin_password)
+    )
+    assert dry.exit_code == 0 and f"would delete {old}" in dry.output
+    assert admin.indices.exists(index=old)
+    done = runner.invoke(cli, args, env=_es_env(secure_es, "elastic", secure_es.admin_password))
+    assert done.exit_code == 0 and f"deleted {old}" in done.output, done.output
+    assert not admin.indices.exists(index=old)
+    assert not admin.exists(index=lifecycle_index(INDEX), id=f"{fid}.1")
 
 
 def test_plain_http_and_missing_credentials_are_refused(secure_es: SecureNode) -> None:
@@ -265,3 +396,79 @@ def test_plain_http_and_missing_credentials_are_refused(secure_es: SecureNode) -
     )
     with pytest.raises(EsConnectionError):
         untrusted.cluster.health()
+
+
+def test_evidence_verify_names_a_finding_deleted_one_edited_and_a_record_removed(
+    broker: str, prefix: str, secure_es: SecureNode, admin: Elasticsearch, tmp_path: Path
+) -> None:
+    _setup(secure_es)
+    topics = Topics(prefix)
+    ensure_topics(broker, topics, 4, retention_ms=3_600_000)
+    # A half-year no other test of this module writes to.
+    ids = [f"SEP-001-{prefix.strip('.')}-{n}" for n in range(6)]
+    producer = KafkaProducer(bootstrap_servers=broker)
+    for n, fid in enumerate(ids):
+        when = f"2025-03-{10 + n:02d}T01:00:00+00:00"
+        finding = _finding(fid, timestamp=when, detected_at=when)
+        producer.send(topics.findings, key=fid.encode(), value=json.dumps(finding).encode())
+    producer.flush()
+    producer.close()
+    sink = Settings(
+        broker=broker,
+        topic_prefix=prefix,
+        es_url=secure_es.url,
+        es_index=INDEX,
+        es_username="sepwatch-writer",
+        es_password=secure_es.writer_password,
+        es_ca_file=secure_es.ca,
+        es_install_template=False,
+    )
+    assert _run_sink(sink, lambda s: s.settled >= len(ids), timeout=120) == len(ids)
+    admin.indices.refresh(index=INDEX)
+
+    env = {
+        **_es_env(secure_es, "sepwatch-analyst", secure_es.analyst_password),
+        "SEPWATCH_BROKER": broker,
+        "SEPWATCH_TOPIC_PREFIX": prefix,
+        "COLUMNS": "250",
+    }
+    runner = CliRunner()
+
+    def run(*args: str) -> Any:
+        return runner.invoke(cli, list(args), env=env)
+
+    assert run("findings", "ack", ids[0]).exit_code == 0
+    assert run("findings", "resolve", ids[1], "--note", "blocked at the proxy").exit_code == 0
+    assert run("findings", "ack", ids[2]).exit_code == 0
+    verify = ["evidence", "verify", "--period", "2025H1"]
+    clean = run(*verify)
+    assert clean.exit_code == 0, clean.output
+    assert "6 findings and 3 lifecycle records" in clean.output
+
+    report = run("report", "--period", "2025H1", "--no-reviews", "--out", str(tmp_path / "r"))
+    assert report.exit_code == 0, report.output
+    evidence = json.loads((tmp_path / "r" / "report.json").read_text())["evidence"]
+    assert evidence["findings"] == len(ids)
+    digest = evidence["digest"]
+    assert f"evidence digest {digest}" in clean.output  # the topic's, the same
+    signed = run(*verify, "--digest", digest)
+    assert signed.exit_code == 0 and "and the report's digest" in signed.output, signed.output
+    wrong = run(*verify, "--digest", "0" * 64)
+    assert wrong.exit_code == 1 and "does not match" in wrong.output
+
+    # An administrator can do what the roles forbid; the evidence shows it.
+    months = {h["_id"]: h["_index"] for h in admin.search(index=INDEX, size=100)["hits"]["hits"]}
+    admin.delete(index=months[ids[3]], id=ids[3], refresh=True)
+    admin.update(index=months[ids[4]], id=ids[4], doc={"message": "nothing happened"})
+    admin.delete(index=lifecycle_index(INDEX), id=f"{ids[0]}.1", refresh=True)
+    admin.indices.refresh(index=INDEX)
+    caught = run(*verify)
+    assert caught.exit_code == 1, caught.output
+    lines = caught.output.splitlines()
+    assert f"finding {ids[3]}: missing from Elasticsearch" in lines
+    assert any(x.startswith(f"finding {ids[4]}: altered") for x in lines), caught.output
+    assert f"lifecycle record {ids[0]}.1: missing from Elasticsearch" in lines
+    assert "3 problem(s)" in caught.output
+    stale = run(*verify, "--digest", digest)
+    assert stale.exit_code == 1
+    assert "does not match the period's findings in Elasticsearch now" in stale.output

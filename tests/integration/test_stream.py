@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -23,31 +23,50 @@ from streams.kafka_io import (
     read_dead_letters,
 )
 from streams.policy_file import load_policy
+from streams.policy_history import read_versions, record_if_changed
 from streams.replay import replay
+from streams.settings import Settings
 from streams.simulate import simulate
 from streams.topics import STAGES, Topics
 from streams.validator import SOURCE_IDLE, feeds
-from tests.integration.conftest import POLICY, Worker
+from tests.integration.conftest import MARKER_KEY, POLICY, Worker
+from tests.test_policy_history import notion_access
 
 pytestmark = pytest.mark.integration
 PARTITIONS = 4
 
 
-def _day(users: int = 80, hours: float = 4, seed: int = 2) -> list[bytes]:
-    """Simulated traffic, out of order within the lateness, every rule in it."""
+def _day(users: int = 80, hours: float = 4, seed: int = 2, partial: bool = False) -> list[bytes]:
+    """Simulated traffic, out of order within the lateness, every rule in it.
+    With `partial`, every third access with a device also brings the partial
+    posture an access log carries (as the Okta adapter emits it)."""
     start = datetime(2026, 11, 23, 9, tzinfo=ZoneInfo("Asia/Seoul"))
-    return [
-        json.dumps(e, ensure_ascii=False).encode() + b"\n"
-        for e in simulate(
-            load_policy(POLICY),
-            users=users,
-            devices=users + 8,
-            hours=hours,
-            violation_rate=0.05,
-            seed=seed,
-            start=start,
-        )
-    ]
+    events = simulate(
+        load_policy(POLICY),
+        users=users,
+        devices=users + 8,
+        hours=hours,
+        violation_rate=0.05,
+        seed=seed,
+        start=start,
+    )
+    out = []
+    for i, e in enumerate(events):
+        out.append(json.dumps(e, ensure_ascii=False).encode() + b"\n")
+        if partial and e["stream"] == "saas_access" and e.get("device_id") and i % 3 == 0:
+            seen = {
+                "stream": "device_posture",
+                "event_id": f"{e['event_id']}:posture",
+                **{k: e[k] for k in ("timestamp", "entity", "device_id", "source")},
+                "managed": i % 2 == 0,
+                "edr_running": None,
+                "disk_encrypted": i % 5 != 0,
+                "screen_lock": True,
+                "jailbroken": None,
+                "os_patch_age_days": None,
+            }
+            out.append(json.dumps(seen).encode() + b"\n")
+    return out
 
 
 def _replayed(lines: list[bytes]) -> dict[str, dict[str, object]]:
@@ -100,13 +119,41 @@ def test_stream_gives_exactly_the_findings_of_replay(
 ) -> None:
     lines = _day()
     want = _replayed(lines)
-    assert {f["rule_id"] for f in want.values()} >= {"SEP-001", "SEP-002", "SEP-003", "SEP-006"}
+    assert {f["rule_id"] for f in want.values()} >= {
+        "SEP-001",
+        "SEP-002",
+        "SEP-003",
+        "SEP-006",
+        "SEP-010",
+        "SEP-011",
+    }
     worker = workers("a")
     worker.wait_ready()
-    produce(lines, broker, Topics(prefix))
+    produce(lines, broker, Topics(prefix), end_of_input=True, marker_key=MARKER_KEY)
     _wait_for(lambda: len(_exported(broker, Topics(prefix))) >= len(want))
     time.sleep(2)  # anything extra would show up now
     _compare(want, _exported(broker, Topics(prefix)))
+
+
+def test_partial_postures_from_access_logs_give_the_findings_of_replay(
+    broker: str, prefix: str, workers: Callable[..., Worker]
+) -> None:
+    """Postures that speak for some controls only, merged per control in the
+    device stage's changelogged table, as in replay."""
+    lines = _day(seed=5, partial=True)
+    want = _replayed(lines)
+    reasons = {f["details"].get("reason") for f in want.values() if f["rule_id"] == "SEP-007"}
+    assert "unknown_controls" in reasons
+    assert any(":posture" in " ".join(f["evidence_event_ids"]) for f in want.values())
+    worker = workers("a")
+    worker.wait_ready()
+    produce(lines, broker, Topics(prefix), end_of_input=True, marker_key=MARKER_KEY)
+    _wait_for(lambda: len(_exported(broker, Topics(prefix))) >= len(want))
+    time.sleep(2)  # anything extra would show up now
+    got = _exported(broker, Topics(prefix))
+    _compare(want, got)
+    for k, f in want.items():
+        assert got[k]["details"] == f["details"], k
 
 
 def test_two_workers_find_what_one_finds(
@@ -118,7 +165,7 @@ def test_two_workers_find_what_one_finds(
     first.wait_ready()
     second.wait_ready()
     time.sleep(3)  # let the group settle on both members
-    produce(lines, broker, Topics(prefix))
+    produce(lines, broker, Topics(prefix), end_of_input=True, marker_key=MARKER_KEY)
     _wait_for(lambda: len(_exported(broker, Topics(prefix))) >= len(want))
     time.sleep(2)
     _compare(want, _exported(broker, Topics(prefix)))
@@ -135,7 +182,7 @@ def test_a_worker_killed_mid_run_loses_nothing(
     produce(lines[:half], broker, Topics(prefix), end_of_input=False)
     _wait_for(lambda: len(_exported(broker, Topics(prefix))) > 0, timeout=60)
     worker.kill()
-    produce(lines[half:], broker, Topics(prefix))
+    produce(lines[half:], broker, Topics(prefix), end_of_input=True, marker_key=MARKER_KEY)
     again = workers("b")
     again.wait_ready()
     _wait_for(lambda: len(_exported(broker, Topics(prefix))) >= len(want), timeout=120)
@@ -173,7 +220,7 @@ def test_idle_marks_of_a_dead_validator_release_nothing_early(
                     )
     out.flush()
     out.close()
-    produce(lines, broker, topics)
+    produce(lines, broker, topics, end_of_input=True, marker_key=MARKER_KEY)
     worker = workers("a")
     worker.wait_ready()
     _wait_for(lambda: len(_exported(broker, topics)) >= len(want), timeout=120)
@@ -213,7 +260,7 @@ def test_bad_records_go_to_the_dead_letters_and_the_worker_goes_on(
             "source": "test",
         }
     ).encode()
-    produce([good], broker, topics)
+    produce([good], broker, topics, end_of_input=True, marker_key=MARKER_KEY)
     _wait_for(lambda: len(read_dead_letters(broker, topics)) >= len(bad))
     letters = read_dead_letters(broker, topics)
     assert len(letters) == len(bad)
@@ -285,6 +332,47 @@ def test_a_policy_edited_while_running_applies_to_events_from_then_on(
     assert "posture.max_age" in worker.log.read_text()
 
 
+def test_a_started_worker_judges_earlier_events_by_the_recorded_version_not_its_file(
+    broker: str, prefix: str, workers: Callable[..., Worker], tmp_path: Path
+) -> None:
+    topics = Topics(prefix)
+    settings = Settings(broker=broker, topic_prefix=prefix)
+    changed = datetime.now(UTC) - timedelta(minutes=30)
+    # What the workers recorded: notion unregistered, then registered from `changed` on.
+    record_if_changed(settings, load_policy(POLICY), "v1", at=changed - timedelta(days=1))
+    today = tmp_path / "policy.yaml"
+    today.write_text(
+        POLICY.read_text(encoding="utf-8").replace(
+            "registry:\n",
+            "registry:\n  - {app_id: notion, category: collaboration, evaluated: true, "
+            "evaluation_valid_from: 2026-04-20, evaluation_valid_until: 2027-12-31}\n",
+            1,
+        ),
+        encoding="utf-8",
+    )
+    record_if_changed(settings, load_policy(today), "v2", at=changed)
+    # A worker (re)started with today's file.
+    worker = workers("a", today)
+    worker.wait_ready()
+    lines = [
+        notion_access("before", changed - timedelta(minutes=10)).encode(),
+        notion_access("after", changed + timedelta(minutes=10)).encode(),
+    ]
+    produce(lines, broker, topics, end_of_input=True, marker_key=MARKER_KEY)
+
+    def sep001() -> set[str]:
+        return {
+            f["evidence_event_ids"][0]
+            for f in _exported(broker, topics).values()
+            if f["rule_id"] == "SEP-001"
+        }
+
+    assert _wait_for(lambda: "before" in sep001(), timeout=120)
+    assert sep001() == {"before"}, "the later access was judged by the older version"
+    # Its file is the newest version already: nothing new recorded.
+    assert len(read_versions(broker, topics.policy)) == 2
+
+
 def test_the_worker_refuses_to_start_without_a_broker_or_with_wrong_partitions(
     broker: str, prefix: str
 ) -> None:
@@ -325,5 +413,5 @@ def test_the_stage_changelogs_exist_with_their_partitions_before_a_worker_starts
         }
     finally:
         client.close()
-    assert len(topics.changelogs) == 15
+    assert len(topics.changelogs) == 18  # 3 stages x 6 stores, identities included
     assert described == {name: PARTITIONS for name in topics.changelogs}

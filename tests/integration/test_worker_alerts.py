@@ -16,7 +16,7 @@ import yaml
 
 from streams.kafka_io import ensure_topics, produce
 from streams.topics import Topics
-from tests.integration.conftest import POLICY, Worker
+from tests.integration.conftest import MARKER_KEY, POLICY, Worker
 from tests.integration.receivers import SignedWebhook
 from tests.integration.test_stream import _day, _replayed
 
@@ -86,7 +86,7 @@ def test_a_worker_notifies_every_critical_finding_once_and_never_a_waived_one(
     worker = Worker(broker, prefix, tmp_path / "state", tmp_path / "w.log", policy_path, env=env)
     try:
         worker.wait_ready()
-        produce(lines, broker, Topics(prefix))
+        produce(lines, broker, Topics(prefix), end_of_input=True, marker_key=MARKER_KEY)
         deadline = time.monotonic() + 120
         notified: set[str] = set()
         while time.monotonic() < deadline and not critical <= notified:

@@ -1,0 +1,353 @@
+"""The fault run (issue 19): a simulated day streamed through two workers
+while the cluster and the workers fail, then the findings on Kafka compared
+with replay's for the same file.
+
+    python -m bench.faults --broker 127.0.0.1:26092 --victim-port 26092 --events 200000 --runs 5
+    python -m bench.faults --broker 127.0.0.1:29092,127.0.0.1:29093,127.0.0.1:29094 \\
+        --victim-port 29093 --events 200000 --runs 5
+
+During each run, in this order, while the day is being produced:
+  1. the broker on --victim-port is SIGKILLed and restarted (deploy/local/kafka.sh up
+     with SEPWATCH_KAFKA_PORT set to it, the data directory kept);
+  2. a worker is SIGKILLed;
+  3. a worker is SIGSTOPped past its session and SIGCONTed (a zombie);
+  4. the findings topic refuses every write for 30 s (max.message.bytes below a finding);
+  5. throughout, the stages raise on one chosen posture (SEPWATCH_TEST_FAULT_EVENT_ID).
+A worker that exits (killed, or stopped because a write was not delivered) is
+started again, as a service manager would. The run passes when the findings
+read from Kafka, by id, are replay's for the file without the chosen posture
+(0 lost, 0 extra), the chosen posture is in the dead letters with its reason;
+duplicates by id among the records on the findings topic are counted and
+shown (at least once: a record judged again is written again).
+
+The brokers are not started here: start them (deploy/local/kafka.sh up, on
+ports that disturb nobody) and stop them after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from kafka.admin import ConfigResource, ConfigResourceType
+from pydantic import SecretStr
+
+from detectors.masking import mask_text
+from streams.kafka_io import admin, ensure_topics, paced, produce, read_dead_letters, read_topics
+from streams.policy_file import load_policy
+from streams.replay import replay
+from streams.simulate import simulate
+from streams.topics import Topics
+
+# The workers honour the end-of-input marker this run signs (README, "Streaming on Kafka").
+MARKER_KEY = SecretStr(secrets.token_hex(16))
+
+ROOT = Path(__file__).resolve().parent.parent
+KAFKA = ROOT / "deploy" / "local" / "kafka.sh"
+POLICY = ROOT / "deploy" / "policy" / "example.yaml"
+PARTITIONS = 4
+SESSION_S = 6.0  # the workers' session: the zombie is stopped well past it
+REFUSE_S = 30.0
+REFUSING = 200  # max.message.bytes below any finding's size
+FAULTS = {"broker", "kill", "zombie", "refuse"}  # the stage raising on one posture is always on
+
+
+def day(n: int, seed: int) -> list[bytes]:
+    """About `n` events of a simulated day, all in the past."""
+    users = max(20, n // 8)  # the simulation gives a user ~9 events a day
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=30)
+    lines = [
+        json.dumps(e, ensure_ascii=False).encode()
+        for e in simulate(
+            load_policy(POLICY),
+            users=users,
+            devices=users + users // 10,
+            hours=24,
+            violation_rate=0.05,
+            seed=seed,
+            start=start,
+        )
+    ]
+    return lines[:n]
+
+
+def replayed(lines: list[bytes]) -> dict[str, str]:
+    out = io.StringIO()
+    replay(load_policy(POLICY), lines, out, io.StringIO())
+    return {f["finding_id"]: f["rule_id"] for f in map(json.loads, out.getvalue().splitlines())}
+
+
+class Workers:
+    """Two `sepwatch worker` processes, each started again when it exits."""
+
+    def __init__(self, broker: str, prefix: str, workdir: Path, poison: str) -> None:
+        self.env = {
+            **os.environ,
+            "SEPWATCH_BROKER": broker,
+            "SEPWATCH_TOPIC_PREFIX": prefix,
+            "SEPWATCH_ES_URL": "",
+            "SEPWATCH_KAFKA_SESSION_TIMEOUT_S": str(SESSION_S),
+            "SEPWATCH_TEST_FAULT_EVENT_ID": poison,
+            "SEPWATCH_END_OF_INPUT_KEY": MARKER_KEY.get_secret_value(),
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.workdir = workdir
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.restarts = 0
+        self.stopped: set[str] = set()  # SIGSTOPped on purpose: not dead
+        self.done = threading.Event()
+        for name in ("a", "b"):
+            self.start(name)
+        self.watch = threading.Thread(target=self._supervise, daemon=True)
+        self.watch.start()
+
+    def start(self, name: str) -> None:
+        log = (self.workdir / f"worker-{name}.log").open("ab")
+        self.procs[name] = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "streams.cli",
+                "worker",
+                "--policy",
+                str(POLICY),
+                "--state-dir",
+                str(self.workdir / f"state-{name}"),
+                "--web-port",
+                "0",
+                "--loglevel",
+                "info",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=ROOT,
+        )
+
+    def _supervise(self) -> None:
+        while not self.done.wait(1.0):
+            for name, proc in list(self.procs.items()):
+                if proc.poll() is not None:
+                    self.restarts += 1
+                    self.start(name)
+
+    def signal(self, name: str, sig: int) -> None:
+        self.procs[name].send_signal(sig)
+
+    def stop(self) -> None:
+        self.done.set()
+        self.watch.join()
+        for proc in self.procs.values():
+            proc.send_signal(signal.SIGCONT)
+            proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def refuse_findings(broker: str, topic: str, limit: int | None) -> None:
+    client = admin(broker)
+    try:
+        value = str(limit) if limit else "1048588"
+        client.alter_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic, configs={"max.message.bytes": value})]
+        )
+    finally:
+        client.close()
+
+
+def kill_broker(port: int) -> None:
+    run = Path(os.environ.get("SEPWATCH_RUN_DIR", Path.home() / ".cache/sepwatch/run"))
+    pid = int((run / f"kafka-{port}" / "kafka.pid").read_text())
+    os.kill(pid, signal.SIGKILL)
+
+
+def restart_broker(port: int) -> None:
+    env = {**os.environ, "SEPWATCH_KAFKA_PORT": str(port)}
+    subprocess.run([str(KAFKA), "up"], check=True, env=env, timeout=300, capture_output=True)
+
+
+class FeedFailed(RuntimeError):
+    """The day could not be produced (with one broker, its outage outlasted the
+    producer's patience): the run says nothing about the workers."""
+
+
+@dataclass
+class Outcome:
+    events: int
+    wanted: int
+    lost: int
+    extra: int
+    duplicated: int
+    dead_lettered: bool
+    restarts: int
+    seconds: float
+
+    @property
+    def passed(self) -> bool:
+        return not self.lost and not self.extra and self.dead_lettered
+
+
+def one_run(
+    broker: str,
+    victim: int | None,
+    lines: list[bytes],
+    workdir: Path,
+    rate: float,
+    wait_s: float,
+    faults: set[str] = FAULTS,
+) -> Outcome:
+    began = time.monotonic()
+    prefix = f"f{uuid.uuid4().hex[:8]}."
+    topics = Topics(prefix)
+    postures = [n for n, line in enumerate(lines) if b'"device_posture"' in line]
+    chosen = postures[len(postures) // 3]
+    poison = json.loads(lines[chosen])["event_id"]
+    want = replayed(lines[:chosen] + lines[chosen + 1 :])
+    ensure_topics(broker, topics, PARTITIONS, retention_ms=24 * 3_600_000)
+    (workdir / prefix.rstrip(".")).mkdir(parents=True, exist_ok=True)
+    workers = Workers(broker, prefix, workdir / prefix.rstrip("."), poison)
+    fed: list[BaseException] = []
+
+    def feed() -> None:
+        try:
+            produce(paced(lines, rate), broker, topics, end_of_input=True, marker_key=MARKER_KEY)
+        except Exception as exc:  # the run fails with this reason, not as lost findings
+            fed.append(exc)
+
+    feeding = threading.Thread(target=feed, daemon=True)
+    feed_s = len(lines) / rate
+
+    def at(fraction: float, what: Callable[[], None]) -> None:
+        delay = began + feed_s * fraction - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        what()
+
+    try:
+        time.sleep(8)  # the workers join their groups
+        began = time.monotonic()
+        feeding.start()
+        if victim is not None and "broker" in faults:
+            at(0.15, lambda: kill_broker(victim))
+            time.sleep(5)
+            restart_broker(victim)
+        if "kill" in faults:
+            at(0.35, lambda: workers.signal("a", signal.SIGKILL))
+        if "zombie" in faults:
+            at(0.5, lambda: workers.signal("b", signal.SIGSTOP))
+            time.sleep(SESSION_S * 2.5)
+            workers.signal("b", signal.SIGCONT)
+        if "refuse" in faults:
+            at(0.7, lambda: refuse_findings(broker, topics.findings, REFUSING))
+            time.sleep(REFUSE_S)
+            refuse_findings(broker, topics.findings, None)
+        feeding.join()
+        if fed:
+            raise FeedFailed(f"the producer of the day gave up: {fed[0]!r}")
+        deadline = time.monotonic() + wait_s
+        got: Counter[str] = Counter()
+        while time.monotonic() < deadline:
+            got = Counter((r.key or b"").decode() for r in read_topics(broker, [topics.findings]))
+            if set(got) >= set(want):
+                time.sleep(5)  # anything extra would show up now
+                got = Counter(
+                    (r.key or b"").decode() for r in read_topics(broker, [topics.findings])
+                )
+                break
+            time.sleep(5)
+        # The id is masked in the reason, as any text in a dead letter is.
+        letters = [
+            d
+            for d in read_dead_letters(broker, topics)
+            if d.get("stage") and mask_text(poison) in d["reason"]
+        ]
+        return Outcome(
+            events=len(lines),
+            wanted=len(want),
+            lost=len(set(want) - set(got)),
+            extra=len(set(got) - set(want)),
+            duplicated=sum(c - 1 for c in got.values()),
+            dead_lettered=any("InjectedFault" in d["reason"] for d in letters),
+            restarts=workers.restarts,
+            seconds=time.monotonic() - began,
+        )
+    finally:
+        workers.stop()
+        drop_topics(broker, prefix)
+
+
+def drop_topics(broker: str, prefix: str) -> None:
+    """A run's topics, deleted after it: a broker restarted after SIGKILL
+    recovers every partition's log first, and old runs' would slow that."""
+    client = admin(broker)
+    try:
+        client.delete_topics([t for t in client.list_topics() if t.startswith(prefix)])
+    finally:
+        client.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--broker", required=True, help="bootstrap servers, comma-separated")
+    parser.add_argument(
+        "--victim-port",
+        type=int,
+        default=None,
+        help="port of a deploy/local/kafka.sh broker to SIGKILL and restart "
+        "(none: no broker fault)",
+    )
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--rate", type=float, default=2_000.0, help="events/s produced")
+    parser.add_argument("--wait", type=float, default=600.0, help="s to wait for the findings")
+    parser.add_argument("--workdir", type=Path, default=Path("out/faults"))
+    parser.add_argument(
+        "--faults",
+        default=",".join(sorted(FAULTS)),
+        help="which faults to inject (to find which one a failure comes from)",
+    )
+    args = parser.parse_args()
+    faults = set(args.faults.split(",")) - {""}
+    lines = day(args.events, seed=11)
+    outcomes = []
+    for run in range(1, args.runs + 1):
+        try:
+            o = one_run(
+                args.broker, args.victim_port, lines, args.workdir, args.rate, args.wait, faults
+            )
+        except FeedFailed as exc:
+            print(f"run {run}: NOT RUN  {exc}", flush=True)
+            continue
+        outcomes.append(o)
+        print(
+            f"run {run}: {'PASS' if o.passed else 'FAIL'}  events {o.events:,}  findings wanted "
+            f"{o.wanted:,}  lost {o.lost}  extra {o.extra}  duplicated by id {o.duplicated}  "
+            f"poison dead-lettered {o.dead_lettered}  worker restarts {o.restarts}  "
+            f"{o.seconds:.0f} s",
+            flush=True,
+        )
+    passed = sum(o.passed for o in outcomes)
+    print(f"{passed} of {args.runs} runs passed")
+    sys.exit(0 if passed == args.runs else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,334 @@
+"""Identifiers in event fields: replaced by keyed pseudonyms at admission
+(detectors.pseudonyms), in replay as on the stream; technical ids kept."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from detectors.masking import identifier_spans, mask_text
+from detectors.pseudonyms import (
+    PSEUDONYM,
+    Pseudonymiser,
+    is_pseudonym_of,
+    may_hold_identifier,
+    pseudonym,
+    pseudonymise_text,
+)
+from schemas import EventAdapter, SaasAccess
+from streams.metrics import OTHER_ENTITY, entity_label, policy_entities
+from streams.policy_file import load_policy
+from streams.replay import replay
+from tests.test_replay_cli import EXAMPLE
+
+KEY = b"a test key of thirty-two bytes.."
+RRN = "850315-1234567"  # made up
+CARD = "4111111111111111"  # the well-known test card number
+FORMS = {  # one identifier of each kind the masks know, written as people write them
+    "rrn": RRN,
+    "rrn_bare": "8503151234567",
+    "rrn_spaced": "850315 - 1234567",
+    "rrn_fullwidth": "８５０３１５－１２３４５６７",
+    "alien": "900101-5234567",
+    "passport": "M12345678",
+    "passport_2021": "M123A4567",
+    "licence": "11-23-456789-01",
+    "card": CARD,
+    "card_grouped": "4111 1111 1111 1111",
+    "account": "110-123-456789",
+}
+TECHNICAL = [
+    "3f2504e0-4f89-11d3-9a0c-030512345678",  # GUID
+    "{6B29FC40-CA47-1067-B31D-00DD010662DA}",
+    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",  # SHA-256
+    "d41d8cd98f00b204e9800998ecf8427e",  # MD5
+    "d3c0c003000000000000000a",  # Netskope _id (a 12-byte object id)
+    "10.0.19045.3803",  # Windows build
+    "00u1abcd2EFGH3ijk4x7",  # Okta user id
+    "192.168.100.200",
+    "2026-11-23",
+    "weekly-report_20261123.docx",
+    "lt-hq-12868",
+]
+
+
+def digits(text: str) -> str:
+    """The identifier without separators, ASCII digits: how a leak is looked for."""
+    return "".join(str(int(c)) if c.isdecimal() else c for c in text if c.isalnum())
+
+
+def access(**over: Any) -> dict[str, Any]:
+    return {
+        "stream": "saas_access",
+        "event_id": "a1",
+        "timestamp": "2026-06-10T09:56:00Z",
+        "entity": "HQ",
+        "user_id": "u1",
+        "device_id": "d1",
+        "saas_app": "docs",
+        "action": "upload",
+        "network_zone": "internal",
+        "source": "test",
+        **over,
+    }
+
+
+def dlp(**over: Any) -> dict[str, Any]:
+    return {
+        "stream": "dlp_alert",
+        "event_id": "d1",
+        "timestamp": "2026-06-10T10:00:00Z",
+        "entity": "HQ",
+        "user_id": "u1",
+        "device_id": "d1",
+        "channel": "web",
+        "data_types": ["kr_rrn"],
+        "match_count": 1,
+        "source": "test",
+        **over,
+    }
+
+
+# -- the pseudonym -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("form", [f for k, f in FORMS.items() if k.startswith("rrn")])
+def test_an_identifier_has_one_pseudonym_however_it_is_written(form: str) -> None:
+    assert pseudonym(KEY, form) == pseudonym(KEY, RRN)
+    assert pseudonymise_text(KEY, form) == pseudonym(KEY, RRN)
+
+
+def test_a_pseudonym_is_keyed_letters_only_and_left_alone_by_the_masks() -> None:
+    p = pseudonym(KEY, RRN)
+    assert PSEUDONYM.fullmatch(p) and not re.search(r"[0-9]", p)
+    assert pseudonym(b"another key of thirty-two bytes.", RRN) != p
+    assert pseudonym(KEY, "850315-1234568") != p
+    assert mask_text(p) == p and identifier_spans(p) == []
+    assert pseudonymise_text(KEY, p) == p, "pseudonymising again keeps it"
+
+
+def test_a_candidate_is_confirmed_against_a_pseudonym() -> None:
+    p = pseudonym(KEY, RRN)
+    assert is_pseudonym_of(KEY, "8503151234567", p)
+    assert not is_pseudonym_of(KEY, "850315-1234568", p)
+    assert not is_pseudonym_of(b"another key of thirty-two bytes.", RRN, p)
+
+
+@pytest.mark.parametrize("kind", sorted(FORMS))
+def test_every_kind_the_masks_know_is_pseudonymised_in_place(kind: str) -> None:
+    out = pseudonymise_text(KEY, f"user {FORMS[kind]}@bank.example")
+    assert re.fullmatch(r"user pii-[b-t]{20}@bank\.example", out), out
+    assert digits(FORMS[kind]) not in digits(out)
+
+
+@pytest.mark.parametrize("value", TECHNICAL)
+def test_technical_identifiers_stay_as_they_are(value: str) -> None:
+    assert pseudonymise_text(KEY, value) is value
+    event = EventAdapter.validate_python(access(device_id=value, event_id=value))
+    assert Pseudonymiser(KEY).event(event) == (event, ())
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.text(alphabet=st.sampled_from("0123456789０１２３４５６７８９٣-‐－. \tMAx_@"), max_size=40)
+)
+def test_the_quick_test_misses_nothing_the_masks_find(text: str) -> None:
+    """may_hold_identifier (and the shapes the pseudonymiser keeps) must say
+    yes wherever the masks find an identifier, or one would pass raw."""
+    if identifier_spans(text):
+        assert may_hold_identifier(text), text
+        assert not Pseudonymiser(KEY)._clean_text(text), text
+
+
+# -- events ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("over", "label"),
+    [
+        ({"user_id": RRN}, "user_id"),
+        ({"device_id": CARD}, "device_id"),
+        ({"entity": RRN}, "entity"),
+        ({"saas_app": CARD}, "saas_app"),
+        ({"event_id": f"evt-{RRN}"}, "event_id"),
+        ({"source": RRN}, "source"),
+        ({"src_ip": CARD}, "src_ip"),
+        ({"object": {"name": f"{RRN}.xlsx"}}, "object.name"),
+        ({"vendor_user": {"id": RRN}}, "extra"),
+        ({RRN: "x"}, "extra"),
+    ],
+)
+def test_an_identifier_in_any_field_is_replaced_and_counted(
+    over: dict[str, Any], label: str
+) -> None:
+    event = EventAdapter.validate_python(access(**over))
+    admitted, fields = Pseudonymiser(KEY).event(event)
+    assert fields == (label,)
+    text = admitted.model_dump_json()
+    assert digits(RRN) not in digits(text) and digits(CARD) not in digits(text)
+    assert pseudonym(KEY, RRN) in text or pseudonym(KEY, CARD) in text
+    assert EventAdapter.validate_json(text) == admitted, "the stages read it back alike"
+
+
+def test_a_pseudonym_too_long_for_its_field_is_refused() -> None:
+    event = EventAdapter.validate_python(dlp(data_types=[("x" * 120) + RRN[:6]]))
+    assert Pseudonymiser(KEY).event(event) == (event, ())
+    long_name = EventAdapter.validate_python(dlp(entity=("x" * 110) + " " + CARD))
+    with pytest.raises(Exception, match="128"):
+        Pseudonymiser(KEY).event(long_name)
+
+
+def _replay(events: list[dict[str, Any]], key: bytes = KEY) -> tuple[str, str, Any]:
+    out, dead = io.StringIO(), io.StringIO()
+    lines = [json.dumps(e, ensure_ascii=False).encode() for e in events]
+    summary = replay(load_policy(EXAMPLE), lines, out, dead, pseudonyms=Pseudonymiser(key))
+    return out.getvalue(), dead.getvalue(), summary
+
+
+def test_a_dlp_alert_and_its_upload_by_the_same_rrn_still_correlate() -> None:
+    found, _, summary = _replay([access(user_id=RRN), dlp(user_id="8503151234567")])
+    findings = [json.loads(line) for line in found.splitlines()]
+    (finding,) = [f for f in findings if f["rule_id"] == "SEP-003"]
+    assert finding["evidence_event_ids"] == ["d1", "a1"]
+    assert finding["user_id"] == pseudonym(KEY, RRN)
+    assert pseudonym(KEY, RRN) in finding["summary"]
+    assert all(f["user_id"] == pseudonym(KEY, RRN) for f in findings)
+    assert digits(RRN) not in digits(found)
+    assert summary.pseudonymised == {"user_id": 2}
+
+
+STRING_FIELDS = {
+    "saas_access": ["event_id", "entity", "user_id", "device_id", "saas_app", "src_ip", "source"],
+    "dlp_alert": ["event_id", "entity", "user_id", "device_id", "saas_app", "source"],
+}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    stream=st.sampled_from(sorted(STRING_FIELDS)),
+    data=st.data(),
+    kind=st.sampled_from(sorted(FORMS)),
+    around=st.sampled_from(["{}", "u-{}", "{}@bank.example", "EMP {} (HR)"]),
+)
+def test_no_raw_identifier_reaches_findings_dead_letters_or_logs(
+    stream: str, data: st.DataObject, kind: str, around: str
+) -> None:
+    """Planted in any string field (or as a vendor field, or a file name), in
+    any written form: nothing raw comes out, whatever the rules make of it."""
+    planted = around.format(FORMS[kind])
+    where = data.draw(st.sampled_from([*STRING_FIELDS[stream], "object.name", "extra"]))
+    event = access() if stream == "saas_access" else dlp(channel="saas_upload", saas_app="docs")
+    if where == "object.name":
+        event["object"] = {"name": f"{planted}.xlsx"}
+    elif where == "extra":
+        event["vendor"] = {"actor": planted}
+    else:
+        event[where] = planted
+    # The other half of a correlation, and one that is refused (its time).
+    events = [
+        event,
+        access(event_id="a2", user_id=event["user_id"]),
+        {**event, "timestamp": "1969-01-01T00:00:00Z"},
+    ]
+    logs = io.StringIO()
+    handler = logging.StreamHandler(logs)
+    logging.getLogger().addHandler(handler)
+    try:
+        found, dead, summary = _replay(events)
+    finally:
+        logging.getLogger().removeHandler(handler)
+    raw = digits(FORMS[kind])
+    for name, text in (("findings", found), ("dead letters", dead), ("logs", logs.getvalue())):
+        assert raw not in digits(text), f"{kind} in {where} reached the {name}"
+        assert FORMS[kind] not in text
+    assert sum(summary.pseudonymised.values()) >= 1
+
+
+# -- metric labels -----------------------------------------------------------
+
+
+def test_the_entity_label_takes_only_entities_the_policy_names() -> None:
+    named = policy_entities(load_policy(EXAMPLE))
+    assert {"HQ", "SUB-VN", "BR-BUSAN-HU"} <= named
+    assert entity_label("HQ", named) == "HQ"
+    assert entity_label(RRN, named) == OTHER_ENTITY
+    assert entity_label(pseudonym(KEY, RRN), named) == OTHER_ENTITY
+
+
+def test_a_saas_access_keeps_its_type() -> None:
+    event = EventAdapter.validate_python(access(user_id=RRN))
+    admitted, _ = Pseudonymiser(KEY).event(event)
+    assert isinstance(admitted, SaasAccess) and admitted.user_id == pseudonym(KEY, RRN)
+
+
+# -- the command line ----------------------------------------------------------
+
+SETTINGS_KEY = "a bank's own key, thirty-two chars"
+
+
+def test_pseudonym_check_confirms_a_candidate_read_from_stdin(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from typer.testing import CliRunner
+
+    from streams.cli import app
+
+    monkeypatch.setenv("SEPWATCH_PSEUDONYM_KEY", SETTINGS_KEY)
+    p = pseudonym(SETTINGS_KEY.encode(), RRN)
+    runner = CliRunner()
+    yes = runner.invoke(app, ["pseudonym", "check", p, "--stdin"], input="8503151234567\n")
+    assert yes.exit_code == 0 and "match" in yes.output and RRN not in yes.output
+    no = runner.invoke(app, ["pseudonym", "check", p, "--stdin"], input="850315-1234568\n")
+    assert no.exit_code == 1 and "no match" in no.output
+    of = runner.invoke(app, ["pseudonym", "of", "--stdin"], input=f"{RRN}\n")
+    assert of.exit_code == 0 and of.output.strip() == p
+    bad = runner.invoke(app, ["pseudonym", "check", RRN, "--stdin"], input=f"{RRN}\n")
+    assert bad.exit_code == 2 and RRN not in bad.output
+
+
+def test_a_short_key_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from streams.cli import app
+
+    monkeypatch.setenv("SEPWATCH_PSEUDONYM_KEY", "too short")
+    out = CliRunner().invoke(app, ["pseudonym", "of", "--stdin"], input=f"{RRN}\n")
+    assert out.exit_code == 2 and "at least 32 characters" in out.output
+    assert "too short" not in out.output
+
+
+def test_replay_uses_the_settings_key_or_says_its_pseudonyms_are_its_own(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    from typer.testing import CliRunner
+
+    from streams.cli import app
+
+    events = tmp_path / "events.jsonl"
+    events.write_text(json.dumps(access(user_id=RRN)) + "\n")
+    runner = CliRunner()
+    args = ["replay", "-p", str(EXAMPLE), "-e", str(events), "-o", str(tmp_path / "f.jsonl")]
+    monkeypatch.delenv("SEPWATCH_PSEUDONYM_KEY", raising=False)
+    own = runner.invoke(app, args)
+    assert own.exit_code == 0 and "match no other run's" in own.output
+    monkeypatch.setenv("SEPWATCH_PSEUDONYM_KEY", SETTINGS_KEY)
+    keyed = runner.invoke(app, args)
+    assert keyed.exit_code == 0 and "user_id 1" in keyed.output
+    found = [json.loads(line) for line in (tmp_path / "f.jsonl").read_text().splitlines()]
+    assert found and all(f["user_id"] == pseudonym(SETTINGS_KEY.encode(), RRN) for f in found)
+
+
+def test_findings_show_says_which_values_are_pseudonyms() -> None:
+    from streams.pseudonym_cli import pseudonyms_note
+
+    p = pseudonym(KEY, RRN)
+    note = pseudonyms_note({"user_id": p, "summary": f"User {p} sent kr_rrn"})
+    assert p in note and "sepwatch pseudonym check" in note
+    assert pseudonyms_note({"user_id": "u1"}) == ""
