@@ -165,7 +165,8 @@ def _console(settings: Settings, console: Console) -> None:
 
 def afterwards(es_url: str, index: str, *, es_stopped: bool) -> str:
     """The demo's last words: where its findings are and how to work them."""
-    work = f"SEPWATCH_ES_URL={es_url} SEPWATCH_ES_INDEX={index} .venv/bin/sepwatch findings list"
+    where = f"SEPWATCH_ES_URL={es_url} SEPWATCH_ES_INDEX={index}"
+    work = f"{where} .venv/bin/sepwatch findings list\n  {where} .venv/bin/sepwatch console"
     if not es_stopped:
         return f"The demo's findings are in Elasticsearch, index {index}:\n  {work}"
     return (

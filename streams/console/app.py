@@ -434,8 +434,6 @@ def _signed_in(console: Console, handler: Handler, *, change: bool = False) -> A
             return await handler(request, person)
         except AuthorizationException:
             return PlainTextResponse("Elasticsearch refused this account", status_code=403)
-        except queries.TooManyMoved as exc:
-            return PlainTextResponse(str(exc), status_code=422)
         except queries.SearchFailed as exc:
             log.warning("Elasticsearch: %s on %s", exc, request.url.path)
             code = 403 if exc.status == 403 else 502

@@ -6,13 +6,16 @@ Every query is a filter on keyword fields the findings template declares, so
 a page of one million findings costs the same as a page of one thousand.
 
 A finding's status is its newest lifecycle record's (`<index>.lifecycle`,
-streams.lifecycle), or the one it was stored with when it has none. A status
-filter or count is therefore a query over both: the findings stored with the
-status that no record has moved, or whose newest record moved them to it. The
-findings with records are read first (one collapsed search of the records),
-at most MOVED_LIMIT of them under the filters the records carry (rule,
-severity, entity, time); beyond that the console says so (`TooManyMoved`)
-rather than count wrong."""
+streams.lifecycle), or the one it was stored with when it has none; a bank
+triages most findings, so most have records. Counts by status are main's
+telescoping sums (streams.lifecycle.status_shift: stored with the status,
+plus records to it, minus records from it) under the same filters; records
+carry the rule, severity, entity and time of their finding, and for a user,
+device or app filter the matching findings' ids (up to ID_LIMIT; beyond, the
+counts by status are not shown rather than shown wrong). A page filtered by
+status reads the findings newest first in batches and keeps those whose
+current status matches, at most SCAN_LIMIT findings a page (the next link
+goes on from there)."""
 
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ from typing import Any
 from elasticsearch import Elasticsearch
 
 from streams.elastic import STATUSES, finding_of
-from streams.lifecycle import latest, lifecycle_index, with_status
+from streams.lifecycle import latest, shifted, shifted_under, status_shift, with_status
 
 PAGE = 50
 SORT: list[dict[str, Any]] = [{"@timestamp": "desc"}, {"sepwatch.finding_id": "asc"}]
@@ -48,29 +51,11 @@ FACETS = ("rule", "severity", "entity", "app")
 FACET_SIZE = 50
 # The filters a lifecycle record carries too (copied from its finding), by field.
 ON_RECORDS = {"rule": "rule.id", "severity": "sepwatch.severity", "entity": "organization.name"}
-MOVED_LIMIT = 10_000
-
-
-class TooManyMoved(Exception):
-    """More findings with lifecycle records under these filters than one search reads."""
-
-
-@dataclass(frozen=True)
-class Moved:
-    """The findings that have lifecycle records, and the status their newest sets."""
-
-    to: dict[str, str] = field(default_factory=dict)
-
-    def clause(self, statuses: list[str]) -> dict[str, Any]:
-        """Findings whose current status is one of `statuses`."""
-        stored: dict[str, Any] = {"filter": [{"terms": {"sepwatch.status": statuses}}]}
-        if self.to:
-            stored["must_not"] = [{"terms": {"sepwatch.finding_id": list(self.to)}}]
-        should: list[dict[str, Any]] = [{"bool": stored}]
-        now = [fid for fid, status in self.to.items() if status in statuses]
-        if now:
-            should.append({"terms": {"sepwatch.finding_id": now}})
-        return {"bool": {"should": should, "minimum_should_match": 1}}
+# Findings read per round when a page is filtered by status, and at most per page.
+SCAN_BATCH = 500
+SCAN_LIMIT = 10_000
+# At most this many findings' ids narrow the records for a user, device or app filter.
+ID_LIMIT = 10_000
 
 
 @dataclass(frozen=True)
@@ -86,16 +71,12 @@ class Filters:
         terms = {k: params[k] for k in FIELDS if params.get(k)}
         return cls(terms, _time(params.get("from")), _time(params.get("to")))
 
-    def query(self, moved: Moved | None = None, *, skip: str | None = None) -> dict[str, Any]:
-        """The bool filter; `skip` leaves one term out (its own facet's counts).
-        A status filter needs `moved` (the findings whose records set it)."""
+    def query(self, *, skip: str | None = None) -> dict[str, Any]:
+        """The bool filter on the findings' own fields, without the status (a
+        record's, see `page`); `skip` leaves one more term out (its facet's counts)."""
         clauses: list[dict[str, Any]] = [
             {"term": {FIELDS[k]: v}} for k, v in self.terms.items() if k not in (skip, "status")
         ]
-        if "status" in self.terms and skip != "status":
-            if moved is None:
-                raise ValueError("a status filter needs the findings' lifecycle records")
-            clauses.append(moved.clause([self.terms["status"]]))
         if span := self._span():
             clauses.append({"range": {"@timestamp": span}})
         return {"bool": {"filter": clauses}}
@@ -172,33 +153,6 @@ class Page:
 _NOWHERE = {"ignore_unavailable": True, "allow_no_indices": True}
 
 
-def moved(es: Elasticsearch, index: str, scope: list[dict[str, Any]]) -> Moved:
-    """The findings under `scope` (record fields) that have lifecycle records,
-    each with its newest record's status: one search, collapsed by finding."""
-    resp = es.search(
-        index=lifecycle_index(index),
-        query={"bool": {"filter": scope}},
-        collapse={"field": "sepwatch.finding_id"},
-        sort=[{"sepwatch.seq": "desc"}],
-        source_includes=["sepwatch.finding_id", "sepwatch.to_status"],
-        size=MOVED_LIMIT,
-        track_total_hits=False,
-        **_NOWHERE,
-    )
-    hits = resp["hits"]["hits"]
-    if len(hits) >= MOVED_LIMIT:
-        raise TooManyMoved(
-            f"more than {MOVED_LIMIT:,} findings under these filters have lifecycle records: "
-            "narrow them by rule, severity, entity or time to filter or count by status"
-        )
-    return Moved(
-        {
-            h["_source"]["sepwatch"]["finding_id"]: h["_source"]["sepwatch"]["to_status"]
-            for h in hits
-        }
-    )
-
-
 def page(
     es: Elasticsearch,
     index: str,
@@ -208,41 +162,55 @@ def page(
     size: int = PAGE,
     facets: bool = True,
 ) -> Page:
-    """One page, newest first, and the counts per filter value. A facet counts
-    under every other filter but its own, so a chosen value shows its siblings.
-    Both in one round trip; the counts as a size-0 search, which Elasticsearch's
-    shard request cache keeps until that shard changes (older months: for good).
-    Before it, when a status is filtered or counted, the findings with records."""
-    by_status = facets or "status" in filters.terms
-    changed = moved(es, index, filters.on_records()) if by_status else None
+    """One page, newest first, each finding with its current status, and the
+    counts per filter value. A facet counts under every other filter but its
+    own, so a chosen value shows its siblings (under a status filter, the other
+    facets count every status). The page and the counts in one round trip; the
+    counts as a size-0 search, which Elasticsearch's shard request cache keeps
+    until that shard changes (older months: for good)."""
+    status = filters.terms.get("status")
     body: dict[str, Any] = {
-        "query": filters.query(changed),
+        "query": filters.query(),
         "sort": SORT,
         "size": size + 1,
         "track_total_hits": 10_000,
     }
     if after:
         body["search_after"] = after
-    searches: list[dict[str, Any]] = [{"index": index, **_NOWHERE}, body]
-    if changed is not None and facets:
+    searches: list[dict[str, Any]] = [{"index": index, **_NOWHERE}, body] if not status else []
+    if facets or status:
         searches += [
             {"index": index, "request_cache": True, **_NOWHERE},
-            {"size": 0, "track_total_hits": False, "aggs": _facets(filters, changed)},
+            {"size": 0, "track_total_hits": False, "aggs": _facets(filters)},
         ]
     responses = es.msearch(searches=searches)["responses"]
     for r in responses:
         if "error" in r:
             raise SearchFailed(str(r["error"].get("type", "error")), int(r.get("status", 500)))
+    counted = responses[-1].get("aggregations", {}) if facets or status else {}
+    out = {name: _buckets(agg["v"]["buckets"]) for name, agg in counted.items()}
+    stored = dict(out.pop("status", []))
+    by_status = status_counts(es, index, filters, stored) if facets or status else None
+    if by_status is not None:
+        out["status"] = list(by_status.items())  # else not shown: unknown, not zero
+    if status:
+        shown, next_after = _with_status(es, index, filters, status, after, size)
+        known = by_status.get(status) if by_status is not None else None
+        return Page(
+            findings=shown,
+            total=known if known is not None else len(shown),
+            total_exact=known is not None,
+            next_cursor=encode_cursor(next_after) if next_after else None,
+            facets=out if facets else {},
+        )
     resp = responses[0]
     hits = resp["hits"]["hits"]
     more = len(hits) > size
     hits = hits[:size]
-    counted = responses[1].get("aggregations", {}) if facets else {}
-    out = {name: _buckets(agg["v"]["buckets"]) for name, agg in counted.items()}
     total = resp["hits"]["total"]
-    shown = [finding_of(h["_source"]) for h in hits]
+    found = [finding_of(h["_source"]) for h in hits]
     return Page(
-        findings=with_status(shown, latest(es, index, [f["finding_id"] for f in shown])),
+        findings=with_status(found, latest(es, index, [f["finding_id"] for f in found])),
         total=int(total["value"]),
         total_exact=total["relation"] == "eq",
         next_cursor=encode_cursor(hits[-1]["sort"]) if more and hits else None,
@@ -250,26 +218,74 @@ def page(
     )
 
 
-def _facets(filters: Filters, changed: Moved) -> dict[str, Any]:
-    """Each facet's counts under every other filter; statuses as the records leave them."""
-    aggs: dict[str, Any] = {
+def _with_status(
+    es: Elasticsearch,
+    index: str,
+    filters: Filters,
+    status: str,
+    after: list[Any] | None,
+    size: int,
+) -> tuple[list[dict[str, Any]], list[Any] | None]:
+    """Up to `size` findings whose current status is `status`, newest first,
+    and where the next page goes on from (None: nothing after)."""
+    kept: list[tuple[dict[str, Any], list[Any]]] = []
+    scanned = 0
+    while scanned < SCAN_LIMIT:
+        extra: dict[str, Any] = {"search_after": after} if after else {}
+        hits = es.search(
+            index=index, query=filters.query(), sort=SORT, size=SCAN_BATCH, **extra, **_NOWHERE
+        )["hits"]["hits"]
+        batch = [finding_of(h["_source"]) for h in hits]
+        batch = with_status(batch, latest(es, index, [f["finding_id"] for f in batch]))
+        kept += [(f, h["sort"]) for f, h in zip(batch, hits, strict=True) if f["status"] == status]
+        scanned += len(hits)
+        if len(kept) > size:
+            return [f for f, _ in kept[:size]], kept[size - 1][1]
+        if len(hits) < SCAN_BATCH:
+            return [f for f, _ in kept], None
+        after = hits[-1]["sort"]
+    # Read enough for one page: show what matched, and go on from where it stopped.
+    return [f for f, _ in kept], after
+
+
+def status_counts(
+    es: Elasticsearch, index: str, filters: Filters, stored: dict[str, int]
+) -> dict[str, int] | None:
+    """Findings per current status under the filters (but a status one):
+    `stored` (per stored status) moved by the matching findings' records.
+    None when a user, device or app filter matches more than ID_LIMIT findings."""
+    scope = filters.on_records()
+    if any(k in filters.terms for k in ("app", "user", "device")):
+        resp = es.search(
+            index=index,
+            query=filters.query(),
+            size=ID_LIMIT + 1,
+            source=False,
+            docvalue_fields=["sepwatch.finding_id"],
+            **_NOWHERE,
+        )
+        hits = resp["hits"]["hits"]
+        if len(hits) > ID_LIMIT:
+            return None
+        ids = [h["fields"]["sepwatch.finding_id"][0] for h in hits]
+        scope.append({"terms": {"sepwatch.finding_id": ids}})
+    counts = shifted(stored, status_shift(es, index, scope, {}))
+    return {s: counts.get(s, 0) for s in STATUSES}
+
+
+def _facets(filters: Filters) -> dict[str, Any]:
+    """Each facet's counts under every other filter; by status as stored (see
+    `status_counts`)."""
+    return {
         name: {
-            "filter": filters.query(changed, skip=name),
+            "filter": filters.query(skip=name),
             "aggs": {"v": {"terms": {"field": FIELDS[name], "size": FACET_SIZE}}},
         }
-        for name in FACETS
+        for name in (*FACETS, "status")
     }
-    aggs["status"] = {
-        "filter": filters.query(changed, skip="status"),
-        "aggs": {"v": {"filters": {"filters": {s: changed.clause([s]) for s in STATUSES}}}},
-    }
-    return aggs
 
 
-def _buckets(buckets: list[dict[str, Any]] | dict[str, dict[str, Any]]) -> list[tuple[str, int]]:
-    """A terms aggregation's buckets, or a filters aggregation's (keyed)."""
-    if isinstance(buckets, dict):
-        return [(k, int(b["doc_count"])) for k, b in buckets.items() if b["doc_count"]]
+def _buckets(buckets: list[dict[str, Any]]) -> list[tuple[str, int]]:
     return [(str(b["key"]), int(b["doc_count"])) for b in buckets]
 
 
@@ -278,8 +294,8 @@ def export(
 ) -> Iterator[dict[str, Any]]:
     """Every finding of the filtered set, newest first, with its status, in one
     point in time (findings arriving meanwhile do not shift the pages)."""
-    changed = moved(es, index, filters.on_records()) if "status" in filters.terms else None
-    query = filters.query(changed)
+    query = filters.query()
+    status = filters.terms.get("status")
     pit = es.open_point_in_time(index=index, keep_alive="2m", ignore_unavailable=True)["id"]
     after: list[Any] | None = None
     try:
@@ -296,7 +312,8 @@ def export(
             pit = resp.get("pit_id", pit)
             hits = resp["hits"]["hits"]
             found = [finding_of(h["_source"]) for h in hits]
-            yield from with_status(found, latest(es, index, [f["finding_id"] for f in found]))
+            found = with_status(found, latest(es, index, [f["finding_id"] for f in found]))
+            yield from (f for f in found if status is None or f["status"] == status)
             if len(hits) < batch:
                 return
             after = hits[-1]["sort"]
@@ -315,21 +332,18 @@ class Overview:
 
 def overview(es: Elasticsearch, index: str, entity: str | None, now: datetime) -> Overview:
     """Open (or acknowledged) findings by rule and severity, as their lifecycle
-    records leave them, and the last 30 days: the findings with records, then
-    one request."""
+    records leave them (stored counts by status, moved by the records'), and
+    the last 30 days: two requests."""
     scope: list[dict[str, Any]] = []
     if entity:
         scope.append({"term": {"organization.name": entity}})
-    changed = moved(es, index, scope)
     start = (now - timedelta(days=29)).date()
+    by_status = {"status": {"terms": {"field": "sepwatch.status", "size": 10}}}
     within = {
         "open": {
-            "filter": changed.clause(["open", "acknowledged"]),
+            "terms": {"field": "rule.id", "size": 100},
             "aggs": {
-                "rule": {
-                    "terms": {"field": "rule.id", "size": 100},
-                    "aggs": {"sev": {"terms": {"field": "sepwatch.severity", "size": 4}}},
-                }
+                "sev": {"terms": {"field": "sepwatch.severity", "size": 4}, "aggs": by_status}
             },
         },
         "trend": {
@@ -364,14 +378,43 @@ def overview(es: Elasticsearch, index: str, entity: str | None, now: datetime) -
     if not aggs:
         return Overview(entity, 0, {}, [], [])
     mine = aggs["scope"]
-    by_rule = {
-        str(b["key"]): {str(s["key"]): int(s["doc_count"]) for s in b["sev"]["buckets"]}
-        for b in mine["open"]["rule"]["buckets"]
-    }
+    shift = status_shift(es, index, scope, {"rule": "rule.id"}, sub=_SEVERITY_SHIFT)
+    by_rule = _open_cells(mine["open"]["buckets"], shifted_under(shift, "rule"))
     return Overview(
         entity=entity,
-        open_total=int(mine["open"]["doc_count"]),
+        open_total=sum(n for cells in by_rule.values() for n in cells.values()),
         open_by_rule=dict(sorted(by_rule.items())),
         trend=[(b["key_as_string"], int(b["doc_count"])) for b in mine["trend"]["day"]["buckets"]],
         entities=sorted(str(b["key"]) for b in aggs["entities"]["buckets"]),
     )
+
+
+_SEVERITY_SHIFT = {
+    "sev": {
+        "terms": {"field": "sepwatch.severity", "size": 4},
+        "aggs": {
+            "to": {"terms": {"field": "sepwatch.to_status", "size": 10}},
+            "from": {"terms": {"field": "sepwatch.from_status", "size": 10}},
+        },
+    }
+}
+OPEN = ("open", "acknowledged")  # still to be dealt with
+
+
+def _open_cells(
+    rules: list[dict[str, Any]], shift: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, int]]:
+    """Rule -> severity -> open or acknowledged findings, stored counts moved by the records."""
+    out: dict[str, dict[str, int]] = {}
+    for rule in rules:
+        moved = {
+            str(b["key"]): b
+            for b in shift.get(str(rule["key"]), {}).get("sev", {}).get("buckets", [])
+        }
+        for sev in rule["sev"]["buckets"]:
+            stored = {str(b["key"]): int(b["doc_count"]) for b in sev["status"]["buckets"]}
+            now = shifted(stored, moved.get(str(sev["key"]), {}))
+            n = sum(now.get(s, 0) for s in OPEN)
+            if n:
+                out.setdefault(str(rule["key"]), {})[str(sev["key"])] = n
+    return out

@@ -25,7 +25,7 @@ from streams.console.i18n import WORDS
 from streams.console.serve import InThread as ConsoleServer
 from streams.elastic import document, index_for, put_template
 from streams.kafka_io import ensure_topics
-from streams.lifecycle import lifecycle_index, put_lifecycle_template, record
+from streams.lifecycle import lifecycle_index, record
 from streams.settings import Settings
 from streams.topics import Topics
 from tests.integration.conftest import POLICY, ROOT
@@ -49,7 +49,6 @@ def _load(es: Elasticsearch, index: str, findings: list[dict[str, Any]]) -> None
     """The replayed findings, stored as the sink stores them, beside an empty
     lifecycle index (with, on a secured node, the pipeline naming the actor)."""
     put_template(es, index)
-    put_lifecycle_template(es, index)
     actions = []
     for raw in findings:
         f = Finding.model_validate(raw)
