@@ -35,6 +35,7 @@ from elasticsearch import Elasticsearch  # noqa: E402
 from bench import report as loader  # noqa: E402
 from streams.console import queries  # noqa: E402
 from streams.console.serve import InThread as ConsoleServer  # noqa: E402
+from streams.lifecycle import lifecycle_index  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +43,8 @@ ES = ROOT / "deploy" / "local" / "elasticsearch.sh"
 
 
 def _pages(rnd: random.Random) -> list[dict[str, str]]:
-    """What analysts filter by: nothing, a rule, an entity and a status, a user."""
+    """What analysts filter by: nothing, a rule, an entity and a status (as the
+    records leave it), an app, a user, a month and a status."""
     rules = [r.id for r in loader.RULES]
     return [
         {},
@@ -87,17 +89,26 @@ def main() -> int:
     have = (
         int(es.count(index=loader.INDEX)["count"]) if es.indices.exists(index=loader.INDEX) else 0
     )
+    records = lifecycle_index(loader.INDEX)
     if args.reload or have != args.findings:
-        if have:
-            es.indices.delete(index=f"{loader.INDEX}-*")
+        # As bench.report loads them: statuses set by lifecycle records (about
+        # 1.5 a finding), and the access tally the device share is read from.
+        es.indices.delete(index=f"{loader.INDEX}-*", ignore_unavailable=True)
+        es.indices.delete(index=f"{loader.INDEX}.accesses", ignore_unavailable=True)
+        es.indices.delete(index=records, ignore_unavailable=True)
+        loader.put_template(es, loader.INDEX)
         import asyncio
 
         rate = asyncio.run(loader._load(args.findings))
         print(f"loaded {args.findings:,} findings at {rate:,.0f}/s")
-        es.indices.refresh(index=loader.INDEX)
-        es.indices.forcemerge(index=f"{loader.INDEX}-*", max_num_segments=1)
+        for name in (loader.INDEX, records):
+            es.indices.refresh(index=name)
+            es.indices.forcemerge(index=name, max_num_segments=1, wait_for_completion=True)
+        loader._tally(es)
     print(
-        f"{int(es.count(index=loader.INDEX)['count']):,} findings in {loader.INDEX} at {loader.URL}"
+        f"{int(es.count(index=loader.INDEX)['count']):,} findings and "
+        f"{int(es.count(index=records)['count']):,} lifecycle records in {loader.INDEX} "
+        f"at {loader.URL}"
     )
 
     settings = Settings(
@@ -107,7 +118,7 @@ def main() -> int:
         policy=ROOT / "deploy/policy/example.yaml",
     )
     # Each run starts from a cold shard request cache (the counts are cached there).
-    es.indices.clear_cache(index=loader.INDEX, request=True)
+    es.indices.clear_cache(index=f"{loader.INDEX},{records}", request=True)
     rnd = random.Random(3)
     page_t: list[float] = []
     next_t: list[float] = []

@@ -154,13 +154,13 @@ def _stop(worker: subprocess.Popen[bytes]) -> None:
 
 def _console(settings: Settings, console: Console) -> None:
     """The SOC console on the demo's findings, until Ctrl-C (uvicorn stops on it)."""
-    from streams.console.serve import server
+    from streams.console.serve import run_until_stopped
 
     url = f"http://{settings.console_host}:{settings.console_port}/"
     console.print(
         f"[bold]SOC console[/] on the demo's findings: open {url} (Ctrl-C stops the demo)"
     )
-    server(settings).run()
+    run_until_stopped(settings)
 
 
 def afterwards(es_url: str, index: str, *, es_stopped: bool) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
@@ -32,13 +33,20 @@ def server(settings: Settings) -> uvicorn.Server:
     return uvicorn.Server(config)
 
 
+def run_until_stopped(settings: Settings) -> None:
+    """Serve until Ctrl-C or SIGTERM. uvicorn shuts down gracefully on the
+    signal, then raises it again for the caller: here that is the expected end."""
+    with contextlib.suppress(KeyboardInterrupt):
+        server(settings).run()
+
+
 def serve(settings: Settings, err: Terminal) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     err.print(
         f"[bold]console[/] at http://{settings.console_host}:{settings.console_port}/ "
         f"(findings from {settings.es_url}, {settings.es_index}); Ctrl-C stops it"
     )
-    server(settings).run()
+    run_until_stopped(settings)
 
 
 class InThread:

@@ -8,6 +8,7 @@ POST without the CSRF token is refused)."""
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -403,3 +404,54 @@ def test_behind_a_proxy_the_trusted_header_names_the_person(
         )
         with urllib.request.urlopen(ask) as resp:
             assert '<b id="whoami">kim.analyst</b>' in resp.read().decode()
+
+
+def test_the_console_command_says_where_and_stops_cleanly_on_ctrl_c(
+    elasticsearch: str, plain: tuple[ConsoleServer, str]
+) -> None:
+    """`sepwatch console` (which `make demo` ends with): the address it prints
+    answers, and Ctrl-C (SIGINT) ends it with status 0 and no traceback."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    _, index = plain
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **os.environ,
+        "SEPWATCH_ES_URL": elasticsearch,
+        "SEPWATCH_ES_INDEX": index,
+        "SEPWATCH_POLICY": str(POLICY),
+        "SEPWATCH_CONSOLE_PORT": str(port),
+        "COLUMNS": "200",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "console"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        said = ""
+        while "Application startup complete" not in said:
+            line = proc.stdout.readline()
+            assert line, f"the console ended before serving:\n{said}"
+            said += line
+        assert f"http://127.0.0.1:{port}/" in said
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/findings") as resp:
+            assert resp.status == 200
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, said + rest
+    assert "Traceback" not in rest and "Aborted" not in rest
+    assert "Shutting down" in rest
