@@ -73,7 +73,8 @@ APPS = [
     "slack",
 ]
 RULES = list(CATALOGUE.values())
-WEIGHTS = [12, 8, 2, 2, 1, 30, 40, 0.001, 0.001]
+# One weight per rule of the catalogue, in its order (SEP-010, SEP-011 added since).
+WEIGHTS = [12, 8, 2, 2, 1, 30, 40, 0.001, 0.001, 1, 1]
 H2 = datetime(2026, 7, 1, tzinfo=UTC)
 H1 = datetime(2026, 1, 1, tzinfo=UTC)
 HALF = 184 * 86400

@@ -259,15 +259,15 @@ def status_counts(
         resp = es.search(
             index=index,
             query=filters.query(),
-            size=ID_LIMIT + 1,
+            size=ID_LIMIT,
+            track_total_hits=ID_LIMIT + 1,
             source=False,
             docvalue_fields=["sepwatch.finding_id"],
             **_NOWHERE,
         )
-        hits = resp["hits"]["hits"]
-        if len(hits) > ID_LIMIT:
+        if resp["hits"]["total"]["value"] > ID_LIMIT:
             return None
-        ids = [h["fields"]["sepwatch.finding_id"][0] for h in hits]
+        ids = [h["fields"]["sepwatch.finding_id"][0] for h in resp["hits"]["hits"]]
         scope.append({"terms": {"sepwatch.finding_id": ids}})
     counts = shifted(stored, status_shift(es, index, scope, {}))
     return {s: counts.get(s, 0) for s in STATUSES}
