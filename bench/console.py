@@ -125,11 +125,13 @@ def main() -> int:
     bare_t: list[float] = []
     cold_t: list[float] = []
     warm_t: list[float] = []
+    by_filter: dict[str, list[float]] = {}
     with ConsoleServer(settings) as server:
         _get(f"{server.url}/findings")  # warm: first connection, templates compiled
         for _ in range(args.rounds):
             for params in _pages(rnd):
                 page_t.append(_get(f"{server.url}/findings?{urlencode(params)}"))
+                by_filter.setdefault(",".join(sorted(params)) or "(none)", []).append(page_t[-1])
                 began = time.perf_counter()
                 found = queries.page(es, loader.INDEX, queries.Filters.of(params))
                 bare_t.append(time.perf_counter() - began)
@@ -145,6 +147,8 @@ def main() -> int:
             for entity in entities:
                 warm_t.append(_get(f"{server.url}/overview?entity={entity}"))
     print(_line("findings page (console, HTTP)", page_t))
+    for name, xs in by_filter.items():
+        print(_line(f"  filtered by {name}", xs))
     print(_line("  next page (search_after)", next_t))
     print(_line("  same query, bare ES client", bare_t))
     print(
