@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint bench install system clean
+.PHONY: demo test lint docs bench install system clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,12 +26,16 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy schemas detectors
 
+## docs: the docs site (mkdocs.yml) into out/site; --strict: a broken link or anchor fails it
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 ## system: the Debian packages the tests run for real (Prometheus, Alertmanager); once
 system:
 	deploy/local/debian-packages.sh
 
-## test: lint, then the whole test suite
-test: lint system
+## test: lint, the docs site, then the whole test suite
+test: lint docs system
 	$(BIN)/pytest
 
 ## bench: the whole-pipeline benchmark (starts Kafka and Elasticsearch; ~30 min; writes docs/BENCHMARKS.md)

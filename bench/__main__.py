@@ -3,6 +3,7 @@ measured in the same run, printed as a table and written to docs/BENCHMARKS.md.
 
     python -m bench                      # every section, the full sizes (~17 min, 2 cores)
     python -m bench --quick              # small sizes, a few minutes: checks the harness
+    python -m bench --smoke --sections latency --reuse-servers   # tiny; what the tests run
     python -m bench --sections latency,recovery --runs 5
 
 Sections:
@@ -20,8 +21,11 @@ Sections:
   recovery    SIGKILL of a worker under load -> first new finding after a
               successor (fresh state directory) restores from the changelog
 
-It starts its own broker (port 19192) and Elasticsearch node (port 19250)
-with deploy/local/kafka.sh and deploy/local/elasticsearch.sh and stops them.
+It starts its own broker (port 19192, or SEPWATCH_BENCH_KAFKA_PORT) and
+Elasticsearch node (port 19250, or SEPWATCH_BENCH_ES_PORT) with
+deploy/local/kafka.sh and deploy/local/elasticsearch.sh and stops them.
+Its events come from one fixed simulated period (bench.stream.PERIOD_START,
+two working days), so the same command measures the same work on any day.
 Every event is stamped in the past or at its send time, never ahead of now.
 """
 
@@ -64,12 +68,13 @@ from bench.stream import (
     IMMEDIATE,
     KAFKA,
     MARKER_KEY,
+    PERIOD_START,
     POLICY,
+    PORT,
     ROOT,
     bare_consumer,
     events,
     lag,
-    past_start,
     rules_drained,
     rules_lag,
     stamped_at_send,
@@ -78,9 +83,10 @@ from bench.stream import (
 )
 
 ES = ROOT / "deploy" / "local" / "elasticsearch.sh"
-KAFKA_PORT, ES_PORT = "19192", "19250"
+ES_PORT = os.environ.get("SEPWATCH_BENCH_ES_PORT", "19250")
 ES_URL = f"http://127.0.0.1:{ES_PORT}"
 SECTIONS = ("throughput", "latency", "detection", "memory", "recovery")
+SECTION_FAILED = "section failed"
 SCHEDULED = ("SEP-001", "SEP-002", "SEP-003")  # what a scheduled search can express
 
 
@@ -114,6 +120,21 @@ FULL = Sizes(
     devices=(10_000, 100_000, 1_000_000),
     flat_rounds=5,
     recovery_rate=300,
+)
+# What the test suite runs (tests/integration/test_bench_smoke.py): every
+# step of a section once, sizes too small for its figures to mean anything.
+SMOKE = Sizes(
+    events=2_000,
+    rates=(300,),
+    window=3,
+    grace=4,
+    detect_rate=100,
+    detect_seconds=10,
+    interval=5,
+    lookback=5,
+    devices=(200,),
+    flat_rounds=1,
+    recovery_rate=100,
 )
 QUICK = Sizes(
     events=8_000,
@@ -160,7 +181,7 @@ def live_events(n: int, seed: int) -> list[bytes]:
     """n events of Seoul working hours (accesses, and their findings, dominate),
     to be restamped at send; enough users that the 48 h simulated hold n."""
     # ~60 events a user in 48 h; 300 users at least keeps findings frequent.
-    lines = events(n, past_start().replace(hour=1), seed=seed, users=max(300, n // 50 + 1))
+    lines = events(n, PERIOD_START, seed=seed, users=max(300, n // 50 + 1))
     if len(lines) < n:
         raise SystemExit(f"the simulator gave {len(lines):,} events, {n:,} asked")
     return lines
@@ -198,7 +219,7 @@ def _topics(prefix: str) -> Any:
 
 def throughput(s: Sizes, runs: int, workdir: Path, out: Results) -> None:
     print(f"throughput: {s.events:,} events a run, {runs} runs after a warm-up", flush=True)
-    lines = events(s.events, past_start(), seed=21)
+    lines = events(s.events, PERIOD_START, seed=21)
     # The broker and the node have just started: a first run measures their
     # JVMs' warm-up too (it was the worker's slowest in the last two full
     # runs, 12,080 vs 14,323-15,570 and 16,330 vs 19,774-20,859 events/s, and
@@ -835,25 +856,40 @@ def main() -> None:
     )
     ap.add_argument("--quick", action="store_true", help="small sizes, a few minutes")
     ap.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny sizes: checks that the harness runs end to end (the tests run it; "
+        "its figures mean nothing)",
+    )
+    ap.add_argument(
+        "--reuse-servers",
+        action="store_true",
+        help="use the broker (and node) already running on SEPWATCH_BENCH_KAFKA_PORT "
+        "(SEPWATCH_BENCH_ES_PORT); start and stop nothing",
+    )
+    ap.add_argument(
         "--out", type=Path, default=ROOT / "docs" / "BENCHMARKS.md", help="the report ('-': none)"
     )
     args = ap.parse_args()
     chosen = [x.strip() for x in args.sections.split(",") if x.strip()]
     if unknown := set(chosen) - set(SECTIONS):
         ap.error(f"unknown sections: {', '.join(sorted(unknown))}")
-    sizes = QUICK if args.quick else FULL
-    runs = 1 if args.quick and "--runs" not in sys.argv else args.runs
+    sizes = SMOKE if args.smoke else QUICK if args.quick else FULL
+    small = args.quick or args.smoke
+    runs = 1 if small and "--runs" not in sys.argv else args.runs
     command = "python -m bench " + shlex.join(sys.argv[1:])
     workdir = ROOT / "out" / "bench"
     workdir.mkdir(parents=True, exist_ok=True)
     for leftover in workdir.glob("state-*"):  # earlier runs' worker state, never reused
         shutil.rmtree(leftover, ignore_errors=True)
-    env = {**os.environ, "SEPWATCH_KAFKA_PORT": KAFKA_PORT, "SEPWATCH_ES_PORT": ES_PORT}
+    env = {**os.environ, "SEPWATCH_KAFKA_PORT": PORT, "SEPWATCH_ES_PORT": ES_PORT}
     info = machine()
     results = Results()
     began = time.monotonic()
-    subprocess.run([str(KAFKA), "up"], check=True, env=env)
-    if {"throughput", "detection"} & set(chosen):
+    ours = not args.reuse_servers
+    if ours:
+        subprocess.run([str(KAFKA), "up"], check=True, env=env)
+    if ours and {"throughput", "detection"} & set(chosen):
         subprocess.run([str(ES), "up"], check=True, env=env)
     try:
         for name in SECTIONS:
@@ -872,15 +908,18 @@ def main() -> None:
                     recovery(sizes, runs, workdir, results)
             except Exception as exc:  # one broken section must not cost the others' figures
                 traceback.print_exc()
-                results.add(name, "section failed", f"{type(exc).__name__}: {exc}"[:300])
+                results.add(name, SECTION_FAILED, f"{type(exc).__name__}: {exc}"[:300])
     finally:
-        subprocess.run([str(ES), "down"], check=False, env=env)
-        subprocess.run([str(KAFKA), "down"], check=False, env=env)
+        if ours:
+            subprocess.run([str(ES), "down"], check=False, env=env)
+            subprocess.run([str(KAFKA), "down"], check=False, env=env)
     results.notes.append(f"The whole run took {(time.monotonic() - began) / 60:.1f} min.")
     show(results)
     if str(args.out) != "-":
-        args.out.write_text(render(results, info, command, args.quick), encoding="utf-8")
+        args.out.write_text(render(results, info, command, small), encoding="utf-8")
         print(f"wrote {args.out}")
+    if failed := [r.section for r in results.rows if r.figure == SECTION_FAILED]:
+        raise SystemExit(f"sections failed: {', '.join(failed)} (above)")
 
 
 def show(results: Results) -> None:

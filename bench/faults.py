@@ -53,7 +53,8 @@ from streams.replay import replay
 from streams.simulate import simulate
 from streams.topics import Topics
 
-# The workers honour the end-of-input marker this run signs (README, "Streaming on Kafka").
+# The workers honour the end-of-input marker this run signs
+# (docs/architecture.md, "Streaming on Kafka").
 MARKER_KEY = SecretStr(secrets.token_hex(16))
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,6 +1,6 @@
 """Admission of one input record: the validator's decision, without I/O.
 
-The worker's validator (streams/topology.py) and `sepwatch replay` ask the
+The worker's validator (streams/validator.py) and `sepwatch replay` ask the
 same question of every record: route it to the rules, or dead-letter it with
 which reason (and which metric label). Keeping the answer a pure function lets
 the tests throw hostile input at exactly the code the worker runs.

@@ -420,5 +420,5 @@ def read_topics(broker: Broker, names: list[str], timeout_s: float = 30.0) -> li
 
 
 def read_dead_letters(broker: Broker, topics: Topics) -> list[dict[str, Any]]:
-    """Every dead letter so far (for tests and the CLI)."""
+    """Every dead letter so far (for the tests and the benchmarks)."""
     return [json.loads(r.value) for r in read_topics(broker, [topics.dead_letters])]

@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from pydantic import ValidationError
 from detectors.masking import mask_text
 from schemas import Finding
 from streams import metrics
+from streams.backoff import Backoff
 from streams.dead_letters import dead_letter
 from streams.elastic import (
     async_client,
@@ -55,23 +55,6 @@ log = logging.getLogger("sepwatch.sink")
 
 # Per-item statuses worth another attempt; any other 4xx is the document's fault.
 RETRY_STATUSES = {429, 500, 502, 503, 504}
-
-
-@dataclass
-class Backoff:
-    """Exponential backoff with full jitter (as AWS recommends), capped."""
-
-    first: float = 0.5
-    cap: float = 30.0
-    attempt: int = 0
-
-    def next_delay(self) -> float:
-        delay = min(self.cap, self.first * 2**self.attempt)
-        self.attempt += 1
-        return random.uniform(delay / 2, delay)
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 @dataclass

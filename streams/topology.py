@@ -35,6 +35,7 @@ from typing import Any
 
 import faust
 from aiokafka.errors import IllegalStateError
+from aiokafka.structs import TopicPartition
 from faust.utils import json as faust_json
 from pydantic import ValidationError
 
@@ -1073,10 +1074,24 @@ def seek_before_fetch(app: faust.App) -> None:
     fetch, and could overlap the recovery's seek or be overtaken by the
     flow's resumption, leaving its partitions paused. Seeks here run one at a
     time, and one that the flow's resumption overtook resumes its partitions
-    itself (a guard from reading Faust's code, not a fault seen)."""
+    itself (a guard from reading Faust's code, not a fault seen).
+
+    Faust pauses a partition only in its own books: the Kafka client goes on
+    fetching it, and a fetch begun while the partition was active hands its
+    records over after the pause, moving the client's position past them,
+    while Faust drops them (not active) before any code here sees them. When
+    that handover came after the recovery's seek of the partition, the
+    partition went on from there: a successor that took a killed worker's
+    partitions never read the records between its committed offset and that
+    position (CI, issue 19's delivery test). So a pause and a resume here
+    also pause and resume the partition in the Kafka client, which keeps a
+    paused partition's position and fetches nothing for it (aiokafka's
+    `pause`); a seek, queued to the client after the pause, comes after
+    any handover."""
     consumer = app.consumer
     perform_seek = consumer.perform_seek
     pause_partitions = consumer.pause_partitions
+    resume_partitions = consumer.resume_partitions
     resume_flow = consumer.resume_flow
     # Stream partition -> its read offset once sought, restored when it resumes:
     # a record handed out before the pause may set it later, past records to re-read.
@@ -1085,6 +1100,17 @@ def seek_before_fetch(app: faust.App) -> None:
     def stream_partitions() -> set[Any]:
         changelogs = app.tables.changelog_topics
         return {tp for tp in consumer.assignment() if tp.topic not in changelogs}
+
+    thread = consumer._thread  # the Kafka client lives on this thread's loop
+
+    def in_client(tps: set[Any], *, paused: bool) -> None:
+        """Pause or resume the partitions in the Kafka client too, as Faust just
+        did in its own books; on the client's own loop, where its futures live."""
+        if not thread.thread_loop.is_closed():
+            thread.thread_loop.call_soon_threadsafe(_pause_in_client, thread, tps, paused)
+
+    async def paused_in_client(tps: set[Any]) -> None:
+        _pause_in_client(thread, tps, True)
 
     one_at_a_time = asyncio.Lock()  # the fetch loop's seek and the recovery's (above)
     resumed = [0]  # resumptions of the flow so far
@@ -1097,6 +1123,9 @@ def seek_before_fetch(app: faust.App) -> None:
             streams = stream_partitions()
             fetching = {tp for tp in streams if tp not in consumer._paused_partitions}
             pause_partitions(fetching)
+            # Done in the client before the seek is queued there: a handover
+            # of their records, if any, comes before the seek, which undoes it.
+            await thread.call_thread(paused_in_client, fetching)
             await perform_seek()
             read_offset = consumer._read_offset
             unsought = [tp for tp in streams if not read_offset.get(tp)]
@@ -1114,10 +1143,17 @@ def seek_before_fetch(app: faust.App) -> None:
                 resume_sought()
 
     def pause(tps: Any) -> None:
+        tps = set(tps)
         # Faust pausing a partition outranks a resumption deferred here.
         for tp in tps:
             sought.pop(tp, None)
         pause_partitions(tps)
+        in_client(tps, paused=True)
+
+    def resume(tps: Any) -> None:
+        tps = set(tps)
+        resume_partitions(tps)
+        in_client(tps, paused=False)
 
     def resume_sought() -> None:
         due = {tp: offset for tp, offset in sought.items() if tp in consumer.assignment()}
@@ -1172,7 +1208,23 @@ def seek_before_fetch(app: faust.App) -> None:
     consumer.getmany = getmany_since_seek  # type: ignore[method-assign]
     consumer.perform_seek = seek_paused  # type: ignore[method-assign]
     consumer.pause_partitions = pause  # type: ignore[method-assign]
+    consumer.resume_partitions = resume  # type: ignore[method-assign]
     consumer.resume_flow = resume_flow_and_sought  # type: ignore[method-assign]
+
+
+def _pause_in_client(thread: Any, tps: set[Any], paused: bool) -> None:
+    """On the consumer thread: aiokafka's pause or resume of those of `tps`
+    still assigned (a rebalance may have taken some since)."""
+    client = thread._consumer  # None until the consumer starts
+    if client is None:
+        return
+    assigned = client.assignment()
+    here = [TopicPartition(tp.topic, tp.partition) for tp in tps]
+    here = [tp for tp in here if tp in assigned]
+    if paused:
+        client.pause(*here)
+    else:
+        client.resume(*here)
 
 
 def _json(record: dict[str, Any]) -> bytes:

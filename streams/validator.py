@@ -48,6 +48,7 @@ from detectors import times_only
 from detectors.pseudonyms import Pseudonymiser
 from streams import metrics
 from streams.admission import Refused, admit, capped_end
+from streams.backoff import Backoff
 from streams.dead_letters import dead_letter
 from streams.end_of_input import MarkerCheck
 from streams.lag import records_behind_by_topic
@@ -77,7 +78,6 @@ METRICS_SECONDS = 5.0
 # than this goes in a record of its own.
 BATCH_BYTES = 256 * 1024
 MAX_RECORDS = 2000  # input records read at once
-RETRY_SECONDS = (0.5, 1, 2, 5, 10)
 
 # Which input topics each stage judges (by stream name).
 FEEDS = {
@@ -223,13 +223,13 @@ class InputValidator:
         await self._producer.start()
         await self._consumer.start()
         marked = committed = reported = 0.0
-        retries = 0
+        backoff = Backoff(first=0.5, cap=10.0)
         try:
             while not stop.is_set():
                 batch = await self._consumer.getmany(timeout_ms=100, max_records=self.max_records)
                 try:
                     if await self.take(batch):
-                        retries = 0
+                        backoff.reset()
                     now = time.monotonic()
                     if now - marked >= IDLE_MARK_SECONDS:
                         marked = now
@@ -237,8 +237,7 @@ class InputValidator:
                         await self.settle_in_flight()
                         await self._mark_idle()
                 except Undeliverable as exc:
-                    delay = RETRY_SECONDS[min(retries, len(RETRY_SECONDS) - 1)]
-                    retries += 1
+                    delay = backoff.next_delay()
                     log.warning("validator: %s; read again in %.1f s", exc, delay)
                     await asyncio.sleep(delay)
                     continue

@@ -12,6 +12,7 @@ import yaml
 from pydantic import ValidationError
 
 from schemas import Finding, WaiverRef
+from streams.backoff import Backoff
 from streams.elastic import (
     MAPPINGS,
     SEVERITY_SCORE,
@@ -27,7 +28,7 @@ from streams.elastic import (
     writer_role,
 )
 from streams.settings import Settings
-from streams.sink import Backoff, bulk_body, settle
+from streams.sink import bulk_body, settle
 
 KST = timedelta(hours=9)
 

@@ -16,7 +16,6 @@ import hashlib
 import hmac
 import json
 import logging
-import random
 import smtplib
 import ssl
 import time
@@ -32,6 +31,7 @@ import aiohttp
 from detectors.masking import mask_text
 from streams import metrics
 from streams.alerts.grouping import Notification
+from streams.backoff import Backoff
 from streams.settings import ChannelSettings
 
 log = logging.getLogger("sepwatch.alerts")
@@ -465,7 +465,8 @@ def build_channels(
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Bounded attempts; exponential backoff with full jitter, capped."""
+    """Bounded attempts, each after the project's backoff (streams.backoff), or
+    after what the receiver's Retry-After asks, capped."""
 
     attempts: int = 5
     first_s: float = 1.0
@@ -474,8 +475,7 @@ class RetryPolicy:
     def delay(self, failures: int, retry_after: float | None = None) -> float:
         if retry_after is not None:
             return min(self.cap_s, retry_after)
-        ceiling = min(self.cap_s, self.first_s * 2 ** (failures - 1))
-        return random.uniform(ceiling / 2, ceiling)
+        return Backoff(self.first_s, self.cap_s).delay(failures - 1)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from tests.integration.receivers import (
     SignedWebhook,
     wait_for,
 )
+from tests.integration.settle import committed_past
 
 pytestmark = pytest.mark.integration
 SECRET = "whsec-test-0123456789"
@@ -119,14 +120,17 @@ def test_alertmanager_shows_the_alert_and_resolves_it(tmp_path: Path) -> None:
             assert alert["generatorURL"] == LINK.replace("{finding_id}", fired.finding_ids[0])
             (closed,) = groups.close_due(fired.ends_at)
             assert (await deliver(channel, closed, FAST)).delivered
-            await asyncio.sleep(1.0)
-            active = [
-                a
-                for a in am.alerts(active="true")
-                if a["labels"].get("group_key") == fired.group_key
-                and datetime.fromisoformat(a["endsAt"].replace("Z", "+00:00")) > datetime.now(UTC)
-            ]
-            assert active == []
+
+            def active() -> list[dict[str, Any]]:
+                return [
+                    a
+                    for a in am.alerts(active="true")
+                    if a["labels"].get("group_key") == fired.group_key
+                    and datetime.fromisoformat(a["endsAt"].replace("Z", "+00:00"))
+                    > datetime.now(UTC)
+                ]
+
+            await wait_for(lambda: active() == [], 10, "the alert resolved in Alertmanager")
         finally:
             await channel.close()
 
@@ -434,7 +438,9 @@ def test_findings_to_receivers_once_each_across_duplicates_waivers_and_a_restart
                 "four firing notifications",
                 task,
             )
-            await asyncio.sleep(2)  # anything more would be a duplicate
+            # Every finding published read and its notifications delivered (the
+            # router commits after delivery): a duplicate would be here now.
+            await asyncio.to_thread(committed_past, broker, f"{prefix}alerts", [topics.findings])
             reported = sorted(i for n in firing() for i in n["finding_ids"])
             expected = [first, other_user, crit_a, crit_b]
             assert reported == sorted(f.finding_id for f in expected)
@@ -443,7 +449,7 @@ def test_findings_to_receivers_once_each_across_duplicates_waivers_and_a_restart
 
             _publish(broker, topics, [later])
             await wait_for(lambda: len(resolved()) >= 3, 60, "the groups of t0 to close", task)
-            await asyncio.sleep(1)
+            await asyncio.to_thread(committed_past, broker, f"{prefix}alerts", [topics.findings])
             closes = {n["group_key"]: n for n in resolved()}
             first_group = next(n for n in firing() if n["finding_ids"] == [first.finding_id])
             closed = closes[first_group["group_key"]]
@@ -469,7 +475,7 @@ def test_findings_to_receivers_once_each_across_duplicates_waivers_and_a_restart
                 "the fresh finding",
                 task,
             )
-            await asyncio.sleep(2)
+            await asyncio.to_thread(committed_past, broker, f"{prefix}alerts", [topics.findings])
             stop.set()
             await task
             news = [r.json() for r in hook.requests[count:]]

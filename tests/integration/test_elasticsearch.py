@@ -27,6 +27,7 @@ from streams.settings import Settings
 from streams.sink import FindingsSink
 from streams.topics import Topics
 from tests.integration.conftest import ES, ES_PORT, MARKER_KEY, Worker
+from tests.integration.settle import settled
 from tests.integration.test_stream import _day, _replayed, _wait_for
 
 pytestmark = pytest.mark.integration
@@ -111,7 +112,7 @@ def test_every_finding_is_in_elasticsearch_once_with_ecs_fields_and_nothing_raw(
     assert _wait_for(lambda: _count(es, index) >= len(want), timeout=120), (
         f"{_count(es, index)} of {len(want)} findings in Elasticsearch"
     )
-    time.sleep(2)  # a duplicate or an extra would show now
+    settled(broker, Topics(prefix), sink=True)  # a duplicate or an extra is stored by now
     stored = _stored(es, index)
     assert set(stored) == set(want)
     for fid, hit in stored.items():
@@ -186,7 +187,7 @@ def test_elasticsearch_down_for_a_minute_loses_nothing_and_duplicates_nothing(
     assert _wait_for(lambda: _count(es, index) >= len(want), timeout=180), (
         f"{_count(es, index)} of {len(want)} after Elasticsearch came back"
     )
-    time.sleep(3)
+    settled(broker, Topics(prefix), sink=True)
     assert set(_stored(es, index)) == set(want)
     after = _scrape(port)
     assert after["sepwatch_es_sink_up"] == 1

@@ -25,9 +25,10 @@ from streams.kafka_io import admin, ensure_topics, produce, read_topics
 from streams.policy_file import load_policy
 from streams.replay import replay
 from streams.simulate import simulate
-from streams.topics import Topics, input_key
+from streams.topics import STAGES, Topics, input_key
 from tests.hostile import broker_hostile_records, leaks
 from tests.integration.conftest import MARKER_KEY, POLICY, Worker
+from tests.integration.settle import each_holds_partitions, settled
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 PARTITIONS = 4
@@ -182,7 +183,8 @@ def test_hostile_records_are_dead_letters_and_the_worker_goes_on_finding(
     worker = Worker(broker, prefix, tmp_path / "state", tmp_path / "worker.log")
     try:
         worker.wait_ready()
-        time.sleep(2)  # past the start-up allocations
+        # Past the start-up allocations: the stages assigned and restored.
+        each_holds_partitions(broker, f"{prefix}worker", [topics.stage(s) for s in STAGES], 1)
         sampler = RssSampler(worker.proc.pid)
         ready_rss = sampler.rss()
         sampler.start()
@@ -223,7 +225,8 @@ def test_hostile_records_are_dead_letters_and_the_worker_goes_on_finding(
             return [json.loads(r.value) for r in read_topics(broker, [topics.dead_letters])]
 
         assert _wait_for(lambda: len(letters()) >= len(records), timeout=180), len(letters())
-        time.sleep(5)  # time for a wrongly moved clock to release the probe
+        # All of it routed and judged: a wrongly moved clock has released the probe by now.
+        settled(broker, topics, timeout=180)
         early = [
             f
             for f in _findings(broker, topics).values()
@@ -235,7 +238,7 @@ def test_hostile_records_are_dead_letters_and_the_worker_goes_on_finding(
             [_line(PROBE_POSTURE)], broker, topics, end_of_input=True, marker_key=MARKER_KEY
         )  # and the end of input
         assert _wait_for(lambda: len(_findings(broker, topics)) >= len(want), timeout=180)
-        time.sleep(3)  # anything extra would show up now
+        settled(broker, topics, timeout=180)  # a duplicate or an extra is on the topic by now
         got = _findings(broker, topics)
         sampler.done.set()
         sampler.join()

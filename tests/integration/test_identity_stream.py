@@ -6,7 +6,6 @@ graph restored from its changelog)."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import pytest
 from streams.kafka_io import ensure_topics, produce
 from streams.topics import Topics
 from tests.integration.conftest import MARKER_KEY, POLICY, Worker
+from tests.integration.settle import settled
 from tests.integration.test_stream import (
     PARTITIONS,
     _compare,
@@ -104,7 +104,7 @@ def test_a_two_vendor_day_on_the_stream_finds_what_its_canonical_form_finds_acro
     again = worker("b")
     again.wait_ready()
     _wait_for(lambda: len(_exported(broker, Topics(prefix))) >= len(want), timeout=120)
-    time.sleep(2)  # anything extra would show up now
+    settled(broker, Topics(prefix))  # a duplicate or an extra is on the topic by now
     got = _exported(broker, Topics(prefix))
     _compare(want, got)
     for k, f in want.items():

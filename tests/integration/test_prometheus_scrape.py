@@ -195,8 +195,15 @@ def test_prometheus_scrapes_events_per_stream_and_evaluates_the_rules(
     broken = [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"]
     assert not broken, broken
 
-    # Nothing pending either, once the worker has been scraped a few times: a
-    # counter born with a burst of events is not a silent stream.
-    time.sleep(3)
+    # Nothing pending either, once the rules have been evaluated three more
+    # times over the worker's series: a counter born with a burst of events is
+    # not a silent stream.
+    evaluations: set[str] = set()
+
+    def three_more() -> bool:
+        evaluations.update(g["lastEvaluation"] for g in prom.api("rules")["groups"][:1])
+        return len(evaluations) > 3
+
+    _wait_for(three_more, "three more evaluations of the rules", timeout=30)
     alerts = prom.api("alerts")["alerts"]
     assert not alerts, [(a["labels"], a["state"]) for a in alerts]

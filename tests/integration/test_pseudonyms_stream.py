@@ -23,6 +23,7 @@ from streams.pseudonym_key import read_key
 from streams.topics import Topics
 from tests.integration.conftest import MARKER_KEY, POLICY, Worker
 from tests.integration.receivers import free_port
+from tests.integration.settle import settled
 from tests.integration.test_worker_alerts import SECRET, Receiver
 
 pytestmark = pytest.mark.integration
@@ -118,8 +119,8 @@ def test_no_raw_identifier_leaves_a_worker_and_joins_still_work(
             sep003 = [d for d in docs if d["rule"]["id"] == "SEP-003"]
             if sep003 and receiver.notifications() and read_dead_letters(broker, topics):
                 break
-            time.sleep(1)
-        time.sleep(2)  # what else would come, comes now
+            time.sleep(0.5)
+        settled(broker, topics, sink=True, alerts=True)  # what else would come has come
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
     finally:
         worker.stop()

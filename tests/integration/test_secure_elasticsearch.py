@@ -14,7 +14,6 @@ import json
 import os
 import re
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from streams.lifecycle import lifecycle_index, record
 from streams.settings import Settings
 from streams.topics import Topics
 from tests.integration.conftest import ES, MARKER_KEY, Worker
+from tests.integration.settle import settled
 from tests.integration.test_elasticsearch import RAW_ID, _count, _finding, _run_sink, _stored
 from tests.integration.test_stream import _day, _replayed, _wait_for
 
@@ -181,7 +181,7 @@ def test_a_least_privilege_worker_stores_every_finding_over_https(
         assert _wait_for(lambda: _count(admin, INDEX) >= len(want), timeout=180), (
             f"{_count(admin, INDEX)} of {len(want)} findings in the secured Elasticsearch"
         )
-        time.sleep(2)  # a duplicate or an extra would show now
+        settled(broker, Topics(prefix), sink=True)  # a duplicate or an extra is stored by now
         stored = _stored(admin, INDEX)
         assert set(stored) == set(want)
         text = json.dumps([h["_source"] for h in stored.values()], ensure_ascii=False)

@@ -20,6 +20,7 @@ from streams.kafka_io import KafkaUnavailable, ensure_topics, produce, read_topi
 from streams.settings import Settings
 from streams.topics import Topics
 from tests.integration.conftest import KAFKA, MARKER_KEY, ROOT, Worker
+from tests.integration.settle import settled
 from tests.integration.test_stream import _compare, _day, _exported, _replayed, _wait_for
 
 pytestmark = pytest.mark.integration
@@ -111,7 +112,7 @@ def test_worker_configured_by_settings_finds_over_sasl_ssl(
         worker.wait_ready(timeout=180)
         produce(lines, settings.kafka, topics, end_of_input=True, marker_key=MARKER_KEY)
         _wait_for(lambda: len(_exported(settings.kafka, topics)) >= len(want), timeout=180)
-        time.sleep(2)  # anything extra would show up now
+        settled(settings.kafka, topics)  # a duplicate or an extra is on the topic by now
         _compare(want, _exported(settings.kafka, topics))
         argv = Path(f"/proc/{worker.proc.pid}/cmdline").read_bytes()
         environ = Path(f"/proc/{worker.proc.pid}/environ").read_bytes()

@@ -30,6 +30,7 @@ from streams.simulate import simulate
 from streams.topics import STAGES, Topics
 from streams.validator import SOURCE_IDLE, feeds
 from tests.integration.conftest import MARKER_KEY, POLICY, Worker
+from tests.integration.settle import each_holds_partitions, settled
 from tests.test_policy_history import notion_access
 
 pytestmark = pytest.mark.integration
@@ -86,7 +87,7 @@ def _wait_for(check: Callable[[], bool], timeout: float = 90) -> bool:
     while time.monotonic() < deadline:
         if check():
             return True
-        time.sleep(1)
+        time.sleep(0.5)
     return False
 
 
@@ -131,7 +132,7 @@ def test_stream_gives_exactly_the_findings_of_replay(
     worker.wait_ready()
     produce(lines, broker, Topics(prefix), end_of_input=True, marker_key=MARKER_KEY)
     _wait_for(lambda: len(_exported(broker, Topics(prefix))) >= len(want))
-    time.sleep(2)  # anything extra would show up now
+    settled(broker, Topics(prefix))  # a duplicate or an extra is on the topic by now
     _compare(want, _exported(broker, Topics(prefix)))
 
 
@@ -149,7 +150,7 @@ def test_partial_postures_from_access_logs_give_the_findings_of_replay(
     worker.wait_ready()
     produce(lines, broker, Topics(prefix), end_of_input=True, marker_key=MARKER_KEY)
     _wait_for(lambda: len(_exported(broker, Topics(prefix))) >= len(want))
-    time.sleep(2)  # anything extra would show up now
+    settled(broker, Topics(prefix))  # a duplicate or an extra is on the topic by now
     got = _exported(broker, Topics(prefix))
     _compare(want, got)
     for k, f in want.items():
@@ -164,10 +165,13 @@ def test_two_workers_find_what_one_finds(
     first, second = workers("a"), workers("b")
     first.wait_ready()
     second.wait_ready()
-    time.sleep(3)  # let the group settle on both members
+    # Two workers only if both hold partitions of the stages and of the inputs.
+    topics = Topics(prefix)
+    each_holds_partitions(broker, f"{prefix}worker", [topics.stage(s) for s in STAGES], 2)
+    each_holds_partitions(broker, f"{prefix}validator", topics.inputs, 2)
     produce(lines, broker, Topics(prefix), end_of_input=True, marker_key=MARKER_KEY)
     _wait_for(lambda: len(_exported(broker, Topics(prefix))) >= len(want))
-    time.sleep(2)
+    settled(broker, Topics(prefix))
     _compare(want, _exported(broker, Topics(prefix)))
 
 
@@ -186,7 +190,7 @@ def test_a_worker_killed_mid_run_loses_nothing(
     again = workers("b")
     again.wait_ready()
     _wait_for(lambda: len(_exported(broker, Topics(prefix))) >= len(want), timeout=120)
-    time.sleep(2)
+    settled(broker, Topics(prefix))
     _compare(want, _exported(broker, Topics(prefix)))
 
 
@@ -224,7 +228,7 @@ def test_idle_marks_of_a_dead_validator_release_nothing_early(
     worker = workers("a")
     worker.wait_ready()
     _wait_for(lambda: len(_exported(broker, topics)) >= len(want), timeout=120)
-    time.sleep(2)
+    settled(broker, topics)
     _compare(want, _exported(broker, topics))
 
 
@@ -327,7 +331,7 @@ def test_a_policy_edited_while_running_applies_to_events_from_then_on(
     policy.write_text(original.replace("max_age: 24h", "max_age: soon"), encoding="utf-8")
     assert _wait_for(lambda: "the running policy stays" in worker.log.read_text(), timeout=30)
     produce([access("still-new")], broker, topics, end_of_input=False)
-    time.sleep(5)
+    settled(broker, topics)  # all three judged: a finding for a later one is there now
     assert sep001() == {"under-old"}
     assert "posture.max_age" in worker.log.read_text()
 

@@ -18,6 +18,7 @@ from streams.kafka_io import ensure_topics, produce
 from streams.topics import Topics
 from tests.integration.conftest import MARKER_KEY, POLICY, Worker
 from tests.integration.receivers import SignedWebhook
+from tests.integration.settle import settled
 from tests.integration.test_stream import _day, _replayed
 
 pytestmark = pytest.mark.integration
@@ -90,14 +91,16 @@ def test_a_worker_notifies_every_critical_finding_once_and_never_a_waived_one(
         deadline = time.monotonic() + 120
         notified: set[str] = set()
         while time.monotonic() < deadline and not critical <= notified:
-            time.sleep(1)
+            time.sleep(0.5)
             notified = {
                 fid
                 for n in receiver.notifications()
                 if n["kind"] == "firing"
                 for fid in n["finding_ids"]
             }
-        time.sleep(3)  # a second notification of a finding would arrive now
+        # Every finding read and its notifications delivered (the router
+        # commits after delivery): a second notification would be here now.
+        settled(broker, Topics(prefix), alerts=True)
     finally:
         worker.stop()
     firing = [n for n in receiver.notifications() if n["kind"] == "firing"]

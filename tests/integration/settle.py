@@ -1,0 +1,130 @@
+"""Waits on what a test means, instead of fixed sleeps.
+
+A worker's consumer groups commit an offset only once what the records before
+it became is on the broker (or in Elasticsearch, or delivered): the
+validator's stage records and dead letters, the stages' findings and
+changelogs, the sink's documents, the router's notifications. So once a group
+has committed, on every partition, the end offsets its topics had when the
+test asked, everything those records cause has been written: a duplicate or
+an extra finding would already be there to read. The validators' idle marks
+keep arriving on the stage topics, so "lag 0" is a matter of phase; the end
+offsets are taken once, when asked.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection, Iterable
+
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+from streams.kafka_connection import Broker, connection
+from streams.kafka_io import admin
+from streams.topics import STAGES, Topics
+
+Offsets = dict[TopicPartition, int]
+
+
+def end_offsets(broker: Broker, names: Iterable[str]) -> Offsets:
+    consumer = KafkaConsumer(**connection(broker).client_options(), enable_auto_commit=False)
+    try:
+        parts = [
+            TopicPartition(t, p) for t in names for p in consumer.partitions_for_topic(t) or ()
+        ]
+        return {tp: n for tp, n in consumer.end_offsets(parts).items() if n > 0}
+    finally:
+        consumer.close()
+
+
+def committed(client: KafkaAdminClient, group: str) -> Offsets:
+    offsets = client.list_group_offsets({group: None}).get(group, {})
+    return {tp: meta.offset for tp, meta in offsets.items()}
+
+
+def committed_past(
+    broker: Broker, group: str, names: Iterable[str], timeout: float = 120, step: float = 0.2
+) -> None:
+    """Wait until `group` has committed, on every partition of `names`, at
+    least the end offset it has now; fail naming the partitions behind."""
+    ends = end_offsets(broker, names)
+    client = admin(broker)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            done = committed(client, group)
+            behind = {
+                tp: (done.get(tp, 0), end) for tp, end in ends.items() if done.get(tp, 0) < end
+            }
+            if not behind:
+                return
+            if time.monotonic() > deadline:
+                shown = ", ".join(
+                    f"{tp.topic}:{tp.partition} {c}/{e}" for tp, (c, e) in behind.items()
+                )
+                raise AssertionError(f"{group} not committed to the end in {timeout} s: {shown}")
+            time.sleep(step)
+    finally:
+        client.close()
+
+
+def settled(
+    broker: Broker,
+    topics: Topics,
+    timeout: float = 120,
+    raw: Iterable[str] = (),
+    sink: bool = False,
+    alerts: bool = False,
+) -> None:
+    """Wait until everything produced so far has been judged and written:
+    the raw vendor topics `raw` adapted (the worker's group), the inputs
+    routed (the validator's), the stage records judged (the worker's), and,
+    with `sink` or `alerts`, the findings indexed or notified."""
+    prefix = topics.prefix
+    if raw:
+        committed_past(broker, f"{prefix}worker", [topics.raw(s) for s in raw], timeout)
+    committed_past(broker, f"{prefix}validator", topics.inputs, timeout)
+    committed_past(broker, f"{prefix}worker", [topics.stage(s) for s in STAGES], timeout)
+    if sink:
+        committed_past(broker, f"{prefix}es-sink", [topics.findings], timeout)
+    if alerts:
+        committed_past(broker, f"{prefix}alerts", [topics.findings], timeout)
+
+
+def members_holding(broker: Broker, group: str, names: Collection[str]) -> list[int]:
+    """How many partitions of `names` each member of `group` is assigned now
+    (a Faust worker is also assigned changelogs and raw topics: not counted)."""
+    client = admin(broker)
+    try:
+        described = client.describe_groups([group])[group]
+    finally:
+        client.close()
+    return [
+        sum(
+            len(a["partitions"])
+            for a in (m.get("member_assignment") or {}).get("assigned_partitions", [])
+            if a["topic"] in names
+        )
+        for m in described["members"]
+    ]
+
+
+def wait_until(
+    check: Callable[[], bool], what: str, timeout: float = 90, step: float = 0.2
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        time.sleep(step)
+
+
+def each_holds_partitions(
+    broker: Broker, group: str, names: Collection[str], members: int, timeout: float = 90
+) -> None:
+    """Wait until `group` has `members` members, each holding a partition of `names`."""
+
+    def spread() -> bool:
+        held = members_holding(broker, group, names)
+        return len(held) == members and all(n > 0 for n in held)
+
+    wait_until(spread, f"{members} members of {group}, each holding partitions", timeout)
