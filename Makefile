@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## demo: a local Kafka broker and a worker; a simulated day streamed through them, findings shown live
+## demo: a local Kafka broker and a worker; a simulated day streamed through them, findings shown live, then the SOC console on them until Ctrl-C
 demo: $(STAMP)
 	@mkdir -p out
 	$(BIN)/sepwatch policy check deploy/policy/example.yaml

@@ -1115,6 +1115,34 @@ def demo_cmd(
     raise typer.Exit(demo.run(pol_path, events, rate, out))
 
 
+@app.command("console")
+def console_cmd(
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    es_url: EsOpt = None,
+    index: IndexOpt = None,
+    policy: PolicyOpt = None,
+) -> None:
+    """The SOC console in the browser: findings (live, filtered, exported),
+    a finding's evidence and triage, the overview per entity, the policy and
+    the semiannual reports. Default http://127.0.0.1:8080.
+
+    People sign in with their own Elasticsearch user (their roles decide what
+    they may do), or SEPWATCH_CONSOLE_TRUSTED_HEADER names the user an
+    authenticating reverse proxy vouches for. On a node with security off the
+    console says so and acts as the local operator.
+
+    sepwatch console --port 8080 --es-url http://localhost:9200
+    """
+    from streams.console.serve import serve
+
+    settings = _settings(
+        console_host=host, console_port=port, es_url=es_url, es_index=index, policy=policy
+    )
+    _policy(settings.policy)
+    serve(settings, err)
+
+
 # -- the semiannual review (streams/review_cli.py) ------------------------------
 from streams.review_cli import report_cmd, review_app  # noqa: E402
 

@@ -127,12 +127,11 @@ def run(policy: Path, events: Path, rate: float, console: Console) -> int:
         zone = ZoneInfo(load_policy(policy).timezone)
         found = _stream(kafka, topics, events, rate, console, zone, marker_key)
         shown = _in_elasticsearch(es_url, index, found, console, zone)
+        # The day is over: the console needs Elasticsearch only.
+        _stop(worker)
+        _console(Settings(es_url=es_url, es_index=index, policy=policy, broker=broker), console)
     finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        _stop(worker)
         if started_kafka:
             subprocess.run([str(KAFKA), "down"], check=False)
         if started_es:
@@ -143,9 +142,31 @@ def run(policy: Path, events: Path, rate: float, console: Console) -> int:
     return shown
 
 
+def _stop(worker: subprocess.Popen[bytes]) -> None:
+    if worker.poll() is not None:
+        return
+    worker.terminate()
+    try:
+        worker.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+
+
+def _console(settings: Settings, console: Console) -> None:
+    """The SOC console on the demo's findings, until Ctrl-C (uvicorn stops on it)."""
+    from streams.console.serve import run_until_stopped
+
+    url = f"http://{settings.console_host}:{settings.console_port}/"
+    console.print(
+        f"[bold]SOC console[/] on the demo's findings: open {url} (Ctrl-C stops the demo)"
+    )
+    run_until_stopped(settings)
+
+
 def afterwards(es_url: str, index: str, *, es_stopped: bool) -> str:
     """The demo's last words: where its findings are and how to work them."""
-    work = f"SEPWATCH_ES_URL={es_url} SEPWATCH_ES_INDEX={index} .venv/bin/sepwatch findings list"
+    where = f"SEPWATCH_ES_URL={es_url} SEPWATCH_ES_INDEX={index}"
+    work = f"{where} .venv/bin/sepwatch findings list\n  {where} .venv/bin/sepwatch console"
     if not es_stopped:
         return f"The demo's findings are in Elasticsearch, index {index}:\n  {work}"
     return (

@@ -241,6 +241,24 @@ def analyst_role(index: str) -> dict[str, Any]:
     }
 
 
+def reader_role(index: str) -> dict[str, Any]:
+    """Read the findings and their lifecycle records, add none (the console
+    shows such a person no triage buttons, and Elasticsearch refuses their
+    records anyway)."""
+    from streams.lifecycle import lifecycle_index
+    from streams.report.accesses import access_index
+
+    return {
+        "cluster": [],
+        "indices": [
+            {
+                "names": [index, f"{index}-*", access_index(index), lifecycle_index(index)],
+                "privileges": ["read", "view_index_metadata"],
+            }
+        ],
+    }
+
+
 def client(url: str, **kwargs: Any) -> Elasticsearch:
     return Elasticsearch(
         url,

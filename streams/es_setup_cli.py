@@ -34,12 +34,17 @@ err = Console(stderr=True)
 
 WRITER_ROLE = "sepwatch_findings_writer"
 ANALYST_ROLE = "sepwatch_findings_analyst"
+READER_ROLE = "sepwatch_findings_reader"
 
 
 def _roles(index: str) -> dict[str, dict[str, Any]]:
-    from streams.elastic import analyst_role, writer_role
+    from streams.elastic import analyst_role, reader_role, writer_role
 
-    return {WRITER_ROLE: writer_role(index), ANALYST_ROLE: analyst_role(index)}
+    return {
+        WRITER_ROLE: writer_role(index),
+        ANALYST_ROLE: analyst_role(index),
+        READER_ROLE: reader_role(index),
+    }
 
 
 @es_app.command("setup")
@@ -102,7 +107,7 @@ def setup_cmd(
 
 @es_app.command("roles")
 def roles_cmd(index: IndexOpt = None) -> None:
-    """Print the writer and analyst roles as a roles.yml (Elasticsearch's file
+    """Print the writer, analyst and reader roles as a roles.yml (Elasticsearch's file
     realm), for nodes whose roles are files rather than the .security index."""
     from streams.cli import _settings
 

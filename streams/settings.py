@@ -207,6 +207,26 @@ class Settings(BaseSettings):
             raise ValueError("no password in es_url: set SEPWATCH_ES_PASSWORD or an API key")
         return url
 
+    # The SOC console (`sepwatch console`, streams/console/).
+    console_host: str = Field("127.0.0.1", description="address the console listens on")
+    console_port: int = Field(8080, ge=1, le=65535, description="the console's port")
+    console_trusted_header: str = Field(
+        "",
+        description="header naming the signed-in user, set by an authenticating reverse "
+        "proxy (e.g. X-Forwarded-User); empty: people sign in with their Elasticsearch "
+        "credentials. Only when nothing but the proxy can reach the console",
+    )
+    console_session_secret: SecretStr | None = Field(
+        None,
+        description="key of the console's CSRF tokens; none: a random key per start "
+        "(forms open before a restart are refused after it)",
+    )
+    console_https: bool = Field(
+        False,
+        description="mark cookies Secure: the console is served over https (by itself "
+        "or a TLS-terminating proxy)",
+    )
+
     web_port: int = Field(6066, description="worker's web port (/metrics); 0 turns it off")
     web_host: str = Field(
         "127.0.0.1",

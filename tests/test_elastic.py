@@ -23,6 +23,7 @@ from streams.elastic import (
     expired_indices,
     finding_of,
     index_for,
+    reader_role,
     template_body,
     writer_role,
 )
@@ -264,7 +265,12 @@ def test_the_roles_command_prints_a_roles_file() -> None:
     assert roles == {
         "sepwatch_findings_writer": writer_role("f"),
         "sepwatch_findings_analyst": analyst_role("f"),
+        "sepwatch_findings_reader": reader_role("f"),
     }
+    # The console's read-only person: reads findings and their records, adds none.
+    (grant,) = reader_role("f")["indices"]
+    assert set(grant["privileges"]) == {"read", "view_index_metadata"}
+    assert "f.lifecycle" in grant["names"]
 
 
 def test_a_settled_batch_commits_only_the_partitions_still_owned() -> None:

@@ -3,7 +3,8 @@
 # /metrics; promtool checks the alert rules) and Alertmanager (receives the
 # alert router's notifications; amtool checks the routing example), the
 # libraries WeasyPrint loads and the Hangul font for the semiannual report's PDF,
-# and poppler-utils (pdftotext, pdftoppm) that its tests read the PDF with.
+# poppler-utils (pdftotext, pdftoppm) that its tests read the PDF with, and
+# chromium, the real browser the console's tests drive headless (Playwright).
 # Installs what is missing, once; a no-op when everything is there.
 set -euo pipefail
 
@@ -11,6 +12,7 @@ want=(prometheus:/usr/bin/prometheus prometheus:/usr/bin/promtool
       prometheus-alertmanager:/usr/bin/prometheus-alertmanager prometheus-alertmanager:/usr/bin/amtool
       poppler-utils:/usr/bin/pdftotext poppler-utils:/usr/bin/pdftoppm
       fonts-noto-cjk:/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc
+      chromium:/usr/bin/chromium
       libpango-1.0-0:- libpangoft2-1.0-0:- libharfbuzz-subset0:-)
 missing=()
 for pair in "${want[@]}"; do

@@ -12,7 +12,7 @@
 # SEPWATCH_ES_SECURITY=tls starts a secured node instead of the plain one: security on,
 # HTTPS with a local CA (PEM, made with openssl under the run dir), and the built-in
 # superuser `elastic` with a generated password kept in a 0600 file there (never printed),
-# and file-realm users sepwatch-writer / sepwatch-analyst with the least-privilege roles
+# and file-realm users sepwatch-writer / sepwatch-analyst / sepwatch-reader with the least-privilege roles
 # `sepwatch elasticsearch roles` prints for SEPWATCH_ES_INDEX (needs the repo's .venv).
 # Its settings live in a config dir of its own (ES_PATH_CONF under the run dir), so a
 # plain node of the same ES home on another port is unaffected.
@@ -123,6 +123,7 @@ secured_config() {
   touch "$CONF/users" "$CONF/users_roles"
   file_user sepwatch-writer sepwatch_findings_writer
   file_user sepwatch-analyst sepwatch_findings_analyst
+  file_user sepwatch-reader sepwatch_findings_reader
   if [[ ! -f "$CONF/elasticsearch.keystore" ]]; then
     ES_PATH_CONF="$CONF" ES_JAVA_HOME="$(java_home)" "$HOME_DIR/bin/elasticsearch-keystore" create >/dev/null
     ES_PATH_CONF="$CONF" ES_JAVA_HOME="$(java_home)" "$HOME_DIR/bin/elasticsearch-keystore" \
@@ -210,6 +211,7 @@ where() {
   echo "  user elastic (superuser), password in: $PASSWORD_FILE"
   echo "  user sepwatch-writer (worker's sink), password in: $RUN/sepwatch-writer-password"
   echo "  user sepwatch-analyst (findings, report), password in: $RUN/sepwatch-analyst-password"
+  echo "  user sepwatch-reader (findings, read-only), password in: $RUN/sepwatch-reader-password"
   echo "  roles for the findings alias ${SEPWATCH_ES_INDEX:-sepwatch-findings}: $CONF/roles.yml"
 }
 

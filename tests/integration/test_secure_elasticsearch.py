@@ -75,7 +75,9 @@ def _printed(output: str, label: str) -> Path:
     return Path(found.group(1))
 
 
-@pytest.fixture(scope="module")
+# Session-wide: the console's tests (test_console.py) sign in on the same node,
+# which starts once (a minute or two) rather than once per module.
+@pytest.fixture(scope="session")
 def secure_es() -> Iterator[SecureNode]:
     env = {
         **os.environ,
