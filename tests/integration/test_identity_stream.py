@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from streams.kafka_io import ensure_topics, produce
+from streams.kafka_io import ensure_topics
 from streams.topics import Topics
-from tests.integration.conftest import MARKER_KEY, POLICY, Worker
-from tests.integration.settle import settled
-from tests.integration.test_stream import PARTITIONS, _compare, _exported, _replayed, _wait_for
+from tests.integration.conftest import POLICY, Worker
+from tests.integration.test_stream import PARTITIONS, _compare, _found_across_a_kill, _replayed
 from tests.vendor_day import canonical_lines, day, judged, vendor_lines
 
 pytestmark = pytest.mark.integration
@@ -50,18 +49,7 @@ def test_the_vendor_day_on_the_stream_finds_what_its_canonical_form_finds_across
         started.append(w)
         return w
 
-    first = worker("a")
-    first.wait_ready()
-    half = len(lines) // 2
-    produce(lines[:half], broker, Topics(prefix), end_of_input=False)
-    _wait_for(lambda: len(_exported(broker, Topics(prefix))) > 0, timeout=60)
-    first.kill()
-    produce(lines[half:], broker, Topics(prefix), end_of_input=True, marker_key=MARKER_KEY)
-    again = worker("b")
-    again.wait_ready()
-    _wait_for(lambda: len(_exported(broker, Topics(prefix))) >= len(want), timeout=120)
-    settled(broker, Topics(prefix))  # a duplicate or an extra is on the topic by now
-    got = _exported(broker, Topics(prefix))
+    got = _found_across_a_kill(lines, len(want), broker, Topics(prefix), worker)
     _compare(want, got)
     for k, f in want.items():
         assert got[k]["device_id"] == f["device_id"], k

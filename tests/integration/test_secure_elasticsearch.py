@@ -15,7 +15,7 @@ import os
 import re
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -137,6 +137,22 @@ def _es_env(node: SecureNode, user: str, password: str) -> dict[str, str]:
         "SEPWATCH_ES_USERNAME": user,
         "SEPWATCH_ES_PASSWORD": password,
     }
+
+
+def _analyst_cli(node: SecureNode, broker: str, prefix: str) -> Callable[..., Any]:
+    """`sepwatch ARGS` as the analyst over TLS, with the topics of `prefix`."""
+    env = {
+        **_es_env(node, "sepwatch-analyst", node.analyst_password),
+        "SEPWATCH_BROKER": broker,
+        "SEPWATCH_TOPIC_PREFIX": prefix,
+        "COLUMNS": "250",
+    }
+    runner = CliRunner()
+
+    def run(*args: str) -> Any:
+        return runner.invoke(cli, list(args), env=env)
+
+    return run
 
 
 def test_the_node_has_the_projects_writer_role(secure_es: SecureNode) -> None:
@@ -428,16 +444,7 @@ def test_evidence_verify_names_a_finding_deleted_one_edited_and_a_record_removed
     assert _run_sink(sink, lambda s: s.settled >= len(ids), timeout=120) == len(ids)
     admin.indices.refresh(index=INDEX)
 
-    env = {
-        **_es_env(secure_es, "sepwatch-analyst", secure_es.analyst_password),
-        "SEPWATCH_BROKER": broker,
-        "SEPWATCH_TOPIC_PREFIX": prefix,
-        "COLUMNS": "250",
-    }
-    runner = CliRunner()
-
-    def run(*args: str) -> Any:
-        return runner.invoke(cli, list(args), env=env)
+    run = _analyst_cli(secure_es, broker, prefix)
 
     assert run("findings", "ack", ids[0]).exit_code == 0
     assert run("findings", "resolve", ids[1], "--note", "blocked at the proxy").exit_code == 0
@@ -510,16 +517,7 @@ def test_findings_stored_before_digests_are_counted_apart_and_not_called_altered
         admin.create(index=index_for(datetime(2024, 8, 1, tzinfo=UTC), INDEX), id=fid, document=doc)
     admin.indices.refresh(index=INDEX)
 
-    env = {
-        **_es_env(secure_es, "sepwatch-analyst", secure_es.analyst_password),
-        "SEPWATCH_BROKER": broker,
-        "SEPWATCH_TOPIC_PREFIX": prefix,
-        "COLUMNS": "250",
-    }
-    runner = CliRunner()
-
-    def run(*args: str) -> Any:
-        return runner.invoke(cli, list(args), env=env)
+    run = _analyst_cli(secure_es, broker, prefix)
 
     verify = ["evidence", "verify", "--period", "2024H2"]
     clean = run(*verify)

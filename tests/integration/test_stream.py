@@ -180,18 +180,27 @@ def test_a_worker_killed_mid_run_loses_nothing(
 ) -> None:
     lines = _day(users=120, seed=9)
     want = _replayed(lines)
-    worker = workers("a")
+    _compare(want, _found_across_a_kill(lines, len(want), broker, Topics(prefix), workers))
+
+
+def _found_across_a_kill(
+    lines: list[bytes], want: int, broker: str, topics: Topics, start: Callable[[str], Worker]
+) -> dict[str, dict[str, object]]:
+    """The first half of `lines` to a worker SIGKILLed once it has exported a
+    finding, the rest to its successor: the findings exported once the
+    successor has `want` and has settled (a duplicate or an extra is there by then)."""
+    worker = start("a")
     worker.wait_ready()
     half = len(lines) // 2
-    produce(lines[:half], broker, Topics(prefix), end_of_input=False)
-    _wait_for(lambda: len(_exported(broker, Topics(prefix))) > 0, timeout=60)
+    produce(lines[:half], broker, topics, end_of_input=False)
+    _wait_for(lambda: len(_exported(broker, topics)) > 0, timeout=60)
     worker.kill()
-    produce(lines[half:], broker, Topics(prefix), end_of_input=True, marker_key=MARKER_KEY)
-    again = workers("b")
+    produce(lines[half:], broker, topics, end_of_input=True, marker_key=MARKER_KEY)
+    again = start("b")
     again.wait_ready()
-    _wait_for(lambda: len(_exported(broker, Topics(prefix))) >= len(want), timeout=120)
-    settled(broker, Topics(prefix))
-    _compare(want, _exported(broker, Topics(prefix)))
+    _wait_for(lambda: len(_exported(broker, topics)) >= want, timeout=120)
+    settled(broker, topics)
+    return _exported(broker, topics)
 
 
 def test_idle_marks_of_a_dead_validator_release_nothing_early(
