@@ -26,7 +26,14 @@ from detectors.calendar import add_months
 from detectors.policy_in_force import PolicyInForce, evaluation_in_force
 from schemas import ControlReview, Policy
 from streams.evidence import stored_digest
-from streams.lifecycle import latest, lifecycle_index, shifted, shifted_under, status_shift
+from streams.lifecycle import (
+    actor_name,
+    latest,
+    lifecycle_index,
+    shifted,
+    shifted_under,
+    status_shift,
+)
 from streams.report.accesses import access_index
 from streams.report.model import (
     AppFigures,
@@ -154,8 +161,9 @@ def _masked(value: str | None) -> str | None:
 
 
 def _open_item(
-    source: dict[str, Any], as_of: date, zone: ZoneInfo, status: str | None = None
+    source: dict[str, Any], as_of: date, zone: ZoneInfo, newest: dict[str, Any] | None
 ) -> OpenItem:
+    """One still-open finding; `newest` is its newest lifecycle record, if any."""
     sw = source.get("sepwatch", {})
     ts = datetime.fromisoformat(source["@timestamp"]).astimezone(UTC)
     return OpenItem(
@@ -163,7 +171,8 @@ def _open_item(
         timestamp=ts,
         rule_id=source["rule"]["id"],
         severity=sw["severity"],
-        status=status or sw["status"],
+        status=newest["sepwatch"]["to_status"] if newest else sw["status"],
+        status_by=actor_name(newest) if newest else None,
         entity=source["organization"]["name"],
         user=_masked(source.get("user", {}).get("id")),
         device=_masked(source.get("host", {}).get("id")),
@@ -378,10 +387,9 @@ def _still_open(
         hits = resp["hits"]["hits"]
         newest = latest(es, index, [h["_id"] for h in hits])
         for h in hits:
-            rec = newest.get(h["_id"])
-            status = rec["sepwatch"]["to_status"] if rec else h["_source"]["sepwatch"]["status"]
-            if status in STILL_OPEN and len(items) < limit:
-                items.append(_open_item(h["_source"], as_of, ZoneInfo(period.zone), status))
+            item = _open_item(h["_source"], as_of, ZoneInfo(period.zone), newest.get(h["_id"]))
+            if item.status in STILL_OPEN and len(items) < limit:
+                items.append(item)
         if len(hits) < page:
             break
         after = hits[-1]["sort"]

@@ -68,6 +68,9 @@ class OpenItem(_Figures):
     device: str | None
     saas_app: str | None
     age_days: int  # whole days from its event time to the report's as-of date
+    # Who set the status, from the newest lifecycle record's authenticated
+    # actor; None while the finding is as the worker wrote it.
+    status_by: str | None = None
 
 
 class MonthCount(_Figures):

@@ -29,7 +29,7 @@ from schemas.policy import ReviewPolicy
 from streams.cli import app as cli
 from streams.elastic import document, index_for, put_template
 from streams.kafka_io import ensure_topics
-from streams.lifecycle import record
+from streams.lifecycle import os_actor, record
 from streams.policy_file import load_policy
 from streams.policy_history import read_versions, record_if_changed
 from streams.replay import replay
@@ -400,6 +400,13 @@ def test_every_figure_of_the_report_equals_a_count_made_from_the_findings(
     )
     assert report.open_total == len(still) and report.appendix_truncated == 0
     assert [i.finding_id for i in report.appendix] == [f["finding_id"] for f in still]
+    # Who set a status comes from the lifecycle records: the reopened findings
+    # name the actor of their "reopen" (here the OS user, said to be unproven);
+    # a finding no record touched names nobody.
+    by = {i.finding_id: i.status_by for i in report.appendix}
+    reopened = {f["finding_id"] for f in still if f.get("_reopened")}
+    assert reopened and {by[f] for f in reopened} == {f"{os_actor()['username']} (unauthenticated)"}
+    assert {by[f] for f in by.keys() - reopened} == {None}
 
     hq = [r for r in report.reviews if r.entity == "HQ"]
     assert [(r.done_on_time, r.report) for r in hq] == [(True, "on_time")]
@@ -540,6 +547,9 @@ def test_the_report_files_carry_the_same_figures_in_korean_with_nothing_raw(
             assert f"{rule['rule_id']} " in flat
     # Every open finding is in the appendix of the PDF, by its id.
     assert all(i["finding_id"] in text for i in figures["appendix"])
+    # ... with who set its status, where a lifecycle record did.
+    setters = {i["status_by"] for i in figures["appendix"]} - {None}
+    assert setters and all(f"처리자 {who}" in flat for who in setters)
 
     png = _first_page_png(pdf, tmp_path)
     with Image.open(png) as page:
