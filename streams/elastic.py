@@ -67,7 +67,7 @@ MAPPINGS: dict[str, Any] = {
         "sepwatch": {
             "properties": {
                 "finding_id": _KW,
-                # sha256 of the document's content (streams/evidence.py): what
+                # sha256 of the document's content (review/evidence.py): what
                 # `evidence verify` and the report's evidence digest rest on.
                 "digest": _KW,
                 "severity": _KW,
@@ -222,8 +222,8 @@ def analyst_role(index: str) -> dict[str, Any]:
     """What `findings list/show/ack/resolve/reopen/waive/export` and `report`
     need: read findings (never change one), and add lifecycle records (never
     change or delete one). `_security/_authenticate` needs no privilege."""
+    from review.accesses import access_index
     from streams.lifecycle import lifecycle_index
-    from streams.report.accesses import access_index
 
     return {
         "cluster": [],
@@ -245,8 +245,8 @@ def reader_role(index: str) -> dict[str, Any]:
     """Read the findings and their lifecycle records, add none (the console
     shows such a person no triage buttons, and Elasticsearch refuses their
     records anyway)."""
+    from review.accesses import access_index
     from streams.lifecycle import lifecycle_index
-    from streams.report.accesses import access_index
 
     return {
         "cluster": [],

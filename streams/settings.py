@@ -207,7 +207,7 @@ class Settings(BaseSettings):
             raise ValueError("no password in es_url: set SEPWATCH_ES_PASSWORD or an API key")
         return url
 
-    # The SOC console (`sepwatch console`, streams/console/).
+    # The SOC console (`sepwatch console`, console/).
     console_host: str = Field("127.0.0.1", description="address the console listens on")
     console_port: int = Field(8080, ge=1, le=65535, description="the console's port")
     console_trusted_header: str = Field(

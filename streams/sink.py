@@ -32,11 +32,11 @@ from elasticsearch import ApiError as EsApiError
 from elasticsearch import AsyncElasticsearch, TransportError
 from pydantic import ValidationError
 
+from detectors.dead_letters import dead_letter
 from detectors.masking import mask_text
 from schemas import Finding
 from streams import metrics
 from streams.backoff import Backoff
-from streams.dead_letters import dead_letter
 from streams.elastic import (
     async_client,
     connection_options,

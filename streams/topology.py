@@ -39,17 +39,17 @@ from aiokafka.structs import TopicPartition
 from faust.utils import json as faust_json
 from pydantic import ValidationError
 
+from adapters import ADAPTERS
+from adapters.intake import OUTCOMES, SkipLabels, adapt_message
+from adapters.mapping import configured_mapping
 from detectors import Engine, EngineState, Stage
+from detectors.dead_letters import dead_letter, reason_of
 from detectors.masking import mask_text
 from detectors.pseudonyms import Pseudonymiser
 from schemas import EventAdapter, Finding, Policy
+from schemas.policy_file import PolicyError, load_policy
 from streams import metrics
-from streams.adapters import ADAPTERS
-from streams.adapters.intake import OUTCOMES, SkipLabels, adapt_message
-from streams.adapters.mapping import configured_mapping
-from streams.dead_letters import dead_letter, reason_of
 from streams.kafka_io import KafkaUnavailable
-from streams.policy_file import PolicyError, load_policy
 from streams.policy_history import PolicyVersion, in_force, read_versions, record_if_changed
 from streams.replay import utc_now
 from streams.settings import Settings

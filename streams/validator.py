@@ -45,11 +45,11 @@ from aiokafka.errors import (
 from aiokafka.structs import TopicPartition
 
 from detectors import Stage, times_only
+from detectors.dead_letters import dead_letter
 from detectors.pseudonyms import Pseudonymiser
 from streams import metrics
 from streams.admission import Refused, admit, capped_end
 from streams.backoff import Backoff
-from streams.dead_letters import dead_letter
 from streams.end_of_input import MarkerCheck
 from streams.lag import records_behind_by_topic
 from streams.settings import Settings

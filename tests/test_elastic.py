@@ -257,7 +257,7 @@ def test_the_content_digest_ignores_when_it_was_stored_and_sees_any_change() -> 
 def test_the_roles_command_prints_a_roles_file() -> None:
     from typer.testing import CliRunner
 
-    from streams.cli import app
+    from cli.main import app
 
     result = CliRunner().invoke(app, ["elasticsearch", "roles", "--index", "f"])
     assert result.exit_code == 0, result.output

@@ -35,8 +35,8 @@ from elasticsearch import (
 from kafka import KafkaProducer
 from typer.testing import CliRunner
 
+from cli.main import app as cli
 from schemas import Finding
-from streams.cli import app as cli
 from streams.elastic import document, index_for, writer_role
 from streams.kafka_io import ensure_topics, produce
 from streams.lifecycle import lifecycle_index, record
