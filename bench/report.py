@@ -47,7 +47,8 @@ from review.accesses import store_counts
 from review.evidence import publish_lifecycle
 from schemas import Finding
 from schemas.findings import WaiverRef
-from streams.elastic import async_client, document, index_for, put_template
+from streams.elastic import async_client, document, index_for
+from streams.indices import put_template
 from streams.lifecycle import latest, lifecycle_index, record
 from streams.settings import Settings
 

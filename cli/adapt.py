@@ -17,12 +17,11 @@ from rich.table import Table
 from adapters import ADAPTERS, SOURCES
 from adapters.intake import AdaptCounts, LineSink, adapt_records, read_raw
 from adapters.mapping import DEFAULT_MAPPING, VendorMapping, load_mapping
+from cli.context import err, open_events, policy_of
 from schemas import Policy
 from schemas.policy_file import PolicyError
 from streams.kafka_connection import Broker
 from streams.settings import Settings
-
-err = Console(stderr=True)
 
 
 def _known_source(value: str | None) -> str | None:
@@ -155,13 +154,12 @@ def adapt_cmd(
     Example:
     sepwatch adapt --format okta --in okta-2026-11-23.json --out canonical.jsonl
     """
-    from cli.main import _open_events, _policy
 
     source = source_of(fmt)
-    pol = _policy(policy)
+    pol = policy_of(policy)
     mapped = mapping_for(mapping, pol)
     dead_path = dead_letter or ("-" if output == "-" else f"{output}.dead.jsonl")
-    raw_file, lines, _ = _open_events(raw)
+    raw_file, lines, _ = open_events(raw)
     counts = AdaptCounts()
     adapter = ADAPTERS[source]
     with (

@@ -1,7 +1,7 @@
 """`sepwatch devices show|conflicts`: the device identity graph a replay builds.
 
-Registered on the main app in cli/main.py; the shared helpers (policy,
-opening an events file) are imported from there when a command runs. Alias
+Registered on the main app in cli/main.py; the policy and the events file
+are opened by cli/context.py, as for every command. Alias
 values are masked like free text (a hostname can carry a person's name or a
 number that identifies them); GUIDs and serials stay readable.
 """
@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from cli.context import open_events, out, policy_of
 from detectors import Engine
 from detectors.calendar import to_datetime
 from detectors.identity import IdentityGraph
@@ -29,7 +29,6 @@ devices_app = typer.Typer(
     no_args_is_help=True,
 )
 
-out = Console()
 
 EventsOpt = Annotated[
     str,
@@ -50,11 +49,10 @@ PolicyOpt = Annotated[
 
 
 def _graph(events: str, policy: Path | None) -> IdentityGraph:
-    from cli.main import _open_events, _policy
 
-    pol = _policy(policy)
+    pol = policy_of(policy)
     engine = Engine(pol, now=utc_now)
-    raw, source, _ = _open_events(events)
+    raw, source, _ = open_events(events)
     with raw, source, open(os.devnull, "w", encoding="utf-8") as nowhere:
         replay(pol, source, nowhere, nowhere, engine=engine, source_name=events)
     return engine.identity

@@ -7,9 +7,9 @@ privilege, `manage_index_templates`, that would let its holder change any
 template), the lifecycle records' index and the pipeline that stamps their
 authenticated user, creates the roles and the worker's API key, and deletes
 expired months (`retention`). The worker only creates findings and the
-month's index (streams.elastic.writer_role); it is run with
+month's index (streams.indices.writer_role); it is run with
 SEPWATCH_ES_INSTALL_TEMPLATE=false. Analysts read findings and add lifecycle
-records (streams.elastic.analyst_role).
+records (streams.indices.analyst_role).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Annotated, Any
 
 import typer
 import yaml
-from rich.console import Console
 
+from cli.context import err, es_client, es_errors, load_settings
 from cli.options import EsOpt, IndexOpt
 
 es_app = typer.Typer(
@@ -30,7 +30,6 @@ es_app = typer.Typer(
     no_args_is_help=True,
 )
 
-err = Console(stderr=True)
 
 WRITER_ROLE = "sepwatch_findings_writer"
 ANALYST_ROLE = "sepwatch_findings_analyst"
@@ -38,7 +37,7 @@ READER_ROLE = "sepwatch_findings_reader"
 
 
 def _roles(index: str) -> dict[str, dict[str, Any]]:
-    from streams.elastic import analyst_role, reader_role, writer_role
+    from streams.indices import analyst_role, reader_role, writer_role
 
     return {
         WRITER_ROLE: writer_role(index),
@@ -72,13 +71,13 @@ def setup_cmd(
 ) -> None:
     """Install the findings index template with admin credentials; optionally the
     roles and the worker's API key."""
-    from cli.main import _es, _es_errors, _settings
-    from streams.elastic import MAPPINGS, put_template, writer_role
+    from streams.elastic import MAPPINGS
+    from streams.indices import put_template, writer_role
     from streams.lifecycle import lifecycle_index
 
-    settings = _settings(es_url=es_url, es_index=index)
-    es = _es(settings)
-    with _es_errors(settings):
+    settings = load_settings(es_url=es_url, es_index=index)
+    es = es_client(settings)
+    with es_errors(settings):
         put_template(es, settings.es_index, settings.es_replicas)
         # Months made before a field was in the template learn it here (strict mappings).
         if es.indices.exists(index=f"{settings.es_index}-*", allow_no_indices=False):
@@ -109,9 +108,8 @@ def setup_cmd(
 def roles_cmd(index: IndexOpt = None) -> None:
     """Print the writer, analyst and reader roles as a roles.yml (Elasticsearch's file
     realm), for nodes whose roles are files rather than the .security index."""
-    from cli.main import _settings
 
-    settings = _settings(es_index=index)
+    settings = load_settings(es_index=index)
     typer.echo(yaml.safe_dump(_roles(settings.es_index), sort_keys=False), nl=False)
 
 
@@ -140,12 +138,11 @@ def retention_cmd(
     """
     from datetime import UTC, datetime
 
-    from cli.main import _es, _es_errors, _settings
     from schemas.durations import parse_duration
     from streams.elastic import expired_indices
     from streams.lifecycle import lifecycle_index
 
-    settings = _settings(es_url=es_url, es_index=index)
+    settings = load_settings(es_url=es_url, es_index=index)
     days = settings.es_retention_days
     if older_than is not None:
         try:
@@ -153,9 +150,9 @@ def retention_cmd(
         except ValueError:
             err.print(f"[bold red]--older-than {older_than}[/]: give a duration such as 400d")
             raise typer.Exit(2) from None
-    es = _es(settings)
+    es = es_client(settings)
     today = datetime.now(UTC).date()
-    with _es_errors(settings):
+    with es_errors(settings):
         names = list(es.indices.get(index=f"{settings.es_index}-*", allow_no_indices=True))
         expired = expired_indices(names, settings.es_index, today, days)
         for name in expired:

@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from cli.context import err, es_client, es_errors, load_settings, out
 from cli.options import BrokerOpt, EsOpt, IndexOpt, PrefixOpt
 
 evidence_app = typer.Typer(
@@ -16,8 +16,6 @@ evidence_app = typer.Typer(
     "the Kafka topics they came from.",
     no_args_is_help=True,
 )
-out = Console()
-err = Console(stderr=True)
 
 
 @evidence_app.command("verify")
@@ -43,7 +41,6 @@ def verify_cmd(
 
     sepwatch evidence verify --period 2026H2 --digest 3f1c...
     """
-    from cli.main import _es, _es_errors, _settings
     from review.evidence import check, topic_findings, topic_records
     from review.period import Period, PeriodError
     from streams.kafka_io import KafkaUnavailable, read_topics
@@ -54,7 +51,7 @@ def verify_cmd(
     except PeriodError as exc:
         err.print(f"[bold red]--period {period}[/]: {exc}")
         raise typer.Exit(2) from None
-    settings = _settings(es_url=es_url, es_index=index, broker=broker, topic_prefix=prefix)
+    settings = load_settings(es_url=es_url, es_index=index, broker=broker, topic_prefix=prefix)
     topics = Topics(settings.topic_prefix)
     try:
         findings = topic_findings(
@@ -66,9 +63,9 @@ def verify_cmd(
     except KafkaUnavailable as exc:
         err.print(f"[bold red]cannot read the evidence topics[/]: {exc}")
         raise typer.Exit(2) from None
-    with _es_errors(settings):
+    with es_errors(settings):
         verdict = check(
-            _es(settings), settings.es_index, p, findings, records, report_digest=digest
+            es_client(settings), settings.es_index, p, findings, records, report_digest=digest
         )
     for problem in verdict.problems:
         out.print(problem, markup=False, highlight=False)

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
-import gzip
 import inspect
 import json
-import os
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -29,6 +24,12 @@ from cli.adapt import (
     mapping_for,
     print_counts,
 )
+from cli.context import err, out
+from cli.context import es_client as _es
+from cli.context import es_errors as _es_errors
+from cli.context import load_settings as _settings
+from cli.context import open_events as _open_events
+from cli.context import policy_of as _policy
 from cli.options import BrokerOpt, EsOpt, IndexOpt, PrefixOpt
 from detectors import CATALOGUE
 from schemas import (
@@ -40,7 +41,6 @@ from schemas import (
     Policy,
     SaasAccess,
 )
-from schemas.policy_file import PolicyError, load_policy
 from streams.replay import ReplaySummary, replay
 from streams.settings import Settings
 
@@ -68,25 +68,6 @@ app.add_typer(findings_app, name="findings")
 app.command("adapt")(adapt_cmd)
 
 
-def _settings(**flags: object) -> Settings:
-    """Flags that were given win over the environment and the config file."""
-    try:
-        return Settings(**{k: v for k, v in flags.items() if v is not None})
-    except ValidationError as exc:
-        err.print(f"[bold red]settings refused[/]: {exc.error_count()} problem(s)")
-        config = os.environ.get("SEPWATCH_CONFIG", "sepwatch.toml")
-        for e in exc.errors(include_url=False, include_input=False):
-            where = ".".join(str(p) for p in e["loc"]) or "settings"
-            msg = e["msg"].removeprefix("Value error, ")
-            if e["type"] == "extra_forbidden":
-                msg = f"not a setting (in {config}; `sepwatch --help` names them)"
-            err.print(f"  {where}: {msg}", markup=False, highlight=False)
-        raise typer.Exit(2) from None
-
-
-out = Console()
-err = Console(stderr=True)
-
 PolicyOpt = Annotated[
     Path | None,
     typer.Option(
@@ -98,31 +79,7 @@ PolicyOpt = Annotated[
 ]
 
 
-def _policy(path: Path | None) -> Policy:
-    chosen = path or Settings().policy
-    try:
-        return load_policy(chosen)
-    except PolicyError as exc:
-        err.print(f"[bold red]policy refused[/]: {len(exc.problems)} problem(s) in {chosen}")
-        for problem in exc.problems:
-            err.print(f"  {problem}", markup=False, highlight=False)
-        raise typer.Exit(2) from None
-
-
 # -- replay -------------------------------------------------------------------
-
-
-def _open_events(events: str) -> tuple[BinaryIO, BinaryIO, int | None]:
-    """The file (or stdin for -), what to read lines from (through gzip for
-    .gz), and its size on disk for a progress bar."""
-    try:
-        raw: BinaryIO = sys.stdin.buffer if events == "-" else open(events, "rb")  # noqa: SIM115
-    except OSError as exc:
-        err.print(f"[bold red]cannot read events[/] {events}: {exc.strerror}")
-        raise typer.Exit(2) from None
-    source: BinaryIO = gzip.GzipFile(fileobj=raw) if events.endswith(".gz") else raw
-    size = Path(events).stat().st_size if events != "-" else None
-    return raw, source, size
 
 
 @app.command("replay")
@@ -841,42 +798,6 @@ def findings_export(
         err.print(f"[bold red]cannot export[/]: {exc}")
         raise typer.Exit(2) from None
     err.print(f"wrote {n:,} findings to {output}")
-
-
-def _es(settings: Settings) -> Any:
-    from streams.elastic import client, connection_options
-
-    if not settings.es_url:
-        err.print("[bold red]no Elasticsearch[/]: set --es-url or SEPWATCH_ES_URL")
-        raise typer.Exit(2)
-    return client(settings.es_url, request_timeout=10, **connection_options(settings))
-
-
-@contextlib.contextmanager
-def _es_errors(settings: Settings) -> Iterator[None]:
-    """Elasticsearch's failures as one clear line and exit code 2."""
-    from elasticsearch import ApiError, NotFoundError, TransportError
-
-    from streams.elastic import FindingNotFound
-    from streams.lifecycle import TransitionRefused
-
-    try:
-        yield
-    except (FindingNotFound, TransitionRefused) as exc:
-        err.print(f"[bold red]refused[/]: {exc}")
-        raise typer.Exit(2) from None
-    except NotFoundError:
-        err.print(f"[bold red]no findings index[/] {settings.es_index} at {settings.es_url} yet")
-        raise typer.Exit(2) from None
-    except TransportError as exc:
-        err.print(
-            f"[bold red]Elasticsearch unreachable[/] at {settings.es_url}: {type(exc).__name__} "
-            "(start it: deploy/local/elasticsearch.sh up, or set SEPWATCH_ES_URL)"
-        )
-        raise typer.Exit(2) from None
-    except ApiError as exc:
-        err.print(f"[bold red]Elasticsearch refused[/]: {exc.meta.status} {exc.message}")
-        raise typer.Exit(2) from None
 
 
 def _since(text: str | None) -> datetime | None:

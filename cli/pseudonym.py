@@ -19,8 +19,8 @@ from typing import Annotated
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 
+from cli.context import err, out
 from cli.options import BrokerOpt, PrefixOpt
 from detectors.pseudonyms import PSEUDONYM, Pseudonymiser, is_pseudonym_of, pseudonym
 from streams.settings import Settings
@@ -31,8 +31,6 @@ pseudonym_app = typer.Typer(
     no_args_is_help=True,
 )
 
-out = Console()
-err = Console(stderr=True)
 
 StdinOpt = Annotated[
     bool,

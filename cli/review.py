@@ -1,7 +1,7 @@
 """`sepwatch review record|list` and `sepwatch report`: the semiannual review.
 
-Registered on the main app in cli/main.py; the shared helpers (settings,
-policy, Elasticsearch errors) are imported from there when a command runs.
+Registered on the main app in cli/main.py; the settings, the policy and
+Elasticsearch come from cli/context.py, as for every command.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from typing import Annotated
 from zoneinfo import ZoneInfo
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from cli.context import err, es_client, es_errors, load_settings, out, policy_of
 from cli.options import BrokerOpt, EsOpt, IndexOpt, PrefixOpt
 from streams.settings import Settings
 
@@ -24,8 +24,6 @@ review_app = typer.Typer(
     no_args_is_help=True,
 )
 
-out = Console()
-err = Console(stderr=True)
 
 PolicyOpt = Annotated[
     Path | None,
@@ -95,7 +93,6 @@ def review_record(
     """
     from pydantic import ValidationError
 
-    from cli.main import _settings
     from review.reviews import keep_forever, new_review, publish
     from streams.kafka_io import KafkaUnavailable, ensure_topics
     from streams.topics import Topics
@@ -113,7 +110,7 @@ def review_record(
         first = exc.errors()[0]
         err.print(f"[bold red]review refused[/]: {first['loc']}: {first['msg']}")
         raise typer.Exit(2) from None
-    settings = _settings(broker=broker, topic_prefix=prefix)
+    settings = load_settings(broker=broker, topic_prefix=prefix)
     topics = Topics(settings.topic_prefix)
     try:
         ensure_topics(
@@ -152,13 +149,12 @@ def review_list(
 
     Every entity named by a finding in Elasticsearch is listed too, reviewed or
     not (one with no review is due from the policy's baseline)."""
-    from cli.main import _policy, _settings
     from review.reviews import merge, read_reviews, schedule
     from streams.kafka_io import KafkaUnavailable
     from streams.topics import Topics
 
-    pol = _policy(policy)
-    settings = _settings(broker=broker, topic_prefix=prefix, es_url=es_url, es_index=index)
+    pol = policy_of(policy)
+    settings = load_settings(broker=broker, topic_prefix=prefix, es_url=es_url, es_index=index)
     try:
         records, skipped = read_reviews(settings.kafka, Topics(settings.topic_prefix))
     except KafkaUnavailable as exc:
@@ -294,7 +290,6 @@ def report_cmd(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from cli.main import _es, _es_errors, _policy, _settings
     from review.gather import NoFindingsIndex, gather
     from review.i18n import LANGS
     from review.period import Period, PeriodError
@@ -313,12 +308,12 @@ def report_cmd(
     if lang not in LANGS:
         err.print(f"[bold red]--lang {lang}[/]: one of {', '.join(LANGS)}")
         raise typer.Exit(2)
-    settings = _settings(es_url=es_url, es_index=index, broker=broker, topic_prefix=prefix)
+    settings = load_settings(es_url=es_url, es_index=index, broker=broker, topic_prefix=prefix)
     policy_path = policy or settings.policy
-    pol = _policy(policy_path)
+    pol = policy_of(policy_path)
     half = Period.parse(period, pol.timezone)  # its days are the policy's
     day = _local_day(as_of, pol.timezone) if as_of else None
-    es = _es(settings)
+    es = es_client(settings)
     topics = Topics(settings.topic_prefix)
     steps = ["control reviews"] + ["gather"] * 6 + ["write"]
     with Progress(
@@ -346,7 +341,7 @@ def report_cmd(
         def step(what: str) -> None:
             bar.update(task, advance=1, description=what)
 
-        with _es_errors(settings):
+        with es_errors(settings):
             try:
                 figures = gather(
                     es,
@@ -399,12 +394,12 @@ def review_accesses(
     loaded again is replaced, not added to."""
     import gzip
 
-    from cli.main import _es, _es_errors, _policy, _settings
     from detectors.calendar import Days
-    from review.accesses import access_index, count_internal_accesses, store_counts
+    from review.accesses import count_internal_accesses, store_counts
+    from streams.elastic import access_index
 
-    settings = _settings(es_url=es_url, es_index=index)
-    days = Days(_policy(policy or settings.policy).timezone)
+    settings = load_settings(es_url=es_url, es_index=index)
+    days = Days(policy_of(policy or settings.policy).timezone)
     try:
         raw = events.open("rb")
     except OSError as exc:
@@ -412,8 +407,8 @@ def review_accesses(
         raise typer.Exit(2) from None
     with raw, gzip.GzipFile(fileobj=raw) if events.suffix == ".gz" else raw as lines:
         counts, bad = count_internal_accesses(lines, days)
-    es = _es(settings)
-    with _es_errors(settings):
+    es = es_client(settings)
+    with es_errors(settings):
         stored = store_counts(es, settings.es_index, counts)
     err.print(
         f"{sum(counts.values()):,} internal accesses in {stored:,} (entity, day, app) counts "

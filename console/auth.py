@@ -32,7 +32,7 @@ from streams.settings import Settings
 COOKIE = "sepwatch_console"
 LOCAL_OPERATOR = "local-operator"
 SESSION_HOURS = 12
-# What a triage action needs: adding a lifecycle record (streams.elastic.analyst_role).
+# What a triage action needs: adding a lifecycle record (streams.indices.analyst_role).
 TRIAGE_PRIVILEGE = "create_doc"
 
 

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from detectors.calendar import UTC_DAYS, Days
 from schemas import EventAdapter, SaasAccess
+from streams.elastic import access_index
 
 TallyKey = tuple[str, date, str]  # entity, day of the policy's zone, app
 
@@ -40,11 +41,6 @@ MAPPINGS: dict[str, Any] = {
         },
     },
 }
-
-
-def access_index(findings_index: str) -> str:
-    """Beside the findings alias, outside its `<index>-*` template pattern."""
-    return f"{findings_index}.accesses"
 
 
 def count_internal_accesses(

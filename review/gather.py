@@ -24,7 +24,6 @@ from elasticsearch import Elasticsearch
 from detectors import CATALOGUE, mask_identifier, mask_text
 from detectors.calendar import add_months
 from detectors.policy_in_force import PolicyInForce, evaluation_in_force
-from review.accesses import access_index
 from review.evidence import stored_digest
 from review.model import (
     AppFigures,
@@ -48,6 +47,7 @@ from review.model import (
 from review.period import Period
 from review.reviews import merge, schedule
 from schemas import ControlReview, Policy
+from streams.elastic import access_index
 from streams.lifecycle import latest, lifecycle_index, shifted, shifted_under, status_shift
 
 STATUSES = ("open", "acknowledged", "resolved", "waived")

@@ -344,7 +344,17 @@ class Settings(BaseSettings):
     @property
     def kafka(self) -> KafkaConnection:
         """The broker and how to reach it, for every Kafka client."""
-        return KafkaConnection.from_settings(self)
+        return KafkaConnection(
+            bootstrap=self.broker,
+            security_protocol=self.kafka_security_protocol,
+            sasl_mechanism=self.kafka_sasl_mechanism,
+            username=self.kafka_sasl_username,
+            password=self.kafka_sasl_password,
+            cafile=self.kafka_ssl_cafile,
+            certfile=self.kafka_ssl_certfile,
+            keyfile=self.kafka_ssl_keyfile,
+            key_password=self.kafka_ssl_key_password,
+        )
 
     @property
     def group_membership(self) -> dict[str, int]:

@@ -16,17 +16,15 @@ from streams.backoff import Backoff
 from streams.elastic import (
     MAPPINGS,
     SEVERITY_SCORE,
-    analyst_role,
     connection_options,
     content_digest,
     document,
     expired_indices,
     finding_of,
     index_for,
-    reader_role,
     template_body,
-    writer_role,
 )
+from streams.indices import analyst_role, reader_role, writer_role
 from streams.settings import Settings
 from streams.sink import bulk_body, settle
 

@@ -24,7 +24,8 @@ from PIL import Image
 from console.i18n import WORDS
 from console.serve import InThread as ConsoleServer
 from schemas import Finding
-from streams.elastic import document, index_for, put_template
+from streams.elastic import document, index_for
+from streams.indices import put_template
 from streams.kafka_io import ensure_topics
 from streams.lifecycle import lifecycle_index, record
 from streams.settings import Settings

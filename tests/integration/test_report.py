@@ -34,7 +34,8 @@ from schemas import Finding
 from schemas.policy import ReviewPolicy
 from schemas.policy_file import load_policy
 from simulator.day import simulate
-from streams.elastic import document, index_for, put_template
+from streams.elastic import document, index_for
+from streams.indices import put_template
 from streams.kafka_io import ensure_topics
 from streams.lifecycle import record
 from streams.policy_history import read_versions, record_if_changed
