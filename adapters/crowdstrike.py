@@ -125,7 +125,8 @@ def _host_controls(record: dict[str, Any]) -> dict[str, bool | None]:
 
 
 def _prevention_applied(record: dict[str, Any]) -> bool:
-    prevention = (record.get("device_policies") or {}).get("prevention")
+    policies: dict[str, Any] = record.get("device_policies") or {}
+    prevention: dict[str, Any] | None = policies.get("prevention")
     if prevention is None:  # older responses list the policies instead
         prevention = next(
             (p for p in record.get("policies") or () if p.get("policy_type") == "prevention"), {}

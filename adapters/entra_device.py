@@ -20,7 +20,7 @@ device with no sign-in time is a dead letter: its state has no date.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 from adapters.canonical import NOT_REPORTED, device_posture
 from adapters.mapping import VendorMapping
@@ -55,7 +55,15 @@ def adapt(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
     ]
 
 
-def _controls(record: dict[str, Any]) -> dict[str, bool | None]:
+class _Controls(TypedDict):
+    managed: bool | None
+    edr_running: bool | None
+    disk_encrypted: bool | None
+    screen_lock: bool | None
+    jailbroken: bool | None
+
+
+def _controls(record: dict[str, Any]) -> _Controls:
     """What the directory's device object says of each control."""
     return {
         "managed": record.get("isManaged") is True,

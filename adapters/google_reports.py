@@ -44,7 +44,7 @@ def parameters(event: dict[str, Any]) -> dict[str, Any]:
     parameters, a list of messages a list of such dicts."""
     # Most parameters are plain strings: `value` first, the other kinds rarely.
     return {
-        p.get("name"): p["value"] if "value" in p else _other_value(p)
+        p.get("name", ""): p["value"] if "value" in p else _other_value(p)
         for p in event.get("parameters") or ()
         if isinstance(p, dict)
     }

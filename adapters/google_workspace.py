@@ -125,20 +125,21 @@ def adapt(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
     ident = record.get("id")
     ident = ident if isinstance(ident, dict) else {}
     application = ident.get("applicationName")
-    actions = ACTIONS.get(application or "")
-    if actions is None:
+    if not isinstance(application, str) or application not in ACTIONS:
         return Skip(f"application {application}")
+    actions = ACTIONS[application]
     found: list[CanonicalEvent] = []
     events = record.get("events") or []
     if isinstance(events, dict):
         events = [events]
     if not isinstance(events, list):
         raise Unmappable("events", "expected an event object or a list of them")
-    timestamp = qualifier = user = None  # the activity's, read at its first access
+    first: tuple[str, str, str] | None = None  # the activity's, read at its first access
     for event in events:
         if not isinstance(event, dict):
             raise Unmappable("events", "expected an event object or a list of them")
-        action = actions.get(event.get("name"))
+        name = event.get("name")
+        action = actions.get(name) if isinstance(name, str) else None
         if action is None:
             continue
         parameters = event.get("parameters") or ()
@@ -150,10 +151,13 @@ def adapt(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
             ),
             None,
         )
-        if timestamp is None:
-            timestamp = iso_time(ident.get("time"), "id.time")
-            qualifier = required(record, "id.uniqueQualifier")
-            user = user_of(field(record, "actor.email"), "actor.email")
+        if first is None:
+            first = (
+                iso_time(ident.get("time"), "id.time"),
+                required(record, "id.uniqueQualifier"),
+                user_of(field(record, "actor.email"), "actor.email"),
+            )
+        timestamp, qualifier, user = first
         found.append(
             saas_access(
                 mapping,

@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import typer
 from elasticsearch import Elasticsearch
@@ -31,8 +31,9 @@ err = Console(stderr=True)
 
 def load_settings(**flags: object) -> Settings:
     """Flags that were given win over the environment and the config file."""
+    given: dict[str, Any] = {k: v for k, v in flags.items() if v is not None}
     try:
-        return Settings(**{k: v for k, v in flags.items() if v is not None})
+        return Settings(**given)
     except ValidationError as exc:
         err.print(f"[bold red]settings refused[/]: {exc.error_count()} problem(s)")
         config = os.environ.get("SEPWATCH_CONFIG", "sepwatch.toml")
@@ -57,7 +58,7 @@ def policy_of(path: Path | None) -> Policy:
         raise typer.Exit(2) from None
 
 
-def open_events(events: str) -> tuple[BinaryIO, BinaryIO, int | None]:
+def open_events(events: str) -> tuple[BinaryIO, BinaryIO | gzip.GzipFile, int | None]:
     """The file (or stdin for -), what to read lines from (through gzip for
     .gz), and its size on disk for a progress bar."""
     try:
@@ -65,7 +66,7 @@ def open_events(events: str) -> tuple[BinaryIO, BinaryIO, int | None]:
     except OSError as exc:
         err.print(f"[bold red]cannot read events[/] {events}: {exc.strerror}")
         raise typer.Exit(2) from None
-    source: BinaryIO = gzip.GzipFile(fileobj=raw) if events.endswith(".gz") else raw
+    source = gzip.GzipFile(fileobj=raw) if events.endswith(".gz") else raw
     size = Path(events).stat().st_size if events != "-" else None
     return raw, source, size
 

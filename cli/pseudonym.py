@@ -18,9 +18,8 @@ import sys
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 
-from cli.context import err, out
+from cli.context import err, load_settings, out
 from cli.options import BrokerOpt, PrefixOpt
 from detectors.pseudonyms import PSEUDONYM, Pseudonymiser, is_pseudonym_of, pseudonym
 from streams.settings import Settings
@@ -36,18 +35,6 @@ StdinOpt = Annotated[
     bool,
     typer.Option("--stdin", help="Read the candidate value from stdin (one line), not a prompt."),
 ]
-
-
-def settings(broker: str | None = None, prefix: str | None = None) -> Settings:
-    flags = {"broker": broker, "topic_prefix": prefix}
-    try:
-        return Settings(**{k: v for k, v in flags.items() if v is not None})
-    except ValidationError as exc:
-        err.print(f"[bold red]settings refused[/]: {exc.error_count()} problem(s)")
-        for e in exc.errors(include_url=False, include_input=False):
-            where = ".".join(str(p) for p in e["loc"]) or "settings"
-            err.print(f"  {where}: {e['msg']}", markup=False, highlight=False)
-        raise typer.Exit(2) from None
 
 
 def deployment_key(chosen: Settings) -> bytes | None:
@@ -99,7 +86,7 @@ def pseudonyms_note(document: object) -> str:
 
 
 def _required_key(broker: str | None, prefix: str | None) -> bytes:
-    key = deployment_key(settings(broker, prefix))
+    key = deployment_key(load_settings(broker=broker, topic_prefix=prefix))
     if key is None:
         err.print(
             "[bold red]no pseudonym key[/]: set SEPWATCH_PSEUDONYM_KEY, or give the "

@@ -150,7 +150,7 @@ class Page:
     facets: dict[str, list[tuple[str, int]]]
 
 
-_NOWHERE = {"ignore_unavailable": True, "allow_no_indices": True}
+_NOWHERE: dict[str, Any] = {"ignore_unavailable": True, "allow_no_indices": True}
 
 
 def page(
@@ -266,7 +266,7 @@ def status_counts(
             query=filters.query(),
             size=max(matching, 1),
             source=False,
-            docvalue_fields=["sepwatch.finding_id"],
+            docvalue_fields=[{"field": "sepwatch.finding_id"}],
             **_NOWHERE,
         )
         ids = [h["fields"]["sepwatch.finding_id"][0] for h in resp["hits"]["hits"]]
