@@ -64,15 +64,9 @@ def _view(
 
 def run(policy: Path, events: Path, rate: float, console: Console) -> int:
     broker = os.environ.get("SEPWATCH_BROKER", "127.0.0.1:9092")
-    started_kafka = subprocess.run([str(KAFKA), "status"], capture_output=True).returncode != 0
-    if started_kafka:
-        console.print("starting a local Kafka broker (deploy/local/kafka.sh up) ...")
-        subprocess.run([str(KAFKA), "up"], check=True)
+    started_kafka = _up_unless_running(KAFKA, "a local Kafka broker", console)
     es_url = os.environ.get("SEPWATCH_ES_URL", "http://127.0.0.1:9200")
-    started_es = subprocess.run([str(ES), "status"], capture_output=True).returncode != 0
-    if started_es:
-        console.print("starting a local Elasticsearch (deploy/local/elasticsearch.sh up) ...")
-        subprocess.run([str(ES), "up"], check=True)
+    started_es = _up_unless_running(ES, "a local Elasticsearch", console)
     prefix = f"demo-{int(time.time())}."
     index = f"{prefix.rstrip('.')}-findings"
     topics = Topics(prefix)
@@ -82,41 +76,7 @@ def run(policy: Path, events: Path, rate: float, console: Console) -> int:
     log = ROOT / "out" / "demo-worker.log"
     log.parent.mkdir(exist_ok=True)
     marker_key = SecretStr(secrets.token_hex(16))
-    env = {
-        **os.environ,
-        "SEPWATCH_BROKER": broker,
-        "SEPWATCH_TOPIC_PREFIX": prefix,
-        "SEPWATCH_ES_URL": es_url,
-        "SEPWATCH_ES_INDEX": index,
-        # The demo's file is the whole input: its end is marked, signed with
-        # a key only this demo and its worker hold.
-        "SEPWATCH_END_OF_INPUT_KEY": marker_key.get_secret_value(),
-        # The demo's policy names every app of the shipped mapping, so the
-        # worker also adapts raw vendor topics; a bank configures its own.
-        "SEPWATCH_MAPPING": os.environ.get("SEPWATCH_MAPPING", str(MAPPING)),
-        "PYTHONUNBUFFERED": "1",
-    }
-    with log.open("wb") as out:
-        worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "cli.main",
-                "worker",
-                "--policy",
-                str(policy),
-                "--state-dir",
-                str(ROOT / "out" / "demo-state"),
-                "--web-port",
-                "0",
-                "--loglevel",
-                "info",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=ROOT,
-        )
+    worker = _start_worker(policy, log, _worker_env(broker, prefix, es_url, index, marker_key))
     try:
         deadline = time.monotonic() + 90
         while "[^Worker]: Ready" not in log.read_text(errors="replace"):
@@ -140,6 +100,60 @@ def run(policy: Path, events: Path, rate: float, console: Console) -> int:
             subprocess.run([str(ES), "down"], check=False, env=keep)
     console.print(afterwards(es_url, index, es_stopped=started_es))
     return shown
+
+
+def _up_unless_running(script: Path, what: str, console: Console) -> bool:
+    """Start the local server `script` runs unless one is up; True if started here."""
+    if subprocess.run([str(script), "status"], capture_output=True).returncode == 0:
+        return False
+    console.print(f"starting {what} (deploy/local/{script.name} up) ...")
+    subprocess.run([str(script), "up"], check=True)
+    return True
+
+
+def _worker_env(
+    broker: str, prefix: str, es_url: str, index: str, marker_key: SecretStr
+) -> dict[str, str]:
+    """The worker's environment: the demo's broker, prefix and index."""
+    return {
+        **os.environ,
+        "SEPWATCH_BROKER": broker,
+        "SEPWATCH_TOPIC_PREFIX": prefix,
+        "SEPWATCH_ES_URL": es_url,
+        "SEPWATCH_ES_INDEX": index,
+        # The demo's file is the whole input: its end is marked, signed with
+        # a key only this demo and its worker hold.
+        "SEPWATCH_END_OF_INPUT_KEY": marker_key.get_secret_value(),
+        # The demo's policy names every app of the shipped mapping, so the
+        # worker also adapts raw vendor topics; a bank configures its own.
+        "SEPWATCH_MAPPING": os.environ.get("SEPWATCH_MAPPING", str(MAPPING)),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def _start_worker(policy: Path, log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """A worker on the demo's topics, its output in `log`."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "cli.main",
+                "worker",
+                "--policy",
+                str(policy),
+                "--state-dir",
+                str(ROOT / "out" / "demo-state"),
+                "--web-port",
+                "0",
+                "--loglevel",
+                "info",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=ROOT,
+        )
 
 
 def _stop(worker: subprocess.Popen[bytes]) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 from zoneinfo import ZoneInfo
 
 import typer
@@ -17,6 +17,10 @@ from rich.table import Table
 from cli.context import err, es_client, es_errors, load_settings, out, policy_of
 from cli.options import BrokerOpt, EsOpt, IndexOpt, PrefixOpt
 from streams.settings import Settings
+
+if TYPE_CHECKING:
+    from schemas import ControlReview, Policy
+    from streams.topics import Topics
 
 review_app = typer.Typer(
     help="Control reviews (the six-monthly review of the information-security controls): "
@@ -234,46 +238,53 @@ def _entities_with_findings(settings: Settings) -> list[str]:
 # -- the report ---------------------------------------------------------------
 
 
+ReportPeriodOpt = Annotated[
+    str,
+    typer.Option(
+        "--period",
+        help="Half-year in the policy's time zone: 2026H1 (Jan-Jun) or 2026H2 (Jul-Dec).",
+    ),
+]
+ReportOutOpt = Annotated[Path, typer.Option("--out", "-o", help="Folder for the three files.")]
+ReportEntityOpt = Annotated[
+    str | None,
+    typer.Option("--entity", "-e", help="One entity; default: every entity together, and each."),
+]
+LangOpt = Annotated[str, typer.Option("--lang", help="ko (default) or en.")]
+AsOfOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--as-of",
+        help="Date the open items' ages and the next six months' expiries count from. "
+        "Default: today in the policy's time zone.",
+        show_default=False,
+    ),
+]
+AppendixLimitOpt = Annotated[
+    int,
+    typer.Option(
+        help="At most this many open findings in the appendix (the oldest first; the "
+        "report says how many more). Each 1,000 rows cost WeasyPrint about 200 MB.",
+        min=0,
+    ),
+]
+ReviewsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--reviews/--no-reviews",
+        help="Read the control reviews from the control-reviews topic (needs Kafka).",
+    ),
+]
+
+
 def report_cmd(
-    period: Annotated[
-        str,
-        typer.Option(
-            "--period",
-            help="Half-year in the policy's time zone: 2026H1 (Jan-Jun) or 2026H2 (Jul-Dec).",
-        ),
-    ],
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for the three files.")],
-    entity: Annotated[
-        str | None,
-        typer.Option(
-            "--entity", "-e", help="One entity; default: every entity together, and each."
-        ),
-    ] = None,
-    lang: Annotated[str, typer.Option("--lang", help="ko (default) or en.")] = "ko",
-    as_of: Annotated[
-        str | None,
-        typer.Option(
-            "--as-of",
-            help="Date the open items' ages and the next six months' expiries count from. "
-            "Default: today in the policy's time zone.",
-            show_default=False,
-        ),
-    ] = None,
-    appendix_limit: Annotated[
-        int,
-        typer.Option(
-            help="At most this many open findings in the appendix (the oldest first; the "
-            "report says how many more). Each 1,000 rows cost WeasyPrint about 200 MB.",
-            min=0,
-        ),
-    ] = 500,
-    reviews: Annotated[
-        bool,
-        typer.Option(
-            "--reviews/--no-reviews",
-            help="Read the control reviews from the control-reviews topic (needs Kafka).",
-        ),
-    ] = True,
+    period: ReportPeriodOpt,
+    out_dir: ReportOutOpt,
+    entity: ReportEntityOpt = None,
+    lang: LangOpt = "ko",
+    as_of: AsOfOpt = None,
+    appendix_limit: AppendixLimitOpt = 500,
+    reviews: ReviewsOpt = True,
     policy: PolicyOpt = None,
     es_url: EsOpt = None,
     index: IndexOpt = None,
@@ -291,23 +302,11 @@ def report_cmd(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from review.gather import NoFindingsIndex, gather
-    from review.i18n import LANGS
-    from review.period import Period, PeriodError
+    from review.period import Period
     from review.render import write
-    from review.reviews import read_reviews
-    from schemas import ControlReview
-    from streams.kafka_io import KafkaUnavailable
-    from streams.policy_history import in_force, read_versions, waiver_versions
     from streams.topics import Topics
 
-    try:
-        Period.parse(period)
-    except PeriodError as exc:
-        err.print(f"[bold red]--period[/]: {exc}")
-        raise typer.Exit(2) from None
-    if lang not in LANGS:
-        err.print(f"[bold red]--lang {lang}[/]: one of {', '.join(LANGS)}")
-        raise typer.Exit(2)
+    _check_period_and_lang(period, lang)
     settings = load_settings(es_url=es_url, es_index=index, broker=broker, topic_prefix=prefix)
     policy_path = policy or settings.policy
     pol = policy_of(policy_path)
@@ -327,16 +326,7 @@ def report_cmd(
         records: list[ControlReview] = []
         cited: dict[str, str] | None = None
         if reviews:
-            try:
-                records, _ = read_reviews(settings.kafka, topics)
-                # Which recorded policy version each waiver came from (same broker).
-                cited = waiver_versions(in_force(read_versions(settings.kafka, topics.policy)), pol)
-            except KafkaUnavailable as exc:
-                err.print(
-                    f"[bold red]cannot read the control reviews and policy versions[/]: {exc} "
-                    "(or leave them out: --no-reviews)"
-                )
-                raise typer.Exit(2) from None
+            records, cited = _reviews_and_waiver_versions(settings, topics, pol)
 
         def step(what: str) -> None:
             bar.update(task, advance=1, description=what)
@@ -375,6 +365,41 @@ def report_cmd(
         f"{figures.open_total:,} still open"
     )
     err.print(f"{summary}; wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+def _check_period_and_lang(period: str, lang: str) -> None:
+    """`--period` and `--lang` refused (exit 2) before anything is read."""
+    from review.i18n import LANGS
+    from review.period import Period, PeriodError
+
+    try:
+        Period.parse(period)
+    except PeriodError as exc:
+        err.print(f"[bold red]--period[/]: {exc}")
+        raise typer.Exit(2) from None
+    if lang not in LANGS:
+        err.print(f"[bold red]--lang {lang}[/]: one of {', '.join(LANGS)}")
+        raise typer.Exit(2)
+
+
+def _reviews_and_waiver_versions(
+    settings: Settings, topics: Topics, pol: Policy
+) -> tuple[list[ControlReview], dict[str, str]]:
+    """The control reviews on their topic, and which recorded policy version
+    each waiver came from (same broker); exit 2 when Kafka cannot be read."""
+    from review.reviews import read_reviews
+    from streams.kafka_io import KafkaUnavailable
+    from streams.policy_history import in_force, read_versions, waiver_versions
+
+    try:
+        records, _ = read_reviews(settings.kafka, topics)
+        return records, waiver_versions(in_force(read_versions(settings.kafka, topics.policy)), pol)
+    except KafkaUnavailable as exc:
+        err.print(
+            f"[bold red]cannot read the control reviews and policy versions[/]: {exc} "
+            "(or leave them out: --no-reviews)"
+        )
+        raise typer.Exit(2) from None
 
 
 @review_app.command("accesses")

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
+from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -45,7 +46,7 @@ from review.model import (
     WaiverFigures,
 )
 from review.period import Period
-from review.reviews import merge, schedule
+from review.reviews import EntitySchedule, merge, schedule
 from schemas import ControlReview, Policy
 from streams.elastic import access_index
 from streams.lifecycle import (
@@ -560,6 +561,151 @@ def _waivers(
     return out
 
 
+def _rule_figures(
+    rule_id: str,
+    b: dict[str, Any] | None,
+    shift: dict[str, Any],
+    previous: int,
+    days: list[tuple[int, int]],
+    median: float | None,
+    oldest_open: Callable[[], list[OpenItem]],
+    period: Period,
+) -> RuleFigures:
+    """One rule's figures from its bucket of the main request (None: no
+    finding in the period) and its lifecycle records' shift."""
+    rule = CATALOGUE[rule_id]
+    count = int(b["doc_count"]) if b else 0
+    by_status = shifted(_buckets(b, "by_status") if b else {}, shift)
+    open_count = sum(by_status.get(s, 0) for s in STILL_OPEN)
+    none = TopList(items=[], others=0, exact=True)
+    return RuleFigures(
+        rule_id=rule.id,
+        severity=rule.severity,
+        name=rule.title,
+        regulation=rule.regulation,
+        count=_change(count, previous),
+        by_status={s: by_status.get(s, 0) for s in STATUSES},
+        by_month=[
+            MonthCount(month=m, count=int(x["doc_count"]))
+            for m, x in zip(period.months(), b["by_month"]["buckets"], strict=True)
+        ]
+        if b
+        else [MonthCount(month=m, count=0) for m in period.months()],
+        resolved=by_status.get("resolved", 0),
+        resolved_timed=sum(c for _, c in days),
+        median_minutes_to_resolve=median,
+        top_users=_top_list(b["top_users"], count, True) if b else none,
+        top_devices=_top_list(b["top_devices"], count, True) if b else none,
+        top_apps=_top_list(b["top_apps"], count, False) if b else none,
+        open_count=open_count,
+        oldest_open=oldest_open() if open_count else [],
+    )
+
+
+def _entity_figures(
+    buckets: list[dict[str, Any]], shift: dict[str, dict[str, Any]]
+) -> list[EntityFigures]:
+    """Per entity, by name: its findings by status (with its lifecycle
+    records' shift), severity and rule."""
+    return [
+        EntityFigures(
+            entity=str(b["key"]),
+            total=int(b["doc_count"]),
+            by_status={
+                s: shifted(_buckets(b, "by_status"), shift.get(str(b["key"]), {})).get(s, 0)
+                for s in STATUSES
+            },
+            by_severity={s: _buckets(b, "by_severity").get(s, 0) for s in SEVERITIES},
+            by_rule=_buckets(b, "by_rule"),
+        )
+        for b in sorted(buckets, key=lambda b: str(b["key"]))
+    ]
+
+
+def _device_measures(
+    names: list[str],
+    entities: list[EntityFigures],
+    accesses: dict[str, int] | None,
+    entity: str | None,
+) -> tuple[list[DeviceMeasure], DeviceMeasure]:
+    """The device measure per entity and for all of them (accesses None: no
+    tally loaded)."""
+    rule_of = {e.entity: e.by_rule for e in entities}
+    devices = [
+        _device_measure(
+            name,
+            None if accesses is None else accesses.get(name, 0),
+            rule_of.get(name, {}).get("SEP-006", 0),
+            rule_of.get(name, {}).get("SEP-007", 0),
+        )
+        for name in names
+    ]
+    devices_all = _device_measure(
+        entity or "*",
+        None if accesses is None else sum(accesses.values()),
+        sum(d.failing_posture for d in devices),
+        sum(d.unknown_posture for d in devices),
+    )
+    return devices, devices_all
+
+
+def _review_figures(
+    plan: dict[str, EntitySchedule], period: Period, entity: str | None, as_of: date, zone: ZoneInfo
+) -> tuple[list[ReviewFigures], list[ReviewDue]]:
+    """The reviews completed in the period, and when each entity's next is due."""
+    if entity is not None:
+        plan = {k: v for k, v in plan.items() if k == entity}
+    done = [
+        ReviewFigures(
+            entity=name,
+            completed_at=j.review.completed_at,
+            due=j.due,
+            done_on_time=j.done_on_time,
+            reported_at=j.review.reported_at,
+            report_deadline=j.report_deadline,
+            report=j.report,
+            reviewer=mask_text(j.review.reviewer),
+            controls=list(j.review.controls),
+        )
+        for name, s in plan.items()
+        for j in s.reviews
+        if period.start <= j.review.completed_at < period.end
+    ]
+    due = [
+        ReviewDue(
+            entity=name,
+            last_completed=s.reviews[-1].review.completed_at.astimezone(zone).date()
+            if s.reviews
+            else None,
+            next_due=s.next_due,
+            overdue=s.overdue(as_of),
+        )
+        for name, s in plan.items()
+    ]
+    return done, due
+
+
+def _previous(
+    es: Elasticsearch, index: str, previous: Period, entity: str | None
+) -> tuple[int, dict[str, Any], dict[str, Any]]:
+    """The previous period's total, its aggregations (by status, severity,
+    rule) and its lifecycle records' shift, for the changes the report shows."""
+    prev = _search(
+        es,
+        index,
+        query=_period_query(previous, entity),
+        aggs={
+            "by_status": _terms("sepwatch.status", 10),
+            "by_severity": _terms("sepwatch.severity", 10),
+            "by_rule": _terms("rule.id", 50),
+        },
+    )
+    shift = status_shift(
+        es, index, _period_query(previous, entity, FINDING_TIME)["bool"]["filter"], {}
+    )
+    return int(prev["hits"]["total"]["value"]), prev["aggregations"], shift
+
+
 def gather(
     es: Elasticsearch,
     index: str,
@@ -611,21 +757,7 @@ def gather(
     shift_entity = shifted_under(shift, "by_entity")
 
     step(f"the previous period ({period.previous.label})")
-    prev = _search(
-        es,
-        index,
-        query=_period_query(period.previous, entity),
-        aggs={
-            "by_status": _terms("sepwatch.status", 10),
-            "by_severity": _terms("sepwatch.severity", 10),
-            "by_rule": _terms("rule.id", 50),
-        },
-    )
-    prev_total = int(prev["hits"]["total"]["value"])
-    pa = prev["aggregations"]
-    prev_shift = status_shift(
-        es, index, _period_query(period.previous, entity, FINDING_TIME)["bool"]["filter"], {}
-    )
+    prev_total, pa, prev_shift = _previous(es, index, period.previous, entity)
 
     step("median time to resolve")
     rule_buckets = {b["key"]: b for b in aggs["by_rule"]["buckets"]}
@@ -635,114 +767,33 @@ def gather(
     # Findings reopened since: read once for every rule's oldest and the appendix.
     reopened = _reopened(es, index, period, entity)
     prev_rule = _buckets(pa, "by_rule")
-    rules: list[RuleFigures] = []
-    for rule in CATALOGUE.values():
-        b = rule_buckets.get(rule.id)
-        count = int(b["doc_count"]) if b else 0
-        by_status = shifted(_buckets(b, "by_status") if b else {}, shift_rule.get(rule.id, {}))
-        open_count = sum(by_status.get(s, 0) for s in STILL_OPEN)
-        rules.append(
-            RuleFigures(
-                rule_id=rule.id,
-                severity=rule.severity,
-                name=rule.title,
-                regulation=rule.regulation,
-                count=_change(count, prev_rule.get(rule.id, 0)),
-                by_status={s: by_status.get(s, 0) for s in STATUSES},
-                by_month=[
-                    MonthCount(month=m, count=int(x["doc_count"]))
-                    for m, x in zip(period.months(), b["by_month"]["buckets"], strict=True)
-                ]
-                if b
-                else [MonthCount(month=m, count=0) for m in period.months()],
-                resolved=by_status.get("resolved", 0),
-                resolved_timed=sum(c for _, c in days.get(rule.id, [])),
-                median_minutes_to_resolve=medians.get(rule.id),
-                top_users=_top_list(b["top_users"], count, True)
-                if b
-                else TopList(items=[], others=0, exact=True),
-                top_devices=_top_list(b["top_devices"], count, True)
-                if b
-                else TopList(items=[], others=0, exact=True),
-                top_apps=_top_list(b["top_apps"], count, False)
-                if b
-                else TopList(items=[], others=0, exact=True),
-                open_count=open_count,
-                oldest_open=_still_open(
-                    es, index, period, entity, OLDEST_OPEN, as_of, reopened, rule.id
-                )
-                if open_count
-                else [],
-            )
+    rules = [
+        _rule_figures(
+            rule.id,
+            rule_buckets.get(rule.id),
+            shift_rule.get(rule.id, {}),
+            prev_rule.get(rule.id, 0),
+            days.get(rule.id, []),
+            medians.get(rule.id),
+            partial(_still_open, es, index, period, entity, OLDEST_OPEN, as_of, reopened, rule.id),
+            period,
         )
-
-    entities = [
-        EntityFigures(
-            entity=str(b["key"]),
-            total=int(b["doc_count"]),
-            by_status={
-                s: shifted(_buckets(b, "by_status"), shift_entity.get(str(b["key"]), {})).get(s, 0)
-                for s in STATUSES
-            },
-            by_severity={s: _buckets(b, "by_severity").get(s, 0) for s in SEVERITIES},
-            by_rule=_buckets(b, "by_rule"),
-        )
-        for b in sorted(aggs["by_entity"]["buckets"], key=lambda b: str(b["key"]))
+        for rule in CATALOGUE.values()
     ]
+
+    entities = _entity_figures(aggs["by_entity"]["buckets"], shift_entity)
 
     step("accesses and device measures")
     tally = _tally(es, index, period, entity)
     by_entity_access = tally[0] if tally else None
     names = sorted({e.entity for e in entities} | set(by_entity_access or {}))
-    rule_of = {e.entity: e.by_rule for e in entities}
-    devices = [
-        _device_measure(
-            name,
-            None if by_entity_access is None else by_entity_access.get(name, 0),
-            rule_of.get(name, {}).get("SEP-006", 0),
-            rule_of.get(name, {}).get("SEP-007", 0),
-        )
-        for name in names
-    ]
-    devices_all = _device_measure(
-        entity or "*",
-        None if by_entity_access is None else sum(by_entity_access.values()),
-        sum(d.failing_posture for d in devices),
-        sum(d.unknown_posture for d in devices),
-    )
+    devices, devices_all = _device_measures(names, entities, by_entity_access, entity)
     apps, expiring = _apps(policy, as_of, _buckets(aggs, "by_app"), tally[1] if tally else None)
 
     step("control reviews")
-    plan = schedule(merge(reviews), policy, names, now=generated)
-    if entity is not None:
-        plan = {k: v for k, v in plan.items() if k == entity}
-    done = [
-        ReviewFigures(
-            entity=name,
-            completed_at=j.review.completed_at,
-            due=j.due,
-            done_on_time=j.done_on_time,
-            reported_at=j.review.reported_at,
-            report_deadline=j.report_deadline,
-            report=j.report,
-            reviewer=mask_text(j.review.reviewer),
-            controls=list(j.review.controls),
-        )
-        for name, s in plan.items()
-        for j in s.reviews
-        if period.start <= j.review.completed_at < period.end
-    ]
-    due = [
-        ReviewDue(
-            entity=name,
-            last_completed=s.reviews[-1].review.completed_at.astimezone(zone).date()
-            if s.reviews
-            else None,
-            next_due=s.next_due,
-            overdue=s.overdue(as_of),
-        )
-        for name, s in plan.items()
-    ]
+    done, due = _review_figures(
+        schedule(merge(reviews), policy, names, now=generated), period, entity, as_of, zone
+    )
 
     step("open findings (appendix)")
     status_now = shifted(_buckets(aggs, "by_status"), shift)
