@@ -78,7 +78,8 @@ def run(policy: Path, events: Path, rate: float, console: Console) -> int:
     marker_key = SecretStr(secrets.token_hex(16))
     worker = _start_worker(policy, log, _worker_env(broker, prefix, es_url, index, marker_key))
     try:
-        deadline = time.monotonic() + 90
+        # Generous: a first start on a busy laptop takes a minute or more.
+        deadline = time.monotonic() + 300
         while "[^Worker]: Ready" not in log.read_text(errors="replace"):
             if worker.poll() is not None or time.monotonic() > deadline:
                 console.print(f"[red]the worker did not start[/]; see {log}")
