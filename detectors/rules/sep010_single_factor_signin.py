@@ -37,3 +37,12 @@ def check(access: SaasAccess, registered: bool, policy: AuthenticationPolicy | N
         f"network with a single factor{how}.",
         details={"auth_method": method} if method else {},
     )
+
+
+def factor_speaks_for(verified_at: float, signed_in_at: float, lifetime: float) -> bool:
+    """Whether a second factor verified in a sign-in's session (a `verify` of
+    the same user and `auth.session`) makes the sign-in multi-factor: it was
+    verified at or before the sign-in, and the session it proved can still be
+    alive (`authentication.session_lifetime`). A factor verified later speaks
+    for later sign-ins only: the sign-in was granted without it."""
+    return verified_at <= signed_in_at <= verified_at + lifetime
