@@ -18,7 +18,9 @@ RULE = Rule(
 def check(access: SaasAccess, registered: bool, policy: AuthenticationPolicy | None) -> Hit | None:
     """`registered`: the app is in the registry on the event's date. A sign-in
     whose factor the source does not say (`auth.mfa` null) is not judged:
-    the engine counts it instead of guessing."""
+    the engine counts it instead of guessing, as multi-factor where a factor
+    verified in its session speaks for it (`factor_speaks_for`), else as
+    not saying."""
     if (
         policy is None
         or not policy.require_mfa
