@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from streams.adapters import ADAPTERS
-from streams.adapters.intake import adapt_message
-from streams.adapters.mapping import VendorMapping
+from adapters import ADAPTERS
+from adapters.intake import adapt_message
+from adapters.mapping import VendorMapping
 from tests.adapters.conftest import adapt_file
 
 

@@ -22,24 +22,25 @@ from elasticsearch.helpers import bulk
 from PIL import Image
 from typer.testing import CliRunner
 
+from cli.main import app as cli
 from detectors import mask_identifier
 from detectors.calendar import Days
+from review.accesses import count_internal_accesses, store_counts
+from review.gather import STATUSES, gather
+from review.model import Report
+from review.period import Period
+from review.reviews import merge, new_review, publish, read_reviews
 from schemas import Finding
 from schemas.policy import ReviewPolicy
-from streams.cli import app as cli
-from streams.elastic import document, index_for, put_template
+from schemas.policy_file import load_policy
+from simulator.day import simulate
+from streams.elastic import document, index_for
+from streams.indices import put_template
 from streams.kafka_io import ensure_topics
 from streams.lifecycle import os_actor, record
-from streams.policy_file import load_policy
 from streams.policy_history import read_versions, record_if_changed
 from streams.replay import replay
-from streams.report.accesses import count_internal_accesses, store_counts
-from streams.report.gather import STATUSES, gather
-from streams.report.model import Report
-from streams.report.period import Period
-from streams.report.reviews import merge, new_review, publish, read_reviews
 from streams.settings import Settings
-from streams.simulate import simulate
 from streams.topics import Topics
 from tests.integration.conftest import POLICY
 
