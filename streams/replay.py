@@ -13,11 +13,11 @@ from typing import IO
 from pydantic import ValidationError
 
 from detectors import Engine
+from detectors.dead_letters import dead_letter, reason_of
 from detectors.pseudonyms import Pseudonymiser
 from schemas import EventAdapter, Finding, Policy
 from streams.admission import MAX_LINE_BYTES, out_of_range, too_long
 from streams.collector import long_lived_state
-from streams.dead_letters import dead_letter, reason_of
 
 
 @dataclass

@@ -54,7 +54,7 @@ class Topics:
 
     @property
     def lifecycle(self) -> str:
-        """Copies of the findings' lifecycle records (streams/evidence.py), keyed by finding."""
+        """Copies of the findings' lifecycle records (review/evidence.py), keyed by finding."""
         return self.prefix + "findings-lifecycle"
 
     @property

@@ -45,11 +45,11 @@ from aiokafka.errors import (
 from aiokafka.structs import TopicPartition
 
 from detectors import Stage, times_only
+from detectors.dead_letters import dead_letter
 from detectors.pseudonyms import Pseudonymiser
 from streams import metrics
 from streams.admission import Refused, admit, capped_end
 from streams.backoff import Backoff
-from streams.dead_letters import dead_letter
 from streams.end_of_input import MarkerCheck
 from streams.lag import records_behind_by_topic
 from streams.settings import Settings
@@ -349,7 +349,7 @@ class InputValidator:
     def _route(self, batch: dict[TopicPartition, list[Any]]) -> Routing:
         """Validate a batch read and send what it becomes; delivered once settled."""
         records = [r for rs in batch.values() for r in rs]
-        out: dict[tuple[str, int], StageBatch] = {}
+        out: dict[tuple[Stage, int], StageBatch] = {}
         routing = Routing(
             first={tp: rs[0].offset for tp, rs in batch.items() if rs},
             next={tp: rs[-1].offset + 1 for tp, rs in batch.items() if rs},
@@ -405,7 +405,7 @@ class InputValidator:
 
     def _add(
         self,
-        out: dict[tuple[str, int], StageBatch],
+        out: dict[tuple[Stage, int], StageBatch],
         sends: Sends,
         stage: Stage,
         partition: int,
@@ -467,7 +467,7 @@ class InputValidator:
             for p in range(self.partitions):
                 self._send(into, stage, p, END_OF_INPUT, value, {SOURCE: source.encode()})
 
-    def _send_batches(self, into: Sends, out: dict[tuple[str, int], StageBatch]) -> None:
+    def _send_batches(self, into: Sends, out: dict[tuple[Stage, int], StageBatch]) -> None:
         for (stage, p), batch in out.items():
             # A record of one event the broker refuses (too large) is dead-lettered.
             where = batch.first if len(batch.entries) == 1 else None
@@ -476,7 +476,7 @@ class InputValidator:
     def _send(
         self,
         into: Sends,
-        stage: str,
+        stage: Stage,
         partition: int,
         key: bytes,
         value: bytes,

@@ -136,7 +136,7 @@ def test_channel_secret_file_through_the_environment(
 def test_a_killed_worker_holds_its_partitions_ten_seconds_not_faust_s_minute(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from streams.policy_file import load_policy
+    from schemas.policy_file import load_policy
     from streams.topology import build_app
 
     policy = load_policy(Path(__file__).parents[1] / "deploy" / "policy" / "example.yaml")
@@ -163,7 +163,7 @@ def test_a_killed_worker_holds_its_partitions_ten_seconds_not_faust_s_minute(
 def test_the_table_changelogs_are_not_watched_as_streams(tmp_path: Path) -> None:
     """Faust's stall monitor watches acknowledged topics: changelogs, read
     only to restore, would be reported stalled (ERROR) after 5 minutes."""
-    from streams.policy_file import load_policy
+    from schemas.policy_file import load_policy
     from streams.topology import build_app
 
     policy = load_policy(Path(__file__).parents[1] / "deploy" / "policy" / "example.yaml")
@@ -174,7 +174,7 @@ def test_the_table_changelogs_are_not_watched_as_streams(tmp_path: Path) -> None
 
 
 def test_no_standby_copies_unless_asked(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from streams.policy_file import load_policy
+    from schemas.policy_file import load_policy
     from streams.topology import build_app
 
     policy = load_policy(Path(__file__).parents[1] / "deploy" / "policy" / "example.yaml")

@@ -11,8 +11,8 @@ import pytest
 
 from detectors import Engine, Stage, times_only
 from schemas import EventAdapter
-from streams.policy_file import load_policy
-from streams.simulate import simulate
+from schemas.policy_file import load_policy
+from simulator.day import simulate
 from streams.topics import STAGES, partition_of, stage_keys, stage_partitions
 from tests import cases
 from tests.vendor_day import day

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from streams.adapters.canonical import domain_of, shared_with
-from streams.adapters.mapping import VendorMapping, parse_mapping
-from streams.cli import app
-from streams.policy_file import PolicyError
+from adapters.canonical import domain_of, shared_with
+from adapters.mapping import VendorMapping, parse_mapping
+from cli.main import app
+from schemas.policy_file import PolicyError
 from tests.adapters.conftest import MAPPING, POLICY, VENDORS, adapt_file
 
 runner = CliRunner()
@@ -67,7 +67,7 @@ def test_google_login_challenge_says_the_factor(mapping: VendorMapping) -> None:
 
 
 def test_google_login_without_a_challenge_does_not_say(mapping: VendorMapping) -> None:
-    from streams.adapters.google_workspace import _auth
+    from adapters.google_workspace import _auth
 
     assert _auth([{"name": "login_type", "value": "saml"}]) is None
     assert _auth([{"name": "is_second_factor", "boolValue": True}]) == {

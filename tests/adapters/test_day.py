@@ -6,8 +6,8 @@ from __future__ import annotations
 import io
 import json
 
-from streams.adapters.mapping import VendorMapping
-from streams.policy_file import load_policy
+from adapters.mapping import VendorMapping
+from schemas.policy_file import load_policy
 from streams.replay import replay
 from tests.adapters.conftest import POLICY
 from tests.adapters.day import EXPECTED, REVIEW_OVERDUE, canonical_day, judged, raw_arrivals

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from streams.adapters import ADAPTERS
-from streams.adapters.intake import adapt_message
-from streams.adapters.mapping import VendorMapping, load_mapping, parse_mapping
-from streams.policy_file import load_policy
+from adapters import ADAPTERS
+from adapters.intake import adapt_message
+from adapters.mapping import VendorMapping, load_mapping, parse_mapping
+from schemas.policy_file import load_policy
 from streams.replay import replay
 from tests.adapters.conftest import MAPPING, POLICY, VENDORS, adapt_file
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from streams.adapters.mapping import VendorMapping, load_mapping
+from adapters.mapping import VendorMapping, load_mapping
+from schemas.policy_file import load_policy
 from streams.end_of_input import signed_marker
 from streams.kafka_io import ensure_topics, read_dead_letters, read_topics
-from streams.policy_file import load_policy
 from streams.replay import replay
 from streams.topics import Topics
 from streams.validator import END_OF_INPUT
@@ -162,7 +162,7 @@ def test_produce_format_publishes_canonical_events_or_raw_records(broker: str, p
 
     def sepwatch(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "streams.cli", "produce", "--broker", broker,
+            [sys.executable, "-m", "cli.main", "produce", "--broker", broker,
              "--prefix", prefix, "-e", str(day), *args],
             capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
