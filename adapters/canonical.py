@@ -41,12 +41,17 @@ SHARE_PUBLIC: ShareTarget = ("public", None)
 _DOMAIN = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$")
 
 
-def auth_of(mfa: bool | None, method: str | None = None) -> Auth:
-    """`auth` for a login: whether the source says it was multi-factor, and
-    the method it names; neither said: null (counted downstream, never guessed)."""
-    if mfa is None and not method:
+def auth_of(mfa: bool | None, method: str | None = None, session: str | None = None) -> Auth:
+    """`auth` for a login: whether the source says it was multi-factor, the
+    method it names, and the identity provider's session it belongs to
+    (whose factors the engine joins where `mfa` is not said); none said:
+    null (counted downstream, never guessed)."""
+    if mfa is None and not method and not session:
         return None
-    return {"mfa": mfa, "method": method[:128] if method else None}
+    auth: dict[str, Any] = {"mfa": mfa, "method": method[:128] if method else None}
+    if session:
+        auth["session"] = session[:256]
+    return auth
 
 
 def domain_of(address: Any) -> str | None:

@@ -15,10 +15,18 @@ sign-on, which used no app.
 `auth` (SEP-010): an SSO record does not say whether the Okta session
 behind it was multi-factor. Its `authenticationContext` names one
 credential (`credentialType`: PASSWORD, OTP, ASSERTION, ...), kept as
-`auth.method`, and `authenticationStep` is documented as always 0; the
-factor checks (`user.authentication.auth_via_mfa`) are records of their
-own, which an adapter of one record does not join. So `auth.mfa` stays null
-(counted as unsaid downstream, never guessed). Pages: the API returns a JSON array; Okta event
+`auth.method`, and `authenticationStep` is documented as always 0, so
+`auth.mfa` stays null. It names the session, `externalSessionId` ("all of
+the user's future-generated events in this sign-in session are going to
+share the same externalSessionId", LogAuthenticationContext), kept as
+`auth.session`. A factor checked in that session
+(`user.authentication.auth_via_mfa`, outcome SUCCESS) is a `verify` of the
+same user and session; the engine joins the two (detectors/engine.py), so
+the SSO is multi-factor if a second factor was verified in its session
+before it, and stays unsaid (counted, never guessed) if not. Okta Identity
+Engine logs the password's check with the same event type: a factor
+named `Password` is no second factor and is skipped, as is a check naming
+no factor or no session. Pages: the API returns a JSON array; Okta event
 hooks deliver `{"data": {"events": [...]}}`.
 """
 
@@ -37,6 +45,8 @@ SHAPES = (("eventType", "uuid"),)  # An Okta LogEvent (API page or event hook).
 
 def adapt(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
     event_type = record.get("eventType")
+    if event_type == FACTOR_CHECK and field(record, "outcome.result") == "SUCCESS":
+        return factor_verified(record, mapping)
     if event_type != "user.authentication.sso":
         return posture_only(record, mapping) or Skip(f"eventType {event_type}")
     if field(record, "outcome.result") not in ("SUCCESS", "ALLOW"):
@@ -63,9 +73,65 @@ def adapt(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
         ip=field(record, "client.ipAddress"),
         ip_path="client.ipAddress",
         device_id=mapping.device_of(field(record, "device.id")),
-        auth=auth_of(None, _text(field(record, "authenticationContext.credentialType"))),
+        auth=auth_of(
+            None,
+            _text(field(record, "authenticationContext.credentialType")),
+            session_of(record),
+        ),
     )
     return [access, *posture_of(record, access)]
+
+
+FACTOR_CHECK = "user.authentication.auth_via_mfa"
+# What Okta names the password by: the Identity Engine's authenticator
+# `displayName` / `methodTypeUsed`, Classic's `debugData.factor`.
+PASSWORD = {"password"}
+
+
+def factor_verified(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
+    """A second factor verified in a sign-in session: a `verify` the engine
+    joins to the session's SSOs. The factor is the `AuthenticatorEnrollment`
+    target's name and method (Identity Engine) or `debugData.factor`
+    (Classic)."""
+    factor = _factor_of(record)
+    session = session_of(record)
+    if factor is None or factor.split(":")[0].strip().lower() in PASSWORD or session is None:
+        why = "no session" if session is None else (factor or "no factor named")
+        return posture_only(record, mapping) or Skip(f"{FACTOR_CHECK} {why}")
+    verify = saas_access(
+        mapping,
+        source=SOURCE,
+        event_id=text_of(record, "uuid"),
+        timestamp=iso_time(record.get("published"), "published"),
+        user_id=user_of(field(record, "actor.alternateId"), "actor.alternateId"),
+        saas_app=SOURCE,  # the identity provider that verified it
+        action="verify",
+        ip=field(record, "client.ipAddress"),
+        ip_path="client.ipAddress",
+        device_id=mapping.device_of(field(record, "device.id")),
+        auth=auth_of(True, factor, session),
+    )
+    return [verify, *posture_of(record, verify)]
+
+
+def session_of(record: dict[str, Any]) -> str | None:
+    """The Okta sign-in session the event belongs to; Okta writes `unknown`
+    where there is none (an API client's SSO)."""
+    session = _text(field(record, "authenticationContext.externalSessionId"))
+    return None if session is None or session.lower() == "unknown" else session
+
+
+def _factor_of(record: dict[str, Any]) -> str | None:
+    for t in record.get("target") or ():
+        if isinstance(t, dict) and t.get("type") == "AuthenticatorEnrollment":
+            name = _text(t.get("displayName"))
+            detail = t.get("detailEntry")
+            method = _text(detail.get("methodTypeUsed")) if isinstance(detail, dict) else None
+            if name and method and method.lower() != name.lower():
+                return f"{name}: {method}"
+            if name or method:
+                return name or method
+    return _text(field(record, "debugContext.debugData.factor"))
 
 
 # Okta device assurance values (System Log LogEvent `device`; the Devices

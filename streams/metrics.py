@@ -99,6 +99,18 @@ DECISIONS_UNKNOWABLE = Counter(
     "older than the oldest posture kept), by stage.",
     ["stage"],
 )
+SIGNINS_MFA_UNSAID = Counter(
+    "sepwatch_signins_mfa_unsaid_total",
+    "Sign-ins from the internal network whose source does not say whether they were "
+    "multi-factor, nor do their session's factors (SEP-010): counted, never guessed, by stage.",
+    ["stage"],
+)
+SIGNINS_MFA_FROM_SESSION = Counter(
+    "sepwatch_signins_mfa_from_session_total",
+    "Sign-ins that do not say whether they were multi-factor, judged multi-factor by a "
+    "second factor verified earlier in the same identity provider session, by stage.",
+    ["stage"],
+)
 
 # Vendor adapters (docs/adapters.md)
 ADAPTER_RECORDS = Counter(

@@ -16,7 +16,7 @@ INPUT_STREAMS = {
 }
 STAGES: tuple[Stage, ...] = ("device", "user", "review")
 # A stage's Faust tables, one changelog topic each.
-STORES = ("postures", "accesses", "pending", "entities", "identities", "meta")
+STORES = ("postures", "accesses", "pending", "sessions", "entities", "identities", "meta")
 
 
 @dataclass(frozen=True)

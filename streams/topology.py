@@ -513,6 +513,8 @@ ENGINE_COUNTS = {
     "events.late": metrics.LATE_EVENTS,
     "decisions.posture_unknowable": metrics.DECISIONS_UNKNOWABLE,
     "identity.conflicts": metrics.IDENTITY_CONFLICTS,
+    "auth.mfa_unknown": metrics.SIGNINS_MFA_UNSAID,
+    "auth.mfa_from_session": metrics.SIGNINS_MFA_FROM_SESSION,
 }
 
 

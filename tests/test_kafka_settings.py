@@ -169,7 +169,7 @@ def test_the_table_changelogs_are_not_watched_as_streams(tmp_path: Path) -> None
     policy = load_policy(Path(__file__).parents[1] / "deploy" / "policy" / "example.yaml")
     app = build_app(Settings(state_dir=tmp_path, web_port=0), policy, pseudonyms=KEYED)
     tables = list(app.tables.values())
-    assert len(tables) == 18  # 3 stages x 6 stores
+    assert len(tables) == 21  # 3 stages x 7 stores
     assert all(table.changelog_topic.acks is False for table in tables)
 
 

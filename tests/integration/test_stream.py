@@ -426,5 +426,5 @@ def test_the_stage_changelogs_exist_with_their_partitions_before_a_worker_starts
         }
     finally:
         client.close()
-    assert len(topics.changelogs) == 18  # 3 stages x 6 stores, identities included
+    assert len(topics.changelogs) == 21  # 3 stages x 7 stores, identities and sessions included
     assert described == {name: PARTITIONS for name in topics.changelogs}
