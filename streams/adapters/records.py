@@ -129,6 +129,8 @@ def _present(record: dict[str, Any], path: str) -> bool:
 
 def field(record: dict[str, Any], path: str) -> Any:
     """The value at a dotted path, or None where any step is missing."""
+    if "." not in path:  # most paths: one step, without the loop
+        return record.get(path) if isinstance(record, dict) else None
     value: Any = record
     for step in path.split("."):
         if not isinstance(value, dict):
