@@ -187,7 +187,6 @@ def _extended_seconds(value: str) -> bool:
     return value[4] == "-" and value[10] == "T" and value[13] == ":" and value[16] == ":"
 
 
-
 def epoch_time(value: Any, path: str) -> str:
     """Epoch seconds or milliseconds (as a number or a numeric string)."""
     try:
