@@ -57,22 +57,22 @@ def adapt(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
 def _managed_device(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
     intune_id = text_of(record, "id")
     synced = iso_time(record.get("lastSyncDateTime"), "lastSyncDateTime")
-    user = record.get("userPrincipalName")
+    entra_id = record.get("azureADDeviceId")
     return [
         device_posture(
             mapping,
             source=SOURCE,
             event_id=derived_id(SOURCE, intune_id, synced),
             timestamp=synced,
-            device_id=mapping.device_of(record.get("azureADDeviceId"), intune_id) or intune_id,
-            user_id=user.strip().lower() if isinstance(user, str) and user.strip() else None,
+            device_id=mapping.device_of(entra_id, intune_id) or intune_id,
+            user_id=_user(record.get("userPrincipalName")),
             os_patch_age_days=mapping.patch_age(
                 record.get("operatingSystem"), record.get("osVersion"), synced, path="osVersion"
             ),
             **_graph_controls(record),
             aliases=(
                 ("intune_device_id", intune_id),
-                ("entra_device_id", record.get("azureADDeviceId")),
+                ("entra_device_id", entra_id),
                 ("serial", record.get("serialNumber")),
                 ("hostname", record.get("deviceName")),
             ),
@@ -147,4 +147,4 @@ def _jailbroken(value: Any, platform: Any) -> bool:
 
 
 def _user(value: Any) -> str | None:
-    return value.strip().lower() if isinstance(value, str) and value.strip() else None
+    return (value.strip().lower() or None) if isinstance(value, str) else None
