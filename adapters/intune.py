@@ -57,22 +57,27 @@ def adapt(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
 def _managed_device(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
     intune_id = text_of(record, "id")
     synced = iso_time(record.get("lastSyncDateTime"), "lastSyncDateTime")
-    user = record.get("userPrincipalName")
+    entra_id = record.get("azureADDeviceId")
+    managed, edr_running, disk_encrypted, screen_lock, jailbroken = _graph_controls(record)
     return [
         device_posture(
             mapping,
             source=SOURCE,
             event_id=derived_id(SOURCE, intune_id, synced),
             timestamp=synced,
-            device_id=mapping.device_of(record.get("azureADDeviceId"), intune_id) or intune_id,
-            user_id=user.strip().lower() if isinstance(user, str) and user.strip() else None,
+            device_id=mapping.device_of(entra_id, intune_id) or intune_id,
+            user_id=_user(record.get("userPrincipalName")),
             os_patch_age_days=mapping.patch_age(
                 record.get("operatingSystem"), record.get("osVersion"), synced, path="osVersion"
             ),
-            **_graph_controls(record),
+            managed=managed,
+            edr_running=edr_running,
+            disk_encrypted=disk_encrypted,
+            screen_lock=screen_lock,
+            jailbroken=jailbroken,
             aliases=(
                 ("intune_device_id", intune_id),
-                ("entra_device_id", record.get("azureADDeviceId")),
+                ("entra_device_id", entra_id),
                 ("serial", record.get("serialNumber")),
                 ("hostname", record.get("deviceName")),
             ),
@@ -80,15 +85,20 @@ def _managed_device(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
     ]
 
 
-def _graph_controls(record: dict[str, Any]) -> dict[str, bool | None]:
+# managed, edr_running, disk_encrypted, screen_lock, jailbroken: a tuple, passed
+# as keywords (a dict passed with ** costs Python a second dict a record).
+Controls = tuple[bool | None, bool | None, bool | None, bool | None, bool | None]
+
+
+def _graph_controls(record: dict[str, Any]) -> Controls:
     """What Graph's managedDevice says of each control."""
-    return {
-        "managed": record.get("managementState") in (None, "managed"),
-        "edr_running": record.get("partnerReportedThreatState") not in EDR_DOWN,
-        "disk_encrypted": record.get("isEncrypted") is True,
-        "screen_lock": record.get("complianceState") == "compliant",
-        "jailbroken": _jailbroken(record.get("jailBroken"), record.get("operatingSystem")),
-    }
+    return (
+        record.get("managementState") in (None, "managed"),
+        record.get("partnerReportedThreatState") not in EDR_DOWN,
+        record.get("isEncrypted") is True,
+        record.get("complianceState") == "compliant",
+        _jailbroken(record.get("jailBroken"), record.get("operatingSystem")),
+    )
 
 
 def _diagnostic(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
@@ -102,6 +112,7 @@ def _diagnostic(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
     contact = properties.get("LastContact") or record.get("time")
     seen = iso_time(contact, "properties.LastContact")
     path = "properties.OSVersion"
+    managed, edr_running, disk_encrypted, screen_lock, jailbroken = _diagnostic_controls(properties)
     return [
         device_posture(
             mapping,
@@ -113,7 +124,11 @@ def _diagnostic(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
             os_patch_age_days=mapping.patch_age(
                 properties.get("OS"), properties.get("OSVersion"), seen, path=path
             ),
-            **_diagnostic_controls(properties),
+            managed=managed,
+            edr_running=edr_running,
+            disk_encrypted=disk_encrypted,
+            screen_lock=screen_lock,
+            jailbroken=jailbroken,
             aliases=(
                 ("intune_device_id", intune_id),
                 ("entra_device_id", properties.get("ReferenceId")),
@@ -124,19 +139,19 @@ def _diagnostic(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
     ]
 
 
-def _diagnostic_controls(properties: dict[str, Any]) -> dict[str, bool | None]:
+def _diagnostic_controls(properties: dict[str, Any]) -> Controls:
     """What the IntuneDevices export says of each control (no endpoint
     protection column)."""
     managed_by = str(properties.get("ManagedBy") or "").strip().lower()
     is_managed = properties.get("IsManaged", properties.get("GraphDeviceIsManaged"))
     encryption = str(properties.get("EncryptionStatusString") or "").strip().lower()
-    return {
-        "managed": is_managed if isinstance(is_managed, bool) else managed_by in ("intune", "mdm"),
-        "edr_running": NOT_REPORTED,
-        "disk_encrypted": encryption in ENCRYPTED,
-        "screen_lock": str(properties.get("CompliantState") or "").lower() == "compliant",
-        "jailbroken": _jailbroken(properties.get("JailBroken"), properties.get("OS")),
-    }
+    return (
+        is_managed if isinstance(is_managed, bool) else managed_by in ("intune", "mdm"),
+        NOT_REPORTED,
+        encryption in ENCRYPTED,
+        str(properties.get("CompliantState") or "").lower() == "compliant",
+        _jailbroken(properties.get("JailBroken"), properties.get("OS")),
+    )
 
 
 def _jailbroken(value: Any, platform: Any) -> bool:
@@ -147,4 +162,4 @@ def _jailbroken(value: Any, platform: Any) -> bool:
 
 
 def _user(value: Any) -> str | None:
-    return value.strip().lower() if isinstance(value, str) and value.strip() else None
+    return (value.strip().lower() or None) if isinstance(value, str) else None

@@ -16,8 +16,9 @@ Exchange (`email`), whatever the case of `DlpRuleMatch`, for the person in
 `From` where `UserId` is the DLP service; a sensitive type matched by several
 rules is counted once. `DlpRuleUndo` (an override, a false positive, a
 document or policy change) is a counted skip and the finding of the match it
-undoes stands: the undo names the document and rules, not the match's `Id`,
-and a SharePoint/OneDrive match is judged on arrival (docs/adapters.md).
+undoes stands: the undo names the document and rules (Microsoft documents no
+link to the match's `Id`), and a SharePoint/OneDrive match is judged on
+arrival; the retraction design is in docs/adapters.md.
 Sign-ins (`UserLoggedIn`) are the Entra adapter's; other operations are
 skipped. Content blobs are JSON arrays of records.
 

@@ -25,7 +25,7 @@ import ipaddress
 import logging
 import re
 from collections.abc import Callable
-from datetime import date, datetime, tzinfo
+from datetime import date, tzinfo
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -220,11 +220,24 @@ class VendorMapping(_Strict):
             if found:
                 return found
         if host:
-            labels = host.strip().lower().split(".")
-            for i in range(len(labels) - 1):
-                found = self._app_domains.get(".".join(labels[i:]))
-                if found:
-                    return found
+            found = self._host_apps.get(host, "")
+            if found == "":
+                found = self._app_of_host(host)
+                if len(self._host_apps) < 65_536:  # hosts repeat: a bounded memo
+                    self._host_apps[host] = found
+            return found
+        return None
+
+    @cached_property
+    def _host_apps(self) -> dict[str, str | None]:
+        return {}
+
+    def _app_of_host(self, host: str) -> str | None:
+        labels = host.strip().lower().split(".")
+        for i in range(len(labels) - 1):
+            found = self._app_domains.get(".".join(labels[i:]))
+            if found:
+                return found
         return None
 
     def app_or_passthrough(
@@ -327,9 +340,19 @@ class VendorMapping(_Strict):
         if len(names) == 1 and names[0]:  # the usual case, without the sets
             name = names[0].strip().lower()
             return [self._data_types.get(name, name[:128])] if name else []
-        wanted = [n.strip().lower() for n in names if n and n.strip()]
-        known = {self._data_types[n] for n in wanted if n in self._data_types}
-        return sorted(known or {n[:128] for n in wanted})
+        key = tuple(names)
+        found = self._type_lists.get(key)
+        if found is None:
+            wanted = [n.strip().lower() for n in names if n and n.strip()]
+            known = {self._data_types[n] for n in wanted if n in self._data_types}
+            found = sorted(known or {n[:128] for n in wanted})
+            if len(self._type_lists) < 4096:  # a product's lists of types repeat: a memo
+                self._type_lists[key] = found
+        return list(found)
+
+    @cached_property
+    def _type_lists(self) -> dict[tuple[str, ...], list[str]]:
+        return {}
 
     @cached_property
     def _releases(self) -> dict[str, list[tuple[tuple[int, ...], date]]]:
@@ -350,7 +373,8 @@ class VendorMapping(_Strict):
             released = self._release_of(platform, version, path)
             if len(self._released) < 65_536:
                 self._released[(platform, version)] = released
-        return max(0, (datetime.fromisoformat(at).date() - released).days)
+        # `at` is an adapter's RFC 3339 time: its first ten characters are its date.
+        return max(0, (date.fromisoformat(at[:10]) - released).days)
 
     @cached_property
     def _released(self) -> dict[tuple[str | None, str | None], date]:

@@ -129,6 +129,8 @@ def _present(record: dict[str, Any], path: str) -> bool:
 
 def field(record: dict[str, Any], path: str) -> Any:
     """The value at a dotted path, or None where any step is missing."""
+    if "." not in path:  # most paths: one step, without the loop
+        return record.get(path) if isinstance(record, dict) else None
     value: Any = record
     for step in path.split("."):
         if not isinstance(value, dict):
@@ -175,7 +177,14 @@ def iso_time(value: Any, path: str, assume: tzinfo = UTC) -> str:
         raise Unmappable(path, "not an ISO 8601 time") from None
     if t.tzinfo is None:
         t = t.replace(tzinfo=assume)
+    elif len(value) == 20 and value[19] == "Z" and _extended_seconds(value):
+        return value[:19] + "+00:00"  # what isoformat() gives, without formatting it
     return t.isoformat()
+
+
+def _extended_seconds(value: str) -> bool:
+    """`YYYY-MM-DDTHH:MM:SS...` (the form isoformat() writes, whole seconds)."""
+    return value[4] == "-" and value[10] == "T" and value[13] == ":" and value[16] == ":"
 
 
 def epoch_time(value: Any, path: str) -> str:

@@ -80,6 +80,7 @@ _TECHNICAL = re.compile(
     r"|(?<![0-9.])(?P<version>[0-9]{1,2}\.[0-9]{1,2}(?:\.[0-9]{1,6}){1,3})(?![0-9]|\.[0-9])"
 )
 _HEX_LETTER = re.compile("[a-fA-F]")
+_DIGIT_GUID = re.compile("[0-9]{8}-[0-9]{4}-[0-9]{4}-[0-9]{4}-[0-9]{12}")
 
 
 def _luhn(digits: str) -> bool:
@@ -122,8 +123,13 @@ def mask_text(text: str) -> str:
         text = text.translate(_ascii_fold())
     masked = _mask_plain(text)
     # Nothing identifier-shaped, or nothing a technical identifier needs (a
-    # version's dot, a hash's hex letter, a GUID's four dashes): done.
-    if masked == text or ("." not in text and text.count("-") < 4 and not _HEX_LETTER.search(text)):
+    # version's dot, a hash's hex letter; without either, a GUID all digits):
+    # done. A card written 4111-1111-1111-1111 has a GUID's four dashes.
+    if masked == text or (
+        "." not in text
+        and not _HEX_LETTER.search(text)
+        and (text.count("-") < 4 or not _DIGIT_GUID.search(text))
+    ):
         return masked
     parts: list[str] = []
     plain = 0

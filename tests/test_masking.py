@@ -126,6 +126,7 @@ def test_drivers_licence_keeps_at_most_last_four(licence: str) -> None:
 
 
 CARD = luhn_complete("453201511283036")
+DASHED_CARD = f"{CARD[:4]}-{CARD[4:8]}-{CARD[8:12]}-{CARD[12:]}"
 
 
 @pytest.mark.parametrize(
@@ -351,6 +352,8 @@ def test_technical_identifiers_stay_readable(text: str) -> None:
         (f"{CARD[:2]}.{CARD[2:4]}.{CARD[4:10]}.{CARD[10:]}", CARD[:10]),
         # A letter before two card numbers: 33 hex digits, no hash's length.
         (f"a{CARD}{CARD}", CARD[:12]),
+        # A card in four dashed groups (a GUID's four dashes) beside a GUID of digits.
+        (f"{{12345678-1234-1234-1234-123456789012}} {DASHED_CARD}", CARD[:12]),
     ],
 )
 def test_identifiers_beside_technical_ones_are_still_masked(text: str, hidden: str) -> None:

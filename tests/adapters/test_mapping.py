@@ -90,6 +90,10 @@ def test_patch_age_uses_the_line_of_the_build(mapping: VendorMapping) -> None:
 def test_vendor_times() -> None:
     assert iso_time("2026-11-23T00:00:00", "t") == "2026-11-23T00:00:00+00:00"
     assert iso_time("2026-11-23T09:00:00+09:00", "t") == "2026-11-23T09:00:00+09:00"
+    # A whole-second Z time is rewritten without formatting; other Z forms formatted.
+    assert iso_time("2026-11-23T00:05:00Z", "t") == "2026-11-23T00:05:00+00:00"
+    assert iso_time("2026-11-23T000500.1Z", "t") == "2026-11-23T00:05:00.100000+00:00"
+    assert iso_time("2026-11-23 00:05:00Z", "t") == "2026-11-23T00:05:00+00:00"
     kst = timezone(timedelta(hours=9))
     assert iso_time("2026-11-23 09:00:00", "t", kst) == "2026-11-23T09:00:00+09:00"
     assert epoch_time(1795392000, "t") == "2026-11-23T00:00:00+00:00"
