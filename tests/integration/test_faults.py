@@ -38,6 +38,7 @@ def test_faults_lose_no_finding_and_duplicate_none(
     )
     assert o.critical, "the day should hold critical findings for this test to mean much"
     assert sum("SIGKILL" in f for f in o.faults) == 4, o.faults
+    assert o.settled, "not everything stored, notified and committed in time"
     assert not o.lost, f"{len(o.lost)} findings lost: {o.lost[:5]}"
     assert not o.extra, f"{len(o.extra)} unexpected findings: {o.extra[:5]}"
     assert not o.stored_twice, f"stored more than once: {o.stored_twice[:5]}"
