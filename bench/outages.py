@@ -181,7 +181,9 @@ class Worker:
             cwd=ROOT,
         )
         out.close()  # the worker has its own copy of the descriptor
-        wait_until(self._ready, f"worker ready (log: {self.log})", timeout=180)
+        # Restoring a big day's changelogs under load takes minutes (the suite's
+        # 200,000-event run once failed at 180 s): a slow start is measured, not failed.
+        wait_until(self._ready, f"worker ready (log: {self.log})", timeout=600)
 
     def _ready(self) -> bool:
         if self.proc.poll() is not None:
