@@ -10,7 +10,6 @@ import io
 import json
 import threading
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from streams.replay import replay
 from streams.topics import STAGES, Topics, input_key
 from tests.hostile import broker_hostile_records, leaks
 from tests.integration.conftest import MARKER_KEY, POLICY, Worker
-from tests.integration.settle import each_holds_partitions, settled
+from tests.integration.settle import each_holds_partitions, settled, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 PARTITIONS = 4
@@ -116,15 +115,6 @@ def _far_ahead(rrn: str) -> list[bytes]:
 
 def _findings(broker: str, topics: Topics) -> dict[str, dict[str, Any]]:
     return {r.key.decode(): json.loads(r.value) for r in read_topics(broker, [topics.findings])}
-
-
-def _wait_for(check: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(1)
-    return False
 
 
 class RssSampler(threading.Thread):
@@ -224,7 +214,9 @@ def test_hostile_records_are_dead_letters_and_the_worker_goes_on_finding(
         def letters() -> list[dict[str, Any]]:
             return [json.loads(r.value) for r in read_topics(broker, [topics.dead_letters])]
 
-        assert _wait_for(lambda: len(letters()) >= len(records), timeout=180), len(letters())
+        wait_until(
+            lambda: len(letters()) >= len(records), "every hostile record dead-lettered", 180
+        )
         # All of it routed and judged: a wrongly moved clock has released the probe by now.
         settled(broker, topics, timeout=180)
         early = [
@@ -237,7 +229,7 @@ def test_hostile_records_are_dead_letters_and_the_worker_goes_on_finding(
         produce(
             [_line(PROBE_POSTURE)], broker, topics, end_of_input=True, marker_key=MARKER_KEY
         )  # and the end of input
-        assert _wait_for(lambda: len(_findings(broker, topics)) >= len(want), timeout=180)
+        wait_until(lambda: len(_findings(broker, topics)) >= len(want), "replay's findings", 180)
         settled(broker, topics, timeout=180)  # a duplicate or an extra is on the topic by now
         got = _findings(broker, topics)
         sampler.done.set()
