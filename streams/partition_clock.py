@@ -80,10 +80,10 @@ def line_time(line: bytes) -> float | None:
 def event_key(event: AnyEvent) -> str:
     """topics.input_key, of a parsed event: where `produce` places it."""
     if event.stream == "device_posture":
-        return str(event.device_id)  # type: ignore[union-attr]
+        return str(event.device_id)
     if event.stream == "control_review":
         return str(event.entity)
-    return str(event.user_id)  # type: ignore[union-attr]
+    return str(event.user_id)
 
 
 @dataclass
@@ -277,9 +277,7 @@ class PartitionedReplay:
         return self.emulation.flush(self.producer.max_ts)
 
 
-def placed(
-    events: Iterable[tuple[AnyEvent, str]], partitions: int
-) -> dict[str, list[Record]]:
+def placed(events: Iterable[tuple[AnyEvent, str]], partitions: int) -> dict[str, list[Record]]:
     """What `sepwatch produce` writes into each input partition, in order."""
     out: dict[str, list[Record]] = {s: [] for s in every_source(partitions)}
     clock = ProducerClock()

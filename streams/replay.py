@@ -14,6 +14,7 @@ from typing import IO
 from pydantic import ValidationError
 
 from detectors import Engine, Stage
+from detectors.engine import AnyEvent
 from detectors.pseudonyms import Pseudonymiser
 from schemas import EventAdapter, Finding, Policy
 from streams.admission import MAX_LINE_BYTES, out_of_range, too_long
@@ -122,7 +123,9 @@ def _replay(
     pseudonymised = pseudonyms.event
     read = 0
     partitioned = engine if isinstance(engine, PartitionedReplay) else None
-    single = engine if isinstance(engine, Engine) else None
+    take: Callable[[AnyEvent, str], list[Finding]] = (
+        engine.take if isinstance(engine, PartitionedReplay) else _by_event(engine.process)
+    )
 
     def emit(findings: list[Finding]) -> None:
         for f in findings:
@@ -182,16 +185,20 @@ def _replay(
         if fields:
             summary.pseudonymised.update(fields)
         summary.events += 1
-        if partitioned is not None:
-            found = partitioned.take(event, key)
-        else:
-            found = single.process(event)
+        found = take(event, key)
         if found:
             emit(found)
     emit(engine.flush())
     if on_progress is not None:
         on_progress(read)
     return summary
+
+
+def _by_event(
+    process: Callable[[AnyEvent], list[Finding]],
+) -> Callable[[AnyEvent, str], list[Finding]]:
+    """One engine on one clock: where `produce` would place the event is moot."""
+    return lambda event, _key: process(event)
 
 
 def _dead(
