@@ -78,8 +78,12 @@ def replay(
                 learned_identity=learned_identity,
             )
         )
+    elif engine is not None:
+        judge = engine
     else:
-        judge = engine if engine is not None else Engine(policy, now=now)
+        judge = Engine(policy, now=now)
+        for later, since in history:
+            judge.set_policy(later, effective_from=since)
     with long_lived_state():
         summary = _replay(
             judge, lines, findings_out, dead_out, on_progress, source_name, pseudonyms
