@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -213,7 +214,13 @@ def stream_reading(lines: list[bytes], partitions: int, rnd: random.Random) -> s
     return {f.finding_id for f in found}
 
 
-@settings(max_examples=60, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate])
+# 60 here; `python -m bench.late_data` asks for more.
+EXAMPLES = int(os.environ.get("SEPWATCH_LATE_DATA_REPLAY_EXAMPLES", "60"))
+
+
+@settings(
+    max_examples=EXAMPLES, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate]
+)
 @given(st.randoms(use_true_random=False), st.sampled_from([1, 2, 4]))
 def test_any_reading_order_of_the_partitions_finds_what_replay_finds(
     rnd: random.Random, partitions: int
