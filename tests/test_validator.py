@@ -512,3 +512,40 @@ def test_review_ticks_are_kept_per_input_partition() -> None:
         for _, _, raw in b_
     ]
     assert len(review) == 2
+
+
+class _Consumer:
+    """Two input partitions, both read to their end."""
+
+    def __init__(self, tps: list[TopicPartition]) -> None:
+        self.tps = tps
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.tps)
+
+    async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: 5 for tp in tps}
+
+    async def position(self, tp: TopicPartition) -> int:
+        return 5
+
+
+def test_a_quiet_partition_gets_a_clock_mark_written_into_it_once_per_move() -> None:
+    """So it holds no stage's decisions while the others move on, and a
+    re-read finds the mark where it was (it is in the input topic)."""
+    broker = Broker()
+    v = validator(broker)
+    busy, quiet = (TopicPartition(TOPICS.input("saas_access"), p) for p in (0, 1))
+    v._consumer = _Consumer([busy, quiet])  # type: ignore[assignment]
+    asyncio.run(v.route([record(accesses(1)[0], 0, partition=0)]))
+    clock = v.clocks.clock[f"{busy.topic}:0"]
+    v.heard = {busy: 0.0, quiet: 0.0}  # nothing read from either for long
+    broker.sent.clear()
+    asyncio.run(v._mark_quiet())
+    marks = [s for s in broker.sent if s.key == CLOCK_MARK]
+    assert [(s.topic, s.partition, json.loads(s.value)) for s in marks] == [
+        (quiet.topic, 1, {"ts": clock})
+    ]
+    broker.sent.clear()
+    asyncio.run(v._mark_quiet())
+    assert broker.sent == []  # not again until the clock moves
