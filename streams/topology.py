@@ -503,7 +503,9 @@ class StageRunner:
     def busy(self, partition: int, source: str) -> None:
         """The source has records to route (a validator took it over): it holds
         the clock at its largest event time again, whatever idle mark came before."""
-        clocks = self.clocks.setdefault(partition, {})
+        clocks = self.clocks.get(partition)
+        if clocks is None:
+            clocks = self.clocks[partition] = self._restored(partition)
         seen, _ = clocks.get(source, (float("-inf"), 0.0))
         clocks[source] = (seen, time.monotonic())
         self.idle.setdefault(partition, {}).pop(source, None)
