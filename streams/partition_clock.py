@@ -106,9 +106,12 @@ class ProducerClock:
 
 @dataclass
 class InputClocks:
-    """The validator's clock of each input partition it reads."""
+    """The validator's clock of each input partition it reads, and what of it
+    every stage partition the partition feeds has been told (`told`: the
+    others learn only the grid lines and marks, not each event's time)."""
 
     clock: dict[str, float] = field(default_factory=dict)
+    told: dict[str, float] = field(default_factory=dict)
 
     def event(self, source: str, ts: float) -> float | None:
         """An event read: the grid line its partition's clock crossed, to pass on."""
@@ -117,10 +120,14 @@ class InputClocks:
             return None
         self.clock[source] = ts
         line = grid_of(ts)
-        return line if before == NEG or line > grid_of(before) else None
+        if before == NEG or line > grid_of(before):
+            self.told[source] = max(self.told.get(source, NEG), line)
+            return line
+        return None
 
     def mark(self, source: str, ts: float) -> None:
         self.clock[source] = max(self.clock.get(source, NEG), ts)
+        self.told[source] = max(self.told.get(source, NEG), ts)
 
 
 @dataclass

@@ -619,19 +619,21 @@ class InputValidator:
 
     async def _mark_quiet(self) -> None:
         """Write a clock mark into each input partition read here to its end
-        that has had no record for QUIET_SECONDS while the partitions read
-        here moved on: the largest of their clocks (never past the wall
-        clock). A quiet partition then holds no stage's decisions, and, being
-        in the topic, the mark is read again the same after a restart."""
+        that has had no record for QUIET_SECONDS while the stages know less
+        than the largest clock of the partitions read here (never past the
+        wall clock): a quiet partition then holds no stage's decisions, and
+        the stages that got none of its events learn its own clock. Being in
+        the topic, the mark is read again the same after a restart."""
         assert self._consumer is not None and self._producer is not None
         tps = list(self._consumer.assignment())
-        known = [self.clocks.clock.get(f"{tp.topic}:{tp.partition}") for tp in tps]
-        clock = min(max((c for c in known if c is not None), default=0.0), time.time())
+        sources = [f"{tp.topic}:{tp.partition}" for tp in tps]
+        known = [self.clocks.clock.get(s, 0.0) for s in sources]
+        clock = min(max(known, default=0.0), time.time())
         now = time.monotonic()
         due = [
             tp
-            for tp, c in zip(tps, known, strict=True)
-            if (c is None or c < clock)
+            for tp, source in zip(tps, sources, strict=True)
+            if self.clocks.told.get(source, 0.0) < clock
             and self.quiet_marked.get(tp, 0.0) < clock
             and now - self.heard.setdefault(tp, now) >= QUIET_SECONDS
         ]
