@@ -201,6 +201,8 @@ class InputValidator:
         self.in_flight: Routing | None = None
         self._settling = asyncio.Lock()
         self.markers = MarkerCheck(settings.end_of_input_key)
+        # The last record handed to the client for each stage partition (see _send_after).
+        self._queued: dict[tuple[str, int], asyncio.Future[Any]] = {}
         # Each input partition's clock, as read here; when each last had a record.
         self.clocks = InputClocks()
         self.heard: dict[TopicPartition, float] = {}
@@ -539,15 +541,34 @@ class InputValidator:
         headers: dict[str, bytes],
         where: dict[str, Any] | None = None,
     ) -> None:
-        assert self._producer is not None
-        sending = self._producer.send(
-            self.topics.stage(stage),
-            key=key,
-            value=value,
-            partition=partition,
-            headers=list(headers.items()),
+        topic = self.topics.stage(stage)
+        before = self._queued.get((topic, partition))
+        sending = asyncio.ensure_future(
+            self._send_after(before, topic, key, value, partition, list(headers.items()))
         )
-        into.append((asyncio.ensure_future(sending), where))
+        self._queued[(topic, partition)] = sending
+        into.append((sending, where))
+
+    async def _send_after(
+        self,
+        before: asyncio.Future[Any] | None,
+        topic: str,
+        key: bytes,
+        value: bytes,
+        partition: int,
+        headers: list[tuple[str, bytes]],
+    ) -> Any:
+        """Queue a stage record once the one before it to the same partition is
+        queued. The Kafka client queues a record that does not fit its
+        partition's batch only once that batch is sent, and a smaller record
+        sent after it then went first: a stage partition read an input
+        partition's events out of its order, and judged its earlier ones late."""
+        assert self._producer is not None
+        if before is not None and not before.done():
+            await asyncio.wait([before])
+        return await self._producer.send(
+            topic, key=key, value=value, partition=partition, headers=headers
+        )
 
     def _dead(self, into: Sends, letter: dict[str, Any], label: str) -> None:
         assert self._producer is not None

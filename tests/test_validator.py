@@ -553,3 +553,24 @@ def test_a_quiet_partition_gets_a_clock_mark_written_into_it_once_per_move() -> 
     broker.sent.clear()
     asyncio.run(v._mark_quiet())
     assert broker.sent == []  # not again until the clock moves
+
+
+class _SlowToQueueBigRecords(Broker):
+    """As the Kafka client does: a record that does not fit its partition's
+    current batch is queued only after that batch is sent."""
+
+    async def send(self, topic: str, value: bytes, **kwargs: Any) -> asyncio.Future[Any]:
+        if len(value) > BATCH_BYTES // 2:
+            await asyncio.sleep(0.01)
+        return await super().send(topic, value, **kwargs)
+
+
+def test_a_stage_partition_gets_an_input_partitions_events_in_their_order() -> None:
+    """Else its later events come first and its earlier ones read as late."""
+    broker = _SlowToQueueBigRecords()
+    events = [{**e, "vendor_note": "x" * 2000} for e in accesses(400)]
+    asyncio.run(validator(broker).route([record(e, i) for i, e in enumerate(events)]))
+    for p in range(PARTITIONS):
+        got = [e for b in broker.batches().get((TOPICS.stage("user"), p), []) for e in b]
+        ids = [json.loads(raw)["event_id"] for _, _, raw in got]
+        assert ids == sorted(ids, key=lambda i: int(i[1:])), p
