@@ -560,15 +560,14 @@ class _SlowToQueueBigRecords(Broker):
     current batch is queued only after that batch is sent."""
 
     async def send(self, topic: str, value: bytes, **kwargs: Any) -> asyncio.Future[Any]:
-        if len(value) > BATCH_BYTES // 2:
-            await asyncio.sleep(0.01)
+        await asyncio.sleep(len(value) / 10_000_000)  # the bigger, the later
         return await super().send(topic, value, **kwargs)
 
 
 def test_a_stage_partition_gets_an_input_partitions_events_in_their_order() -> None:
     """Else its later events come first and its earlier ones read as late."""
     broker = _SlowToQueueBigRecords()
-    events = [{**e, "vendor_note": "x" * 2000} for e in accesses(400)]
+    events = [{**e, "vendor_note": "x" * 2000} for e in accesses(1000)]
     asyncio.run(validator(broker).route([record(e, i) for i, e in enumerate(events)]))
     for p in range(PARTITIONS):
         got = [e for b in broker.batches().get((TOPICS.stage("user"), p), []) for e in b]
