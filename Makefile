@@ -20,11 +20,11 @@ demo: $(STAMP)
 	$(BIN)/sepwatch policy check deploy/policy/example.yaml
 	$(BIN)/sepwatch demo --policy deploy/policy/example.yaml
 
-## lint: ruff over everything, mypy --strict over schemas/ and detectors/
+## lint: ruff over everything, mypy --strict over every package
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy schemas detectors
+	$(BIN)/mypy schemas detectors adapters simulator streams review console cli
 
 ## docs: the docs site (mkdocs.yml) into out/site; --strict: a broken link or anchor fails it
 docs: $(STAMP)

@@ -300,7 +300,7 @@ def _throughput_run(
 def expected_immediate(values: list[bytes]) -> dict[str, str]:
     """finding id -> trigger event id of the SEP-001/002 findings a replay of
     exactly these records makes: what the worker owes, decided or not."""
-    from streams.policy_file import load_policy
+    from schemas.policy_file import load_policy
     from streams.replay import replay
 
     found = io.StringIO()
@@ -390,7 +390,7 @@ def scheduled_queries(day: datetime) -> dict[str, dict[str, Any]]:
     """The three rules as a SIEM would write them from the policy in force
     on `day`: static app and data-type lists, no state."""
     from detectors.policy_in_force import PolicyInForce, evaluation_in_force
-    from streams.policy_file import load_policy
+    from schemas.policy_file import load_policy
 
     policy = PolicyInForce(load_policy(POLICY))
     ordinal = day.date().toordinal()
@@ -612,8 +612,8 @@ def postures(
 
 
 def memory(s: Sizes, workdir: Path, out: Results) -> None:
+    from schemas.policy_file import load_policy
     from streams.kafka_io import produce
-    from streams.policy_file import load_policy
 
     print(f"memory: {', '.join(f'{d:,}' for d in s.devices)} devices (postures only)", flush=True)
     topics = _topics(f"mem-{uid()}.")

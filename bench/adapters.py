@@ -33,12 +33,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from streams.adapters import ADAPTERS
-from streams.adapters.cef_dlp import parse_cef
-from streams.adapters.intake import AdaptCounts, adapt_one, adapt_records, read_raw
-from streams.adapters.mapping import VendorMapping, load_mapping
-from streams.adapters.records import Unmappable
-from streams.policy_file import load_policy
+from adapters import ADAPTERS
+from adapters.cef_dlp import parse_cef
+from adapters.intake import AdaptCounts, adapt_one, adapt_records, read_raw
+from adapters.mapping import VendorMapping, load_mapping
+from adapters.records import Unmappable
+from schemas.policy_file import load_policy
 
 ROOT = Path(__file__).resolve().parent.parent
 VENDORS = ROOT / "tests" / "fixtures" / "vendors"

@@ -33,8 +33,8 @@ os.environ["SEPWATCH_BENCH_ES_PORT"] = PORT  # bench.report reads it on import
 from elasticsearch import Elasticsearch  # noqa: E402
 
 from bench import report as loader  # noqa: E402
-from streams.console import queries  # noqa: E402
-from streams.console.serve import InThread as ConsoleServer  # noqa: E402
+from console import queries  # noqa: E402
+from console.serve import InThread as ConsoleServer  # noqa: E402
 from streams.lifecycle import lifecycle_index  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 

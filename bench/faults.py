@@ -47,10 +47,10 @@ from kafka.admin import ConfigResource, ConfigResourceType
 from pydantic import SecretStr
 
 from detectors.masking import mask_text
+from schemas.policy_file import load_policy
+from simulator.day import simulate
 from streams.kafka_io import admin, ensure_topics, paced, produce, read_dead_letters, read_topics
-from streams.policy_file import load_policy
 from streams.replay import replay
-from streams.simulate import simulate
 from streams.topics import Topics
 
 # The workers honour the end-of-input marker this run signs
@@ -122,7 +122,7 @@ class Workers:
             [
                 sys.executable,
                 "-m",
-                "streams.cli",
+                "cli.main",
                 "worker",
                 "--policy",
                 str(POLICY),

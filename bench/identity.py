@@ -1,6 +1,6 @@
 """Device identity benchmark: bytes of graph state per device with four
 aliases each, and replay speed of the simulated multi-vendor day
-(streams/simulate_vendors.py, the identity tests' day: the graph learns and
+(simulator/vendors.py, the identity tests' day: the graph learns and
 resolves) beside the same events named alike, as a complete hand-written
 mapping would name them (nothing to learn), alternated in one run, medians
 and their ratio.
@@ -19,12 +19,12 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from adapters.mapping import DEFAULT_MAPPING, load_mapping
 from bench.replay import POLICY, deep_size
 from detectors.identity import IdentityGraph
-from streams.adapters.mapping import DEFAULT_MAPPING, load_mapping
-from streams.policy_file import load_policy
+from schemas.policy_file import load_policy
+from simulator.vendors import lines, named_alike, simulated_vendor_day
 from streams.replay import replay
-from streams.simulate_vendors import lines, named_alike, simulated_vendor_day
 
 
 def bytes_per_device(devices: int) -> float:
@@ -44,7 +44,7 @@ def bytes_per_device(devices: int) -> float:
 
 def vendor_day(users: int, hours: float) -> tuple[list[bytes], list[bytes]]:
     """The simulated multi-vendor day the identity tests use
-    (streams/simulate_vendors.py): as the products name devices, through the
+    (simulator/vendors.py): as the products name devices, through the
     adapters (the graph learns and resolves), and the same events named alike
     (nothing to learn or resolve)."""
     policy = load_policy(POLICY)

@@ -49,8 +49,8 @@ def deep_size(obj: Any, seen: set[int] | None = None) -> int:
 
 
 def events_file(n: int, users: int, devices: int, hours: float, seed: int) -> Path:
-    from streams.policy_file import load_policy
-    from streams.simulate import simulate
+    from schemas.policy_file import load_policy
+    from simulator.day import simulate
 
     path = CACHE / f"events-{n}-{users}u-{devices}d-{hours}h-s{seed}.jsonl"
     if path.exists():
@@ -89,7 +89,7 @@ def phase_json(path: Path) -> dict[str, Any]:
 def phase_replay(path: Path, pseudonyms: bool = True) -> dict[str, Any]:
     from detectors import Engine
     from detectors.pseudonyms import Pseudonymiser
-    from streams.policy_file import load_policy
+    from schemas.policy_file import load_policy
     from streams.replay import replay, utc_now
 
     class AsItCame(Pseudonymiser):
@@ -139,8 +139,8 @@ def flat_memory(devices: int, users: int, days: int) -> list[tuple[float, int]]:
     """State size sampled along a long history at a fixed fleet size."""
     from detectors import Engine
     from schemas import EventAdapter
-    from streams.policy_file import load_policy
-    from streams.simulate import simulate
+    from schemas.policy_file import load_policy
+    from simulator.day import simulate
 
     policy = load_policy(POLICY)
     engine = Engine(policy, now=lambda: datetime(2030, 1, 1, tzinfo=ZoneInfo("UTC")))

@@ -43,12 +43,13 @@ import psutil
 from elasticsearch import Elasticsearch
 
 from detectors import CATALOGUE
+from review.accesses import store_counts
+from review.evidence import publish_lifecycle
 from schemas import Finding
 from schemas.findings import WaiverRef
-from streams.elastic import async_client, document, index_for, put_template
-from streams.evidence import publish_lifecycle
+from streams.elastic import async_client, document, index_for
+from streams.indices import put_template
 from streams.lifecycle import latest, lifecycle_index, record
-from streams.report.accesses import store_counts
 from streams.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -307,7 +308,7 @@ def main() -> None:
     cmd = [
         sys.executable,
         "-m",
-        "streams.cli",
+        "cli.main",
         "report",
         "--period",
         "2026H2",

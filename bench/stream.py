@@ -6,7 +6,7 @@ appended to Kafka -> finding appended) at an offered rate.
     python -m bench.stream --events 100000 --rate 2000
 
 It starts its own broker on port 19192 with deploy/local/kafka.sh (and stops
-it), and a worker with `python -m streams.cli worker`.
+it), and a worker with `python -m cli.main worker`.
 """
 
 from __future__ import annotations
@@ -61,8 +61,8 @@ def stamped_at_send(lines: Iterable[bytes]) -> Iterator[bytes]:
 
 
 def events(n: int, start: datetime, seed: int, users: int = 20_000) -> list[bytes]:
-    from streams.policy_file import load_policy
-    from streams.simulate import simulate
+    from schemas.policy_file import load_policy
+    from simulator.day import simulate
 
     stream = simulate(
         load_policy(POLICY),
@@ -93,7 +93,7 @@ def start_worker(
         [
             sys.executable,
             "-m",
-            "streams.cli",
+            "cli.main",
             "worker",
             "--policy",
             str(POLICY),

@@ -83,15 +83,39 @@ def correlatable(access: SaasAccess) -> bool:
     return access.network_zone == "internal" and access.action in CORRELATABLE_ACTIONS
 
 
+def awaits_factor(access: SaasAccess) -> bool:
+    """A sign-in from the internal network that does not say whether it was
+    multi-factor but names its identity provider's session: the `verify`
+    events of that session may say (SEP-010). Keyed by user, the user stage
+    joins them."""
+    auth = access.auth
+    return (
+        auth is not None
+        and auth.mfa is None
+        and auth.session is not None
+        and access.action == "login"
+        and access.network_zone == "internal"
+    )
+
+
 def times_only(stage: Stage, event: AnyEvent) -> bool:
     """Whether `stage` needs no more of the event than its stream and time:
-    the user stage judges DLP alerts and remembers correlatable accesses;
-    any other access only moves its clock (Engine.pass_time)."""
-    return stage == "user" and isinstance(event, SaasAccess) and not correlatable(event)
+    the user stage judges DLP alerts, remembers correlatable accesses and
+    joins sign-ins to their sessions' factors; any other access only moves
+    its clock (Engine.pass_time). A `verify` is no use of an app: the device
+    stage only times it."""
+    if not isinstance(event, SaasAccess):
+        return False
+    if stage == "device":
+        return event.action == "verify"
+    return stage == "user" and not (
+        correlatable(event) or event.action == "verify" or awaits_factor(event)
+    )
 
 
 _EVENT_KEYS = {s: f"events.{s}" for s in STREAMS}
 SWEEP_EVERY = 6 * 3600.0  # event-time seconds between sweeps of idle devices and users
+SESSION_FACTORS = 8  # factor times kept per session: re-verifications beyond are rare
 
 
 Stage = Literal["all", "device", "user", "review"]
@@ -152,6 +176,8 @@ class Engine:
         self._alarm = float("inf")
         self.stage = stage
         self._correlates = stage == "all"
+        # Where sign-ins meet their sessions' factors: keyed by user.
+        self._joins_sessions = stage in ("all", "user")
         self._tracks_entities = stage in ("all", "review")
         skip = self._skip
         handlers: dict[str, dict[type, Handler]] = {
@@ -168,7 +194,7 @@ class Engine:
                 ControlReview: skip,
             },
             "user": {
-                SaasAccess: self._on_access_to_correlate,
+                SaasAccess: self._on_access_for_user,
                 # Only with learned identity does a posture reach this stage
                 # (streams/topics.py): its aliases name the alerts' devices.
                 DevicePosture: self._learn_identity,
@@ -316,13 +342,17 @@ class Engine:
     def _on_access(self, ev: SaasAccess, ts: float, w: float, out: list[Finding]) -> None:
         if ev.action == "share":
             self._judge_share(ev, ts, out)
+        elif ev.action == "verify":
+            if self._joins_sessions:
+                self._remember_factor(ev, ts, w)
+            return  # a factor verified at the identity provider: no app used
         if ev.network_zone != "internal":
             return
         view = _access_view(ev, ts)
         day = self.policy.days.day_of(ts)
         trigger = f"saas_access|{view.source}|{view.event_id}"
         if ev.action == "login":
-            self._judge_signin(ev, view, day, trigger, out)
+            self._judge_signin(ev, view, day, trigger, w, out)
         # SEP-001/002 depend on the app and the day only: once both pass for
         # a pair, the pair is remembered as clean (the common case).
         if (view.saas_app, day) not in self._clean_apps:
@@ -351,10 +381,22 @@ class Engine:
             self._push(ts, key)
 
     def _judge_signin(
-        self, ev: SaasAccess, view: AccessView, day: int, trigger: str, out: list[Finding]
+        self,
+        ev: SaasAccess,
+        view: AccessView,
+        day: int,
+        trigger: str,
+        w: float,
+        out: list[Finding],
     ) -> None:
-        """SEP-010, on arrival: everything it needs is in the sign-in itself."""
+        """SEP-010, on arrival: everything it needs is in the sign-in itself,
+        or, where it does not say but names its session, in the session's
+        factors (judged where they meet: `_await_factor`)."""
         if ev.auth is None or ev.auth.mfa is None:
+            if ev.auth is not None and ev.auth.session is not None:
+                if self._joins_sessions:
+                    self._await_factor(ev, view.ts, w)
+                return
             self.stats["auth.mfa_unknown"] += 1  # the source does not say: never guessed
             return
         policy = self.policy.policy.authentication
@@ -375,11 +417,51 @@ class Engine:
     def _skip(self, ev: Any, ts: float, w: float, out: list[Finding]) -> None:
         """Events of streams this stage does not judge still move its watermark."""
 
-    def _on_access_to_correlate(
-        self, ev: SaasAccess, ts: float, w: float, out: list[Finding]
-    ) -> None:
+    def _on_access_for_user(self, ev: SaasAccess, ts: float, w: float, out: list[Finding]) -> None:
         if correlatable(ev):
             self._remember_access(_access_view(ev, ts), w)
+        elif ev.action == "verify":
+            self._remember_factor(ev, ts, w)
+        elif awaits_factor(ev):
+            self._await_factor(ev, ts, w)
+
+    # -- sign-in sessions: SEP-010 where the sign-in does not say ------------
+
+    def _remember_factor(self, ev: SaasAccess, ts: float, w: float) -> None:
+        """A second factor verified in a session: the times it was, for the
+        session's sign-ins still to be judged."""
+        session = ev.auth.session if ev.auth is not None else None
+        if session is None:
+            self.stats["auth.verify_without_session"] += 1  # joins nothing
+            return
+        if ts < w - self.policy.session_lifetime:
+            return  # every sign-in it could speak for is judged already
+        key = f"{ev.user_id}|{session}"
+        times = sorted({*self.state.sessions.get(key, ()), ts})
+        self.state.sessions[key] = times[-SESSION_FACTORS:]
+
+    def _await_factor(self, ev: SaasAccess, ts: float, w: float) -> None:
+        """Judged once the watermark passes the sign-in: every factor verified
+        at or before it has arrived by then, in whatever order they came."""
+        item = (ts, ev.user_id, ev.auth.session if ev.auth is not None else None)
+        if ts < w:
+            self._judge_session(item)
+            return
+        key = f"s|{ev.source}|{ev.event_id}"
+        self.state.pending[key] = ("s", item)
+        self._push(ts, key)
+
+    def _judge_session(self, item: Any) -> None:
+        """Multi-factor if a factor of the session speaks for the sign-in;
+        else it stays unsaid (counted), never guessed: no finding either way."""
+        ts, user, session = item
+        self._use_policy(ts)
+        lifetime = self.policy.session_lifetime
+        times = self.state.sessions.get(f"{user}|{session}", ())
+        if any(sep010.factor_speaks_for(t, ts, lifetime) for t in times):
+            self.stats["auth.mfa_from_session"] += 1
+        else:
+            self.stats["auth.mfa_unknown"] += 1
 
     def _judge_posture(self, access: AccessView, out: list[Finding]) -> None:
         self._use_policy(access.ts)
@@ -694,11 +776,13 @@ class Engine:
             self._judge_posture(raw if type(raw) is AccessView else AccessView(*raw), out)
         elif kind == "d":
             self._judge_dlp(_dlp_view(raw), out, named=True)
+        elif kind == "s":
+            self._judge_session(raw)
         else:
             self._judge_review(raw, out)
 
     def _release_time(self, kind: str, raw: Any) -> float:
-        if kind == "a":
+        if kind in ("a", "s"):
             return float(raw[0])
         if kind == "d":
             return float(raw[0]) + self.policy.correlation_window
@@ -723,6 +807,9 @@ class Engine:
         accesses = self.state.accesses
         for user in [u for u, a in accesses.items() if not a or a[-1][0] < horizon]:
             del accesses[user]
+        sessions, alive = self.state.sessions, w - self.policy.session_lifetime
+        for key in [k for k, t in sessions.items() if not t or t[-1] < alive]:
+            del sessions[key]
         self.identity.expire(w - self.policy.policy.identity.alias_ttl.total_seconds())
 
     # -- findings ------------------------------------------------------------

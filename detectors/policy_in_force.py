@@ -13,7 +13,7 @@ from datetime import date
 
 from detectors.calendar import Days
 from detectors.posture import ALL_CONTROLS, CONTROL_BITS, PATCH_AGE
-from schemas import Policy, RegistryApp, Waiver
+from schemas import AuthenticationPolicy, Policy, RegistryApp, Waiver
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,8 @@ class PolicyInForce:
         self.correlation_window = policy.dlp.correlation_window.total_seconds()
         self.posture_max_age = policy.posture.max_age.total_seconds()
         self.group_window = policy.alerting.group_window.total_seconds()
+        auth = policy.authentication or AuthenticationPolicy()
+        self.session_lifetime = auth.session_lifetime.total_seconds()
         self.dlp = DlpGroups(
             frozenset(policy.dlp.unique_identification),
             frozenset(policy.dlp.personal_credit),

@@ -15,6 +15,10 @@ What each store holds, and why it stays bounded:
 - `accesses`: user_id -> [AccessView...]: internal upload/share/edit accesses
   within two correlation windows of the watermark, for DLP correlation.
 - `pending`: key -> (kind, view): decisions waiting for the watermark.
+- `sessions`: "user|session" -> [verified_ts...]: when second factors were
+  verified in an identity provider's sign-in session (SEP-010), the last
+  few; a session whose last factor is older than
+  `authentication.session_lifetime` before the watermark is dropped.
 - `entities`: entity -> [fired_due_ordinal, [(completed_ts, recorded_ts,
   review_id)...], [judged completed_ts...]]: the last 16 reviews and the last
   8 judged, for a handful of entities.
@@ -38,6 +42,7 @@ class EngineState:
     postures: Store = field(default_factory=dict)
     accesses: Store = field(default_factory=dict)
     pending: Store = field(default_factory=dict)
+    sessions: Store = field(default_factory=dict)
     entities: Store = field(default_factory=dict)
     identities: Store = field(default_factory=dict)
     meta: Store = field(default_factory=dict)

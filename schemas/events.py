@@ -11,10 +11,15 @@ from typing import Annotated, Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 STREAMS = ("saas_access", "device_posture", "dlp_alert", "control_review")
-ACTIONS = ("login", "view", "download", "upload", "edit", "share", "delete", "other")
+ACTIONS = ("login", "view", "download", "upload", "edit", "share", "delete", "other", "verify")
 CHANNELS = ("saas_upload", "email", "web", "usb", "print", "other")
 
-Action = Literal["login", "view", "download", "upload", "edit", "share", "delete", "other"]
+# `verify`: a second factor verified at the identity provider (`saas_app`) in
+# a sign-in session (`auth.session`): no use of an app, so no rule judges it;
+# it makes the session's later sign-ins multi-factor (SEP-010).
+Action = Literal[
+    "login", "view", "download", "upload", "edit", "share", "delete", "other", "verify"
+]
 Channel = Literal["saas_upload", "email", "web", "usb", "print", "other"]
 NetworkZone = Literal["internal", "external"]
 ShareTarget = Literal["internal", "external", "public"]
@@ -49,12 +54,16 @@ class ObjectRef(BaseModel):
 
 
 class AuthInfo(BaseModel):
-    """How a sign-in was authenticated, as the source says. `mfa` None: it does not say."""
+    """How a sign-in was authenticated, as the source says. `mfa` None: it does not say.
+    `session`: the identity provider's sign-in session it belongs to, where the
+    source names it (Okta `authenticationContext.externalSessionId`): a
+    `verify` of the same user and session joins a sign-in that does not say."""
 
     model_config = ConfigDict(extra="allow")
 
     mfa: bool | None = None
     method: Annotated[str, Field(max_length=128)] | None = None
+    session: Id | None = None
 
 
 class SaasAccess(_Event):

@@ -115,6 +115,10 @@ class AuthenticationPolicy(_Strict):
 
     require_mfa: bool = True
     exempt_apps: list[Annotated[str, Field(min_length=1)]] = []
+    # How long a factor verified in a sign-in session (a `verify`) speaks for
+    # the session's later sign-ins: the identity provider's longest session
+    # (Okta: the global session policy's maximum lifetime).
+    session_lifetime: Duration = timedelta(hours=24)
 
 
 def _domain(value: str) -> str:

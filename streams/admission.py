@@ -15,9 +15,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from detectors.dead_letters import dead_letter, reason_of
 from detectors.pseudonyms import Pseudonymiser
 from schemas import ControlReview, DevicePosture, DlpAlert, EventAdapter, SaasAccess
-from streams.dead_letters import dead_letter, reason_of
 
 AnyEvent = SaasAccess | DevicePosture | DlpAlert | ControlReview
 

@@ -67,7 +67,7 @@ MAPPINGS: dict[str, Any] = {
         "sepwatch": {
             "properties": {
                 "finding_id": _KW,
-                # sha256 of the document's content (streams/evidence.py): what
+                # sha256 of the document's content (review/evidence.py): what
                 # `evidence verify` and the report's evidence digest rest on.
                 "digest": _KW,
                 "severity": _KW,
@@ -203,60 +203,10 @@ def connection_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-def writer_role(index: str) -> dict[str, Any]:
-    """What the worker's sink needs, and no more: create findings (never
-    overwrite or delete one: `create_doc` allows only a new id), and have the
-    month's index made by writing to it (`auto_configure`: from the template an
-    admin installed, with its mapping and alias; never an index of its own
-    making). No delete: retention is an administrator's job (`sepwatch
-    elasticsearch retention`). No read, no cluster privilege."""
-    return {
-        "cluster": [],
-        "indices": [
-            {"names": [index, f"{index}-*"], "privileges": ["create_doc", "auto_configure"]}
-        ],
-    }
-
-
-def analyst_role(index: str) -> dict[str, Any]:
-    """What `findings list/show/ack/resolve/reopen/waive/export` and `report`
-    need: read findings (never change one), and add lifecycle records (never
-    change or delete one). `_security/_authenticate` needs no privilege."""
-    from streams.lifecycle import lifecycle_index
-    from streams.report.accesses import access_index
-
-    return {
-        "cluster": [],
-        "indices": [
-            # The findings, and the access tally the report reads beside them.
-            {
-                "names": [index, f"{index}-*", access_index(index)],
-                "privileges": ["read", "view_index_metadata"],
-            },
-            {
-                "names": [lifecycle_index(index)],
-                "privileges": ["read", "view_index_metadata", "create_doc"],
-            },
-        ],
-    }
-
-
-def reader_role(index: str) -> dict[str, Any]:
-    """Read the findings and their lifecycle records, add none (the console
-    shows such a person no triage buttons, and Elasticsearch refuses their
-    records anyway)."""
-    from streams.lifecycle import lifecycle_index
-    from streams.report.accesses import access_index
-
-    return {
-        "cluster": [],
-        "indices": [
-            {
-                "names": [index, f"{index}-*", access_index(index), lifecycle_index(index)],
-                "privileges": ["read", "view_index_metadata"],
-            }
-        ],
-    }
+def access_index(findings_index: str) -> str:
+    """The access tally's index (review/accesses.py): beside the findings
+    alias, outside its `<index>-*` template pattern."""
+    return f"{findings_index}.accesses"
 
 
 def client(url: str, **kwargs: Any) -> Elasticsearch:
@@ -285,16 +235,6 @@ def replicas_for(setting: int | None, data_nodes: int) -> int:
     if setting is not None:
         return setting
     return 1 if data_nodes >= 2 else 0
-
-
-def put_template(es: Elasticsearch, index: str, replicas: int | None = None) -> None:
-    """The findings template, and the lifecycle records' (streams/lifecycle.py)."""
-    from streams.lifecycle import put_lifecycle_template
-
-    data_nodes = es.cluster.health()["number_of_data_nodes"] if replicas is None else 0
-    body = template_body(index, replicas=replicas_for(replicas, data_nodes))
-    es.indices.put_index_template(name=index, **body)
-    put_lifecycle_template(es, index)
 
 
 def expired_indices(names: Sequence[str], index: str, today: date, days: int) -> list[str]:

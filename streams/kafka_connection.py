@@ -1,4 +1,4 @@
-"""Where a Kafka client connects and how it authenticates, from the settings:
+"""Where a Kafka client connects and how it authenticates (`Settings.kafka`):
 the one place that turns them into options for every Kafka client the project
 uses (kafka-python, aiokafka, and Faust's broker credentials)."""
 
@@ -13,8 +13,6 @@ from pydantic import SecretStr
 
 if TYPE_CHECKING:
     from faust.types.auth import CredentialsT
-
-    from streams.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -31,20 +29,6 @@ class KafkaConnection:
     certfile: Path | None = None
     keyfile: Path | None = None
     key_password: SecretStr | None = None
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> KafkaConnection:
-        return cls(
-            bootstrap=settings.broker,
-            security_protocol=settings.kafka_security_protocol,
-            sasl_mechanism=settings.kafka_sasl_mechanism,
-            username=settings.kafka_sasl_username,
-            password=settings.kafka_sasl_password,
-            cafile=settings.kafka_ssl_cafile,
-            certfile=settings.kafka_ssl_certfile,
-            keyfile=settings.kafka_ssl_keyfile,
-            key_password=settings.kafka_ssl_key_password,
-        )
 
     def __str__(self) -> str:
         return self.bootstrap

@@ -21,8 +21,8 @@ from kafka.errors import (
 )
 from pydantic import SecretStr
 
-from streams.adapters import ADAPTERS
-from streams.dead_letters import dead_letter
+from adapters import ADAPTERS
+from detectors.dead_letters import dead_letter
 from streams.end_of_input import MarkerKeyMissing, signed_marker
 from streams.kafka_connection import Broker, connection
 from streams.partition_clock import CLOCK_MARK, ProducerClock
@@ -177,7 +177,7 @@ def ensure_topics(
     So are the raw vendor topics the adapter agent reads, which Faust would
     otherwise only look for (an ERROR per topic at every first start).
 
-    The findings and lifecycle topics are the evidence (streams/evidence.py):
+    The findings and lifecycle topics are the evidence (review/evidence.py):
     kept `evidence_retention_ms`, set again on topics that exist already."""
     client = admin(broker)
     try:

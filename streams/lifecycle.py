@@ -234,7 +234,7 @@ def record(
             "from_status": current,
             "to_status": action.to,
             # Stamped over by the node's pipeline when it authenticates anyone.
-            "actor": os_actor() if not secured else {"username": actor["username"]},
+            "actor": {"username": actor["username"]} if actor is not None else os_actor(),
         },
     }
     if reason:

@@ -25,7 +25,7 @@ from prometheus_client import (
 from schemas import Policy
 
 # The *_created series double every counter's lines and no dashboard reads them.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated in prometheus-client
 
 EVENTS = Counter(
     "sepwatch_events_total",
@@ -97,6 +97,18 @@ DECISIONS_UNKNOWABLE = Counter(
     "sepwatch_decisions_unknowable_total",
     "Decisions that could not be made because the state they needed was evicted (an access "
     "older than the oldest posture kept), by stage.",
+    ["stage"],
+)
+SIGNINS_MFA_UNSAID = Counter(
+    "sepwatch_signins_mfa_unsaid_total",
+    "Sign-ins from the internal network whose source does not say whether they were "
+    "multi-factor, nor do their session's factors (SEP-010): counted, never guessed, by stage.",
+    ["stage"],
+)
+SIGNINS_MFA_FROM_SESSION = Counter(
+    "sepwatch_signins_mfa_from_session_total",
+    "Sign-ins that do not say whether they were multi-factor, judged multi-factor by a "
+    "second factor verified earlier in the same identity provider session, by stage.",
     ["stage"],
 )
 

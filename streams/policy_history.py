@@ -22,7 +22,7 @@ import contextlib
 import getpass
 import hashlib
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -69,7 +69,8 @@ def changes(before: Policy | None, after: Policy) -> dict[str, dict[str, list[st
     """Waivers (by id) and registry entries (by app and effective date) added,
     removed or changed from one version to the next."""
     out: dict[str, dict[str, list[str]]] = {}
-    sections = {
+    # Per section: its items in a policy, and the key that names one of them.
+    sections: dict[str, tuple[Callable[[Policy], Iterable[Any]], Callable[[Any], str]]] = {
         "waivers": (lambda p: p.waivers, lambda w: w.name),
         "registry": (
             lambda p: p.registry,

@@ -14,12 +14,12 @@ from typing import IO
 from pydantic import ValidationError
 
 from detectors import Engine, Stage
+from detectors.dead_letters import dead_letter, reason_of
 from detectors.engine import AnyEvent
 from detectors.pseudonyms import Pseudonymiser
 from schemas import EventAdapter, Finding, Policy
 from streams.admission import MAX_LINE_BYTES, out_of_range, too_long
 from streams.collector import long_lived_state
-from streams.dead_letters import dead_letter, reason_of
 from streams.partition_clock import PartitionedReplay, StreamEmulation, event_key, line_time
 from streams.topics import partition_of
 

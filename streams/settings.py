@@ -207,7 +207,7 @@ class Settings(BaseSettings):
             raise ValueError("no password in es_url: set SEPWATCH_ES_PASSWORD or an API key")
         return url
 
-    # The SOC console (`sepwatch console`, streams/console/).
+    # The SOC console (`sepwatch console`, console/).
     console_host: str = Field("127.0.0.1", description="address the console listens on")
     console_port: int = Field(8080, ge=1, le=65535, description="the console's port")
     console_trusted_header: str = Field(
@@ -344,7 +344,17 @@ class Settings(BaseSettings):
     @property
     def kafka(self) -> KafkaConnection:
         """The broker and how to reach it, for every Kafka client."""
-        return KafkaConnection.from_settings(self)
+        return KafkaConnection(
+            bootstrap=self.broker,
+            security_protocol=self.kafka_security_protocol,
+            sasl_mechanism=self.kafka_sasl_mechanism,
+            username=self.kafka_sasl_username,
+            password=self.kafka_sasl_password,
+            cafile=self.kafka_ssl_cafile,
+            certfile=self.kafka_ssl_certfile,
+            keyfile=self.kafka_ssl_keyfile,
+            key_password=self.kafka_ssl_key_password,
+        )
 
     @property
     def group_membership(self) -> dict[str, int]:

@@ -32,11 +32,11 @@ from elasticsearch import ApiError as EsApiError
 from elasticsearch import AsyncElasticsearch, TransportError
 from pydantic import ValidationError
 
+from detectors.dead_letters import dead_letter
 from detectors.masking import mask_text
 from schemas import Finding
 from streams import metrics
 from streams.backoff import Backoff
-from streams.dead_letters import dead_letter
 from streams.elastic import (
     async_client,
     connection_options,
@@ -191,7 +191,9 @@ class FindingsSink:
         documents as for 200 (the request, the translog sync), and findings
         trickle in a few at a time."""
         assert self._consumer is not None
-        batch = await self._consumer.getmany(timeout_ms=self.linger_ms, max_records=self.batch_size)
+        batch: dict[Any, list[Any]] = await self._consumer.getmany(
+            timeout_ms=self.linger_ms, max_records=self.batch_size
+        )
         count = sum(len(rs) for rs in batch.values())
         deadline = time.monotonic() + self.linger_ms / 1000
         while 0 < count < self.batch_size:
@@ -311,7 +313,12 @@ class FindingsSink:
                         name=records, **lifecycle_template_body(self.index)
                     )
                 self._template_ready = True
-            response = await self.es.bulk(operations=bulk_body(actions), refresh=False)
+            # Encoded once (bulk_body); the client sends bytes as they are, though
+            # its annotation names only the decoded form.
+            response = await self.es.bulk(
+                operations=bulk_body(actions),  # type: ignore[arg-type]
+                refresh=False,
+            )
         except EsApiError as exc:
             metrics.SINK_UP.set(0)
             metrics.SINK_ERRORS.labels("unavailable").inc()

@@ -16,7 +16,7 @@ INPUT_STREAMS = {
 }
 STAGES: tuple[Stage, ...] = ("device", "user", "review")
 # A stage's Faust tables, one changelog topic each.
-STORES = ("postures", "accesses", "pending", "entities", "identities", "meta")
+STORES = ("postures", "accesses", "pending", "sessions", "entities", "identities", "meta")
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class Topics:
 
     @property
     def lifecycle(self) -> str:
-        """Copies of the findings' lifecycle records (streams/evidence.py), keyed by finding."""
+        """Copies of the findings' lifecycle records (review/evidence.py), keyed by finding."""
         return self.prefix + "findings-lifecycle"
 
     @property

@@ -31,26 +31,27 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import faust
 from aiokafka.errors import IllegalStateError
 from aiokafka.structs import TopicPartition
+from faust.transport.drivers.aiokafka import Consumer as FaustKafkaConsumer
 from faust.utils import json as faust_json
 from pydantic import ValidationError
 
+from adapters import ADAPTERS
+from adapters.intake import OUTCOMES, SkipLabels, adapt_message
+from adapters.mapping import configured_mapping
 from detectors import Engine, EngineState, Stage
+from detectors.dead_letters import dead_letter, reason_of
 from detectors.masking import mask_text
 from detectors.pseudonyms import Pseudonymiser
 from schemas import EventAdapter, Finding, Policy
+from schemas.policy_file import PolicyError, load_policy
 from streams import metrics
-from streams.adapters import ADAPTERS
-from streams.adapters.intake import OUTCOMES, SkipLabels, adapt_message
-from streams.adapters.mapping import configured_mapping
-from streams.dead_letters import dead_letter, reason_of
 from streams.kafka_io import KafkaUnavailable
 from streams.partition_clock import CLOCK
-from streams.policy_file import PolicyError, load_policy
 from streams.policy_history import PolicyVersion, in_force, read_versions, record_if_changed
 from streams.replay import utc_now
 from streams.settings import Settings
@@ -144,7 +145,12 @@ class TableChanges:
             self._failure(exc, topic)
             return None
         self._track(fut, topic)
-        fut.add_done_callback(lambda f: f.cancelled() or f.exception() or delivered())
+
+        def settled(f: asyncio.Future[Any]) -> None:
+            if not (f.cancelled() or f.exception()):
+                delivered()
+
+        fut.add_done_callback(settled)
         return fut
 
     async def write(self) -> None:
@@ -540,6 +546,8 @@ ENGINE_COUNTS = {
     "events.late": metrics.LATE_EVENTS,
     "decisions.posture_unknowable": metrics.DECISIONS_UNKNOWABLE,
     "identity.conflicts": metrics.IDENTITY_CONFLICTS,
+    "auth.mfa_unknown": metrics.SIGNINS_MFA_UNSAID,
+    "auth.mfa_from_session": metrics.SIGNINS_MFA_FROM_SESSION,
 }
 
 
@@ -708,7 +716,9 @@ def build_app(
             _stage_agent(runners[stage], topics, sources, settings.test_fault_event_id)
         )
 
-    @app.on_partitions_assigned.connect
+    # mode types its receivers with mypy_extensions' VarArg/NamedArg, which no
+    # `async def` with a named `assigned` matches, though Faust calls it so.
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def _assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
         for stage, runner in runners.items():
             runner.forget({tp.partition for tp in assigned if tp.topic == topics.stage(stage)})
@@ -1117,7 +1127,9 @@ def seek_before_fetch(app: faust.App) -> None:
     paused partition's position and fetches nothing for it (aiokafka's
     `pause`); a seek, queued to the client after the pause, comes after
     any handover."""
-    consumer = app.consumer
+    # The aiokafka driver's consumer (kafka:// brokers): its private workings
+    # (_thread, _paused_partitions, _read_offset) are what this wraps.
+    consumer = cast(FaustKafkaConsumer, app.consumer)
     perform_seek = consumer.perform_seek
     pause_partitions = consumer.pause_partitions
     resume_partitions = consumer.resume_partitions

@@ -48,11 +48,11 @@ from aiokafka.errors import (
 from aiokafka.structs import TopicPartition
 
 from detectors import Stage, times_only
+from detectors.dead_letters import dead_letter
 from detectors.pseudonyms import Pseudonymiser
 from streams import metrics
 from streams.admission import Refused, admit, capped_end
 from streams.backoff import Backoff
-from streams.dead_letters import dead_letter
 from streams.end_of_input import MarkerCheck
 from streams.lag import records_behind_by_topic
 from streams.partition_clock import (
@@ -359,7 +359,7 @@ class InputValidator:
         now = time.monotonic()
         for tp in batch:
             self.heard[tp] = now
-        out: dict[tuple[str, int], StageBatch] = {}
+        out: dict[tuple[Stage, int], StageBatch] = {}
         routing = Routing(
             first={tp: rs[0].offset for tp, rs in batch.items() if rs},
             next={tp: rs[-1].offset + 1 for tp, rs in batch.items() if rs},
@@ -435,7 +435,7 @@ class InputValidator:
 
     def _clock_entries(
         self,
-        out: dict[tuple[str, int], StageBatch],
+        out: dict[tuple[Stage, int], StageBatch],
         sends: Sends,
         topic: str,
         source: str,
@@ -452,7 +452,7 @@ class InputValidator:
 
     def _add(
         self,
-        out: dict[tuple[str, int], StageBatch],
+        out: dict[tuple[Stage, int], StageBatch],
         sends: Sends,
         stage: Stage,
         partition: int,
@@ -474,9 +474,9 @@ class InputValidator:
 
     def _put(
         self,
-        out: dict[tuple[str, int], StageBatch],
+        out: dict[tuple[Stage, int], StageBatch],
         sends: Sends,
-        at: tuple[str, int],
+        at: tuple[Stage, int],
         item: Entry,
         item_size: int,
         where: dict[str, Any],
@@ -525,7 +525,7 @@ class InputValidator:
             for p in range(self.partitions):
                 self._send(into, stage, p, END_OF_INPUT, value, {SOURCE: source.encode()})
 
-    def _send_batches(self, into: Sends, out: dict[tuple[str, int], StageBatch]) -> None:
+    def _send_batches(self, into: Sends, out: dict[tuple[Stage, int], StageBatch]) -> None:
         for (stage, p), batch in out.items():
             # A record of one event the broker refuses (too large) is dead-lettered.
             where = batch.first if len(batch.entries) == 1 else None
@@ -534,7 +534,7 @@ class InputValidator:
     def _send(
         self,
         into: Sends,
-        stage: str,
+        stage: Stage,
         partition: int,
         key: bytes,
         value: bytes,

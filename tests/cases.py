@@ -71,8 +71,15 @@ def load() -> list[tuple[str, dict[str, Any]]]:
 
 
 def run(case: dict[str, Any]) -> list[Finding]:
+    return run_counting(case)[0]
+
+
+def run_counting(case: dict[str, Any]) -> tuple[list[Finding], dict[str, int]]:
+    """The findings, and what the engine counted (a case's `counts:`: what
+    it judged without a finding, as sign-ins that do not say their factors)."""
     engine = Engine(policy_for(case), now=lambda: FIXED_NOW)
-    return engine.run(event(e) for e in case["events"])
+    found = engine.run(event(e) for e in case["events"])
+    return found, dict(engine.stats)
 
 
 def mismatch(expected: dict[str, Any], got: Finding) -> str | None:

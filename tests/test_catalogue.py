@@ -13,9 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 import detectors.rules
+from cli.main import app
 from detectors import CATALOGUE
 from schemas import RULE_IDS, SEVERITIES, STREAMS
-from streams.cli import app
 from tests import cases
 
 # shared/design/rules.md, "Rules".

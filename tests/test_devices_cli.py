@@ -8,7 +8,7 @@ from typing import Any
 
 from typer.testing import CliRunner
 
-from streams.cli import app
+from cli.main import app
 
 
 def _posture(event_id: str, at: str, device: str, aliases: list[tuple[str, str]]) -> dict[str, Any]:

@@ -16,17 +16,15 @@ from streams.backoff import Backoff
 from streams.elastic import (
     MAPPINGS,
     SEVERITY_SCORE,
-    analyst_role,
     connection_options,
     content_digest,
     document,
     expired_indices,
     finding_of,
     index_for,
-    reader_role,
     template_body,
-    writer_role,
 )
+from streams.indices import analyst_role, reader_role, writer_role
 from streams.settings import Settings
 from streams.sink import bulk_body, settle
 
@@ -257,7 +255,7 @@ def test_the_content_digest_ignores_when_it_was_stored_and_sees_any_change() -> 
 def test_the_roles_command_prints_a_roles_file() -> None:
     from typer.testing import CliRunner
 
-    from streams.cli import app
+    from cli.main import app
 
     result = CliRunner().invoke(app, ["elasticsearch", "roles", "--index", "f"])
     assert result.exit_code == 0, result.output

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from prometheus_client import REGISTRY
 
 from detectors import Engine
-from streams.policy_file import load_policy
+from schemas.policy_file import load_policy
 from streams.topology import StageRunner
 from tests import cases
 from tests.integration.conftest import POLICY

@@ -1,4 +1,4 @@
-"""A stored finding judged against the findings topic (streams.evidence), one
+"""A stored finding judged against the findings topic (review.evidence), one
 document at a time: what is altered, and what was only written before
 digests (tests/integration/test_secure_elasticsearch.py runs `evidence
 verify` on a secured node)."""
@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from review.evidence import _finding_problem, topic_findings
+from review.period import Period
 from schemas import Finding
 from streams.elastic import document
-from streams.evidence import _finding_problem, topic_findings
-from streams.report.period import Period
 from tests.integration.test_elasticsearch import _finding
 
 FID = "SEP-001-evidence-1"

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from streams.findings_table import findings_table
+from cli.findings_table import findings_table
 
 FOUND: list[dict[str, Any]] = [
     {

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from streams.cli import app
-from streams.demo import afterwards
+from cli.demo import afterwards
+from cli.main import app
 
 ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()
@@ -52,7 +52,7 @@ def test_the_demo_says_where_its_findings_stay() -> None:
     assert f"SEPWATCH_ES_INDEX={index}" in said and "sepwatch findings list" in said
     running = afterwards("http://127.0.0.1:9200", index, es_stopped=False)
     assert index in running and "elasticsearch.sh up" not in running
-    demo = (ROOT / "streams" / "demo.py").read_text(encoding="utf-8")
+    demo = (ROOT / "cli" / "demo.py").read_text(encoding="utf-8")
     assert '"SEPWATCH_ES_KEEP_DATA": "1"' in demo
     script = (ROOT / "deploy" / "local" / "elasticsearch.sh").read_text(encoding="utf-8")
     assert re.search(r'SEPWATCH_ES_KEEP_DATA:-0}" == 1 \]\] \|\| rm -rf "\$RUN/data"', script)
@@ -83,7 +83,7 @@ def test_the_demo_shows_finding_times_on_the_banks_clock() -> None:
 
     from rich.console import Console
 
-    from streams.demo import _view
+    from cli.demo import _view
 
     finding = {"timestamp": "2026-11-23T03:12:45+00:00", "rule_id": "SEP-007", "entity": "HQ"}
     console = Console(width=120, record=True)

@@ -17,9 +17,11 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from detectors import Engine
+from detectors.dead_letters import RAW_KEEP
 from detectors.masking import mask_text
 from detectors.pseudonyms import Pseudonymiser
 from schemas import EventAdapter
+from schemas.policy_file import load_policy
 from streams.admission import (
     LATEST_EVENT,
     MAX_LINE_BYTES,
@@ -28,8 +30,6 @@ from streams.admission import (
     admit,
     capped_end,
 )
-from streams.dead_letters import RAW_KEEP
-from streams.policy_file import load_policy
 from streams.replay import replay
 from streams.topics import Topics
 from streams.topology import STORES

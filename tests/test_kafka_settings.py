@@ -136,7 +136,7 @@ def test_channel_secret_file_through_the_environment(
 def test_a_killed_worker_holds_its_partitions_ten_seconds_not_faust_s_minute(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from streams.policy_file import load_policy
+    from schemas.policy_file import load_policy
     from streams.topology import build_app
 
     policy = load_policy(Path(__file__).parents[1] / "deploy" / "policy" / "example.yaml")
@@ -163,18 +163,18 @@ def test_a_killed_worker_holds_its_partitions_ten_seconds_not_faust_s_minute(
 def test_the_table_changelogs_are_not_watched_as_streams(tmp_path: Path) -> None:
     """Faust's stall monitor watches acknowledged topics: changelogs, read
     only to restore, would be reported stalled (ERROR) after 5 minutes."""
-    from streams.policy_file import load_policy
+    from schemas.policy_file import load_policy
     from streams.topology import build_app
 
     policy = load_policy(Path(__file__).parents[1] / "deploy" / "policy" / "example.yaml")
     app = build_app(Settings(state_dir=tmp_path, web_port=0), policy, pseudonyms=KEYED)
     tables = list(app.tables.values())
-    assert len(tables) == 18  # 3 stages x 6 stores
+    assert len(tables) == 21  # 3 stages x 7 stores
     assert all(table.changelog_topic.acks is False for table in tables)
 
 
 def test_no_standby_copies_unless_asked(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from streams.policy_file import load_policy
+    from schemas.policy_file import load_policy
     from streams.topology import build_app
 
     policy = load_policy(Path(__file__).parents[1] / "deploy" / "policy" / "example.yaml")

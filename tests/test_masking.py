@@ -359,7 +359,7 @@ def test_identifiers_beside_technical_ones_are_still_masked(text: str, hidden: s
 
 
 def test_a_dead_letter_keeps_builds_and_guids_and_hides_the_rrn() -> None:
-    from streams.dead_letters import dead_letter
+    from detectors.dead_letters import dead_letter
 
     raw = (
         b'{"id": "2d3e4f5a-bbbb-4ccc-8ddd-222222222222", "osVersion": "10.0.22631.6100", '

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from detectors import Engine, Stage
 from schemas import EventAdapter
+from schemas.policy_file import load_policy
 from streams.partition_clock import (
     GRID_SECONDS,
     InputClocks,
@@ -25,7 +26,6 @@ from streams.partition_clock import (
     event_key,
     placed,
 )
-from streams.policy_file import load_policy
 from streams.replay import replay
 from streams.topics import partition_of
 from tests.cases import DEFAULTS

@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from cli.main import app
 from schemas import format_duration, parse_duration
-from streams.cli import app
-from streams.policy_file import PolicyError, Problem, load_policy, parse_policy
+from schemas.policy_file import PolicyError, Problem, load_policy, parse_policy
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "deploy" / "policy" / "example.yaml"

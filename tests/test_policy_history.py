@@ -10,9 +10,9 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
+from cli.main import app
 from schemas import Policy
-from streams.cli import app
-from streams.policy_file import load_policy
+from schemas.policy_file import load_policy
 from streams.policy_history import changes, digest_of, in_force, new_version, waiver_versions
 from tests.integration.conftest import POLICY
 

@@ -64,9 +64,7 @@ def test_without_a_load_time_the_new_policy_is_the_only_one() -> None:
     assert not [f for f in found if f.rule_id == "SEP-001"]
 
 
-def test_the_alert_router_takes_the_rules_version_and_keeps_its_routes_if_unusable() -> (
-    None
-):
+def test_the_alert_router_takes_the_rules_version_and_keeps_its_routes_if_unusable() -> None:
     """One watcher (streams/topology.py applies each recorded version to the
     rules and to the router alike): a router has no policy file of its own."""
     from schemas.policy import AlertingPolicy, Route

@@ -24,8 +24,8 @@ from detectors.pseudonyms import (
     pseudonymise_text,
 )
 from schemas import EventAdapter, SaasAccess
+from schemas.policy_file import load_policy
 from streams.metrics import OTHER_ENTITY, entity_label, policy_entities
-from streams.policy_file import load_policy
 from streams.replay import replay
 from tests.test_replay_cli import EXAMPLE
 
@@ -333,7 +333,7 @@ def test_pseudonym_check_confirms_a_candidate_read_from_stdin(
 ) -> None:
     from typer.testing import CliRunner
 
-    from streams.cli import app
+    from cli.main import app
 
     monkeypatch.setenv("SEPWATCH_PSEUDONYM_KEY", SETTINGS_KEY)
     p = pseudonym(SETTINGS_KEY.encode(), RRN)
@@ -351,7 +351,7 @@ def test_pseudonym_check_confirms_a_candidate_read_from_stdin(
 def test_a_short_key_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
-    from streams.cli import app
+    from cli.main import app
 
     monkeypatch.setenv("SEPWATCH_PSEUDONYM_KEY", "too short")
     out = CliRunner().invoke(app, ["pseudonym", "of", "--stdin"], input=f"{RRN}\n")
@@ -364,7 +364,7 @@ def test_replay_uses_the_settings_key_or_says_its_pseudonyms_are_its_own(
 ) -> None:
     from typer.testing import CliRunner
 
-    from streams.cli import app
+    from cli.main import app
 
     events = tmp_path / "events.jsonl"
     events.write_text(json.dumps(access(user_id=RRN)) + "\n")
@@ -381,7 +381,7 @@ def test_replay_uses_the_settings_key_or_says_its_pseudonyms_are_its_own(
 
 
 def test_findings_show_says_which_values_are_pseudonyms() -> None:
-    from streams.pseudonym_cli import pseudonyms_note
+    from cli.pseudonym import pseudonyms_note
 
     p = pseudonym(KEY, RRN)
     note = pseudonyms_note({"user_id": p, "summary": f"User {p} sent kr_rrn"})

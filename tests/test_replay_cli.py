@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
-from streams.cli import app
+from cli.main import app
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "deploy" / "policy" / "example.yaml"
@@ -237,7 +237,7 @@ def test_dead_letter_masks_identifier_in_an_unknown_stream_value(
 def test_console_entry_runs_replay(tmp_path: Path) -> None:
     events = write_events(tmp_path)
     out = tmp_path / "findings.jsonl"
-    command = [sys.executable, "-m", "streams.cli", "replay", "-q", "-p", str(EXAMPLE)]
+    command = [sys.executable, "-m", "cli.main", "replay", "-q", "-p", str(EXAMPLE)]
     proc = subprocess.run(
         [*command, "-e", str(events), "-o", str(out)],
         cwd=ROOT,

@@ -40,7 +40,7 @@ def test_findings_indices_get_a_replica_where_a_second_data_node_holds_it() -> N
 def test_the_faust_app_gets_the_resolved_replication_and_every_bootstrap_server(
     tmp_path: Path,
 ) -> None:
-    from streams.policy_file import load_policy
+    from schemas.policy_file import load_policy
     from streams.topology import build_app
 
     policy = load_policy(Path(__file__).parents[1] / "deploy" / "policy" / "example.yaml")

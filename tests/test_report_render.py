@@ -14,9 +14,8 @@ import pytest
 from PIL import Image
 
 from detectors import CATALOGUE
-from streams.policy_file import load_policy
-from streams.report.gather import _waivers
-from streams.report.model import (
+from review.gather import _waivers
+from review.model import (
     Change,
     DeviceMeasure,
     MonthCount,
@@ -26,8 +25,9 @@ from streams.report.model import (
     Sources,
     TopList,
 )
-from streams.report.period import Period
-from streams.report.render import html, write
+from review.period import Period
+from review.render import html, write
+from schemas.policy_file import load_policy
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICY = load_policy(ROOT / "deploy" / "policy" / "example.yaml")

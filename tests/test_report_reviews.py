@@ -6,9 +6,9 @@ from datetime import UTC, date, datetime
 
 import pytest
 
+from review.period import Period, PeriodError
+from review.reviews import merge, new_review, schedule
 from schemas import Policy
-from streams.report.period import Period, PeriodError
-from streams.report.reviews import merge, new_review, schedule
 
 
 def _t(text: str) -> datetime:

@@ -22,8 +22,10 @@ def _check(rule: str, expected: list[dict[str, Any]], found: list[Any]) -> None:
 
 @pytest.mark.parametrize(("rule", "case"), ALL, ids=[f"{r}: {c['name']}" for r, c in ALL])
 def test_case(rule: str, case: dict[str, Any]) -> None:
-    found = cases.run(case)
+    found, counted = cases.run_counting(case)
     _check(rule, case["expect"], found)
+    want = case.get("counts", {})
+    assert {k: counted.get(k, 0) for k in want} == want, f"{rule}: counts"
     for other in case.get("also", []):
         _check(other["rule_id"], [{k: v for k, v in other.items() if k != "rule_id"}], found)
 

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from cli.main import app
 from schemas import EventAdapter
-from streams.cli import app
 
 NAMES = (
     "event",

@@ -10,7 +10,7 @@ import pytest
 from pydantic import SecretStr, ValidationError
 from typer.testing import CliRunner
 
-from streams.cli import app
+from cli.main import app
 from streams.settings import ChannelSettings, Settings
 
 

@@ -16,8 +16,8 @@ import pytest
 
 from detectors import Engine
 from schemas import EventAdapter, Finding, Policy
-from streams.policy_file import load_policy
-from streams.simulate import simulate
+from schemas.policy_file import load_policy
+from simulator.day import simulate
 
 POLICY = load_policy("deploy/policy/example.yaml")
 KST = ZoneInfo("Asia/Seoul")

@@ -8,7 +8,7 @@ from unittest.mock import patch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.policy_file import load_policy
+from schemas.policy_file import load_policy
 from streams.topology import IDLE_SECONDS, AppendFrontier, StageRunner
 from tests.integration.conftest import POLICY
 

@@ -11,8 +11,8 @@ import pytest
 
 from detectors import Engine, Stage, times_only
 from schemas import EventAdapter
-from streams.policy_file import load_policy
-from streams.simulate import simulate
+from schemas.policy_file import load_policy
+from simulator.day import simulate
 from streams.topics import STAGES, partition_of, stage_keys, stage_partitions
 from tests import cases
 from tests.vendor_day import day
@@ -170,3 +170,71 @@ def test_the_vendor_day_on_partitions_finds_what_one_engine_finds() -> None:
     # Keyed by each product's own id, a partition sees only some of a
     # device's postures: the limit the setting is for.
     assert _judged(_on_partitions(vendors, 4, learned=False)) != whole
+
+
+def _sessions() -> list[Any]:
+    """Simulated sign-ins, a third of them not saying but naming a session;
+    for most of those a factor verified in the session (some before, some
+    after the sign-in, a few arriving after it), as Okta's records come."""
+    out: list[Any] = []
+    for i, event in enumerate(_events()):
+        e = event.model_dump(mode="json", exclude_none=True)
+        if e["stream"] != "saas_access" or e["action"] != "login" or i % 3:
+            out.append(event)
+            continue
+        session = f"s{i}"
+        e["auth"] = {"mfa": None, "session": session}
+        verify = {
+            **e,
+            "event_id": f"{e['event_id']}:factor",
+            "saas_app": "okta",
+            "action": "verify",
+            "auth": {"mfa": True, "session": session},
+        }
+        shift = (-20, -5, 5, None)[i % 4]  # seconds; None: no factor checked
+        if shift is not None:
+            ts = event.timestamp.timestamp() + shift
+            verify["timestamp"] = datetime.fromtimestamp(ts, UTC).isoformat()
+        factor = [EventAdapter.validate_python(verify)] if shift is not None else []
+        login = [EventAdapter.validate_python(e)]
+        out += factor + login if i % 2 else login + factor  # both arrival orders
+    return out
+
+
+@pytest.mark.parametrize("partitions", [1, 4])
+def test_sign_ins_meet_their_sessions_factors_on_partitions_as_in_one_engine(
+    partitions: int,
+) -> None:
+    """The device stage counts the sign-ins naming no session, the user
+    stage (keyed by user, with only the times of what it does not need)
+    joins the others: together they count what one engine counts."""
+    events = _sessions()
+    whole = Engine(POLICY, now=lambda: cases.FIXED_NOW)
+    found_whole = whole.run(events)
+    engines: dict[tuple[Stage, int], Engine] = {}
+    found: list[Any] = []
+    for event in events:
+        for stage, key in stage_keys(event).items():
+            slot = (stage, partition_of(key, partitions))
+            if slot not in engines:
+                engines[slot] = Engine(
+                    POLICY,
+                    now=lambda: cases.FIXED_NOW,
+                    stage=stage,
+                    owns_entity=lambda e, p=slot[1]: partition_of(e, partitions) == p,
+                )
+            if times_only(stage, event):
+                engines[slot].pass_time(event.stream, event.timestamp.timestamp())
+            else:
+                found.extend(engines[slot].process(event))
+    last = max(e.timestamp.timestamp() for e in events)
+    for engine in engines.values():
+        found.extend(engine.flush(until=last))
+
+    def counted(name: str) -> int:
+        return sum(e.stats[name] for e in engines.values())
+
+    joined, unsaid = whole.stats["auth.mfa_from_session"], whole.stats["auth.mfa_unknown"]
+    assert joined > 10 and unsaid > 10
+    assert (counted("auth.mfa_from_session"), counted("auth.mfa_unknown")) == (joined, unsaid)
+    assert sorted(f.finding_id for f in found) == sorted(f.finding_id for f in found_whole)

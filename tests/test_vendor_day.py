@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from streams.adapters.mapping import DEFAULT_MAPPING, load_mapping
-from streams.cli import app
-from streams.policy_file import load_policy
+from adapters.mapping import DEFAULT_MAPPING, load_mapping
+from cli.main import app
+from schemas.policy_file import load_policy
+from simulator.vendors import CANONICAL, VENDOR_SOURCES, Builds, lines, names_of
 from streams.replay import replay
-from streams.simulate_vendors import CANONICAL, VENDOR_SOURCES, Builds, lines, names_of
 from tests.vendor_day import POLICY, START, canonical_lines, day, judged, vendor_lines
 
 

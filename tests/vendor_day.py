@@ -1,4 +1,4 @@
-"""The simulated multi-vendor day (streams/simulate_vendors.py) the identity
+"""The simulated multi-vendor day (simulator/vendors.py) the identity
 tests and bench/identity.py share, and how its findings are compared with
 those of the same day in canonical form."""
 
@@ -10,9 +10,9 @@ from functools import cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from streams.adapters.mapping import DEFAULT_MAPPING, load_mapping
-from streams.policy_file import load_policy
-from streams.simulate_vendors import VendorDay, lines, names_of, simulated_vendor_day
+from adapters.mapping import DEFAULT_MAPPING, load_mapping
+from schemas.policy_file import load_policy
+from simulator.vendors import VendorDay, lines, names_of, simulated_vendor_day
 
 POLICY = "deploy/policy/example.yaml"
 START = datetime(2026, 11, 23, tzinfo=ZoneInfo("Asia/Seoul"))

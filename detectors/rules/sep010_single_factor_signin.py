@@ -18,7 +18,9 @@ RULE = Rule(
 def check(access: SaasAccess, registered: bool, policy: AuthenticationPolicy | None) -> Hit | None:
     """`registered`: the app is in the registry on the event's date. A sign-in
     whose factor the source does not say (`auth.mfa` null) is not judged:
-    the engine counts it instead of guessing."""
+    the engine counts it instead of guessing, as multi-factor where a factor
+    verified in its session speaks for it (`factor_speaks_for`), else as
+    not saying."""
     if (
         policy is None
         or not policy.require_mfa
@@ -37,3 +39,12 @@ def check(access: SaasAccess, registered: bool, policy: AuthenticationPolicy | N
         f"network with a single factor{how}.",
         details={"auth_method": method} if method else {},
     )
+
+
+def factor_speaks_for(verified_at: float, signed_in_at: float, lifetime: float) -> bool:
+    """Whether a second factor verified in a sign-in's session (a `verify` of
+    the same user and `auth.session`) makes the sign-in multi-factor: it was
+    verified at or before the sign-in, and the session it proved can still be
+    alive (`authentication.session_lifetime`). A factor verified later speaks
+    for later sign-ins only: the sign-in was granted without it."""
+    return verified_at <= signed_in_at <= verified_at + lifetime

@@ -40,6 +40,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, KafkaError
 from pydantic import ValidationError
 
+from detectors.dead_letters import dead_letter
 from schemas import Finding, Policy
 from streams import metrics
 from streams.alerts.channels import (
@@ -56,7 +57,6 @@ from streams.alerts.grouping import (
     NotificationGroups,
     route_problems,
 )
-from streams.dead_letters import dead_letter
 from streams.lag import records_behind
 from streams.settings import Settings
 from streams.topics import Topics

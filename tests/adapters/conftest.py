@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from streams.adapters import ADAPTERS
-from streams.adapters.intake import AdaptCounts, adapt_records, read_raw
-from streams.adapters.mapping import VendorMapping, load_mapping
-from streams.policy_file import load_policy
+from adapters import ADAPTERS
+from adapters.intake import AdaptCounts, adapt_records, read_raw
+from adapters.mapping import VendorMapping, load_mapping
+from schemas.policy_file import load_policy
 
 ROOT = Path(__file__).resolve().parents[2]
 VENDORS = ROOT / "tests" / "fixtures" / "vendors"

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from streams.adapters import ADAPTERS
-from streams.adapters.intake import AdaptCounts, RawRecord, adapt_one, adapt_records, read_raw
-from streams.adapters.mapping import VendorMapping
-from streams.adapters.records import Skip, Unmappable
+from adapters import ADAPTERS
+from adapters.intake import AdaptCounts, RawRecord, adapt_one, adapt_records, read_raw
+from adapters.mapping import VendorMapping
+from adapters.records import Skip, Unmappable
 from tests.adapters.conftest import VENDORS
 
 DAY = VENDORS / "day"

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from streams.adapters.mapping import configured_mapping, load_mapping
-from streams.cli import app
-from streams.policy_file import parse_policy
+from adapters.mapping import configured_mapping, load_mapping
+from cli.main import app
+from schemas.policy_file import parse_policy
 from streams.settings import Settings
 from tests.adapters.conftest import MAPPING, POLICY, VENDORS
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from adapters import ADAPTERS
+from adapters.mapping import VendorMapping
 from bench.adapters import corpus, print_corpus, source_of_file
-from streams.adapters import ADAPTERS
-from streams.adapters.mapping import VendorMapping
 from tests.adapters.conftest import VENDORS
 
 # What adapt_one says when an adapter met a shape it did not check for: a bug

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from adapters.crowdstrike import adapt
+from adapters.mapping import VendorMapping
 from schemas import DevicePosture
-from streams.adapters.crowdstrike import adapt
-from streams.adapters.mapping import VendorMapping
 from tests.adapters.conftest import adapt_file
 
 

@@ -3,7 +3,7 @@ the two name one device."""
 
 from __future__ import annotations
 
-from streams.adapters.mapping import VendorMapping
+from adapters.mapping import VendorMapping
 from tests.adapters.conftest import adapt_file
 
 

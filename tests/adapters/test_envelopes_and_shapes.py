@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 
-from streams.adapters import ADAPTERS
-from streams.adapters.intake import MAX_SKIP_KINDS, SkipLabels, adapt_message
-from streams.adapters.mapping import VendorMapping
+from adapters import ADAPTERS
+from adapters.intake import MAX_SKIP_KINDS, SkipLabels, adapt_message
+from adapters.mapping import VendorMapping
 from tests.adapters.conftest import VENDORS, adapt_file
 
 WHERE = {"topic": "t.raw.x", "partition": 0, "offset": 3}

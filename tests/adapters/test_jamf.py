@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.adapters.mapping import VendorMapping
+from adapters.mapping import VendorMapping
 from tests.adapters.conftest import adapt_file
 
 CONTROLS = ("managed", "edr_running", "disk_encrypted", "screen_lock", "jailbroken")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from streams.adapters import m365
-from streams.adapters.mapping import VendorMapping
+from adapters import m365
+from adapters.mapping import VendorMapping
 from tests.adapters.conftest import adapt_file
 
 HIDDEN = "1234568"  # the hidden part of the made-up RRN 900101-1234568 in the fixture

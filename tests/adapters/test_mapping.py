@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from adapters.canonical import masked
+from adapters.mapping import VendorMapping, load_mapping, parse_mapping
+from adapters.records import Unmappable, ctime_time, epoch_time, iso_time
 from detectors.masking import mask_text
-from streams.adapters.canonical import masked
-from streams.adapters.mapping import VendorMapping, load_mapping, parse_mapping
-from streams.adapters.records import Unmappable, ctime_time, epoch_time, iso_time
-from streams.policy_file import PolicyError, load_policy
+from schemas.policy_file import PolicyError, load_policy
 from tests.adapters.conftest import POLICY
 
 

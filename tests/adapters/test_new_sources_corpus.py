@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.adapters.mapping import VendorMapping
+from adapters.mapping import VendorMapping
 from tests.adapters.conftest import VENDORS, adapt_file
 
 FILES = {

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from streams.adapters.cef_dlp import parse_cef
-from streams.adapters.mapping import VendorMapping
+from adapters.cef_dlp import parse_cef
+from adapters.mapping import VendorMapping
 from tests.adapters.conftest import adapt_file
 
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from adapters.mapping import VendorMapping
 from detectors import Engine
 from schemas import EventAdapter
-from streams.adapters.mapping import VendorMapping
-from streams.policy_file import load_policy
+from schemas.policy_file import load_policy
 from tests import cases
 from tests.adapters.conftest import POLICY, adapt_file
 

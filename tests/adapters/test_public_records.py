@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from streams.adapters import google_workspace
-from streams.adapters.mapping import VendorMapping
+from adapters import google_workspace
+from adapters.mapping import VendorMapping
 from tests.adapters.conftest import VENDORS, adapt_file
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from streams.adapters.mapping import VendorMapping
+from adapters.mapping import VendorMapping
 from tests.adapters.conftest import adapt_file
 
 

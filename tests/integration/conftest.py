@@ -90,7 +90,7 @@ class Worker:
             [
                 sys.executable,
                 "-m",
-                "streams.cli",
+                "cli.main",
                 "worker",
                 "--policy",
                 str(policy),

@@ -4,6 +4,7 @@ replay gives them (tests/adapters/test_day.py)."""
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 import subprocess
@@ -16,14 +17,15 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from streams.adapters.mapping import load_mapping
+from adapters.mapping import VendorMapping, load_mapping
+from schemas.policy_file import load_policy
 from streams.end_of_input import signed_marker
 from streams.kafka_io import ensure_topics, read_dead_letters, read_topics
-from streams.policy_file import load_policy
+from streams.replay import replay
 from streams.topics import Topics
 from streams.validator import END_OF_INPUT
 from tests.adapters.conftest import MAPPING
-from tests.adapters.day import EXPECTED, REVIEW_OVERDUE, judged, raw_arrivals
+from tests.adapters.day import EXPECTED, REVIEW_OVERDUE, canonical_day, judged, raw_arrivals
 from tests.integration.conftest import MARKER_KEY, POLICY, Worker
 from tests.integration.settle import settled
 
@@ -46,15 +48,32 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _adapter_series(port: int) -> dict[str, float]:
+def _adapter_series(port: int, prefix: str = "sepwatch_adapter_") -> dict[str, float]:
     url = f"http://127.0.0.1:{port}/metrics"
     text = urllib.request.urlopen(url, timeout=5).read().decode()
     return {
         name: float(value)
         for line in text.splitlines()
-        if line.startswith("sepwatch_adapter_")
+        if line.startswith(prefix)
         for name, value in [line.rsplit(" ", 1)]
     }
+
+
+def _sign_ins(port: int) -> tuple[float, float]:
+    """(multi-factor by their session, not saying): SEP-010's counts, summed
+    over the stages (the device stage counts sign-ins naming no session, the
+    user stage joins the others)."""
+    series = _adapter_series(port, "sepwatch_signins_mfa_")
+    return tuple(  # type: ignore[return-value]
+        sum(v for k, v in series.items() if k.startswith(f"sepwatch_signins_mfa_{name}_total"))
+        for name in ("from_session", "unsaid")
+    )
+
+
+def _replayed_sign_ins(mapping: VendorMapping) -> tuple[float, float]:
+    lines, _ = canonical_day(mapping)
+    stats = replay(load_policy(POLICY), lines, io.StringIO(), io.StringIO()).engine_stats
+    return stats["auth.mfa_from_session"], stats["auth.mfa_unknown"]
 
 
 def test_raw_topics_through_the_adapter_agent_give_the_findings_of_the_scenario(
@@ -62,7 +81,8 @@ def test_raw_topics_through_the_adapter_agent_give_the_findings_of_the_scenario(
 ) -> None:
     topics = Topics(prefix)
     ensure_topics(broker, topics, PARTITIONS, retention_ms=3_600_000)  # the raw topics too
-    arrivals = raw_arrivals(load_mapping(MAPPING, load_policy(POLICY)))
+    mapping = load_mapping(MAPPING, load_policy(POLICY))
+    arrivals = raw_arrivals(mapping)
     port = _free_port()
     worker = Worker(
         broker,
@@ -89,16 +109,16 @@ def test_raw_topics_through_the_adapter_agent_give_the_findings_of_the_scenario(
             raw.send(topics.raw(arrival.source), arrival.record.raw).get(timeout=10)
             expected += arrival.events
             assert _wait_for(lambda n=expected: canonical() >= n), worker.log.read_text()[-3000:]
-        assert canonical() == expected == 17
+        assert canonical() == expected == 18
         # /metrics: every record counted by outcome, skips by vendor type.
         scraped = _adapter_series(port)
         mapped = sum(1 for a in arrivals if a.events)
         assert sum(v for k, v in scraped.items() if 'outcome="event"' in k) == mapped
         assert scraped['sepwatch_adapter_records_total{outcome="dead",source="m365"}'] == 1
-        for source in ("okta", "netskope", "m365"):
+        for source, n in (("okta", 2), ("netskope", 1), ("m365", 1)):
             assert (
                 scraped[f'sepwatch_adapter_records_total{{outcome="skipped",source="{source}"}}']
-                == 1
+                == n
             )
         sign_in = 'kind="AzureActiveDirectory UserLoggedIn",source="m365"'
         assert scraped[f"sepwatch_adapter_skipped_total{{{sign_in}}}"] == 1
@@ -123,6 +143,12 @@ def test_raw_topics_through_the_adapter_agent_give_the_findings_of_the_scenario(
         letters = read_dead_letters(broker, topics)
         assert [(d["source"], d["field"]) for d in letters] == [("m365", "CreationTime")]
         assert letters[0]["topic"] == topics.raw("m365")
+        # SEP-010's session join (no finding either way): Jiwoo's SharePoint
+        # SSO multi-factor by her session's push, Minseo's and Thanh's unsaid,
+        # on the stream as in the replay.
+        want_sign_ins = _replayed_sign_ins(mapping)
+        assert want_sign_ins == (1, 2)
+        assert _wait_for(lambda: _sign_ins(port) == want_sign_ins), _sign_ins(port)
     finally:
         raw.close()
         counter.close()
@@ -136,7 +162,7 @@ def test_produce_format_publishes_canonical_events_or_raw_records(broker: str, p
 
     def sepwatch(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "streams.cli", "produce", "--broker", broker,
+            [sys.executable, "-m", "cli.main", "produce", "--broker", broker,
              "--prefix", prefix, "-e", str(day), *args],
             capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip

@@ -21,10 +21,11 @@ from elasticsearch import Elasticsearch
 from elasticsearch.helpers import bulk
 from PIL import Image
 
+from console.i18n import WORDS
+from console.serve import InThread as ConsoleServer
 from schemas import Finding
-from streams.console.i18n import WORDS
-from streams.console.serve import InThread as ConsoleServer
-from streams.elastic import document, index_for, put_template
+from streams.elastic import document, index_for
+from streams.indices import put_template
 from streams.kafka_io import ensure_topics
 from streams.lifecycle import lifecycle_index, record
 from streams.settings import Settings
@@ -446,7 +447,7 @@ def test_the_console_command_says_where_and_stops_cleanly_on_ctrl_c(
         "COLUMNS": "200",
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "console"],
+        [sys.executable, "-m", "cli.main", "console"],
         env=env,
         cwd=ROOT,
         stdout=subprocess.PIPE,

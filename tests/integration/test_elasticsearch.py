@@ -20,7 +20,7 @@ from elasticsearch import Elasticsearch
 from kafka import KafkaProducer
 from typer.testing import CliRunner
 
-from streams.cli import app as cli
+from cli.main import app as cli
 from streams.elastic import index_for
 from streams.kafka_io import ensure_topics, read_dead_letters, read_topics
 from streams.settings import Settings

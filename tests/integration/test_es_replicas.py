@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from elasticsearch import Elasticsearch
 
-from streams.elastic import put_template
+from streams.indices import put_template
 
 
 def _replicas(es: Elasticsearch, name: str) -> str:

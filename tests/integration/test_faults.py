@@ -27,9 +27,9 @@ from elasticsearch import Elasticsearch
 from elasticsearch.helpers import scan
 from kafka import KafkaConsumer, TopicPartition
 
+from schemas.policy_file import load_policy
+from simulator.day import simulate
 from streams.kafka_io import ensure_topics, produce
-from streams.policy_file import load_policy
-from streams.simulate import simulate
 from streams.topics import STAGES, Topics
 from tests.integration.conftest import ES, ES_PORT, KAFKA, MARKER_KEY, POLICY, PORT, Worker
 from tests.integration.receivers import SignedWebhook

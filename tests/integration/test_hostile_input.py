@@ -21,10 +21,10 @@ from hypothesis import HealthCheck, Phase, given, settings
 from kafka import KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType
 
+from schemas.policy_file import load_policy
+from simulator.day import simulate
 from streams.kafka_io import admin, ensure_topics, produce, read_topics
-from streams.policy_file import load_policy
 from streams.replay import replay
-from streams.simulate import simulate
 from streams.topics import STAGES, Topics, input_key
 from tests.hostile import broker_hostile_records, leaks
 from tests.integration.conftest import MARKER_KEY, POLICY, Worker

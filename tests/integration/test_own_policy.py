@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.adapters.mapping import DEFAULT_MAPPING, load_mapping
+from adapters.mapping import DEFAULT_MAPPING, load_mapping
 from streams.kafka_io import ensure_topics, export_findings, produce
 from streams.topics import Topics
 from tests.integration.conftest import MARKER_KEY, ROOT, Worker

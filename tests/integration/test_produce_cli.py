@@ -39,7 +39,7 @@ def sepwatch_produce(broker: str, prefix: str, lines: list[bytes], *args: str) -
     """`sepwatch produce -e -`, its input through a real pipe from `cat`."""
     cat = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     produce = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "produce", "--broker", broker,
+        [sys.executable, "-m", "cli.main", "produce", "--broker", broker,
          "--prefix", prefix, "-e", "-", *args],
         stdin=cat.stdout, stderr=subprocess.PIPE, env=ENV, cwd=ROOT,
     )  # fmt: skip
@@ -55,7 +55,7 @@ def sepwatch_produce(broker: str, prefix: str, lines: list[bytes], *args: str) -
 
 def sepwatch_produce_file(broker: str, prefix: str, file: Path, *args: str) -> None:
     subprocess.run(
-        [sys.executable, "-m", "streams.cli", "produce", "--broker", broker,
+        [sys.executable, "-m", "cli.main", "produce", "--broker", broker,
          "--prefix", prefix, "-e", str(file), *args],
         env=ENV, cwd=ROOT, timeout=120, check=True,
     )  # fmt: skip
@@ -137,7 +137,7 @@ def test_an_empty_produce_or_a_forged_marker_between_two_parts_loses_no_finding(
 def test_end_of_input_without_a_key_is_refused(broker: str, prefix: str) -> None:
     env = {k: v for k, v in os.environ.items() if k != "SEPWATCH_END_OF_INPUT_KEY"}
     done = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "produce", "--broker", broker, "--prefix", prefix,
+        [sys.executable, "-m", "cli.main", "produce", "--broker", broker, "--prefix", prefix,
          "-e", "/dev/null", "--end-of-input"],
         capture_output=True, text=True, env=env, cwd=ROOT, timeout=60, check=False,
     )  # fmt: skip

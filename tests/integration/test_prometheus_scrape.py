@@ -19,9 +19,9 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
+from schemas.policy_file import load_policy
+from simulator.day import simulate
 from streams.kafka_io import produce
-from streams.policy_file import load_policy
-from streams.simulate import simulate
 from streams.topics import Topics
 from tests.integration.conftest import MARKER_KEY, POLICY, ROOT, Worker
 from tests.test_deploy_artifacts import CATALOGUE_SERIES

@@ -21,6 +21,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from kafka.admin import NewTopic
 
+from schemas.policy_file import load_policy
+from simulator.day import simulate
 from streams.kafka_io import (
     Replication,
     admin,
@@ -29,9 +31,7 @@ from streams.kafka_io import (
     produce,
     under_replicated,
 )
-from streams.policy_file import load_policy
 from streams.replay import replay
-from streams.simulate import simulate
 from streams.topics import Topics
 from tests.integration.conftest import KAFKA, MARKER_KEY, POLICY, ROOT, Worker
 
@@ -92,7 +92,7 @@ def test_topics_are_replicated_and_a_worker_refuses_those_that_are_not(
     finally:
         client.close()
     started = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "worker", "--broker", cluster,
+        [sys.executable, "-m", "cli.main", "worker", "--broker", cluster,
          "--prefix", other.prefix, "--web-port", "0"],
         capture_output=True, text=True, cwd=ROOT, timeout=120, check=False,
     )  # fmt: skip
@@ -104,7 +104,7 @@ def test_topics_are_replicated_and_a_worker_refuses_those_that_are_not(
     # broker's auto-creation (one copy).
     fresh = Topics(prefix.rstrip(".") + "-new.")
     subprocess.run(
-        [sys.executable, "-m", "streams.cli", "produce", "--broker", cluster,
+        [sys.executable, "-m", "cli.main", "produce", "--broker", cluster,
          "--prefix", fresh.prefix, "-e", "/dev/null"],
         cwd=ROOT, timeout=120, check=True,
     )  # fmt: skip

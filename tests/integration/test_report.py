@@ -22,24 +22,25 @@ from elasticsearch.helpers import bulk
 from PIL import Image
 from typer.testing import CliRunner
 
+from cli.main import app as cli
 from detectors import mask_identifier
 from detectors.calendar import Days
+from review.accesses import count_internal_accesses, store_counts
+from review.gather import STATUSES, gather
+from review.model import Report
+from review.period import Period
+from review.reviews import merge, new_review, publish, read_reviews
 from schemas import Finding
 from schemas.policy import ReviewPolicy
-from streams.cli import app as cli
-from streams.elastic import document, index_for, put_template
+from schemas.policy_file import load_policy
+from simulator.day import simulate
+from streams.elastic import document, index_for
+from streams.indices import put_template
 from streams.kafka_io import ensure_topics
-from streams.lifecycle import record
-from streams.policy_file import load_policy
+from streams.lifecycle import os_actor, record
 from streams.policy_history import read_versions, record_if_changed
 from streams.replay import replay
-from streams.report.accesses import count_internal_accesses, store_counts
-from streams.report.gather import STATUSES, gather
-from streams.report.model import Report
-from streams.report.period import Period
-from streams.report.reviews import merge, new_review, publish, read_reviews
 from streams.settings import Settings
-from streams.simulate import simulate
 from streams.topics import Topics
 from tests.integration.conftest import POLICY
 
@@ -400,6 +401,13 @@ def test_every_figure_of_the_report_equals_a_count_made_from_the_findings(
     )
     assert report.open_total == len(still) and report.appendix_truncated == 0
     assert [i.finding_id for i in report.appendix] == [f["finding_id"] for f in still]
+    # Who set a status comes from the lifecycle records: the reopened findings
+    # name the actor of their "reopen" (here the OS user, said to be unproven);
+    # a finding no record touched names nobody.
+    by = {i.finding_id: i.status_by for i in report.appendix}
+    reopened = {f["finding_id"] for f in still if f.get("_reopened")}
+    assert reopened and {by[f] for f in reopened} == {f"{os_actor()['username']} (unauthenticated)"}
+    assert {by[f] for f in by.keys() - reopened} == {None}
 
     hq = [r for r in report.reviews if r.entity == "HQ"]
     assert [(r.done_on_time, r.report) for r in hq] == [(True, "on_time")]
@@ -540,6 +548,9 @@ def test_the_report_files_carry_the_same_figures_in_korean_with_nothing_raw(
             assert f"{rule['rule_id']} " in flat
     # Every open finding is in the appendix of the PDF, by its id.
     assert all(i["finding_id"] in text for i in figures["appendix"])
+    # ... with who set its status, where a lifecycle record did.
+    setters = {i["status_by"] for i in figures["appendix"]} - {None}
+    assert setters and all(f"처리자 {who}" in flat for who in setters)
 
     png = _first_page_png(pdf, tmp_path)
     with Image.open(png) as page:

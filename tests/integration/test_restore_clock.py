@@ -14,8 +14,8 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
+from schemas.policy_file import load_policy
 from streams.kafka_io import ensure_topics, produce
-from streams.policy_file import load_policy
 from streams.topics import Topics, partition_of
 from tests.cases import DEFAULTS
 from tests.integration.conftest import POLICY, Worker

@@ -5,7 +5,7 @@ This node keeps users and roles in files (the file realm, roles.yml): the
 integ-test distribution has no analysis-common module, so the .security
 index, and with it API keys and native roles, cannot be created. The worker
 runs as the file-realm user sepwatch-writer, whose role is the one
-`sepwatch elasticsearch setup --roles` creates elsewhere (streams.elastic.writer_role).
+`sepwatch elasticsearch setup --roles` creates elsewhere (streams.indices.writer_role).
 """
 
 from __future__ import annotations
@@ -35,9 +35,10 @@ from elasticsearch import (
 from kafka import KafkaProducer
 from typer.testing import CliRunner
 
+from cli.main import app as cli
 from schemas import Finding
-from streams.cli import app as cli
-from streams.elastic import document, index_for, writer_role
+from streams.elastic import document, index_for
+from streams.indices import writer_role
 from streams.kafka_io import ensure_topics, produce
 from streams.lifecycle import lifecycle_index, record
 from streams.settings import Settings

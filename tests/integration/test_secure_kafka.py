@@ -142,7 +142,7 @@ def test_wrong_password_stops_the_worker_with_a_clear_error(
     env.pop("SEPWATCH_KAFKA_SASL_PASSWORD", None)
     began = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "worker", "--state-dir", str(tmp_path / "s")],
+        [sys.executable, "-m", "cli.main", "worker", "--state-dir", str(tmp_path / "s")],
         env=env,
         cwd=ROOT,
         capture_output=True,

@@ -15,6 +15,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from kafka import KafkaProducer
 
+from schemas.policy_file import load_policy
+from simulator.day import simulate
 from streams.kafka_io import (
     ensure_topics,
     export_findings,
@@ -22,11 +24,9 @@ from streams.kafka_io import (
     producer,
     read_dead_letters,
 )
-from streams.policy_file import load_policy
 from streams.policy_history import read_versions, record_if_changed
 from streams.replay import replay
 from streams.settings import Settings
-from streams.simulate import simulate
 from streams.topics import STAGES, Topics
 from streams.validator import SOURCE_IDLE, feeds
 from tests.integration.conftest import MARKER_KEY, POLICY, Worker
@@ -391,7 +391,7 @@ def test_the_worker_refuses_to_start_without_a_broker_or_with_wrong_partitions(
 ) -> None:
     def worker(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "streams.cli", "worker", "--web-port", "0", *args],
+            [sys.executable, "-m", "cli.main", "worker", "--web-port", "0", *args],
             capture_output=True,
             text=True,
             timeout=120,
@@ -426,5 +426,5 @@ def test_the_stage_changelogs_exist_with_their_partitions_before_a_worker_starts
         }
     finally:
         client.close()
-    assert len(topics.changelogs) == 18  # 3 stages x 6 stores, identities included
+    assert len(topics.changelogs) == 21  # 3 stages x 7 stores, identities and sessions included
     assert described == {name: PARTITIONS for name in topics.changelogs}
