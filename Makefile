@@ -41,6 +41,7 @@ test: lint docs system
 ## bench: the whole-pipeline benchmark (starts Kafka and Elasticsearch; ~30 min; writes docs/BENCHMARKS.md)
 bench: $(STAMP)
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.late_data
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache .hypothesis

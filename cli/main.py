@@ -126,6 +126,17 @@ def replay_cmd(
             show_default=False,
         ),
     ] = None,
+    partitions: Annotated[
+        int | None,
+        typer.Option(
+            "--partitions",
+            min=0,
+            help="Compute what a stream of this many partitions finds from `sepwatch "
+            "produce` of the file: each input partition's own clock (docs/lateness.md). "
+            "Default: the worker's ($SEPWATCH_PARTITIONS, 4); 0: one clock for the file.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the rules over a file of events, exactly as the stream would.
 
@@ -142,12 +153,14 @@ def replay_cmd(
     """
     from cli.pseudonym import replay_pseudonyms
 
-    engine = _engine_of_history(policy_history) if policy_history is not None else None
-    pol = engine.policy.policy if engine is not None else _policy(policy)
+    versions = _history_of(policy_history) if policy_history is not None else None
+    pol = versions[0].parsed() if versions else _policy(policy)
+    history = [(v.parsed(), v.effective_from.timestamp()) for v in (versions or [])[1:]]
     mapped = mapping_for(mapping, pol) if fmt is not None else None
-    pseudonyms = replay_pseudonyms(
-        _settings(broker=broker, topic_prefix=prefix), from_broker=broker is not None
-    )
+    settings = _settings(broker=broker, topic_prefix=prefix)
+    pseudonyms = replay_pseudonyms(settings, from_broker=broker is not None)
+    parts = settings.partitions if partitions is None else partitions
+    learned = settings.learned_identity
     dead_path = dead_letter or Path(f"{findings}.dead.jsonl")
     raw, source, size = _open_events(events)
     counts = AdaptCounts()
@@ -164,7 +177,15 @@ def replay_cmd(
         )
         if quiet or size is None:
             summary = replay(
-                pol, lines, fout, dout, source_name=events, pseudonyms=pseudonyms, engine=engine
+                pol,
+                lines,
+                fout,
+                dout,
+                source_name=events,
+                pseudonyms=pseudonyms,
+                partitions=parts,
+                history=history,
+                learned_identity=learned,
             )
         else:
             with Progress(
@@ -184,7 +205,9 @@ def replay_cmd(
                     source_name=events,
                     on_progress=lambda _: bar.update(task, completed=raw.tell()),
                     pseudonyms=pseudonyms,
-                    engine=engine,
+                    partitions=parts,
+                    history=history,
+                    learned_identity=learned,
                 )
     if not quiet:
         if fmt is not None:
@@ -192,9 +215,8 @@ def replay_cmd(
         _print_summary(summary, findings, dead_path)
 
 
-def _engine_of_history(path: Path) -> Any:
-    """An engine holding every recorded policy version at the time it took effect."""
-    from detectors import Engine
+def _history_of(path: Path) -> list[Any]:
+    """Every recorded policy version, the earliest first."""
     from streams.policy_history import read_history_file
 
     try:
@@ -213,10 +235,7 @@ def _engine_of_history(path: Path) -> Any:
     if not versions:
         err.print(f"[bold red]--policy-history {path}[/]: no policy version in it")
         raise typer.Exit(2)
-    engine = Engine(versions[0].parsed(), now=lambda: datetime.now(UTC))
-    for v in versions[1:]:
-        engine.set_policy(v.parsed(), effective_from=v.effective_from.timestamp())
-    return engine
+    return versions
 
 
 def _print_summary(s: ReplaySummary, findings: Path, dead: Path) -> None:

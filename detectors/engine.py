@@ -150,6 +150,9 @@ class Engine:
         does, with `advance` (a stream fed by several sources moves it to the
         slowest source's time, as Flink and Kafka Streams do)."""
         self._external_clock = external_clock
+        # The event being judged came later than the allowed lateness against
+        # its own input partition's clock (process's `late`): it joins nothing.
+        self._unjoined = False
         self._owns_entity = owns_entity or (lambda _: True)
         self.state = state if state is not None else EngineState()
         self._now = now
@@ -248,20 +251,36 @@ class Engine:
         return self._max_ts - self._lateness
 
     @property
+    def lateness(self) -> float:
+        """The allowed lateness of the policy in force, in seconds."""
+        return self._lateness
+
+    @property
     def pending_count(self) -> int:
         return len(self.state.pending)
 
     # -- input ---------------------------------------------------------------
 
-    def process(self, event: AnyEvent) -> list[Finding]:
-        """Take one event in arrival order; return the findings it decides."""
+    def process(self, event: AnyEvent, late: bool | None = None) -> list[Finding]:
+        """Take one event in arrival order; return the findings it decides.
+
+        `late` (a stage of the stream, or replay emulating it) says the event
+        came later than the allowed lateness against its own input partition's
+        clock (streams/partition_clock.py): it is judged by the rules that need
+        nothing else and joins nothing, neither as what a decision waits for
+        (a posture, an access to correlate, a review record) nor as a decision
+        waiting for others (counted, `decisions.late_unjoined`). Which events
+        a join sees is then the same whatever order the partitions are read
+        in. None: late against this engine's own watermark, and joined as it
+        can (a single-clock replay)."""
         out: list[Finding] = []
         ts = event.timestamp.timestamp()
         w = self._max_ts - self._lateness
         self.stats[_EVENT_KEYS[event.stream]] += 1
         self._use_policy(ts)
-        if ts < w:
+        if late if late is not None else ts < w:
             self.stats["events.late"] += 1
+        self._unjoined = bool(late)
         if self._tracks_entities and event.entity not in self._entities:
             self._see_entity(event.entity)
         self._handlers[type(event)](event, ts, w, out)
@@ -351,7 +370,9 @@ class Engine:
         if self._correlates and view.action in CORRELATABLE_ACTIONS:
             self._remember_access(view, w)
 
-        if view.device_id is None or ts < w:
+        if view.device_id is not None and self._unjoined:
+            self.stats["decisions.late_unjoined"] += 1
+        elif view.device_id is None or ts < w:
             # Nothing more can arrive that this decision waits for.
             self._judge_posture(view, out)
         else:
@@ -494,12 +515,15 @@ class Engine:
     # -- device_posture ----------------------------------------------------------
 
     def _on_posture(self, ev: DevicePosture, ts: float, w: float, out: list[Finding]) -> None:
+        if self._unjoined:
+            return
         device = self._device_of(ev, ts)
         postures = self.state.postures
         postures[device] = remember(postures.get(device), posture_view(ev, ts), w)
 
     def _learn_identity(self, ev: DevicePosture, ts: float, w: float, out: list[Finding]) -> None:
-        self._device_of(ev, ts)
+        if not self._unjoined:
+            self._device_of(ev, ts)
 
     def _device_of(self, ev: DevicePosture, ts: float) -> str:
         """The posture's device in the identity graph, learning its aliases."""
@@ -530,7 +554,9 @@ class Engine:
             ev.source,
         )
         release = ts + self.policy.correlation_window
-        if (view.channel == "saas_upload" and view.saas_app) or release < w:
+        if self._unjoined and not (view.channel == "saas_upload" and view.saas_app):
+            self.stats["decisions.late_unjoined"] += 1
+        elif (view.channel == "saas_upload" and view.saas_app) or release < w:
             self._judge_dlp(view, out)
         else:
             key = f"d|{view.source}|{view.event_id}"
@@ -580,6 +606,8 @@ class Engine:
                 )
 
     def _remember_access(self, view: AccessView, w: float) -> None:
+        if self._unjoined:
+            return
         horizon = w - 2 * self.policy.correlation_window
         kept = [a for a in self.state.accesses.get(view.user_id, ()) if a[0] >= horizon]
         if view.ts >= horizon:
@@ -608,6 +636,9 @@ class Engine:
     # -- control_review: SEP-009, and the anchor of SEP-008 ------------------
 
     def _on_review(self, ev: ControlReview, ts: float, w: float, out: list[Finding]) -> None:
+        if self._unjoined:
+            self.stats["decisions.late_unjoined"] += 1
+            return
         completed = ev.completed_at.timestamp()
         reported = ev.reported_to_committee_at.timestamp() if ev.reported_to_committee_at else None
         fired, reviews, judged = self.state.entities[ev.entity]

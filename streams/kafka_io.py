@@ -25,7 +25,8 @@ from adapters import ADAPTERS
 from detectors.dead_letters import dead_letter
 from streams.end_of_input import MarkerKeyMissing, signed_marker
 from streams.kafka_connection import Broker, connection
-from streams.topics import INPUT_STREAMS, STAGES, Topics, input_key
+from streams.partition_clock import CLOCK_MARK, ProducerClock
+from streams.topics import INPUT_STREAMS, STAGES, Topics, input_key, partition_of
 from streams.validator import END_OF_INPUT
 
 MAX_RECORD = 1 << 20
@@ -325,7 +326,10 @@ def produce(
     marker_key: SecretStr | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> dict[str, int]:
-    """Publish canonical JSON lines, in file order, to their input topics.
+    """Publish canonical JSON lines, in file order, to their input topics,
+    each in partition `partition_of(input_key)` (what `replay --partitions`
+    assumes), with a clock mark in every input partition each time the
+    file's time crosses a grid line (streams/partition_clock.py).
     A line that names no known stream cannot be routed: it goes to the dead
     letters with its line number. With `end_of_input`, then an end-of-input
     marker to every input partition, signed with `marker_key`
@@ -336,6 +340,8 @@ def produce(
     counts: dict[str, int] = {}
     max_ts = 0.0
     read = 0
+    clock = ProducerClock()
+    partitions = {name: sorted(out.partitions_for(name) or (0,)) for name in topics.inputs}
     try:
         for number, line in enumerate(lines, start=1):
             read += len(line)
@@ -359,11 +365,21 @@ def produce(
                 out.send(topics.dead_letters, json.dumps(record, ensure_ascii=False).encode())
                 counts["dead_letters"] = counts.get("dead_letters", 0) + 1
                 continue
-            # A bad timestamp is the worker's to dead-letter, with the precise reason.
-            with contextlib.suppress(KeyError, TypeError, ValueError):
-                max_ts = max(max_ts, datetime.fromisoformat(event["timestamp"]).timestamp())
-            out.send(topics.input(stream), line.rstrip(b"\r\n"), key=input_key(event).encode())
+            topic, key = topics.input(stream), input_key(event)
+            out.send(
+                topic,
+                line.rstrip(b"\r\n"),
+                key=key.encode(),
+                partition=partition_of(key, len(partitions[topic])),
+            )
             counts[stream] = counts.get(stream, 0) + 1
+            # A bad timestamp is the worker's to dead-letter, with the precise reason.
+            with contextlib.suppress(KeyError, TypeError, ValueError, OverflowError):
+                ts = datetime.fromisoformat(event["timestamp"]).timestamp()
+                max_ts = max(max_ts, ts)
+                mark = clock.see(ts)
+                if mark is not None:
+                    _clock_marks(out, partitions, mark)
         if end_of_input and marker_key is not None:
             out.flush()  # the markers follow the data: sent once it is on the broker
             sent_at = time.time()
@@ -377,6 +393,14 @@ def produce(
     finally:
         out.close()
     return counts
+
+
+def _clock_marks(out: KafkaProducer, partitions: dict[str, list[int]], ts: float) -> None:
+    """The file's time, into every input partition, after the lines before it."""
+    value = json.dumps({"ts": ts}).encode()
+    for name, numbers in partitions.items():
+        for p in numbers:
+            out.send(name, value, key=CLOCK_MARK, partition=p)
 
 
 def export_findings(broker: Broker, topics: Topics, sink: TextIO, timeout_s: float = 30.0) -> int:

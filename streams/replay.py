@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO
 
 from pydantic import ValidationError
 
-from detectors import Engine
+from detectors import Engine, Stage
 from detectors.dead_letters import dead_letter, reason_of
+from detectors.engine import AnyEvent
 from detectors.pseudonyms import Pseudonymiser
 from schemas import EventAdapter, Finding, Policy
 from streams.admission import MAX_LINE_BYTES, out_of_range, too_long
 from streams.collector import long_lived_state
+from streams.partition_clock import PartitionedReplay, StreamEmulation, event_key, line_time
+from streams.topics import partition_of
 
 
 @dataclass
@@ -48,25 +52,69 @@ def replay(
     source_name: str = "-",
     engine: Engine | None = None,
     pseudonyms: Pseudonymiser | None = None,
+    partitions: int = 0,
+    history: Sequence[tuple[Policy, float]] = (),
+    learned_identity: bool = False,
 ) -> ReplaySummary:
     """Run every line through the engine; write findings and dead letters as
     JSON lines. `on_progress` is told the bytes read, every few thousand lines.
     Pass `engine` to keep hold of it (and its state) afterwards. Identifiers in
     the events' fields are pseudonymised under `pseudonyms`' key; without one,
     under a key of this run alone (nothing raw comes out, but the pseudonyms
-    match no other run's)."""
-    engine = engine if engine is not None else Engine(policy, now=now)
+    match no other run's).
+
+    With `partitions`, the run computes what a stream of that many
+    partitions computes from `sepwatch produce` of the file
+    (streams/partition_clock.py): each input partition's own clock, stage
+    engines per partition; `history` then holds the later policy versions,
+    each with the time it took effect. Without, one engine on one clock."""
     pseudonyms = pseudonyms or Pseudonymiser(secrets.token_bytes(32))
+    judge: Engine | PartitionedReplay
+    if partitions > 0:
+        judge = PartitionedReplay(
+            StreamEmulation(
+                functools.partial(_stage_engine, policy, now, partitions, history),
+                partitions,
+                learned_identity=learned_identity,
+            )
+        )
+    elif engine is not None:
+        judge = engine
+    else:
+        judge = Engine(policy, now=now)
+        for later, since in history:
+            judge.set_policy(later, effective_from=since)
     with long_lived_state():
         summary = _replay(
-            engine, lines, findings_out, dead_out, on_progress, source_name, pseudonyms
+            judge, lines, findings_out, dead_out, on_progress, source_name, pseudonyms
         )
-    summary.engine_stats = engine.stats
+    summary.engine_stats = judge.stats
     return summary
 
 
+def _stage_engine(
+    policy: Policy,
+    now: Callable[[], datetime],
+    partitions: int,
+    history: Sequence[tuple[Policy, float]],
+    stage: Stage,
+    partition: int,
+) -> Engine:
+    """One stage partition's engine, as the worker builds it."""
+    engine = Engine(
+        policy,
+        now=now,
+        stage=stage,
+        owns_entity=lambda e: partition_of(e, partitions) == partition,
+        external_clock=True,
+    )
+    for later, since in history:
+        engine.set_policy(later, effective_from=since)
+    return engine
+
+
 def _replay(
-    engine: Engine,
+    engine: Engine | PartitionedReplay,
     lines: Iterable[bytes],
     findings_out: IO[str],
     dead_out: IO[str],
@@ -78,6 +126,10 @@ def _replay(
     validate = EventAdapter.validator.validate_json  # pydantic-core directly: no wrapper per line
     pseudonymised = pseudonyms.event
     read = 0
+    partitioned = engine if isinstance(engine, PartitionedReplay) else None
+    take: Callable[[AnyEvent, str], list[Finding]] = (
+        engine.take if isinstance(engine, PartitionedReplay) else _by_event(engine.process)
+    )
 
     def emit(findings: list[Finding]) -> None:
         for f in findings:
@@ -112,6 +164,10 @@ def _replay(
             reason, errors = reason_of(exc)
             _dead(dead_out, line, number, source_name, reason, errors)
             summary.dead_letters += 1
+            if partitioned is not None:  # `produce` keeps time by it all the same
+                at = line_time(line)
+                if at is not None:
+                    emit(partitioned.time_of_line(at))
             continue
         # No broker append time here to cap events ahead of: a file is a
         # bounded record, judged on its own clock; only times the rules cannot
@@ -121,6 +177,7 @@ def _replay(
             _dead(dead_out, line, number, source_name, bad_time, None)
             summary.dead_letters += 1
             continue
+        key = event_key(event)  # placed by its raw key, as `produce` places it
         try:
             event, fields = pseudonymised(event)
         except ValidationError as exc:
@@ -132,13 +189,20 @@ def _replay(
         if fields:
             summary.pseudonymised.update(fields)
         summary.events += 1
-        found = engine.process(event)
+        found = take(event, key)
         if found:
             emit(found)
     emit(engine.flush())
     if on_progress is not None:
         on_progress(read)
     return summary
+
+
+def _by_event(
+    process: Callable[[AnyEvent], list[Finding]],
+) -> Callable[[AnyEvent, str], list[Finding]]:
+    """One engine on one clock: where `produce` would place the event is moot."""
+    return lambda event, _key: process(event)
 
 
 def _dead(

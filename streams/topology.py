@@ -51,12 +51,12 @@ from schemas import EventAdapter, Finding, Policy
 from schemas.policy_file import PolicyError, load_policy
 from streams import metrics
 from streams.kafka_io import KafkaUnavailable
+from streams.partition_clock import CLOCK
 from streams.policy_history import PolicyVersion, in_force, read_versions, record_if_changed
 from streams.replay import utc_now
 from streams.settings import Settings
 from streams.topics import STAGES, STORES, Topics, input_key, partition_of
 from streams.validator import (
-    AS_OF,
     END_OF_INPUT,
     EVENTS,
     SOURCE,
@@ -81,6 +81,9 @@ HISTORY_EVERY_POLLS = 5
 IDLE_SECONDS = 300.0
 # Key in a stage partition's meta table: end-of-input markers received, by source.
 INPUT_ENDS = "input_ends"
+# And the input partitions' clocks it has learned (streams/partition_clock.py),
+# so a restored stage judges an event late, or not, as before.
+SOURCE_CLOCKS = "source_clocks"
 METRICS_SECONDS = 5.0
 # Pauses before a record whose judging raised is judged again; then it is dead-lettered.
 JUDGE_RETRY_SECONDS = (0.1, 0.5, 2.0)
@@ -378,6 +381,7 @@ class StageRunner:
         # What the sources other than the last one to send data hold, per partition.
         self.others: dict[int, _Others] = {}
         self.sources = len(sources)
+        self.moved: set[int] = set()  # partitions whose source clocks moved, to keep
 
     def engine(self, partition: int) -> Engine:
         engine = self.engines.get(partition)
@@ -427,7 +431,7 @@ class StageRunner:
         # Called for every event: no default built and thrown away per call.
         clocks = self.clocks.get(partition)
         if clocks is None:
-            clocks = self.clocks[partition] = {}
+            clocks = self.clocks[partition] = self._restored(partition)
         idle = self.idle.get(partition)
         if idle is None:
             idle = self.idle[partition] = {}
@@ -440,7 +444,9 @@ class StageRunner:
             self.others.pop(partition, None)
         else:
             idle.pop(source, None)
-            seen = max(seen, ts)
+            if ts > seen:
+                seen = ts
+                self.moved.add(partition)
             frontier.add(appended, ts)
         clocks[source] = (seen, now)
         # Just after a start or a rebalance no source is known yet: until every
@@ -476,10 +482,36 @@ class StageRunner:
         self.last[partition] = last
         return last
 
+    def late(self, partition: int, source: str, ts: float, lateness: float) -> bool:
+        """Later than the lateness against its own input partition's clock."""
+        clocks = self.clocks.get(partition)
+        if clocks is None:
+            clocks = self.clocks[partition] = self._restored(partition)
+        seen = clocks.get(source)
+        return seen is not None and ts < seen[0] - lateness
+
+    def _restored(self, partition: int) -> dict[str, tuple[float, float]]:
+        """The source clocks this stage partition kept (none in a bare runner)."""
+        if "meta" not in self.tables:
+            return {}
+        meta = PartitionStore(self.tables["meta"], partition, self.changes)
+        now = time.monotonic()
+        return {s: (float(t), now) for s, t in (meta.get(SOURCE_CLOCKS) or {}).items()}
+
+    def keep_clocks(self) -> None:
+        """Into the meta table, with the record that moved them."""
+        for partition in self.moved:
+            clocks = self.clocks.get(partition, {})
+            meta = PartitionStore(self.tables["meta"], partition, self.changes)
+            meta[SOURCE_CLOCKS] = {s: t for s, (t, _) in clocks.items() if t != float("-inf")}
+        self.moved.clear()
+
     def busy(self, partition: int, source: str) -> None:
         """The source has records to route (a validator took it over): it holds
         the clock at its largest event time again, whatever idle mark came before."""
-        clocks = self.clocks.setdefault(partition, {})
+        clocks = self.clocks.get(partition)
+        if clocks is None:
+            clocks = self.clocks[partition] = self._restored(partition)
         seen, _ = clocks.get(source, (float("-inf"), 0.0))
         clocks[source] = (seen, time.monotonic())
         self.idle.setdefault(partition, {}).pop(source, None)
@@ -498,6 +530,7 @@ class StageRunner:
             self.frontier.pop(p, None)
             self.last.pop(p, None)
             self.since.pop(p, None)
+            self.moved.discard(p)
             engine = self.engines.pop(p, None)
             if engine is not None:
                 export_counts(self.stage, engine)
@@ -853,6 +886,7 @@ def _stage_agent(runner: StageRunner, topics: Topics, sources: int, fault_event_
             # leaves the decision to be made again from the changelog, not lost.
             if delivering:
                 await asyncio.gather(*delivering, return_exceptions=True)
+            runner.keep_clocks()
             # Before the record is acknowledged, so before its offset is committed.
             await changes.write()
 
@@ -865,8 +899,8 @@ def _stage_agent(runner: StageRunner, topics: Topics, sources: int, fault_event_
             raise InjectedFault(
                 f"told to fail on event {parsed.event_id} (SEPWATCH_TEST_FAULT_EVENT_ID)"
             )
-        found = engine.process(parsed)
         ts = parsed.timestamp.timestamp()
+        found = engine.process(parsed, late=runner.late(partition, source, ts, engine.lateness))
         return found + engine.advance(runner.clock(partition, source, ts, appended=appended))
 
     async def judged(
@@ -916,7 +950,8 @@ def _stage_agent(runner: StageRunner, topics: Topics, sources: int, fault_event_
         if event.key == EVENTS:
             for n, (source, appended, raw) in enumerate(read_events(event.value)):
                 if type(raw) is TimeOnly:
-                    engine.pass_time(raw.stream, raw.ts)
+                    if raw.stream != CLOCK:  # else an input partition's clock alone
+                        engine.pass_time(raw.stream, raw.ts)
                     clock = runner.clock(partition, source, raw.ts, appended=appended)
                     found = engine.advance(clock)
                 else:
@@ -946,15 +981,9 @@ def _stage_agent(runner: StageRunner, topics: Topics, sources: int, fault_event_
             if INPUT_ENDS in meta:
                 del meta[INPUT_ENDS]
         elif event.key == SOURCE_IDLE:
-            # A mark without its time (an older worker's) is taken as of when
-            # it was written, which is no later than its source was idle.
-            as_of = _seconds(headers.get(AS_OF), msg.timestamp)
-            found = await judged(
-                lambda: engine.advance(runner.clock(partition, source, None, as_of=as_of)),
-                b"",
-                where,
-                delivering,
-            )
+            # An older validator's: a clock moved by the time a partition was
+            # read, not by what it holds, is not what replay computes.
+            return
         elif event.key == SOURCE_BUSY:
             # Holds the clock; never moves it.
             runner.busy(partition, source)

@@ -18,9 +18,12 @@ what was already delivered of it is read twice by the stages, which the
 engines and the finding ids absorb.
 
 Marks to the stages (see streams.topology): SOURCE_BUSY for each input
-partition assigned here, before any of its records is routed; SOURCE_IDLE,
-once a second, for each input partition read and routed to its end;
-END_OF_INPUT passed on to every stage partition, after the data before it.
+partition assigned here, before any of its records is routed; END_OF_INPUT
+passed on to every stage partition, after the data before it. Clock entries
+(streams/partition_clock.py) in the stage batches: each clock mark read, and
+each grid line an input partition's clock crosses, to every stage partition
+that partition feeds; an input partition read to its end that stays quiet
+while the others move on gets a clock mark written into it.
 """
 
 from __future__ import annotations
@@ -52,6 +55,13 @@ from streams.admission import Refused, admit, capped_end
 from streams.backoff import Backoff
 from streams.end_of_input import MarkerCheck
 from streams.lag import records_behind_by_topic
+from streams.partition_clock import (
+    CLOCK,
+    CLOCK_MARK,
+    FEEDS,
+    QUIET_SECONDS,
+    InputClocks,
+)
 from streams.settings import Settings
 from streams.topics import STAGES, Topics, stage_keys, stage_partitions
 
@@ -78,13 +88,6 @@ METRICS_SECONDS = 5.0
 # than this goes in a record of its own.
 BATCH_BYTES = 256 * 1024
 MAX_RECORDS = 2000  # input records read at once
-
-# Which input topics each stage judges (by stream name).
-FEEDS = {
-    "device": ("saas_access", "device_posture"),
-    "user": ("saas_access", "dlp_alert"),
-    "review": ("saas_access", "device_posture", "dlp_alert", "control_review"),
-}
 
 
 def feeds(topics: Topics) -> dict[str, set[str]]:
@@ -198,6 +201,12 @@ class InputValidator:
         self.in_flight: Routing | None = None
         self._settling = asyncio.Lock()
         self.markers = MarkerCheck(settings.end_of_input_key)
+        # The last record handed to the client for each stage partition (see _send_after).
+        self._queued: dict[tuple[str, int], asyncio.Future[Any]] = {}
+        # Each input partition's clock, as read here; when each last had a record.
+        self.clocks = InputClocks()
+        self.heard: dict[TopicPartition, float] = {}
+        self.quiet_marked: dict[TopicPartition, float] = {}
 
     # -- the loop ---------------------------------------------------------
 
@@ -233,9 +242,7 @@ class InputValidator:
                     now = time.monotonic()
                     if now - marked >= IDLE_MARK_SECONDS:
                         marked = now
-                        # A mark says all read so far is routed: it is, first.
-                        await self.settle_in_flight()
-                        await self._mark_idle()
+                        await self._mark_quiet()
                 except Undeliverable as exc:
                     delay = backoff.next_delay()
                     log.warning("validator: %s; read again in %.1f s", exc, delay)
@@ -349,6 +356,9 @@ class InputValidator:
     def _route(self, batch: dict[TopicPartition, list[Any]]) -> Routing:
         """Validate a batch read and send what it becomes; delivered once settled."""
         records = [r for rs in batch.values() for r in rs]
+        now = time.monotonic()
+        for tp in batch:
+            self.heard[tp] = now
         out: dict[tuple[Stage, int], StageBatch] = {}
         routing = Routing(
             first={tp: rs[0].offset for tp, rs in batch.items() if rs},
@@ -360,6 +370,11 @@ class InputValidator:
             source = f"{r.topic}:{r.partition}"
             appended = r.timestamp / 1000
             raw: bytes = r.value or b""
+            if r.key == CLOCK_MARK:
+                ts = self._clock_mark(raw, appended)
+                self.clocks.mark(source, ts)
+                self._clock_entries(out, sends, r.topic, source, appended, ts, where)
+                continue
             if r.key == END_OF_INPUT:
                 refused = self.markers.judge(r.topic, r.partition, r.offset, raw, appended)
                 if refused is not None:
@@ -392,16 +407,48 @@ class InputValidator:
             entry: Entry = (source, appended, record)
             size = len(record) + len(source) + 32
             keys = stage_keys(parsed, learned_identity=self.settings.learned_identity)
+            ts = parsed.timestamp.timestamp()
             for stage, key in keys.items():
                 if stage == "review" and parsed.stream != "control_review":
-                    minute = int(parsed.timestamp.timestamp() // 60)
-                    if max(self.last_tick.get(key, -1), ticks.get(key, -1)) >= minute:
+                    # Per input partition: which event ticks is then its partition's
+                    # to say, as replay --partitions computes it.
+                    minute, tick = int(ts // 60), f"{source}|{key}"
+                    if max(self.last_tick.get(tick, -1), ticks.get(tick, -1)) >= minute:
                         continue
-                    ticks[key] = minute
+                    ticks[tick] = minute
                 for partition in stage_partitions(key, self.partitions):
                     self._add(out, sends, stage, partition, entry, size, parsed, where)
+            line = self.clocks.event(source, ts)
+            if line is not None:
+                self._clock_entries(out, sends, r.topic, source, appended, line, where)
         self._send_batches(sends, out)
         return routing
+
+    def _clock_mark(self, raw: bytes, appended: float) -> float:
+        """A clock mark's time, capped as an event's would be: a mark is as
+        forgeable as an event, and moves no clock further."""
+        try:
+            claimed = json.loads(raw).get("ts")
+        except (ValueError, AttributeError, RecursionError):
+            claimed = None
+        return capped_end(claimed, appended, self.settings.max_event_ahead_s)
+
+    def _clock_entries(
+        self,
+        out: dict[tuple[Stage, int], StageBatch],
+        sends: Sends,
+        topic: str,
+        source: str,
+        appended: float,
+        ts: float,
+        where: dict[str, Any],
+    ) -> None:
+        """An input partition's clock, to every stage partition it feeds."""
+        entry = (source, appended, TimeOnly(CLOCK, ts))
+        for stage in STAGES:
+            if topic in self.feeds[stage]:
+                for p in range(self.partitions):
+                    self._put(out, sends, (stage, p), entry, len(source) + 48, where)
 
     def _add(
         self,
@@ -423,6 +470,17 @@ class InputValidator:
             # validated again there and set aside.
             time_only = TimeOnly(parsed.stream, parsed.timestamp.timestamp())
             item, item_size = (source, appended, time_only), len(source) + 48
+        self._put(out, sends, at, item, item_size, where)
+
+    def _put(
+        self,
+        out: dict[tuple[Stage, int], StageBatch],
+        sends: Sends,
+        at: tuple[Stage, int],
+        item: Entry,
+        item_size: int,
+        where: dict[str, Any],
+    ) -> None:
         held = out.get(at)
         if held is not None and held.size + item_size > BATCH_BYTES:
             self._send_batches(sends, {at: held})
@@ -483,15 +541,34 @@ class InputValidator:
         headers: dict[str, bytes],
         where: dict[str, Any] | None = None,
     ) -> None:
-        assert self._producer is not None
-        sending = self._producer.send(
-            self.topics.stage(stage),
-            key=key,
-            value=value,
-            partition=partition,
-            headers=list(headers.items()),
+        topic = self.topics.stage(stage)
+        before = self._queued.get((topic, partition))
+        sending = asyncio.ensure_future(
+            self._send_after(before, topic, key, value, partition, list(headers.items()))
         )
-        into.append((asyncio.ensure_future(sending), where))
+        self._queued[(topic, partition)] = sending
+        into.append((sending, where))
+
+    async def _send_after(
+        self,
+        before: asyncio.Future[Any] | None,
+        topic: str,
+        key: bytes,
+        value: bytes,
+        partition: int,
+        headers: list[tuple[str, bytes]],
+    ) -> Any:
+        """Queue a stage record once the one before it to the same partition is
+        queued. The Kafka client queues a record that does not fit its
+        partition's batch only once that batch is sent, and a smaller record
+        sent after it then went first: a stage partition read an input
+        partition's events out of its order, and judged its earlier ones late."""
+        assert self._producer is not None
+        if before is not None and not before.done():
+            await asyncio.wait([before])
+        return await self._producer.send(
+            topic, key=key, value=value, partition=partition, headers=headers
+        )
 
     def _dead(self, into: Sends, letter: dict[str, Any], label: str) -> None:
         assert self._producer is not None
@@ -542,12 +619,8 @@ class InputValidator:
 
     # -- marks ------------------------------------------------------------
 
-    def _mark(
-        self, into: Sends, topic: str, partition: int, mark: bytes, as_of: float | None = None
-    ) -> None:
+    def _mark(self, into: Sends, topic: str, partition: int, mark: bytes) -> None:
         headers = {SOURCE: f"{topic}:{partition}".encode()}
-        if as_of is not None:
-            headers[AS_OF] = repr(as_of).encode()
         for stage in STAGES:
             if topic in self.feeds[stage]:
                 for p in range(self.partitions):
@@ -565,29 +638,49 @@ class InputValidator:
             # little longer; the records are routed either way.
             await self._delivered(marks)
 
-    async def _mark_idle(self) -> None:
-        """Tell the stages which input partitions this worker has routed to
-        their end (everything it has read is delivered at this point)."""
-        assert self._consumer is not None
+    async def _mark_quiet(self) -> None:
+        """Write a clock mark into each input partition read here to its end
+        that has had no record for QUIET_SECONDS while the stages know less
+        than the largest clock of the partitions read here (never past the
+        wall clock): a quiet partition then holds no stage's decisions, and
+        the stages that got none of its events learn its own clock. Being in
+        the topic, the mark is read again the same after a restart."""
+        assert self._consumer is not None and self._producer is not None
         tps = list(self._consumer.assignment())
-        if not tps:
+        sources = [f"{tp.topic}:{tp.partition}" for tp in tps]
+        known = [self.clocks.clock.get(s, 0.0) for s in sources]
+        clock = min(max(known, default=0.0), time.time())
+        now = time.monotonic()
+        due = [
+            tp
+            for tp, source in zip(tps, sources, strict=True)
+            if self.clocks.told.get(source, 0.0) < clock
+            and self.quiet_marked.get(tp, 0.0) < clock
+            and now - self.heard.setdefault(tp, now) >= QUIET_SECONDS
+        ]
+        if not due:
             return
-        # The ends as the broker has them now, not as the last fetch saw them: a
-        # mark says "everything appended before as_of is routed".
-        as_of = time.time()
         try:
-            ends = await self._consumer.end_offsets(tps)
-            positions = {tp: await self._consumer.position(tp) for tp in tps}
+            ends = await self._consumer.end_offsets(due)
+            positions = {tp: await self._consumer.position(tp) for tp in due}
         except (KafkaError, AssertionError) as exc:  # IllegalStateError: not ours any more
-            log.debug("input ends unavailable, no idle marks this round: %r", exc)
+            log.debug("input ends unavailable, no clock marks this round: %r", exc)
             return
-        marks: Sends = []
-        for tp in tps:
+        value = orjson.dumps({"ts": clock})
+        for tp in due:
             end = ends.get(tp)
-            if end is not None and positions[tp] >= end:
-                self._mark(marks, tp.topic, tp.partition, SOURCE_IDLE, as_of=as_of)
-        with contextlib.suppress(Undeliverable):
-            await self._delivered(marks)
+            if end is None or positions[tp] < end:
+                continue
+            try:
+                sent = await self._producer.send(
+                    tp.topic, key=CLOCK_MARK, value=value, partition=tp.partition
+                )
+                await sent
+            except KafkaError as exc:
+                # The partition holds the stages' clocks until a mark goes.
+                log.warning("clock mark to %s:%s not written: %r", tp.topic, tp.partition, exc)
+                continue
+            self.quiet_marked[tp] = clock
 
     async def _report_lag(self) -> None:
         assert self._consumer is not None

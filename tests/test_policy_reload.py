@@ -62,3 +62,26 @@ def test_without_a_load_time_the_new_policy_is_the_only_one() -> None:
     engine.set_policy(NEW)
     found = engine.run([_access("a", "2026-06-10T11:00:00Z")])
     assert not [f for f in found if f.rule_id == "SEP-001"]
+
+
+def test_the_alert_router_takes_the_rules_version_and_keeps_its_routes_if_unusable() -> None:
+    """One watcher (streams/topology.py applies each recorded version to the
+    rules and to the router alike): a router has no policy file of its own."""
+    from schemas.policy import AlertingPolicy, Route
+    from streams.alerts.router import AlertRouter
+    from streams.settings import ChannelSettings, Settings
+
+    pager = ChannelSettings(kind="pagerduty", url="http://127.0.0.1:9/", routing_key="k" * 32)
+    settings = Settings(topic_prefix="r.", channels={"pager": pager})
+    first = Policy(alerting=AlertingPolicy(routes=[Route(name="all", channels=["pager"])]))
+    router = AlertRouter(settings, first)
+    later = Policy(
+        alerting=AlertingPolicy(
+            routes=[Route(name="high", match={"severity": "high"}, channels=["pager"])]
+        )
+    )
+    router.adopt(later)
+    assert [r.name for r in router.policy.alerting.routes] == ["high"]
+    unusable = Policy(alerting=AlertingPolicy(routes=[Route(name="x", channels=["sms"])]))
+    router.adopt(unusable)
+    assert [r.name for r in router.policy.alerting.routes] == ["high"]

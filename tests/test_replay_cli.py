@@ -283,3 +283,31 @@ def test_replay_counts_sign_ins_that_do_not_say_whether_multi_factor(tmp_path: P
     assert {f["evidence_event_ids"][0] for f in read_jsonl(out) if f["rule_id"] == "SEP-010"} == {
         "l3"
     }
+
+
+def test_partitions_decide_with_each_input_partitions_clock_as_the_stream_does(
+    tmp_path: Path,
+) -> None:
+    """A posture 69 s behind the file's time is late against one clock for the
+    whole file (SEP-007 was decided before it), not against its own
+    partition's clock, which produce's marks keep at 12:00:00: the stream
+    waits for it and uses it (docs/lateness.md)."""
+    lines = [
+        access("a1", "2026-06-10T11:59:27+09:00", "m365-sharepoint"),
+        access("e1", "2026-06-10T12:00:29+09:00", "m365-sharepoint", user_id="u2", device_id="d2"),
+        {**GOOD_POSTURE, "timestamp": "2026-06-10T11:59:20+09:00"},
+    ]
+    events = tmp_path / "day.jsonl"
+    events.write_text("".join(json.dumps(e) + "\n" for e in lines))
+    found = {}
+    for flag in ([], ["--partitions", "4"], ["--partitions", "0"]):
+        out = tmp_path / "findings.jsonl"
+        result = CliRunner().invoke(
+            app, ["replay", "-p", str(EXAMPLE), "-e", str(events), "-o", str(out), "-q", *flag]
+        )
+        assert result.exit_code == 0, result.output
+        rows = [json.loads(x) for x in out.read_text().splitlines()]
+        found[" ".join(flag)] = any(
+            f["rule_id"] == "SEP-007" and f["evidence_event_ids"] == ["a1"] for f in rows
+        )
+    assert found == {"": False, "--partitions 4": False, "--partitions 0": True}

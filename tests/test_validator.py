@@ -19,6 +19,7 @@ from pydantic import SecretStr
 from detectors.pseudonyms import Pseudonymiser
 from schemas import EventAdapter
 from streams.end_of_input import signed_marker
+from streams.partition_clock import CLOCK, CLOCK_MARK, GRID_SECONDS
 from streams.settings import Settings
 from streams.topics import Topics, partition_of, stage_keys
 from streams.validator import (
@@ -91,8 +92,24 @@ class Broker:
         out: dict[tuple[str, int | None], list[list[tuple[str, float, bytes]]]] = {}
         for s in self.sent:
             if s.key == EVENTS:
-                out.setdefault((s.topic, s.partition), []).append(read_events(s.value))
+                events = [e for e in read_events(s.value) if not clock_entry(e)]
+                if events:
+                    out.setdefault((s.topic, s.partition), []).append(events)
         return out
+
+    def clock_entries(self) -> dict[tuple[str, int | None], list[tuple[str, float]]]:
+        """The input partitions' clocks passed on, by stage partition."""
+        out: dict[tuple[str, int | None], list[tuple[str, float]]] = {}
+        for s in self.sent:
+            if s.key == EVENTS:
+                for source, _, raw in read_events(s.value):
+                    if isinstance(raw, TimeOnly) and raw.stream == CLOCK:
+                        out.setdefault((s.topic, s.partition), []).append((source, raw.ts))
+        return out
+
+
+def clock_entry(entry: tuple[str, float, Any]) -> bool:
+    return isinstance(entry[2], TimeOnly) and entry[2].stream == CLOCK
 
 
 MARKER_KEY = SecretStr("validator-test-key")
@@ -235,7 +252,11 @@ def test_an_end_of_input_marker_follows_the_data_read_before_it() -> None:
                 if s.key == END_OF_INPUT:
                     reads.append("END")
                 else:
-                    reads += [json.loads(raw)["event_id"] for _, _, raw in read_events(s.value)]
+                    reads += [
+                        json.loads(e[2])["event_id"]
+                        for e in read_events(s.value)
+                        if not clock_entry(e)
+                    ]
             assert reads.count("END") == 1
             end = reads.index("END")
             assert set(reads[:end]) <= first
@@ -434,3 +455,121 @@ def test_partitions_taken_away_while_a_batch_settles_never_commit_the_batch_afte
     assert consumer.commits == []
     assert v.routed == {}
     assert consumer.seeks == {tp: 0}
+
+
+def test_a_clock_mark_reaches_every_stage_partition_its_topic_feeds_after_the_data() -> None:
+    broker = Broker()
+    access = TOPICS.input("saas_access")
+    mark = Record(access, 1, 7, CLOCK_MARK, json.dumps({"ts": BASE.timestamp()}).encode())
+    asyncio.run(validator(broker).route([record(accesses(1)[0], 6, partition=1), mark]))
+    clocks = broker.clock_entries()
+    # saas-access feeds every stage; each of its partitions learns the mark
+    assert {(t, p) for t, p in clocks} == {
+        (TOPICS.stage(s), p) for s in ("device", "user", "review") for p in range(PARTITIONS)
+    }
+    for entries in clocks.values():
+        assert entries[-1] == (f"{access}:1", BASE.timestamp())
+
+
+def test_a_clock_mark_ahead_of_its_append_time_is_capped_as_an_event_would_be() -> None:
+    broker = Broker()
+    far = APPENDED_MS / 1000 + 86_400
+    mark = Record(TOPICS.input("dlp_alert"), 0, 0, CLOCK_MARK, json.dumps({"ts": far}).encode())
+    asyncio.run(validator(broker).route([mark]))
+    (entries,) = {tuple(e) for e in broker.clock_entries().values()}
+    assert entries == ((f"{TOPICS.input('dlp_alert')}:0", APPENDED_MS / 1000 + 300.0),)
+
+
+def test_an_input_partition_crossing_a_grid_line_tells_every_stage_partition_it_feeds() -> None:
+    broker = Broker()
+    first = accesses(1)[0]
+    later = {
+        **first,
+        "event_id": "a-later",
+        "timestamp": (
+            datetime.fromisoformat(first["timestamp"]) + timedelta(minutes=2)
+        ).isoformat(),
+    }
+    asyncio.run(validator(broker).route([record(first, 0), record(later, 1)]))
+    for entries in broker.clock_entries().values():
+        lines = [ts for _, ts in entries]
+        assert lines == sorted(lines) and len(lines) == 2  # one per grid line crossed
+        assert all(ts % GRID_SECONDS == 0 for ts in lines)
+
+
+def test_review_ticks_are_kept_per_input_partition() -> None:
+    """Which event of a minute ticks the review stage is its own partition's
+    to say, whatever the validator read before from another partition."""
+    broker = Broker()
+    a, b = accesses(2)
+    b = {**b, "timestamp": a["timestamp"]}
+    asyncio.run(validator(broker).route([record(a, 0, partition=0), record(b, 0, partition=1)]))
+    review = [
+        raw
+        for (t, _), bs in broker.batches().items()
+        if t == TOPICS.stage("review")
+        for b_ in bs
+        for _, _, raw in b_
+    ]
+    assert len(review) == 2
+
+
+class _Consumer:
+    """Two input partitions, both read to their end."""
+
+    def __init__(self, tps: list[TopicPartition]) -> None:
+        self.tps = tps
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.tps)
+
+    async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: 5 for tp in tps}
+
+    async def position(self, tp: TopicPartition) -> int:
+        return 5
+
+
+def test_a_quiet_partition_gets_a_clock_mark_written_into_it_once_per_move() -> None:
+    """So it holds no stage's decisions while the others move on, and a
+    re-read finds the mark where it was (it is in the input topic)."""
+    broker = Broker()
+    v = validator(broker)
+    busy, quiet = (TopicPartition(TOPICS.input("saas_access"), p) for p in (0, 1))
+    v._consumer = _Consumer([busy, quiet])  # type: ignore[assignment]
+    access = accesses(1)[0]
+    off_grid = datetime.fromisoformat(access["timestamp"]) + timedelta(seconds=7)
+    asyncio.run(v.route([record({**access, "timestamp": off_grid.isoformat()}, 0)]))
+    clock = v.clocks.clock[f"{busy.topic}:0"]
+    v.heard = {busy: 0.0, quiet: 0.0}  # nothing read from either for long
+    broker.sent.clear()
+    asyncio.run(v._mark_quiet())
+    marks = [s for s in broker.sent if s.key == CLOCK_MARK]
+    # The busy one too: the stages that got none of its events know only its grid line.
+    assert sorted((s.topic, s.partition, json.loads(s.value)["ts"]) for s in marks) == [
+        (busy.topic, 0, clock),
+        (quiet.topic, 1, clock),
+    ]
+    broker.sent.clear()
+    asyncio.run(v._mark_quiet())
+    assert broker.sent == []  # not again until the clock moves
+
+
+class _SlowToQueueBigRecords(Broker):
+    """As the Kafka client does: a record that does not fit its partition's
+    current batch is queued only after that batch is sent."""
+
+    async def send(self, topic: str, value: bytes, **kwargs: Any) -> asyncio.Future[Any]:
+        await asyncio.sleep(len(value) / 10_000_000)  # the bigger, the later
+        return await super().send(topic, value, **kwargs)
+
+
+def test_a_stage_partition_gets_an_input_partitions_events_in_their_order() -> None:
+    """Else its later events come first and its earlier ones read as late."""
+    broker = _SlowToQueueBigRecords()
+    events = [{**e, "vendor_note": "x" * 2000} for e in accesses(1000)]
+    asyncio.run(validator(broker).route([record(e, i) for i, e in enumerate(events)]))
+    for p in range(PARTITIONS):
+        got = [e for b in broker.batches().get((TOPICS.stage("user"), p), []) for e in b]
+        ids = [json.loads(raw)["event_id"] for _, _, raw in got]
+        assert ids == sorted(ids, key=lambda i: int(i[1:])), p
