@@ -457,7 +457,9 @@ def test_the_console_command_says_where_and_stops_cleanly_on_ctrl_c(
     try:
         assert proc.stdout is not None
         said = ""
-        while "Application startup complete" not in said:
+        # uvicorn says "running on" once its socket listens ("Application
+        # startup complete" comes before the bind: too early to connect).
+        while "Uvicorn running on" not in said:
             line = proc.stdout.readline()
             assert line, f"the console ended before serving:\n{said}"
             said += line
