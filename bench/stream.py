@@ -251,6 +251,7 @@ def throughput(n: int, workdir: Path, runs: int) -> None:
 
 def latency(n: int, rate: float, workdir: Path) -> None:
     from streams.kafka_io import ensure_topics, paced, produce, read_topics
+    from streams.partition_clock import CLOCK_MARK
     from streams.topics import Topics
 
     topics = Topics(f"lat-{int(time.time())}.")
@@ -268,6 +269,8 @@ def latency(n: int, rate: float, workdir: Path) -> None:
         stop(proc)
     appended: dict[str, float] = {}
     for record in read_topics(BROKER, [*topics.inputs], timeout_s=120):
+        if record.key == CLOCK_MARK:
+            continue  # a clock mark `produce` wrote, not an event
         event = json.loads(record.value)
         appended[event["event_id"]] = record.timestamp / 1000
     gaps: dict[str, list[float]] = {"immediate": [], "all": []}
