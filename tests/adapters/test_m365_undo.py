@@ -17,6 +17,7 @@ from tests.adapters.conftest import VENDORS, adapt_file
 from tests.integration.conftest import POLICY
 
 SENT_MAIL = "d5a0e7d9-e06f-498c-8413-eb83b7dbd516"
+MESSAGE = "<AM0PR05MB4803CDA6206C2F2FEB36DB5AB8EC0@AM0PR05MB4803.eurprd05.prod.outlook.com>"
 MAIL_RULES = ["51e3d97a-e159-4645-9092-608bd24e083a", "51e3d97a-1234-4645-9092-608bd24e083a"]
 
 
@@ -32,7 +33,7 @@ def test_the_published_exchange_undo_is_a_retraction_naming_its_match(
         == match["match_ref"]
         == {
             "workload": "Exchange",
-            "object_id": "<AM0PR05MB4803CDA6206C2F2FEB36DB5AB8EC0@AM0PR05MB4803.eurprd05.prod.outlook.com>",
+            "object_id": MESSAGE,
             "rule_ids": MAIL_RULES,
         }
     )
@@ -87,19 +88,22 @@ def _retraction(**ref: object) -> DlpAlert:
     )
 
 
+MATCH = {"source": "m365", "workload": "OneDrive", "object_id": "doc-1", "rule_ids": ["r1"]}
+
+
 @pytest.mark.parametrize(
     ("found", "undone"),
     [
-        ({"source": "m365", "workload": "OneDrive", "object_id": "doc-1", "rule_ids": ["r1"]}, True),
+        (MATCH, True),
         # A rule of the match not undone: the data still left under it.
-        ({"source": "m365", "workload": "OneDrive", "object_id": "doc-1", "rule_ids": ["r1", "r2"]}, False),
-        ({"source": "m365", "workload": "OneDrive", "object_id": "doc-2", "rule_ids": ["r1"]}, False),
-        ({"source": "m365", "workload": "SharePoint", "object_id": "doc-1", "rule_ids": ["r1"]}, False),
-        ({"source": "netskope", "workload": "OneDrive", "object_id": "doc-1", "rule_ids": ["r1"]}, False),
-        ({"source": "m365", "workload": "OneDrive", "object_id": "doc-1", "rule_ids": []}, False),
+        ({**MATCH, "rule_ids": ["r1", "r2"]}, False),
+        ({**MATCH, "object_id": "doc-2"}, False),
+        ({**MATCH, "workload": "SharePoint"}, False),
+        ({**MATCH, "source": "netskope"}, False),
+        ({**MATCH, "rule_ids": []}, False),
         (None, False),  # a finding of an alert that named no match
     ],
-)  # fmt: skip
+)
 def test_a_retraction_undoes_only_the_findings_of_its_match(
     found: dict[str, object] | None, undone: bool
 ) -> None:
@@ -108,8 +112,7 @@ def test_a_retraction_undoes_only_the_findings_of_its_match(
 
 
 def test_a_retraction_of_more_rules_than_matched_undoes_the_match() -> None:
-    found = {"source": "m365", "workload": "OneDrive", "object_id": "doc-1", "rule_ids": ["r1"]}
-    assert undoes({"match_ref": found}, _retraction(rule_ids=["r1", "r2"]))
+    assert undoes({"match_ref": MATCH}, _retraction(rule_ids=["r1", "r2"]))
 
 
 def test_rules_keep_the_match_ref_and_judge_no_retraction(mapping: VendorMapping) -> None:
