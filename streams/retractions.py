@@ -118,7 +118,7 @@ class Retractions:
         self.index = settings.es_index
         self.pseudonyms = pseudonyms
         self.hold_s = settings.dlp_retraction_hold_s
-        self.retry_s = retry_s
+        self.retry_s = min(retry_s, self.hold_s / 2)
         self.es = es or client(settings.es_url, request_timeout=10, **connection_options(settings))
         self.held: dict[tuple[TopicPartition, int], Held] = {}
         self.read_to: dict[TopicPartition, int] = {}
