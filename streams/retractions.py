@@ -48,7 +48,7 @@ from streams.admission import Admitted, admit
 from streams.backoff import Backoff
 from streams.elastic import client, connection_options
 from streams.kafka_io import KafkaUnavailable
-from streams.lifecycle import TransitionRefused, record, records_of
+from streams.lifecycle import TransitionRefused, publish_copy, record, records_of
 from streams.settings import Settings
 from streams.topics import Topics
 
@@ -259,13 +259,11 @@ class Retractions:
     def _resolve(self, finding_id: str, retraction: DlpAlert) -> bool:
         """Add the `resolve` record and its copy on the lifecycle topic; False
         if the finding was settled already (by this retraction too: read again)."""
-        from review.evidence import publish_lifecycle
-
         marker = marker_of(retraction)
         for seq, rec in enumerate(records_of(self.es, self.index, finding_id), start=1):
             if str(rec.get("event", {}).get("reason", "")).startswith(marker):
                 # Added before a restart, perhaps not copied: the copy again is harmless.
-                publish_lifecycle(self.settings, f"{finding_id}.{seq}", rec)
+                publish_copy(self.settings, f"{finding_id}.{seq}", rec)
                 return False
         try:
             record_id, stored = record(
@@ -278,7 +276,7 @@ class Retractions:
             )
         except TransitionRefused:
             return False  # resolved or waived by an analyst: their record stands
-        publish_lifecycle(self.settings, record_id, stored)
+        publish_copy(self.settings, record_id, stored)
         return True
 
     async def _commit(self, consumer: AIOKafkaConsumer) -> None:
