@@ -883,7 +883,7 @@ def _access_view(ev: SaasAccess, ts: float) -> AccessView:
 
 # A JSON changelog turns tuples into lists; these give the views back their shape.
 def _dlp_view(raw: Any) -> DlpView:
-    if len(raw) > 12 and raw[12] is not None:  # held before match_ref was kept: absent
-        ref = raw[12]
-        raw = (*raw[:12], (ref[0], ref[1], tuple(ref[2])))
-    return DlpView._make((*raw[:7], tuple(raw[7]), *raw[8:]))
+    # Held before match_ref was kept: twelve fields, no match_ref.
+    ref = raw[12] if len(raw) > 12 else None
+    match_ref = (ref[0], ref[1], tuple(ref[2])) if ref is not None else None
+    return DlpView._make((*raw[:7], tuple(raw[7]), *raw[8:12], match_ref))

@@ -124,3 +124,13 @@ def test_rules_keep_the_match_ref_and_judge_no_retraction(mapping: VendorMapping
     assert finding["rule_id"] == "SEP-003"
     assert finding["details"]["match_ref"] == {"source": "m365", **run.events[0]["match_ref"]}
     assert result.engine_stats["dlp.retractions"] == 3
+
+
+def test_a_dlp_alert_held_in_state_before_match_ref_was_kept_still_loads() -> None:
+    from detectors.engine import _dlp_view
+
+    # A pending decision's view as a changelog wrote it (JSON: lists for tuples).
+    old = [1.0, "e1", "HQ", "u1", None, "email", None, ["kr_rrn"], 2, None, None, "m365"]
+    assert _dlp_view(old).match_ref is None
+    new = [*old, ["Exchange", "<m@x>", ["r1", "r2"]]]
+    assert _dlp_view(json.loads(json.dumps(new))).match_ref == ("Exchange", "<m@x>", ("r1", "r2"))
