@@ -197,11 +197,15 @@ def dlp_alert(
     ip: str | None = None,
     ip_path: str = "ip",
     matched: list[str] | None = None,
+    match_ref: dict[str, Any] | None = None,
+    retraction: dict[str, Any] | None = None,
 ) -> CanonicalEvent:
     """A DLP alert. Matched text the vendor shows is masked here already, so
-    no raw identifier travels on from an adapter (not even to `sepwatch adapt`'s file)."""
+    no raw identifier travels on from an adapter (not even to `sepwatch adapt`'s file).
+    `match_ref` (`match_ref_of`) names the match for a later undo; with
+    `retraction` the event is that undo (schemas.DlpAlert)."""
     network_entity = mapping.zone_of(ip, ip_path)[1] if ip else None
-    return {
+    alert = {
         "stream": "dlp_alert",
         "event_id": event_id,
         "timestamp": timestamp,
@@ -215,6 +219,30 @@ def dlp_alert(
         "object": object,
         "snippet": mask_text(" | ".join(matched))[:4096] if matched else None,
         "source": source,
+    }
+    # Only where said: the alerts of sources that name no match stay as they were.
+    if match_ref is not None:
+        alert["match_ref"] = match_ref
+    if retraction is not None:
+        alert["retraction"] = retraction
+    return alert
+
+
+def match_ref_of(workload: Any, object_id: Any, rule_ids: Sequence[Any]) -> dict[str, Any] | None:
+    """`match_ref` of a DLP match or undo: None unless the record names the
+    workload, the object and at least one rule (an undo that names less
+    cannot be matched safely; the adapter refuses it)."""
+    rules = list(dict.fromkeys(str(r).strip().lower() for r in rule_ids if r and str(r).strip()))
+    if not isinstance(workload, str) or not workload.strip() or not rules:
+        return None
+    if not isinstance(object_id, str) or not object_id.strip():
+        return None
+    return {
+        "workload": workload.strip()[:128],
+        # Masked as file names are: a path can hold an identifier. The undo's
+        # is masked the same way, so the two still compare equal.
+        "object_id": masked(object_id.strip())[:256],
+        "rule_ids": rules[:64],
     }
 
 

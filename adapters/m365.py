@@ -14,11 +14,15 @@ edit, delete, share), Teams session starts (login), Exchange sends (share),
 DLP rule matches in SharePoint/OneDrive (`saas_upload` to that app) and
 Exchange (`email`), whatever the case of `DlpRuleMatch`, for the person in
 `From` where `UserId` is the DLP service; a sensitive type matched by several
-rules is counted once. `DlpRuleUndo` (an override, a false positive, a
-document or policy change) is a counted skip and the finding of the match it
-undoes stands: the undo names the document and rules (Microsoft documents no
-link to the match's `Id`), and a SharePoint/OneDrive match is judged on
-arrival; the retraction design is in docs/adapters.md.
+rules is counted once. A match carries `match_ref`: its `Workload`,
+`ObjectId` (the document or message) and the `RuleId`s that matched.
+`DlpRuleUndo` (an override, a false positive, a document or policy change)
+becomes a retraction naming the same: the person, workload, object and the
+rules it undoes (`ExceptionInfo.Rules`, else the `PolicyDetails` rules it
+repeats), with the vendor's reason; the worker resolves the findings of that
+match (streams/retractions.py). Microsoft documents no link from an undo to
+the match's `Id`, so none is relied on: the undo's own event id is its `Id`
+with `:undo`, as the published undo repeats the match's `Id`.
 Sign-ins (`UserLoggedIn`) are the Entra adapter's; other operations are
 skipped. Content blobs are JSON arrays of records.
 
@@ -45,12 +49,13 @@ from adapters.canonical import (
     ShareTarget,
     dlp_alert,
     file_object,
+    match_ref_of,
     saas_access,
     shared_with,
     user_of,
 )
 from adapters.mapping import VendorMapping
-from adapters.records import Adapted, Skip, Unmappable, iso_time, text_of
+from adapters.records import Adapted, Skip, Unmappable, iso_time, masked, text_of
 
 SOURCE = "m365"
 ENVELOPES = ()
@@ -86,6 +91,7 @@ OTHER_ACTIONS = {
 # Exchange writes `DlpRuleMatch`, SharePoint and OneDrive `DLPRuleMatch`
 # (the schema page's DLP examples show both): compared without case.
 DLP_OPERATIONS = frozenset({"dlprulematch"})
+DLP_UNDO_OPERATIONS = frozenset({"dlpruleundo"})
 FILE_WORKLOADS = ("SharePoint", "OneDrive")
 # DLP records name the service that evaluated the policy as `UserId`
 # (`DlpAgent` in Exchange, `DlpPolicyEventBasedAssistant...` in SharePoint
@@ -98,6 +104,8 @@ def adapt(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
     workload = record.get("Workload")
     if str(operation).lower() in DLP_OPERATIONS:
         return [_dlp(record, mapping, workload)]
+    if str(operation).lower() in DLP_UNDO_OPERATIONS:
+        return [_undo(record, mapping, workload)]
     if workload in FILE_WORKLOADS and operation in FILE_ACTIONS:
         action = FILE_ACTIONS[operation]
     elif (found := OTHER_ACTIONS.get((str(workload), str(operation)))) is not None:
@@ -200,7 +208,70 @@ def _dlp(record: dict[str, Any], mapping: VendorMapping, workload: str | None) -
         match_count=sum(counts.values()),
         object=file_object(sharepoint.get("FileName") or exchange.get("Subject")),
         matched=matched,
+        match_ref=match_ref_of(workload, _object_id(record), _rule_ids(record)),
     )
+
+
+def _undo(record: dict[str, Any], mapping: VendorMapping, workload: str | None) -> dict[str, Any]:
+    """A `DlpRuleUndo` as a retraction of the match it names (module docstring)."""
+    sharepoint = record.get("SharePointMetaData") or {}
+    exchange = record.get("ExchangeMetaData") or {}
+    exception = record.get("ExceptionInfo") or {}
+    if not isinstance(exception, dict):
+        exception = {}
+    named = exception.get("Rules")
+    rules = named if isinstance(named, list) and named else _rule_ids(record)
+    ref = match_ref_of(workload, _object_id(record), rules)
+    if ref is None:
+        raise Unmappable(
+            "Workload, ObjectId, ExceptionInfo.Rules",
+            "a DlpRuleUndo naming no workload, object or rule cannot say which match it undoes",
+        )
+    reason = ": ".join(
+        str(v).strip()
+        for v in (exception.get("Reason"), exception.get("Justification"))
+        if isinstance(v, str) and v.strip()
+    )
+    email = workload == "Exchange"
+    return dlp_alert(
+        mapping,
+        source=SOURCE,
+        event_id=f"{text_of(record, 'Id')[:250]}:undo",
+        timestamp=iso_time(record.get("CreationTime"), "CreationTime"),
+        user_id=_dlp_user(record, sharepoint, exchange),
+        channel="email" if email else "saas_upload",
+        saas_app=None,
+        # An undo says no data left: nothing for a rule to judge.
+        data_types=[],
+        match_count=0,
+        match_ref=ref,
+        retraction={
+            "operation": "DlpRuleUndo",
+            "reason": masked(reason)[:1024] if reason else None,
+        },
+    )
+
+
+def _object_id(record: dict[str, Any]) -> Any:
+    """The document or message: `ObjectId`, else the item's `UniqueID`."""
+    found = record.get("ObjectId")
+    if isinstance(found, str) and found.strip():
+        return found
+    for meta in ("SharePointMetaData", "ExchangeMetaData"):
+        item = record.get(meta)
+        if isinstance(item, dict) and (found := item.get("UniqueID") or item.get("UniqueId")):
+            return found
+    return None
+
+
+def _rule_ids(record: dict[str, Any]) -> list[Any]:
+    return [
+        rule.get("RuleId")
+        for policy in record.get("PolicyDetails") or ()
+        if isinstance(policy, dict)
+        for rule in policy.get("Rules") or ()
+        if isinstance(rule, dict)
+    ]
 
 
 def _dlp_user(record: dict[str, Any], sharepoint: dict[str, Any], exchange: dict[str, Any]) -> str:

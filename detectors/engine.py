@@ -536,6 +536,10 @@ class Engine:
     # -- dlp_alert: SEP-003/004/005 --------------------------------------------
 
     def _on_dlp(self, ev: DlpAlert, ts: float, w: float, out: list[Finding]) -> None:
+        if ev.retraction is not None:
+            # The vendor undoing a match: the worker resolves its findings, no rule judges it.
+            self.stats["dlp.retractions"] += 1
+            return
         if not self.policy.dlp_types.intersection(ev.data_types):
             self.stats["dlp.not_regulated_types"] += 1
             return
@@ -552,6 +556,9 @@ class Engine:
             ev.object.sha256.lower() if ev.object and ev.object.sha256 else None,
             mask_text(ev.snippet) if ev.snippet is not None else None,
             ev.source,
+            (ref.workload, ref.object_id, tuple(ref.rule_ids))
+            if (ref := ev.match_ref) is not None
+            else None,
         )
         release = ts + self.policy.correlation_window
         if self._unjoined and not (view.channel == "saas_upload" and view.saas_app):
@@ -876,4 +883,7 @@ def _access_view(ev: SaasAccess, ts: float) -> AccessView:
 
 # A JSON changelog turns tuples into lists; these give the views back their shape.
 def _dlp_view(raw: Any) -> DlpView:
-    return DlpView._make((*raw[:7], tuple(raw[7]), *raw[8:]))
+    # Held before match_ref was kept: twelve fields, no match_ref.
+    ref = raw[12] if len(raw) > 12 else None
+    match_ref = (ref[0], ref[1], tuple(ref[2])) if ref is not None else None
+    return DlpView._make((*raw[:7], tuple(raw[7]), *raw[8:12], match_ref))

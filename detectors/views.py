@@ -42,6 +42,9 @@ class DlpView(NamedTuple):
     sha256: str | None
     snippet: str | None  # already masked: raw text never enters the engine's state
     source: str
+    # The vendor's names for the match (workload, object id, rule ids), kept in
+    # its findings so that the vendor's undo finds them (streams/retractions.py).
+    match_ref: tuple[str, str, tuple[str, ...]] | None = None
 
 
 class ReviewView(NamedTuple):

@@ -290,17 +290,6 @@ def check(
 
 def publish_lifecycle(settings: Settings, record_id: str, stored: dict[str, Any]) -> None:
     """Copy a stored lifecycle record to the lifecycle topic, keyed by its finding."""
-    from kafka.errors import KafkaError
+    from streams.lifecycle import publish_copy
 
-    from streams.kafka_io import KafkaUnavailable, producer
-    from streams.topics import Topics
-
-    out = producer(settings.kafka)
-    try:
-        value = orjson.dumps({"record_id": record_id, "record": stored})
-        key = stored["sepwatch"]["finding_id"].encode()
-        out.send(Topics(settings.topic_prefix).lifecycle, value, key=key).get(timeout=30)
-    except KafkaError as exc:
-        raise KafkaUnavailable(f"{type(exc).__name__}: {exc}") from None
-    finally:
-        out.close()
+    publish_copy(settings, record_id, stored)

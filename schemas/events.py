@@ -149,9 +149,35 @@ class DevicePosture(_Event):
         return self
 
 
+class DlpMatchRef(BaseModel):
+    """How the vendor names a DLP match, so that its later undo can name the
+    same one: the product or workload (M365 `Workload`), the document or
+    message (`ObjectId`) and the vendor's ids of the rules that matched."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    workload: Name
+    object_id: Id
+    rule_ids: Annotated[list[Id], Field(min_length=1, max_length=64)]
+
+
+class DlpRetraction(BaseModel):
+    """The vendor undid an earlier match (M365 `DlpRuleUndo`: an override, a
+    false positive report, a document or policy change)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    operation: Name
+    reason: Annotated[str, Field(max_length=1024)] | None = None
+
+
 class DlpAlert(_Event):
     """A DLP product saw sensitive data leave. `snippet` is raw here and is
-    masked by the engine before anything leaves it."""
+    masked by the engine before anything leaves it. `match_ref`: the vendor's
+    names for the match (kept in the findings it makes). With `retraction`,
+    the event is no alert: the vendor undoing the match its `match_ref` and
+    `user_id` name; no rule judges it, the worker resolves the findings of
+    that match (streams/retractions.py)."""
 
     stream: Literal["dlp_alert"] = "dlp_alert"
     user_id: Id
@@ -162,6 +188,14 @@ class DlpAlert(_Event):
     match_count: Annotated[int, Field(ge=0)]
     object: ObjectRef | None = None
     snippet: Annotated[str, Field(max_length=4096)] | None = None
+    match_ref: DlpMatchRef | None = None
+    retraction: DlpRetraction | None = None
+
+    @model_validator(mode="after")
+    def _retraction_names_its_match(self) -> DlpAlert:
+        if self.retraction is not None and self.match_ref is None:
+            raise ValueError("a retraction must name the match it undoes (match_ref)")
+        return self
 
 
 class ControlReview(_Event):

@@ -21,11 +21,18 @@ def writer_role(index: str) -> dict[str, Any]:
     month's index made by writing to it (`auto_configure`: from the template an
     admin installed, with its mapping and alias; never an index of its own
     making). No delete: retention is an administrator's job (`sepwatch
-    elasticsearch retention`). No read, no cluster privilege."""
+    elasticsearch retention`). No cluster privilege. Read, and create
+    lifecycle records (never change one), for the vendors' DLP retractions
+    (streams/retractions.py): they find the findings of the undone match and
+    resolve them as this user."""
     return {
         "cluster": [],
         "indices": [
-            {"names": [index, f"{index}-*"], "privileges": ["create_doc", "auto_configure"]}
+            {
+                "names": [index, f"{index}-*"],
+                "privileges": ["create_doc", "auto_configure", "read"],
+            },
+            {"names": [lifecycle_index(index)], "privileges": ["read", "create_doc"]},
         ],
     }
 

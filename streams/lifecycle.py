@@ -26,12 +26,15 @@ from __future__ import annotations
 import getpass
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from elasticsearch import ApiError, ConflictError, Elasticsearch, NotFoundError
 
 from detectors.masking import mask_text
 from streams.elastic import locate
+
+if TYPE_CHECKING:
+    from streams.settings import Settings
 
 _KW = {"type": "keyword", "ignore_above": 1024}
 _DATE = {"type": "date"}
@@ -253,6 +256,28 @@ def record(
         return record_id, doc  # no pipeline on an open node: stored as sent
     # As stored: with the actor the node's pipeline wrote.
     return record_id, dict(es.get(index=lifecycle_index(index), id=record_id)["_source"])
+
+
+def publish_copy(settings: Settings, record_id: str, stored: dict[str, Any]) -> None:
+    """Copy a stored record to the lifecycle topic, keyed by its finding: the
+    evidence `sepwatch evidence verify` checks Elasticsearch against
+    (review/evidence.py). Here, below review/, so that the worker's own
+    records (streams/retractions.py) are copied as analysts' are."""
+    import orjson
+    from kafka.errors import KafkaError
+
+    from streams.kafka_io import KafkaUnavailable, producer
+    from streams.topics import Topics
+
+    out = producer(settings.kafka)
+    try:
+        value = orjson.dumps({"record_id": record_id, "record": stored})
+        key = stored["sepwatch"]["finding_id"].encode()
+        out.send(Topics(settings.topic_prefix).lifecycle, value, key=key).get(timeout=30)
+    except KafkaError as exc:
+        raise KafkaUnavailable(f"{type(exc).__name__}: {exc}") from None
+    finally:
+        out.close()
 
 
 def _resolve_seconds(

@@ -133,6 +133,19 @@ SINK_INDEXED = Counter(
     "Findings written to Elasticsearch, by result (created, already_present).",
     ["result"],
 )
+DLP_RETRACTIONS = Counter(
+    "sepwatch_dlp_retractions_total",
+    "Vendor retractions of DLP matches (M365 DlpRuleUndo), by outcome: resolved (it "
+    "resolved the findings of its match), already_settled (its findings were resolved, "
+    "waived or retracted before), matched_nothing (no finding of that match within the "
+    "hold: the match made none, or its finding never reached Elasticsearch).",
+    ["outcome"],
+)
+DLP_RETRACTIONS_HELD = Gauge(
+    "sepwatch_dlp_retractions_held",
+    "Retractions matching no finding yet, held and tried again until their finding "
+    "arrives or the hold ends.",
+)
 SINK_BACKLOG = Gauge(
     "sepwatch_es_sink_backlog_findings",
     "Findings read from Kafka and not yet in Elasticsearch, plus the findings topic's lag.",

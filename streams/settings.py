@@ -306,6 +306,14 @@ class Settings(BaseSettings):
         description="input events stamped further ahead of the broker's append time "
         "go to the dead letters",
     )
+    # Six hours: an Exchange match's finding waits for its correlation window
+    # and the watermark, and the Management Activity API delivers hours late.
+    dlp_retraction_hold_s: float = Field(
+        6 * 3600.0,
+        gt=0,
+        description="how long a vendor's DLP retraction (M365 DlpRuleUndo) that matches "
+        "no finding yet is held and tried again before it is counted as matching nothing",
+    )
     pseudonym_key: SecretStr | None = Field(
         None,
         description="HMAC-SHA256 key of the pseudonyms that replace identifiers found in "

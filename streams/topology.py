@@ -855,6 +855,13 @@ def build_app(
 
             await FindingsSink(settings).run()
 
+        @app.task
+        async def dlp_retractions() -> None:
+            """Vendors' undos of DLP matches resolve their findings (streams/retractions.py)."""
+            from streams.retractions import Retractions
+
+            await Retractions(settings, pseudonyms).run()
+
     if settings.channels:
         # Built here, so that a route naming an unconfigured channel stops the
         # worker at its start, with every problem listed.

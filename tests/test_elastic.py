@@ -226,10 +226,14 @@ def test_a_password_in_the_url_is_refused() -> None:
 def test_the_writer_may_only_create_findings_in_the_findings_indices() -> None:
     role = writer_role("sepwatch-findings")
     assert role["cluster"] == []
-    (grant,) = role["indices"]
+    grant, records = role["indices"]
     assert grant["names"] == ["sepwatch-findings", "sepwatch-findings-*"]
     # create_doc, never index/write/delete: a stored finding is never overwritten or removed.
-    assert set(grant["privileges"]) == {"create_doc", "auto_configure"}
+    # Read: a vendor's DLP retraction finds the findings of its match (streams/retractions.py).
+    assert set(grant["privileges"]) == {"create_doc", "auto_configure", "read"}
+    # And adds lifecycle records to them, never changing one.
+    assert records["names"] == ["sepwatch-findings.lifecycle"]
+    assert set(records["privileges"]) == {"read", "create_doc"}
     analyst = analyst_role("sepwatch-findings")
     assert analyst["cluster"] == []
     findings, lifecycle = analyst["indices"]

@@ -28,4 +28,12 @@ def details(alert: DlpView, dest: Destination, matched: frozenset[str]) -> dict[
         out["snippet_masked"] = alert.snippet
     if dest.via is not None:
         out["correlated_access_gap_s"] = round(abs(dest.via.ts - alert.ts), 3)
+    if alert.match_ref is not None:
+        workload, object_id, rule_ids = alert.match_ref
+        out["match_ref"] = {
+            "source": alert.source,
+            "workload": workload,
+            "object_id": object_id,
+            "rule_ids": list(rule_ids),
+        }
     return out

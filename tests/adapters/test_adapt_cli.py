@@ -107,7 +107,7 @@ def test_adapt_to_stdout_puts_dead_letters_on_stderr_not_in_the_working_director
     assert result.exit_code == 1
     assert list(tmp_path.iterdir()) == []
     events = [json.loads(line) for line in result.stdout.splitlines()]
-    assert len(events) == 6 and {e["stream"] for e in events} == {"dlp_alert"}
+    assert len(events) == 7 and {e["stream"] for e in events} == {"dlp_alert"}  # an undo too
     [letter] = [json.loads(line) for line in result.stderr.splitlines()]
     assert letter["source"] == "m365" and "unrecognised shape" in letter["reason"]
 

@@ -33,6 +33,8 @@ def test_m365_dlp_names_the_person_not_the_dlp_service(mapping: VendorMapping) -
         "a21f13b9-22b6-405b-bf9e-a07ad8d456da": "asr@testsiem2.onmicrosoft.com",  # SharePoint From
         "eb8259c8-d2c2-449d-bd35-5c8a033eb629": "asr@testsiem2.onmicrosoft.com",
         "d5a0e7d9-e06f-498c-8413-eb83b7dbd516": "asr@testsiem2.onmicrosoft.com",  # Exchange From
+        # Its DlpRuleUndo: the same person, as a retraction (test_m365_undo_...).
+        "d5a0e7d9-e06f-498c-8413-eb83b7dbd516:undo": "asr@testsiem2.onmicrosoft.com",
     }
 
 

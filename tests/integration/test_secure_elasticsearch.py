@@ -276,8 +276,8 @@ def test_the_writer_may_create_findings_only(
     assert admin.indices.exists(index=other)
     with pytest.raises(AuthorizationException):
         writer.indices.put_index_template(name=INDEX, index_patterns=[f"{INDEX}-*"])
-    with pytest.raises(AuthorizationException):  # it writes findings; it does not read them
-        writer.search(index=INDEX)
+    # It reads findings (a vendor's DLP retraction finds its match's: streams/retractions.py).
+    writer.search(index=INDEX, ignore_unavailable=True, allow_no_indices=True)
     with pytest.raises(AuthorizationException):
         writer.security.put_role(name="escalate", cluster=["all"])
     # A month of its own it may make, and a finding in it once; nothing more.
@@ -549,3 +549,60 @@ def test_findings_stored_before_digests_are_counted_apart_and_not_called_altered
     stripped = run(*verify, "--digest", evidence["digest"])
     assert stripped.exit_code == 1, stripped.output
     assert "does not match the period's findings in Elasticsearch now" in stripped.output
+
+
+def test_a_vendors_dlp_retraction_resolves_as_the_worker_and_changes_nothing(
+    broker: str, prefix: str, secure_es: SecureNode, admin: Elasticsearch, writer: Elasticsearch
+) -> None:
+    """M365 DlpRuleUndo (streams/retractions.py): the `resolve` record is the
+    writer's, as the node proved it; the finding stays as stored."""
+    from detectors.pseudonyms import Pseudonymiser
+    from schemas import DlpAlert
+    from streams.retractions import Retractions
+
+    _setup(secure_es)
+    ensure_topics(broker, Topics(prefix), 1, retention_ms=3_600_000)
+    fid = f"SEP-003-{uuid.uuid4().hex[:8]}"
+    ref = {"workload": "OneDrive", "object_id": f"doc-{fid}", "rule_ids": ["r1"]}
+    finding = _finding(fid, rule_id="SEP-003", severity="critical", user_id="jiwoo@bank.example")
+    finding["details"] = {"data_types": ["kr_rrn"], "match_ref": {"source": "m365", **ref}}
+    month = index_for(Finding.model_validate(finding).timestamp, INDEX)
+    stored = document(Finding.model_validate(finding))
+    writer.create(index=month, id=fid, document=stored, refresh=True)
+    undo = DlpAlert.model_validate(
+        {
+            "stream": "dlp_alert",
+            "event_id": f"{fid}:undo",
+            "timestamp": "2026-11-23T02:00:00+00:00",
+            "entity": "HQ",
+            "user_id": "jiwoo@bank.example",
+            "channel": "saas_upload",
+            "data_types": [],
+            "match_count": 0,
+            "source": "m365",
+            "match_ref": ref,
+            "retraction": {"operation": "DlpRuleUndo", "reason": "FalsePositive"},
+        }
+    )
+    settings = Settings(broker=broker, topic_prefix=prefix, es_index=INDEX, es_url=secure_es.url)
+    step = Retractions(settings, Pseudonymiser(b"k" * 32), es=writer)
+    assert step.apply(undo) == "resolved"
+    assert step.apply(undo) == "already_settled"  # read again after a restart: nothing more
+    [rec] = admin.search(
+        index=lifecycle_index(INDEX), query={"term": {"sepwatch.finding_id": fid}}
+    )["hits"]["hits"]
+    assert rec["_source"]["event"]["action"] == "resolve"
+    assert rec["_source"]["event"]["reason"].startswith(
+        f"vendor retracted the DLP match: DlpRuleUndo {fid}:undo (OneDrive): FalsePositive"
+    )
+    actor = rec["_source"]["sepwatch"]["actor"]
+    assert (actor["username"], actor["authentication_type"]) == ("sepwatch-writer", "REALM")
+    assert admin.get(index=month, id=fid)["_source"] == stored
+    # The writer adds records; it rewrites and removes none.
+    for change in (
+        lambda: writer.index(index=lifecycle_index(INDEX), id=f"{fid}.1", document={}),
+        lambda: writer.delete(index=lifecycle_index(INDEX), id=f"{fid}.1"),
+        lambda: writer.update(index=month, id=fid, doc={"message": "retracted"}),
+    ):
+        with pytest.raises(AuthorizationException):
+            change()
