@@ -74,12 +74,12 @@ from bench.stream import (
     ROOT,
     bare_consumer,
     events,
-    lag,
     rules_drained,
     rules_lag,
     stamped_at_send,
     start_worker,
     stop,
+    unread,
 )
 
 ES = ROOT / "deploy" / "local" / "elasticsearch.sh"
@@ -199,7 +199,7 @@ def wait_drained(topics: Any, deadline_s: float, sink: bool = False) -> bool:
 def wait_sink(topics: Any, deadline_s: float) -> bool:
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
-        if lag(f"{topics.prefix}es-sink", [topics.findings]) == 0:
+        if unread(f"{topics.prefix}es-sink", [topics.findings]) == 0:
             return True
         time.sleep(0.5)
     return False
@@ -703,7 +703,10 @@ def recovery(s: Sizes, runs: int, workdir: Path, out: Results) -> None:
 
     def watch() -> None:
         consumer = KafkaConsumer(
-            topics.findings, bootstrap_servers=BROKER, auto_offset_reset="earliest"
+            topics.findings,
+            bootstrap_servers=BROKER,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",  # as the findings' consumers read them
         )
         try:
             while not flag.is_set():

@@ -2,23 +2,26 @@
 while the cluster and the workers fail, then the findings on Kafka compared
 with replay's for the same file.
 
-    python -m bench.faults --broker 127.0.0.1:26092 --victim-port 26092 --events 200000 --runs 5
-    python -m bench.faults --broker 127.0.0.1:29092,127.0.0.1:29093,127.0.0.1:29094 \\
-        --victim-port 29093 --events 200000 --runs 5
+    SEPWATCH_KAFKA_PORT=29092 deploy/local/kafka.sh up --brokers 3
+    python -m bench.faults --broker 127.0.0.1:29092,127.0.0.1:29094,127.0.0.1:29096 \\
+        --victim-port 29094 --events 200000 --runs 5 --guarantee exactly_once
 
 During each run, in this order, while the day is being produced:
   1. the broker on --victim-port is SIGKILLed and restarted (deploy/local/kafka.sh up
-     with SEPWATCH_KAFKA_PORT set to it, the data directory kept);
+     --brokers N, N and the first broker's port read from --broker, the data kept);
   2. a worker is SIGKILLed;
   3. a worker is SIGSTOPped past its session and SIGCONTed (a zombie);
   4. the findings topic refuses every write for 30 s (max.message.bytes below a finding);
   5. throughout, the stages raise on one chosen posture (SEPWATCH_TEST_FAULT_EVENT_ID).
 A worker that exits (killed, or stopped because a write was not delivered) is
-started again, as a service manager would. The run passes when the findings
-read from Kafka, by id, are replay's for the file without the chosen posture
-(0 lost, 0 extra), the chosen posture is in the dead letters with its reason;
-duplicates by id among the records on the findings topic are counted and
-shown (at least once: a record judged again is written again).
+started again, as a service manager would. The workers run with
+SEPWATCH_PROCESSING_GUARANTEE set to --guarantee. The findings are read from
+Kafka as their consumers read them, committed records only (read_committed).
+The run passes when those are, by id, replay's for the file without the
+chosen posture (0 lost, 0 extra), the chosen posture is in the dead letters
+with its reason, and, under exactly_once, no id is there twice. Under
+at_least_once duplicates are counted and shown, not failed: a record judged
+again is written again.
 
 The brokers are not started here: start them (deploy/local/kafka.sh up, on
 ports that disturb nobody) and stop them after.
@@ -65,6 +68,7 @@ SESSION_S = 6.0  # the workers' session: the zombie is stopped well past it
 REFUSE_S = 30.0
 REFUSING = 200  # max.message.bytes below any finding's size
 FAULTS = {"broker", "kill", "zombie", "refuse"}  # the stage raising on one posture is always on
+GUARANTEES = ("exactly_once", "at_least_once")
 
 
 def day(n: int, seed: int) -> list[bytes]:
@@ -95,10 +99,13 @@ def replayed(lines: list[bytes]) -> dict[str, str]:
 class Workers:
     """Two `sepwatch worker` processes, each started again when it exits."""
 
-    def __init__(self, broker: str, prefix: str, workdir: Path, poison: str) -> None:
+    def __init__(
+        self, broker: str, prefix: str, workdir: Path, poison: str, guarantee: str
+    ) -> None:
         self.env = {
             **os.environ,
             "SEPWATCH_BROKER": broker,
+            "SEPWATCH_PROCESSING_GUARANTEE": guarantee,
             "SEPWATCH_TOPIC_PREFIX": prefix,
             "SEPWATCH_ES_URL": "",
             "SEPWATCH_KAFKA_SESSION_TIMEOUT_S": str(SESSION_S),
@@ -174,15 +181,42 @@ def refuse_findings(broker: str, topic: str, limit: int | None) -> None:
         client.close()
 
 
-def kill_broker(port: int) -> None:
-    run = Path(os.environ.get("SEPWATCH_RUN_DIR", Path.home() / ".cache/sepwatch/run"))
-    pid = int((run / f"kafka-{port}" / "kafka.pid").read_text())
-    os.kill(pid, signal.SIGKILL)
+@dataclass(frozen=True)
+class Cluster:
+    """The deploy/local/kafka.sh brokers of --broker: broker n (1..N) listens on
+    the first one's port + 2(n-1) and keeps its pid file under kafka-FIRST/
+    (broker 1) or kafka-FIRST/node-n/."""
 
+    first: int
+    brokers: int
 
-def restart_broker(port: int) -> None:
-    env = {**os.environ, "SEPWATCH_KAFKA_PORT": str(port)}
-    subprocess.run([str(KAFKA), "up"], check=True, env=env, timeout=300, capture_output=True)
+    @classmethod
+    def of(cls, bootstrap: str) -> Cluster:
+        ports = sorted(int(b.rsplit(":", 1)[1]) for b in bootstrap.split(","))
+        return cls(ports[0], len(ports))
+
+    def node(self, port: int) -> int | None:
+        node = (port - self.first) // 2 + 1
+        return node if 1 <= node <= self.brokers and not (port - self.first) % 2 else None
+
+    def kill(self, port: int) -> None:
+        node = self.node(port)
+        assert node is not None  # checked by main()
+        run = Path(os.environ.get("SEPWATCH_RUN_DIR", Path.home() / ".cache/sepwatch/run"))
+        home = run / f"kafka-{self.first}"
+        pid_file = (home if node == 1 else home / f"node-{node}") / "kafka.pid"
+        os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+    def restart(self) -> None:
+        """`up` starts only the brokers not running: the one killed."""
+        env = {**os.environ, "SEPWATCH_KAFKA_PORT": str(self.first)}
+        subprocess.run(
+            [str(KAFKA), "up", "--brokers", str(self.brokers)],
+            check=True,
+            env=env,
+            timeout=300,
+            capture_output=True,
+        )
 
 
 class FeedFailed(RuntimeError):
@@ -200,10 +234,12 @@ class Outcome:
     dead_lettered: bool
     restarts: int
     seconds: float
+    guarantee: str
 
     @property
     def passed(self) -> bool:
-        return not self.lost and not self.extra and self.dead_lettered
+        once = self.guarantee != "exactly_once" or not self.duplicated
+        return not self.lost and not self.extra and self.dead_lettered and once
 
 
 def one_run(
@@ -214,6 +250,7 @@ def one_run(
     rate: float,
     wait_s: float,
     faults: set[str] = FAULTS,
+    guarantee: str = "exactly_once",
 ) -> Outcome:
     began = time.monotonic()
     prefix = f"f{uuid.uuid4().hex[:8]}."
@@ -224,7 +261,7 @@ def one_run(
     want = replayed(lines[:chosen] + lines[chosen + 1 :])
     ensure_topics(broker, topics, PARTITIONS, retention_ms=24 * 3_600_000)
     (workdir / prefix.rstrip(".")).mkdir(parents=True, exist_ok=True)
-    workers = Workers(broker, prefix, workdir / prefix.rstrip("."), poison)
+    workers = Workers(broker, prefix, workdir / prefix.rstrip("."), poison, guarantee)
     fed: list[BaseException] = []
 
     def feed() -> None:
@@ -247,9 +284,10 @@ def one_run(
         began = time.monotonic()
         feeding.start()
         if victim is not None and "broker" in faults:
-            at(0.15, lambda: kill_broker(victim))
+            cluster = Cluster.of(broker)
+            at(0.15, lambda: cluster.kill(victim))
             time.sleep(5)
-            restart_broker(victim)
+            cluster.restart()
         if "kill" in faults:
             at(0.35, lambda: workers.signal("a", signal.SIGKILL))
         if "zombie" in faults:
@@ -289,6 +327,7 @@ def one_run(
             dead_lettered=any("InjectedFault" in d["reason"] for d in letters),
             restarts=workers.restarts,
             seconds=time.monotonic() - began,
+            guarantee=guarantee,
         )
     finally:
         workers.stop()
@@ -325,14 +364,32 @@ def main() -> None:
         default=",".join(sorted(FAULTS)),
         help="which faults to inject (to find which one a failure comes from)",
     )
+    parser.add_argument(
+        "--guarantee",
+        choices=GUARANTEES,
+        default="exactly_once",
+        help="the workers' SEPWATCH_PROCESSING_GUARANTEE; under exactly_once a finding "
+        "id twice among the committed records fails the run",
+    )
     args = parser.parse_args()
     faults = set(args.faults.split(",")) - {""}
+    if unknown := faults - FAULTS:
+        parser.error(f"--faults: unknown {', '.join(sorted(unknown))} (of {', '.join(FAULTS)})")
+    if args.victim_port is not None and Cluster.of(args.broker).node(args.victim_port) is None:
+        parser.error(f"--victim-port {args.victim_port} is no broker of --broker {args.broker}")
     lines = day(args.events, seed=11)
     outcomes = []
     for run in range(1, args.runs + 1):
         try:
             o = one_run(
-                args.broker, args.victim_port, lines, args.workdir, args.rate, args.wait, faults
+                args.broker,
+                args.victim_port,
+                lines,
+                args.workdir,
+                args.rate,
+                args.wait,
+                faults,
+                args.guarantee,
             )
         except FeedFailed as exc:
             print(f"run {run}: NOT RUN  {exc}", flush=True)
@@ -340,7 +397,8 @@ def main() -> None:
         outcomes.append(o)
         print(
             f"run {run}: {'PASS' if o.passed else 'FAIL'}  events {o.events:,}  findings wanted "
-            f"{o.wanted:,}  lost {o.lost}  extra {o.extra}  duplicated by id {o.duplicated}  "
+            f"{o.wanted:,}  lost {o.lost}  extra {o.extra}  committed duplicated by id "
+            f"{o.duplicated} ({o.guarantee})  "
             f"poison dead-lettered {o.dead_lettered}  worker restarts {o.restarts}  "
             f"{o.seconds:.0f} s",
             flush=True,

@@ -175,6 +175,46 @@ def lag(group: str, topics: list[str]) -> int:
         consumer.close()
 
 
+def unread(
+    group: str,
+    names: list[str],
+    ends: dict[Any, int] | None = None,
+    broker: str = BROKER,
+) -> int:
+    """Committed records of `names` the group has not committed past, up to
+    `ends` (default: the end offsets now). Not "end - committed": a topic
+    written in transactions holds a commit marker after each transaction's
+    last record, and a consumer commits the offset after the last record it
+    read, so a group that has read everything stays a marker short of the end
+    (docs/exactly-once.md). Without transactions the two agree."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=broker,
+        group_id=group,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+    )
+    try:
+        parts = [TopicPartition(t, p) for t in names for p in consumer.partitions_for_topic(t)]
+        end = ends or consumer.end_offsets(parts)
+        behind = {tp: consumer.committed(tp) or 0 for tp in parts}
+        behind = {tp: at for tp, at in behind.items() if at < end[tp]}
+        if not behind:
+            return 0
+        consumer.assign(list(behind))
+        for tp, at in behind.items():
+            consumer.seek(tp, at)
+        count = 0
+        deadline = time.monotonic() + 60
+        while any(consumer.position(tp) < end[tp] for tp in behind):
+            if time.monotonic() > deadline:
+                return max(count, 1)  # not read to the end: not drained
+            for tp, records in consumer.poll(timeout_ms=200).items():
+                count += sum(r.offset < end[tp] for r in records)
+        return count
+    finally:
+        consumer.close()
+
+
 async def bare_consumer(topics: list[str], n: int) -> float:
     consumer = AIOKafkaConsumer(
         *topics,

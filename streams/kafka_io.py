@@ -415,9 +415,16 @@ def export_findings(broker: Broker, topics: Topics, sink: TextIO, timeout_s: flo
 
 
 def read_topics(broker: Broker, names: list[str], timeout_s: float = 30.0) -> list[Any]:
-    """Every record of the topics, from their beginning to their end offsets now."""
+    """Every committed record of the topics, from their beginning to their end
+    offsets now. Committed only: a worker's aborted transaction leaves records
+    on the topic that never happened (docs/exactly-once.md); without
+    transactions every record is committed."""
     try:
-        consumer = KafkaConsumer(**connection(broker).client_options(), enable_auto_commit=False)
+        consumer = KafkaConsumer(
+            **connection(broker).client_options(),
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+        )
     except KafkaError:
         raise unavailable(broker) from None
     try:
