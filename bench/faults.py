@@ -279,6 +279,11 @@ def one_run(
             time.sleep(delay)
         what()
 
+    def made(fault: str) -> None:
+        """Said as it happens: a fault made after the day was fed hit less."""
+        fed_by = "during the feed" if feeding.is_alive() else "after the feed"
+        print(f"  {time.monotonic() - began:5.0f} s ({fed_by}): {fault}", flush=True)
+
     try:
         time.sleep(8)  # the workers join their groups
         began = time.monotonic()
@@ -286,18 +291,25 @@ def one_run(
         if victim is not None and "broker" in faults:
             cluster = Cluster.of(broker)
             at(0.15, lambda: cluster.kill(victim))
+            made(f"broker {victim} SIGKILLed")
             time.sleep(5)
             cluster.restart()
+            made(f"broker {victim} restarted")
         if "kill" in faults:
             at(0.35, lambda: workers.signal("a", signal.SIGKILL))
+            made("worker a SIGKILLed")
         if "zombie" in faults:
             at(0.5, lambda: workers.signal("b", signal.SIGSTOP))
+            made("worker b SIGSTOPped")
             time.sleep(SESSION_S * 2.5)
             workers.signal("b", signal.SIGCONT)
+            made("worker b SIGCONTed")
         if "refuse" in faults:
             at(0.7, lambda: refuse_findings(broker, topics.findings, REFUSING))
+            made("the findings topic refuses writes")
             time.sleep(REFUSE_S)
             refuse_findings(broker, topics.findings, None)
+            made("the findings topic takes writes again")
         feeding.join()
         if fed:
             raise FeedFailed(f"the producer of the day gave up: {fed[0]!r}")

@@ -260,6 +260,26 @@ def new_topic(
     )
 
 
+def ensure_log(
+    broker: Broker, name: str, factor: int | None = None, min_insync: int | None = None
+) -> None:
+    """A one-partition compacted topic (the policy history, the pseudonym key),
+    replicated as every other topic sepwatch creates: a copy on one broker
+    would be lost, or out of reach, with that broker."""
+    try:
+        client = admin(broker)
+        try:
+            if name in set(client.list_topics()):
+                return
+            wanted = replication(client, factor, min_insync)
+            with contextlib.suppress(TopicAlreadyExistsError):
+                client.create_topics([new_topic(name, 1, wanted, {"cleanup.policy": "compact"})])
+        finally:
+            client.close()
+    except KafkaError as exc:
+        raise KafkaUnavailable(f"creating {name}: {exc}") from None
+
+
 def _await_partitions(
     client: KafkaAdminClient,
     co_partitioned: list[str],
