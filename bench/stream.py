@@ -77,10 +77,16 @@ def events(n: int, start: datetime, seed: int, users: int = 20_000) -> list[byte
 
 
 def start_worker(
-    prefix: str, log: Path, es_url: str = "", state: Path | None = None
+    prefix: str,
+    log: Path,
+    es_url: str = "",
+    state: Path | None = None,
+    guarantee: str | None = None,
 ) -> subprocess.Popen[bytes]:
+    """`guarantee`: the worker's SEPWATCH_PROCESSING_GUARANTEE (None: its default)."""
     env = {
         **os.environ,
+        **({"SEPWATCH_PROCESSING_GUARANTEE": guarantee} if guarantee else {}),
         "SEPWATCH_BROKER": BROKER,
         "SEPWATCH_TOPIC_PREFIX": prefix,
         # Empty: the rules alone (bench.sink measures the sink); python -m bench sets it.
