@@ -29,6 +29,7 @@ from streams.sink import FindingsSink
 from streams.topics import Topics
 from tests.integration.receivers import HttpReceiver, wait_for
 from tests.integration.settle import committed as committed_offsets
+from tests.integration.settle import committed_past
 from tests.integration.test_alerts import SECRET, _policy, _settings, finding, pd
 
 pytestmark = pytest.mark.integration
@@ -104,6 +105,9 @@ def test_the_sink_indexes_only_committed_findings(
     finally:
         es.close()
     assert [h["_id"] for h in hits] == [committed.finding_id]
+    # Settled: committed past the committed finding, though one short of the
+    # partition's end (the commit marker follows it).
+    committed_past(broker, f"{prefix}es-sink", [topics.findings], timeout=30)
 
 
 def test_the_alert_router_notifies_only_committed_findings(broker: str, prefix: str) -> None:
