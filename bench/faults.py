@@ -46,15 +46,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType
 from pydantic import SecretStr
 
+from bench.stream import unread
 from detectors.masking import mask_text
 from schemas.policy_file import load_policy
 from simulator.day import simulate
 from streams.kafka_io import admin, ensure_topics, paced, produce, read_dead_letters, read_topics
 from streams.replay import replay
-from streams.topics import Topics
+from streams.topics import STAGES, Topics
 
 # The workers honour the end-of-input marker this run signs
 # (docs/architecture.md, "Streaming on Kafka").
@@ -318,7 +320,9 @@ def one_run(
         while time.monotonic() < deadline:
             got = Counter((r.key or b"").decode() for r in read_topics(broker, [topics.findings]))
             if set(got) >= set(want):
-                time.sleep(5)  # anything extra would show up now
+                # Every input routed and every stage record judged and
+                # committed: anything extra or twice is on the topic by then.
+                judged(broker, topics, deadline)
                 got = Counter(
                     (r.key or b"").decode() for r in read_topics(broker, [topics.findings])
                 )
@@ -344,6 +348,26 @@ def one_run(
     finally:
         workers.stop()
         drop_topics(broker, prefix)
+
+
+def judged(broker: str, topics: Topics, deadline: float) -> None:
+    """Wait until the validators' group has committed past every input record
+    there is now, then the workers' group past every stage record there is
+    then (committed records left, bench.stream.unread); until `deadline`."""
+    consumer = KafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False)
+    try:
+        for group, names in (
+            ("validator", list(topics.inputs)),
+            ("worker", [topics.stage(s) for s in STAGES]),
+        ):
+            parts = [TopicPartition(n, p) for n in names for p in range(PARTITIONS)]
+            ends = consumer.end_offsets(parts)
+            while unread(f"{topics.prefix}{group}", names, ends, broker) > 0:
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(1)
+    finally:
+        consumer.close()
 
 
 def drop_topics(broker: str, prefix: str) -> None:
