@@ -20,6 +20,9 @@ Sections:
               stamped more than the allowed lateness after the last
   recovery    SIGKILL of a worker under load -> first new finding after a
               successor (fresh state directory) restores from the changelog
+  guarantee   the cost of exactly once (issue 19): one worker to Elasticsearch
+              with SEPWATCH_PROCESSING_GUARANTEE=exactly_once and =at_least_once,
+              alternating, beside a Faust agent that only reads the same inputs
 
 It starts its own broker (port 19192, or SEPWATCH_BENCH_KAFKA_PORT) and
 Elasticsearch node (port 19250, or SEPWATCH_BENCH_ES_PORT) with
@@ -74,18 +77,19 @@ from bench.stream import (
     ROOT,
     bare_consumer,
     events,
-    lag,
+    faust_floor,
     rules_drained,
     rules_lag,
     stamped_at_send,
     start_worker,
     stop,
+    unread,
 )
 
 ES = ROOT / "deploy" / "local" / "elasticsearch.sh"
 ES_PORT = os.environ.get("SEPWATCH_BENCH_ES_PORT", "19250")
 ES_URL = f"http://127.0.0.1:{ES_PORT}"
-SECTIONS = ("throughput", "latency", "detection", "memory", "recovery")
+SECTIONS = ("throughput", "latency", "detection", "memory", "recovery", "guarantee")
 SECTION_FAILED = "section failed"
 SCHEDULED = ("SEP-001", "SEP-002", "SEP-003")  # what a scheduled search can express
 
@@ -199,7 +203,7 @@ def wait_drained(topics: Any, deadline_s: float, sink: bool = False) -> bool:
 def wait_sink(topics: Any, deadline_s: float) -> bool:
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
-        if lag(f"{topics.prefix}es-sink", [topics.findings]) == 0:
+        if unread(f"{topics.prefix}es-sink", [topics.findings]) == 0:
             return True
         time.sleep(0.5)
     return False
@@ -268,10 +272,11 @@ def throughput(s: Sizes, runs: int, workdir: Path, out: Results) -> None:
 
 
 def _throughput_run(
-    lines: list[bytes], workers: int, tag: str, workdir: Path
+    lines: list[bytes], workers: int, tag: str, workdir: Path, guarantee: str | None = None
 ) -> tuple[float, float]:
     """One run on fresh topics: (worker events/s, bare consumer records/s;
-    the bare consumer only beside one worker, else nan)."""
+    the bare consumer only beside one worker, else nan). `guarantee`: the
+    workers' SEPWATCH_PROCESSING_GUARANTEE (None: their default)."""
     from streams.kafka_io import produce
 
     topics = _topics(f"tp{workers}w{tag}-{uid()}.")
@@ -280,18 +285,77 @@ def _throughput_run(
     if workers == 1:
         bare = asyncio.run(bare_consumer(topics.inputs, len(lines)))
     logs = [workdir / f"throughput-{workers}w-{tag}-{i}.log" for i in range(workers)]
-    procs = [start_worker(topics.prefix, logs[0], es_url=ES_URL)]
+    procs = [start_worker(topics.prefix, logs[0], es_url=ES_URL, guarantee=guarantee)]
     # The clock starts when the first worker is ready; a second one's
     # join (a rebalance) is part of what two workers cost.
     began = time.perf_counter()
     try:
-        procs += [start_worker(topics.prefix, log, es_url=ES_URL) for log in logs[1:]]
+        procs += [
+            start_worker(topics.prefix, log, es_url=ES_URL, guarantee=guarantee) for log in logs[1:]
+        ]
         drained = wait_drained(topics, deadline_s=1800, sink=True)
         elapsed = time.perf_counter() - began
     finally:
         for proc in procs:
             stop(proc)
     return (len(lines) / elapsed if drained else float("nan")), bare
+
+
+# -- the cost of the guarantee ----------------------------------------------------
+
+GUARANTEES = ("exactly_once", "at_least_once")
+
+
+def guarantee(s: Sizes, runs: int, workdir: Path, out: Results) -> None:
+    """Issue 19: one worker to Elasticsearch under each guarantee, alternating
+    (the order swapped each run, so that a drift of the machine's load favours
+    neither), beside a Faust agent that only reads the same input topics."""
+    from streams.kafka_io import produce
+    from streams.settings import Settings
+
+    print(f"guarantee: {s.events:,} events a run, {runs} runs of each", flush=True)
+    lines = events(s.events, PERIOD_START, seed=21)
+    rates: dict[str, list[float]] = {g: [] for g in GUARANTEES}
+    pairs: list[float] = []
+    floor: list[float] = []
+    for run in range(runs):
+        for g in GUARANTEES if run % 2 == 0 else GUARANTEES[::-1]:
+            rates[g].append(_throughput_run(lines, 1, f"{g}{run}", workdir, guarantee=g)[0])
+            print(f"  run {run + 1}, {g}: {rates[g][-1]:,.0f} events/s", flush=True)
+        pairs.append(ratio(rates["exactly_once"][-1], rates["at_least_once"][-1]))
+        topics = _topics(f"floor{run}-{uid()}.")
+        produce(lines, BROKER, topics, end_of_input=False)
+        floor.append(faust_floor(topics.inputs, len(lines)))
+        print(f"  run {run + 1}, Faust agent that only reads: {floor[-1]:,.0f} events/s")
+    once, least, bare = (
+        Spread.of(rates["exactly_once"]),
+        Spread.of(rates["at_least_once"]),
+        Spread.of(floor),
+    )
+    for g, spread in (("exactly_once", once), ("at_least_once", least)):
+        out.add("guarantee", f"one worker, {g}, to Elasticsearch", fmt_spread(spread, "events/s"))
+    out.add(
+        "guarantee", "Faust agent that only reads the same inputs", fmt_spread(bare, "events/s")
+    )
+    cost = Spread.of(pairs)
+    out.add(
+        "guarantee",
+        "exactly_once / at_least_once, run by run",
+        f"{cost.median:.2f} ({cost.low:.2f}-{cost.high:.2f})",
+        verdict(cost.median >= 0.75, ">= 0.75"),
+    )
+    over = ratio(once.median, bare.median)
+    out.add(
+        "guarantee",
+        "exactly_once / Faust read-only agent, medians",
+        f"{over:.2f}",
+        verdict(over >= 1.2, ">= 1.2"),
+    )
+    if "processing_guarantee" not in Settings.model_fields:
+        out.notes.append(
+            "Guarantee: this worker has no SEPWATCH_PROCESSING_GUARANTEE setting yet "
+            "(docs/exactly-once.md): both of its runs were at least once."
+        )
 
 
 # -- decision latency -------------------------------------------------------------
@@ -703,7 +767,10 @@ def recovery(s: Sizes, runs: int, workdir: Path, out: Results) -> None:
 
     def watch() -> None:
         consumer = KafkaConsumer(
-            topics.findings, bootstrap_servers=BROKER, auto_offset_reset="earliest"
+            topics.findings,
+            bootstrap_servers=BROKER,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",  # as the findings' consumers read them
         )
         try:
             while not flag.is_set():
@@ -847,6 +914,11 @@ How each figure is made (`python -m bench --help`):
   watermark are kept by design, so closer rounds measure that history.
 - **recovery**: a worker under load is SIGKILLed and a successor started
   with an empty state directory; time to its first finding not seen before.
+- **guarantee**: one worker timed as in throughput (to Elasticsearch), with
+  SEPWATCH_PROCESSING_GUARANTEE=exactly_once and =at_least_once alternately,
+  the order swapped each run; the ratio is taken run by run (median and
+  range). The Faust agent (bench/faust_floor.py) reads the same events from
+  fresh input topics and does nothing with them.
 {notes}
 """
 
@@ -896,7 +968,7 @@ def main() -> None:
     ours = not args.reuse_servers
     if ours:
         subprocess.run([str(KAFKA), "up"], check=True, env=env)
-    if ours and {"throughput", "detection"} & set(chosen):
+    if ours and {"throughput", "detection", "guarantee"} & set(chosen):
         subprocess.run([str(ES), "up"], check=True, env=env)
     try:
         for name in SECTIONS:
@@ -911,8 +983,10 @@ def main() -> None:
                     detection(sizes, workdir, results)
                 elif name == "memory":
                     memory(sizes, workdir, results)
-                else:
+                elif name == "recovery":
                     recovery(sizes, runs, workdir, results)
+                else:
+                    guarantee(sizes, runs, workdir, results)
             except Exception as exc:  # one broken section must not cost the others' figures
                 traceback.print_exc()
                 results.add(name, SECTION_FAILED, f"{type(exc).__name__}: {exc}"[:300])

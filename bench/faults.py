@@ -2,23 +2,26 @@
 while the cluster and the workers fail, then the findings on Kafka compared
 with replay's for the same file.
 
-    python -m bench.faults --broker 127.0.0.1:26092 --victim-port 26092 --events 200000 --runs 5
-    python -m bench.faults --broker 127.0.0.1:29092,127.0.0.1:29093,127.0.0.1:29094 \\
-        --victim-port 29093 --events 200000 --runs 5
+    SEPWATCH_KAFKA_PORT=29092 deploy/local/kafka.sh up --brokers 3
+    python -m bench.faults --broker 127.0.0.1:29092,127.0.0.1:29094,127.0.0.1:29096 \\
+        --victim-port 29094 --events 200000 --runs 5 --guarantee exactly_once
 
 During each run, in this order, while the day is being produced:
   1. the broker on --victim-port is SIGKILLed and restarted (deploy/local/kafka.sh up
-     with SEPWATCH_KAFKA_PORT set to it, the data directory kept);
+     --brokers N, N and the first broker's port read from --broker, the data kept);
   2. a worker is SIGKILLed;
   3. a worker is SIGSTOPped past its session and SIGCONTed (a zombie);
   4. the findings topic refuses every write for 30 s (max.message.bytes below a finding);
   5. throughout, the stages raise on one chosen posture (SEPWATCH_TEST_FAULT_EVENT_ID).
 A worker that exits (killed, or stopped because a write was not delivered) is
-started again, as a service manager would. The run passes when the findings
-read from Kafka, by id, are replay's for the file without the chosen posture
-(0 lost, 0 extra), the chosen posture is in the dead letters with its reason;
-duplicates by id among the records on the findings topic are counted and
-shown (at least once: a record judged again is written again).
+started again, as a service manager would. The workers run with
+SEPWATCH_PROCESSING_GUARANTEE set to --guarantee. The findings are read from
+Kafka as their consumers read them, committed records only (read_committed).
+The run passes when those are, by id, replay's for the file without the
+chosen posture (0 lost, 0 extra), the chosen posture is in the dead letters
+with its reason, and, under exactly_once, no id is there twice. Under
+at_least_once duplicates are counted and shown, not failed: a record judged
+again is written again.
 
 The brokers are not started here: start them (deploy/local/kafka.sh up, on
 ports that disturb nobody) and stop them after.
@@ -43,15 +46,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType
 from pydantic import SecretStr
 
+from bench.stream import unread
 from detectors.masking import mask_text
 from schemas.policy_file import load_policy
 from simulator.day import simulate
 from streams.kafka_io import admin, ensure_topics, paced, produce, read_dead_letters, read_topics
 from streams.replay import replay
-from streams.topics import Topics
+from streams.topics import STAGES, Topics
 
 # The workers honour the end-of-input marker this run signs
 # (docs/architecture.md, "Streaming on Kafka").
@@ -65,6 +70,7 @@ SESSION_S = 6.0  # the workers' session: the zombie is stopped well past it
 REFUSE_S = 30.0
 REFUSING = 200  # max.message.bytes below any finding's size
 FAULTS = {"broker", "kill", "zombie", "refuse"}  # the stage raising on one posture is always on
+GUARANTEES = ("exactly_once", "at_least_once")
 
 
 def day(n: int, seed: int) -> list[bytes]:
@@ -95,10 +101,13 @@ def replayed(lines: list[bytes]) -> dict[str, str]:
 class Workers:
     """Two `sepwatch worker` processes, each started again when it exits."""
 
-    def __init__(self, broker: str, prefix: str, workdir: Path, poison: str) -> None:
+    def __init__(
+        self, broker: str, prefix: str, workdir: Path, poison: str, guarantee: str
+    ) -> None:
         self.env = {
             **os.environ,
             "SEPWATCH_BROKER": broker,
+            "SEPWATCH_PROCESSING_GUARANTEE": guarantee,
             "SEPWATCH_TOPIC_PREFIX": prefix,
             "SEPWATCH_ES_URL": "",
             "SEPWATCH_KAFKA_SESSION_TIMEOUT_S": str(SESSION_S),
@@ -174,15 +183,42 @@ def refuse_findings(broker: str, topic: str, limit: int | None) -> None:
         client.close()
 
 
-def kill_broker(port: int) -> None:
-    run = Path(os.environ.get("SEPWATCH_RUN_DIR", Path.home() / ".cache/sepwatch/run"))
-    pid = int((run / f"kafka-{port}" / "kafka.pid").read_text())
-    os.kill(pid, signal.SIGKILL)
+@dataclass(frozen=True)
+class Cluster:
+    """The deploy/local/kafka.sh brokers of --broker: broker n (1..N) listens on
+    the first one's port + 2(n-1) and keeps its pid file under kafka-FIRST/
+    (broker 1) or kafka-FIRST/node-n/."""
 
+    first: int
+    brokers: int
 
-def restart_broker(port: int) -> None:
-    env = {**os.environ, "SEPWATCH_KAFKA_PORT": str(port)}
-    subprocess.run([str(KAFKA), "up"], check=True, env=env, timeout=300, capture_output=True)
+    @classmethod
+    def of(cls, bootstrap: str) -> Cluster:
+        ports = sorted(int(b.rsplit(":", 1)[1]) for b in bootstrap.split(","))
+        return cls(ports[0], len(ports))
+
+    def node(self, port: int) -> int | None:
+        node = (port - self.first) // 2 + 1
+        return node if 1 <= node <= self.brokers and not (port - self.first) % 2 else None
+
+    def kill(self, port: int) -> None:
+        node = self.node(port)
+        assert node is not None  # checked by main()
+        run = Path(os.environ.get("SEPWATCH_RUN_DIR", Path.home() / ".cache/sepwatch/run"))
+        home = run / f"kafka-{self.first}"
+        pid_file = (home if node == 1 else home / f"node-{node}") / "kafka.pid"
+        os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+    def restart(self) -> None:
+        """`up` starts only the brokers not running: the one killed."""
+        env = {**os.environ, "SEPWATCH_KAFKA_PORT": str(self.first)}
+        subprocess.run(
+            [str(KAFKA), "up", "--brokers", str(self.brokers)],
+            check=True,
+            env=env,
+            timeout=300,
+            capture_output=True,
+        )
 
 
 class FeedFailed(RuntimeError):
@@ -200,10 +236,12 @@ class Outcome:
     dead_lettered: bool
     restarts: int
     seconds: float
+    guarantee: str
 
     @property
     def passed(self) -> bool:
-        return not self.lost and not self.extra and self.dead_lettered
+        once = self.guarantee != "exactly_once" or not self.duplicated
+        return not self.lost and not self.extra and self.dead_lettered and once
 
 
 def one_run(
@@ -214,6 +252,7 @@ def one_run(
     rate: float,
     wait_s: float,
     faults: set[str] = FAULTS,
+    guarantee: str = "exactly_once",
 ) -> Outcome:
     began = time.monotonic()
     prefix = f"f{uuid.uuid4().hex[:8]}."
@@ -224,7 +263,7 @@ def one_run(
     want = replayed(lines[:chosen] + lines[chosen + 1 :])
     ensure_topics(broker, topics, PARTITIONS, retention_ms=24 * 3_600_000)
     (workdir / prefix.rstrip(".")).mkdir(parents=True, exist_ok=True)
-    workers = Workers(broker, prefix, workdir / prefix.rstrip("."), poison)
+    workers = Workers(broker, prefix, workdir / prefix.rstrip("."), poison, guarantee)
     fed: list[BaseException] = []
 
     def feed() -> None:
@@ -242,24 +281,37 @@ def one_run(
             time.sleep(delay)
         what()
 
+    def made(fault: str) -> None:
+        """Said as it happens: a fault made after the day was fed hit less."""
+        fed_by = "during the feed" if feeding.is_alive() else "after the feed"
+        print(f"  {time.monotonic() - began:5.0f} s ({fed_by}): {fault}", flush=True)
+
     try:
         time.sleep(8)  # the workers join their groups
         began = time.monotonic()
         feeding.start()
         if victim is not None and "broker" in faults:
-            at(0.15, lambda: kill_broker(victim))
+            cluster = Cluster.of(broker)
+            at(0.15, lambda: cluster.kill(victim))
+            made(f"broker {victim} SIGKILLed")
             time.sleep(5)
-            restart_broker(victim)
+            cluster.restart()
+            made(f"broker {victim} restarted")
         if "kill" in faults:
             at(0.35, lambda: workers.signal("a", signal.SIGKILL))
+            made("worker a SIGKILLed")
         if "zombie" in faults:
             at(0.5, lambda: workers.signal("b", signal.SIGSTOP))
+            made("worker b SIGSTOPped")
             time.sleep(SESSION_S * 2.5)
             workers.signal("b", signal.SIGCONT)
+            made("worker b SIGCONTed")
         if "refuse" in faults:
             at(0.7, lambda: refuse_findings(broker, topics.findings, REFUSING))
+            made("the findings topic refuses writes")
             time.sleep(REFUSE_S)
             refuse_findings(broker, topics.findings, None)
+            made("the findings topic takes writes again")
         feeding.join()
         if fed:
             raise FeedFailed(f"the producer of the day gave up: {fed[0]!r}")
@@ -268,7 +320,9 @@ def one_run(
         while time.monotonic() < deadline:
             got = Counter((r.key or b"").decode() for r in read_topics(broker, [topics.findings]))
             if set(got) >= set(want):
-                time.sleep(5)  # anything extra would show up now
+                # Every input routed and every stage record judged and
+                # committed: anything extra or twice is on the topic by then.
+                judged(broker, topics, deadline)
                 got = Counter(
                     (r.key or b"").decode() for r in read_topics(broker, [topics.findings])
                 )
@@ -289,10 +343,31 @@ def one_run(
             dead_lettered=any("InjectedFault" in d["reason"] for d in letters),
             restarts=workers.restarts,
             seconds=time.monotonic() - began,
+            guarantee=guarantee,
         )
     finally:
         workers.stop()
         drop_topics(broker, prefix)
+
+
+def judged(broker: str, topics: Topics, deadline: float) -> None:
+    """Wait until the validators' group has committed past every input record
+    there is now, then the workers' group past every stage record there is
+    then (committed records left, bench.stream.unread); until `deadline`."""
+    consumer = KafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False)
+    try:
+        for group, names in (
+            ("validator", list(topics.inputs)),
+            ("worker", [topics.stage(s) for s in STAGES]),
+        ):
+            parts = [TopicPartition(n, p) for n in names for p in range(PARTITIONS)]
+            ends = consumer.end_offsets(parts)
+            while unread(f"{topics.prefix}{group}", names, ends, broker) > 0:
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(1)
+    finally:
+        consumer.close()
 
 
 def drop_topics(broker: str, prefix: str) -> None:
@@ -325,14 +400,32 @@ def main() -> None:
         default=",".join(sorted(FAULTS)),
         help="which faults to inject (to find which one a failure comes from)",
     )
+    parser.add_argument(
+        "--guarantee",
+        choices=GUARANTEES,
+        default="exactly_once",
+        help="the workers' SEPWATCH_PROCESSING_GUARANTEE; under exactly_once a finding "
+        "id twice among the committed records fails the run",
+    )
     args = parser.parse_args()
     faults = set(args.faults.split(",")) - {""}
+    if unknown := faults - FAULTS:
+        parser.error(f"--faults: unknown {', '.join(sorted(unknown))} (of {', '.join(FAULTS)})")
+    if args.victim_port is not None and Cluster.of(args.broker).node(args.victim_port) is None:
+        parser.error(f"--victim-port {args.victim_port} is no broker of --broker {args.broker}")
     lines = day(args.events, seed=11)
     outcomes = []
     for run in range(1, args.runs + 1):
         try:
             o = one_run(
-                args.broker, args.victim_port, lines, args.workdir, args.rate, args.wait, faults
+                args.broker,
+                args.victim_port,
+                lines,
+                args.workdir,
+                args.rate,
+                args.wait,
+                faults,
+                args.guarantee,
             )
         except FeedFailed as exc:
             print(f"run {run}: NOT RUN  {exc}", flush=True)
@@ -340,7 +433,8 @@ def main() -> None:
         outcomes.append(o)
         print(
             f"run {run}: {'PASS' if o.passed else 'FAIL'}  events {o.events:,}  findings wanted "
-            f"{o.wanted:,}  lost {o.lost}  extra {o.extra}  duplicated by id {o.duplicated}  "
+            f"{o.wanted:,}  lost {o.lost}  extra {o.extra}  committed duplicated by id "
+            f"{o.duplicated} ({o.guarantee})  "
             f"poison dead-lettered {o.dead_lettered}  worker restarts {o.restarts}  "
             f"{o.seconds:.0f} s",
             flush=True,

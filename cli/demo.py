@@ -240,7 +240,11 @@ def _stream(
         done.set()
 
     threading.Thread(target=publish, daemon=True).start()
-    consumer = KafkaConsumer(**kafka.client_options(), enable_auto_commit=False)
+    consumer = KafkaConsumer(
+        **kafka.client_options(),
+        enable_auto_commit=False,
+        isolation_level="read_committed",  # as the findings' consumers read them
+    )
     parts = [
         TopicPartition(topics.findings, p)
         for p in consumer.partitions_for_topic(topics.findings) or ()

@@ -260,6 +260,26 @@ def new_topic(
     )
 
 
+def ensure_log(
+    broker: Broker, name: str, factor: int | None = None, min_insync: int | None = None
+) -> None:
+    """A one-partition compacted topic (the policy history, the pseudonym key),
+    replicated as every other topic sepwatch creates: a copy on one broker
+    would be lost, or out of reach, with that broker."""
+    try:
+        client = admin(broker)
+        try:
+            if name in set(client.list_topics()):
+                return
+            wanted = replication(client, factor, min_insync)
+            with contextlib.suppress(TopicAlreadyExistsError):
+                client.create_topics([new_topic(name, 1, wanted, {"cleanup.policy": "compact"})])
+        finally:
+            client.close()
+    except KafkaError as exc:
+        raise KafkaUnavailable(f"creating {name}: {exc}") from None
+
+
 def _await_partitions(
     client: KafkaAdminClient,
     co_partitioned: list[str],
@@ -415,9 +435,16 @@ def export_findings(broker: Broker, topics: Topics, sink: TextIO, timeout_s: flo
 
 
 def read_topics(broker: Broker, names: list[str], timeout_s: float = 30.0) -> list[Any]:
-    """Every record of the topics, from their beginning to their end offsets now."""
+    """Every committed record of the topics, from their beginning to their end
+    offsets now. Committed only: a worker's aborted transaction leaves records
+    on the topic that never happened (docs/exactly-once.md); without
+    transactions every record is committed."""
     try:
-        consumer = KafkaConsumer(**connection(broker).client_options(), enable_auto_commit=False)
+        consumer = KafkaConsumer(
+            **connection(broker).client_options(),
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+        )
     except KafkaError:
         raise unavailable(broker) from None
     try:

@@ -18,7 +18,6 @@ monitor did with them.
 
 from __future__ import annotations
 
-import contextlib
 import getpass
 import hashlib
 import socket
@@ -129,30 +128,6 @@ def in_force(versions: Iterable[PolicyVersion]) -> list[PolicyVersion]:
     return out
 
 
-def ensure_topic(broker: Broker, name: str) -> None:
-    from kafka.admin import NewTopic
-    from kafka.errors import TopicAlreadyExistsError
-
-    from streams.kafka_io import admin
-
-    client = admin(broker)
-    try:
-        if name not in set(client.list_topics()):
-            with contextlib.suppress(TopicAlreadyExistsError):
-                client.create_topics(
-                    [
-                        NewTopic(
-                            name,
-                            num_partitions=1,
-                            replication_factor=1,
-                            topic_configs={"cleanup.policy": "compact"},
-                        )
-                    ]
-                )
-    finally:
-        client.close()
-
-
 def read_versions(broker: Broker, name: str) -> list[PolicyVersion]:
     from streams.kafka_io import read_topics
 
@@ -178,10 +153,11 @@ def record_if_changed(
 ) -> list[PolicyVersion]:
     """Read the recorded versions; record `policy` as a new one (effective
     now) unless it is already the newest; return the versions in force."""
+    from streams.kafka_io import ensure_log
     from streams.topics import Topics
 
     name = Topics(settings.topic_prefix).policy
-    ensure_topic(settings.kafka, name)
+    ensure_log(settings.kafka, name, settings.replication_factor, settings.min_insync_replicas)
     versions = in_force(read_versions(settings.kafka, name))
     newest = versions[-1] if versions else None
     if newest is None or newest.digest != digest_of(policy):

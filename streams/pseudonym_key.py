@@ -16,16 +16,14 @@ a secured cluster only the workers' principal may read or write it (README,
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import secrets
 import uuid
 
-from kafka.admin import NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaError
 
 from streams.kafka_connection import Broker
-from streams.kafka_io import KafkaUnavailable, admin, producer, read_topics
+from streams.kafka_io import KafkaUnavailable, ensure_log, producer, read_topics
 from streams.settings import Settings
 from streams.topics import Topics
 
@@ -63,7 +61,12 @@ def worker_key(settings: Settings, topics: Topics) -> bytes:
     if key is not None:
         log.info("pseudonym key: from the settings")
         return key
-    _ensure_topic(settings.kafka, topics)
+    ensure_log(
+        settings.kafka,
+        topics.pseudonym_key,
+        settings.replication_factor,
+        settings.min_insync_replicas,
+    )
     key = read_key(settings.kafka, topics)
     if key is not None:
         log.info("pseudonym key: from %s", topics.pseudonym_key)
@@ -78,25 +81,6 @@ def worker_key(settings: Settings, topics: Topics) -> bytes:
         topics.pseudonym_key,
     )
     return key
-
-
-def _ensure_topic(broker: Broker, topics: Topics) -> None:
-    client = admin(broker)
-    try:
-        if topics.pseudonym_key in set(client.list_topics()):
-            return
-        topic = NewTopic(
-            topics.pseudonym_key,
-            num_partitions=1,  # one log: its first record is the key for all
-            replication_factor=1,
-            topic_configs={"cleanup.policy": "compact"},
-        )
-        with contextlib.suppress(TopicAlreadyExistsError):
-            client.create_topics([topic])
-    except KafkaError as exc:
-        raise KafkaUnavailable(f"creating {topics.pseudonym_key}: {exc}") from None
-    finally:
-        client.close()
 
 
 def _offer(broker: Broker, topics: Topics) -> None:

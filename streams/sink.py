@@ -142,6 +142,8 @@ class FindingsSink:
             group_id=f"{self.settings.topic_prefix}es-sink",
             **self.settings.group_membership,
             enable_auto_commit=False,
+            # A finding of an aborted transaction was never made (docs/exactly-once.md).
+            isolation_level="read_committed",
             auto_offset_reset="earliest",
             # While ES is down the sink holds its batch and does not poll: a
             # long poll interval keeps it in the group meanwhile.

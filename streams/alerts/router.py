@@ -164,6 +164,8 @@ class AlertRouter:
             group_id=f"{self.settings.topic_prefix}alerts",
             **self.settings.group_membership,
             enable_auto_commit=False,
+            # A finding of an aborted transaction was never made (docs/exactly-once.md).
+            isolation_level="read_committed",
             auto_offset_reset="earliest",
             # A batch waits for its deliveries (retries and backoff included).
             max_poll_interval_ms=3600 * 1000,
@@ -346,7 +348,11 @@ class AlertRouter:
         if not wanted:
             return 0
         parts = [TopicPartition(self.topics.notified, p) for p in sorted(wanted)]
-        reader = AIOKafkaConsumer(**self.settings.kafka.client_options(), enable_auto_commit=False)
+        reader = AIOKafkaConsumer(
+            **self.settings.kafka.client_options(),
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+        )
         await reader.start()
         try:
             reader.assign(parts)

@@ -55,7 +55,11 @@ def committed_past(
             behind = {
                 tp: (done.get(tp, 0), end) for tp, end in ends.items() if done.get(tp, 0) < end
             }
-            if not behind:
+            # A small gap may be commit markers only (records_between).
+            if not behind or (
+                all(e - c <= 100 for c, e in behind.values())
+                and not records_between(broker, behind)
+            ):
                 return
             if time.monotonic() > deadline:
                 shown = ", ".join(
@@ -65,6 +69,32 @@ def committed_past(
             time.sleep(step)
     finally:
         client.close()
+
+
+def records_between(broker: Broker, spans: dict[TopicPartition, tuple[int, int]]) -> int:
+    """Committed records in [from, to) of each partition. A group that has
+    read everything a transaction wrote commits the offset after its last
+    record, one short of the commit marker that follows it (exactly once,
+    docs/exactly-once.md): offsets alone would wait on it forever."""
+    consumer = KafkaConsumer(
+        **connection(broker).client_options(),
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+    )
+    try:
+        consumer.assign(list(spans))
+        for tp, (start, _) in spans.items():
+            consumer.seek(tp, start)
+        count = 0
+        deadline = time.monotonic() + 30
+        while any(consumer.position(tp) < end for tp, (_, end) in spans.items()):
+            if time.monotonic() > deadline:
+                return max(count, 1)  # not read to the end: not settled
+            for tp, records in consumer.poll(timeout_ms=200).items():
+                count += sum(r.offset < spans[tp][1] for r in records)
+        return count
+    finally:
+        consumer.close()
 
 
 def settled(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import PORT, ROOT
+from tests.integration.conftest import ES_PORT, PORT, ROOT
 
 pytestmark = pytest.mark.integration
 BENCH = [sys.executable, "-m", "bench"]
@@ -31,3 +31,31 @@ def test_the_benchmark_harness_runs_end_to_end(broker: str, tmp_path: Path) -> N
     written = report.read_text(encoding="utf-8")
     assert "| latency | 300 events/s offered" in written, written
     assert "section failed" not in written
+
+
+def test_the_guarantee_section_measures_both_guarantees_and_the_floor(
+    broker: str, elasticsearch: str, tmp_path: Path
+) -> None:
+    """Issue 19's cost of exactly once: the same worker under each guarantee,
+    to Elasticsearch, and the Faust read-only agent, each measured."""
+    report = tmp_path / "BENCHMARKS.md"
+    run = subprocess.run(
+        [*BENCH, "--smoke", "--sections", "guarantee", "--reuse-servers", "--out", str(report)],
+        cwd=ROOT,
+        env={**os.environ, "SEPWATCH_BENCH_KAFKA_PORT": PORT, "SEPWATCH_BENCH_ES_PORT": ES_PORT},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    written = report.read_text(encoding="utf-8")
+    assert "section failed" not in written
+    for figure in (
+        "one worker, exactly_once, to Elasticsearch",
+        "one worker, at_least_once, to Elasticsearch",
+        "Faust agent that only reads the same inputs",
+        "exactly_once / at_least_once, run by run",
+        "exactly_once / Faust read-only agent, medians",
+    ):
+        row = next((line for line in written.splitlines() if figure in line), "")
+        assert row and "n/a" not in row and "nan" not in row, (figure, written)

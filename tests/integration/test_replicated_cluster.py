@@ -31,7 +31,10 @@ from streams.kafka_io import (
     produce,
     under_replicated,
 )
+from streams.policy_history import record_if_changed
+from streams.pseudonym_key import worker_key
 from streams.replay import replay
+from streams.settings import Settings
 from streams.topics import Topics
 from tests.integration.conftest import KAFKA, MARKER_KEY, POLICY, ROOT, Worker
 
@@ -112,6 +115,21 @@ def test_topics_are_replicated_and_a_worker_refuses_those_that_are_not(
     try:
         assert set(fresh.inputs) <= set(client.list_topics())
         assert under_replicated(client, fresh.inputs, Replication(3, 2)) == []
+    finally:
+        client.close()
+
+
+def test_the_policy_history_and_the_pseudonym_key_are_replicated(cluster: str, prefix: str) -> None:
+    """The two one-partition logs a worker keeps beside its topics: a copy on
+    one broker is lost, or out of reach, with that broker."""
+    topics = Topics(prefix)
+    settings = Settings(broker=cluster, topic_prefix=prefix)
+    record_if_changed(settings, load_policy(POLICY), str(POLICY))
+    assert worker_key(settings, topics)
+    client = admin(cluster)
+    try:
+        names = [topics.policy, topics.pseudonym_key]
+        assert under_replicated(client, names, Replication(3, 2)) == []
     finally:
         client.close()
 
