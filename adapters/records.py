@@ -175,16 +175,22 @@ def iso_time(value: Any, path: str, assume: tzinfo = UTC) -> str:
         t = datetime.fromisoformat(value)
     except ValueError:
         raise Unmappable(path, "not an ISO 8601 time") from None
+    plain = _PLAIN_TIME.fullmatch(value)
+    if plain is not None and (plain[1] or assume is UTC):
+        # In UTC: what isoformat() gives, read off the text (formatting a
+        # datetime costs several times what parsing it does).
+        fraction = f".{t.microsecond:06d}" if t.microsecond else ""
+        return f"{value[:10]}T{value[11:19]}{fraction}+00:00"
     if t.tzinfo is None:
         t = t.replace(tzinfo=assume)
-    elif len(value) == 20 and value[19] == "Z" and _extended_seconds(value):
-        return value[:19] + "+00:00"  # what isoformat() gives, without formatting it
     return t.isoformat()
 
 
-def _extended_seconds(value: str) -> bool:
-    """`YYYY-MM-DDTHH:MM:SS...` (the form isoformat() writes, whole seconds)."""
-    return value[4] == "-" and value[10] == "T" and value[13] == ":" and value[16] == ":"
+# `YYYY-MM-DD[T ]HH:MM:SS[.fraction][Z]`: the calendar date and clock as
+# isoformat() writes them (a week or ordinal date, or hour 24, is not).
+_PLAIN_TIME = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ](?:[01][0-9]|2[0-3]):[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(Z?)"
+)
 
 
 def epoch_time(value: Any, path: str) -> str:
