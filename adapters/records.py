@@ -156,8 +156,10 @@ def text_of(record: dict[str, Any], path: str) -> str:
 def derived_id(source: str, *parts: object) -> str:
     """A deterministic event id for a vendor record that has none of its own:
     the same record always gets the same id, so a replay never doubles it."""
-    # A list, not a generator: join makes one from a generator first anyway.
-    joined = "\x1f".join(["" if p is None else str(p) for p in parts])
+    try:  # all text, the usual case: joined as they are
+        joined = "\x1f".join(parts)  # type: ignore[arg-type]
+    except TypeError:  # a None or a number among them
+        joined = "\x1f".join(["" if p is None else str(p) for p in parts])
     digest = hashlib.blake2b(joined.encode(), digest_size=12).hexdigest()
     return f"{source}:{digest}"
 
@@ -175,8 +177,7 @@ def iso_time(value: Any, path: str, assume: tzinfo = UTC) -> str:
         t = datetime.fromisoformat(value)
     except ValueError:
         raise Unmappable(path, "not an ISO 8601 time") from None
-    plain = _PLAIN_TIME.fullmatch(value)
-    if plain is not None and (plain[1] or assume is UTC):
+    if (value[-1] == "Z" or (t.tzinfo is None and assume is UTC)) and _calendar_form(value):
         # In UTC: what isoformat() gives, read off the text (formatting a
         # datetime costs several times what parsing it does).
         fraction = f".{t.microsecond:06d}" if t.microsecond else ""
@@ -186,11 +187,17 @@ def iso_time(value: Any, path: str, assume: tzinfo = UTC) -> str:
     return t.isoformat()
 
 
-# `YYYY-MM-DD[T ]HH:MM:SS[.fraction][Z]`: the calendar date and clock as
-# isoformat() writes them (a week or ordinal date, or hour 24, is not).
-_PLAIN_TIME = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ](?:[01][0-9]|2[0-3]):[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(Z?)"
-)
+def _calendar_form(value: str) -> bool:
+    """`YYYY-MM-DD?HH:MM:SS...`, for a text `fromisoformat` read: the date and
+    clock as isoformat() writes them (not a week or ordinal date, nor hour 24)."""
+    return (
+        len(value) >= 19
+        and value[4] == "-"
+        and value[7] == "-"
+        and value[13] == ":"
+        and value[16] == ":"
+        and value[11:13] < "24"
+    )
 
 
 def epoch_time(value: Any, path: str) -> str:
