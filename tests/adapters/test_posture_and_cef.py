@@ -7,7 +7,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.cef_dlp import _extension, _extension_by_key, parse_cef
+from adapters.cef_dlp import parse_cef
 from adapters.mapping import VendorMapping
 from tests.adapters.conftest import adapt_file
 
@@ -63,15 +63,21 @@ def test_cef_parser_handles_escapes_and_a_syslog_prefix() -> None:
     }
 
 
-# Keys, values, escaped and unescaped "=", runs of spaces, tabs, an ideographic space.
-_EXTENSION_PARTS = ["rt", "cs1Label", "_x", "k1", "url", "a/b", "한", "1", "=", "\\=", "\\"]
-_EXTENSION_PARTS += [" ", "  ", "\t", "\u3000", ",", "-", ""]
+# Values as products write them: words, "=", "\\", "|", newlines, Korean.
+_KEYS = st.from_regex(r"[A-Za-z][A-Za-z0-9_]{0,8}", fullmatch=True)
+_VALUES = st.text(alphabet="ab 1=\\|\n한.", max_size=12).filter(lambda v: v == v.strip())
 
 
-@given(st.lists(st.sampled_from(_EXTENSION_PARTS), max_size=14).map("".join))
-def test_cef_extension_split_on_equals_reads_what_the_key_split_reads(text: str) -> None:
-    # The fast split hands every line it cannot read exactly to the regex split.
-    assert _extension(text) == _extension_by_key(text)
+def _escaped(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("=", "\\=").replace("\n", "\\n")
+
+
+@given(st.dictionaries(_KEYS, _VALUES, max_size=8))
+def test_cef_extension_reads_back_what_a_product_wrote(pairs: dict[str, str]) -> None:
+    extension = " ".join(f"{k}={_escaped(v)}" for k, v in pairs.items())
+    header, ext = parse_cef(f"<134>Nov 23 dlp CEF:0|V|P|1|S|N|5|{extension}")
+    assert header == ["0", "V", "P", "1", "S", "N", "5"]
+    assert ext == pairs
 
 
 def test_cef_dlp_alerts_from_korean_products(mapping: VendorMapping) -> None:
