@@ -90,7 +90,32 @@ def parse_cef(line: str) -> tuple[list[str], dict[str, str]]:
 
 def _extension(text: str) -> dict[str, str]:
     """`key=value` pairs: " key=" starts a pair (an "=" inside a value is
-    escaped), split in one regex pass."""
+    escaped). Split on every "=" first (one C call): where each piece ends in
+    " key", that is the next key and the rest the value before it. A line
+    where some "=" does not follow a space and a key (an escaped or unescaped
+    "=" inside a value) is read by `_extension_by_key`, which gives the same
+    pairs for the lines this reads."""
+    if "\\=" in text:  # an escaped "=" in a value
+        return _extension_by_key(text)
+    pieces = text.strip().split("=")
+    key = pieces[0]
+    pairs: dict[str, str] = {}
+    for piece in pieces[1:-1]:
+        value, space, next_key = piece.rpartition(" ")
+        if not space:
+            return _extension_by_key(text)
+        pairs[key] = value.strip()
+        key = next_key
+    if len(pieces) > 1:
+        pairs[key] = pieces[-1].strip()
+    keys = "".join(pairs).replace("_", "")
+    if "" in pairs or " " in pieces[0] or not (keys.isascii() and keys.isalnum()):
+        return _extension_by_key(text)
+    return pairs
+
+
+def _extension_by_key(text: str) -> dict[str, str]:
+    """The pairs of any extension: split where a space is followed by `key=`."""
     pairs: dict[str, str] = {}
     for pair in _NEXT_KEY.split(text.strip()):
         key, equals, value = pair.partition("=")

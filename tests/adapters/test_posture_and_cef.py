@@ -7,7 +7,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.cef_dlp import parse_cef
+from adapters.cef_dlp import _extension, _extension_by_key, parse_cef
 from adapters.mapping import VendorMapping
 from tests.adapters.conftest import adapt_file
 
@@ -61,6 +61,17 @@ def test_cef_parser_handles_escapes_and_a_syslog_prefix() -> None:
         "msg": "a=b c\\d",
         "fname": "my file.txt",
     }
+
+
+# Keys, values, escaped and unescaped "=", runs of spaces, tabs, an ideographic space.
+_EXTENSION_PARTS = ["rt", "cs1Label", "_x", "k1", "url", "a/b", "한", "1", "=", "\\=", "\\"]
+_EXTENSION_PARTS += [" ", "  ", "\t", "\u3000", ",", "-", ""]
+
+
+@given(st.lists(st.sampled_from(_EXTENSION_PARTS), max_size=14).map("".join))
+def test_cef_extension_split_on_equals_reads_what_the_key_split_reads(text: str) -> None:
+    # The fast split hands every line it cannot read exactly to the regex split.
+    assert _extension(text) == _extension_by_key(text)
 
 
 # Values as products write them: words, "=", "\\", "|", newlines, Korean.
