@@ -156,10 +156,8 @@ def text_of(record: dict[str, Any], path: str) -> str:
 def derived_id(source: str, *parts: object) -> str:
     """A deterministic event id for a vendor record that has none of its own:
     the same record always gets the same id, so a replay never doubles it."""
-    try:  # all text, the usual case: joined as they are
-        joined = "\x1f".join(parts)  # type: ignore[arg-type]
-    except TypeError:  # a None or a number among them
-        joined = "\x1f".join(["" if p is None else str(p) for p in parts])
+    # A list, not a generator: join makes one from a generator first anyway.
+    joined = "\x1f".join(["" if p is None else str(p) for p in parts])
     digest = hashlib.blake2b(joined.encode(), digest_size=12).hexdigest()
     return f"{source}:{digest}"
 
