@@ -18,6 +18,7 @@ a host the mapping knows is `saas_upload` to that app. The id is
 
 from __future__ import annotations
 
+import operator
 import re
 from datetime import UTC, datetime, tzinfo
 from typing import Any
@@ -31,9 +32,12 @@ SOURCE = "cef-dlp"
 ENVELOPES = ()
 TEXT = True  # a CEF line, not JSON
 
-_PIPE = re.compile(r"(?<!\\)\|")
+# A "|" not after a backslash; the look-behind after the "|", so the engine
+# looks only at pipes (a leading look-behind is tried at every position).
+_PIPE = re.compile(r"\|(?<!\\\|)")
 _NEXT_KEY = re.compile(r" (?=[A-Za-z0-9_]+=)")  # "=" inside a value is escaped: \=
 _UNESCAPE = re.compile(r"\\(.)")
+_ESCAPED = operator.itemgetter(1)  # r"\1", without the Python a template costs a match
 _LIST = re.compile(r"[,;]")  # data_types_of strips each name
 _ZONES: dict[str, tzinfo] = {"UTC": UTC, "GMT": UTC, "Z": UTC}
 # csNLabel / cnNLabel -> the key of the value it labels.
@@ -73,14 +77,14 @@ def parse_cef(line: str) -> tuple[list[str], dict[str, str]]:
     parts = body.split("|", 7)
     if "\\" in body[: len(body) - len(parts[-1])]:  # escapes in the header: split again
         parts = _PIPE.split(body, 7)
-        parts[:7] = [_UNESCAPE.sub(r"\1", p) if "\\" in p else p for p in parts[:7]]
+        parts[:7] = [_UNESCAPE.sub(_ESCAPED, p) if "\\" in p else p for p in parts[:7]]
     if len(parts) < 8 or not parts[0].isdigit():
         raise Unmappable("(record)", "not a CEF line")
     extension = _extension(parts[7])
     if "\\" in parts[7]:
         for key, value in extension.items():
-            if "\\" in value:
-                extension[key] = _UNESCAPE.sub(_unescaped, value)
+            if "\\" in value:  # with no "\\n", each escape is just the character after it
+                extension[key] = _UNESCAPE.sub(_unescaped if "\\n" in value else _ESCAPED, value)
     return parts[:7], extension
 
 

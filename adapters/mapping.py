@@ -370,28 +370,32 @@ class VendorMapping(_Strict):
         bound: keep the table current)."""
         released = self._released.get((platform, version))
         if released is None:
-            released = self._release_of(platform, version, path)
+            released = self._release_of(platform, version)
             if len(self._released) < 65_536:
                 self._released[(platform, version)] = released
+        if isinstance(released, str):
+            raise Unmappable(path, released)
         # `at` is an adapter's RFC 3339 time: its first ten characters are its date.
         return max(0, (date.fromisoformat(at[:10]) - released).days)
 
     @cached_property
-    def _released(self) -> dict[tuple[str | None, str | None], date]:
+    def _released(self) -> dict[tuple[str | None, str | None], date | str]:
+        # Builds a fleet runs repeat, those missing from the table too: both are kept.
         return {}
 
-    def _release_of(self, platform: str | None, version: str | None, path: str) -> date:
+    def _release_of(self, platform: str | None, version: str | None) -> date | str:
+        """The release of a build, or why it has none (a dead letter's reason)."""
         family = platform_of(platform)
         if family is None:
-            raise Unmappable(path, f"unknown platform {platform!r}")
+            return f"unknown platform {platform!r}"
         installed = _version(version or "")
         if not installed:
-            raise Unmappable(path, "missing or not a version")
+            return "missing or not a version"
         depth = 3 if family == "windows" else 1  # 10.0.22631.x / 14.x
         line = [r for r in self._releases.get(family, []) if r[0][:depth] == installed[:depth]]
         older = [r for r in line if r[0] <= installed]
         if not older:
-            raise Unmappable(path, f"{family} {version} is not in the release table (os_releases)")
+            return f"{family} {version} is not in the release table (os_releases)"
         return older[-1][1]
 
     def timezone_of(self, source: str) -> tzinfo:

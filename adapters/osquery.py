@@ -38,7 +38,6 @@ SOURCE = "osquery"
 ENVELOPES = ()
 SHAPES = (("name", "hostIdentifier"),)  # A result log line of osqueryd.
 QUERY = "sepwatch_posture"
-CONTROLS = ("managed", "edr_running", "disk_encrypted", "screen_lock")
 
 
 def adapt(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
@@ -60,7 +59,12 @@ def adapt(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
     for index, row in enumerate(rows):
         if not isinstance(row, dict):
             raise Unmappable("columns", "a row is not an object")
-        flags = {c: _flag(row, c) for c in CONTROLS}
+        # Each control read in turn (the first bad one is the dead letter's
+        # field), passed as keywords: a dict passed with ** costs a second dict.
+        managed = _flag(row, "managed")
+        edr_running = _flag(row, "edr_running")
+        disk_encrypted = _flag(row, "disk_encrypted")
+        screen_lock = _flag(row, "screen_lock")
         user = str(row.get("user") or "").strip().lower() or None
         found.append(
             device_posture(
@@ -73,7 +77,10 @@ def adapt(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
                 os_patch_age_days=mapping.patch_age(
                     row.get("platform"), row.get("os_version"), timestamp, path="columns.os_version"
                 ),
-                **flags,
+                managed=managed,
+                edr_running=edr_running,
+                disk_encrypted=disk_encrypted,
+                screen_lock=screen_lock,
                 aliases=_aliases(record, host),
             )
         )

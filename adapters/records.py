@@ -175,16 +175,27 @@ def iso_time(value: Any, path: str, assume: tzinfo = UTC) -> str:
         t = datetime.fromisoformat(value)
     except ValueError:
         raise Unmappable(path, "not an ISO 8601 time") from None
+    if (value[-1] == "Z" or (t.tzinfo is None and assume is UTC)) and _calendar_form(value):
+        # In UTC: what isoformat() gives, read off the text (formatting a
+        # datetime costs several times what parsing it does).
+        fraction = f".{t.microsecond:06d}" if t.microsecond else ""
+        return f"{value[:10]}T{value[11:19]}{fraction}+00:00"
     if t.tzinfo is None:
         t = t.replace(tzinfo=assume)
-    elif len(value) == 20 and value[19] == "Z" and _extended_seconds(value):
-        return value[:19] + "+00:00"  # what isoformat() gives, without formatting it
     return t.isoformat()
 
 
-def _extended_seconds(value: str) -> bool:
-    """`YYYY-MM-DDTHH:MM:SS...` (the form isoformat() writes, whole seconds)."""
-    return value[4] == "-" and value[10] == "T" and value[13] == ":" and value[16] == ":"
+def _calendar_form(value: str) -> bool:
+    """`YYYY-MM-DD?HH:MM:SS...`, for a text `fromisoformat` read: the date and
+    clock as isoformat() writes them (not a week or ordinal date, nor hour 24)."""
+    return (
+        len(value) >= 19
+        and value[4] == "-"
+        and value[7] == "-"
+        and value[13] == ":"
+        and value[16] == ":"
+        and value[11:13] < "24"
+    )
 
 
 def epoch_time(value: Any, path: str) -> str:

@@ -83,6 +83,9 @@ def test_patch_age_uses_the_line_of_the_build(mapping: VendorMapping) -> None:
     assert mapping.patch_age("macOS", "26.1.2", at) == 20
     with pytest.raises(Unmappable, match="release table"):
         mapping.patch_age("Windows", "10.0.26100.6000", at)  # older than the table knows
+    with pytest.raises(Unmappable, match="release table") as again:  # remembered, same reason
+        mapping.patch_age("Windows", "10.0.26100.6000", at, path="osVersion")
+    assert again.value.field == "osVersion"
     with pytest.raises(Unmappable, match="platform"):
         mapping.patch_age("BeOS", "5", at)
 
@@ -90,10 +93,13 @@ def test_patch_age_uses_the_line_of_the_build(mapping: VendorMapping) -> None:
 def test_vendor_times() -> None:
     assert iso_time("2026-11-23T00:00:00", "t") == "2026-11-23T00:00:00+00:00"
     assert iso_time("2026-11-23T09:00:00+09:00", "t") == "2026-11-23T09:00:00+09:00"
-    # A whole-second Z time is rewritten without formatting; other Z forms formatted.
+    # A UTC time in calendar form is rewritten from its text; other forms formatted.
     assert iso_time("2026-11-23T00:05:00Z", "t") == "2026-11-23T00:05:00+00:00"
     assert iso_time("2026-11-23T000500.1Z", "t") == "2026-11-23T00:05:00.100000+00:00"
     assert iso_time("2026-11-23 00:05:00Z", "t") == "2026-11-23T00:05:00+00:00"
+    assert iso_time("2026-11-23T00:06:40.1180000Z", "t") == "2026-11-23T00:06:40.118000+00:00"
+    assert iso_time("2026-11-23 00:05:00.0000000", "t") == "2026-11-23T00:05:00+00:00"
+    assert iso_time("2026-W47-1T00:05:00Z", "t") == "2026-11-16T00:05:00+00:00"  # a week date
     kst = timezone(timedelta(hours=9))
     assert iso_time("2026-11-23 09:00:00", "t", kst) == "2026-11-23T09:00:00+09:00"
     assert epoch_time(1795392000, "t") == "2026-11-23T00:00:00+00:00"

@@ -74,6 +74,23 @@ def test_cef_extension_split_on_equals_reads_what_the_key_split_reads(text: str)
     assert _extension(text) == _extension_by_key(text)
 
 
+# Values as products write them: words, "=", "\\", "|", newlines, Korean.
+_KEYS = st.from_regex(r"[A-Za-z][A-Za-z0-9_]{0,8}", fullmatch=True)
+_VALUES = st.text(alphabet="ab 1=\\|\n한.", max_size=12).filter(lambda v: v == v.strip())
+
+
+def _escaped(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("=", "\\=").replace("\n", "\\n")
+
+
+@given(st.dictionaries(_KEYS, _VALUES, max_size=8))
+def test_cef_extension_reads_back_what_a_product_wrote(pairs: dict[str, str]) -> None:
+    extension = " ".join(f"{k}={_escaped(v)}" for k, v in pairs.items())
+    header, ext = parse_cef(f"<134>Nov 23 dlp CEF:0|V|P|1|S|N|5|{extension}")
+    assert header == ["0", "V", "P", "1", "S", "N", "5"]
+    assert ext == pairs
+
+
 def test_cef_dlp_alerts_from_korean_products(mapping: VendorMapping) -> None:
     run = adapt_file("cef-dlp", "cef-dlp.log", mapping)
     got = run.by_id()
