@@ -1,0 +1,380 @@
+"""Exactly once on the stage path (SEPWATCH_PROCESSING_GUARANTEE=exactly_once).
+
+The stage topics are read by an aiokafka consumer of the group `PREFIXworker`
+(Faust's agents are not used for them: docs/exactly-once.md says why). Each
+assigned stage partition has its own transactional producer, transactional id
+`PREFIXstage-<stage>-<partition>`; starting it (`init_transactions`) when the
+partition is assigned fences any earlier holder: a worker frozen past its
+session and resumed fails its next write or commit and writes nothing more.
+
+Per fetch and stage partition, one transaction holds the findings and dead
+letters of the partition's records, the changes they made to its tables (each
+key's last value, in the changelog format Faust restores) and the partition's
+next offset; the partitions of a fetch commit concurrently, each while the
+next partition is judged. A transaction that fails is aborted, the partition's
+tables are read again from the changelogs (read committed) and the partition
+is read again from its committed offset: nothing half-judged survives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.errors import IllegalStateError, KafkaError, ProducerFenced
+from aiokafka.structs import ConsumerRecord, TopicPartition
+from faust.utils import json as faust_json
+
+from detectors import Stage
+from streams.settings import Settings
+from streams.topics import STORES, Topics
+from streams.topology import JudgeRecord, OwnTable, StageRunner, stage_judge
+
+log = logging.getLogger("sepwatch")
+
+# Pauses before a stage partition whose transaction failed is judged again.
+RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0, 10.0)
+
+
+@dataclass(frozen=True, slots=True)
+class _Message:
+    """What the judging reads of a stage record's position (Faust's names)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: float  # seconds, as Faust gives it
+
+
+@dataclass(frozen=True, slots=True)
+class _Event:
+    message: _Message
+    key: bytes | None
+    value: bytes | None
+    headers: Any
+
+    @classmethod
+    def of(cls, record: ConsumerRecord[bytes, bytes]) -> _Event:
+        message = _Message(record.topic, record.partition, record.offset, record.timestamp / 1000)
+        return cls(message, record.key, record.value, record.headers)
+
+
+@dataclass
+class PartitionTxn:
+    """One stage partition's transactional producer and its open transaction."""
+
+    stage: Stage
+    producer: AIOKafkaProducer
+    judge: JudgeRecord | None = None
+    sent: list[asyncio.Future[Any]] = field(default_factory=list)
+    delivered: list[Callable[[], None]] = field(default_factory=list)
+    failures: int = 0  # transactions failed in a row
+    open: bool = False  # a transaction begun and not yet ended
+
+    async def begin(self) -> None:
+        await self.producer.begin_transaction()
+        self.open = True
+
+    async def publish(
+        self, topic: str, key: bytes | None, value: bytes, delivered: Callable[[], None]
+    ) -> None:
+        """Into the open transaction; `delivered` runs once it commits."""
+        self.sent.append(await self.producer.send(topic, value, key=key))
+        self.delivered.append(delivered)
+
+    async def send_changes(self, changed: dict[str, Any], topic: str, partition: int) -> None:
+        """A changelog partition's changes (key -> last value, None deletes), batched."""
+        batch = self.producer.create_batch()
+        for key, value in changed.items():
+            k = faust_json.dumps(key)
+            v = None if value is None else faust_json.dumps(value)
+            if batch.append(key=k, value=v, timestamp=None) is None:  # full
+                self.sent.append(await self.producer.send_batch(batch, topic, partition=partition))
+                batch = self.producer.create_batch()
+                batch.append(key=k, value=v, timestamp=None)  # a first always fits
+        self.sent.append(await self.producer.send_batch(batch, topic, partition=partition))
+
+    async def commit(self, tp: TopicPartition, offset: int, group: str) -> None:
+        """Every write delivered, then the offset and the commit; raises if not."""
+        sent, self.sent = self.sent, []
+        await asyncio.gather(*sent)
+        await self.producer.send_offsets_to_transaction({tp: offset}, group)
+        await self.producer.commit_transaction()
+        self.open = False
+        delivered, self.delivered = self.delivered, []
+        for done in delivered:
+            done()
+        self.failures = 0
+
+    async def abort(self) -> None:
+        self.sent.clear()
+        self.delivered.clear()
+        if self.open:
+            self.open = False
+            await self.producer.abort_transaction()
+
+
+async def restore(
+    settings: Settings, tables: dict[str, OwnTable], tps: list[TopicPartition]
+) -> None:
+    """The tables' entries of these changelog partitions, read committed."""
+    if not tps:
+        return
+    consumer = AIOKafkaConsumer(
+        **settings.kafka.client_options(),
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+    )
+    await consumer.start()
+    try:
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        await consumer.seek_to_beginning(*tps)
+        todo = {tp for tp in tps if ends[tp] > 0}
+        while todo:
+            batch = await consumer.getmany(timeout_ms=1000)
+            for tp, records in batch.items():
+                data = tables[tp.topic].data
+                for r in records:
+                    key = json.loads(r.key or b"null")
+                    if r.value is None:
+                        data.pop(key, None)
+                    else:
+                        data[key] = json.loads(r.value)
+            # Past the end, not at it: a transaction's commit marker takes an offset.
+            todo = {tp for tp in todo if await consumer.position(tp) < ends[tp]}
+    finally:
+        await consumer.stop()
+
+
+def forget_partition(tables: Iterable[OwnTable], partition: int) -> None:
+    prefix = f"{partition}|"
+    for table in tables:
+        for key in [k for k in table.data if k.startswith(prefix)]:
+            del table.data[key]
+
+
+class ExactlyOnceStages(ConsumerRebalanceListener):  # type: ignore[misc]
+    """The stages' consumer, their transactions, and their tables."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        runners: dict[Stage, StageRunner],
+        topics: Topics,
+        sources: int,
+        fault_event_id: str,
+    ) -> None:
+        self.settings = settings
+        self.runners = runners
+        self.topics = topics
+        self.sources = sources
+        self.fault_event_id = fault_event_id
+        self.group = f"{topics.prefix}worker"
+        self.stage_of = {topics.stage(s): s for s in runners}
+        self.txns: dict[TopicPartition, PartitionTxn] = {}
+        # A partition's transaction being committed; the next begins after it.
+        self.committing: dict[TopicPartition, asyncio.Future[None]] = {}
+        # Seeks of each partition back to its committed offset: records fetched
+        # across one come from before it and are not judged.
+        self.seeks: Counter[TopicPartition] = Counter()
+        self.lock = asyncio.Lock()  # a fetch's judging, or a rebalance
+        self.consumer: AIOKafkaConsumer | None = None
+
+    async def run(self) -> None:
+        self.consumer = AIOKafkaConsumer(
+            **self.settings.kafka.client_options(),
+            group_id=self.group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            **self.settings.group_membership,
+        )
+        self.consumer.subscribe(list(self.stage_of), listener=self)
+        await self.consumer.start()
+        try:
+            while True:
+                before = self.seeks.copy()
+                batch = await self.consumer.getmany(timeout_ms=1000)
+                if batch:
+                    async with self.lock:
+                        await self.judge_fetch(batch, before)
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        async with self.lock:
+            await self.drop(set(self.txns))
+        if self.consumer is not None:
+            await self.consumer.stop()
+
+    async def judge_fetch(
+        self, batch: dict[TopicPartition, list[Any]], before: Counter[TopicPartition]
+    ) -> None:
+        """Each partition's records judged into its transaction, which then
+        commits while the next partition is judged."""
+        for tp, records in batch.items():
+            txn = self.txns.get(tp)
+            if txn is None:
+                continue  # not ours any more
+            task = self.committing.pop(tp, None)
+            if task is not None:  # the partition's previous transaction first
+                await task
+            if self.seeks[tp] != before[tp] or tp not in self.txns:
+                continue  # read again from its committed offset, or lost
+            try:
+                await self.judge_records(tp, txn, records)
+            except (KafkaError, OSError) as exc:  # a write refused outright
+                await self.again(tp, txn, exc)
+
+    async def judge_records(
+        self, tp: TopicPartition, txn: PartitionTxn, records: list[Any]
+    ) -> None:
+        assert txn.judge is not None
+        await txn.begin()
+        for record in records:
+            await txn.judge(_Event.of(record), [])
+        runner = self.runners[txn.stage]
+        runner.keep_clocks()
+        changed = runner.changes.changed
+        for name in STORES:
+            topic = self.topics.changelog(txn.stage, name)
+            keys = changed.pop((topic, tp.partition), None)
+            if keys:
+                await txn.send_changes(keys, topic, tp.partition)
+        offset = records[-1].offset + 1
+        self.committing[tp] = asyncio.ensure_future(self.commit(tp, txn, offset))
+
+    async def commit(self, tp: TopicPartition, txn: PartitionTxn, offset: int) -> None:
+        try:
+            await txn.commit(tp, offset, self.group)
+        except ProducerFenced as exc:
+            log.error(
+                "%s:%s: fenced by a newer holder of the partition (%s); this worker "
+                "writes nothing more for it",
+                tp.topic,
+                tp.partition,
+                exc,
+            )
+            await self.lose(tp)
+            if self.consumer is not None and tp in self.consumer.assignment():
+                self.consumer.pause(tp)
+        except (KafkaError, OSError) as exc:
+            await self.again(tp, txn, exc)
+
+    async def again(self, tp: TopicPartition, txn: PartitionTxn, exc: BaseException) -> None:
+        """Abort, wait, rebuild the partition's state from the changelogs and
+        read it again from its committed offset."""
+        pause = RETRY_SECONDS[min(txn.failures, len(RETRY_SECONDS) - 1)]
+        txn.failures += 1
+        log.error(
+            "%s:%s: transaction aborted (%s: %s); judged again from the committed offset in %s s",
+            tp.topic,
+            tp.partition,
+            type(exc).__name__,
+            exc,
+            pause,
+        )
+        try:
+            await txn.abort()
+        except KafkaError:  # the producer is unusable: a new one (fences the old)
+            await txn.producer.stop()
+            txn.producer = await self.producer(txn.stage, tp.partition)
+        await asyncio.sleep(pause)
+        await self.rebuild(tp)
+        await self.seek_committed(tp)
+
+    async def seek_committed(self, tp: TopicPartition) -> None:
+        assert self.consumer is not None
+        self.seeks[tp] += 1
+        committed = await self.consumer.committed(tp)
+        try:
+            if committed is None:
+                await self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, committed)
+        except IllegalStateError:
+            pass  # no longer assigned here
+
+    async def rebuild(self, *tps: TopicPartition) -> None:
+        """The partitions' tables read again from the changelogs, their engines anew."""
+        for stage in {self.stage_of[tp.topic] for tp in tps}:
+            runner = self.runners[stage]
+            parts = {tp.partition for tp in tps if self.stage_of[tp.topic] == stage}
+            tables: dict[str, OwnTable] = {t.changelog: t for t in runner.tables.values()}
+            for p in parts:
+                forget_partition(tables.values(), p)
+                for key in [k for k in runner.changes.changed if k[1] == p]:
+                    del runner.changes.changed[key]
+            runner.forget(parts)
+            await restore(
+                self.settings, tables, [TopicPartition(t, p) for t in tables for p in parts]
+            )
+
+    async def producer(self, stage: Stage, partition: int) -> AIOKafkaProducer:
+        """Started: the partition's earlier holder is fenced, its open transaction aborted."""
+        producer = AIOKafkaProducer(
+            **self.settings.kafka.client_options(),
+            transactional_id=f"{self.topics.prefix}stage-{stage}-{partition}",
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=5,
+        )
+        await producer.start()
+        return producer
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Every commit under way finished; the partitions kept are known only
+        at the assignment (then those not kept are dropped)."""
+        async with self.lock:
+            await self.settle(set(revoked))
+
+    async def settle(self, tps: set[TopicPartition]) -> None:
+        for tp in tps:
+            task = self.committing.pop(tp, None)
+            if task is not None:
+                await asyncio.gather(task, return_exceptions=True)
+
+    async def drop(self, tps: set[TopicPartition]) -> None:
+        """Finish the partitions' commits, close their producers, forget their state."""
+        await self.settle(tps)
+        for tp in tps:
+            await self.lose(tp)
+
+    async def lose(self, tp: TopicPartition) -> None:
+        txn = self.txns.pop(tp, None)
+        if txn is None:
+            return
+        # Fenced or gone, its transaction is the broker's to abort.
+        with contextlib.suppress(KafkaError):
+            await txn.abort()
+        await txn.producer.stop()
+        runner = self.runners[txn.stage]
+        forget_partition(runner.tables.values(), tp.partition)
+        runner.forget({tp.partition})
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        async with self.lock:
+            await self.drop(set(self.txns) - set(assigned))
+            new = [tp for tp in assigned if tp not in self.txns]
+            # Fence first: the earlier holder's open transaction is aborted
+            # before its changelog and offsets are read.
+            producers = await asyncio.gather(
+                *(self.producer(self.stage_of[tp.topic], tp.partition) for tp in new)
+            )
+            for tp, producer in zip(new, producers, strict=True):
+                txn = self.txns[tp] = PartitionTxn(self.stage_of[tp.topic], producer)
+                runner = self.runners[txn.stage]
+                txn.judge = stage_judge(
+                    runner, self.topics, self.sources, self.fault_event_id, txn.publish
+                )
+            await self.rebuild(*new)
+            for tp in new:
+                # Asked again now: what aiokafka read before the fencing may be stale.
+                await self.seek_committed(tp)
