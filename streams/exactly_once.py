@@ -22,10 +22,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.errors import IllegalStateError, KafkaError, ProducerFenced
@@ -35,12 +36,44 @@ from faust.utils import json as faust_json
 from detectors import Stage
 from streams.settings import Settings
 from streams.topics import STORES, Topics
-from streams.topology import JudgeRecord, OwnTable, StageRunner, stage_judge
 
 log = logging.getLogger("sepwatch")
 
+# How long a stage partition's transaction takes in fetches before it commits:
+# each commit costs the broker round trips and a marker in every partition
+# written, whatever the transaction holds (Kafka Streams commits every 100 ms
+# exactly once). Findings are visible to read-committed readers this much later.
+COMMIT_SECONDS = 0.25
 # Pauses before a stage partition whose transaction failed is judged again.
 RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0, 10.0)
+
+# Judges one stage record (an event with .message, .key, .value, .headers),
+# adding the futures of what it sent to the list.
+JudgeRecord = Callable[[Any, list[asyncio.Future[Any]]], Awaitable[None]]
+
+
+@dataclass
+class OwnTable:
+    """A stage table kept here rather than by Faust: its store and its
+    changelog's name, as a Faust table's `data` and topic."""
+
+    changelog: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class Runner(Protocol):
+    """What is used here of a stage's runner (streams.topology.StageRunner)."""
+
+    tables: dict[str, Any]
+    changes: Any  # streams.topology.TableChanges: `changed`, by (changelog, partition)
+
+    def keep_clocks(self) -> None: ...
+
+    def forget(self, partitions: set[int]) -> None: ...
+
+
+# A runner's judging of one record, its outputs sent with the publish given.
+JudgeFor = Callable[[Any, Callable[..., Awaitable[Any]]], JudgeRecord]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,10 +110,14 @@ class PartitionTxn:
     delivered: list[Callable[[], None]] = field(default_factory=list)
     failures: int = 0  # transactions failed in a row
     open: bool = False  # a transaction begun and not yet ended
+    began: float = 0.0  # monotonic time it began
+    offset: int = 0  # the partition's next offset, once this transaction commits
 
     async def begin(self) -> None:
-        await self.producer.begin_transaction()
-        self.open = True
+        if not self.open:
+            await self.producer.begin_transaction()
+            self.open = True
+            self.began = time.monotonic()
 
     async def publish(
         self, topic: str, key: bytes | None, value: bytes, delivered: Callable[[], None]
@@ -101,11 +138,11 @@ class PartitionTxn:
                 batch.append(key=k, value=v, timestamp=None)  # a first always fits
         self.sent.append(await self.producer.send_batch(batch, topic, partition=partition))
 
-    async def commit(self, tp: TopicPartition, offset: int, group: str) -> None:
+    async def commit(self, tp: TopicPartition, group: str) -> None:
         """Every write delivered, then the offset and the commit; raises if not."""
         sent, self.sent = self.sent, []
         await asyncio.gather(*sent)
-        await self.producer.send_offsets_to_transaction({tp: offset}, group)
+        await self.producer.send_offsets_to_transaction({tp: self.offset}, group)
         await self.producer.commit_transaction()
         self.open = False
         delivered, self.delivered = self.delivered, []
@@ -167,16 +204,14 @@ class ExactlyOnceStages(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(
         self,
         settings: Settings,
-        runners: dict[Stage, StageRunner],
+        runners: Mapping[Stage, Runner],
         topics: Topics,
-        sources: int,
-        fault_event_id: str,
+        judge_for: JudgeFor,
     ) -> None:
         self.settings = settings
         self.runners = runners
         self.topics = topics
-        self.sources = sources
-        self.fault_event_id = fault_event_id
+        self.judge_for = judge_for
         self.group = f"{topics.prefix}worker"
         self.stage_of = {topics.stage(s): s for s in runners}
         self.txns: dict[TopicPartition, PartitionTxn] = {}
@@ -187,6 +222,8 @@ class ExactlyOnceStages(ConsumerRebalanceListener):  # type: ignore[misc]
         self.seeks: Counter[TopicPartition] = Counter()
         self.lock = asyncio.Lock()  # a fetch's judging, or a rebalance
         self.consumer: AIOKafkaConsumer | None = None
+        self.rebalances = 0  # assignments so far
+        self.reclaiming: set[asyncio.Future[None]] = set()
 
     async def run(self) -> None:
         self.consumer = AIOKafkaConsumer(
@@ -201,15 +238,19 @@ class ExactlyOnceStages(ConsumerRebalanceListener):  # type: ignore[misc]
         try:
             while True:
                 before = self.seeks.copy()
-                batch = await self.consumer.getmany(timeout_ms=1000)
-                if batch:
-                    async with self.lock:
+                batch = await self.consumer.getmany(timeout_ms=int(COMMIT_SECONDS * 1000))
+                async with self.lock:
+                    if batch:
                         await self.judge_fetch(batch, before)
+                    self.commit_due()
         finally:
             await self.close()
 
     async def close(self) -> None:
+        for reclaim in list(self.reclaiming):
+            reclaim.cancel()
         async with self.lock:
+            self.commit_due(everything=True)
             await self.drop(set(self.txns))
         if self.consumer is not None:
             await self.consumer.stop()
@@ -230,6 +271,8 @@ class ExactlyOnceStages(ConsumerRebalanceListener):  # type: ignore[misc]
                 continue  # read again from its committed offset, or lost
             try:
                 await self.judge_records(tp, txn, records)
+            except ProducerFenced as exc:
+                await self.fenced(tp, exc)
             except (KafkaError, OSError) as exc:  # a write refused outright
                 await self.again(tp, txn, exc)
 
@@ -240,33 +283,64 @@ class ExactlyOnceStages(ConsumerRebalanceListener):  # type: ignore[misc]
         await txn.begin()
         for record in records:
             await txn.judge(_Event.of(record), [])
-        runner = self.runners[txn.stage]
-        runner.keep_clocks()
-        changed = runner.changes.changed
-        for name in STORES:
-            topic = self.topics.changelog(txn.stage, name)
-            keys = changed.pop((topic, tp.partition), None)
-            if keys:
-                await txn.send_changes(keys, topic, tp.partition)
-        offset = records[-1].offset + 1
-        self.committing[tp] = asyncio.ensure_future(self.commit(tp, txn, offset))
+        self.runners[txn.stage].keep_clocks()
+        txn.offset = records[-1].offset + 1
 
-    async def commit(self, tp: TopicPartition, txn: PartitionTxn, offset: int) -> None:
+    def commit_due(self, everything: bool = False) -> None:
+        """Start the commit of each transaction open for COMMIT_SECONDS (or of
+        every open one): the partition's next transaction begins after it."""
+        now = time.monotonic()
+        for tp, txn in self.txns.items():
+            due = everything or now - txn.began >= COMMIT_SECONDS
+            if due and txn.open and tp not in self.committing:
+                self.committing[tp] = asyncio.ensure_future(self.commit(tp, txn))
+
+    async def commit(self, tp: TopicPartition, txn: PartitionTxn) -> None:
         try:
-            await txn.commit(tp, offset, self.group)
+            # The table changes of the whole transaction: each key's last value.
+            changed = self.runners[txn.stage].changes.changed
+            for name in STORES:
+                topic = self.topics.changelog(txn.stage, name)
+                keys = changed.pop((topic, tp.partition), None)
+                if keys:
+                    await txn.send_changes(keys, topic, tp.partition)
+            await txn.commit(tp, self.group)
         except ProducerFenced as exc:
-            log.error(
-                "%s:%s: fenced by a newer holder of the partition (%s); this worker "
-                "writes nothing more for it",
-                tp.topic,
-                tp.partition,
-                exc,
-            )
-            await self.lose(tp)
-            if self.consumer is not None and tp in self.consumer.assignment():
-                self.consumer.pause(tp)
+            await self.fenced(tp, exc)
         except (KafkaError, OSError) as exc:
             await self.again(tp, txn, exc)
+
+    async def fenced(self, tp: TopicPartition, exc: BaseException) -> None:
+        """Another producer took the partition's transactional id: this worker
+        was frozen past its session (or its transaction outlived the broker's
+        timeout). Nothing of the open transaction is committed; the partition
+        is taken back only if no rebalance gave it away meanwhile."""
+        log.error(
+            "%s:%s: fenced by a newer holder of the partition (%s); this worker writes "
+            "nothing more for it unless it is still its own after a session",
+            tp.topic,
+            tp.partition,
+            exc,
+        )
+        await self.lose(tp)
+        assert self.consumer is not None
+        with contextlib.suppress(IllegalStateError):
+            self.consumer.pause(tp)
+        reclaim = asyncio.ensure_future(self.reclaim(tp, self.rebalances))
+        self.reclaiming.add(reclaim)
+        reclaim.add_done_callback(self.reclaiming.discard)
+
+    async def reclaim(self, tp: TopicPartition, rebalances: int) -> None:
+        """After a session, by which a zombie has learnt of the rebalance."""
+        await asyncio.sleep(self.settings.kafka_session_timeout_s)
+        async with self.lock:
+            assert self.consumer is not None
+            if rebalances != self.rebalances or tp in self.txns:
+                return
+            if tp in self.consumer.assignment():
+                log.warning("%s:%s: still this worker's; taken back", tp.topic, tp.partition)
+                await self.take([tp])
+                self.consumer.resume(tp)
 
     async def again(self, tp: TopicPartition, txn: PartitionTxn, exc: BaseException) -> None:
         """Abort, wait, rebuild the partition's state from the changelogs and
@@ -283,6 +357,9 @@ class ExactlyOnceStages(ConsumerRebalanceListener):  # type: ignore[misc]
         )
         try:
             await txn.abort()
+        except ProducerFenced as fence:
+            await self.fenced(tp, fence)
+            return
         except KafkaError:  # the producer is unusable: a new one (fences the old)
             await txn.producer.stop()
             txn.producer = await self.producer(txn.stage, tp.partition)
@@ -333,6 +410,7 @@ class ExactlyOnceStages(ConsumerRebalanceListener):  # type: ignore[misc]
         """Every commit under way finished; the partitions kept are known only
         at the assignment (then those not kept are dropped)."""
         async with self.lock:
+            self.commit_due(everything=True)
             await self.settle(set(revoked))
 
     async def settle(self, tps: set[TopicPartition]) -> None:
@@ -361,20 +439,26 @@ class ExactlyOnceStages(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         async with self.lock:
+            self.rebalances += 1
             await self.drop(set(self.txns) - set(assigned))
-            new = [tp for tp in assigned if tp not in self.txns]
-            # Fence first: the earlier holder's open transaction is aborted
-            # before its changelog and offsets are read.
-            producers = await asyncio.gather(
-                *(self.producer(self.stage_of[tp.topic], tp.partition) for tp in new)
+            await self.take([tp for tp in assigned if tp not in self.txns])
+            log.info(
+                "stages, exactly once: holding %s",
+                ", ".join(sorted(f"{tp.topic}:{tp.partition}" for tp in self.txns)) or "nothing",
             )
-            for tp, producer in zip(new, producers, strict=True):
-                txn = self.txns[tp] = PartitionTxn(self.stage_of[tp.topic], producer)
-                runner = self.runners[txn.stage]
-                txn.judge = stage_judge(
-                    runner, self.topics, self.sources, self.fault_event_id, txn.publish
-                )
-            await self.rebuild(*new)
-            for tp in new:
-                # Asked again now: what aiokafka read before the fencing may be stale.
-                await self.seek_committed(tp)
+
+    async def take(self, new: list[TopicPartition]) -> None:
+        """Producers started, tables restored, positions at the committed offsets."""
+        # Fence first: the earlier holder's open transaction is aborted
+        # before its changelog and offsets are read.
+        producers = await asyncio.gather(
+            *(self.producer(self.stage_of[tp.topic], tp.partition) for tp in new)
+        )
+        for tp, producer in zip(new, producers, strict=True):
+            txn = self.txns[tp] = PartitionTxn(self.stage_of[tp.topic], producer)
+            runner = self.runners[txn.stage]
+            txn.judge = self.judge_for(runner, txn.publish)
+        await self.rebuild(*new)
+        for tp in new:
+            # Asked again now: what aiokafka read before the fencing may be stale.
+            await self.seek_committed(tp)

@@ -29,7 +29,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -50,6 +50,7 @@ from detectors.pseudonyms import Pseudonymiser
 from schemas import EventAdapter, Finding, Policy
 from schemas.policy_file import PolicyError, load_policy
 from streams import metrics
+from streams.exactly_once import ExactlyOnceStages, JudgeRecord, OwnTable
 from streams.kafka_io import KafkaUnavailable
 from streams.partition_clock import CLOCK
 from streams.policy_history import PolicyVersion, in_force, read_versions, record_if_changed
@@ -226,15 +227,6 @@ class TableChanges:
     async def _send(self, client: Any, batch: Any, topic: str, partition: int) -> None:
         fut = await client.send_batch(batch, topic, partition=partition)
         self._track(fut, topic)
-
-
-@dataclass
-class OwnTable:
-    """A stage table the exactly-once runner keeps itself (streams/exactly_once.py):
-    its store and its changelog's name, as a Faust table's `data` and topic."""
-
-    changelog: str
-    data: dict[str, Any] = field(default_factory=dict)
 
 
 class PartitionStore(MutableMapping[str, Any]):
@@ -738,11 +730,12 @@ def build_app(
         @app.task
         async def stages_exactly_once() -> None:
             """The stages, each fetch's partitions in Kafka transactions."""
-            from streams.exactly_once import ExactlyOnceStages
 
-            await ExactlyOnceStages(
-                settings, runners, topics, sources, settings.test_fault_event_id
-            ).run()
+            def judge_for(runner: StageRunner, publish: Publish) -> JudgeRecord:
+                fault = settings.test_fault_event_id
+                return stage_judge(runner, topics, sources, fault, publish)
+
+            await ExactlyOnceStages(settings, runners, topics, judge_for).run()
 
     # mode types its receivers with mypy_extensions' VarArg/NamedArg, which no
     # `async def` with a named `assigned` matches, though Faust calls it so.
@@ -907,9 +900,6 @@ def build_app(
 Publish = Callable[
     [str, bytes | None, bytes, Callable[[], None]], Awaitable[asyncio.Future[Any] | None]
 ]
-# Judges one stage record (an event with .message, .key, .value, .headers),
-# adding the futures of what it sent to the list.
-JudgeRecord = Callable[[Any, list[asyncio.Future[Any]]], Awaitable[None]]
 
 
 def _stage_agent(runner: StageRunner, topics: Topics, sources: int, fault_event_id: str) -> Any:
