@@ -99,12 +99,36 @@ class _Event:
         return cls(message, record.key, record.value, record.headers)
 
 
+@dataclass(frozen=True)
+class Written:
+    """Finding ids a stage partition has written, kept in its meta table."""
+
+    meta: OwnTable
+    changes: Any  # the runner's TableChanges
+    partition: int
+
+    def add(self, finding_id: bytes) -> bool:
+        """False if it was written already."""
+        key = f"{self.partition}|written|{finding_id.decode()}"
+        if key in self.meta.data:
+            return False
+        self.meta.data[key] = True
+        self.changes.note(self.meta.changelog, self.partition, key, True)
+        return True
+
+
 @dataclass
 class PartitionTxn:
     """One stage partition's transactional producer and its open transaction."""
 
     stage: Stage
     producer: AIOKafkaProducer
+    findings: str  # the findings topic
+    # The findings this partition has written (committed, or in this
+    # transaction), in its meta table: a stage record the validator routed
+    # twice (it is at least once) judges its events again, and the engines
+    # decide their findings again; the second is not written.
+    written: Written
     judge: JudgeRecord | None = None
     sent: list[asyncio.Future[Any]] = field(default_factory=list)
     delivered: list[Callable[[], None]] = field(default_factory=list)
@@ -123,6 +147,8 @@ class PartitionTxn:
         self, topic: str, key: bytes | None, value: bytes, delivered: Callable[[], None]
     ) -> None:
         """Into the open transaction; `delivered` runs once it commits."""
+        if topic == self.findings and key is not None and not self.written.add(key):
+            return
         self.sent.append(await self.producer.send(topic, value, key=key))
         self.delivered.append(delivered)
 
@@ -455,8 +481,10 @@ class ExactlyOnceStages(ConsumerRebalanceListener):  # type: ignore[misc]
             *(self.producer(self.stage_of[tp.topic], tp.partition) for tp in new)
         )
         for tp, producer in zip(new, producers, strict=True):
-            txn = self.txns[tp] = PartitionTxn(self.stage_of[tp.topic], producer)
-            runner = self.runners[txn.stage]
+            stage = self.stage_of[tp.topic]
+            runner = self.runners[stage]
+            written = Written(runner.tables["meta"], runner.changes, tp.partition)
+            txn = self.txns[tp] = PartitionTxn(stage, producer, self.topics.findings, written)
             txn.judge = self.judge_for(runner, txn.publish)
         await self.rebuild(*new)
         for tp in new:
