@@ -40,10 +40,11 @@ from streams.topics import STORES, Topics
 log = logging.getLogger("sepwatch")
 
 # How long a stage partition's transaction takes in fetches before it commits:
-# each commit costs the broker round trips and a marker in every partition
-# written, whatever the transaction holds (Kafka Streams commits every 100 ms
-# exactly once). Findings are visible to read-committed readers this much later.
-COMMIT_SECONDS = 0.25
+# each commit costs round trips and a marker in every partition written,
+# whatever the transaction holds. As often as the at-least-once path commits
+# (Faust's commit interval, build_app); read-committed readers see findings
+# up to this much later.
+COMMIT_SECONDS = 1.0
 # Pauses before a stage partition whose transaction failed is judged again.
 RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0, 10.0)
 
@@ -386,9 +387,14 @@ class ExactlyOnceStages(ConsumerRebalanceListener):  # type: ignore[misc]
         except ProducerFenced as fence:
             await self.fenced(tp, fence)
             return
-        except KafkaError:  # the producer is unusable: a new one (fences the old)
-            await txn.producer.stop()
-            txn.producer = await self.producer(txn.stage, tp.partition)
+        except KafkaError:
+            pass  # the new producer's start aborts it
+        # Never the same producer again: aiokafka keeps the sequence numbers of
+        # batches the broker refused (a finding too large), and every later
+        # transaction of that producer fails with OutOfOrderSequenceNumber.
+        # A new one starts from a new epoch.
+        await txn.producer.stop()
+        txn.producer = await self.producer(txn.stage, tp.partition)
         await asyncio.sleep(pause)
         await self.rebuild(tp)
         await self.seek_committed(tp)
