@@ -23,7 +23,6 @@ import contextlib
 import json
 import logging
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -195,12 +194,14 @@ async def restore(
         **settings.kafka.client_options(),
         enable_auto_commit=False,
         isolation_level="read_committed",
+        # From the start: a seek_to_beginning just after the assignment can
+        # lose the race with the default reset to the end, and read nothing.
+        auto_offset_reset="earliest",
     )
     await consumer.start()
     try:
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
-        await consumer.seek_to_beginning(*tps)
         todo = {tp for tp in tps if ends[tp] > 0}
         while todo:
             batch = await consumer.getmany(timeout_ms=1000)
@@ -244,9 +245,12 @@ class ExactlyOnceStages(ConsumerRebalanceListener):  # type: ignore[misc]
         self.txns: dict[TopicPartition, PartitionTxn] = {}
         # A partition's transaction being committed; the next begins after it.
         self.committing: dict[TopicPartition, asyncio.Future[None]] = {}
-        # Seeks of each partition back to its committed offset: records fetched
-        # across one come from before it and are not judged.
-        self.seeks: Counter[TopicPartition] = Counter()
+        # Partitions to read again from their committed offsets, sought before
+        # the next fetch (never during one: its records could come from either
+        # side of the seek); until then their records are not judged.
+        self.reread: set[TopicPartition] = set()
+        # Partitions whose transaction failed, until their state is rebuilt.
+        self.failing: set[TopicPartition] = set()
         self.lock = asyncio.Lock()  # a fetch's judging, or a rebalance
         self.consumer: AIOKafkaConsumer | None = None
         self.rebalances = 0  # assignments so far
@@ -264,11 +268,13 @@ class ExactlyOnceStages(ConsumerRebalanceListener):  # type: ignore[misc]
         await self.consumer.start()
         try:
             while True:
-                before = self.seeks.copy()
+                for tp in list(self.reread):
+                    self.reread.discard(tp)
+                    await self.seek_committed(tp)
                 batch = await self.consumer.getmany(timeout_ms=int(COMMIT_SECONDS * 1000))
                 async with self.lock:
                     if batch:
-                        await self.judge_fetch(batch, before)
+                        await self.judge_fetch(batch)
                     self.commit_due()
         finally:
             await self.close()
@@ -282,19 +288,17 @@ class ExactlyOnceStages(ConsumerRebalanceListener):  # type: ignore[misc]
         if self.consumer is not None:
             await self.consumer.stop()
 
-    async def judge_fetch(
-        self, batch: dict[TopicPartition, list[Any]], before: Counter[TopicPartition]
-    ) -> None:
+    async def judge_fetch(self, batch: dict[TopicPartition, list[Any]]) -> None:
         """Each partition's records judged into its transaction, which then
         commits while the next partition is judged."""
         for tp, records in batch.items():
             txn = self.txns.get(tp)
-            if txn is None:
-                continue  # not ours any more
+            if txn is None or tp in self.failing:
+                continue  # not ours any more, or read again once rebuilt
             task = self.committing.pop(tp, None)
             if task is not None:  # the partition's previous transaction first
                 await task
-            if self.seeks[tp] != before[tp] or tp not in self.txns:
+            if tp in self.reread or tp not in self.txns:
                 continue  # read again from its committed offset, or lost
             try:
                 await self.judge_records(tp, txn, records)
@@ -374,6 +378,7 @@ class ExactlyOnceStages(ConsumerRebalanceListener):  # type: ignore[misc]
         read it again from its committed offset."""
         pause = RETRY_SECONDS[min(txn.failures, len(RETRY_SECONDS) - 1)]
         txn.failures += 1
+        self.failing.add(tp)
         log.error(
             "%s:%s: transaction aborted (%s: %s); judged again from the committed offset in %s s",
             tp.topic,
@@ -385,23 +390,26 @@ class ExactlyOnceStages(ConsumerRebalanceListener):  # type: ignore[misc]
         try:
             await txn.abort()
         except ProducerFenced as fence:
+            self.failing.discard(tp)
             await self.fenced(tp, fence)
             return
         except KafkaError:
             pass  # the new producer's start aborts it
-        # Never the same producer again: aiokafka keeps the sequence numbers of
-        # batches the broker refused (a finding too large), and every later
-        # transaction of that producer fails with OutOfOrderSequenceNumber.
-        # A new one starts from a new epoch.
-        await txn.producer.stop()
-        txn.producer = await self.producer(txn.stage, tp.partition)
-        await asyncio.sleep(pause)
-        await self.rebuild(tp)
-        await self.seek_committed(tp)
+        try:
+            # Never the same producer again: aiokafka keeps the sequence numbers
+            # of batches the broker refused (a finding too large), and every
+            # later transaction of that producer fails with
+            # OutOfOrderSequenceNumber. A new one starts from a new epoch.
+            await txn.producer.stop()
+            txn.producer = await self.producer(txn.stage, tp.partition)
+            await asyncio.sleep(pause)
+            await self.rebuild(tp)
+            self.reread.add(tp)
+        finally:
+            self.failing.discard(tp)
 
     async def seek_committed(self, tp: TopicPartition) -> None:
         assert self.consumer is not None
-        self.seeks[tp] += 1
         committed = await self.consumer.committed(tp)
         try:
             if committed is None:
@@ -493,6 +501,5 @@ class ExactlyOnceStages(ConsumerRebalanceListener):  # type: ignore[misc]
             txn = self.txns[tp] = PartitionTxn(stage, producer, self.topics.findings, written)
             txn.judge = self.judge_for(runner, txn.publish)
         await self.rebuild(*new)
-        for tp in new:
-            # Asked again now: what aiokafka read before the fencing may be stale.
-            await self.seek_committed(tp)
+        # Sought again: what aiokafka read before the fencing may be stale.
+        self.reread.update(new)
