@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
-from aiokafka.errors import IllegalStateError, KafkaError, ProducerFenced
+from aiokafka.errors import IllegalStateError, ProducerFenced
 from aiokafka.structs import ConsumerRecord, TopicPartition
 from faust.utils import json as faust_json
 
@@ -177,11 +177,27 @@ class PartitionTxn:
         self.failures = 0
 
     async def abort(self) -> None:
+        for fut in self.sent:  # their failures are this abort's cause, logged once
+            fut.add_done_callback(_retrieved)
         self.sent.clear()
         self.delivered.clear()
-        if self.open:
+        if self.open and not self.unusable():
             self.open = False
             await self.producer.abort_transaction()
+        self.open = False
+
+    def unusable(self, exc: BaseException | None = None) -> bool:
+        """Fenced (a newer producer took the transactional id, or the broker
+        timed the transaction out), or another error aiokafka makes fatal:
+        the producer can neither commit nor abort. aiokafka 0.14 then answers
+        sends with IllegalOperation and an abort with an AssertionError, so
+        its transaction manager's state is asked (no public accessor)."""
+        return isinstance(exc, ProducerFenced) or self.producer._txn_manager.is_fatal_error()
+
+
+def _retrieved(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
 
 
 async def restore(
@@ -302,10 +318,8 @@ class ExactlyOnceStages(ConsumerRebalanceListener):  # type: ignore[misc]
                 continue  # read again from its committed offset, or lost
             try:
                 await self.judge_records(tp, txn, records)
-            except ProducerFenced as exc:
-                await self.fenced(tp, exc)
-            except (KafkaError, OSError) as exc:  # a write refused outright
-                await self.again(tp, txn, exc)
+            except Exception as exc:  # a write refused outright, or fenced
+                await self.failed(tp, txn, exc)
 
     async def judge_records(
         self, tp: TopicPartition, txn: PartitionTxn, records: list[Any]
@@ -336,9 +350,13 @@ class ExactlyOnceStages(ConsumerRebalanceListener):  # type: ignore[misc]
                 if keys:
                     await txn.send_changes(keys, topic, tp.partition)
             await txn.commit(tp, self.group)
-        except ProducerFenced as exc:
+        except Exception as exc:  # any failure: the transaction is not committed
+            await self.failed(tp, txn, exc)
+
+    async def failed(self, tp: TopicPartition, txn: PartitionTxn, exc: Exception) -> None:
+        if txn.unusable(exc):
             await self.fenced(tp, exc)
-        except (KafkaError, OSError) as exc:
+        else:
             await self.again(tp, txn, exc)
 
     async def fenced(self, tp: TopicPartition, exc: BaseException) -> None:
@@ -389,12 +407,11 @@ class ExactlyOnceStages(ConsumerRebalanceListener):  # type: ignore[misc]
         )
         try:
             await txn.abort()
-        except ProducerFenced as fence:
-            self.failing.discard(tp)
-            await self.fenced(tp, fence)
-            return
-        except KafkaError:
-            pass  # the new producer's start aborts it
+        except Exception as failure:  # else the new producer's start aborts it
+            if txn.unusable(failure):
+                self.failing.discard(tp)
+                await self.fenced(tp, failure)
+                return
         try:
             # Never the same producer again: aiokafka keeps the sequence numbers
             # of batches the broker refused (a finding too large), and every
@@ -470,7 +487,7 @@ class ExactlyOnceStages(ConsumerRebalanceListener):  # type: ignore[misc]
         if txn is None:
             return
         # Fenced or gone, its transaction is the broker's to abort.
-        with contextlib.suppress(KafkaError):
+        with contextlib.suppress(Exception):
             await txn.abort()
         await txn.producer.stop()
         runner = self.runners[txn.stage]

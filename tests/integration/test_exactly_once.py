@@ -15,6 +15,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 from kafka import KafkaConsumer
+from kafka import TopicPartition as KafkaPartition
 
 from streams.exactly_once import OwnTable, restore
 from streams.kafka_io import ensure_topics, produce
@@ -133,7 +134,7 @@ def test_a_second_holder_of_a_partition_fences_the_first(
     wait_until(lambda: "fenced by a newer holder" in worker.log.read_text(), "fenced", 120)
     consumer = KafkaConsumer(bootstrap_servers=broker, group_id=f"{prefix}worker")
     try:
-        assert not consumer.committed(TopicPartition(stage, 0))
+        assert not consumer.committed(KafkaPartition(stage, 0))
     finally:
         consumer.close()
     wait_until(lambda: "still this worker's; taken back" in worker.log.read_text(), "reclaim", 120)
