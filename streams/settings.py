@@ -289,6 +289,16 @@ class Settings(BaseSettings):
         description="HMAC-SHA256 key that signs end-of-input markers (`produce "
         "--end-of-input`); without it no marker is sent or honoured",
     )
+    # Exactly once (streams/exactly_once.py): a stage record's findings, dead
+    # letters, table changes and input offset are one Kafka transaction, and a
+    # worker that lost its partitions is fenced. At least once is the path
+    # before it, kept for the benchmark of the guarantee's cost.
+    processing_guarantee: Literal["exactly_once", "at_least_once"] = Field(
+        "at_least_once",
+        description="exactly_once: each stage partition's findings, table changes and "
+        "offsets commit in one Kafka transaction per fetch, a fenced worker writes "
+        "nothing; at_least_once: what is judged again after a crash is written again",
+    )
     # Not for production: the stage path's handling of an exception (retried,
     # then dead-lettered, the rest of the batch judged) is tested through it.
     test_fault_event_id: str = Field(

@@ -28,7 +28,7 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -50,6 +50,7 @@ from detectors.pseudonyms import Pseudonymiser
 from schemas import EventAdapter, Finding, Policy
 from schemas.policy_file import PolicyError, load_policy
 from streams import metrics
+from streams.exactly_once import ExactlyOnceStages, JudgeRecord, OwnTable
 from streams.kafka_io import KafkaUnavailable
 from streams.partition_clock import CLOCK
 from streams.policy_history import PolicyVersion, in_force, read_versions, record_if_changed
@@ -235,7 +236,11 @@ class PartitionStore(MutableMapping[str, Any]):
 
     def __init__(self, table: Any, partition: int, changes: TableChanges) -> None:
         self._data = table.data  # the store, below Faust's per-key changelog
-        self._changelog = table.changelog_topic.get_topic_name()
+        self._changelog = (
+            table.changelog
+            if isinstance(table, OwnTable)
+            else table.changelog_topic.get_topic_name()
+        )
         self._partition = partition
         self._prefix = f"{partition}|"
         self._changes = changes
@@ -569,8 +574,12 @@ def build_app(
     versions: list[PolicyVersion] | None = None,
 ) -> faust.App:
     topics = Topics(settings.topic_prefix)
+    exactly_once = settings.processing_guarantee == "exactly_once"
     app = faust.App(
-        f"{settings.topic_prefix}worker",
+        # Exactly once, the stages' own consumer is the group PREFIXworker
+        # (their offsets stay where they were); Faust, for the adapters, joins
+        # a group of its own: one group cannot mix Faust's assignor and aiokafka's.
+        f"{settings.topic_prefix}{'adapters' if exactly_once else 'worker'}",
         # Bootstrap servers are comma-separated for the Kafka clients; Faust
         # takes a list of URLs.
         broker=[f"kafka://{server.strip()}" for server in settings.broker.split(",")],
@@ -682,6 +691,13 @@ def build_app(
 
     runners: dict[Stage, StageRunner] = {}
     for stage in STAGES:
+        # The input partitions whose validator can route to this stage.
+        feeding = [t for t in topics.inputs if t in fed_by[stage]]
+        stage_sources = [f"{t}:{p}" for t in feeding for p in range(partitions)]
+        if exactly_once:
+            own = {name: OwnTable(topics.changelog(stage, name)) for name in STORES}
+            runners[stage] = StageRunner(stage, own, policy, partitions, stage_sources)
+            continue
         tables = {
             name: app.Table(
                 f"{stage}-{name}",
@@ -702,19 +718,24 @@ def build_app(
             )
             for name in STORES
         }
-        # The input partitions whose validator can route to this stage.
-        feeding = [t for t in topics.inputs if t in fed_by[stage]]
         runners[stage] = StageRunner(
-            stage,
-            tables,
-            policy,
-            partitions,
-            [f"{t}:{p}" for t in feeding for p in range(partitions)],
-            changes[stage],
+            stage, tables, policy, partitions, stage_sources, changes[stage]
         )
         app.agent(by_stage[stage], name=f"{settings.topic_prefix}stage-{stage}")(
             _stage_agent(runners[stage], topics, sources, settings.test_fault_event_id)
         )
+
+    if exactly_once:
+
+        @app.task
+        async def stages_exactly_once() -> None:
+            """The stages, each fetch's partitions in Kafka transactions."""
+
+            def judge_for(runner: StageRunner, publish: Publish) -> JudgeRecord:
+                fault = settings.test_fault_event_id
+                return stage_judge(runner, topics, sources, fault, publish)
+
+            await ExactlyOnceStages(settings, runners, topics, judge_for).run()
 
     # mode types its receivers with mypy_extensions' VarArg/NamedArg, which no
     # `async def` with a named `assigned` matches, though Faust calls it so.
@@ -881,8 +902,17 @@ def build_app(
     return app
 
 
+# Sends one output record (topic, key, value, run once it is delivered); the
+# future settles with the delivery (None: nothing to wait for).
+Publish = Callable[
+    [str, bytes | None, bytes, Callable[[], None]], Awaitable[asyncio.Future[Any] | None]
+]
+
+
 def _stage_agent(runner: StageRunner, topics: Topics, sources: int, fault_event_id: str) -> Any:
+    """At least once: the Faust agent of one stage."""
     changes = runner.changes
+    judge_record = stage_judge(runner, topics, sources, fault_event_id, changes.publish)
 
     async def judge(stream: Any) -> None:
         async for event in stream.events():
@@ -896,6 +926,14 @@ def _stage_agent(runner: StageRunner, topics: Topics, sources: int, fault_event_
             runner.keep_clocks()
             # Before the record is acknowledged, so before its offset is committed.
             await changes.write()
+
+    return judge
+
+
+def stage_judge(
+    runner: StageRunner, topics: Topics, sources: int, fault_event_id: str, publish: Publish
+) -> JudgeRecord:
+    """How a stage judges one record, its outputs sent with `publish`."""
 
     def judge_event(
         engine: Engine, partition: int, source: str, appended: float, raw: bytes
@@ -928,7 +966,7 @@ def _stage_agent(runner: StageRunner, topics: Topics, sources: int, fault_event_
                 if pause is None:
                     log.error("%s; to the dead letters (%s)", reason, where)
                     letter = dead_letter(raw, reason, where={**where, "stage": runner.stage})
-                    fut = await changes.publish(
+                    fut = await publish(
                         topics.dead_letters, None, _json(letter), _stage_error_delivered
                     )
                     if fut is not None:
@@ -940,7 +978,7 @@ def _stage_agent(runner: StageRunner, topics: Topics, sources: int, fault_event_
 
     async def emit(found: list[Finding], delivering: list[asyncio.Future[Any]]) -> None:
         for f in found:
-            fut = await changes.publish(
+            fut = await publish(
                 topics.findings,
                 f.finding_id.encode(),
                 f.model_dump_json().encode(),
@@ -1007,7 +1045,7 @@ def _stage_agent(runner: StageRunner, topics: Topics, sources: int, fault_event_
             )
         await emit(found, delivering)
 
-    return judge
+    return judge_record
 
 
 class InjectedFault(RuntimeError):

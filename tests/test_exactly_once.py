@@ -1,0 +1,90 @@
+"""The exactly-once stage path's pieces that need no broker (the transactions
+themselves are tested on one: tests/integration/test_exactly_once.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from aiokafka.structs import ConsumerRecord
+from pydantic import ValidationError
+
+from detectors.pseudonyms import Pseudonymiser
+from schemas.policy_file import load_policy
+from streams.exactly_once import OwnTable, Written, _Event, forget_partition
+from streams.settings import Settings
+from streams.topology import PartitionStore, TableChanges, build_app
+
+POLICY = Path(__file__).parents[1] / "deploy" / "policy" / "example.yaml"
+
+
+def test_the_guarantee_is_at_least_once_unless_asked_and_nothing_else_is_taken() -> None:
+    assert Settings().processing_guarantee == "at_least_once"
+    assert Settings(processing_guarantee="exactly_once").processing_guarantee == "exactly_once"
+    with pytest.raises(ValidationError):
+        Settings(processing_guarantee="exactly-once")
+
+
+def test_a_stage_record_reads_as_faust_gives_it_time_in_seconds() -> None:
+    record = ConsumerRecord(
+        "p.stage-device", 2, 41, 1_700_000_000_250, 0, b"k", b"v", None, 1, 1, [("s", b"x")]
+    )
+    event = _Event.of(record)
+    assert (event.message.topic, event.message.partition, event.message.offset) == (
+        "p.stage-device",
+        2,
+        41,
+    )
+    assert event.message.timestamp == 1_700_000_000.25
+    assert (event.key, event.value, dict(event.headers)) == (b"k", b"v", {"s": b"x"})
+
+
+def test_an_own_table_takes_changes_as_a_faust_table_and_forgets_one_partition() -> None:
+    table = OwnTable("p.worker-device-postures-changelog")
+    changes = TableChanges(None)
+    two, three = PartitionStore(table, 2, changes), PartitionStore(table, 3, changes)
+    two["dev"] = {"managed": True}
+    three["dev"] = {"managed": False}
+    del two["dev"]
+    two["other"] = 1
+    assert changes.changed[(table.changelog, 2)] == {"2|dev": None, "2|other": 1}
+    assert changes.changed[(table.changelog, 3)] == {"3|dev": {"managed": False}}
+    forget_partition([table], 2)
+    assert table.data == {"3|dev": {"managed": False}}
+
+
+def test_exactly_once_the_stages_leave_faust_and_faust_joins_a_group_of_its_own(
+    tmp_path: Path,
+) -> None:
+    """One consumer group cannot mix Faust's assignor and aiokafka's: the
+    stages' consumer keeps the group PREFIXworker (and its offsets)."""
+    settings = Settings(state_dir=tmp_path, web_port=0, processing_guarantee="exactly_once")
+    app = build_app(settings, load_policy(POLICY), pseudonyms=Pseudonymiser(b"eos-test-key"))
+    assert app.conf.id == f"{settings.topic_prefix}adapters"
+    assert not app.tables.changelog_topics
+    assert not [a for a in app.agents if "stage-" in a]
+    before = build_app(
+        Settings(state_dir=tmp_path, web_port=0),
+        load_policy(POLICY),
+        pseudonyms=Pseudonymiser(b"eos-test-key"),
+    )
+    assert before.conf.id == f"{settings.topic_prefix}worker"
+
+
+def test_a_finding_decided_again_is_not_written_again_until_the_state_is_rebuilt() -> None:
+    """The validator routes at least once: a stage record routed twice makes
+    the engines decide its findings again (same ids); exactly once, the
+    partition's transaction writes each id once, and remembers it in the meta
+    table's changelog, in the same transaction."""
+    meta = OwnTable("p.worker-device-meta-changelog")
+    changes = TableChanges(None)
+    written = Written(meta, changes, 1)
+    assert written.add(b"SEP-001-ab")
+    assert not written.add(b"SEP-001-ab")
+    assert written.add(b"SEP-002-cd")
+    assert changes.changed[(meta.changelog, 1)] == {
+        "1|written|SEP-001-ab": True,
+        "1|written|SEP-002-cd": True,
+    }
+    forget_partition([meta], 1)  # an aborted transaction: rebuilt from the changelog
+    assert Written(meta, TableChanges(None), 1).add(b"SEP-001-ab")
