@@ -304,8 +304,7 @@ def throughput(n: int, workdir: Path, runs: int) -> None:
 
 
 def latency(n: int, rate: float, workdir: Path) -> None:
-    from streams.kafka_io import ensure_topics, paced, produce, read_topics
-    from streams.partition_clock import CLOCK_MARK
+    from streams.kafka_io import ensure_topics, paced, produce, read_events, read_topics
     from streams.topics import Topics
 
     topics = Topics(f"lat-{int(time.time())}.")
@@ -322,9 +321,7 @@ def latency(n: int, rate: float, workdir: Path) -> None:
     finally:
         stop(proc)
     appended: dict[str, float] = {}
-    for record in read_topics(BROKER, [*topics.inputs], timeout_s=120):
-        if record.key == CLOCK_MARK:
-            continue  # a clock mark `produce` wrote, not an event
+    for record in read_events(BROKER, [*topics.inputs], timeout_s=120):
         event = json.loads(record.value)
         appended[event["event_id"]] = record.timestamp / 1000
     gaps: dict[str, list[float]] = {"immediate": [], "all": []}

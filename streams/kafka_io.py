@@ -25,7 +25,7 @@ from adapters import ADAPTERS
 from detectors.dead_letters import dead_letter
 from streams.end_of_input import MarkerKeyMissing, signed_marker
 from streams.kafka_connection import Broker, connection
-from streams.partition_clock import CLOCK_MARK, ProducerClock
+from streams.partition_clock import CLOCK_MARK, ProducerClock, is_clock_mark
 from streams.topics import INPUT_STREAMS, STAGES, Topics, input_key, partition_of
 from streams.validator import END_OF_INPUT
 
@@ -468,6 +468,11 @@ def read_topics(broker: Broker, names: list[str], timeout_s: float = 30.0) -> li
         raise KafkaUnavailable(f"reading {', '.join(names)}: {exc}") from None
     finally:
         consumer.close()
+
+
+def read_events(broker: Broker, names: list[str], timeout_s: float = 30.0) -> list[Any]:
+    """read_topics of input topics without their clock marks: the events alone."""
+    return [r for r in read_topics(broker, names, timeout_s) if not is_clock_mark(r)]
 
 
 def read_dead_letters(broker: Broker, topics: Topics) -> list[dict[str, Any]]:
