@@ -253,6 +253,35 @@ def _check_replication(client: KafkaAdminClient, names: list[str], wanted: Repli
         )
 
 
+def ensure_topic(
+    broker: Broker,
+    name: str,
+    partitions: int,
+    replication: Replication,
+    configs: dict[str, str],
+    ready_s: float = 30.0,
+) -> int:
+    """One topic of its own kind (the alert router's): created with `configs`
+    if missing (another worker creating it meanwhile is fine); its partition
+    count once the broker's metadata has them, as it may predate the caller."""
+    client = admin(broker)
+    try:
+        if name not in set(client.list_topics()):
+            with contextlib.suppress(TopicAlreadyExistsError):
+                client.create_topics([new_topic(name, partitions, replication, configs)])
+        deadline = time.monotonic() + ready_s
+        while True:
+            (info,) = client.describe_topics([name])
+            count = len(info.get("partitions") or [])
+            if count:
+                return count
+            if time.monotonic() > deadline:
+                raise KafkaUnavailable(f"{name} has no partitions after {ready_s:.0f} s")
+            time.sleep(0.2)
+    finally:
+        client.close()
+
+
 def new_topic(
     name: str, partitions: int, replication: Replication, configs: dict[str, str]
 ) -> NewTopic:

@@ -58,6 +58,7 @@ def is_clock_mark(record: Any) -> bool:
     (a consumed record, a record about to be sent)."""
     return bool(record.key == CLOCK_MARK)
 
+
 # Which input streams each stage judges (validator.FEEDS is the same table).
 FEEDS: dict[str, tuple[str, ...]] = {
     "device": ("saas_access", "device_posture"),
