@@ -1,5 +1,5 @@
 """No function in the runtime is longer than a reader holds in mind at once
-(docs/style.md: under ~60 lines): each one read with `ast`, from its `def`
+(the style guide: under ~60 lines): each one read with `ast`, from its `def`
 (decorators aside) to its last line, docstring and comments included.
 
 A command's options are `Annotated` aliases (cli/options.py, or beside the
