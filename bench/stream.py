@@ -170,14 +170,10 @@ def rules_drained(topics: Any, deadline_s: float) -> bool:
 
 
 def lag(group: str, topics: list[str]) -> int:
-    """Records of `topics` the group has not committed yet."""
-    consumer = KafkaConsumer(bootstrap_servers=BROKER, group_id=group, enable_auto_commit=False)
-    try:
-        parts = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t)]
-        end = consumer.end_offsets(parts)
-        return sum(end[tp] - (consumer.committed(tp) or 0) for tp in parts)
-    finally:
-        consumer.close()
+    """Records of `topics` the group has not committed yet (streams/lag.py)."""
+    from streams.lag import uncommitted
+
+    return uncommitted(BROKER, group, topics)
 
 
 SMALL_GAP = 100  # offsets: past it, unread() does not read what is between
