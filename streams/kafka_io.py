@@ -257,29 +257,40 @@ def ensure_topic(
     broker: Broker,
     name: str,
     partitions: int,
-    replication: Replication,
     configs: dict[str, str],
+    factor: int | None = None,
+    min_insync: int | None = None,
     ready_s: float = 30.0,
 ) -> int:
-    """One topic of its own kind (the alert router's): created with `configs`
-    if missing (another worker creating it meanwhile is fine); its partition
-    count once the broker's metadata has them, as it may predate the caller."""
-    client = admin(broker)
+    """One topic of its own kind (the alert router's, a compacted log):
+    created with `configs` if missing, replicated as every other topic
+    (`Replication.for_cluster`; another worker creating it meanwhile is fine);
+    its partition count once the broker's metadata has them, as it may
+    predate the caller."""
     try:
-        if name not in set(client.list_topics()):
-            with contextlib.suppress(TopicAlreadyExistsError):
-                client.create_topics([new_topic(name, partitions, replication, configs)])
-        deadline = time.monotonic() + ready_s
-        while True:
-            (info,) = client.describe_topics([name])
-            count = len(info.get("partitions") or [])
-            if count:
-                return count
-            if time.monotonic() > deadline:
-                raise KafkaUnavailable(f"{name} has no partitions after {ready_s:.0f} s")
-            time.sleep(0.2)
-    finally:
-        client.close()
+        client = admin(broker)
+        try:
+            if name not in set(client.list_topics()):
+                wanted = replication(client, factor, min_insync)
+                with contextlib.suppress(TopicAlreadyExistsError):
+                    client.create_topics([new_topic(name, partitions, wanted, configs)])
+            return _partitions_of(client, name, ready_s)
+        finally:
+            client.close()
+    except KafkaError as exc:
+        raise KafkaUnavailable(f"creating {name}: {exc}") from None
+
+
+def _partitions_of(client: KafkaAdminClient, name: str, ready_s: float) -> int:
+    deadline = time.monotonic() + ready_s
+    while True:
+        (info,) = client.describe_topics([name])
+        count = len(info.get("partitions") or [])
+        if count:
+            return count
+        if time.monotonic() > deadline:
+            raise KafkaUnavailable(f"{name} has no partitions after {ready_s:.0f} s")
+        time.sleep(0.2)
 
 
 def new_topic(
@@ -299,18 +310,7 @@ def ensure_log(
     """A one-partition compacted topic (the policy history, the pseudonym key),
     replicated as every other topic sepwatch creates: a copy on one broker
     would be lost, or out of reach, with that broker."""
-    try:
-        client = admin(broker)
-        try:
-            if name in set(client.list_topics()):
-                return
-            wanted = replication(client, factor, min_insync)
-            with contextlib.suppress(TopicAlreadyExistsError):
-                client.create_topics([new_topic(name, 1, wanted, {"cleanup.policy": "compact"})])
-        finally:
-            client.close()
-    except KafkaError as exc:
-        raise KafkaUnavailable(f"creating {name}: {exc}") from None
+    ensure_topic(broker, name, 1, {"cleanup.policy": "compact"}, factor, min_insync)
 
 
 def _await_partitions(

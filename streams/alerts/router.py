@@ -56,7 +56,7 @@ from streams.alerts.grouping import (
     NotificationGroups,
     route_problems,
 )
-from streams.kafka_io import Replication, ensure_topic
+from streams.kafka_io import ensure_topic
 from streams.lag import records_behind
 from streams.settings import Settings
 from streams.topics import Topics
@@ -314,11 +314,10 @@ class AlertRouter:
             self.settings.kafka,
             self.topics.notified,
             self.settings.partitions,
-            # As `sepwatch worker` resolved them for the cluster.
-            Replication(
-                self.settings.replication_factor or 1, self.settings.min_insync_replicas or 1
-            ),
             {"cleanup.policy": "compact,delete", "retention.ms": str(horizon_ms)},
+            # As `sepwatch worker` resolved them for the cluster.
+            self.settings.replication_factor,
+            self.settings.min_insync_replicas,
         )
 
     async def load_notified(self, partitions: set[int] | None = None) -> int:
