@@ -129,11 +129,7 @@ def adapt(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
         return Skip(f"application {application}")
     actions = ACTIONS[application]
     found: list[CanonicalEvent] = []
-    events = record.get("events") or []
-    if isinstance(events, dict):
-        events = [events]
-    if not isinstance(events, list):
-        raise Unmappable("events", "expected an event object or a list of them")
+    events = _events_of(record)
     first: tuple[str, str, str] | None = None  # the activity's, read at its first access
     for event in events:
         if not isinstance(event, dict):
@@ -143,14 +139,7 @@ def adapt(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
         if action is None:
             continue
         parameters = event.get("parameters") or ()
-        title = next(
-            (
-                p.get("value")
-                for p in parameters
-                if isinstance(p, dict) and p.get("name") == "doc_title"
-            ),
-            None,
-        )
+        title = _doc_title(parameters)
         if first is None:
             first = (
                 iso_time(ident.get("time"), "id.time"),
@@ -188,6 +177,28 @@ def adapt(record: dict[str, Any], mapping: VendorMapping) -> Adapted:
         names = ",".join(sorted({str(e.get("name")) for e in events})) or "none"
         return Skip(f"{application} {names}")
     return found
+
+
+def _events_of(record: dict[str, Any]) -> list[Any]:
+    """The activity's events: a list, or one event object alone."""
+    events = record.get("events") or []
+    if isinstance(events, dict):
+        events = [events]
+    if not isinstance(events, list):
+        raise Unmappable("events", "expected an event object or a list of them")
+    return events
+
+
+def _doc_title(parameters: Any) -> Any:
+    """The `doc_title` parameter's value, as the vendor wrote it (None without one)."""
+    return next(
+        (
+            p.get("value")
+            for p in parameters
+            if isinstance(p, dict) and p.get("name") == "doc_title"
+        ),
+        None,
+    )
 
 
 def _parameter(parameters: Any, name: str) -> Any:

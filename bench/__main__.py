@@ -378,8 +378,7 @@ def expected_immediate(values: list[bytes]) -> dict[str, str]:
 
 
 def latency(s: Sizes, workdir: Path, out: Results) -> None:
-    from streams.kafka_io import paced, produce, read_topics
-    from streams.partition_clock import CLOCK_MARK
+    from streams.kafka_io import paced, produce, read_events, read_topics
 
     for rate in s.rates:
         n = int(rate * s.window)
@@ -397,9 +396,7 @@ def latency(s: Sizes, workdir: Path, out: Results) -> None:
         finally:
             stop(proc)
         # Events only: the clock marks `produce` writes beside them have no id.
-        inputs = [
-            r for r in read_topics(BROKER, topics.inputs, timeout_s=600) if r.key != CLOCK_MARK
-        ]
+        inputs = read_events(BROKER, topics.inputs, timeout_s=600)
         appended = {json.loads(r.value)["event_id"]: r.timestamp / 1000 for r in inputs}
         owed = expected_immediate([r.value for r in inputs])
         decided = {
@@ -503,7 +500,7 @@ async def _detect(s: Sizes, topics: Any, lines: list[bytes]) -> dict[str, Any]:
 
     from streams.elastic import async_client
     from streams.kafka_io import paced, produce
-    from streams.partition_clock import CLOCK_MARK
+    from streams.partition_clock import is_clock_mark
 
     es = async_client(ES_URL)
     raw = f"{topics.prefix.rstrip('.')}-raw-events"
@@ -523,7 +520,7 @@ async def _detect(s: Sizes, topics: Any, lines: list[bytes]) -> dict[str, Any]:
                 docs = []
                 for records in batch.values():
                     for r in records:
-                        if r.key == CLOCK_MARK:
+                        if is_clock_mark(r):
                             continue  # a clock mark `produce` wrote, not an event
                         event = json.loads(r.value)
                         appended[event["event_id"]] = r.timestamp / 1000

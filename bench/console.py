@@ -75,6 +75,39 @@ def _line(name: str, xs: list[float]) -> str:
     )
 
 
+def _pages_timed(
+    url: str, es: Elasticsearch, rounds: int
+) -> tuple[list[float], list[float], list[float], dict[str, list[float]]]:
+    """Findings pages through the console, their next pages, and the same
+    queries on a bare client; seconds each, and the pages by filter."""
+    rnd = random.Random(3)
+    page_t: list[float] = []
+    next_t: list[float] = []
+    bare_t: list[float] = []
+    by_filter: dict[str, list[float]] = {}
+    _get(f"{url}/findings")  # warm: first connection, templates compiled
+    for _ in range(rounds):
+        for params in _pages(rnd):
+            page_t.append(_get(f"{url}/findings?{urlencode(params)}"))
+            by_filter.setdefault(",".join(sorted(params)) or "(none)", []).append(page_t[-1])
+            began = time.perf_counter()
+            found = queries.page(es, loader.INDEX, queries.Filters.of(params))
+            bare_t.append(time.perf_counter() - began)
+            if found.next_cursor:
+                q = urlencode({**params, "after": found.next_cursor})
+                next_t.append(_get(f"{url}/findings?{q}"))
+    return page_t, next_t, bare_t, by_filter
+
+
+def _overviews_timed(url: str) -> tuple[list[float], list[float]]:
+    """First view of each entity: the half-year's figures are computed (kept
+    a minute); then views within the minute: open findings and trend."""
+    entities = ["", *loader.ENTITIES]
+    cold_t = [_get(f"{url}/overview?entity={entity}") for entity in entities]
+    warm_t = [_get(f"{url}/overview?entity={e}") for _ in range(3) for e in entities]
+    return cold_t, warm_t
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--findings", type=int, default=1_000_000)
@@ -93,18 +126,7 @@ def main() -> int:
     if args.reload or have != args.findings:
         # As bench.report loads them: statuses set by lifecycle records (about
         # 1.5 a finding), and the access tally the device share is read from.
-        es.indices.delete(index=f"{loader.INDEX}-*", ignore_unavailable=True)
-        es.indices.delete(index=f"{loader.INDEX}.accesses", ignore_unavailable=True)
-        es.indices.delete(index=records, ignore_unavailable=True)
-        loader.put_template(es, loader.INDEX)
-        import asyncio
-
-        rate = asyncio.run(loader._load(args.findings))
-        print(f"loaded {args.findings:,} findings at {rate:,.0f}/s")
-        for name in (loader.INDEX, records):
-            es.indices.refresh(index=name)
-            es.indices.forcemerge(index=name, max_num_segments=1, wait_for_completion=True)
-        loader._tally(es)
+        loader._load_afresh(es, args.findings, workers=4)
     print(
         f"{int(es.count(index=loader.INDEX)['count']):,} findings and "
         f"{int(es.count(index=records)['count']):,} lifecycle records in {loader.INDEX} "
@@ -119,33 +141,9 @@ def main() -> int:
     )
     # Each run starts from a cold shard request cache (the counts are cached there).
     es.indices.clear_cache(index=f"{loader.INDEX},{records}", request=True)
-    rnd = random.Random(3)
-    page_t: list[float] = []
-    next_t: list[float] = []
-    bare_t: list[float] = []
-    cold_t: list[float] = []
-    warm_t: list[float] = []
-    by_filter: dict[str, list[float]] = {}
     with ConsoleServer(settings) as server:
-        _get(f"{server.url}/findings")  # warm: first connection, templates compiled
-        for _ in range(args.rounds):
-            for params in _pages(rnd):
-                page_t.append(_get(f"{server.url}/findings?{urlencode(params)}"))
-                by_filter.setdefault(",".join(sorted(params)) or "(none)", []).append(page_t[-1])
-                began = time.perf_counter()
-                found = queries.page(es, loader.INDEX, queries.Filters.of(params))
-                bare_t.append(time.perf_counter() - began)
-                if found.next_cursor:
-                    q = urlencode({**params, "after": found.next_cursor})
-                    next_t.append(_get(f"{server.url}/findings?{q}"))
-        # First view of each entity: the half-year's figures are computed
-        # (kept a minute); then views within the minute: open findings and trend.
-        entities = ["", *loader.ENTITIES]
-        for entity in entities:
-            cold_t.append(_get(f"{server.url}/overview?entity={entity}"))
-        for _ in range(3):
-            for entity in entities:
-                warm_t.append(_get(f"{server.url}/overview?entity={entity}"))
+        page_t, next_t, bare_t, by_filter = _pages_timed(server.url, es, args.rounds)
+        cold_t, warm_t = _overviews_timed(server.url)
     print(_line("findings page (console, HTTP)", page_t))
     for name, xs in by_filter.items():
         print(_line(f"  filtered by {name}", xs))

@@ -199,7 +199,7 @@ def pseudonym_cost(path: Path, runs: int) -> None:
     )
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--users", type=int, default=40_000)
@@ -215,7 +215,11 @@ def main() -> None:
     )
     ap.add_argument("--phase", choices=list(PHASES), help=argparse.SUPPRESS)
     ap.add_argument("path", nargs="?", help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    args = _parser().parse_args()
 
     if args.phase:
         result = PHASES[args.phase](Path(args.path))

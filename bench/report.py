@@ -288,16 +288,7 @@ def main() -> None:
     es = Elasticsearch(URL, request_timeout=120)
     have = int(es.count(index=INDEX)["count"]) if es.indices.exists_alias(name=INDEX) else 0
     if args.reload or have != args.findings:
-        es.indices.delete(index=f"{INDEX}-*", ignore_unavailable=True, allow_no_indices=True)
-        es.indices.delete(index=f"{INDEX}.accesses", ignore_unavailable=True)
-        es.indices.delete(index=lifecycle_index(INDEX), ignore_unavailable=True)
-        put_template(es, INDEX)
-        rate = asyncio.run(_load(args.findings, args.workers))
-        for name in (INDEX, lifecycle_index(INDEX)):
-            es.indices.refresh(index=name)
-            es.indices.forcemerge(index=name, max_num_segments=1, wait_for_completion=True)
-        _tally(es)
-        print(f"loaded {args.findings:,} findings at {rate:,.0f}/s ({args.workers} workers)")
+        _load_afresh(es, args.findings, args.workers)
     began = time.perf_counter()
     total = int(es.count(index=INDEX)["count"])
     count_s = time.perf_counter() - began
@@ -305,20 +296,8 @@ def main() -> None:
 
     out = Path(tempfile.mkdtemp(prefix="sepwatch-bench-report-"))
     env = {**os.environ, "SEPWATCH_ES_URL": URL, "SEPWATCH_ES_INDEX": INDEX}
-    cmd = [
-        sys.executable,
-        "-m",
-        "cli.main",
-        "report",
-        "--period",
-        "2026H2",
-        "--no-reviews",
-        "--as-of",
-        "2027-01-05",
-        "--out",
-        str(out),
-    ]
-    elapsed, peak_mb, code = _measure(cmd, env)
+    report = [sys.executable, "-m", "cli.main", "report", "--period", "2026H2", "--no-reviews"]
+    elapsed, peak_mb, code = _measure([*report, "--as-of", "2027-01-05", "--out", str(out)], env)
     assert code == 0, f"report exited {code}"
     pages = subprocess.run(
         ["pdfinfo", str(out / "report.pdf")], capture_output=True, text=True, check=False
@@ -353,6 +332,20 @@ def main() -> None:
     print("PASS" if ok else "FAIL")
     es.close()
     raise SystemExit(0 if ok else 1)
+
+
+def _load_afresh(es: Elasticsearch, findings: int, workers: int) -> None:
+    """The findings indices emptied and loaded again, merged as a long-lived index is."""
+    es.indices.delete(index=f"{INDEX}-*", ignore_unavailable=True, allow_no_indices=True)
+    es.indices.delete(index=f"{INDEX}.accesses", ignore_unavailable=True)
+    es.indices.delete(index=lifecycle_index(INDEX), ignore_unavailable=True)
+    put_template(es, INDEX)
+    rate = asyncio.run(_load(findings, workers))
+    for name in (INDEX, lifecycle_index(INDEX)):
+        es.indices.refresh(index=name)
+        es.indices.forcemerge(index=name, max_num_segments=1, wait_for_completion=True)
+    _tally(es)
+    print(f"loaded {findings:,} findings at {rate:,.0f}/s ({workers} workers)")
 
 
 def _p95(xs: list[float]) -> float:

@@ -31,6 +31,8 @@ from aiokafka import AIOKafkaConsumer
 from kafka import KafkaConsumer, TopicPartition
 from pydantic import SecretStr
 
+from streams.lag import uncommitted
+
 ROOT = Path(__file__).resolve().parent.parent
 KAFKA = ROOT / "deploy" / "local" / "kafka.sh"
 POLICY = ROOT / "deploy" / "policy" / "example.yaml"
@@ -170,17 +172,8 @@ def rules_drained(topics: Any, deadline_s: float) -> bool:
 
 
 def lag(group: str, topics: list[str]) -> int:
-    """Records of `topics` the group has not committed yet."""
-    consumer = KafkaConsumer(bootstrap_servers=BROKER, group_id=group, enable_auto_commit=False)
-    try:
-        parts = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t)]
-        end = consumer.end_offsets(parts)
-        return sum(end[tp] - (consumer.committed(tp) or 0) for tp in parts)
-    finally:
-        consumer.close()
-
-
-SMALL_GAP = 100  # offsets: past it, unread() does not read what is between
+    """Records of `topics` the group has not committed yet (streams/lag.py)."""
+    return uncommitted(BROKER, group, topics)
 
 
 def unread(
@@ -190,43 +183,8 @@ def unread(
     broker: str = BROKER,
 ) -> int:
     """Committed records of `names` the group has not committed past, up to
-    `ends` (default: the end offsets now). Not "end - committed": a topic
-    written in transactions holds a commit marker after each transaction's
-    last record, and a consumer commits the offset after the last record it
-    read, so a group that has read everything stays a marker short of the end
-    (docs/exactly-once.md). Without transactions the two agree. A gap of more
-    than SMALL_GAP offsets on a partition is returned as it is (an upper
-    bound: not drained either way), so that waiting costs no reading."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=broker,
-        group_id=group,
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-    )
-    try:
-        parts = (
-            list(ends)
-            if ends
-            else [TopicPartition(t, p) for t in names for p in consumer.partitions_for_topic(t)]
-        )
-        end = ends or consumer.end_offsets(parts)
-        behind = {tp: consumer.committed(tp) or 0 for tp in parts}
-        behind = {tp: at for tp, at in behind.items() if at < end[tp]}
-        if not behind or any(end[tp] - at > SMALL_GAP for tp, at in behind.items()):
-            return sum(end[tp] - at for tp, at in behind.items())
-        consumer.assign(list(behind))
-        for tp, at in behind.items():
-            consumer.seek(tp, at)
-        count = 0
-        deadline = time.monotonic() + 60
-        while any(consumer.position(tp) < end[tp] for tp in behind):
-            if time.monotonic() > deadline:
-                return max(count, 1)  # not read to the end: not drained
-            for tp, records in consumer.poll(timeout_ms=200).items():
-                count += sum(r.offset < end[tp] for r in records)
-        return count
-    finally:
-        consumer.close()
+    `ends` (streams/lag.py: transactions' markers are not records)."""
+    return uncommitted(broker, group, names, ends)
 
 
 async def bare_consumer(topics: list[str], n: int) -> float:
@@ -304,8 +262,7 @@ def throughput(n: int, workdir: Path, runs: int) -> None:
 
 
 def latency(n: int, rate: float, workdir: Path) -> None:
-    from streams.kafka_io import ensure_topics, paced, produce, read_topics
-    from streams.partition_clock import CLOCK_MARK
+    from streams.kafka_io import ensure_topics, paced, produce, read_events, read_topics
     from streams.topics import Topics
 
     topics = Topics(f"lat-{int(time.time())}.")
@@ -322,9 +279,7 @@ def latency(n: int, rate: float, workdir: Path) -> None:
     finally:
         stop(proc)
     appended: dict[str, float] = {}
-    for record in read_topics(BROKER, [*topics.inputs], timeout_s=120):
-        if record.key == CLOCK_MARK:
-            continue  # a clock mark `produce` wrote, not an event
+    for record in read_events(BROKER, [*topics.inputs], timeout_s=120):
         event = json.loads(record.value)
         appended[event["event_id"]] = record.timestamp / 1000
     gaps: dict[str, list[float]] = {"immediate": [], "all": []}

@@ -112,6 +112,28 @@ def print_counts(fmt: str, counts: AdaptCounts, console: Console = err) -> None:
     console.print(table)
 
 
+RegistryPolicyOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--policy",
+        "-p",
+        help="Policy whose registry names and domains resolve apps too. "
+        "Default: $SEPWATCH_POLICY, else deploy/policy/example.yaml.",
+        show_default=False,
+    ),
+]
+AdaptDeadLetterOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--dead-letter",
+        help="Where records that cannot be mapped go, one JSON a line with source, "
+        "field and reason (masked); - for stderr. "
+        "Default: OUT.dead.jsonl, or stderr with --out -.",
+        show_default=False,
+    ),
+]
+
+
 def adapt_cmd(
     fmt: Annotated[str, typer.Option("--format", "-f", help="Source: " + ", ".join(SOURCES))],
     raw: Annotated[str, typer.Option("--in", "-i", help="Raw vendor records; - for stdin.")],
@@ -119,26 +141,8 @@ def adapt_cmd(
         str, typer.Option("--out", "-o", help="Canonical events, JSONL; - for stdout.")
     ] = "-",
     mapping: MappingOpt = None,
-    policy: Annotated[
-        Path | None,
-        typer.Option(
-            "--policy",
-            "-p",
-            help="Policy whose registry names and domains resolve apps too. "
-            "Default: $SEPWATCH_POLICY, else deploy/policy/example.yaml.",
-            show_default=False,
-        ),
-    ] = None,
-    dead_letter: Annotated[
-        str | None,
-        typer.Option(
-            "--dead-letter",
-            help="Where records that cannot be mapped go, one JSON a line with source, "
-            "field and reason (masked); - for stderr. "
-            "Default: OUT.dead.jsonl, or stderr with --out -.",
-            show_default=False,
-        ),
-    ] = None,
+    policy: RegistryPolicyOpt = None,
+    dead_letter: AdaptDeadLetterOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No summary table.")] = False,
 ) -> None:
     """Turn a file of raw vendor records into canonical events, one a line

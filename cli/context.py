@@ -12,18 +12,22 @@ import contextlib
 import gzip
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import typer
 from elasticsearch import Elasticsearch
 from pydantic import ValidationError
 from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
 from schemas import Policy
 from schemas.policy_file import PolicyError, load_policy
 from streams.settings import Settings
+
+if TYPE_CHECKING:
+    from streams.kafka_io import Replication
 
 out = Console()
 err = Console(stderr=True)
@@ -106,3 +110,60 @@ def es_errors(settings: Settings) -> Iterator[None]:
     except ApiError as exc:
         err.print(f"[bold red]Elasticsearch refused[/]: {exc.meta.status} {exc.message}")
         raise typer.Exit(2) from None
+
+
+@contextlib.contextmanager
+def file_progress(what: str, raw: BinaryIO, size: int | None) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr over an events file's bytes, and the callback
+    that moves it: by the file's position, or for a pipe, which cannot tell()
+    its position, by the bytes read so far."""
+    with Progress(
+        TextColumn(f"[bold]{what}[/]"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(what, total=size)
+        if size is not None:
+            yield lambda _: bar.update(task, completed=raw.tell())
+        else:
+            yield lambda read: bar.update(task, completed=read)
+
+
+@contextlib.contextmanager
+def kafka_errors(what: str) -> Iterator[None]:
+    """Kafka out of reach (or refusing) as one line, `what` could not be done,
+    and exit code 2."""
+    from streams.kafka_io import KafkaUnavailable
+
+    try:
+        yield
+    except KafkaUnavailable as exc:
+        err.print(f"[bold red]{what}[/]: {exc}")
+        raise typer.Exit(2) from None
+
+
+def create_topics(settings: Settings, *, retention_ms: int | None = None) -> Replication:
+    """The deployment's topics as the settings ask (kafka_io.ensure_topics:
+    what is missing is created, what exists is checked), the evidence topics
+    kept SEPWATCH_EVIDENCE_RETENTION_DAYS; `retention_ms`: the other topics'
+    retention, when not the settings'."""
+    from streams.kafka_io import ensure_topics
+    from streams.topics import Topics
+
+    return ensure_topics(
+        settings.kafka,
+        Topics(settings.topic_prefix),
+        settings.partitions,
+        retention_ms=settings.retention_ms if retention_ms is None else retention_ms,
+        replication_factor=settings.replication_factor,
+        min_insync_replicas=settings.min_insync_replicas,
+        evidence_retention_ms=settings.evidence_retention_days * 24 * 3600 * 1000,
+    )
+
+
+def published(counts: Mapping[str, int]) -> None:
+    """What `produce` sent, by stream."""
+    err.print("published " + ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())))

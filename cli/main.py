@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import sys
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,10 +14,10 @@ from zoneinfo import ZoneInfo
 
 import typer
 from pydantic import ValidationError
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from adapters.intake import AdaptCounts
+from adapters.mapping import VendorMapping
 from cli.adapt import (
     FormatOpt,
     MappingOpt,
@@ -24,13 +26,13 @@ from cli.adapt import (
     mapping_for,
     print_counts,
 )
-from cli.context import err, out
+from cli.context import create_topics, err, file_progress, kafka_errors, out, published
 from cli.context import es_client as _es
 from cli.context import es_errors as _es_errors
 from cli.context import load_settings as _settings
 from cli.context import open_events as _open_events
 from cli.context import policy_of as _policy
-from cli.options import BrokerOpt, EsOpt, IndexOpt, PrefixOpt
+from cli.options import BrokerOpt, EsOpt, IndexOpt, PolicyOpt, PrefixOpt
 from detectors import CATALOGUE
 from schemas import (
     ControlReview,
@@ -68,75 +70,70 @@ app.add_typer(findings_app, name="findings")
 app.command("adapt")(adapt_cmd)
 
 
-PolicyOpt = Annotated[
+# -- replay -------------------------------------------------------------------
+
+ReplayEventsOpt = Annotated[
+    str,
+    typer.Option("--events", "-e", help="Canonical events, JSONL, in arrival order; - for stdin."),
+]
+ReplayOutOpt = Annotated[
+    Path, typer.Option("--out", "-o", help="Where findings go, one JSON a line.")
+]
+ReplayDeadLetterOpt = Annotated[
     Path | None,
     typer.Option(
-        "--policy",
-        "-p",
-        help="Policy YAML. Default: $SEPWATCH_POLICY, else deploy/policy/example.yaml.",
+        "--dead-letter",
+        help="Where bad lines go, with line number and reason. Default: OUT.dead.jsonl",
+        show_default=False,
+    ),
+]
+ReplayQuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or table.")]
+KeyBrokerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--broker",
+        help="Read the deployment's pseudonym key from this broker's PREFIXpseudonym-key "
+        "topic (with --prefix), so pseudonyms match the stream's. Not needed when "
+        "SEPWATCH_PSEUDONYM_KEY is set.",
+        show_default=False,
+    ),
+]
+PolicyHistoryOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--policy-history",
+        help="Judge each event by the policy version in force at its time, as the "
+        "workers did: the versions `sepwatch policy history --json` prints. "
+        "Replaces --policy.",
+        show_default=False,
+    ),
+]
+ReplayPartitionsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--partitions",
+        min=0,
+        help="Compute what a stream of this many partitions finds from `sepwatch "
+        "produce` of the file: each input partition's own clock (docs/lateness.md). "
+        "Default: the worker's ($SEPWATCH_PARTITIONS, 4); 0: one clock for the file.",
         show_default=False,
     ),
 ]
 
 
-# -- replay -------------------------------------------------------------------
-
-
 @app.command("replay")
 def replay_cmd(
-    events: Annotated[
-        str,
-        typer.Option(
-            "--events", "-e", help="Canonical events, JSONL, in arrival order; - for stdin."
-        ),
-    ],
-    findings: Annotated[
-        Path, typer.Option("--out", "-o", help="Where findings go, one JSON a line.")
-    ],
+    events: ReplayEventsOpt,
+    findings: ReplayOutOpt,
     policy: PolicyOpt = None,
-    dead_letter: Annotated[
-        Path | None,
-        typer.Option(
-            "--dead-letter",
-            help="Where bad lines go, with line number and reason. Default: OUT.dead.jsonl",
-            show_default=False,
-        ),
-    ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or table.")] = False,
+    dead_letter: ReplayDeadLetterOpt = None,
+    quiet: ReplayQuietOpt = False,
     fmt: FormatOpt = None,
     mapping: MappingOpt = None,
-    broker: Annotated[
-        str | None,
-        typer.Option(
-            "--broker",
-            help="Read the deployment's pseudonym key from this broker's PREFIXpseudonym-key "
-            "topic (with --prefix), so pseudonyms match the stream's. Not needed when "
-            "SEPWATCH_PSEUDONYM_KEY is set.",
-            show_default=False,
-        ),
-    ] = None,
+    broker: KeyBrokerOpt = None,
     prefix: PrefixOpt = None,
-    policy_history: Annotated[
-        Path | None,
-        typer.Option(
-            "--policy-history",
-            help="Judge each event by the policy version in force at its time, as the "
-            "workers did: the versions `sepwatch policy history --json` prints. "
-            "Replaces --policy.",
-            show_default=False,
-        ),
-    ] = None,
-    partitions: Annotated[
-        int | None,
-        typer.Option(
-            "--partitions",
-            min=0,
-            help="Compute what a stream of this many partitions finds from `sepwatch "
-            "produce` of the file: each input partition's own clock (docs/lateness.md). "
-            "Default: the worker's ($SEPWATCH_PARTITIONS, 4); 0: one clock for the file.",
-            show_default=False,
-        ),
-    ] = None,
+    policy_history: PolicyHistoryOpt = None,
+    partitions: ReplayPartitionsOpt = None,
 ) -> None:
     """Run the rules over a file of events, exactly as the stream would.
 
@@ -151,16 +148,10 @@ def replay_cmd(
     Example:
     sepwatch replay -p deploy/policy/example.yaml -e deploy/samples/day.jsonl -o findings.jsonl
     """
-    from cli.pseudonym import replay_pseudonyms
-
     versions = _history_of(policy_history) if policy_history is not None else None
     pol = versions[0].parsed() if versions else _policy(policy)
-    history = [(v.parsed(), v.effective_from.timestamp()) for v in (versions or [])[1:]]
     mapped = mapping_for(mapping, pol) if fmt is not None else None
-    settings = _settings(broker=broker, topic_prefix=prefix)
-    pseudonyms = replay_pseudonyms(settings, from_broker=broker is not None)
-    parts = settings.partitions if partitions is None else partitions
-    learned = settings.learned_identity
+    run = _replay_as_the_stream(pol, versions or [], broker, prefix, partitions, events)
     dead_path = dead_letter or Path(f"{findings}.dead.jsonl")
     raw, source, size = _open_events(events)
     counts = AdaptCounts()
@@ -176,43 +167,38 @@ def replay_cmd(
             else source
         )
         if quiet or size is None:
-            summary = replay(
-                pol,
-                lines,
-                fout,
-                dout,
-                source_name=events,
-                pseudonyms=pseudonyms,
-                partitions=parts,
-                history=history,
-                learned_identity=learned,
-            )
+            summary = run(lines, fout, dout)
         else:
-            with Progress(
-                TextColumn("[bold]replay[/]"),
-                BarColumn(),
-                DownloadColumn(),
-                TimeRemainingColumn(),
-                console=err,
-                transient=True,
-            ) as bar:
-                task = bar.add_task("replay", total=size)
-                summary = replay(
-                    pol,
-                    lines,
-                    fout,
-                    dout,
-                    source_name=events,
-                    on_progress=lambda _: bar.update(task, completed=raw.tell()),
-                    pseudonyms=pseudonyms,
-                    partitions=parts,
-                    history=history,
-                    learned_identity=learned,
-                )
+            with file_progress("replay", raw, size) as moved:
+                summary = run(lines, fout, dout, on_progress=moved)
     if not quiet:
         if fmt is not None:
             print_counts(fmt, counts, out)
         _print_summary(summary, findings, dead_path)
+
+
+def _replay_as_the_stream(
+    pol: Policy,
+    versions: list[Any],
+    broker: str | None,
+    prefix: str | None,
+    partitions: int | None,
+    events: str,
+) -> Callable[..., ReplaySummary]:
+    """`replay` with what the stream would judge by: the later policy
+    versions, the pseudonym key, the partition count and learned identity."""
+    from cli.pseudonym import replay_pseudonyms
+
+    settings = _settings(broker=broker, topic_prefix=prefix)
+    return functools.partial(
+        replay,
+        pol,
+        source_name=events,
+        pseudonyms=replay_pseudonyms(settings, from_broker=broker is not None),
+        partitions=settings.partitions if partitions is None else partitions,
+        history=[(v.parsed(), v.effective_from.timestamp()) for v in versions[1:]],
+        learned_identity=settings.learned_identity,
+    )
 
 
 def _history_of(path: Path) -> list[Any]:
@@ -366,49 +352,60 @@ def schema_export(
 
 # -- simulate -----------------------------------------------------------------
 
+UsersOpt = Annotated[int, typer.Option(help="Number of users.", min=1)]
+DevicesOpt = Annotated[int, typer.Option(help="Number of devices.", min=1)]
+HoursOpt = Annotated[float, typer.Option(help="Hours of event time to generate.", min=0.01)]
+ViolationRateOpt = Annotated[
+    float, typer.Option(help="Share of opportunities turned into violations.", min=0.0, max=1.0)
+]
+SeedOpt = Annotated[int, typer.Option(help="Same seed, same events.")]
+StartOpt = Annotated[
+    datetime | None,
+    typer.Option(
+        help="Start of the day (ISO 8601). Default 2026-11-23T00:00:00+09:00.",
+        show_default=False,
+    ),
+]
+SimulateOutOpt = Annotated[str, typer.Option("--out", "-o", help="JSONL file, or - for stdout.")]
+ToKafkaOpt = Annotated[
+    bool,
+    typer.Option(
+        "--to-kafka",
+        help="Publish to the input topics instead of a file "
+        "(live traffic; --start defaults to --hours before now).",
+    ),
+]
+RateOpt = Annotated[
+    float, typer.Option(help="With --to-kafka: events per second (0: as fast as possible).")
+]
+VendorsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--vendors",
+        help="Write the day into this folder as the products write it, each naming "
+        "devices its own way (Intune export, Falcon hosts, Entra sign-ins; no hand-written "
+        "device entry), with day.jsonl (all of it adapted, for replay), one-id.jsonl (the "
+        "same day in canonical form) and devices.jsonl (which names are one device).",
+        show_default=False,
+    ),
+]
+
 
 @app.command("simulate")
 def simulate_cmd(
-    users: Annotated[int, typer.Option(help="Number of users.", min=1)] = 500,
-    devices: Annotated[int, typer.Option(help="Number of devices.", min=1)] = 550,
-    hours: Annotated[float, typer.Option(help="Hours of event time to generate.", min=0.01)] = 24.0,
-    violation_rate: Annotated[
-        float, typer.Option(help="Share of opportunities turned into violations.", min=0.0, max=1.0)
-    ] = 0.02,
-    seed: Annotated[int, typer.Option(help="Same seed, same events.")] = 1,
-    start: Annotated[
-        datetime | None,
-        typer.Option(
-            help="Start of the day (ISO 8601). Default 2026-11-23T00:00:00+09:00.",
-            show_default=False,
-        ),
-    ] = None,
-    output: Annotated[str, typer.Option("--out", "-o", help="JSONL file, or - for stdout.")] = "-",
+    users: UsersOpt = 500,
+    devices: DevicesOpt = 550,
+    hours: HoursOpt = 24.0,
+    violation_rate: ViolationRateOpt = 0.02,
+    seed: SeedOpt = 1,
+    start: StartOpt = None,
+    output: SimulateOutOpt = "-",
     policy: PolicyOpt = None,
-    to_kafka: Annotated[
-        bool,
-        typer.Option(
-            "--to-kafka",
-            help="Publish to the input topics instead of a file "
-            "(live traffic; --start defaults to --hours before now).",
-        ),
-    ] = False,
-    rate: Annotated[
-        float, typer.Option(help="With --to-kafka: events per second (0: as fast as possible).")
-    ] = 500.0,
+    to_kafka: ToKafkaOpt = False,
+    rate: RateOpt = 500.0,
     broker: BrokerOpt = None,
     prefix: PrefixOpt = None,
-    vendors: Annotated[
-        Path | None,
-        typer.Option(
-            "--vendors",
-            help="Write the day into this folder as the products write it, each naming "
-            "devices its own way (Intune export, Falcon hosts, Entra sign-ins; no hand-written "
-            "device entry), with day.jsonl (all of it adapted, for replay), one-id.jsonl (the "
-            "same day in canonical form) and devices.jsonl (which names are one device).",
-            show_default=False,
-        ),
-    ] = None,
+    vendors: VendorsOpt = None,
     mapping: MappingOpt = None,
 ) -> None:
     """Generate realistic canonical events (JSONL, arrival order) with a share
@@ -417,24 +414,13 @@ def simulate_cmd(
     Example (a multi-vendor day, then its findings):
     sepwatch simulate --vendors day/ && sepwatch replay -e day/day.jsonl -o findings.jsonl
     """
-    from zoneinfo import ZoneInfo
-
     from simulator.day import simulate
 
     pol = _policy(policy)
-    if start is not None and start.tzinfo is None:
-        err.print("[bold red]--start needs an offset[/], e.g. 2026-11-23T00:00:00+09:00")
-        raise typer.Exit(2)
-    # Live traffic ends now: the worker refuses events stamped ahead of the
-    # broker's clock (max_event_ahead_s), and a paced day runs faster than one.
-    default = (
-        datetime.now(UTC) - timedelta(hours=hours)
-        if to_kafka
-        else datetime(2026, 11, 23, tzinfo=ZoneInfo("Asia/Seoul"))
-    )
+    begins = _simulated_start(start, hours, live=to_kafka)
     if vendors is not None:
         _simulate_vendors(
-            vendors, pol, mapping, start or default, users, devices, hours, violation_rate, seed
+            vendors, pol, mapping, begins, users, devices, hours, violation_rate, seed
         )
         return
     events = simulate(
@@ -444,34 +430,44 @@ def simulate_cmd(
         hours=hours,
         violation_rate=violation_rate,
         seed=seed,
-        start=start or default,
+        start=begins,
     )
     if to_kafka:
-        from streams.kafka_io import KafkaUnavailable, ensure_topics, paced, produce
-        from streams.topics import Topics
+        _publish_live(events, _settings(broker=broker, topic_prefix=prefix), rate)
+    else:
+        _write_events(events, output)
 
-        settings = _settings(broker=broker, topic_prefix=prefix)
-        lines = (json.dumps(e, ensure_ascii=False).encode() for e in events)
-        try:
-            ensure_topics(
-                settings.kafka,
-                Topics(settings.topic_prefix),
-                settings.partitions,
-                retention_ms=settings.retention_ms,
-                replication_factor=settings.replication_factor,
-                min_insync_replicas=settings.min_insync_replicas,
-            )
-            counts = produce(
-                paced(lines, rate),
-                settings.kafka,
-                Topics(settings.topic_prefix),
-                end_of_input=False,
-            )
-        except KafkaUnavailable as exc:
-            err.print(f"[bold red]cannot produce[/]: {exc}")
-            raise typer.Exit(2) from None
-        err.print("published " + ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())))
-        return
+
+def _simulated_start(start: datetime | None, hours: float, *, live: bool) -> datetime:
+    """--start, which needs an offset; by default a fixed day, or for live
+    traffic `hours` before now: the worker refuses events stamped ahead of the
+    broker's clock (max_event_ahead_s), and a paced day runs faster than one."""
+    if start is not None and start.tzinfo is None:
+        err.print("[bold red]--start needs an offset[/], e.g. 2026-11-23T00:00:00+09:00")
+        raise typer.Exit(2)
+    if start is not None:
+        return start
+    if live:
+        return datetime.now(UTC) - timedelta(hours=hours)
+    return datetime(2026, 11, 23, tzinfo=ZoneInfo("Asia/Seoul"))
+
+
+def _publish_live(events: Iterable[dict[str, Any]], settings: Settings, rate: float) -> None:
+    """The simulated events to the input topics, `rate` a second, as live traffic."""
+    from streams.kafka_io import paced, produce
+    from streams.topics import Topics
+
+    lines = (json.dumps(e, ensure_ascii=False).encode() for e in events)
+    with kafka_errors("cannot produce"):
+        create_topics(settings)
+        counts = produce(
+            paced(lines, rate), settings.kafka, Topics(settings.topic_prefix), end_of_input=False
+        )
+    published(counts)
+
+
+def _write_events(events: Iterable[dict[str, Any]], output: str) -> None:
+    """The simulated events as JSON lines, to a file or stdout (-)."""
     sink = sys.stdout if output == "-" else open(output, "w", encoding="utf-8")  # noqa: SIM115
     count = 0
     with sink:
@@ -531,24 +527,29 @@ def rules_cmd() -> None:
 
 # -- streaming --------------------------------------------------------------------
 
+StateDirOpt = Annotated[
+    Path | None,
+    typer.Option(help="Local state. Default: $SEPWATCH_STATE_DIR.", show_default=False),
+]
+WebPortOpt = Annotated[
+    int | None,
+    typer.Option(help="Web port (/metrics); 0: off. Default 6066.", show_default=False),
+]
+PartitionsOpt = Annotated[
+    int | None, typer.Option(help="Partitions of every topic. Default 4.", show_default=False)
+]
+LogLevelOpt = Annotated[str, typer.Option(help="Log level.")]
+
 
 @app.command("worker")
 def worker_cmd(
     broker: BrokerOpt = None,
     prefix: PrefixOpt = None,
     policy: PolicyOpt = None,
-    state_dir: Annotated[
-        Path | None,
-        typer.Option(help="Local state. Default: $SEPWATCH_STATE_DIR.", show_default=False),
-    ] = None,
-    web_port: Annotated[
-        int | None,
-        typer.Option(help="Web port (/metrics); 0: off. Default 6066.", show_default=False),
-    ] = None,
-    partitions: Annotated[
-        int | None, typer.Option(help="Partitions of every topic. Default 4.", show_default=False)
-    ] = None,
-    loglevel: Annotated[str, typer.Option(help="Log level.")] = "warning",
+    state_dir: StateDirOpt = None,
+    web_port: WebPortOpt = None,
+    partitions: PartitionsOpt = None,
+    loglevel: LogLevelOpt = "warning",
 ) -> None:
     """Run the rules continuously on Kafka.
 
@@ -564,11 +565,7 @@ def worker_cmd(
     """
     from faust import Worker
 
-    from detectors.pseudonyms import Pseudonymiser
-    from streams.kafka_io import KafkaUnavailable, ensure_topics
-    from streams.pseudonym_key import worker_key
-    from streams.topics import Topics
-    from streams.topology import build_app
+    from streams.collector import long_lived_state
 
     settings = _settings(
         broker=broker,
@@ -584,41 +581,46 @@ def worker_cmd(
         # listed; one that names apps this policy lacks only keeps the raw
         # topics unread (streams.topology), the rules run.
         mapping_for(settings.mapping, None)
-    try:
-        replication = ensure_topics(
-            settings.kafka,
-            Topics(settings.topic_prefix),
-            settings.partitions,
-            retention_ms=7 * 24 * 3600 * 1000,
-            replication_factor=settings.replication_factor,
-            min_insync_replicas=settings.min_insync_replicas,
-            evidence_retention_ms=settings.evidence_retention_days * 24 * 3600 * 1000,
-        )
+    settings, key = _worker_topics(settings)
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    faust_app = _worker_app(settings, pol, policy_path, key)
+    _quiet_loggers(faust_app, loglevel)
+    with long_lived_state():  # the tables and engines live as long as the worker
+        Worker(faust_app, loglevel=loglevel, quiet=True).execute_from_commandline()
+
+
+def _worker_topics(settings: Settings) -> tuple[Settings, bytes]:
+    """Create or check the topics, and read (or make) the deployment's
+    pseudonym key; the settings with the replication the cluster gave the
+    defaults, so the topics Faust and the alert router create get the same."""
+    from streams.pseudonym_key import worker_key
+    from streams.topics import Topics
+
+    with kafka_errors("cannot start"):
+        replication = create_topics(settings, retention_ms=7 * 24 * 3600 * 1000)
         key = worker_key(settings, Topics(settings.topic_prefix))
-    except KafkaUnavailable as exc:
-        err.print(f"[bold red]cannot start[/]: {exc}")
-        raise typer.Exit(2) from None
-    # What the cluster gave the defaults: the topics Faust and the alert router
-    # create get the same.
-    settings = settings.model_copy(
+    resolved = settings.model_copy(
         update={
             "replication_factor": replication.factor,
             "min_insync_replicas": replication.min_insync,
         }
     )
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    return resolved, key
+
+
+def _worker_app(settings: Settings, pol: Policy, policy_path: Path, key: bytes) -> Any:
+    """The Faust app of the stages, its policy recorded as a new version if
+    the file is not the newest already (earlier events are judged by the
+    versions in force at their time); exit 2 on an alert route it cannot serve."""
+    from detectors.pseudonyms import Pseudonymiser
     from streams.alerts.router import AlertConfigError
     from streams.policy_history import record_if_changed
+    from streams.topology import build_app
 
-    try:
-        # The file is recorded as a new version if it is not the newest already;
-        # earlier events are judged by the versions in force at their time.
+    with kafka_errors("cannot start: the policy history"):
         versions = record_if_changed(settings, pol, str(policy_path))
-    except KafkaUnavailable as exc:
-        err.print(f"[bold red]cannot start[/]: the policy history: {exc}")
-        raise typer.Exit(2) from None
     try:
-        faust_app = build_app(
+        return build_app(
             settings,
             pol,
             pseudonyms=Pseudonymiser(key),
@@ -630,6 +632,8 @@ def worker_cmd(
         err.print(f"[bold red]cannot start[/]: {exc}")
         raise typer.Exit(2) from None
 
+
+def _quiet_loggers(faust_app: Any, loglevel: str) -> None:
     @faust_app.task
     async def _log_levels() -> None:
         # Faust leaves the loggers at DEBUG and filters in the handler, so every
@@ -641,17 +645,14 @@ def worker_cmd(
         for name in ("", "aiokafka", "faust", "mode", "kafka"):
             logging.getLogger(name).setLevel(level)
 
-    from streams.collector import long_lived_state
-
-    with long_lived_state():  # the tables and engines live as long as the worker
-        Worker(faust_app, loglevel=loglevel, quiet=True).execute_from_commandline()
-
 
 def _ensure_topics(settings: Settings) -> None:
     """Create the topics `produce` writes if no worker has yet (as a worker
-    would); topics that exist are the worker's to check."""
+    would); topics that exist are the worker's to check. Not left to the
+    broker's auto-creation, which would make them with its own replication
+    (one copy on a default broker)."""
     from adapters import ADAPTERS
-    from streams.kafka_io import admin, ensure_topics
+    from streams.kafka_io import admin
     from streams.topics import Topics
 
     topics = Topics(settings.topic_prefix)
@@ -661,16 +662,29 @@ def _ensure_topics(settings: Settings) -> None:
     finally:
         client.close()
     written = [*topics.inputs, topics.dead_letters, *(topics.raw(s) for s in ADAPTERS)]
-    if existing.issuperset(written):
-        return
-    ensure_topics(
-        settings.kafka,
-        topics,
-        settings.partitions,
-        retention_ms=settings.retention_ms,
-        replication_factor=settings.replication_factor,
-        min_insync_replicas=settings.min_insync_replicas,
-    )
+    if not existing.issuperset(written):
+        create_topics(settings)
+
+
+EndOfInputOpt = Annotated[
+    bool,
+    typer.Option(
+        "--end-of-input",
+        help="After the file, tell the workers the input has ended, so they decide "
+        "everything still waiting for other events (as replay does at the end). Only "
+        "for a bounded input that nothing else writes to: on a live stream it decides "
+        "early. The marker is signed with SEPWATCH_END_OF_INPUT_KEY; workers honour "
+        "only markers signed with their own key.",
+    ),
+]
+ToRawTopicOpt = Annotated[
+    bool,
+    typer.Option(
+        "--raw",
+        help="With --format: publish the raw records to PREFIXraw.<source> for the "
+        "workers' adapter agent, as a log connector would (no end-of-input marker).",
+    ),
+]
 
 
 @app.command("produce")
@@ -678,101 +692,91 @@ def produce_cmd(
     events: Annotated[str, typer.Option("--events", "-e", help="JSONL (or .gz); - for stdin.")],
     broker: BrokerOpt = None,
     prefix: PrefixOpt = None,
-    end_of_input: Annotated[
-        bool,
-        typer.Option(
-            "--end-of-input",
-            help="After the file, tell the workers the input has ended, so they decide "
-            "everything still waiting for other events (as replay does at the end). Only "
-            "for a bounded input that nothing else writes to: on a live stream it decides "
-            "early. The marker is signed with SEPWATCH_END_OF_INPUT_KEY; workers honour "
-            "only markers signed with their own key.",
-        ),
-    ] = False,
+    end_of_input: EndOfInputOpt = False,
     fmt: FormatOpt = None,
     mapping: MappingOpt = None,
-    to_raw_topic: Annotated[
-        bool,
-        typer.Option(
-            "--raw",
-            help="With --format: publish the raw records to PREFIXraw.<source> for the "
-            "workers' adapter agent, as a log connector would (no end-of-input marker).",
-        ),
-    ] = False,
+    to_raw_topic: ToRawTopicOpt = False,
 ) -> None:
     """Publish a mixed canonical JSONL file to the input topics, in file order,
     keyed by user (device for postures, entity for reviews). With --format, a
     file of raw vendor records is adapted here first (unmappable records go
     to the dead-letters topic)."""
-    from cli.adapt import DeadLetterTopic, publish_raw
     from streams.end_of_input import MarkerKeyMissing
-    from streams.kafka_io import KafkaUnavailable, produce
-    from streams.topics import Topics
 
     settings = _settings(broker=broker, topic_prefix=prefix)
     if end_of_input and settings.end_of_input_key is None:
         err.print(f"[bold red]cannot produce[/]: {MarkerKeyMissing()}")
         raise typer.Exit(2)
     if fmt is not None and to_raw_topic:
-        raw, source, _ = _open_events(events)
-        try:
-            with raw, source:
-                _ensure_topics(settings)
-                n = publish_raw(fmt, source, settings.kafka, settings.topic_prefix)
-        except KafkaUnavailable as exc:
-            err.print(f"[bold red]cannot produce[/]: {exc}")
-            raise typer.Exit(2) from None
-        err.print(f"published {n:,} raw records to {Topics(settings.topic_prefix).raw(fmt)}")
+        _produce_raw(settings, events, fmt)
         return
     mapped = mapping_for(mapping, _policy(None)) if fmt is not None else None
     adapt_counts = AdaptCounts()
     raw, source, size = _open_events(events)
-    try:
-        # Not left to the broker's auto-creation, which would make them with its
-        # own replication (one copy on a default broker).
+    with kafka_errors("cannot produce"), raw, source, file_progress("produce", raw, size) as moved:
         _ensure_topics(settings)
-        with (
-            raw,
-            source,
-            Progress(
-                TextColumn("[bold]produce[/]"),
-                BarColumn(),
-                DownloadColumn(),
-                TimeRemainingColumn(),
-                console=err,
-                transient=True,
-            ) as bar,
-        ):
-            task = bar.add_task("produce", total=size)
-            letters = (
-                DeadLetterTopic(settings.kafka, Topics(settings.topic_prefix).dead_letters)
-                if mapped is not None and fmt is not None
-                else None
+        if mapped is not None and fmt is not None:
+            counts = _produce_lines(
+                settings,
+                _adapted(settings, source, fmt, mapped, adapt_counts, events),
+                end_of_input,
+                moved,
             )
-            lines = (
-                adapted_lines(fmt, source, mapped, letters, adapt_counts, events)
-                if mapped is not None and fmt is not None and letters is not None
-                else source
-            )
-            counts = produce(
-                lines,
-                settings.kafka,
-                Topics(settings.topic_prefix),
-                end_of_input=end_of_input,
-                marker_key=settings.end_of_input_key,
-                # A pipe cannot tell() its position: count the bytes read instead.
-                on_progress=(lambda _: bar.update(task, completed=raw.tell()))
-                if size is not None
-                else (lambda read: bar.update(task, completed=read)),
-            )
-            if letters is not None:
-                letters.close()
-    except KafkaUnavailable as exc:
-        err.print(f"[bold red]cannot produce[/]: {exc}")
-        raise typer.Exit(2) from None
+        else:
+            counts = _produce_lines(settings, source, end_of_input, moved)
     if fmt is not None:
         print_counts(fmt, adapt_counts)
-    err.print("published " + ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())))
+    published(counts)
+
+
+def _produce_lines(
+    settings: Settings,
+    lines: Iterable[bytes],
+    end_of_input: bool,
+    moved: Callable[[int], None],
+) -> dict[str, int]:
+    """Canonical lines to the input topics, then the end-of-input marker if asked."""
+    from streams.kafka_io import produce
+    from streams.topics import Topics
+
+    return produce(
+        lines,
+        settings.kafka,
+        Topics(settings.topic_prefix),
+        end_of_input=end_of_input,
+        marker_key=settings.end_of_input_key,
+        on_progress=moved,
+    )
+
+
+def _adapted(
+    settings: Settings,
+    source: Iterable[bytes],
+    fmt: str,
+    mapped: VendorMapping,
+    adapt_counts: AdaptCounts,
+    events: str,
+) -> Iterator[bytes]:
+    """Raw vendor records adapted here into canonical lines; the records that
+    cannot be mapped go to the dead-letters topic, flushed once all are read."""
+    from cli.adapt import DeadLetterTopic
+    from streams.topics import Topics
+
+    letters = DeadLetterTopic(settings.kafka, Topics(settings.topic_prefix).dead_letters)
+    yield from adapted_lines(fmt, source, mapped, letters, adapt_counts, events)
+    letters.close()
+
+
+def _produce_raw(settings: Settings, events: str, fmt: str) -> None:
+    """`produce --format --raw`: the records as they are, to PREFIXraw.<source>."""
+    from cli.adapt import publish_raw
+    from streams.topics import Topics
+
+    raw, source, _ = _open_events(events)
+    with kafka_errors("cannot produce"), raw, source:
+        _ensure_topics(settings)
+        n = publish_raw(fmt, source, settings.kafka, settings.topic_prefix)
+    err.print(f"published {n:,} raw records to {Topics(settings.topic_prefix).raw(fmt)}")
 
 
 @findings_app.command("export")
@@ -837,31 +841,36 @@ def _since(text: str | None) -> datetime | None:
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
+RuleOpt = Annotated[str | None, typer.Option(help="Only this rule (SEP-003).")]
+EntityOpt = Annotated[str | None, typer.Option(help="Only this entity (HQ, a branch).")]
+StatusOpt = Annotated[str | None, typer.Option(help="open, acknowledged, resolved or waived.")]
+SinceOpt = Annotated[
+    str | None,
+    typer.Option(help="Event time from: a date, an RFC 3339 time, or back from now (24h)."),
+]
+LimitOpt = Annotated[int, typer.Option(help="At most this many, newest first.")]
+JsonLinesOpt = Annotated[bool, typer.Option("--json", help="One JSON a line (times in UTC).")]
+ZonePolicyOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--policy",
+        "-p",
+        help="Policy whose time zone the times are shown in. Default: $SEPWATCH_POLICY, "
+        "else deploy/policy/example.yaml, else UTC if there is none.",
+        show_default=False,
+    ),
+]
+
+
 @findings_app.command("list")
 def findings_list(
-    rule: Annotated[str | None, typer.Option(help="Only this rule (SEP-003).")] = None,
-    entity: Annotated[str | None, typer.Option(help="Only this entity (HQ, a branch).")] = None,
-    status: Annotated[
-        str | None, typer.Option(help="open, acknowledged, resolved or waived.")
-    ] = None,
-    since: Annotated[
-        str | None,
-        typer.Option(help="Event time from: a date, an RFC 3339 time, or back from now (24h)."),
-    ] = None,
-    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="One JSON a line (times in UTC).")
-    ] = False,
-    policy: Annotated[
-        Path | None,
-        typer.Option(
-            "--policy",
-            "-p",
-            help="Policy whose time zone the times are shown in. Default: $SEPWATCH_POLICY, "
-            "else deploy/policy/example.yaml, else UTC if there is none.",
-            show_default=False,
-        ),
-    ] = None,
+    rule: RuleOpt = None,
+    entity: EntityOpt = None,
+    status: StatusOpt = None,
+    since: SinceOpt = None,
+    limit: LimitOpt = 50,
+    as_json: JsonLinesOpt = False,
+    policy: ZonePolicyOpt = None,
     es_url: EsOpt = None,
     index: IndexOpt = None,
 ) -> None:
@@ -894,10 +903,13 @@ def findings_list(
     if as_json:
         for f in found:
             out.print_json(json.dumps(f, ensure_ascii=False), indent=None)
-        return
+    else:
+        _print_findings(found, total, _display_zone(policy))
+
+
+def _print_findings(found: list[dict[str, Any]], total: int, zone: ZoneInfo) -> None:
     from cli.findings_table import findings_table
 
-    zone = _display_zone(policy)
     out.print(
         findings_table(
             found,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -39,6 +40,16 @@ IndexOpt = Annotated[
     typer.Option(
         "--index",
         help="Alias of the findings indices. Default: $SEPWATCH_ES_INDEX, else sepwatch-findings.",
+        show_default=False,
+    ),
+]
+
+PolicyOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--policy",
+        "-p",
+        help="Policy YAML. Default: $SEPWATCH_POLICY, else deploy/policy/example.yaml.",
         show_default=False,
     ),
 ]

@@ -6,6 +6,9 @@ Elasticsearch come from cli/context.py, as for every command.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -14,11 +17,23 @@ from zoneinfo import ZoneInfo
 import typer
 from rich.table import Table
 
-from cli.context import err, es_client, es_errors, load_settings, out, policy_of
+from cli.context import (
+    create_topics,
+    err,
+    es_client,
+    es_errors,
+    kafka_errors,
+    load_settings,
+    out,
+    policy_of,
+)
 from cli.options import BrokerOpt, EsOpt, IndexOpt, PrefixOpt
 from streams.settings import Settings
 
 if TYPE_CHECKING:
+    from review.model import Report
+    from review.period import Period
+    from review.reviews import EntitySchedule
     from schemas import ControlReview, Policy
     from streams.topics import Topics
 
@@ -63,28 +78,35 @@ def parse_time(text: str, flag: str) -> datetime:
     return t
 
 
+ReviewEntityOpt = Annotated[
+    str, typer.Option("--entity", "-e", help="Entity reviewed (HQ, a branch).")
+]
+CompletedAtOpt = Annotated[
+    str, typer.Option("--completed-at", help="When the review was completed (RFC 3339).")
+]
+ReviewerOpt = Annotated[str, typer.Option("--reviewer", help="Who did the review.")]
+ControlsOpt = Annotated[
+    str,
+    typer.Option("--controls", help="Controls reviewed, comma-separated (e.g. SEP-001,SEP-006)."),
+]
+ReportedAtOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--reported-at",
+        help="When it was reported to the Information Protection Committee. "
+        "Record it later by recording the same --completed-at again with it.",
+        show_default=False,
+    ),
+]
+
+
 @review_app.command("record")
 def review_record(
-    entity: Annotated[str, typer.Option("--entity", "-e", help="Entity reviewed (HQ, a branch).")],
-    completed_at: Annotated[
-        str, typer.Option("--completed-at", help="When the review was completed (RFC 3339).")
-    ],
-    reviewer: Annotated[str, typer.Option("--reviewer", help="Who did the review.")],
-    controls: Annotated[
-        str,
-        typer.Option(
-            "--controls", help="Controls reviewed, comma-separated (e.g. SEP-001,SEP-006)."
-        ),
-    ],
-    reported_at: Annotated[
-        str | None,
-        typer.Option(
-            "--reported-at",
-            help="When it was reported to the Information Protection Committee. "
-            "Record it later by recording the same --completed-at again with it.",
-            show_default=False,
-        ),
-    ] = None,
+    entity: ReviewEntityOpt,
+    completed_at: CompletedAtOpt,
+    reviewer: ReviewerOpt,
+    controls: ControlsOpt,
+    reported_at: ReportedAtOpt = None,
     broker: BrokerOpt = None,
     prefix: PrefixOpt = None,
 ) -> None:
@@ -95,46 +117,44 @@ def review_record(
     sepwatch review record --entity HQ --completed-at 2026-10-15T17:00:00+09:00
     --reported-at 2026-10-28T10:00:00+09:00 --reviewer "정보보호부 김OO" --controls SEP-001,SEP-006
     """
-    from pydantic import ValidationError
-
-    from review.reviews import keep_forever, new_review, publish
-    from streams.kafka_io import KafkaUnavailable, ensure_topics
+    from review.reviews import keep_forever, publish
     from streams.topics import Topics
 
     done = parse_time(completed_at, "--completed-at")
     reported = parse_time(reported_at, "--reported-at") if reported_at else None
+    review = _new_review(entity, done, reviewer, controls, reported)
+    settings = load_settings(broker=broker, topic_prefix=prefix)
+    topics = Topics(settings.topic_prefix)
+    with kafka_errors("cannot record the review"):
+        create_topics(settings)
+        keep_forever(settings.kafka, topics)
+        publish(settings.kafka, topics, review)
+    err.print(
+        f"recorded review {review.event_id} of {entity} completed {done.isoformat()}"
+        + (f", reported {reported.isoformat()}" if reported else ", not yet reported")
+        + f" on {topics.input('control_review')}"
+    )
+
+
+def _new_review(
+    entity: str, done: datetime, reviewer: str, controls: str, reported: datetime | None
+) -> ControlReview:
+    """The review as the contract has it, or exit 2 saying what is refused."""
+    from pydantic import ValidationError
+
+    from review.reviews import new_review
+
     if reported is not None and reported < done:
         err.print("[bold red]--reported-at is before --completed-at[/]")
         raise typer.Exit(2)
     try:
-        review = new_review(
+        return new_review(
             entity, done, reviewer, [c.strip() for c in controls.split(",")], reported
         )
     except ValidationError as exc:
         first = exc.errors()[0]
         err.print(f"[bold red]review refused[/]: {first['loc']}: {first['msg']}")
         raise typer.Exit(2) from None
-    settings = load_settings(broker=broker, topic_prefix=prefix)
-    topics = Topics(settings.topic_prefix)
-    try:
-        ensure_topics(
-            settings.kafka,
-            topics,
-            settings.partitions,
-            retention_ms=settings.retention_ms,
-            replication_factor=settings.replication_factor,
-            min_insync_replicas=settings.min_insync_replicas,
-        )
-        keep_forever(settings.kafka, topics)
-        publish(settings.kafka, topics, review)
-    except KafkaUnavailable as exc:
-        err.print(f"[bold red]cannot record the review[/]: {exc}")
-        raise typer.Exit(2) from None
-    err.print(
-        f"recorded review {review.event_id} of {entity} completed {done.isoformat()}"
-        + (f", reported {reported.isoformat()}" if reported else ", not yet reported")
-        + f" on {topics.input('control_review')}"
-    )
 
 
 @review_app.command("list")
@@ -154,28 +174,33 @@ def review_list(
     Every entity named by a finding in Elasticsearch is listed too, reviewed or
     not (one with no review is due from the policy's baseline)."""
     from review.reviews import merge, read_reviews, schedule
-    from streams.kafka_io import KafkaUnavailable
     from streams.topics import Topics
 
     pol = policy_of(policy)
     settings = load_settings(broker=broker, topic_prefix=prefix, es_url=es_url, es_index=index)
-    try:
+    with kafka_errors("cannot read the reviews"):
         records, skipped = read_reviews(settings.kafka, Topics(settings.topic_prefix))
-    except KafkaUnavailable as exc:
-        err.print(f"[bold red]cannot read the reviews[/]: {exc}")
-        raise typer.Exit(2) from None
     now = datetime.now(UTC)
     plan = schedule(merge(records), pol, _entities_with_findings(settings), now=now)
     if entity is not None:
         plan = {k: v for k, v in plan.items() if k == entity}
-    zone = ZoneInfo(pol.timezone)  # days and times as the policy counts them
+    out.print(_reviews_table(plan, pol.timezone))
+    out.print(_due_table(plan, pol.timezone, now))
+    if skipped:
+        err.print(f"{skipped} record(s) on the topic are not control reviews and were skipped")
+
+
+def _reviews_table(plan: dict[str, EntitySchedule], timezone: str) -> Table:
+    """Each review: when done and reported (days and times as the policy
+    counts them), whether each was on time, who and what."""
+    zone = ZoneInfo(timezone)
     table = Table(title="Control reviews", title_justify="left")
     for col in (
         "entity",
-        f"completed ({pol.timezone})",
+        f"completed ({timezone})",
         "due",
         "done",
-        f"reported ({pol.timezone})",
+        f"reported ({timezone})",
         "report",
         "reviewer",
     ):
@@ -196,7 +221,12 @@ def review_list(
                 r.reviewer,
                 ", ".join(r.controls),
             )
-    out.print(table)
+    return table
+
+
+def _due_table(plan: dict[str, EntitySchedule], timezone: str, now: datetime) -> Table:
+    """Each entity's next review due, and whether it is overdue today."""
+    zone = ZoneInfo(timezone)
     due = Table(title="Next review due", title_justify="left")
     for col in ("entity", "baseline", "last completed", "next due", "state"):
         due.add_column(col)
@@ -208,9 +238,7 @@ def review_list(
         )
         state = "[bold red]overdue[/]" if s.overdue(now.astimezone(zone).date()) else "in time"
         due.add_row(name, s.baseline.isoformat(), last, s.next_due.isoformat(), state)
-    out.print(due)
-    if skipped:
-        err.print(f"{skipped} record(s) on the topic are not control reviews and were skipped")
+    return due
 
 
 def _entities_with_findings(settings: Settings) -> list[str]:
@@ -299,64 +327,27 @@ def report_cmd(
 
     sepwatch report --period 2026H2 --entity HQ --out out/2026H2-HQ
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    from review.gather import NoFindingsIndex, gather
     from review.period import Period
     from review.render import write
-    from streams.topics import Topics
 
     _check_period_and_lang(period, lang)
     settings = load_settings(es_url=es_url, es_index=index, broker=broker, topic_prefix=prefix)
     policy_path = policy or settings.policy
     pol = policy_of(policy_path)
-    half = Period.parse(period, pol.timezone)  # its days are the policy's
-    day = _local_day(as_of, pol.timezone) if as_of else None
-    es = es_client(settings)
-    topics = Topics(settings.topic_prefix)
-    steps = ["control reviews"] + ["gather"] * 6 + ["write"]
-    with Progress(
-        TextColumn("[bold]report[/] {task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        console=err,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("control reviews", total=len(steps))
-        records: list[ControlReview] = []
-        cited: dict[str, str] | None = None
-        if reviews:
-            records, cited = _reviews_and_waiver_versions(settings, topics, pol)
-
-        def step(what: str) -> None:
-            bar.update(task, advance=1, description=what)
-
-        with es_errors(settings):
-            try:
-                figures = gather(
-                    es,
-                    settings.es_index,
-                    half,
-                    policy=pol,
-                    reviews=records,
-                    entity=entity,
-                    lang=lang,
-                    as_of=day,
-                    appendix_limit=appendix_limit,
-                    reviews_topic=topics.input("control_review") if reviews else None,
-                    policy_name=str(policy_path),
-                    waiver_versions=cited,
-                    step=step,
-                )
-            except NoFindingsIndex:
-                err.print(
-                    f"[bold red]no findings index[/] {settings.es_index} at {settings.es_url}: "
-                    "nothing was ever stored under that name (check --index)"
-                )
-                raise typer.Exit(2) from None
+    asked = ReportAsked(
+        half=Period.parse(period, pol.timezone),  # its days are the policy's
+        entity=entity,
+        lang=lang,
+        as_of=_local_day(as_of, pol.timezone) if as_of else None,
+        appendix_limit=appendix_limit,
+        reviews=reviews,
+    )
+    with _report_progress() as step:
+        figures = _report_figures(settings, pol, str(policy_path), asked, step)
         step("report.json, report.html, report.pdf")
         paths = write(figures, out_dir)
         step("done")
+    half = asked.half
     summary = (
         f"no findings in {half.label}"
         if figures.empty
@@ -365,6 +356,82 @@ def report_cmd(
         f"{figures.open_total:,} still open"
     )
     err.print(f"{summary}; wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+@dataclass(frozen=True)
+class ReportAsked:
+    """What `sepwatch report` was asked for, checked."""
+
+    half: Period
+    entity: str | None
+    lang: str
+    as_of: date | None
+    appendix_limit: int
+    reviews: bool
+
+
+# The report's steps, each moving the bar once: the control reviews, gather's six, the writing.
+REPORT_STEPS = 8
+
+
+@contextlib.contextmanager
+def _report_progress() -> Iterator[Callable[[str], None]]:
+    """A bar on stderr over the report's steps, and the callback naming the next."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    with Progress(
+        TextColumn("[bold]report[/] {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("control reviews", total=REPORT_STEPS)
+        yield lambda what: bar.update(task, advance=1, description=what)
+
+
+def _report_figures(
+    settings: Settings,
+    pol: Policy,
+    policy_name: str,
+    asked: ReportAsked,
+    step: Callable[[str], None],
+) -> Report:
+    """The report's figures from Elasticsearch, with the control reviews and
+    the policy versions the waivers came from (when --reviews); exit 2 when
+    there is no findings index."""
+    from review.gather import NoFindingsIndex, gather
+    from streams.topics import Topics
+
+    es = es_client(settings)
+    topics = Topics(settings.topic_prefix)
+    records: list[ControlReview] = []
+    cited: dict[str, str] | None = None
+    if asked.reviews:
+        records, cited = _reviews_and_waiver_versions(settings, topics, pol)
+    with es_errors(settings):
+        try:
+            return gather(
+                es,
+                settings.es_index,
+                asked.half,
+                policy=pol,
+                reviews=records,
+                entity=asked.entity,
+                lang=asked.lang,
+                as_of=asked.as_of,
+                appendix_limit=asked.appendix_limit,
+                reviews_topic=topics.input("control_review") if asked.reviews else None,
+                policy_name=policy_name,
+                waiver_versions=cited,
+                step=step,
+            )
+        except NoFindingsIndex:
+            err.print(
+                f"[bold red]no findings index[/] {settings.es_index} at {settings.es_url}: "
+                "nothing was ever stored under that name (check --index)"
+            )
+            raise typer.Exit(2) from None
 
 
 def _check_period_and_lang(period: str, lang: str) -> None:

@@ -45,7 +45,7 @@ from console.auth import COOKIE, Gate, Person, SignInRefused
 from console.i18n import LANGS, WORDS, pick_lang
 from detectors import CATALOGUE
 from review.i18n import rule_text
-from schemas.policy_file import load_policy
+from schemas.policy_file import PolicyFile
 from streams.elastic import STATUSES, FindingNotFound, get_finding
 from streams.lifecycle import ACTIONS, TransitionRefused, actor_name, record, records_of
 from streams.settings import Settings
@@ -83,14 +83,11 @@ class Console:
         )
         self._reviews: tuple[float, list[Any] | None] = (-1e9, None)
         self._reading = threading.Lock()
-        self._policy_cache: tuple[float, Any] = (-1.0, None)
+        self._policy_file = PolicyFile(settings.policy)
 
     def _policy(self) -> Any:
         """The policy file, read again when it changes."""
-        mtime = self.settings.policy.stat().st_mtime
-        if self._policy_cache[0] != mtime:
-            self._policy_cache = (mtime, load_policy(self.settings.policy))
-        return self._policy_cache[1]
+        return self._policy_file.current()
 
     # -- plumbing ---------------------------------------------------------------
     def who(self, request: Request) -> Person | None:

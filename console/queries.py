@@ -203,7 +203,18 @@ def page(
             next_cursor=encode_cursor(next_after) if next_after else None,
             facets=out if facets else {},
         )
-    resp = responses[0]
+    return _newest(es, index, responses[0], size, out)
+
+
+def _newest(
+    es: Elasticsearch,
+    index: str,
+    resp: dict[str, Any],
+    size: int,
+    facets: dict[str, list[tuple[str, int]]],
+) -> Page:
+    """The page of the search by event time (no status filter), each finding
+    with its current status from its newest lifecycle record."""
     hits = resp["hits"]["hits"]
     more = len(hits) > size
     hits = hits[:size]
@@ -214,7 +225,7 @@ def page(
         total=int(total["value"]),
         total_exact=total["relation"] == "eq",
         next_cursor=encode_cursor(hits[-1]["sort"]) if more and hits else None,
-        facets=out,
+        facets=facets,
     )
 
 

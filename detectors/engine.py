@@ -179,6 +179,12 @@ class Engine:
         # Where sign-ins meet their sessions' factors: keyed by user.
         self._joins_sessions = stage in ("all", "user")
         self._tracks_entities = stage in ("all", "review")
+        self._handlers = self._handlers_of(stage)
+        self.set_policy(policy)
+
+    def _handlers_of(self, stage: Stage) -> dict[type, Handler]:
+        """What each kind of event does in this stage; `_skip` where the stage
+        has no rule for it."""
         skip = self._skip
         handlers: dict[str, dict[type, Handler]] = {
             "all": {
@@ -208,8 +214,7 @@ class Engine:
                 ControlReview: self._on_review,
             },
         }
-        self._handlers = handlers[stage]
-        self.set_policy(policy)
+        return handlers[stage]
 
     # -- the policy ----------------------------------------------------------
 

@@ -14,7 +14,8 @@ resolving (no script, no percentile sketch), in whole minutes.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import partial
 from typing import Any
@@ -25,7 +26,7 @@ from elasticsearch import Elasticsearch
 from detectors import CATALOGUE, mask_identifier, mask_text
 from detectors.calendar import add_months
 from detectors.policy_in_force import PolicyInForce, evaluation_in_force
-from review.evidence import stored_digest
+from review.evidence import StoredDigest, stored_digest
 from review.model import (
     AppFigures,
     Change,
@@ -730,21 +731,69 @@ def gather(
     as_of = as_of or generated.astimezone(zone).date()
     if not es.indices.exists_alias(name=index) and not es.indices.exists(index=index):
         raise NoFindingsIndex(index)
-    # The evidence digest reads every finding's digest, the longest work by far
-    # (bench/report.py): Elasticsearch does it beside the figures' requests.
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evidence-digest")
-    digest = pool.submit(stored_digest, es, index, period) if entity is None else None
-    pool.shutdown(wait=False)
-
-    step("findings by rule, severity, status and month")
-    resp = _search(
-        es,
-        index,
-        query=_period_query(period, entity),
-        aggs=_main_aggs(period),
+    digest = _digest_beside(es, index, period) if entity is None else None
+    read = _read(es, index, period, entity, step)
+    step("median time to resolve")
+    # Findings reopened since: read once for every rule's oldest and the appendix.
+    rules, reopened = _rules(es, index, period, entity, as_of, read)
+    entities = _entity_figures(read.aggs["by_entity"]["buckets"], read.shift_under("by_entity"))
+    step("accesses and device measures")
+    names, access = _access_figures(es, index, period, entity, policy, as_of, read, entities)
+    step("control reviews")
+    plan = schedule(merge(reviews), policy, names, now=generated)
+    done, due = _review_figures(plan, period, entity, as_of, zone)
+    step("open findings (appendix)")
+    open_total = sum(read.status_now.get(s, 0) for s in STILL_OPEN)
+    appendix = _appendix(es, index, period, entity, appendix_limit, as_of, reopened, open_total)
+    step("evidence digest")
+    return Report(
+        generated_at=generated,
+        as_of=as_of,
+        timezone=policy.timezone,
+        lang=lang,
+        entity=entity,
+        **_periods(period),
+        sources=_sources(index, reviews_topic, policy_name),
+        **_counts(period, read, rules),
+        rules=rules,
+        entities=entities,
+        **access,
+        waivers=_waivers(policy, period, entity, read.buckets("by_waiver"), waiver_versions),
+        reviews=done,
+        reviews_due=due,
+        open_total=open_total,
+        appendix=appendix,
+        appendix_truncated=max(0, open_total - len(appendix)),
+        evidence=_evidence(digest.result()) if digest else None,
     )
-    total = int(resp["hits"]["total"]["value"])
-    aggs = resp["aggregations"]
+
+
+@dataclass(frozen=True)
+class _Read:
+    """The period's findings and lifecycle shifts, and the previous period's."""
+
+    total: int
+    aggs: dict[str, Any]
+    shift: dict[str, Any]
+    prev_total: int
+    previous: dict[str, Any]
+    prev_shift: dict[str, Any]
+
+    def buckets(self, name: str) -> dict[str, int]:
+        return _buckets(self.aggs, name)
+
+    def shift_under(self, name: str) -> dict[str, Any]:
+        return shifted_under(self.shift, name)
+
+    @property
+    def status_now(self) -> dict[str, int]:
+        """As the lifecycle records left them."""
+        return shifted(self.buckets("by_status"), self.shift)
+
+
+def _read(es: Elasticsearch, index: str, period: Period, entity: str | None, step: Step) -> _Read:
+    step("findings by rule, severity, status and month")
+    resp = _search(es, index, query=_period_query(period, entity), aggs=_main_aggs(period))
     step("lifecycle records")
     shift = status_shift(
         es,
@@ -753,20 +802,37 @@ def gather(
         {"by_entity": "organization.name", "by_rule": "rule.id"},
         sub=_shift_aggs(),
     )
-    shift_rule = shifted_under(shift, "by_rule")
-    shift_entity = shifted_under(shift, "by_entity")
-
     step(f"the previous period ({period.previous.label})")
-    prev_total, pa, prev_shift = _previous(es, index, period.previous, entity)
+    prev_total, previous, prev_shift = _previous(es, index, period.previous, entity)
+    total = int(resp["hits"]["total"]["value"])
+    return _Read(total, resp["aggregations"], shift, prev_total, previous, prev_shift)
 
-    step("median time to resolve")
-    rule_buckets = {b["key"]: b for b in aggs["by_rule"]["buckets"]}
+
+def _digest_beside(es: Elasticsearch, index: str, period: Period) -> Future[StoredDigest]:
+    """The evidence digest reads every finding's digest, the longest work by far
+    (bench/report.py): Elasticsearch does it beside the figures' requests."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evidence-digest")
+    digest = pool.submit(stored_digest, es, index, period)
+    pool.shutdown(wait=False)
+    return digest
+
+
+def _rules(
+    es: Elasticsearch,
+    index: str,
+    period: Period,
+    entity: str | None,
+    as_of: date,
+    read: _Read,
+) -> tuple[list[RuleFigures], list[str]]:
+    """Each rule of the catalogue: its counts, time to resolve and oldest open
+    findings; and the findings reopened since, read once for the appendix too."""
+    shift_rule = read.shift_under("by_rule")
+    rule_buckets = {b["key"]: b for b in read.aggs["by_rule"]["buckets"]}
     days = {rule: _resolved_days(b, shift_rule.get(rule, {})) for rule, b in rule_buckets.items()}
     medians = _medians(es, index, period, entity, days)
-
-    # Findings reopened since: read once for every rule's oldest and the appendix.
     reopened = _reopened(es, index, period, entity)
-    prev_rule = _buckets(pa, "by_rule")
+    prev_rule = _buckets(read.previous, "by_rule")
     rules = [
         _rule_figures(
             rule.id,
@@ -780,76 +846,85 @@ def gather(
         )
         for rule in CATALOGUE.values()
     ]
+    return rules, reopened
 
-    entities = _entity_figures(aggs["by_entity"]["buckets"], shift_entity)
 
-    step("accesses and device measures")
+def _access_figures(
+    es: Elasticsearch,
+    index: str,
+    period: Period,
+    entity: str | None,
+    policy: Policy,
+    as_of: date,
+    read: _Read,
+    entities: list[EntityFigures],
+) -> tuple[list[str], dict[str, Any]]:
+    """The entities named anywhere; the report's device measures, apps with
+    their accesses, and registrations expiring soon."""
     tally = _tally(es, index, period, entity)
     by_entity_access = tally[0] if tally else None
     names = sorted({e.entity for e in entities} | set(by_entity_access or {}))
     devices, devices_all = _device_measures(names, entities, by_entity_access, entity)
-    apps, expiring = _apps(policy, as_of, _buckets(aggs, "by_app"), tally[1] if tally else None)
+    apps, expiring = _apps(policy, as_of, read.buckets("by_app"), tally[1] if tally else None)
+    return names, {
+        "devices": devices,
+        "devices_all": devices_all,
+        "apps": apps,
+        "expiring": expiring,
+    }
 
-    step("control reviews")
-    done, due = _review_figures(
-        schedule(merge(reviews), policy, names, now=generated), period, entity, as_of, zone
-    )
 
-    step("open findings (appendix)")
-    status_now = shifted(_buckets(aggs, "by_status"), shift)
-    status_prev = shifted(_buckets(pa, "by_status"), prev_shift)
-    open_total = sum(status_now.get(s, 0) for s in STILL_OPEN)
-    appendix = (
-        _still_open(es, index, period, entity, appendix_limit, as_of, reopened)
-        if open_total
-        else []
-    )
-
-    step("evidence digest")
-    evidence = digest.result() if digest else None
-    sev_now, sev_prev = _buckets(aggs, "by_severity"), _buckets(pa, "by_severity")
-    return Report(
-        generated_at=generated,
-        as_of=as_of,
-        timezone=policy.timezone,
-        lang=lang,
-        entity=entity,
-        period=_period_figures(period),
-        previous_period=_period_figures(period.previous),
-        sources=Sources(
-            findings_index=index,
-            access_index=access_index(index),
-            reviews_topic=reviews_topic,
-            policy=policy_name,
-        ),
-        empty=total == 0,
-        total=_change(total, prev_total),
-        by_status={s: _change(status_now.get(s, 0), status_prev.get(s, 0)) for s in STATUSES},
-        by_severity={s: _change(sev_now.get(s, 0), sev_prev.get(s, 0)) for s in SEVERITIES},
-        by_rule={r.rule_id: r.count for r in rules},
-        by_month=[
+def _counts(period: Period, read: _Read, rules: list[RuleFigures]) -> dict[str, Any]:
+    """The report's counts, each beside the previous period's."""
+    status_now = read.status_now
+    status_prev = shifted(_buckets(read.previous, "by_status"), read.prev_shift)
+    sev_now, sev_prev = read.buckets("by_severity"), _buckets(read.previous, "by_severity")
+    return {
+        "empty": read.total == 0,
+        "total": _change(read.total, read.prev_total),
+        "by_status": {s: _change(status_now.get(s, 0), status_prev.get(s, 0)) for s in STATUSES},
+        "by_severity": {s: _change(sev_now.get(s, 0), sev_prev.get(s, 0)) for s in SEVERITIES},
+        "by_rule": {r.rule_id: r.count for r in rules},
+        "by_month": [
             MonthCount(month=m, count=int(x["doc_count"]))
-            for m, x in zip(period.months(), aggs["by_month"]["buckets"], strict=True)
+            for m, x in zip(period.months(), read.aggs["by_month"]["buckets"], strict=True)
         ],
-        rules=rules,
-        entities=entities,
-        devices=devices,
-        devices_all=devices_all,
-        apps=apps,
-        expiring=expiring,
-        waivers=_waivers(policy, period, entity, _buckets(aggs, "by_waiver"), waiver_versions),
-        reviews=done,
-        reviews_due=due,
-        open_total=open_total,
-        appendix=appendix,
-        appendix_truncated=max(0, open_total - len(appendix)),
-        evidence=Evidence(
-            findings=evidence.findings,
-            digest=evidence.digest,
-            before_digests=evidence.before_digests,
-        )
-        if evidence
-        else None,
+    }
+
+
+def _appendix(
+    es: Elasticsearch,
+    index: str,
+    period: Period,
+    entity: str | None,
+    limit: int,
+    as_of: date,
+    reopened: list[str],
+    open_total: int,
+) -> list[OpenItem]:
+    """The open findings listed at the report's end; none read when none is open."""
+    return _still_open(es, index, period, entity, limit, as_of, reopened) if open_total else []
+
+
+def _periods(period: Period) -> dict[str, PeriodFigures]:
+    return {
+        "period": _period_figures(period),
+        "previous_period": _period_figures(period.previous),
+    }
+
+
+def _sources(index: str, reviews_topic: str | None, policy_name: str) -> Sources:
+    return Sources(
+        findings_index=index,
+        access_index=access_index(index),
+        reviews_topic=reviews_topic,
+        policy=policy_name,
+    )
+
+
+def _evidence(stored: StoredDigest) -> Evidence:
+    return Evidence(
+        findings=stored.findings, digest=stored.digest, before_digests=stored.before_digests
     )
 
 

@@ -144,3 +144,41 @@ def load_policy(path: str | Path) -> Policy:
     except OSError as exc:
         raise PolicyError([Problem(str(p), "", None, f"cannot read: {exc.strerror}")]) from None
     return parse_policy(text, str(p))
+
+
+class PolicyFile:
+    """A policy file read again when its modification time changes: how the
+    worker's reload and the console notice an edit, one way for both."""
+
+    def __init__(self, path: str | Path, policy: Policy | None = None) -> None:
+        """`policy`: the file's, already read (its modification time then is
+        taken as read); None: read on first use."""
+        self.path = Path(path)
+        self.policy = policy
+        self._mtime = self.path.stat().st_mtime if policy is not None else None
+        self._refused: PolicyError | None = None
+
+    def changed(self) -> Policy | None:
+        """The file's policy if the file changed since it was last read, else
+        None. Raises OSError when it cannot be looked at, PolicyError when the
+        changed file is refused: a refused file is not read again until it
+        changes again, and `policy` stays the last one accepted."""
+        mtime = self.path.stat().st_mtime
+        if mtime == self._mtime:
+            return None
+        self._mtime = mtime
+        try:
+            self.policy = load_policy(self.path)
+        except PolicyError as exc:
+            self._refused = exc
+            raise
+        self._refused = None
+        return self.policy
+
+    def current(self) -> Policy:
+        """The file's policy as it is now; raises PolicyError while it is refused."""
+        self.changed()
+        if self._refused is not None:
+            raise self._refused
+        assert self.policy is not None  # read above, or refused
+        return self.policy

@@ -25,7 +25,7 @@ from adapters import ADAPTERS
 from detectors.dead_letters import dead_letter
 from streams.end_of_input import MarkerKeyMissing, signed_marker
 from streams.kafka_connection import Broker, connection
-from streams.partition_clock import CLOCK_MARK, ProducerClock
+from streams.partition_clock import CLOCK_MARK, ProducerClock, is_clock_mark
 from streams.topics import INPUT_STREAMS, STAGES, Topics, input_key, partition_of
 from streams.validator import END_OF_INPUT
 
@@ -182,71 +182,115 @@ def ensure_topics(
     client = admin(broker)
     try:
         wanted_replication = replication(client, replication_factor, min_insync_replicas)
-        streams = [
+        co_partitioned = [
             *topics.inputs,
             *(topics.stage(s) for s in STAGES),
             topics.findings,
             topics.lifecycle,
             topics.dead_letters,
+            *topics.changelogs,
         ]
-        evidence = (topics.findings, topics.lifecycle)
-        co_partitioned = [*streams, *topics.changelogs]
         raw = [topics.raw(source) for source in ADAPTERS]
         wanted = [*co_partitioned, *raw]
         existing = set(client.list_topics())
-        # Input records carry the broker's append time, not the producer's: the
-        # validator caps event times against it, and a producer cannot forge it.
-        appended = {"message.timestamp.type": "LogAppendTime"}
-        # Faust's changelogs: compacted, kept as long as the state they hold.
-        compacted = {"cleanup.policy": "compact"}
+        retention = {"default": retention_ms, "evidence": evidence_retention_ms}
         new = [
-            new_topic(
-                name,
-                partitions,
-                wanted_replication,
-                compacted
-                if name in topics.changelogs
-                else {
-                    "retention.ms": str(
-                        evidence_retention_ms if name in evidence else retention_ms
-                    ),
-                    **(appended if name in topics.inputs else {}),
-                },
-            )
+            new_topic(name, partitions, wanted_replication, _topic_configs(topics, name, retention))
             for name in wanted
             if name not in existing
         ]
         if new:
             with contextlib.suppress(TopicAlreadyExistsError):
                 client.create_topics(new)
-        kept = [n for n in evidence if n in existing]
-        if kept:
-            client.alter_configs(
-                [
-                    ConfigResource(
-                        ConfigResourceType.TOPIC,
-                        n,
-                        configs={"retention.ms": str(evidence_retention_ms)},
-                    )
-                    for n in kept
-                ]
-            )
+        evidence = [n for n in (topics.findings, topics.lifecycle) if n in existing]
+        _keep_evidence(client, evidence, evidence_retention_ms)
         older = [name for name in wanted if name in existing]
         if topics.notified in existing:  # the alert router's, created by it
             older.append(topics.notified)
-        if older and (problems := under_replicated(client, older, wanted_replication)):
-            raise KafkaUnavailable(
-                "topics keep fewer copies than SEPWATCH_REPLICATION_FACTOR "
-                f"{wanted_replication.factor} / SEPWATCH_MIN_INSYNC_REPLICAS "
-                f"{wanted_replication.min_insync} ask: "
-                + "; ".join(problems)
-                + " (raise them with kafka-reassign-partitions and kafka-configs, "
-                "or lower the settings)"
-            )
+        _check_replication(client, older, wanted_replication)
         _await_partitions(client, co_partitioned, raw, partitions, ready_s)
         return wanted_replication
     finally:
         client.close()
+
+
+def _topic_configs(topics: Topics, name: str, retention: dict[str, int]) -> dict[str, str]:
+    """Faust's changelogs: compacted, kept as long as the state they hold. The
+    others kept for their retention; input records stamped with the broker's
+    append time, not the producer's: the validator caps event times against
+    it, and a producer cannot forge it."""
+    if name in topics.changelogs:
+        return {"cleanup.policy": "compact"}
+    kept = retention["evidence" if name in (topics.findings, topics.lifecycle) else "default"]
+    if name in topics.inputs:
+        return {"retention.ms": str(kept), "message.timestamp.type": "LogAppendTime"}
+    return {"retention.ms": str(kept)}
+
+
+def _keep_evidence(client: KafkaAdminClient, names: list[str], retention_ms: int) -> None:
+    """The retention of evidence topics that exist already, set again."""
+    if names:
+        client.alter_configs(
+            [
+                ConfigResource(
+                    ConfigResourceType.TOPIC, n, configs={"retention.ms": str(retention_ms)}
+                )
+                for n in names
+            ]
+        )
+
+
+def _check_replication(client: KafkaAdminClient, names: list[str], wanted: Replication) -> None:
+    """Refuse existing topics that keep fewer copies than asked for."""
+    if names and (problems := under_replicated(client, names, wanted)):
+        raise KafkaUnavailable(
+            "topics keep fewer copies than SEPWATCH_REPLICATION_FACTOR "
+            f"{wanted.factor} / SEPWATCH_MIN_INSYNC_REPLICAS "
+            f"{wanted.min_insync} ask: "
+            + "; ".join(problems)
+            + " (raise them with kafka-reassign-partitions and kafka-configs, "
+            "or lower the settings)"
+        )
+
+
+def ensure_topic(
+    broker: Broker,
+    name: str,
+    partitions: int,
+    configs: dict[str, str],
+    factor: int | None = None,
+    min_insync: int | None = None,
+    ready_s: float = 30.0,
+) -> int:
+    """One topic of its own kind (the alert router's, a compacted log):
+    created with `configs` if missing, replicated as every other topic
+    (`Replication.for_cluster`; another worker creating it meanwhile is fine);
+    its partition count once the broker's metadata has them, as it may
+    predate the caller."""
+    try:
+        client = admin(broker)
+        try:
+            if name not in set(client.list_topics()):
+                wanted = replication(client, factor, min_insync)
+                with contextlib.suppress(TopicAlreadyExistsError):
+                    client.create_topics([new_topic(name, partitions, wanted, configs)])
+            return _partitions_of(client, name, ready_s)
+        finally:
+            client.close()
+    except KafkaError as exc:
+        raise KafkaUnavailable(f"creating {name}: {exc}") from None
+
+
+def _partitions_of(client: KafkaAdminClient, name: str, ready_s: float) -> int:
+    deadline = time.monotonic() + ready_s
+    while True:
+        (info,) = client.describe_topics([name])
+        count = len(info.get("partitions") or [])
+        if count:
+            return count
+        if time.monotonic() > deadline:
+            raise KafkaUnavailable(f"{name} has no partitions after {ready_s:.0f} s")
+        time.sleep(0.2)
 
 
 def new_topic(
@@ -266,18 +310,7 @@ def ensure_log(
     """A one-partition compacted topic (the policy history, the pseudonym key),
     replicated as every other topic sepwatch creates: a copy on one broker
     would be lost, or out of reach, with that broker."""
-    try:
-        client = admin(broker)
-        try:
-            if name in set(client.list_topics()):
-                return
-            wanted = replication(client, factor, min_insync)
-            with contextlib.suppress(TopicAlreadyExistsError):
-                client.create_topics([new_topic(name, 1, wanted, {"cleanup.policy": "compact"})])
-        finally:
-            client.close()
-    except KafkaError as exc:
-        raise KafkaUnavailable(f"creating {name}: {exc}") from None
+    ensure_topic(broker, name, 1, {"cleanup.policy": "compact"}, factor, min_insync)
 
 
 def _await_partitions(
@@ -369,19 +402,9 @@ def produce(
                 on_progress(read)
             if not line.strip():
                 continue
-            try:
-                event: Any = json.loads(line)
-                stream = event.get("stream") if isinstance(event, dict) else None
-            except ValueError:
-                stream = None
-            if stream not in INPUT_STREAMS or len(line) > MAX_RECORD:
-                reason = (
-                    f"line of {len(line)} bytes is over the limit"
-                    if len(line) > MAX_RECORD
-                    else "not a JSON object with a known `stream` (saas_access, "
-                    "device_posture, dlp_alert, control_review)"
-                )
-                record = dead_letter(line.rstrip(), reason, where={"line": number})
+            event, stream, refused = _routed(line)
+            if refused is not None:
+                record = dead_letter(line.rstrip(), refused, where={"line": number})
                 out.send(topics.dead_letters, json.dumps(record, ensure_ascii=False).encode())
                 counts["dead_letters"] = counts.get("dead_letters", 0) + 1
                 continue
@@ -393,26 +416,59 @@ def produce(
                 partition=partition_of(key, len(partitions[topic])),
             )
             counts[stream] = counts.get(stream, 0) + 1
-            # A bad timestamp is the worker's to dead-letter, with the precise reason.
-            with contextlib.suppress(KeyError, TypeError, ValueError, OverflowError):
-                ts = datetime.fromisoformat(event["timestamp"]).timestamp()
+            ts = _event_time(event)
+            if ts is not None:
                 max_ts = max(max_ts, ts)
-                mark = clock.see(ts)
-                if mark is not None:
+                if (mark := clock.see(ts)) is not None:
                     _clock_marks(out, partitions, mark)
         if end_of_input and marker_key is not None:
-            out.flush()  # the markers follow the data: sent once it is on the broker
-            sent_at = time.time()
-            for name in topics.inputs:
-                for p in out.partitions_for(name) or ():
-                    marker = signed_marker(marker_key, name, p, max_ts, sent_at)
-                    out.send(name, marker, key=END_OF_INPUT, partition=p)
+            _end_of_input(out, topics, marker_key, max_ts)
         out.flush()
         if on_progress is not None:
             on_progress(read)
     finally:
         out.close()
     return counts
+
+
+def _routed(line: bytes) -> tuple[Any, str, str | None]:
+    """The line's event and stream, or why it cannot be routed (a dead letter's reason)."""
+    try:
+        event: Any = json.loads(line)
+        stream = event.get("stream") if isinstance(event, dict) else None
+    except ValueError:
+        event, stream = None, None
+    if len(line) > MAX_RECORD:
+        return event, "", f"line of {len(line)} bytes is over the limit"
+    if stream not in INPUT_STREAMS:
+        return (
+            event,
+            "",
+            (
+                "not a JSON object with a known `stream` (saas_access, "
+                "device_posture, dlp_alert, control_review)"
+            ),
+        )
+    return event, str(stream), None
+
+
+def _event_time(event: dict[str, Any]) -> float | None:
+    """The event's time, epoch seconds; None for a bad timestamp, which is the
+    worker's to dead-letter, with the precise reason."""
+    try:
+        return datetime.fromisoformat(event["timestamp"]).timestamp()
+    except (KeyError, TypeError, ValueError, OverflowError):
+        return None
+
+
+def _end_of_input(out: KafkaProducer, topics: Topics, key: SecretStr, max_ts: float) -> None:
+    """A signed end-of-input marker into every input partition, after the data."""
+    out.flush()  # the markers follow the data: sent once it is on the broker
+    sent_at = time.time()
+    for name in topics.inputs:
+        for p in out.partitions_for(name) or ():
+            marker = signed_marker(key, name, p, max_ts, sent_at)
+            out.send(name, marker, key=END_OF_INPUT, partition=p)
 
 
 def _clock_marks(out: KafkaProducer, partitions: dict[str, list[int]], ts: float) -> None:
@@ -468,6 +524,11 @@ def read_topics(broker: Broker, names: list[str], timeout_s: float = 30.0) -> li
         raise KafkaUnavailable(f"reading {', '.join(names)}: {exc}") from None
     finally:
         consumer.close()
+
+
+def read_events(broker: Broker, names: list[str], timeout_s: float = 30.0) -> list[Any]:
+    """read_topics of input topics without their clock marks: the events alone."""
+    return [r for r in read_topics(broker, names, timeout_s) if not is_clock_mark(r)]
 
 
 def read_dead_letters(broker: Broker, topics: Topics) -> list[dict[str, Any]]:

@@ -36,7 +36,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Union
+from typing import Any, Union
 
 from detectors import Engine, Stage, times_only
 from detectors.engine import AnyEvent
@@ -51,6 +51,13 @@ GRID_SECONDS = 30.0
 # Wall-clock quiet after which a validator writes a clock mark into a partition.
 QUIET_SECONDS = 2.0
 NEG = float("-inf")
+
+
+def is_clock_mark(record: Any) -> bool:
+    """A clock mark rather than an event: anything with a Kafka record's `key`
+    (a consumed record, a record about to be sent)."""
+    return bool(record.key == CLOCK_MARK)
+
 
 # Which input streams each stage judges (validator.FEEDS is the same table).
 FEEDS: dict[str, tuple[str, ...]] = {

@@ -123,6 +123,7 @@ def _replay(
     pseudonyms: Pseudonymiser,
 ) -> ReplaySummary:
     summary = ReplaySummary()
+    out = _Written(summary, findings_out, dead_out, source_name)
     validate = EventAdapter.validator.validate_json  # pydantic-core directly: no wrapper per line
     pseudonymised = pseudonyms.event
     read = 0
@@ -130,72 +131,93 @@ def _replay(
     take: Callable[[AnyEvent, str], list[Finding]] = (
         engine.take if isinstance(engine, PartitionedReplay) else _by_event(engine.process)
     )
-
-    def emit(findings: list[Finding]) -> None:
-        for f in findings:
-            findings_out.write(f.model_dump_json())
-            findings_out.write("\n")
-            summary.findings += 1
-            summary.by_rule_entity[(f.rule_id, f.entity)] += 1
-            summary.by_status[f.status] += 1
-
     for number, line in enumerate(lines, start=1):
         summary.lines = number
         read += len(line)
         if on_progress is not None and number % 4096 == 0:
             on_progress(read)
         if len(line) > MAX_LINE_BYTES:
-            _dead(
-                dead_out,
-                line,
-                number,
-                source_name,
-                f"line of {len(line)} bytes is over the {MAX_LINE_BYTES}-byte limit",
-                None,
-            )
-            summary.dead_letters += 1
+            reason = f"line of {len(line)} bytes is over the {MAX_LINE_BYTES}-byte limit"
+            out.dead_letter(line, number, reason, None)
             continue
         try:
             event = validate(line)
         except ValidationError as exc:
-            if not line.strip():  # checked only here: stripping every line costs
-                summary.blank_lines += 1
-                continue
-            reason, errors = reason_of(exc)
-            _dead(dead_out, line, number, source_name, reason, errors)
-            summary.dead_letters += 1
-            if partitioned is not None:  # `produce` keeps time by it all the same
-                at = line_time(line)
-                if at is not None:
-                    emit(partitioned.time_of_line(at))
+            out.not_an_event(line, number, exc, partitioned)
             continue
         # No broker append time here to cap events ahead of: a file is a
         # bounded record, judged on its own clock; only times the rules cannot
         # compute with are refused (they would stop the run).
         bad_time = out_of_range(event)
         if bad_time is not None:
-            _dead(dead_out, line, number, source_name, bad_time, None)
-            summary.dead_letters += 1
+            out.dead_letter(line, number, bad_time, None)
             continue
         key = event_key(event)  # placed by its raw key, as `produce` places it
         try:
             event, fields = pseudonymised(event)
         except ValidationError as exc:
-            where = {"file": source_name, "line": number}
-            dead_out.write(json.dumps(too_long(line, exc, where), ensure_ascii=False))
-            dead_out.write("\n")
-            summary.dead_letters += 1
+            out.too_long(line, number, exc)
             continue
         if fields:
             summary.pseudonymised.update(fields)
         summary.events += 1
         found = take(event, key)
         if found:
-            emit(found)
-    emit(engine.flush())
+            out.emit(found)
+    out.emit(engine.flush())
     if on_progress is not None:
         on_progress(read)
     return summary
+
+
+@dataclass
+class _Written:
+    """Where a replay writes findings and dead letters, each counted in the summary."""
+
+    summary: ReplaySummary
+    findings_out: IO[str]
+    dead_out: IO[str]
+    source_name: str
+
+    def emit(self, findings: list[Finding]) -> None:
+        for f in findings:
+            self.findings_out.write(f.model_dump_json())
+            self.findings_out.write("\n")
+            self.summary.findings += 1
+            self.summary.by_rule_entity[(f.rule_id, f.entity)] += 1
+            self.summary.by_status[f.status] += 1
+
+    def dead_letter(
+        self, line: bytes, number: int, reason: str, errors: list[dict[str, object]] | None
+    ) -> None:
+        _dead(self.dead_out, line, number, self.source_name, reason, errors)
+        self.summary.dead_letters += 1
+
+    def not_an_event(
+        self,
+        line: bytes,
+        number: int,
+        exc: ValidationError,
+        partitioned: PartitionedReplay | None,
+    ) -> None:
+        """A blank line is counted; any other a dead letter, whose time still
+        moves the partitions' clocks, as `produce` keeps time by it."""
+        if not line.strip():  # checked only here: stripping every line costs
+            self.summary.blank_lines += 1
+            return
+        reason, errors = reason_of(exc)
+        self.dead_letter(line, number, reason, errors)
+        if partitioned is not None:
+            at = line_time(line)
+            if at is not None:
+                self.emit(partitioned.time_of_line(at))
+
+    def too_long(self, line: bytes, number: int, exc: ValidationError) -> None:
+        """A field the pseudonyms would make longer than the contract allows."""
+        where = {"file": self.source_name, "line": number}
+        self.dead_out.write(json.dumps(too_long(line, exc, where), ensure_ascii=False))
+        self.dead_out.write("\n")
+        self.summary.dead_letters += 1
 
 
 def _by_event(

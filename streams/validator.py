@@ -61,6 +61,7 @@ from streams.partition_clock import (
     FEEDS,
     QUIET_SECONDS,
     InputClocks,
+    is_clock_mark,
 )
 from streams.settings import Settings
 from streams.topics import STAGES, Topics, stage_keys, stage_partitions
@@ -370,7 +371,7 @@ class InputValidator:
             source = f"{r.topic}:{r.partition}"
             appended = r.timestamp / 1000
             raw: bytes = r.value or b""
-            if r.key == CLOCK_MARK:
+            if is_clock_mark(r):
                 ts = self._clock_mark(raw, appended)
                 self.clocks.mark(source, ts)
                 self._clock_entries(out, sends, r.topic, source, appended, ts, where)

@@ -3,11 +3,17 @@ events (even when they arrive later) keep the old one."""
 
 from __future__ import annotations
 
+import os
+import shutil
 from datetime import datetime
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from detectors import Engine
 from schemas import EventAdapter, Policy
+from schemas.policy_file import PolicyError, PolicyFile, load_policy
 from tests import cases
 
 OLD = Policy.model_validate(cases.base_policy())
@@ -85,3 +91,31 @@ def test_the_alert_router_takes_the_rules_version_and_keeps_its_routes_if_unusab
     unusable = Policy(alerting=AlertingPolicy(routes=[Route(name="x", channels=["sms"])]))
     router.adopt(unusable)
     assert [r.name for r in router.policy.alerting.routes] == ["high"]
+
+
+def test_a_policy_file_is_read_again_only_when_it_changes(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    shutil.copy(Path(__file__).resolve().parents[1] / "deploy/policy/example.yaml", path)
+    first = load_policy(path)
+    watched = PolicyFile(path, first)
+    assert watched.changed() is None and watched.current() is first
+
+    def edit(text: str, at: float) -> None:
+        path.write_text(text, encoding="utf-8")
+        os.utime(path, (at, at))  # a new modification time, whatever the clock's grain
+
+    good = path.read_text(encoding="utf-8")
+    edit(good.replace("\n", "\n\n", 1), 1_000_000_000)
+    again = watched.changed()
+    assert again is not None and again is not first and watched.current() is again
+    assert watched.changed() is None  # unchanged since: not read again
+
+    edit("not: [a, policy", 1_000_000_100)
+    with pytest.raises(PolicyError):
+        watched.changed()
+    with pytest.raises(PolicyError):  # still refused: no policy to show as the file's
+        watched.current()
+    assert watched.policy is again  # the last one accepted stays
+
+    edit(good, 1_000_000_200)
+    assert watched.current() is not again and watched.changed() is None

@@ -36,7 +36,6 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, KafkaError
 from pydantic import ValidationError
 
@@ -57,6 +56,7 @@ from streams.alerts.grouping import (
     NotificationGroups,
     route_problems,
 )
+from streams.kafka_io import ensure_topic
 from streams.lag import records_behind
 from streams.settings import Settings
 from streams.topics import Topics
@@ -308,38 +308,17 @@ class AlertRouter:
         """Compacted (one record per id) and deleted after the horizon: ids
         older than that are forgotten anyway. Its partition count is read back,
         as it may predate this router."""
-        admin = AIOKafkaAdminClient(**self.settings.kafka.client_options())
-        await admin.start()
-        try:
-            if self.topics.notified not in set(await admin.list_topics()):
-                horizon_ms = int(self.seen_horizon.total_seconds() * 1000)
-                # An error in the answer (created meanwhile by another worker) is fine.
-                await admin.create_topics(
-                    [
-                        NewTopic(
-                            self.topics.notified,
-                            num_partitions=self.settings.partitions,
-                            # As `sepwatch worker` resolved them for the cluster.
-                            replication_factor=self.settings.replication_factor or 1,
-                            topic_configs={
-                                "cleanup.policy": "compact,delete",
-                                "retention.ms": str(horizon_ms),
-                                "min.insync.replicas": str(self.settings.min_insync_replicas or 1),
-                            },
-                        )
-                    ]
-                )
-            deadline = time.monotonic() + 30
-            while True:
-                (info,) = await admin.describe_topics([self.topics.notified])
-                if info.get("partitions"):
-                    self._notified_partitions = len(info["partitions"])
-                    return
-                if time.monotonic() > deadline:
-                    raise KafkaError(f"{self.topics.notified} has no partitions")
-                await asyncio.sleep(0.2)
-        finally:
-            await admin.close()
+        horizon_ms = int(self.seen_horizon.total_seconds() * 1000)
+        self._notified_partitions = await asyncio.to_thread(
+            ensure_topic,
+            self.settings.kafka,
+            self.topics.notified,
+            self.settings.partitions,
+            {"cleanup.policy": "compact,delete", "retention.ms": str(horizon_ms)},
+            # As `sepwatch worker` resolved them for the cluster.
+            self.settings.replication_factor,
+            self.settings.min_insync_replicas,
+        )
 
     async def load_notified(self, partitions: set[int] | None = None) -> int:
         """Read back the ids settled for these findings partitions (all: None)."""

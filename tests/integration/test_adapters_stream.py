@@ -20,8 +20,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from adapters.mapping import VendorMapping, load_mapping
 from schemas.policy_file import load_policy
 from streams.end_of_input import signed_marker
-from streams.kafka_io import ensure_topics, read_dead_letters, read_topics
-from streams.partition_clock import CLOCK_MARK
+from streams.kafka_io import ensure_topics, read_dead_letters, read_events, read_topics
 from streams.replay import replay
 from streams.topics import Topics
 from streams.validator import END_OF_INPUT
@@ -102,8 +101,7 @@ def test_raw_topics_through_the_adapter_agent_give_the_findings_of_the_scenario(
         def canonical() -> int:
             # Events only: a quiet input partition also gets the validator's
             # clock marks (streams/partition_clock.py).
-            records = read_topics(broker, topics.inputs, 10)
-            return sum(1 for r in records if r.key != CLOCK_MARK)
+            return len(read_events(broker, topics.inputs, 10))
 
         # One record at a time, each adapted before the next is sent: the
         # canonical topics then see the day in the order it happened, as a
@@ -173,7 +171,7 @@ def test_produce_format_publishes_canonical_events_or_raw_records(broker: str, p
 
     adapted = sepwatch("--format", "m365")
     assert adapted.returncode == 0, adapted.stderr
-    canonical = [json.loads(r.value) for r in read_topics(broker, topics.inputs)]
+    canonical = [json.loads(r.value) for r in read_events(broker, topics.inputs)]
     events = [e for e in canonical if "stream" in e]  # the rest: end-of-input markers
     assert sorted(e["stream"] for e in events) == ["dlp_alert"] * 2 + ["saas_access"] * 3
     [letter] = read_dead_letters(broker, topics)
