@@ -21,13 +21,16 @@ import re
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from operator import itemgetter
 from types import UnionType
 from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
+from pydantic_core import SchemaValidator
 
-from detectors.masking import identifier_spans
+from detectors.masking import _DASHES, identifier_spans
+from schemas import ControlReview, DevicePosture, DlpAlert, EventAdapter, SaasAccess
 
 PREFIX = "pii-"
 # 80 bits. For n distinct identifiers the chance that any two share a pseudonym
@@ -107,6 +110,7 @@ _SKIP = frozenset({"stream", "snippet"})
 _OBJECT = "object"
 
 E = TypeVar("E", bound=BaseModel)
+AnyEvent = SaasAccess | DevicePosture | DlpAlert | ControlReview
 
 
 def pseudonym(key: bytes, identifier: str) -> str:
@@ -182,6 +186,18 @@ class Pseudonymiser:
         # aaaa-11-aa1111111), and clean values of other text (file names).
         self._clean_shapes: set[bytes] = set()
         self._clean_values: set[str | None] = {None}
+        self._parse_clean = clean_events().validate_json
+
+    def validate_json(self, raw: bytes) -> tuple[AnyEvent, bool]:
+        """The event a JSON record holds, and whether it is known to hold no
+        identifier: parsed by `clean_events` if it can be, which checks its
+        strings as it parses them (almost every record); else by the
+        contract's validator, whose ValidationError it raises, and to be
+        looked at (`event`)."""
+        try:
+            return self._parse_clean(raw), True
+        except ValidationError:
+            return EventAdapter.validator.validate_json(raw), False
 
     def text(self, value: str) -> str:
         return pseudonymise_text(self.key, value)
@@ -361,3 +377,121 @@ def _label(path: str, model: type[Any]) -> str:
     if top == "object":
         return "object.name" if path == "object.name" else "extra"
     return top if top in model.model_fields else "extra"
+
+
+# -- Known clean at parsing ----------------------------------------------------
+#
+# Almost every event holds no identifier, and looking at its fields in Python
+# costs about a tenth of replay. So the event's JSON is parsed by a validator
+# built from the contract's own schema in which every string the pseudonymiser
+# reads must also match one pattern, checked in pydantic-core (Rust) as it
+# parses. The pattern accepts only text in which the masks can find nothing
+# (it cannot say "does not contain", so it spells out what clean text is):
+#
+# - no run of more than eight digits (digits joined by up to three
+#   separators, as an RRN's are), but a dotted IPv4 address: so no RRN
+#   (thirteen), card, account or licence number (nine or more);
+# - no ASCII letter directly before a run of eight (a passport, M12345678);
+# - no run of three or more, one letter and a run of four or more (the 2021
+#   passport, M123A4567).
+#
+# "Digit" and "separator" are at least what the masks read as such: Rust's
+# `\d` (every Unicode decimal digit), Rust's `\s` and the four characters
+# Python's `\s` adds (\x1c-\x1f), dots and dashes (a test holds Rust's sets to
+# Python's). Reading more characters as digits or separators only refuses
+# more. A record that fails (an identifier, or merely a date in a file name,
+# or a field the contract does not name) is parsed again by the contract's
+# validator and looked at in Python (`Pseudonymiser.event`), as before.
+_SEPARATOR = r"\s\x1c-\x1f.\-" + "".join(f"\\x{{{ord(c):x}}}" for c in _DASHES + "\uff0e")
+
+
+def _clean_pattern() -> str:
+    s, gap = f"[{_SEPARATOR}]", f"[{_SEPARATOR}]{{0,3}}"
+    letter, not_letter = "[A-Za-z]", r"[^\dA-Za-z]"  # (and not a digit)
+    breaks = rf"(?:[^\d{_SEPARATOR}]|{s}{{4}})"  # ends a run: letters too
+    # Digit runs (digits joined by up to three separators): one or two
+    # digits, three to seven, eight, exactly three; or an IPv4 address.
+    small, three = rf"\d(?:{gap}\d)?", rf"\d(?:{gap}\d){{2}}"
+    mid, eight = rf"\d(?:{gap}\d){{2,6}}", rf"\d(?:{gap}\d){{7}}"
+    ipv4 = r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}"
+    # What lies between two runs: ending in a letter (one alone, or more),
+    # or not, and ending the run before it either way.
+    other = rf"\D*(?:[^\d{_SEPARATOR}A-Za-z]|{s}{{4}}|{breaks}\D*{not_letter})"
+    letters = rf"\D+{letter}"
+    to_small = rf"(?:{other}|\D*{letter}){small}"
+    to_big = rf"(?:{other}(?:{mid}|{eight}|{ipv4})|{letters}(?:{mid}|{ipv4}))"
+    after_small = rf"{letter}(?:{mid}|{ipv4})"  # one letter after one or two digits
+    after_big = rf"{letter}{three}"  # one letter after three digits or more
+    from_big = (
+        rf"(?:{to_big}|{after_big}|(?:{to_small})+(?:{to_big}|{after_small}))*(?:{to_small})*"
+    )
+    first_big = rf"(?:(?:\D*{not_letter})?(?:{mid}|{eight}|{ipv4})|\D*{letter}(?:{mid}|{ipv4}))"
+    from_start = (
+        rf"\D*{small}(?:{to_small})*(?:(?:{to_big}|{after_small}){from_big})?|{first_big}{from_big}"
+    )
+    return rf"^(?:{from_start})?\D*$"
+
+
+@cache
+def clean_events() -> SchemaValidator:
+    """The contract's event validator, but refusing any record in which a
+    string the pseudonymiser reads may hold an identifier, or which has a
+    field the contract does not name."""
+    models: list[type[BaseModel]] = []
+    schema = _checked(EventAdapter.core_schema, _clean_pattern(), False, models)
+    # pydantic-core builds a model the schema names from the class's own
+    # validator where the class is complete (its "prebuilt" validator), which
+    # checks none of this: built while the classes say they are not.
+    for model in models:
+        type.__setattr__(model, "__pydantic_complete__", False)
+    try:
+        validator = SchemaValidator(schema)
+    finally:
+        for model in models:
+            type.__setattr__(model, "__pydantic_complete__", True)
+    # Were the checks skipped (another pydantic-core), every identifier would
+    # pass as clean: refuse to start instead.
+    try:
+        validator.validate_json(_PLANTED)
+    except ValidationError:
+        return validator
+    raise RuntimeError("the pseudonymiser's parsing check refuses nothing (pydantic-core?)")
+
+
+# An access whose user id is a card number (made up).
+_PLANTED = (
+    b'{"stream": "saas_access", "event_id": "e", "timestamp": "2026-01-01T00:00:00Z",'
+    b' "entity": "HQ", "user_id": "4111111111111111", "saas_app": "a", "action": "login",'
+    b' "network_zone": "internal"}'
+)
+
+
+def _checked(schema: Any, pattern: str, object_ref: bool, models: list[type[BaseModel]]) -> Any:
+    """`schema` with every string it validates also matched against
+    `pattern`, and no field the contract does not name allowed. Within the
+    object (`object_ref`) only the name: its digest is not an identifier.
+    The model classes met are added to `models`."""
+    if isinstance(schema, list):
+        return [_checked(s, pattern, object_ref, models) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    kind = schema.get("type")
+    if kind == "str":
+        if "pattern" not in schema:
+            return {**schema, "pattern": pattern}
+        return {"type": "chain", "steps": [schema, {"type": "str", "pattern": pattern}]}
+    if kind == "model-fields":
+        fields = {}
+        for name, field in schema["fields"].items():
+            kept = name in _SKIP or (object_ref and name != "name")
+            inside = name == _OBJECT
+            fields[name] = field if kept else _checked(field, pattern, inside, models)
+        return {**schema, "fields": fields, "extra_behavior": "forbid"}
+    out = {
+        k: v if k in ("metadata", "config") else _checked(v, pattern, object_ref, models)
+        for k, v in schema.items()
+    }
+    if kind == "model":
+        models.append(schema["cls"])
+        out["config"] = {**schema.get("config", {}), "extra_fields_behavior": "forbid"}
+    return out

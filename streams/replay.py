@@ -17,7 +17,7 @@ from detectors import Engine, Stage
 from detectors.dead_letters import dead_letter, reason_of
 from detectors.engine import AnyEvent
 from detectors.pseudonyms import Pseudonymiser
-from schemas import EventAdapter, Finding, Policy
+from schemas import Finding, Policy
 from streams.admission import MAX_LINE_BYTES, out_of_range, too_long
 from streams.collector import long_lived_state
 from streams.partition_clock import PartitionedReplay, StreamEmulation, event_key, line_time
@@ -123,7 +123,8 @@ def _replay(
     pseudonyms: Pseudonymiser,
 ) -> ReplaySummary:
     summary = ReplaySummary()
-    validate = EventAdapter.validator.validate_json  # pydantic-core directly: no wrapper per line
+    # pydantic-core directly, checking the strings for identifiers as it parses.
+    validate = pseudonyms.validate_json
     pseudonymised = pseudonyms.event
     read = 0
     partitioned = engine if isinstance(engine, PartitionedReplay) else None
@@ -156,7 +157,7 @@ def _replay(
             summary.dead_letters += 1
             continue
         try:
-            event = validate(line)
+            event, clean = validate(line)
         except ValidationError as exc:
             if not line.strip():  # checked only here: stripping every line costs
                 summary.blank_lines += 1
@@ -178,16 +179,17 @@ def _replay(
             summary.dead_letters += 1
             continue
         key = event_key(event)  # placed by its raw key, as `produce` places it
-        try:
-            event, fields = pseudonymised(event)
-        except ValidationError as exc:
-            where = {"file": source_name, "line": number}
-            dead_out.write(json.dumps(too_long(line, exc, where), ensure_ascii=False))
-            dead_out.write("\n")
-            summary.dead_letters += 1
-            continue
-        if fields:
-            summary.pseudonymised.update(fields)
+        if not clean:
+            try:
+                event, fields = pseudonymised(event)
+            except ValidationError as exc:
+                where = {"file": source_name, "line": number}
+                dead_out.write(json.dumps(too_long(line, exc, where), ensure_ascii=False))
+                dead_out.write("\n")
+                summary.dead_letters += 1
+                continue
+            if fields:
+                summary.pseudonymised.update(fields)
         summary.events += 1
         found = take(event, key)
         if found:
