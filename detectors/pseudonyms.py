@@ -21,6 +21,7 @@ import re
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 from functools import cache
 from operator import itemgetter
 from types import UnionType
@@ -29,7 +30,7 @@ from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 from pydantic_core import SchemaValidator
 
-from detectors.masking import _DASHES, identifier_spans
+from detectors.masking import _luhn, identifier_spans
 from schemas import ControlReview, DevicePosture, DlpAlert, EventAdapter, SaasAccess
 
 PREFIX = "pii-"
@@ -318,6 +319,10 @@ class Pseudonymiser:
             }
         if isinstance(value, list):
             return [self._walk(v, path, hits, model) for v in value]
+        number = type(value) is int and not _declared(path, model)
+        if number and identifier_number(value, path.rsplit(".", 1)[-1]):
+            hits.append(_label(path, model))
+            return pseudonym(self.key, str(value))
         return value
 
 
@@ -370,6 +375,99 @@ def _bare(annotation: Any) -> Any:
     return get_args(annotation)[0] if get_origin(annotation) is Annotated else annotation
 
 
+# -- Numbers ---------------------------------------------------------------------
+#
+# A vendor may send a card number or an RRN as a JSON number, in a field the
+# contract does not name. The masks read any nine digits or more as an account
+# number, and so would take every epoch time and 64-bit record id a vendor
+# keeps for one: a number is read narrowly instead.
+#
+# - A card: 13 to 19 digits passing the Luhn check.
+# - An RRN or alien registration number: 13 digits, the first six a date
+#   (YYMMDD) and the seventh the gender and century digit (1-8: 1900s and
+#   2000s, citizens and foreigners) of which that date is a real one. The
+#   masks check no RRN checksum (numbers issued since October 2020 carry none).
+# - No account number, no other number.
+# - Epoch times stay: ten digits (seconds) is no card nor RRN; thirteen digits
+#   up to 2100 in milliseconds (the contract's latest event time) is never
+#   read as a card, and as an RRN only in a field whose name does not say it is
+#   a time (`timestamp`, `unixTime`, `date_create`, `...MillisSince...`).
+_EPOCH_MS_END = 4_102_444_800_000  # 2100-01-01T00:00:00Z
+_CENTURY = {"1": 1900, "2": 1900, "5": 1900, "6": 1900, "3": 2000, "4": 2000, "7": 2000, "8": 2000}
+_TIME_WORDS = frozenset(
+    [
+        "time",
+        "times",
+        "timestamp",
+        "ts",
+        "date",
+        "datetime",
+        "stamp",
+        "epoch",
+        "ms",
+        "millis",
+        "milliseconds",
+        "msec",
+        "at",
+        "created",
+        "updated",
+        "modified",
+        "deleted",
+        "seen",
+        "expires",
+        "expiry",
+        "start",
+        "started",
+        "end",
+        "ended",
+        "since",
+        "until",
+        "when",
+    ]
+)
+_WORDS = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])")
+
+
+def identifier_number(value: int, name: str) -> bool:
+    """Whether a JSON number in the field `name` is a card number or an RRN."""
+    digits = str(value)
+    if value < 0 or not 13 <= len(digits) <= 19:
+        return False
+    epoch_ms = len(digits) == 13 and value < _EPOCH_MS_END
+    if not epoch_ms and _luhn(digits):
+        return True
+    return len(digits) == 13 and _rrn(digits) and not (epoch_ms and _names_a_time(name))
+
+
+def _rrn(digits: str) -> bool:
+    century = _CENTURY.get(digits[6])
+    if century is None:
+        return False
+    try:
+        date(century + int(digits[:2]), int(digits[2:4]), int(digits[4:6]))
+    except ValueError:
+        return False
+    return True
+
+
+def _names_a_time(name: str) -> bool:
+    return any(w.lower() in _TIME_WORDS for w in _WORDS.findall(name))
+
+
+def _declared(path: str, model: type[Any]) -> bool:
+    """Whether `path` is a field the contract names (`size`, `object.size`),
+    whose number is a number."""
+    top, _, rest = path.partition(".")
+    info = model.model_fields.get(top)
+    if info is None:
+        return False
+    if not rest:
+        return True
+    kinds = [_bare(k) for k in _options(info.annotation)]
+    kinds += [_bare(get_args(k)[0]) for k in kinds if get_origin(k) is list]
+    return any(_is_model(k) and rest in k.model_fields for k in kinds)
+
+
 def _label(path: str, model: type[Any]) -> str:
     """A bounded metric label for where an identifier was: the declared field,
     `object.name`, or `extra` for anything the contract does not name."""
@@ -395,41 +493,51 @@ def _label(path: str, model: type[Any]) -> str:
 # - no run of three or more, one letter and a run of four or more (the 2021
 #   passport, M123A4567).
 #
-# "Digit" and "separator" are at least what the masks read as such: Rust's
-# `\d` (every Unicode decimal digit), Rust's `\s` and the four characters
-# Python's `\s` adds (\x1c-\x1f), dots and dashes (a test holds Rust's sets to
-# Python's). Reading more characters as digits or separators only refuses
-# more. A record that fails (an identifier, or merely a date in a file name,
-# or a field the contract does not name) is parsed again by the contract's
-# validator and looked at in Python (`Pseudonymiser.event`), as before.
-_SEPARATOR = r"\s\x1c-\x1f.\-" + "".join(f"\\x{{{ord(c):x}}}" for c in _DASHES + "\uff0e")
+# The pattern reads ASCII, where a digit is 0-9 and a separator what the
+# masks' `\s`, dots and dashes are, and a few blocks of other text in which
+# there is no digit, space or dash of any script (Hangul, kana, CJK
+# ideographs, Latin and other letters before the first other digits, U+0660;
+# a test holds them to it): a string with any other character (a full-width
+# digit, a non-breaking space) is refused and looked at in Python. Unicode
+# classes (`\d`) would cost six times as much. A record refused (an
+# identifier, or merely a date in a file name, or a field the contract does
+# not name) is parsed again by the contract's validator and looked at in
+# Python (`Pseudonymiser.event`), as before.
+QUIET = (
+    r"\xa1-\x{65f}\x{1100}-\x{11ff}\x{3040}-\x{30ff}\x{3130}-\x{318f}"
+    r"\x{4e00}-\x{9fff}\x{ac00}-\x{d7a3}"
+)
+_SEPARATOR = r"\t-\r\x1c-\x1f .\-"
 
 
 def _clean_pattern() -> str:
     s, gap = f"[{_SEPARATOR}]", f"[{_SEPARATOR}]{{0,3}}"
-    letter, not_letter = "[A-Za-z]", r"[^\dA-Za-z]"  # (and not a digit)
-    breaks = rf"(?:[^\d{_SEPARATOR}]|{s}{{4}})"  # ends a run: letters too
+    # Not a digit; neither a digit nor a letter; neither a digit nor a separator.
+    nd = rf"[\x00-/:-\x7f{QUIET}]"
+    letter, not_letter = "[A-Za-z]", rf"[\x00-/:-@\[-`{{-\x7f{QUIET}]"
+    nds = rf"[\x00-\x08\x0e-\x1b!-,/:-\x7f{QUIET}]"
+    other_char = rf"[\x00-\x08\x0e-\x1b!-,/:-@\[-`{{-\x7f{QUIET}]"  # none of the three
+    breaks = rf"(?:{nds}|{s}{{4}})"  # ends a run: letters too
     # Digit runs (digits joined by up to three separators): one or two
     # digits, three to seven, eight, exactly three; or an IPv4 address.
-    small, three = rf"\d(?:{gap}\d)?", rf"\d(?:{gap}\d){{2}}"
-    mid, eight = rf"\d(?:{gap}\d){{2,6}}", rf"\d(?:{gap}\d){{7}}"
-    ipv4 = r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}"
+    small, three = rf"[0-9](?:{gap}[0-9])?", rf"[0-9](?:{gap}[0-9]){{2}}"
+    mid, eight = rf"[0-9](?:{gap}[0-9]){{2,6}}", rf"[0-9](?:{gap}[0-9]){{7}}"
+    ipv4 = r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}"
     # What lies between two runs: ending in a letter (one alone, or more),
     # or not, and ending the run before it either way.
-    other = rf"\D*(?:[^\d{_SEPARATOR}A-Za-z]|{s}{{4}}|{breaks}\D*{not_letter})"
-    letters = rf"\D+{letter}"
-    to_small = rf"(?:{other}|\D*{letter}){small}"
+    other = rf"{nd}*(?:{other_char}|{s}{{4}}|{breaks}{nd}*{not_letter})"
+    letters = rf"{nd}+{letter}"
+    to_small = rf"(?:{other}|{nd}*{letter}){small}"
     to_big = rf"(?:{other}(?:{mid}|{eight}|{ipv4})|{letters}(?:{mid}|{ipv4}))"
     after_small = rf"{letter}(?:{mid}|{ipv4})"  # one letter after one or two digits
     after_big = rf"{letter}{three}"  # one letter after three digits or more
     from_big = (
         rf"(?:{to_big}|{after_big}|(?:{to_small})+(?:{to_big}|{after_small}))*(?:{to_small})*"
     )
-    first_big = rf"(?:(?:\D*{not_letter})?(?:{mid}|{eight}|{ipv4})|\D*{letter}(?:{mid}|{ipv4}))"
-    from_start = (
-        rf"\D*{small}(?:{to_small})*(?:(?:{to_big}|{after_small}){from_big})?|{first_big}{from_big}"
-    )
-    return rf"^(?:{from_start})?\D*$"
+    first_big = rf"(?:(?:{nd}*{not_letter})?(?:{mid}|{eight}|{ipv4})|{nd}*{letter}(?:{mid}|{ipv4}))"
+    from_small = rf"(?:{to_small})*(?:(?:{to_big}|{after_small}){from_big})?"
+    from_start = rf"{nd}*{small}{from_small}|{first_big}{from_big}"
+    return rf"^(?:{from_start})?{nd}*$"
 
 
 @cache
