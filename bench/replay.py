@@ -95,7 +95,11 @@ def phase_replay(path: Path, pseudonyms: bool = True) -> dict[str, Any]:
 
     class AsItCame(Pseudonymiser):
         """The baseline of --pseudonyms: every event parsed by the contract's
-        validator and admitted as it came."""
+        validator and admitted as it came (and without building the
+        pseudonymiser's own validator)."""
+
+        def __init__(self, key: bytes) -> None:
+            self.key = key
 
         def validate_json(self, raw: bytes) -> tuple[Any, bool]:
             return EventAdapter.validator.validate_json(raw), True
