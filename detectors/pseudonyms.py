@@ -209,10 +209,11 @@ class Pseudonymiser:
         contract does not name). The event itself when none did. A value made
         longer than its field allows raises pydantic's ValidationError.
 
-        Admission runs this on every event. For one without an identifier
-        (almost every event) it costs one byte translation of its string fields
-        joined, whose class shape is then found among the few shapes known to
-        be clean (`_MASK_CLASSES`), and the same for a file name."""
+        Admission runs this on every event the check while parsing refuses
+        (`validate_json`). For one without an identifier (a date in a file
+        name) it costs one byte translation of its string fields joined, whose
+        class shape is then found among the few shapes known to be clean
+        (`_MASK_CLASSES`), and the same for a file name."""
         fields = self._fields_of.get(type(event))
         if fields is None:
             fields = self._fields_of[type(event)] = _string_fields(type(event))
