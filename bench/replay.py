@@ -100,6 +100,7 @@ def phase_replay(path: Path, pseudonyms: bool = True) -> dict[str, Any]:
 
         def __init__(self, key: bytes) -> None:
             self.key = key
+            self.parse_clean = EventAdapter.validator.validate_json
 
         def validate_json(self, raw: bytes) -> tuple[Any, bool]:
             return EventAdapter.validator.validate_json(raw), True

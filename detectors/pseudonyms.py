@@ -187,7 +187,9 @@ class Pseudonymiser:
         # aaaa-11-aa1111111), and clean values of other text (file names).
         self._clean_shapes: set[bytes] = set()
         self._clean_values: set[str | None] = {None}
-        self._parse_clean = clean_events().validate_json
+        # The event a JSON record holds, if its strings are known to hold no
+        # identifier (`clean_events`); else pydantic-core's ValidationError.
+        self.parse_clean: Callable[[bytes], AnyEvent] = clean_events().validate_json
 
     def validate_json(self, raw: bytes) -> tuple[AnyEvent, bool]:
         """The event a JSON record holds, and whether it is known to hold no
@@ -196,7 +198,7 @@ class Pseudonymiser:
         contract's validator, whose ValidationError it raises, and to be
         looked at (`event`)."""
         try:
-            return self._parse_clean(raw), True
+            return self.parse_clean(raw), True
         except ValidationError:
             return EventAdapter.validator.validate_json(raw), False
 

@@ -17,7 +17,7 @@ from detectors import Engine, Stage
 from detectors.dead_letters import dead_letter, reason_of
 from detectors.engine import AnyEvent
 from detectors.pseudonyms import Pseudonymiser
-from schemas import Finding, Policy
+from schemas import EventAdapter, Finding, Policy
 from streams.admission import MAX_LINE_BYTES, out_of_range, too_long
 from streams.collector import long_lived_state
 from streams.partition_clock import PartitionedReplay, StreamEmulation, event_key, line_time
@@ -123,8 +123,9 @@ def _replay(
     pseudonyms: Pseudonymiser,
 ) -> ReplaySummary:
     summary = ReplaySummary()
-    # pydantic-core directly, checking the strings for identifiers as it parses.
-    validate = pseudonyms.validate_json
+    # pydantic-core directly: no wrapper per line. The first checks the strings
+    # for identifiers as it parses; what it refuses is parsed again and looked at.
+    parse_clean, validate = pseudonyms.parse_clean, EventAdapter.validator.validate_json
     pseudonymised = pseudonyms.event
     read = 0
     partitioned = engine if isinstance(engine, PartitionedReplay) else None
@@ -157,19 +158,22 @@ def _replay(
             summary.dead_letters += 1
             continue
         try:
-            event, clean = validate(line)
-        except ValidationError as exc:
-            if not line.strip():  # checked only here: stripping every line costs
-                summary.blank_lines += 1
+            event, clean = parse_clean(line), True
+        except ValidationError:
+            try:
+                event, clean = validate(line), False
+            except ValidationError as exc:
+                if not line.strip():  # checked only here: stripping every line costs
+                    summary.blank_lines += 1
+                    continue
+                reason, errors = reason_of(exc)
+                _dead(dead_out, line, number, source_name, reason, errors)
+                summary.dead_letters += 1
+                if partitioned is not None:  # `produce` keeps time by it all the same
+                    at = line_time(line)
+                    if at is not None:
+                        emit(partitioned.time_of_line(at))
                 continue
-            reason, errors = reason_of(exc)
-            _dead(dead_out, line, number, source_name, reason, errors)
-            summary.dead_letters += 1
-            if partitioned is not None:  # `produce` keeps time by it all the same
-                at = line_time(line)
-                if at is not None:
-                    emit(partitioned.time_of_line(at))
-            continue
         # No broker append time here to cap events ahead of: a file is a
         # bounded record, judged on its own clock; only times the rules cannot
         # compute with are refused (they would stop the run).
