@@ -391,10 +391,10 @@ def _bare(annotation: Any) -> Any:
 #   2000s, citizens and foreigners) of which that date is a real one. The
 #   masks check no RRN checksum (numbers issued since October 2020 carry none).
 # - No account number, no other number.
-# - Epoch times stay: ten digits (seconds) is no card nor RRN; thirteen digits
-#   up to 2100 in milliseconds (the contract's latest event time) is never
-#   read as a card, and as an RRN only in a field whose name does not say it is
-#   a time (`timestamp`, `unixTime`, `date_create`, `...MillisSince...`).
+# - Epoch times stay: a number in a field whose name says it is a time
+#   (`timestamp`, `unixTime`, `date_create`, `completed_at`) is not read; ten
+#   digits (seconds) is no card nor RRN anywhere; thirteen digits up to 2100 in
+#   milliseconds (the contract's latest event time) is never read as a card.
 _EPOCH_MS_END = 4_102_444_800_000  # 2100-01-01T00:00:00Z
 _CENTURY = {"1": 1900, "2": 1900, "5": 1900, "6": 1900, "3": 2000, "4": 2000, "7": 2000, "8": 2000}
 _TIME_WORDS = frozenset(
@@ -434,12 +434,10 @@ _WORDS = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])")
 def identifier_number(value: int, name: str) -> bool:
     """Whether a JSON number in the field `name` is a card number or an RRN."""
     digits = str(value)
-    if value < 0 or not 13 <= len(digits) <= 19:
+    if value < 0 or not 13 <= len(digits) <= 19 or _names_a_time(name):
         return False
     epoch_ms = len(digits) == 13 and value < _EPOCH_MS_END
-    if not epoch_ms and _luhn(digits):
-        return True
-    return len(digits) == 13 and _rrn(digits) and not (epoch_ms and _names_a_time(name))
+    return (not epoch_ms and _luhn(digits)) or (len(digits) == 13 and _rrn(digits))
 
 
 def _rrn(digits: str) -> bool:

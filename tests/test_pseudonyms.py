@@ -459,12 +459,15 @@ def test_vendor_epoch_times_account_numbers_and_record_ids_stay_numbers() -> Non
     kept = {
         **{f"{name}_{i}": value for i, (name, value) in enumerate(VENDOR_TIMES)},
         "timestamp": 1701011234567,  # a time in milliseconds that reads as an RRN's date
+        "completed_at": 278284214465937,  # passes the Luhn check, in a time's field
         "account": 110123456789,  # an account number: not read from a number
         "dlp_incident_id": 8254116512347895412,  # Netskope's, published
         "request_id": 1000000000000000000,
         "session_id": 913888259765,
     }
-    event = EventAdapter.validate_python(access(vendor=kept, **kept))
+    event = EventAdapter.validate_python(
+        access(vendor=kept, **{f"vendor_{name}": value for name, value in kept.items()})
+    )
     assert Pseudonymiser(KEY).event(event) == (event, ())
     assert not identifier_number(1673631621862, "action_timestamp")
 
