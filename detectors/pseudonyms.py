@@ -323,7 +323,7 @@ class Pseudonymiser:
         if isinstance(value, list):
             return [self._walk(v, path, hits, model) for v in value]
         number = type(value) is int and not _declared(path, model)
-        if number and identifier_number(value, path.rsplit(".", 1)[-1]):
+        if number and identifier_number(value, path):
             hits.append(_label(path, model))
             return pseudonym(self.key, str(value))
         return value
@@ -391,50 +391,23 @@ def _bare(annotation: Any) -> Any:
 #   2000s, citizens and foreigners) of which that date is a real one. The
 #   masks check no RRN checksum (numbers issued since October 2020 carry none).
 # - No account number, no other number.
-# - Epoch times stay: a number in a field whose name says it is a time
-#   (`timestamp`, `unixTime`, `date_create`, `completed_at`) is not read; ten
+# - Epoch times stay: a number in or under a field whose name says it is a
+#   time (`timestamp`, `unixTime`, `date_create`, `completed_at`) is not read; ten
 #   digits (seconds) is no card nor RRN anywhere; thirteen digits up to 2100 in
 #   milliseconds (the contract's latest event time) is never read as a card.
 _EPOCH_MS_END = 4_102_444_800_000  # 2100-01-01T00:00:00Z
 _CENTURY = {"1": 1900, "2": 1900, "5": 1900, "6": 1900, "3": 2000, "4": 2000, "7": 2000, "8": 2000}
-_TIME_WORDS = frozenset(
-    [
-        "time",
-        "times",
-        "timestamp",
-        "ts",
-        "date",
-        "datetime",
-        "stamp",
-        "epoch",
-        "ms",
-        "millis",
-        "milliseconds",
-        "msec",
-        "at",
-        "created",
-        "updated",
-        "modified",
-        "deleted",
-        "seen",
-        "expires",
-        "expiry",
-        "start",
-        "started",
-        "end",
-        "ended",
-        "since",
-        "until",
-        "when",
-    ]
-)
+_TIME_WORDS = {"time", "times", "timestamp", "ts", "date", "datetime", "epoch", "ms", "millis"}
+_TIME_WORDS |= {"milliseconds", "at", "created", "updated", "modified", "expires", "expiry"}
+_TIME_WORDS |= {"seen", "since", "until"}
 _WORDS = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])")
 
 
-def identifier_number(value: int, name: str) -> bool:
-    """Whether a JSON number in the field `name` is a card number or an RRN."""
+def identifier_number(value: int, path: str) -> bool:
+    """Whether a JSON number at `path` (`vendor.card.pan`) is a card number or
+    an RRN. Under a field named as a time (`completed_at.value`), never."""
     digits = str(value)
-    if value < 0 or not 13 <= len(digits) <= 19 or _names_a_time(name):
+    if value < 0 or not 13 <= len(digits) <= 19 or _names_a_time(path):
         return False
     epoch_ms = len(digits) == 13 and value < _EPOCH_MS_END
     return (not epoch_ms and _luhn(digits)) or (len(digits) == 13 and _rrn(digits))
@@ -451,8 +424,8 @@ def _rrn(digits: str) -> bool:
     return True
 
 
-def _names_a_time(name: str) -> bool:
-    return any(w.lower() in _TIME_WORDS for w in _WORDS.findall(name))
+def _names_a_time(path: str) -> bool:
+    return any(w.lower() in _TIME_WORDS for w in _WORDS.findall(path))
 
 
 def _declared(path: str, model: type[Any]) -> bool:
