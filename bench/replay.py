@@ -89,11 +89,21 @@ def phase_json(path: Path) -> dict[str, Any]:
 def phase_replay(path: Path, pseudonyms: bool = True) -> dict[str, Any]:
     from detectors import Engine
     from detectors.pseudonyms import Pseudonymiser
+    from schemas import EventAdapter
     from schemas.policy_file import load_policy
     from streams.replay import replay, utc_now
 
     class AsItCame(Pseudonymiser):
-        """The baseline of --pseudonyms: every event admitted as it came."""
+        """The baseline of --pseudonyms: every event parsed by the contract's
+        validator and admitted as it came (and without building the
+        pseudonymiser's own validator)."""
+
+        def __init__(self, key: bytes) -> None:
+            self.key = key
+            self.parse_clean = EventAdapter.validator.validate_json
+
+        def validate_json(self, raw: bytes) -> tuple[Any, bool]:
+            return EventAdapter.validator.validate_json(raw), True
 
         def event(self, event: Any) -> tuple[Any, tuple[str, ...]]:
             return event, ()

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from detectors.dead_letters import dead_letter, reason_of
 from detectors.pseudonyms import Pseudonymiser
-from schemas import ControlReview, DevicePosture, DlpAlert, EventAdapter, SaasAccess
+from schemas import ControlReview, DevicePosture, DlpAlert, SaasAccess
 
 AnyEvent = SaasAccess | DevicePosture | DlpAlert | ControlReview
 
@@ -69,7 +69,7 @@ def admit(
         reason = f"record of {len(raw)} bytes is over the {MAX_LINE_BYTES}-byte limit"
         return Refused("too_large", dead_letter(raw, reason, where=where))
     try:
-        event = EventAdapter.validator.validate_json(raw)
+        event, clean = pseudonyms.validate_json(raw)
     except ValidationError as exc:
         reason, errors = reason_of(exc)
         return Refused("invalid_event", dead_letter(raw, reason, where=where, errors=errors))
@@ -94,6 +94,8 @@ def admit(
                     f"{max_ahead_s:.0f} s is accepted (max_event_ahead_s)"
                 )
                 return Refused("too_far_ahead", dead_letter(raw, reason, where=where))
+    if clean:  # its strings were checked as they were parsed
+        return Admitted(event, raw)
     return pseudonymise(event, raw, pseudonyms, where=where)
 
 

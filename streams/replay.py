@@ -124,7 +124,9 @@ def _replay(
 ) -> ReplaySummary:
     summary = ReplaySummary()
     out = _Written(summary, findings_out, dead_out, source_name)
-    validate = EventAdapter.validator.validate_json  # pydantic-core directly: no wrapper per line
+    # pydantic-core directly: no wrapper per line. The first checks the strings
+    # for identifiers as it parses; what it refuses is parsed again and looked at.
+    parse_clean, validate = pseudonyms.parse_clean, EventAdapter.validator.validate_json
     pseudonymised = pseudonyms.event
     read = 0
     partitioned = engine if isinstance(engine, PartitionedReplay) else None
@@ -141,7 +143,7 @@ def _replay(
             out.dead_letter(line, number, reason, None)
             continue
         try:
-            event = validate(line)
+            event, clean = _parse(line, parse_clean, validate)
         except ValidationError as exc:
             out.not_an_event(line, number, exc, partitioned)
             continue
@@ -153,13 +155,14 @@ def _replay(
             out.dead_letter(line, number, bad_time, None)
             continue
         key = event_key(event)  # placed by its raw key, as `produce` places it
-        try:
-            event, fields = pseudonymised(event)
-        except ValidationError as exc:
-            out.too_long(line, number, exc)
-            continue
-        if fields:
-            summary.pseudonymised.update(fields)
+        if not clean:
+            try:
+                event, fields = pseudonymised(event)
+            except ValidationError as exc:
+                out.too_long(line, number, exc)
+                continue
+            if fields:
+                summary.pseudonymised.update(fields)
         summary.events += 1
         found = take(event, key)
         if found:
@@ -218,6 +221,17 @@ class _Written:
         self.dead_out.write(json.dumps(too_long(line, exc, where), ensure_ascii=False))
         self.dead_out.write("\n")
         self.summary.dead_letters += 1
+
+
+def _parse(
+    line: bytes, parse_clean: Callable[[bytes], AnyEvent], validate: Callable[[bytes], AnyEvent]
+) -> tuple[AnyEvent, bool]:
+    """The event, and whether the parse found its strings clean of identifiers
+    (else the pseudonymiser looks at them); ValidationError if it is none."""
+    try:
+        return parse_clean(line), True
+    except ValidationError:
+        return validate(line), False
 
 
 def _by_event(

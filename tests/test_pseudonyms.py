@@ -7,17 +7,25 @@ import io
 import json
 import logging
 import re
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
+from pydantic_core import SchemaValidator
 
-from detectors.masking import identifier_spans, mask_text
+from detectors.masking import _DASHES, identifier_spans, mask_text
 from detectors.pseudonyms import (
     _MASK_CLASSES,
+    _SEPARATOR,
     PSEUDONYM,
+    QUIET,
     Pseudonymiser,
+    _clean_pattern,
+    identifier_number,
     is_pseudonym_of,
     may_hold_identifier,
     pseudonym,
@@ -25,6 +33,7 @@ from detectors.pseudonyms import (
 )
 from schemas import EventAdapter, SaasAccess
 from schemas.policy_file import load_policy
+from streams.admission import Admitted, admit
 from streams.metrics import OTHER_ENTITY, entity_label, policy_entities
 from streams.replay import replay
 from tests.test_replay_cli import EXAMPLE
@@ -173,24 +182,24 @@ def test_a_class_shape_the_masks_find_nothing_in_holds_nothing(text: str) -> Non
 # -- events ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("over", "label"),
-    [
-        ({"user_id": RRN}, "user_id"),
-        ({"device_id": CARD}, "device_id"),
-        ({"entity": RRN}, "entity"),
-        ({"saas_app": CARD}, "saas_app"),
-        ({"event_id": f"evt-{RRN}"}, "event_id"),
-        ({"source": RRN}, "source"),
-        ({"src_ip": CARD}, "src_ip"),
-        ({"object": {"name": f"{RRN}.xlsx"}}, "object.name"),
-        ({"auth": {"mfa": True, "method": f"otp {CARD}"}}, "auth"),
-        ({"auth": {"mfa": True, "factor": {"phone": RRN}}}, "auth"),
-        ({"shared_with_domain": f"{RRN}.example"}, "shared_with_domain"),
-        ({"vendor_user": {"id": RRN}}, "extra"),
-        ({RRN: "x"}, "extra"),
-    ],
-)
+PLANTED = [  # an identifier in each field, and where it is counted
+    ({"user_id": RRN}, "user_id"),
+    ({"device_id": CARD}, "device_id"),
+    ({"entity": RRN}, "entity"),
+    ({"saas_app": CARD}, "saas_app"),
+    ({"event_id": f"evt-{RRN}"}, "event_id"),
+    ({"source": RRN}, "source"),
+    ({"src_ip": CARD}, "src_ip"),
+    ({"object": {"name": f"{RRN}.xlsx"}}, "object.name"),
+    ({"auth": {"mfa": True, "method": f"otp {CARD}"}}, "auth"),
+    ({"auth": {"mfa": True, "factor": {"phone": RRN}}}, "auth"),
+    ({"shared_with_domain": f"{RRN}.example"}, "shared_with_domain"),
+    ({"vendor_user": {"id": RRN}}, "extra"),
+    ({RRN: "x"}, "extra"),
+]
+
+
+@pytest.mark.parametrize(("over", "label"), PLANTED)
 def test_an_identifier_in_any_field_is_replaced_and_counted(
     over: dict[str, Any], label: str
 ) -> None:
@@ -304,6 +313,170 @@ def test_no_raw_identifier_reaches_findings_dead_letters_or_logs(
         assert raw not in digits(text), f"{kind} in {where} reached the {name}"
         assert FORMS[kind] not in text
     assert sum(summary.pseudonymised.values()) >= 1
+
+
+# -- the check made while parsing ---------------------------------------------
+
+CLEAN_TEXT = SchemaValidator({"type": "str", "pattern": _clean_pattern()})
+ORDINARY = [  # the ids, users, devices, addresses and file names of the benchmark's file
+    "okta-11-ev0049540",
+    "u-hq-12868",
+    "lt-hq-12868",
+    "m365-sharepoint",
+    "192.0.2.89",
+    "IT운영_현황 v4.pdf",
+    "weekly-report_20261123.docx",
+    "password, push notification",
+]
+
+
+def parses_clean(text: str) -> bool:
+    """Whether pydantic-core's check of a string, as `clean_events` makes it, passes it."""
+    try:
+        CLEAN_TEXT.validate_python(text)
+    except ValidationError:
+        return False
+    return True
+
+
+CHUNKS = [
+    *("850315", "1234567", "12345678", "123", "4567", "2026-11-23", "4111", "19045"),
+    *("M", "A", "x", "T", "192.168.1.1", "10.0.", "０１２３", "٣٤", "2021"),
+    *"0123456789 -.:#_@/\t\x1c\u3000‐－．",
+]
+
+
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.sampled_from(CHUNKS), max_size=14).map("".join)
+    | st.text(alphabet=st.sampled_from("0123456789０١ -‐－.．\t\x1cMAax_"), max_size=40)
+)
+def test_the_check_while_parsing_passes_no_text_the_masks_find_an_identifier_in(
+    text: str,
+) -> None:
+    """The pattern pydantic-core matches every string against while parsing
+    (detectors.pseudonyms, "Known clean at parsing") passes only text in
+    which the masks find nothing: what it passes is not looked at again."""
+    if parses_clean(text):
+        assert identifier_spans(text) == [], text
+
+
+def test_the_check_while_parsing_reads_every_digit_and_separator_the_masks_read() -> None:
+    """Its separators are the masks' in ASCII, and the other text it passes
+    (QUIET) holds no digit, space or dash of any script."""
+    chars = [chr(c) for c in range(sys.maxunicode + 1) if not 0xD800 <= c <= 0xDFFF]
+    read = [c for c in chars if re.fullmatch(r"[\d\s.\-]", c) or c in _DASHES + "\uff0e"]
+    ascii_separators = {c for c in read if c.isascii() and not c.isdigit()}
+    assert ascii_separators == {
+        chr(c) for c in range(128) if re.fullmatch(f"[{_SEPARATOR}]", chr(c))
+    }
+    quiet = re.compile(re.sub(r"\\x\{(\w+)\}", lambda m: f"\\u{int(m[1], 16):04x}", f"[{QUIET}]"))
+    assert not [c for c in read if quiet.fullmatch(c)]
+    assert all(quiet.fullmatch(c) for c in "운영현황정보보호부이과장ÀéßΩЖ漢字かなカナ")
+
+
+@pytest.mark.parametrize("kind", sorted(FORMS))
+def test_the_check_while_parsing_refuses_every_kind_the_masks_know(kind: str) -> None:
+    assert not parses_clean(f"user {FORMS[kind]}@bank.example")
+    assert parses_clean("user pii-kdtrbnqhsmfcgplktrbc@bank.example")
+
+
+@pytest.mark.parametrize("value", ORDINARY)
+def test_ordinary_ids_and_names_are_known_clean_while_parsing(value: str) -> None:
+    """What keeps admission fast: the ordinary events are never looked at in Python."""
+    raw = json.dumps(access(user_id=value, object={"name": value}), ensure_ascii=False).encode()
+    event, clean = Pseudonymiser(KEY).validate_json(raw)
+    assert clean and event == EventAdapter.validate_json(raw)
+
+
+@pytest.mark.parametrize(("over", "label"), PLANTED)
+def test_a_record_holding_an_identifier_is_not_known_clean(
+    over: dict[str, Any], label: str
+) -> None:
+    raw = json.dumps(access(**over)).encode()
+    event, clean = Pseudonymiser(KEY).validate_json(raw)
+    assert not clean and event == EventAdapter.validate_json(raw)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    field=st.sampled_from(["event_id", "entity", "user_id", "device_id", "saas_app", "src_ip"]),
+    text=st.lists(st.sampled_from(CHUNKS), min_size=1, max_size=10).map("".join),
+)
+def test_a_record_known_clean_is_one_the_pseudonymiser_finds_nothing_in(
+    field: str, text: str
+) -> None:
+    raw = json.dumps(access(**{field: text}), ensure_ascii=False).encode()
+    try:
+        event, clean = Pseudonymiser(KEY).validate_json(raw)
+    except ValidationError:
+        return  # blank, or too long: refused alike either way
+    if clean:
+        assert Pseudonymiser(KEY).event(event) == (event, ())
+
+
+# -- numbers -------------------------------------------------------------------
+
+VENDORS = Path(__file__).parent / "fixtures" / "vendors"
+# Epoch times in seconds and milliseconds as published vendor records carry
+# them (elastic/integrations' pipeline test records), where they are names.
+PUBLISHED = [
+    "netskope-alerts-v2-elastic.jsonl",
+    "netskope-events-v2-elastic.jsonl",
+    "slack-audit.log",
+]
+VENDOR_TIMES = sorted(
+    {
+        (name, int(value))
+        for f in PUBLISHED
+        for name, value in re.findall(r'"(\w+)" ?: ?(\d{10}|\d{13})\b', (VENDORS / f).read_text())
+    }
+)
+
+
+@pytest.mark.parametrize(
+    ("extra", "raw"),
+    [
+        ({"vendor_card": int(digits(CARD))}, digits(CARD)),
+        ({"card": {"pan": 5555555555554444}}, "5555555555554444"),
+        ({"holders": [{"rrn": 8503151234567}]}, "8503151234567"),
+        # An RRN that, read as milliseconds, is a time (2023-11-26): not in a time's field.
+        ({"resident_no": 1701011234567}, "1701011234567"),
+        ({"auth": {"mfa": True, "card_no": 4111111111111111}}, CARD),
+    ],
+)
+def test_a_card_or_rrn_sent_as_a_json_number_is_replaced(extra: dict[str, Any], raw: str) -> None:
+    line = json.dumps(access(**extra)).encode()
+    decision = admit(line, where={"file": "t", "line": 1}, pseudonyms=Pseudonymiser(KEY))
+    assert isinstance(decision, Admitted)
+    text = decision.record.decode()
+    assert raw not in digits(text) and pseudonym(KEY, raw) in text
+    assert decision.pseudonymised == ("auth" if "auth" in extra else "extra",)
+
+
+def test_vendor_epoch_times_account_numbers_and_record_ids_stay_numbers() -> None:
+    assert any(len(str(v)) == 13 for _, v in VENDOR_TIMES), "a time in milliseconds among them"
+    kept = {
+        **{f"{name}_{i}": value for i, (name, value) in enumerate(VENDOR_TIMES)},
+        "timestamp": 1701011234567,  # a time in milliseconds that reads as an RRN's date
+        "completed_at": 278284214465937,  # passes the Luhn check, in a time's field
+        "account": 110123456789,  # an account number: not read from a number
+        "dlp_incident_id": 8254116512347895412,  # Netskope's, published
+        "request_id": 1000000000000000000,
+        "session_id": 913888259765,
+    }
+    event = EventAdapter.validate_python(
+        access(vendor=kept, **{f"vendor_{name}": value for name, value in kept.items()})
+    )
+    assert Pseudonymiser(KEY).event(event) == (event, ())
+    assert not identifier_number(1673631621862, "action_timestamp")
+
+
+def test_a_number_the_contract_names_is_not_read() -> None:
+    event = EventAdapter.validate_python(
+        dlp(match_count=4111111111111111, object={"name": "a.txt", "size": 4111111111111111})
+    )
+    assert Pseudonymiser(KEY).event(event) == (event, ())
 
 
 # -- metric labels -----------------------------------------------------------

@@ -52,7 +52,7 @@ def _events() -> list[dict[str, Any]]:
         "action": "upload",
         "network_zone": "internal",
         "object": {"name": f"고객_{PASSPORT}.xlsx"},
-        "vendor": {"account": ACCOUNT},
+        "vendor": {"account": ACCOUNT, "pan": int(digits(CARD))},  # a card as a JSON number
     }
     alert = {
         **base,
