@@ -48,10 +48,11 @@ from detectors.dead_letters import dead_letter, reason_of
 from detectors.masking import mask_text
 from detectors.pseudonyms import Pseudonymiser
 from schemas import EventAdapter, Finding, Policy
-from schemas.policy_file import PolicyError, load_policy
+from schemas.policy_file import PolicyError, PolicyFile
 from streams import metrics
 from streams.exactly_once import ExactlyOnceStages, JudgeRecord, OwnTable
 from streams.kafka_io import KafkaUnavailable
+from streams.lag import Trailing, records_behind_by_topic
 from streams.partition_clock import CLOCK
 from streams.policy_history import PolicyVersion, in_force, read_versions, record_if_changed
 from streams.replay import utc_now
@@ -574,8 +575,37 @@ def build_app(
     versions: list[PolicyVersion] | None = None,
 ) -> faust.App:
     topics = Topics(settings.topic_prefix)
+    app = _faust_app(settings, partitions)
+    # One per stage: a stage's write covers its own record's changes whole.
+    changes = {stage: TableChanges(app.producer) for stage in STAGES}
+    _changelog_before_commit(app, list(changes.values()))
+    seek_before_fetch(app)
+    dead = _raw_topic(app, topics.dead_letters, partitions)
+
+    @app.task
+    async def validate_inputs() -> None:
+        """The input topics to the stages, in batches (streams.validator); the
+        input partitions are shared among the workers' validators."""
+        await InputValidator(settings, partitions=partitions, pseudonyms=pseudonyms).run()
+
+    _adapters(app, settings, policy, topics, dead)
+    runners = _stages(app, settings, policy, topics, partitions, changes)
+    applied = PolicyVersions(runners)
+    if versions:
+        applied.apply(versions)
+    if policy_file is not None:
+        _policy_reload(app, settings, PolicyFile(policy_file, policy), applied)
+    if settings.web_port > 0:
+        _web_pages(app)
+    _lag_report(app, topics, runners)
+    _sinks(app, settings, policy, pseudonyms, applied)
+    app.sepwatch_topics = topics  # type: ignore[attr-defined]
+    return app
+
+
+def _faust_app(settings: Settings, partitions: int) -> faust.App:
     exactly_once = settings.processing_guarantee == "exactly_once"
-    app = faust.App(
+    return faust.App(
         # Exactly once, the stages' own consumer is the group PREFIXworker
         # (their offsets stay where they were); Faust, for the adapters, joins
         # a group of its own: one group cannot mix Faust's assignor and aiokafka's.
@@ -613,82 +643,94 @@ def build_app(
         stream_buffer_maxsize=8192,
         table_standby_replicas=settings.standby_replicas,
     )
-    # One per stage: a stage's write covers its own record's changes whole.
-    changes = {stage: TableChanges(app.producer) for stage in STAGES}
-    _changelog_before_commit(app, list(changes.values()))
-    seek_before_fetch(app)
 
-    def raw_topic(name: str, internal: bool = False) -> Any:
-        return app.topic(
-            name,
-            key_type=bytes,
-            value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
-            partitions=partitions,
-            internal=internal,
-        )
 
-    dead = raw_topic(topics.dead_letters)
-    by_stage = {stage: raw_topic(topics.stage(stage)) for stage in STAGES}
+def _raw_topic(app: faust.App, name: str, partitions: int) -> Any:
+    return app.topic(
+        name,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=partitions,
+    )
+
+
+def _adapters(
+    app: faust.App, settings: Settings, policy: Policy, topics: Topics, dead: Any
+) -> None:
+    """Raw vendor topics (docs/adapters.md): the adapters turn each record into
+    canonical events on the input topics, where `validate` takes them as it
+    takes any producer's. Unmappable records go to the dead letters; vendor
+    event types with no meaning are counted and logged."""
+    mapping = configured_mapping(settings.mapping, policy)
+    if mapping is None:
+        return
+    skipped: Counter[str] = Counter()
+    for source in ADAPTERS:  # every series from 0, so the first records count in rate()
+        for result in OUTCOMES:
+            metrics.ADAPTER_RECORDS.labels(source, result)
+    raw_inputs = app.topic(
+        *(topics.raw(source) for source in ADAPTERS),
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    app.agent(raw_inputs)(_adapt_agent(app, topics, mapping, dead, skipped))
+
+    @app.timer(interval=60.0)
+    async def report_skipped() -> None:
+        if skipped:
+            log.info("adapters skipped (no access, posture or DLP meaning): %s", dict(skipped))
+
+
+def _adapt_agent(
+    app: faust.App, topics: Topics, mapping: Any, dead: Any, skipped: Counter[str]
+) -> Callable[[Any], Awaitable[None]]:
+    skip_labels = SkipLabels()
+
+    async def adapt(stream: Any) -> None:
+        async for event in stream.events():
+            msg = event.message
+            adapter = ADAPTERS[msg.topic.removeprefix(f"{topics.prefix}raw.")]
+            where = {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}
+            outcome = adapt_message(adapter, event.value or b"", mapping, where)
+            for canonical in outcome.events:
+                await app.send(
+                    topics.input(canonical["stream"]),
+                    key=input_key(canonical).encode(),
+                    value=_json(canonical),
+                )
+            for letter in outcome.dead_letters:
+                await dead.send(value=_json(letter))
+                metrics.DEAD_LETTERS.labels("unmappable").inc()
+            for result, n in outcome.records.items():
+                metrics.ADAPTER_RECORDS.labels(adapter.source, result).inc(n)
+            for kind in outcome.skipped:
+                label = skip_labels.label(adapter.source, kind)
+                metrics.ADAPTER_SKIPPED.labels(adapter.source, label).inc()
+                key = f"{adapter.source}: {kind}"
+                if key in skipped or len(skipped) < 1000:  # kinds are vendor text: bounded
+                    skipped[key] += 1
+
+    return adapt
+
+
+def _stages(
+    app: faust.App,
+    settings: Settings,
+    policy: Policy,
+    topics: Topics,
+    partitions: int,
+    changes: dict[Stage, TableChanges],
+) -> dict[Stage, StageRunner]:
+    """A runner per stage, judging its stage topic: a Faust agent each (at
+    least once) or one task for all, in Kafka transactions (exactly once)."""
+    exactly_once = settings.processing_guarantee == "exactly_once"
     sources = len(topics.inputs) * partitions
     fed_by = feeds(topics)
-
-    @app.task
-    async def validate_inputs() -> None:
-        """The input topics to the stages, in batches (streams.validator); the
-        input partitions are shared among the workers' validators."""
-        await InputValidator(settings, partitions=partitions, pseudonyms=pseudonyms).run()
-
-    # Raw vendor topics (docs/adapters.md): the adapters turn each record into
-    # canonical events on the input topics, where `validate` takes them as it
-    # takes any producer's. Unmappable records go to the dead letters; vendor
-    # event types with no meaning are counted and logged.
-    mapping = configured_mapping(settings.mapping, policy)
-    if mapping is not None:
-        skipped: Counter[str] = Counter()
-        skip_labels = SkipLabels()
-        for source in ADAPTERS:  # every series from 0, so the first records count in rate()
-            for result in OUTCOMES:
-                metrics.ADAPTER_RECORDS.labels(source, result)
-        raw_inputs = app.topic(
-            *(topics.raw(source) for source in ADAPTERS),
-            key_type=bytes,
-            value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
-        )
-
-        @app.agent(raw_inputs)
-        async def adapt(stream: Any) -> None:
-            async for event in stream.events():
-                msg = event.message
-                adapter = ADAPTERS[msg.topic.removeprefix(f"{topics.prefix}raw.")]
-                where = {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}
-                outcome = adapt_message(adapter, event.value or b"", mapping, where)
-                for canonical in outcome.events:
-                    await app.send(
-                        topics.input(canonical["stream"]),
-                        key=input_key(canonical).encode(),
-                        value=_json(canonical),
-                    )
-                for letter in outcome.dead_letters:
-                    await dead.send(value=_json(letter))
-                    metrics.DEAD_LETTERS.labels("unmappable").inc()
-                for result, n in outcome.records.items():
-                    metrics.ADAPTER_RECORDS.labels(adapter.source, result).inc(n)
-                for kind in outcome.skipped:
-                    label = skip_labels.label(adapter.source, kind)
-                    metrics.ADAPTER_SKIPPED.labels(adapter.source, label).inc()
-                    key = f"{adapter.source}: {kind}"
-                    if key in skipped or len(skipped) < 1000:  # kinds are vendor text: bounded
-                        skipped[key] += 1
-
-        @app.timer(interval=60.0)
-        async def report_skipped() -> None:
-            if skipped:
-                log.info("adapters skipped (no access, posture or DLP meaning): %s", dict(skipped))
-
+    fault = settings.test_fault_event_id
     runners: dict[Stage, StageRunner] = {}
     for stage in STAGES:
         # The input partitions whose validator can route to this stage.
@@ -698,31 +740,12 @@ def build_app(
             own = {name: OwnTable(topics.changelog(stage, name)) for name in STORES}
             runners[stage] = StageRunner(stage, own, policy, partitions, stage_sources)
             continue
-        tables = {
-            name: app.Table(
-                f"{stage}-{name}",
-                default=None,
-                partitions=partitions,
-                changelog_topic=app.topic(
-                    topics.changelog(stage, name),
-                    partitions=partitions,
-                    compacting=True,
-                    key_serializer="json",
-                    value_serializer="json",
-                    # As Faust declares its own changelogs: read only to
-                    # restore, never acknowledged. Acked, its stall monitor
-                    # watched them and logged an ERROR every few seconds
-                    # once a worker had run 5 minutes.
-                    acks=False,
-                ),
-            )
-            for name in STORES
-        }
-        runners[stage] = StageRunner(
-            stage, tables, policy, partitions, stage_sources, changes[stage]
-        )
-        app.agent(by_stage[stage], name=f"{settings.topic_prefix}stage-{stage}")(
-            _stage_agent(runners[stage], topics, sources, settings.test_fault_event_id)
+        tables = {name: _table(app, topics, stage, name, partitions) for name in STORES}
+        runner = StageRunner(stage, tables, policy, partitions, stage_sources, changes[stage])
+        runners[stage] = runner
+        stage_topic = _raw_topic(app, topics.stage(stage), partitions)
+        app.agent(stage_topic, name=f"{settings.topic_prefix}stage-{stage}")(
+            _stage_agent(app, runner, topics, sources, fault)
         )
 
     if exactly_once:
@@ -732,7 +755,6 @@ def build_app(
             """The stages, each fetch's partitions in Kafka transactions."""
 
             def judge_for(runner: StageRunner, publish: Publish) -> JudgeRecord:
-                fault = settings.test_fault_event_id
                 return stage_judge(runner, topics, sources, fault, publish)
 
             await ExactlyOnceStages(settings, runners, topics, judge_for).run()
@@ -744,12 +766,42 @@ def build_app(
         for stage, runner in runners.items():
             runner.forget({tp.partition for tp in assigned if tp.topic == topics.stage(stage)})
 
-    # The versions in force (streams/policy_history.py): the earliest judges
-    # what came before it, each later one events stamped from its time on.
-    applied: dict[str, float] = {}
-    alert_routes: list[Any] = []  # the alert router, once built: the same versions
+    return runners
 
-    def apply(found: list[PolicyVersion]) -> None:
+
+def _table(app: faust.App, topics: Topics, stage: Stage, name: str, partitions: int) -> Any:
+    """One of a stage's stores, a Faust table with its changelog."""
+    return app.Table(
+        f"{stage}-{name}",
+        default=None,
+        partitions=partitions,
+        changelog_topic=app.topic(
+            topics.changelog(stage, name),
+            partitions=partitions,
+            compacting=True,
+            key_serializer="json",
+            value_serializer="json",
+            # As Faust declares its own changelogs: read only to
+            # restore, never acknowledged. Acked, its stall monitor
+            # watched them and logged an ERROR every few seconds
+            # once a worker had run 5 minutes.
+            acks=False,
+        ),
+    )
+
+
+class PolicyVersions:
+    """The versions in force (streams/policy_history.py), applied to the
+    stages and the alert router: the earliest judges what came before it, each
+    later one events stamped from its time on."""
+
+    def __init__(self, runners: dict[Stage, StageRunner]) -> None:
+        self.runners = runners
+        self.applied: dict[str, float] = {}
+        self.routers: list[Any] = []  # the alert router, once built: the same versions
+
+    def apply(self, found: list[PolicyVersion]) -> None:
+        applied = self.applied
         for v in found:
             if v.version in applied or (
                 applied and v.effective_from.timestamp() <= max(applied.values())
@@ -758,9 +810,9 @@ def build_app(
             since = v.effective_from.timestamp()
             first = not applied
             applied[v.version] = since
-            for runner in runners.values():
+            for runner in self.runners.values():
                 runner.reload(v.parsed(), float("-inf") if first else since)
-            for router in alert_routes:
+            for router in self.routers:
                 router.adopt(v.parsed())
             if not first:
                 metrics.POLICY_RELOADS.labels("loaded").inc()
@@ -771,69 +823,74 @@ def build_app(
                     v.effective_from.isoformat(),
                 )
 
-    if versions:
-        apply(versions)
 
-    if policy_file is not None:
-        watched = {"mtime": policy_file.stat().st_mtime, "ticks": 0}
+def _policy_reload(
+    app: faust.App, settings: Settings, policy_file: PolicyFile, versions: PolicyVersions
+) -> None:
+    topics = Topics(settings.topic_prefix)
+    polls = [0]
 
-        @app.timer(interval=POLICY_POLL_SECONDS)
-        async def reload_policy() -> None:
-            """A changed policy file is recorded as a new version (effective from
-            now); one that does not validate is refused, and the running one stays.
-            Every version recorded, by this worker or another, is applied here."""
-            try:
-                mtime = policy_file.stat().st_mtime
-            except OSError as exc:
-                log.warning(
-                    "policy file %s unreadable (%s); keeping the running policy",
-                    policy_file,
-                    exc.strerror,
+    @app.timer(interval=POLICY_POLL_SECONDS)
+    async def reload_policy() -> None:
+        """A changed policy file is recorded as a new version (effective from
+        now); one that does not validate is refused, and the running one stays.
+        Every version recorded, by this worker or another, is applied here."""
+        new = _changed_policy(policy_file)
+        polls[0] += 1
+        # Other workers' versions: read every few polls (a consumer each time).
+        if new is None and polls[0] % HISTORY_EVERY_POLLS:
+            return
+        try:
+            if new is not None:
+                found = await asyncio.to_thread(
+                    record_if_changed, settings, new, str(policy_file.path)
                 )
-                mtime = watched["mtime"]
-            new: Policy | None = None
-            if mtime != watched["mtime"]:
-                watched["mtime"] = mtime
-                try:
-                    new = load_policy(policy_file)
-                except PolicyError as exc:
-                    metrics.POLICY_RELOADS.labels("refused").inc()
-                    log.warning(
-                        "policy %s refused, the running policy stays:\n%s",
-                        policy_file,
-                        "\n".join(f"  {p}" for p in exc.problems),
-                    )
-            watched["ticks"] += 1
-            # Other workers' versions: read every few polls (a consumer each time).
-            if new is None and watched["ticks"] % HISTORY_EVERY_POLLS:
-                return
-            try:
-                if new is not None:
-                    found = await asyncio.to_thread(
-                        record_if_changed, settings, new, str(policy_file)
-                    )
-                else:
-                    found = await asyncio.to_thread(
-                        lambda: in_force(read_versions(settings.kafka, topics.policy))
-                    )
-            except KafkaUnavailable as exc:
-                log.warning("policy history unreadable (%s); tried again shortly", exc)
-                return
-            apply(found)
+            else:
+                found = await asyncio.to_thread(
+                    lambda: in_force(read_versions(settings.kafka, topics.policy))
+                )
+        except KafkaUnavailable as exc:
+            log.warning("policy history unreadable (%s); tried again shortly", exc)
+            return
+        versions.apply(found)
 
-    if settings.web_port > 0:
 
-        @app.page("/metrics")
-        async def metrics_page(web: Any, request: Any) -> Any:
-            body, content_type = metrics.exposition()
-            return web.bytes(body, headers={"Content-Type": content_type})
+def _changed_policy(policy_file: PolicyFile) -> Policy | None:
+    """The file's policy if it changed and validates; logged, None, if not."""
+    try:
+        return policy_file.changed()
+    except OSError as exc:
+        log.warning(
+            "policy file %s unreadable (%s); keeping the running policy",
+            policy_file.path,
+            exc.strerror,
+        )
+    except PolicyError as exc:
+        metrics.POLICY_RELOADS.labels("refused").inc()
+        log.warning(
+            "policy %s refused, the running policy stays:\n%s",
+            policy_file.path,
+            "\n".join(f"  {p}" for p in exc.problems),
+        )
+    return None
 
-        @app.page("/healthz")
-        async def health_page(web: Any, request: Any) -> Any:
-            """200 once the worker runs (a liveness probe); the pipeline's
-            health is on /metrics."""
-            return web.text("ok\n")
 
+def _web_pages(app: faust.App) -> None:
+    @app.page("/metrics")
+    async def metrics_page(web: Any, request: Any) -> Any:
+        body, content_type = metrics.exposition()
+        return web.bytes(body, headers={"Content-Type": content_type})
+
+    @app.page("/healthz")
+    async def health_page(web: Any, request: Any) -> Any:
+        """200 while the worker runs (a liveness probe), 503 once it is
+        stopping after a fault; the pipeline's health is on /metrics."""
+        if app.crashed:
+            return web.text("stopping\n", status=503)
+        return web.text("ok\n")
+
+
+def _lag_report(app: faust.App, topics: Topics, runners: dict[Stage, StageRunner]) -> None:
     # The input topics' lag is the validator's to report.
     watched_topics = {topics.stage(s) for s in STAGES}
 
@@ -841,24 +898,14 @@ def build_app(
     async def report_lag() -> None:
         """Consumer lag of the rules' topics and how far each stage's event
         clock trails the wall clock, for /metrics."""
-        lag: dict[str, int] = {}
-        for tp in app.consumer.assignment():
-            if tp.topic not in watched_topics:
-                continue
-            # Just after a rebalance a partition has no highwater yet, or is
-            # gone again: a timer that raised would stop the whole worker.
-            high = app.consumer.highwater(tp)
-            if high is None:
-                continue
-            try:
-                position = await app.consumer.position(tp)
-            except IllegalStateError:
-                continue
-            behind = max(0, high - (position or 0))
-            lag[tp.topic] = lag.get(tp.topic, 0) + behind
+        # Just after a rebalance a partition has no highwater yet, or is gone
+        # again (None): a timer that raised would stop the whole worker.
+        behind = await records_behind_by_topic(cast(Trailing, app.consumer))
+        if behind is None:
+            return
         for topic in watched_topics:
             # Topics lost in a rebalance read 0 here, not their last value.
-            metrics.CONSUMER_LAG.labels("rules", topic).set(lag.get(topic, 0))
+            metrics.CONSUMER_LAG.labels("rules", topic).set(behind.get(topic, 0))
         now = time.time()
         for stage, runner in runners.items():
             runner.export_counts()
@@ -866,6 +913,14 @@ def build_app(
             if held:
                 metrics.EVENT_TIME_LAG.labels(stage).set(max(0.0, now - min(held)))
 
+
+def _sinks(
+    app: faust.App,
+    settings: Settings,
+    policy: Policy,
+    pseudonyms: Pseudonymiser,
+    versions: PolicyVersions,
+) -> None:
     if settings.es_url:
 
         @app.task
@@ -888,18 +943,15 @@ def build_app(
         # worker at its start, with every problem listed.
         from streams.alerts.router import AlertRouter
 
-        # No watcher of its own: it takes the versions the rules take (apply above).
+        # No watcher of its own: it takes the versions the rules take.
         alert_router = AlertRouter(settings, policy)
-        alert_routes.append(alert_router)
+        versions.routers.append(alert_router)
 
         @app.task
         async def findings_to_channels() -> None:
             """The alert router, beside the rules in every worker; the findings
             topic's partitions are shared among the workers' routers."""
             await alert_router.run()
-
-    app.sepwatch_topics = topics  # type: ignore[attr-defined]
-    return app
 
 
 # Sends one output record (topic, key, value, run once it is delivered); the
@@ -909,25 +961,41 @@ Publish = Callable[
 ]
 
 
-def _stage_agent(runner: StageRunner, topics: Topics, sources: int, fault_event_id: str) -> Any:
+def _stage_agent(
+    app: faust.App, runner: StageRunner, topics: Topics, sources: int, fault_event_id: str
+) -> Any:
     """At least once: the Faust agent of one stage."""
     changes = runner.changes
     judge_record = stage_judge(runner, topics, sources, fault_event_id, changes.publish)
 
     async def judge(stream: Any) -> None:
-        async for event in stream.events():
-            delivering: list[asyncio.Future[Any]] = []
-            await judge_record(event, delivering)
-            # The findings are on the broker before the state changes that made
-            # them (a pending decision's tombstone): a crash between the two
-            # leaves the decision to be made again from the changelog, not lost.
-            if delivering:
-                await asyncio.gather(*delivering, return_exceptions=True)
-            runner.keep_clocks()
-            # Before the record is acknowledged, so before its offset is committed.
-            await changes.write()
+        try:
+            async for event in stream.events():
+                delivering: list[asyncio.Future[Any]] = []
+                await judge_record(event, delivering)
+                # The findings are on the broker before the state changes that made
+                # them (a pending decision's tombstone): a crash between the two
+                # leaves the decision to be made again from the changelog, not lost.
+                if delivering:
+                    await asyncio.gather(*delivering, return_exceptions=True)
+                runner.keep_clocks()
+                # Before the record is acknowledged, so before its offset is committed.
+                await changes.write()
+        except Undelivered as exc:
+            await _stop_worker(app, exc)
+            raise
 
     return judge
+
+
+async def _stop_worker(app: faust.App, exc: Undelivered) -> None:
+    """A worker that cannot deliver commits nothing from then on: restarted
+    by Faust, its agent would fail again and again while the worker kept its
+    partitions. It stops instead, exit status 1, so that its service manager
+    restarts it and the group gives its partitions to another meanwhile."""
+    if not app.crashed:
+        log.critical("stopping the worker: %s", exc)
+        await app.crash(exc)
 
 
 def stage_judge(
@@ -1111,8 +1179,12 @@ def _changelog_before_commit(app: faust.App, changes: list[TableChanges]) -> Non
     async def flush() -> None:
         # Changes made after this point belong to events not yet acknowledged,
         # whose offsets this commit does not cover.
-        for stage_changes in [*changes, faust_sends]:
-            await stage_changes.settled()
+        try:
+            for stage_changes in [*changes, faust_sends]:
+                await stage_changes.settled()
+        except Undelivered as exc:
+            await _stop_worker(app, exc)
+            raise
 
     buffer.put = tracked_put  # type: ignore[method-assign]
     buffer.flush = flush  # type: ignore[method-assign]
