@@ -21,22 +21,17 @@ does at the end of its file.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import functools
 import json
 import logging
-import math
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 import faust
-from aiokafka.errors import IllegalStateError
-from aiokafka.structs import TopicPartition
-from faust.transport.drivers.aiokafka import Consumer as FaustKafkaConsumer
 from faust.utils import json as faust_json
 from pydantic import ValidationError
 
@@ -57,6 +52,7 @@ from streams.partition_clock import CLOCK
 from streams.policy_history import PolicyVersion, in_force, read_versions, record_if_changed
 from streams.replay import utc_now
 from streams.settings import Settings
+from streams.stages.faust_compat import seek_before_fetch
 from streams.topics import STAGES, STORES, Topics, input_key, partition_of
 from streams.validator import (
     END_OF_INPUT,
@@ -72,14 +68,11 @@ from streams.validator import (
 
 log = logging.getLogger("sepwatch")
 
-# A one-event stage record's header (workers before batches): when its input
-# was appended to Kafka.
-APPENDED = "sepwatch-appended"
 POLICY_POLL_SECONDS = 2.0
 HISTORY_EVERY_POLLS = 5
-# Wall-clock silence, without data or idle marks, after which a source no longer
-# holds the clock: only a validator that is gone is that silent. A source with a
-# backlog sends no idle marks, so a catch-up after a crash never releases early.
+# Wall-clock silence, without data or clock marks, after which a source no longer
+# holds the clock: only a validator that is gone is that silent (a quiet input
+# partition gets clock marks, streams/partition_clock.py).
 IDLE_SECONDS = 300.0
 # Key in a stage partition's meta table: end-of-input markers received, by source.
 INPUT_ENDS = "input_ends"
@@ -275,84 +268,27 @@ class PartitionStore(MutableMapping[str, Any]):
         return sum(1 for _ in self)
 
 
-class AppendFrontier:
-    """The largest event time among the records a stage partition has judged,
-    by the time their input records were appended to Kafka (0.1 s buckets).
-
-    An idle mark says its source had routed everything appended before its
-    `as_of` time. The source's next records are appended after that, so in
-    the order the inputs were appended (the order a replay reads its file)
-    they come no earlier than what was appended before `as_of`: the source
-    holds the clock there, not past it. A mark read after records appended
-    later (a slow validator's mark, or one sent while another validator raced
-    ahead) therefore cannot let those records carry the clock past the
-    source's backlog."""
-
-    BUCKETS_KEPT = 6000  # ten minutes of append time; an older mark holds the clock where it is
-
-    def __init__(self) -> None:
-        self.buckets: list[int] = []  # increasing append-time buckets
-        self.largest: list[float] = []  # largest event time appended up to the bucket's end
-        self.overall = float("-inf")
-
-    def add(self, appended: float | None, ts: float) -> None:
-        self.overall = max(self.overall, ts)
-        if appended is None:
-            return  # counts only for a mark with no time (everything routed)
-        bucket = int(appended * 10)
-        i = bisect.bisect_left(self.buckets, bucket)
-        if i == len(self.buckets) or self.buckets[i] != bucket:
-            self.buckets.insert(i, bucket)
-            self.largest.insert(i, self.largest[i - 1] if i else float("-inf"))
-        for j in range(i, len(self.largest)):
-            if self.largest[j] >= ts:
-                break  # the running maximum is already larger from here on
-            self.largest[j] = ts
-        if len(self.buckets) > self.BUCKETS_KEPT:
-            del self.buckets[0], self.largest[0]
-
-    def by(self, as_of: float | None) -> float:
-        """The largest event time judged among records appended entirely
-        before `as_of` (None: of every record judged)."""
-        if as_of is None:
-            return self.overall
-        i = bisect.bisect_left(self.buckets, int(as_of * 10))  # buckets ending by as_of
-        return self.largest[i - 1] if i else float("-inf")
-
-
 @dataclass(frozen=True)
 class _Others:
     """What a partition's sources other than `source` hold its clock at: the
-    smallest largest-event-time of those with data (`busy`), and the idle
-    marks' times of the idle ones (each holds at what the append frontier had
-    by then). True until one of them is heard from or marked, or until the
-    first of them heard falls silent (IDLE_SECONDS after `first_heard`)."""
+    smallest largest-event-time of those heard (`busy`). True until one of
+    them is heard from, or until the first of them heard falls silent
+    (IDLE_SECONDS after `first_heard`)."""
 
     source: str
     busy: float
-    idle_as_of: tuple[float | None, ...]
     first_heard: float
 
     @classmethod
-    def of(
-        cls,
-        source: str,
-        clocks: dict[str, tuple[float, float]],
-        idle: dict[str, float | None],
-        now: float,
-    ) -> _Others:
+    def of(cls, source: str, clocks: dict[str, tuple[float, float]], now: float) -> _Others:
         busy = float("inf")
-        marks: set[float | None] = set()
         first_heard = float("inf")
         for s, (t, heard) in clocks.items():
             if s == source or now - heard >= IDLE_SECONDS:
                 continue
             first_heard = min(first_heard, heard)
-            if s in idle:
-                marks.add(idle[s])
-            else:
-                busy = min(busy, t)
-        return cls(source, busy, tuple(marks), first_heard)
+            busy = min(busy, t)
+        return cls(source, busy, first_heard)
 
 
 class StageRunner:
@@ -379,9 +315,6 @@ class StageRunner:
         self.engines: dict[int, Engine] = {}
         # partition -> source -> (largest event time, monotonic time last heard)
         self.clocks: dict[int, dict[str, tuple[float, float]]] = {}
-        # Sources whose last word was an idle mark, with the mark's `as_of`.
-        self.idle: dict[int, dict[str, float | None]] = {}
-        self.frontier: dict[int, AppendFrontier] = {}
         self.last: dict[int, float] = {}  # the clock last given, per partition
         self.since: dict[int, float] = {}  # when the partition was (re)assigned here
         # What the sources other than the last one to send data hold, per partition.
@@ -416,75 +349,34 @@ class StageRunner:
         for engine in self.engines.values():
             engine.set_policy(policy, effective_from=since)
 
-    def clock(
-        self,
-        partition: int,
-        source: str,
-        ts: float | None,
-        *,
-        appended: float | None = None,
-        as_of: float | None = None,
-    ) -> float:
+    def clock(self, partition: int, source: str, ts: float) -> float:
         """The partition's event clock: the slowest active source's largest event
         time; without this, one topic read ahead of another would push the
-        watermark past events still to come. `ts` None is an idle mark: the
-        source had routed everything appended before `as_of` (None: everything)
-        and holds the clock only at what was appended before then (see
-        AppendFrontier), until it sends data again (Flink's idleness, decided
-        by the reader, which knows, rather than by a timer, which guesses).
-        `appended` is when a data record's input was appended to Kafka."""
+        watermark past events still to come. A quiet source moves its own
+        clock with clock marks (streams/partition_clock.py); one silent for
+        IDLE_SECONDS (its validator gone) no longer holds it."""
         now = time.monotonic()
         # Called for every event: no default built and thrown away per call.
         clocks = self.clocks.get(partition)
         if clocks is None:
             clocks = self.clocks[partition] = self._restored(partition)
-        idle = self.idle.get(partition)
-        if idle is None:
-            idle = self.idle[partition] = {}
-        frontier = self.frontier.get(partition)
-        if frontier is None:
-            frontier = self.frontier[partition] = AppendFrontier()
         seen, _ = clocks.get(source, (float("-inf"), now))
-        if ts is None:
-            idle[source] = as_of
-            self.others.pop(partition, None)
-        else:
-            idle.pop(source, None)
-            if ts > seen:
-                seen = ts
-                self.moved.add(partition)
-            frontier.add(appended, ts)
+        if ts > seen:
+            seen = ts
+            self.moved.add(partition)
         clocks[source] = (seen, now)
         # Just after a start or a rebalance no source is known yet: until every
-        # source has been heard (data or mark), or IDLE_SECONDS have passed, it holds.
+        # source has been heard, or IDLE_SECONDS have passed, it holds.
         since = self.since.setdefault(partition, now)
         if len(clocks) < self.sources and now - since < IDLE_SECONDS:
             return float("-inf")
-        last = self.last.get(partition, float("-inf"))
-        if ts is None:
-            holds = [
-                frontier.by(idle[s]) if s in idle else t
-                for s, (t, heard) in clocks.items()
-                if now - heard < IDLE_SECONDS
-            ]
-            if holds:
-                last = max(last, min(holds))
-        else:
-            # What the other sources say is kept while this source's run of
-            # events lasts, instead of asked of every source per event: until
-            # one of them is heard from or marked, or falls silent. An idle
-            # one's hold is still read from the append frontier each time.
-            others = self.others.get(partition)
-            if (
-                others is None
-                or others.source != source
-                or now - others.first_heard >= IDLE_SECONDS
-            ):
-                others = self.others[partition] = _Others.of(source, clocks, idle, now)
-            hold = min(seen, others.busy)
-            for mark in others.idle_as_of:
-                hold = min(hold, frontier.by(mark))
-            last = max(last, hold)
+        # What the other sources say is kept while this source's run of events
+        # lasts, instead of asked of every source per event: until one of them
+        # is heard from, or falls silent.
+        others = self.others.get(partition)
+        if others is None or others.source != source or now - others.first_heard >= IDLE_SECONDS:
+            others = self.others[partition] = _Others.of(source, clocks, now)
+        last = max(self.last.get(partition, float("-inf")), min(seen, others.busy))
         self.last[partition] = last
         return last
 
@@ -513,14 +405,13 @@ class StageRunner:
         self.moved.clear()
 
     def busy(self, partition: int, source: str) -> None:
-        """The source has records to route (a validator took it over): it holds
-        the clock at its largest event time again, whatever idle mark came before."""
+        """The source has records to route (a validator took it over): heard
+        now, it holds the clock at its largest event time again."""
         clocks = self.clocks.get(partition)
         if clocks is None:
             clocks = self.clocks[partition] = self._restored(partition)
         seen, _ = clocks.get(source, (float("-inf"), 0.0))
         clocks[source] = (seen, time.monotonic())
-        self.idle.setdefault(partition, {}).pop(source, None)
         self.others.pop(partition, None)
 
     def event_clocks(self) -> list[float]:
@@ -532,8 +423,6 @@ class StageRunner:
         and the partition's clock starts again from its sources."""
         for p in partitions:
             self.clocks.pop(p, None)
-            self.idle.pop(p, None)
-            self.frontier.pop(p, None)
             self.last.pop(p, None)
             self.since.pop(p, None)
             self.moved.discard(p)
@@ -1002,21 +891,40 @@ def stage_judge(
     runner: StageRunner, topics: Topics, sources: int, fault_event_id: str, publish: Publish
 ) -> JudgeRecord:
     """How a stage judges one record, its outputs sent with `publish`."""
+    return _StageJudge(runner, topics, sources, fault_event_id, publish).judge_record
 
-    def judge_event(
-        engine: Engine, partition: int, source: str, appended: float, raw: bytes
-    ) -> list[Finding]:
-        """One event, then the clock it moves (its source's, appended then)."""
+
+class _StageJudge:
+    """One stage's judging of its records (stage_judge)."""
+
+    def __init__(
+        self,
+        runner: StageRunner,
+        topics: Topics,
+        sources: int,
+        fault_event_id: str,
+        publish: Publish,
+    ) -> None:
+        self.runner = runner
+        self.topics = topics
+        self.sources = sources
+        self.fault_event_id = fault_event_id
+        self.publish = publish
+
+    def judge_event(self, engine: Engine, partition: int, source: str, raw: bytes) -> list[Finding]:
+        """One event, then the clock it moves (its source's)."""
         parsed = EventAdapter.validator.validate_json(raw)
-        if fault_event_id and parsed.event_id == fault_event_id:
+        if self.fault_event_id and parsed.event_id == self.fault_event_id:
             raise InjectedFault(
                 f"told to fail on event {parsed.event_id} (SEPWATCH_TEST_FAULT_EVENT_ID)"
             )
         ts = parsed.timestamp.timestamp()
+        runner = self.runner
         found = engine.process(parsed, late=runner.late(partition, source, ts, engine.lateness))
-        return found + engine.advance(runner.clock(partition, source, ts, appended=appended))
+        return found + engine.advance(runner.clock(partition, source, ts))
 
     async def judged(
+        self,
         work: Callable[[], list[Finding]],
         raw: bytes,
         where: dict[str, Any],
@@ -1026,16 +934,17 @@ def stage_judge(
         one that still raises goes to the dead letters with the reason, and
         the rest of the record is judged (Faust would acknowledge the record
         and drop the rest of its events)."""
+        stage = self.runner.stage
         for pause in (*JUDGE_RETRY_SECONDS, None):
             try:
                 return work()
             except Exception as exc:
-                reason = f"the {runner.stage} stage raised {_reason(exc)}"
+                reason = f"the {stage} stage raised {_reason(exc)}"
                 if pause is None:
                     log.error("%s; to the dead letters (%s)", reason, where)
-                    letter = dead_letter(raw, reason, where={**where, "stage": runner.stage})
-                    fut = await publish(
-                        topics.dead_letters, None, _json(letter), _stage_error_delivered
+                    letter = dead_letter(raw, reason, where={**where, "stage": stage})
+                    fut = await self.publish(
+                        self.topics.dead_letters, None, _json(letter), _stage_error_delivered
                     )
                     if fut is not None:
                         delivering.append(fut)
@@ -1044,76 +953,100 @@ def stage_judge(
                 await asyncio.sleep(pause)
         return []
 
-    async def emit(found: list[Finding], delivering: list[asyncio.Future[Any]]) -> None:
+    async def emit(self, found: list[Finding], delivering: list[asyncio.Future[Any]]) -> None:
         for f in found:
-            fut = await publish(
-                topics.findings,
+            fut = await self.publish(
+                self.topics.findings,
                 f.finding_id.encode(),
                 f.model_dump_json().encode(),
-                functools.partial(_finding_delivered, f, runner.entities),
+                functools.partial(_finding_delivered, f, self.runner.entities),
             )
             if fut is not None:
                 delivering.append(fut)
 
-    async def judge_record(event: Any, delivering: list[asyncio.Future[Any]]) -> None:
+    async def judge_record(self, event: Any, delivering: list[asyncio.Future[Any]]) -> None:
         msg = event.message
         partition = msg.partition
-        engine = runner.engine(partition)
+        engine = self.runner.engine(partition)
         where = {"topic": msg.topic, "partition": partition, "offset": msg.offset}
         if event.key == EVENTS:
-            for n, (source, appended, raw) in enumerate(read_events(event.value)):
-                if type(raw) is TimeOnly:
-                    if raw.stream != CLOCK:  # else an input partition's clock alone
-                        engine.pass_time(raw.stream, raw.ts)
-                    clock = runner.clock(partition, source, raw.ts, appended=appended)
-                    found = engine.advance(clock)
-                else:
-                    found = await judged(
-                        functools.partial(judge_event, engine, partition, source, appended, raw),  # type: ignore[arg-type]
-                        raw,  # type: ignore[arg-type]
-                        {**where, "event": n},
-                        delivering,
-                    )
-                await emit(found, delivering)
+            await self.judge_batch(event.value, engine, partition, where, delivering)
             return
         headers = dict(event.headers or {})
         # The input partition the mark came through.
         source = headers.get(SOURCE, b"").decode()
         if event.key == END_OF_INPUT:
-            # The markers seen so far live in the partition's table: those read
-            # before a crash are committed and not read again, and without them
-            # the partition would never flush what still waits.
-            meta = PartitionStore(runner.tables["meta"], partition, runner.changes)
-            ends = dict(meta.get(INPUT_ENDS) or {})
-            ends[source] = float(json.loads(event.value or b"{}").get("max_ts", 0.0))
-            if len(ends) < sources:
-                meta[INPUT_ENDS] = ends
-                return
-            until = max(ends.values())
-            found = await judged(lambda: engine.flush(until=until), b"", where, delivering)
-            if INPUT_ENDS in meta:
-                del meta[INPUT_ENDS]
+            found = await self.end_of_input(
+                event.value, engine, partition, source, where, delivering
+            )
         elif event.key == SOURCE_IDLE:
             # An older validator's: a clock moved by the time a partition was
             # read, not by what it holds, is not what replay computes.
             return
         elif event.key == SOURCE_BUSY:
             # Holds the clock; never moves it.
-            runner.busy(partition, source)
+            self.runner.busy(partition, source)
             return
         else:
-            # One event with its append time in a header: what workers wrote
-            # before batches, still in the stage topics after an upgrade.
-            appended = _seconds(headers.get(APPENDED), msg.timestamp)
-            found = await judged(
-                functools.partial(judge_event, engine, partition, source, appended, event.value),
+            # One event alone: what workers wrote before batches, still in the
+            # stage topics after an upgrade.
+            found = await self.judged(
+                functools.partial(self.judge_event, engine, partition, source, event.value),
                 event.value,
                 where,
                 delivering,
             )
-        await emit(found, delivering)
+        await self.emit(found, delivering)
 
-    return judge_record
+    async def judge_batch(
+        self,
+        value: bytes,
+        engine: Engine,
+        partition: int,
+        where: dict[str, Any],
+        delivering: list[asyncio.Future[Any]],
+    ) -> None:
+        # The entries' append times are no stage's concern any more.
+        for n, (source, _, raw) in enumerate(read_events(value)):
+            if type(raw) is TimeOnly:
+                if raw.stream != CLOCK:  # else an input partition's clock alone
+                    engine.pass_time(raw.stream, raw.ts)
+                found = engine.advance(self.runner.clock(partition, source, raw.ts))
+            else:
+                found = await self.judged(
+                    functools.partial(self.judge_event, engine, partition, source, raw),  # type: ignore[arg-type]
+                    raw,  # type: ignore[arg-type]
+                    {**where, "event": n},
+                    delivering,
+                )
+            await self.emit(found, delivering)
+
+    async def end_of_input(
+        self,
+        value: bytes | None,
+        engine: Engine,
+        partition: int,
+        source: str,
+        where: dict[str, Any],
+        delivering: list[asyncio.Future[Any]],
+    ) -> list[Finding]:
+        """What the partition flushes once every input partition has sent its
+        end-of-input marker (none before)."""
+        # The markers seen so far live in the partition's table: those read
+        # before a crash are committed and not read again, and without them
+        # the partition would never flush what still waits.
+        runner = self.runner
+        meta = PartitionStore(runner.tables["meta"], partition, runner.changes)
+        ends = dict(meta.get(INPUT_ENDS) or {})
+        ends[source] = float(json.loads(value or b"{}").get("max_ts", 0.0))
+        if len(ends) < self.sources:
+            meta[INPUT_ENDS] = ends
+            return []
+        until = max(ends.values())
+        found = await self.judged(lambda: engine.flush(until=until), b"", where, delivering)
+        if INPUT_ENDS in meta:
+            del meta[INPUT_ENDS]
+        return found
 
 
 class InjectedFault(RuntimeError):
@@ -1141,14 +1074,6 @@ def _finding_delivered(finding: Finding, entities: frozenset[str]) -> None:
 
 def _stage_error_delivered() -> None:
     metrics.DEAD_LETTERS.labels("stage_error").inc()
-
-
-def _seconds(header: bytes | None, fallback: float) -> float:
-    try:
-        value = float(header) if header else fallback
-    except ValueError:
-        return fallback
-    return value if math.isfinite(value) else fallback
 
 
 def _changelog_before_commit(app: faust.App, changes: list[TableChanges]) -> None:
@@ -1188,201 +1113,6 @@ def _changelog_before_commit(app: faust.App, changes: list[TableChanges]) -> Non
 
     buffer.put = tracked_put  # type: ignore[method-assign]
     buffer.flush = flush  # type: ignore[method-assign]
-
-
-def seek_before_fetch(app: faust.App) -> None:
-    """Fetch no record of a stream partition between Faust's seek to the
-    committed offsets and the clearing of the agents' queues that follows it,
-    and seek every stream partition, even one with no offset committed.
-
-    At the end of a rebalance Faust 0.15 resumes the stream partitions, seeks
-    them to their committed offsets (`perform_seek`, one broker round trip per
-    partition, with the flow active), then resumes its flow control, which
-    clears the agents' queues. Two things then lose records:
-    - what the fetcher reads during the seek is queued and cleared while the
-      read offset is already past it, so it is never read again;
-    - the Kafka client seeks only to a committed offset above 0, so a
-      partition with no commit yet (a new group member, or the successor of a
-      worker killed before its first commit) keeps its position after records
-      that were queued and cleared.
-    A killed worker's successor, or a second worker joining, then never judged
-    some events and never flushed at the end of input (CI, issue 7).
-
-    Here the seek pauses the stream partitions being fetched, seeks those with
-    no commit (or 0) to their earliest offset as a fresh start would (the
-    workers read from `earliest`), and resumes them with the consumer's flow,
-    which Faust resumes right after clearing the queues. Records read before
-    the seek are read again from the committed offset: duplicates, which the
-    engines recognise, rather than losses.
-
-    Pausing is not enough: Faust's pause only stops it asking for the
-    partition, and a fetch already under way in the consumer's thread hands
-    its records over after the seek, with the client's position moved past
-    them. Queued, they were then cleared with the agents' queues, and a worker
-    that took over a killed one's partitions never judged those records (and a
-    later record's offset made Faust count them as a gap and commit past
-    them). So a fetch that began before a seek of a partition hands none of
-    that partition's records over: the partition is read again from where
-    the seek put it when the position has moved past that. This happens at
-    nearly every takeover; the worker logs it at INFO.
-
-    Faust's fetch loop also seeks, when a rebalance stops the flow under a
-    fetch, and could overlap the recovery's seek or be overtaken by the
-    flow's resumption, leaving its partitions paused. Seeks here run one at a
-    time, and one that the flow's resumption overtook resumes its partitions
-    itself (a guard from reading Faust's code, not a fault seen).
-
-    Faust pauses a partition only in its own books: the Kafka client goes on
-    fetching it, and a fetch begun while the partition was active hands its
-    records over after the pause, moving the client's position past them,
-    while Faust drops them (not active) before any code here sees them. When
-    that handover came after the recovery's seek of the partition, the
-    partition went on from there: a successor that took a killed worker's
-    partitions never read the records between its committed offset and that
-    position (CI, issue 19's delivery test). So a pause and a resume here
-    also pause and resume the partition in the Kafka client, which keeps a
-    paused partition's position and fetches nothing for it (aiokafka's
-    `pause`); a seek, queued to the client after the pause, comes after
-    any handover."""
-    # The aiokafka driver's consumer (kafka:// brokers): its private workings
-    # (_thread, _paused_partitions, _read_offset) are what this wraps.
-    consumer = cast(FaustKafkaConsumer, app.consumer)
-    perform_seek = consumer.perform_seek
-    pause_partitions = consumer.pause_partitions
-    resume_partitions = consumer.resume_partitions
-    resume_flow = consumer.resume_flow
-    # Stream partition -> its read offset once sought, restored when it resumes:
-    # a record handed out before the pause may set it later, past records to re-read.
-    sought: dict[Any, int | None] = {}
-
-    def stream_partitions() -> set[Any]:
-        changelogs = app.tables.changelog_topics
-        return {tp for tp in consumer.assignment() if tp.topic not in changelogs}
-
-    thread = consumer._thread  # the Kafka client lives on this thread's loop
-
-    def in_client(tps: set[Any], *, paused: bool) -> None:
-        """Pause or resume the partitions in the Kafka client too, as Faust just
-        did in its own books; on the client's own loop, where its futures live."""
-        if not thread.thread_loop.is_closed():
-            thread.thread_loop.call_soon_threadsafe(_pause_in_client, thread, tps, paused)
-
-    async def paused_in_client(tps: set[Any]) -> None:
-        _pause_in_client(thread, tps, True)
-
-    one_at_a_time = asyncio.Lock()  # the fetch loop's seek and the recovery's (above)
-    resumed = [0]  # resumptions of the flow so far
-    seeks: Counter[Any] = Counter()  # seeks of each stream partition so far
-    targets: dict[Any, int] = {}  # where the last seek put each stream partition
-
-    async def seek_paused() -> None:
-        async with one_at_a_time:
-            resumed_before = resumed[0]
-            streams = stream_partitions()
-            fetching = {tp for tp in streams if tp not in consumer._paused_partitions}
-            pause_partitions(fetching)
-            # Done in the client before the seek is queued there: a handover
-            # of their records, if any, comes before the seek, which undoes it.
-            await thread.call_thread(paused_in_client, fetching)
-            await perform_seek()
-            read_offset = consumer._read_offset
-            unsought = [tp for tp in streams if not read_offset.get(tp)]
-            if unsought:
-                for tp, offset in (await consumer.earliest_offsets(*unsought)).items():
-                    await consumer.seek(tp, offset)
-            seeks.update(streams)
-            targets.update({tp: read_offset.get(tp) or 0 for tp in streams})
-            # An earlier seek's partitions, still held, take this seek's offsets.
-            held = fetching | (sought.keys() & streams)
-            sought.update({tp: read_offset.get(tp) for tp in held})
-            if resumed[0] != resumed_before:
-                # The flow resumed (and the queues were cleared) during this seek:
-                # no later resumption would release these partitions.
-                resume_sought()
-
-    def pause(tps: Any) -> None:
-        tps = set(tps)
-        # Faust pausing a partition outranks a resumption deferred here.
-        for tp in tps:
-            sought.pop(tp, None)
-        pause_partitions(tps)
-        in_client(tps, paused=True)
-
-    def resume(tps: Any) -> None:
-        tps = set(tps)
-        resume_partitions(tps)
-        in_client(tps, paused=False)
-
-    def resume_sought() -> None:
-        due = {tp: offset for tp, offset in sought.items() if tp in consumer.assignment()}
-        sought.clear()
-        consumer._read_offset.update(due)
-        consumer.resume_partitions(due)
-
-    def resume_flow_and_sought() -> None:
-        resume_flow()
-        resumed[0] += 1
-        if sought:
-            resume_sought()
-
-    getmany = consumer.getmany
-
-    async def getmany_since_seek(timeout: float) -> AsyncIterator[tuple[Any, Any]]:
-        """Faust's fetch, less the records of a partition sought since the
-        fetch began: they come from before the seek, or moved the Kafka
-        client's position on past it; the partition is read again from where
-        the seek put it."""
-        before = seeks.copy()
-        stale: set[Any] = set()
-        async for tp, message in getmany(timeout=timeout):
-            if seeks[tp] == before[tp]:
-                yield tp, message
-                continue
-            if tp in stale:
-                continue  # the rest of the partition's records in this batch
-            stale.add(tp)
-            # A fetch under way in the consumer's thread during the seek hands its
-            # records over after it. Queued, they would be cleared with the agents'
-            # queues while the client's position stays past them.
-            # Back to where the seek put it, not to this record: records of the
-            # batch handed over before the seek are cleared with the queues too.
-            target = min(targets.get(tp, message.offset), message.offset)
-            try:
-                position = await consumer.position(tp)
-            except IllegalStateError:
-                continue  # no longer ours
-            if position is None or target < position:
-                log.info(
-                    "%s:%s: a fetch begun before its seek took it to %s; read again from %s",
-                    tp.topic,
-                    tp.partition,
-                    position,
-                    target,
-                )
-                await consumer.seek(tp, target)
-                seeks[tp] += 1
-                targets[tp] = target
-
-    consumer.getmany = getmany_since_seek  # type: ignore[method-assign]
-    consumer.perform_seek = seek_paused  # type: ignore[method-assign]
-    consumer.pause_partitions = pause  # type: ignore[method-assign]
-    consumer.resume_partitions = resume  # type: ignore[method-assign]
-    consumer.resume_flow = resume_flow_and_sought  # type: ignore[method-assign]
-
-
-def _pause_in_client(thread: Any, tps: set[Any], paused: bool) -> None:
-    """On the consumer thread: aiokafka's pause or resume of those of `tps`
-    still assigned (a rebalance may have taken some since)."""
-    client = thread._consumer  # None until the consumer starts
-    if client is None:
-        return
-    assigned = client.assignment()
-    here = [TopicPartition(tp.topic, tp.partition) for tp in tps]
-    here = [tp for tp in here if tp in assigned]
-    if paused:
-        client.pause(*here)
-    else:
-        client.resume(*here)
 
 
 def _json(record: dict[str, Any]) -> bytes:
