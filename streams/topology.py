@@ -24,6 +24,8 @@ import asyncio
 import functools
 import json
 import logging
+import os
+import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
@@ -80,6 +82,8 @@ INPUT_ENDS = "input_ends"
 # so a restored stage judges an event late, or not, as before.
 SOURCE_CLOCKS = "source_clocks"
 METRICS_SECONDS = 5.0
+# How long a worker stopping after a refused write may take before it exits anyway.
+STOP_GRACE_SECONDS = 60.0
 # Pauses before a record whose judging raised is judged again; then it is dead-lettered.
 JUDGE_RETRY_SECONDS = (0.1, 0.5, 2.0)
 
@@ -884,7 +888,18 @@ async def _stop_worker(app: faust.App, exc: Undelivered) -> None:
     restarts it and the group gives its partitions to another meanwhile."""
     if not app.crashed:
         log.critical("stopping the worker: %s", exc)
+        # Should the orderly stop hang (a thread that does not end, an agent's
+        # queue never emptied), the process exits all the same: nothing is
+        # committed past the refused write, so nothing is lost by ending it.
+        guard = threading.Timer(STOP_GRACE_SECONDS, _exit_now)
+        guard.daemon = True
+        guard.start()
         await app.crash(exc)
+
+
+def _exit_now() -> None:
+    log.critical("the worker did not stop within %.0f s; exiting", STOP_GRACE_SECONDS)
+    os._exit(1)
 
 
 def stage_judge(
