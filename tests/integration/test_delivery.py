@@ -80,6 +80,13 @@ def _refused_a_commit(worker: Worker) -> bool:
     )
 
 
+def _stops_saying_why(worker: Worker) -> None:
+    wait_until(lambda: worker.proc.poll() is not None, "the worker stopped", timeout=120)
+    assert worker.proc.returncode != 0
+    text = worker.log.read_text(errors="replace")
+    assert "stopping the worker: a write was not delivered" in text
+
+
 def test_a_refused_finding_is_never_committed_past_and_appears_after_a_restart(
     broker: str, prefix: str, workers: Callable[..., Worker]
 ) -> None:
@@ -104,14 +111,14 @@ def test_a_refused_finding_is_never_committed_past_and_appears_after_a_restart(
     assert committed < end, (committed, end)
     assert _exported(broker, topics) == {}
     # It does not stay in the group holding its partitions while its agent is
-    # restarted again and again: it stops, non-zero, saying why.
-    wait_until(lambda: first.proc.poll() is not None, "the worker stopped", timeout=120)
-    assert first.proc.returncode != 0
-    text = first.log.read_text(errors="replace")
-    assert "stopping the worker: a write was not delivered" in text
-    first.kill()
+    # restarted again and again: it stops, non-zero, saying why. So does a
+    # worker started while the broker still refuses (the fault run's case).
+    _stops_saying_why(first)
+    second = workers("b")
+    second.wait_ready()
+    _stops_saying_why(second)
     _findings_limit(broker, topics.findings, None)
-    again = workers("b")
+    again = workers("c")
     again.wait_ready()
     _wait_for(lambda: len(_exported(broker, topics)) >= len(want), timeout=180)
     settled(broker, topics)  # anything extra is on the topic by now
