@@ -51,7 +51,7 @@ from detectors import Stage, times_only
 from detectors.dead_letters import dead_letter
 from detectors.pseudonyms import Pseudonymiser
 from streams import metrics
-from streams.admission import Refused, admit, capped_end
+from streams.admission import Admitted, Refused, admit, capped_end
 from streams.backoff import Backoff
 from streams.end_of_input import MarkerCheck
 from streams.lag import records_behind_by_topic
@@ -69,20 +69,19 @@ from streams.topics import STAGES, Topics, stage_keys, stage_partitions
 log = logging.getLogger("sepwatch.validator")
 
 END_OF_INPUT = b"__sepwatch_end_of_input__"
-# Sent for each input partition read to its end: that source has nothing in
-# flight and stops holding the stages' clocks.
+# An idle mark, sent by validators before clock marks (streams/partition_clock.py):
+# no longer sent; one still in a stage topic after an upgrade is skipped there.
 SOURCE_IDLE = b"__sepwatch_source_idle__"
-# Sent for each input partition assigned here, before any of it is routed: idle
-# marks of a predecessor that died are still in the stage topics, uncommitted,
-# and would otherwise be read as if still true while the partition has a backlog.
+# Sent for each input partition assigned here, before any of it is routed: a
+# source whose predecessor died silent is heard again, and holds the stages'
+# clocks while its backlog is routed.
 SOURCE_BUSY = b"__sepwatch_source_busy__"
 # The key of a stage record that carries a batch of events, in the order read
 # (the value: see events_record).
 EVENTS = b"__sepwatch_events__"
 SOURCE = "sepwatch-source"
-# An idle mark's header: the time up to which its source had routed everything.
-AS_OF = "sepwatch-as-of"
-IDLE_MARK_SECONDS = 1.0
+# How often input partitions read here to their end are looked at for clock marks.
+QUIET_MARK_SECONDS = 1.0
 COMMIT_SECONDS = 1.0
 METRICS_SECONDS = 5.0
 # A stage record stays well under the broker's default 1 MiB; an event larger
@@ -241,7 +240,7 @@ class InputValidator:
                     if await self.take(batch):
                         backoff.reset()
                     now = time.monotonic()
-                    if now - marked >= IDLE_MARK_SECONDS:
+                    if now - marked >= QUIET_MARK_SECONDS:
                         marked = now
                         await self._mark_quiet()
                 except Undeliverable as exc:
@@ -365,7 +364,7 @@ class InputValidator:
             first={tp: rs[0].offset for tp, rs in batch.items() if rs},
             next={tp: rs[-1].offset + 1 for tp, rs in batch.items() if rs},
         )
-        sends, taken, ticks = routing.sends, routing.taken, routing.ticks
+        sends = routing.sends
         for r in records:
             where = {"topic": r.topic, "partition": r.partition, "offset": r.offset}
             source = f"{r.topic}:{r.partition}"
@@ -399,31 +398,45 @@ class InputValidator:
             if isinstance(decision, Refused):
                 self._dead(sends, decision.letter, decision.label)
                 continue
-            parsed = decision.event
-            taken[parsed.stream] += 1
-            if decision.pseudonymised:
-                routing.pseudonymised.update(decision.pseudonymised)
-            # The stages read the event as admitted: pseudonyms, never the raw value.
-            record = decision.record
-            entry: Entry = (source, appended, record)
-            size = len(record) + len(source) + 32
-            keys = stage_keys(parsed, learned_identity=self.settings.learned_identity)
-            ts = parsed.timestamp.timestamp()
-            for stage, key in keys.items():
-                if stage == "review" and parsed.stream != "control_review":
-                    # Per input partition: which event ticks is then its partition's
-                    # to say, as replay --partitions computes it.
-                    minute, tick = int(ts // 60), f"{source}|{key}"
-                    if max(self.last_tick.get(tick, -1), ticks.get(tick, -1)) >= minute:
-                        continue
-                    ticks[tick] = minute
-                for partition in stage_partitions(key, self.partitions):
-                    self._add(out, sends, stage, partition, entry, size, parsed, where)
-            line = self.clocks.event(source, ts)
-            if line is not None:
-                self._clock_entries(out, sends, r.topic, source, appended, line, where)
+            self._route_event(decision, r.topic, source, appended, where, routing, out)
         self._send_batches(sends, out)
         return routing
+
+    def _route_event(
+        self,
+        decision: Admitted,
+        topic: str,
+        source: str,
+        appended: float,
+        where: dict[str, Any],
+        routing: Routing,
+        out: dict[tuple[Stage, int], StageBatch],
+    ) -> None:
+        """An admitted event into the batches of the stage partitions that judge it."""
+        sends, ticks = routing.sends, routing.ticks
+        parsed = decision.event
+        routing.taken[parsed.stream] += 1
+        if decision.pseudonymised:
+            routing.pseudonymised.update(decision.pseudonymised)
+        # The stages read the event as admitted: pseudonyms, never the raw value.
+        record = decision.record
+        entry: Entry = (source, appended, record)
+        size = len(record) + len(source) + 32
+        keys = stage_keys(parsed, learned_identity=self.settings.learned_identity)
+        ts = parsed.timestamp.timestamp()
+        for stage, key in keys.items():
+            if stage == "review" and parsed.stream != "control_review":
+                # Per input partition: which event ticks is then its partition's
+                # to say, as replay --partitions computes it.
+                minute, tick = int(ts // 60), f"{source}|{key}"
+                if max(self.last_tick.get(tick, -1), ticks.get(tick, -1)) >= minute:
+                    continue
+                ticks[tick] = minute
+            for partition in stage_partitions(key, self.partitions):
+                self._add(out, sends, stage, partition, entry, size, parsed, where)
+        line = self.clocks.event(source, ts)
+        if line is not None:
+            self._clock_entries(out, sends, topic, source, appended, line, where)
 
     def _clock_mark(self, raw: bytes, appended: float) -> float:
         """A clock mark's time, capped as an event's would be: a mark is as
@@ -635,8 +648,8 @@ class InputValidator:
             self.committed.pop(tp, None)
             self._mark(marks, tp.topic, tp.partition, SOURCE_BUSY)
         with contextlib.suppress(Undeliverable):
-            # A mark that did not go only leaves an older idle mark standing a
-            # little longer; the records are routed either way.
+            # A mark that did not go only leaves the source unheard a little
+            # longer; the records are routed either way.
             await self._delivered(marks)
 
     async def _mark_quiet(self) -> None:

@@ -15,10 +15,10 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNTIME = ("cli", "adapters", "review", "streams", "console", "simulator", "detectors", "schemas")
 LIMIT = 60
 
-# Files waiting for their own rewrite, and the one function still long in a
-# file being changed beside this check; each entry is a debt, not a licence.
-ALLOWED_FILES = {"streams/topology.py"}
-ALLOWED_FUNCTIONS = {("streams/validator.py", "_route")}
+# Files waiting for their own rewrite, and functions still long in a file
+# being changed beside this check; each entry is a debt, not a licence.
+ALLOWED_FILES: set[str] = set()
+ALLOWED_FUNCTIONS: set[tuple[str, str]] = set()
 
 
 def _functions(path: Path) -> Iterator[tuple[str, int, int]]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from faust.types import TP
 
-from streams.topology import seek_before_fetch
+from streams.stages.faust_compat import seek_before_fetch
 
 CHANGELOG = "w-review-meta-changelog"
 COMMITTED = TP("access", 0)  # the group committed offset 7

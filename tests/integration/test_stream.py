@@ -206,13 +206,13 @@ def _found_across_a_kill(
 def test_idle_marks_of_a_dead_validator_release_nothing_early(
     broker: str, prefix: str, workers: Callable[..., Worker]
 ) -> None:
-    """A validator marks its input partitions idle once a second; a worker killed
-    just after leaves marks its successor's stages read again, uncommitted. By
-    then the inputs have a backlog: were the sources still idle, the first
-    partition routed would carry every stage's clock past postures not yet
-    routed, and accesses would be judged against stale ones (CI once saw two
-    extra SEP-006 after a SIGKILL this way). Here the dead validator's last
-    words are written directly, so the case is not left to timing."""
+    """Validators before clock marks marked their input partitions idle once a
+    second; such marks may still sit in the stage topics, uncommitted, after
+    an upgrade. By then the inputs have a backlog: were the sources taken as
+    idle, the first partition routed would carry every stage's clock past
+    postures not yet routed, and accesses would be judged against stale ones
+    (CI once saw two extra SEP-006 after a SIGKILL this way). The stages skip
+    them; here the old validator's last words are written directly."""
     lines = _day(users=120, seed=9)
     want = _replayed(lines)
     topics = Topics(prefix)

@@ -1,0 +1,1 @@
+"""The stages' runtime on Faust: compatibility with the pinned library."""
