@@ -23,6 +23,7 @@ import contextlib
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -44,6 +45,16 @@ log = logging.getLogger("sepwatch")
 # (Faust's commit interval, build_app); read-committed readers see findings
 # up to this much later.
 COMMIT_SECONDS = 1.0
+# Finding ids each stage partition keeps (Written), the newest. A finding is
+# decided again only for a stage record the validator routed twice: it routes
+# again what it routed after its last commit (a second's worth), once it or
+# the validator taking its partitions over starts, a session timeout later at
+# most. The copy's findings follow the first's within the findings the
+# partition wrote meanwhile: a count, whatever the event clock says (a time
+# bound, window plus lateness, would depend on the events' clock, which the
+# copies do not move). Findings are rare among events; a few thousand ids in
+# that gap would already be a heavy day. About 60 bytes an id.
+WRITTEN_KEPT = 20_000
 # Pauses before a stage partition whose transaction failed is judged again.
 RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0, 10.0)
 
@@ -99,13 +110,24 @@ class _Event:
         return cls(message, record.key, record.value, record.headers)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Written:
-    """Finding ids a stage partition has written, kept in its meta table."""
+    """Finding ids a stage partition has written, kept in its meta table: the
+    newest `kept`, the oldest dropped (a tombstone in the same transaction)."""
 
     meta: OwnTable
     changes: Any  # the runner's TableChanges
     partition: int
+    kept: int = WRITTEN_KEPT
+    order: deque[str] = field(default_factory=deque)  # the ids' keys, oldest first
+
+    def __post_init__(self) -> None:
+        self.reload()
+
+    def reload(self) -> None:
+        """The ids the meta table holds now (restored in the order written)."""
+        prefix = f"{self.partition}|written|"
+        self.order = deque(k for k in self.meta.data if k.startswith(prefix))
 
     def add(self, finding_id: bytes) -> bool:
         """False if it was written already."""
@@ -114,6 +136,11 @@ class Written:
             return False
         self.meta.data[key] = True
         self.changes.note(self.meta.changelog, self.partition, key, True)
+        self.order.append(key)
+        while len(self.order) > self.kept:
+            oldest = self.order.popleft()
+            del self.meta.data[oldest]
+            self.changes.note(self.meta.changelog, self.partition, oldest, None)
         return True
 
 
@@ -450,6 +477,9 @@ class ExactlyOnceStages(ConsumerRebalanceListener):  # type: ignore[misc]
             await restore(
                 self.settings, tables, [TopicPartition(t, p) for t in tables for p in parts]
             )
+        for tp in tps:
+            if tp in self.txns:
+                self.txns[tp].written.reload()
 
     async def producer(self, stage: Stage, partition: int) -> AIOKafkaProducer:
         """Started: the partition's earlier holder is fenced, its open transaction aborted."""

@@ -88,3 +88,30 @@ def test_a_finding_decided_again_is_not_written_again_until_the_state_is_rebuilt
     }
     forget_partition([meta], 1)  # an aborted transaction: rebuilt from the changelog
     assert Written(meta, TableChanges(None), 1).add(b"SEP-001-ab")
+
+
+def test_the_written_ids_are_bounded_and_the_oldest_dropped_with_a_tombstone() -> None:
+    """Without a bound the meta table would keep every finding id of the
+    partition's life. The newest `kept` stay (a copy routed again comes soon
+    after its first: still refused); the oldest go, deleted from the
+    changelog in the same transaction, and a restore keeps that order."""
+    meta = OwnTable("p.worker-device-meta-changelog")
+    meta.data["2|written|SEP-009-other-partition"] = True
+    changes = TableChanges(None)
+    written = Written(meta, changes, 1, kept=3)
+    for n in range(5):
+        assert written.add(f"SEP-00{n}".encode())
+    assert not written.add(b"SEP-004")  # the newest: never written twice
+    assert not written.add(b"SEP-002")
+    assert sorted(k for k in meta.data if k.startswith("1|")) == [
+        "1|written|SEP-002",
+        "1|written|SEP-003",
+        "1|written|SEP-004",
+    ]
+    assert "2|written|SEP-009-other-partition" in meta.data
+    changed = changes.changed[(meta.changelog, 1)]
+    assert changed["1|written|SEP-000"] is None and changed["1|written|SEP-001"] is None
+    # Restored (the table's keys in the order written), the bound holds on.
+    again = Written(meta, TableChanges(None), 1, kept=3)
+    assert again.add(b"SEP-005")
+    assert "1|written|SEP-002" not in meta.data and "1|written|SEP-003" in meta.data

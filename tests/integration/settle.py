@@ -13,6 +13,7 @@ offsets are taken once, when asked.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Collection, Iterable
 
@@ -20,6 +21,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from streams.kafka_connection import Broker, connection
 from streams.kafka_io import admin
+from streams.settings import Settings
 from streams.topics import STAGES, Topics
 
 Offsets = dict[TopicPartition, int]
@@ -97,6 +99,16 @@ def records_between(broker: Broker, spans: dict[TopicPartition, tuple[int, int]]
         consumer.close()
 
 
+def adapters_group(prefix: str) -> str:
+    """The group of the worker's adapters' agent (Faust's own group): with
+    exactly once the stages' consumer owns `PREFIXworker` (streams/topology.py),
+    so Faust's is `PREFIXadapters`. The workers the tests start inherit this
+    process's environment, so its guarantee is theirs."""
+    default = Settings.model_fields["processing_guarantee"].default
+    guarantee = os.environ.get("SEPWATCH_PROCESSING_GUARANTEE", default)
+    return f"{prefix}{'adapters' if guarantee == 'exactly_once' else 'worker'}"
+
+
 def settled(
     broker: Broker,
     topics: Topics,
@@ -111,7 +123,7 @@ def settled(
     with `sink` or `alerts`, the findings indexed or notified."""
     prefix = topics.prefix
     if raw:
-        committed_past(broker, f"{prefix}worker", [topics.raw(s) for s in raw], timeout)
+        committed_past(broker, adapters_group(prefix), [topics.raw(s) for s in raw], timeout)
     committed_past(broker, f"{prefix}validator", topics.inputs, timeout)
     committed_past(broker, f"{prefix}worker", [topics.stage(s) for s in STAGES], timeout)
     if sink:
