@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from streams.kafka_io import admin
+
 ROOT = Path(__file__).resolve().parents[2]
 KAFKA = ROOT / "deploy" / "local" / "kafka.sh"
 PORT = os.environ.get("SEPWATCH_TEST_KAFKA_PORT", "19092")
@@ -51,6 +53,43 @@ def elasticsearch() -> Iterator[str]:
     finally:
         if ours:
             subprocess.run([str(ES), "down"], check=False, env=env, timeout=180)
+
+
+@pytest.fixture(autouse=True)
+def topics_removed_after(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The topics a test made on the session's broker are deleted after it.
+
+    Every test makes its own (a fresh prefix): left in place, a whole suite's
+    worth of partitions holds a file descriptor and two memory maps each, and
+    the broker died of that near the end of a CI run (ECONNREFUSED in the
+    last tests). Kafka's internal topics (`__...`) stay."""
+    if "broker" not in request.fixturenames:
+        yield
+        return
+    request.getfixturevalue("broker")  # up before the topics are listed
+    before = _topics()
+    yield
+    made = sorted(t for t in _topics() - before if not t.startswith("__"))
+    if made:
+        try:
+            client = admin(BROKER)
+            try:
+                client.delete_topics(made, timeout_ms=30_000)
+            finally:
+                client.close()
+        except Exception as exc:  # a test that left the broker down: nothing to clean
+            print(f"topics of {request.node.name} not deleted: {exc}")
+
+
+def _topics() -> set[str]:
+    try:
+        client = admin(BROKER)
+    except Exception:  # the broker is not up (yet): the test will say so
+        return set()
+    try:
+        return set(client.list_topics())
+    finally:
+        client.close()
 
 
 @pytest.fixture
