@@ -31,7 +31,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import faust
 from faust.utils import json as faust_json
@@ -69,6 +69,7 @@ from streams.validator import (
 )
 
 log = logging.getLogger("sepwatch")
+_T = TypeVar("_T")
 
 POLICY_POLL_SECONDS = 2.0
 HISTORY_EVERY_POLLS = 5
@@ -108,6 +109,18 @@ class TableChanges:
     one Kafka batch per changelog partition, before the record's offset can
     be committed (see _changelog_before_commit, which awaits `settled`).
 
+    A record's changes reach several changelog partitions, and a worker
+    killed while they are under way leaves some on the broker and not others.
+    The partition's clocks (the meta table: the engine's largest event time,
+    the sources' clocks, end-of-input markers) go last, once every other
+    change of the record is on the broker: a restore never holds a clock
+    ahead of the stores it came with. The record is then judged again by the
+    worker that takes over with the clocks it had, each event late or not as
+    the first time, its duplicates recognised. With the clocks first, a kill
+    between the two left a clock past events whose stores were lost: judged
+    again, they were late, joined nothing, and their findings were never made
+    (a SEP-004 lost in CI's fault run).
+
     Every write's delivery is watched: one the broker does not take makes
     every later commit fail (`settled` raises) and no changelog record is
     written after it, since a restore would read it even though the input
@@ -116,11 +129,13 @@ class TableChanges:
     through Faust's topic machinery no more: it logs a failed delivery as a
     WARNING and commits past it (issue 19)."""
 
-    def __init__(self, producer: Any) -> None:
+    def __init__(self, producer: Any, clocks: frozenset[str] = frozenset()) -> None:
         self.producer = producer  # Faust's; its Kafka client sends the batches
+        self.clocks = clocks  # changelogs written once the others are delivered
         # (changelog topic, partition) -> key -> value, None to delete.
         self.changed: dict[tuple[str, int], dict[str, Any]] = {}
-        self.submitting: set[asyncio.Future[None]] = set()
+        self.submitting: set[asyncio.Future[Any]] = set()
+        self.clocks_sending: asyncio.Future[None] | None = None  # the last record's clocks
         self.unsent: set[asyncio.Future[Any]] = set()
         self.failed: BaseException | None = None
 
@@ -157,13 +172,34 @@ class TableChanges:
             return
         self._refuse_after_failure()
         changed, self.changed = self.changed, {}
+        clocks = {tp: keys for tp, keys in changed.items() if tp[0] in self.clocks}
+        stores = {tp: keys for tp, keys in changed.items() if tp[0] not in self.clocks}
         # Until every batch is handed to the client its future is unknown: a
         # commit meanwhile waits for the whole write (settled), or it could
         # cover the record before its changes are sent.
-        task = asyncio.ensure_future(self._submit(changed))
+        sent = await self._tracked(self._submit(stores))
+        if clocks:
+            # The next record is judged meanwhile; the clocks go out in the
+            # records' order, each after its own record's stores.
+            self.clocks_sending = self._tracked(
+                self._clocks_after(sent, clocks, self.clocks_sending)
+            )
+
+    def _tracked(self, work: Awaitable[_T]) -> asyncio.Future[_T]:
+        task = asyncio.ensure_future(work)
         self.submitting.add(task)
         task.add_done_callback(self.submitting.discard)
-        await task
+        return task
+
+    async def _clocks_after(
+        self,
+        sent: list[asyncio.Future[Any]],
+        clocks: dict[tuple[str, int], dict[str, Any]],
+        before: asyncio.Future[Any] | None,
+    ) -> None:
+        await asyncio.gather(*sent, *([before] if before else []), return_exceptions=True)
+        if self.failed is None:  # nothing is written after a write that failed
+            await self._submit(clocks)
 
     async def settled(self) -> None:
         """Every write made so far is on the broker, or this raises
@@ -205,8 +241,12 @@ class TableChanges:
 
         fut.add_done_callback(done)
 
-    async def _submit(self, changed: dict[tuple[str, int], dict[str, Any]]) -> None:
+    async def _submit(
+        self, changed: dict[tuple[str, int], dict[str, Any]]
+    ) -> list[asyncio.Future[Any]]:
+        """Hand the batches to the client; their deliveries."""
         client = self.producer._ensure_producer()
+        sent: list[asyncio.Future[Any]] = []
         try:
             for (topic, partition), keys in changed.items():
                 batch = client.create_batch()
@@ -214,17 +254,21 @@ class TableChanges:
                     k = faust_json.dumps(key)
                     v = None if value is None else faust_json.dumps(value)
                     if batch.append(key=k, value=v, timestamp=None) is None:  # full
-                        await self._send(client, batch, topic, partition)
+                        sent.append(await self._send(client, batch, topic, partition))
                         batch = client.create_batch()
                         batch.append(key=k, value=v, timestamp=None)  # a first always fits
-                await self._send(client, batch, topic, partition)
+                sent.append(await self._send(client, batch, topic, partition))
         except Exception as exc:  # the client refused a batch outright
             self._failure(exc, "a changelog")
             raise
+        return sent
 
-    async def _send(self, client: Any, batch: Any, topic: str, partition: int) -> None:
-        fut = await client.send_batch(batch, topic, partition=partition)
+    async def _send(
+        self, client: Any, batch: Any, topic: str, partition: int
+    ) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = await client.send_batch(batch, topic, partition=partition)
         self._track(fut, topic)
+        return fut
 
 
 class PartitionStore(MutableMapping[str, Any]):
@@ -470,7 +514,10 @@ def build_app(
     topics = Topics(settings.topic_prefix)
     app = _faust_app(settings, partitions)
     # One per stage: a stage's write covers its own record's changes whole.
-    changes = {stage: TableChanges(app.producer) for stage in STAGES}
+    changes = {
+        stage: TableChanges(app.producer, frozenset({topics.changelog(stage, "meta")}))
+        for stage in STAGES
+    }
     _changelog_before_commit(app, list(changes.values()))
     seek_before_fetch(app)
     dead = _raw_topic(app, topics.dead_letters, partitions)
