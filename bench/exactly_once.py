@@ -23,10 +23,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from kafka import KafkaConsumer
-
 from bench import stream
-from streams.kafka_io import ensure_topics, produce
+from streams.kafka_io import ensure_topics, produce, read_topics
 from streams.topics import Topics
 
 GUARANTEES = ("at_least_once", "exactly_once")
@@ -34,18 +32,8 @@ GUARANTEES = ("at_least_once", "exactly_once")
 
 def committed_findings(topic: str) -> tuple[int, int]:
     """Records on the findings topic read committed, and distinct ids among them."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=stream.BROKER,
-        isolation_level="read_committed",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        consumer_timeout_ms=3000,
-    )
-    try:
-        consumer.subscribe([topic])
-        ids = Counter(json.loads(r.value)["finding_id"] for r in consumer)
-    finally:
-        consumer.close()
+    records = read_topics(stream.BROKER, [topic], timeout_s=120)
+    ids = Counter(json.loads(r.value)["finding_id"] for r in records)
     return sum(ids.values()), len(ids)
 
 

@@ -346,19 +346,21 @@ def _shift_aggs() -> dict[str, Any]:
     return {"resolved": days("sepwatch.to_status"), "unresolved": days("sepwatch.from_status")}
 
 
-def _still_open(
-    es: Elasticsearch,
-    index: str,
-    period: Period,
-    entity: str | None,
-    limit: int,
-    as_of: date,
-    reopened: list[str],
-    rule: str | None = None,
-) -> list[OpenItem]:
-    """Open or acknowledged findings now, oldest first, up to `limit`: those
-    stored so or `reopened` since, each checked against its newest record."""
-    query = _period_query(period, entity)
+@dataclass(frozen=True)
+class _Scope:
+    """What a report reads: the findings of `period` in `index` (of `entity`
+    only, if one is given), seen on the report's day `as_of`."""
+
+    es: Elasticsearch
+    index: str
+    period: Period
+    entity: str | None
+    as_of: date
+
+
+def _still_open_query(scope: _Scope, reopened: list[str], rule: str | None) -> dict[str, Any]:
+    """The period's findings stored open or acknowledged, or `reopened` since."""
+    query = _period_query(scope.period, scope.entity)
     if rule is not None:
         query["bool"]["filter"].append({"term": {"rule.id": rule}})
     query["bool"]["filter"].append(
@@ -372,14 +374,24 @@ def _still_open(
             }
         }
     )
+    return query
+
+
+def _still_open(
+    scope: _Scope, reopened: list[str], limit: int, rule: str | None = None
+) -> list[OpenItem]:
+    """Open or acknowledged findings now, oldest first, up to `limit`: those
+    stored so or `reopened` since, each checked against its newest record."""
+    query = _still_open_query(scope, reopened, rule)
+    zone = ZoneInfo(scope.period.zone)
     items: list[OpenItem] = []
     after: list[Any] | None = None
     while len(items) < limit:
         page = min(5000, max(4 * (limit - len(items)), 100))
         extra: dict[str, Any] = {"search_after": after} if after else {}
         resp = _search(
-            es,
-            index,
+            scope.es,
+            scope.index,
             query=query,
             size=page,
             sort=[{"@timestamp": "asc"}, {"sepwatch.finding_id": "asc"}],
@@ -387,9 +399,9 @@ def _still_open(
             **extra,
         )
         hits = resp["hits"]["hits"]
-        newest = latest(es, index, [h["_id"] for h in hits])
+        newest = latest(scope.es, scope.index, [h["_id"] for h in hits])
         for h in hits:
-            item = _open_item(h["_source"], as_of, ZoneInfo(period.zone), newest.get(h["_id"]))
+            item = _open_item(h["_source"], scope.as_of, zone, newest.get(h["_id"]))
             if item.status in STILL_OPEN and len(items) < limit:
                 items.append(item)
         if len(hits) < page:
@@ -732,19 +744,20 @@ def gather(
     if not es.indices.exists_alias(name=index) and not es.indices.exists(index=index):
         raise NoFindingsIndex(index)
     digest = _digest_beside(es, index, period) if entity is None else None
-    read = _read(es, index, period, entity, step)
+    scope = _Scope(es, index, period, entity, as_of)
+    read = _read(scope, step)
     step("median time to resolve")
     # Findings reopened since: read once for every rule's oldest and the appendix.
-    rules, reopened = _rules(es, index, period, entity, as_of, read)
+    rules, reopened = _rules(scope, read)
     entities = _entity_figures(read.aggs["by_entity"]["buckets"], read.shift_under("by_entity"))
     step("accesses and device measures")
-    names, access = _access_figures(es, index, period, entity, policy, as_of, read, entities)
+    names, access = _access_figures(scope, policy, read, entities)
     step("control reviews")
     plan = schedule(merge(reviews), policy, names, now=generated)
     done, due = _review_figures(plan, period, entity, as_of, zone)
     step("open findings (appendix)")
     open_total = sum(read.status_now.get(s, 0) for s in STILL_OPEN)
-    appendix = _appendix(es, index, period, entity, appendix_limit, as_of, reopened, open_total)
+    appendix = _still_open(scope, reopened, appendix_limit) if open_total else []
     step("evidence digest")
     return Report(
         generated_at=generated,
@@ -791,7 +804,8 @@ class _Read:
         return shifted(self.buckets("by_status"), self.shift)
 
 
-def _read(es: Elasticsearch, index: str, period: Period, entity: str | None, step: Step) -> _Read:
+def _read(scope: _Scope, step: Step) -> _Read:
+    es, index, period, entity = scope.es, scope.index, scope.period, scope.entity
     step("findings by rule, severity, status and month")
     resp = _search(es, index, query=_period_query(period, entity), aggs=_main_aggs(period))
     step("lifecycle records")
@@ -817,21 +831,14 @@ def _digest_beside(es: Elasticsearch, index: str, period: Period) -> Future[Stor
     return digest
 
 
-def _rules(
-    es: Elasticsearch,
-    index: str,
-    period: Period,
-    entity: str | None,
-    as_of: date,
-    read: _Read,
-) -> tuple[list[RuleFigures], list[str]]:
+def _rules(scope: _Scope, read: _Read) -> tuple[list[RuleFigures], list[str]]:
     """Each rule of the catalogue: its counts, time to resolve and oldest open
     findings; and the findings reopened since, read once for the appendix too."""
     shift_rule = read.shift_under("by_rule")
     rule_buckets = {b["key"]: b for b in read.aggs["by_rule"]["buckets"]}
     days = {rule: _resolved_days(b, shift_rule.get(rule, {})) for rule, b in rule_buckets.items()}
-    medians = _medians(es, index, period, entity, days)
-    reopened = _reopened(es, index, period, entity)
+    medians = _medians(scope.es, scope.index, scope.period, scope.entity, days)
+    reopened = _reopened(scope.es, scope.index, scope.period, scope.entity)
     prev_rule = _buckets(read.previous, "by_rule")
     rules = [
         _rule_figures(
@@ -841,8 +848,8 @@ def _rules(
             prev_rule.get(rule.id, 0),
             days.get(rule.id, []),
             medians.get(rule.id),
-            partial(_still_open, es, index, period, entity, OLDEST_OPEN, as_of, reopened, rule.id),
-            period,
+            partial(_still_open, scope, reopened, OLDEST_OPEN, rule.id),
+            scope.period,
         )
         for rule in CATALOGUE.values()
     ]
@@ -850,22 +857,15 @@ def _rules(
 
 
 def _access_figures(
-    es: Elasticsearch,
-    index: str,
-    period: Period,
-    entity: str | None,
-    policy: Policy,
-    as_of: date,
-    read: _Read,
-    entities: list[EntityFigures],
+    scope: _Scope, policy: Policy, read: _Read, entities: list[EntityFigures]
 ) -> tuple[list[str], dict[str, Any]]:
     """The entities named anywhere; the report's device measures, apps with
     their accesses, and registrations expiring soon."""
-    tally = _tally(es, index, period, entity)
+    tally = _tally(scope.es, scope.index, scope.period, scope.entity)
     by_entity_access = tally[0] if tally else None
     names = sorted({e.entity for e in entities} | set(by_entity_access or {}))
-    devices, devices_all = _device_measures(names, entities, by_entity_access, entity)
-    apps, expiring = _apps(policy, as_of, read.buckets("by_app"), tally[1] if tally else None)
+    devices, devices_all = _device_measures(names, entities, by_entity_access, scope.entity)
+    apps, expiring = _apps(policy, scope.as_of, read.buckets("by_app"), tally[1] if tally else None)
     return names, {
         "devices": devices,
         "devices_all": devices_all,
@@ -890,20 +890,6 @@ def _counts(period: Period, read: _Read, rules: list[RuleFigures]) -> dict[str, 
             for m, x in zip(period.months(), read.aggs["by_month"]["buckets"], strict=True)
         ],
     }
-
-
-def _appendix(
-    es: Elasticsearch,
-    index: str,
-    period: Period,
-    entity: str | None,
-    limit: int,
-    as_of: date,
-    reopened: list[str],
-    open_total: int,
-) -> list[OpenItem]:
-    """The open findings listed at the report's end; none read when none is open."""
-    return _still_open(es, index, period, entity, limit, as_of, reopened) if open_total else []
 
 
 def _periods(period: Period) -> dict[str, PeriodFigures]:

@@ -7,14 +7,20 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from kafka import KafkaProducer
 from pydantic import SecretStr
 
-from streams.kafka_io import admin
+from streams.kafka_io import admin, ensure_topics
+from streams.topics import Topics
+from tests.adapters.conftest import MAPPING
+from tests.integration.receivers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 KAFKA = ROOT / "deploy" / "local" / "kafka.sh"
@@ -26,6 +32,7 @@ ES_PORT = os.environ.get("SEPWATCH_TEST_ES_PORT", "19200")
 ES_URL = f"http://127.0.0.1:{ES_PORT}"
 # Signs the end-of-input markers tests send; every test worker holds it.
 MARKER_KEY = SecretStr("integration-tests-end-of-input")
+ADAPTER_PARTITIONS = 4  # of every topic an adapter_worker test makes
 
 
 @pytest.fixture(scope="session")
@@ -170,3 +177,59 @@ class Worker:
             except subprocess.TimeoutExpired:
                 self.kill()
         self._out.close()
+
+
+@dataclass(frozen=True)
+class AdapterWorker:
+    """A ready worker that adapts raw vendor records with the example mapping:
+    its topics (the raw ones too), /metrics on `port`, and a producer onto
+    the raw topics."""
+
+    topics: Topics
+    worker: Worker
+    port: int
+    raw: KafkaProducer
+
+    def series(self, prefix: str = "sepwatch_adapter_") -> dict[str, float]:
+        """The /metrics series whose names start with `prefix`, by name and labels."""
+        url = f"http://127.0.0.1:{self.port}/metrics"
+        text = urllib.request.urlopen(url, timeout=5).read().decode()
+        return {
+            name: float(value)
+            for line in text.splitlines()
+            if line.startswith(prefix)
+            for name, value in [line.rsplit(" ", 1)]
+        }
+
+
+@pytest.fixture
+def adapter_worker(
+    broker: str, prefix: str, tmp_path: Path
+) -> Iterator[Callable[..., AdapterWorker]]:
+    """Starts the test's adapting worker (with an Elasticsearch at `es_url`,
+    if given, and `env` added to its environment) and waits until it is
+    ready; stopped, with its producer closed, after the test."""
+    started: list[AdapterWorker] = []
+
+    def start(es_url: str = "", env: dict[str, str] | None = None) -> AdapterWorker:
+        topics = Topics(prefix)
+        ensure_topics(broker, topics, ADAPTER_PARTITIONS, retention_ms=3_600_000)
+        raw = KafkaProducer(bootstrap_servers=broker)
+        port = free_port()
+        worker = Worker(
+            broker,
+            prefix,
+            tmp_path / "state",
+            tmp_path / "worker.log",
+            es_url=es_url,
+            web_port=port,
+            env={"SEPWATCH_MAPPING": str(MAPPING), **(env or {})},
+        )
+        started.append(AdapterWorker(topics, worker, port, raw))
+        worker.wait_ready()
+        return started[-1]
+
+    yield start
+    for w in started:
+        w.raw.close()
+        w.worker.stop()

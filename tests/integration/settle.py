@@ -150,14 +150,22 @@ def members_holding(broker: Broker, group: str, names: Collection[str]) -> list[
     ]
 
 
-def wait_until(
-    check: Callable[[], bool], what: str, timeout: float = 90, step: float = 0.2
-) -> None:
+def wait_for(check: Callable[[], bool], timeout: float = 60, step: float = 0.2) -> bool:
+    """Whether `check` came true within `timeout` s: for a caller whose
+    assert shows more than a name on failure (the worker's log, say)."""
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
+            return False
         time.sleep(step)
+    return True
+
+
+def wait_until(
+    check: Callable[[], bool], what: str, timeout: float = 90, step: float = 0.2
+) -> None:
+    if not wait_for(check, timeout, step):
+        raise AssertionError(f"not within {timeout} s: {what}")
 
 
 def each_holds_partitions(

@@ -8,23 +8,20 @@ from __future__ import annotations
 
 import getpass
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from elasticsearch import Elasticsearch
-from kafka import KafkaProducer
 
 from streams.elastic import content_digest
-from streams.kafka_io import ensure_topics, read_topics
+from streams.kafka_io import read_topics
 from streams.lifecycle import records_of
-from streams.topics import Topics
-from tests.adapters.conftest import MAPPING, VENDORS
-from tests.integration.conftest import Worker
-from tests.integration.test_adapters_stream import _adapter_series, _free_port, _wait_for
+from tests.adapters.conftest import VENDORS
+from tests.integration.conftest import AdapterWorker
+from tests.integration.settle import wait_for
 
 pytestmark = pytest.mark.integration
-PARTITIONS = 4
 MATCH = "1c2d3e4f-5a6b-4c7d-8e9f-a0b1c2d3e4f5"
 UNDO = "4f5a6b7c-8d9e-4fa0-b1c2-d3e4f5a6b7c8:undo"
 
@@ -40,31 +37,19 @@ def _records_now() -> list[bytes]:
 
 
 def test_an_undo_resolves_the_finding_of_its_match_and_nothing_else(
-    broker: str, elasticsearch: str, prefix: str, tmp_path: Path
+    broker: str, elasticsearch: str, prefix: str, adapter_worker: Callable[..., AdapterWorker]
 ) -> None:
-    topics = Topics(prefix)
     index = f"{prefix.rstrip('.')}-findings"
-    ensure_topics(broker, topics, PARTITIONS, retention_ms=3_600_000)
-    port = _free_port()
-    worker = Worker(
-        broker,
-        prefix,
-        tmp_path / "state",
-        tmp_path / "worker.log",
-        es_url=elasticsearch,
-        web_port=port,
-        # A short hold: the undos that match nothing are counted within the test.
-        env={"SEPWATCH_MAPPING": str(MAPPING), "SEPWATCH_DLP_RETRACTION_HOLD_S": "15"},
-    )
+    # A short hold: the undos that match nothing are counted within the test.
+    w = adapter_worker(es_url=elasticsearch, env={"SEPWATCH_DLP_RETRACTION_HOLD_S": "15"})
+    topics, worker = w.topics, w.worker
     es = Elasticsearch(elasticsearch, request_timeout=30)
-    raw = KafkaProducer(bootstrap_servers=broker)
     try:
-        worker.wait_ready()
         # All four at once, as one content blob delivers them: the undo may
         # well be read before its finding is stored, and is held until it is.
         for value in _records_now():
-            raw.send(topics.raw("m365"), value, key=b"jiwoo.kim@bank.example")
-        raw.flush()
+            w.raw.send(topics.raw("m365"), value, key=b"jiwoo.kim@bank.example")
+        w.raw.flush()
 
         def finding() -> dict[str, object] | None:
             es.indices.refresh(index=f"{index}*", ignore_unavailable=True, allow_no_indices=True)
@@ -73,7 +58,7 @@ def test_an_undo_resolves_the_finding_of_its_match_and_nothing_else(
             )["hits"]["hits"]
             return hits[0]["_source"] if hits else None
 
-        assert _wait_for(lambda: finding() is not None, 90), worker.log.read_text()[-3000:]
+        assert wait_for(lambda: finding() is not None, 90), worker.log.read_text()[-3000:]
         stored = finding()
         assert stored is not None
         sw = stored["sepwatch"]
@@ -84,16 +69,16 @@ def test_an_undo_resolves_the_finding_of_its_match_and_nothing_else(
         def resolved() -> list[dict[str, object]]:
             return records_of(es, index, finding_id)
 
-        assert _wait_for(lambda: bool(resolved()), 90), worker.log.read_text()[-3000:]
+        assert wait_for(lambda: bool(resolved()), 90), worker.log.read_text()[-3000:]
 
         def counted() -> dict[str, float]:
-            series = _adapter_series(port, "sepwatch_dlp_retractions_total")
+            series = w.series("sepwatch_dlp_retractions_total")
             return {k.split('"')[1]: v for k, v in series.items()}
 
         # The other rule's undo and the other document's: nothing to resolve,
         # counted once their hold ends; the match's undo resolved its finding.
         want = {"resolved": 1.0, "already_settled": 0.0, "matched_nothing": 2.0}
-        assert _wait_for(lambda: counted() == want, 90), (counted(), worker.log.read_text())
+        assert wait_for(lambda: counted() == want, 90), (counted(), worker.log.read_text())
         [record] = resolved()  # one record: the other undos added none
         assert record["event"]["action"] == "resolve"  # type: ignore[index]
         reason = str(record["event"]["reason"])  # type: ignore[index]
@@ -120,7 +105,6 @@ def test_an_undo_resolves_the_finding_of_its_match_and_nothing_else(
         copies = [json.loads(r.value) for r in read_topics(broker, [topics.lifecycle])]
         assert [c["record_id"] for c in copies] == [f"{finding_id}.1"]
     finally:
-        raw.close()
-        worker.stop()
+        worker.stop()  # before its indices go: its sink would make them again
         es.options(ignore_status=404).indices.delete(index=f"{index}-*,{index}.lifecycle")
         es.close()

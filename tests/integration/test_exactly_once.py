@@ -18,7 +18,7 @@ from kafka import KafkaConsumer
 from kafka import TopicPartition as KafkaPartition
 
 from streams.exactly_once import OwnTable, restore
-from streams.kafka_io import ensure_topics, produce
+from streams.kafka_io import ensure_topics, produce, read_topics
 from streams.settings import Settings
 from streams.topics import Topics
 from tests.integration.conftest import MARKER_KEY, Worker
@@ -48,18 +48,7 @@ def workers(broker: str, prefix: str, tmp_path: Path) -> Iterator[Callable[..., 
 
 def committed_findings(broker: str, topic: str) -> list[dict[str, object]]:
     """Every committed record of the findings topic, duplicates kept."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=broker,
-        isolation_level="read_committed",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        consumer_timeout_ms=3000,
-    )
-    try:
-        consumer.subscribe([topic])
-        return [json.loads(r.value) for r in consumer]
-    finally:
-        consumer.close()
+    return [json.loads(r.value) for r in read_topics(broker, [topic])]
 
 
 def _once_each(found: list[dict[str, object]]) -> dict[str, dict[str, object]]:
