@@ -30,7 +30,10 @@ BASE_PORT="${SEPWATCH_KAFKA_PORT:-9092}"
 BASE_CONTROLLER_PORT="${SEPWATCH_KAFKA_CONTROLLER_PORT:-$((BASE_PORT + 1000))}"
 CACHE="${SEPWATCH_CACHE_DIR:-$HOME/.cache/sepwatch}"
 CLUSTER_RUN="${SEPWATCH_RUN_DIR:-$CACHE/run}/kafka-$BASE_PORT"
-LIBS="$CACHE/kafka-$KAFKA_VERSION/libs"
+# The runtime's jars, by the version of the dependency list below: a changed list is
+# fetched anew beside the old one, which brokers still running keep using.
+RUNTIME=2
+LIBS="$CACHE/kafka-$KAFKA_VERSION/libs-$RUNTIME"
 BROKERS=1
 JAVA="${KAFKA_JAVA_HOME:+$KAFKA_JAVA_HOME/bin/}java"
 SECURITY="${SEPWATCH_KAFKA_SECURITY:-plaintext}"
@@ -73,7 +76,7 @@ fetch() {
   [[ -f "$LIBS/.complete" ]] && return
   command -v mvn >/dev/null || { echo "kafka.sh: Maven (mvn) is needed to fetch Kafka" >&2; exit 1; }
   echo "fetching Kafka $KAFKA_VERSION from Maven Central into $LIBS ..." >&2
-  local build="$CACHE/kafka-$KAFKA_VERSION/build"
+  local build="$LIBS-build"
   mkdir -p "$build" "$LIBS"
   cat > "$build/pom.xml" <<POM
 <project xmlns="http://maven.apache.org/POM/4.0.0">
@@ -84,6 +87,9 @@ fetch() {
     <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka-server</artifactId><version>$KAFKA_VERSION</version></dependency>
     <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka-storage</artifactId><version>$KAFKA_VERSION</version></dependency>
     <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka-tools</artifactId><version>$KAFKA_VERSION</version></dependency>
+    <!-- Kafka brings SLF4J 1.7, which does not see log4j-slf4j2-impl: the broker
+         logged nothing at all, server.log stayed empty. The 2.x API it binds to. -->
+    <dependency><groupId>org.slf4j</groupId><artifactId>slf4j-api</artifactId><version>2.0.17</version></dependency>
     <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j2-impl</artifactId><version>2.24.3</version></dependency>
     <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-core</artifactId><version>2.24.3</version></dependency>
   </dependencies>
