@@ -17,7 +17,7 @@ delivered (broker away) is read again from its first offsets after a backoff;
 what was already delivered of it is read twice by the stages, which the
 engines and the finding ids absorb.
 
-Marks to the stages (see streams.topology): SOURCE_BUSY for each input
+Marks to the stages (see streams.stages.runner): SOURCE_BUSY for each input
 partition assigned here, before any of its records is routed; END_OF_INPUT
 passed on to every stage partition, after the data before it. Clock entries
 (streams/partition_clock.py) in the stage batches: each clock mark read, and
