@@ -263,8 +263,7 @@ class _StageJudge:
         where: dict[str, Any],
         delivering: list[asyncio.Future[Any]],
     ) -> None:
-        # The entries' append times are no stage's concern any more.
-        for n, (source, _, raw) in enumerate(read_events(value)):
+        for n, (source, raw) in enumerate(read_events(value)):
             if type(raw) is TimeOnly:
                 if raw.stream != CLOCK:  # else an input partition's clock alone
                     engine.pass_time(raw.stream, raw.ts)
