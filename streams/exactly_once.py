@@ -73,10 +73,10 @@ class OwnTable:
 
 
 class Runner(Protocol):
-    """What is used here of a stage's runner (streams.topology.StageRunner)."""
+    """What is used here of a stage's runner (streams.stages.runner.StageRunner)."""
 
     tables: dict[str, Any]
-    changes: Any  # streams.topology.TableChanges: `changed`, by (changelog, partition)
+    changes: Any  # streams.stages.store.TableChanges: `changed`, by (changelog, partition)
 
     def keep_clocks(self) -> None: ...
 

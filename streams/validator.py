@@ -17,7 +17,7 @@ delivered (broker away) is read again from its first offsets after a backoff;
 what was already delivered of it is read twice by the stages, which the
 engines and the finding ids absorb.
 
-Marks to the stages (see streams.topology): SOURCE_BUSY for each input
+Marks to the stages (see streams.stages.runner): SOURCE_BUSY for each input
 partition assigned here, before any of its records is routed; END_OF_INPUT
 passed on to every stage partition, after the data before it. Clock entries
 (streams/partition_clock.py) in the stage batches: each clock mark read, and
@@ -102,24 +102,23 @@ class TimeOnly(NamedTuple):
     ts: float
 
 
-# (input partition, append time, the event's JSON as read, or its time only)
-Entry = tuple[str, float, bytes | TimeOnly]
+# (input partition, the event's JSON as read, or its time only)
+Entry = tuple[str, bytes | TimeOnly]
 
 
 def events_record(entries: Sequence[Entry]) -> bytes:
-    """A stage record of a batch: one JSON line of [input partition, append
-    time, length] per event ([..., null, stream, time] for a time only), then
+    """A stage record of a batch: one JSON line of [input partition, length]
+    per event ([input partition, null, stream, time] for a time only), then
     the events' bytes one after the other, as read (not JSON strings inside
     JSON: no escaping going in, none undone)."""
     head = orjson.dumps(
         [
-            (source, appended, len(raw))
-            if type(raw) is bytes
-            else (source, appended, None, raw.stream, raw.ts)  # type: ignore[union-attr]
-            for source, appended, raw in entries
+            # A time only: its stream and time (TimeOnly).
+            (source, len(raw)) if type(raw) is bytes else (source, None, *raw)
+            for source, raw in entries
         ]
     )
-    return head + b"\n" + b"".join(raw for _, _, raw in entries if type(raw) is bytes)
+    return head + b"\n" + b"".join(raw for _, raw in entries if type(raw) is bytes)
 
 
 def read_events(value: bytes) -> list[Entry]:
@@ -128,11 +127,17 @@ def read_events(value: bytes) -> list[Entry]:
     out: list[Entry] = []
     at = 0
     for item in orjson.loads(head):
-        length = item[2]
+        if len(item) % 2:
+            # Written by an older validator, with the input record's append
+            # time second ([partition, appended, length], [partition,
+            # appended, null, stream, time]), which no stage reads: such
+            # records are still in the stage topics after an upgrade.
+            del item[1]
+        length = item[1]
         if length is None:
-            out.append((item[0], item[1], TimeOnly(item[3], float(item[4]))))
+            out.append((item[0], TimeOnly(item[2], float(item[3]))))
             continue
-        out.append((item[0], item[1], body[at : at + length]))
+        out.append((item[0], body[at : at + length]))
         at += length
     if at != len(body):
         raise ValueError(f"a batch of {len(out)} events is {len(body)} bytes, not {at}")
@@ -373,7 +378,7 @@ class InputValidator:
             if is_clock_mark(r):
                 ts = self._clock_mark(raw, appended)
                 self.clocks.mark(source, ts)
-                self._clock_entries(out, sends, r.topic, source, appended, ts, where)
+                self._clock_entries(out, sends, r.topic, source, ts, where)
                 continue
             if r.key == END_OF_INPUT:
                 refused = self.markers.judge(r.topic, r.partition, r.offset, raw, appended)
@@ -398,7 +403,7 @@ class InputValidator:
             if isinstance(decision, Refused):
                 self._dead(sends, decision.letter, decision.label)
                 continue
-            self._route_event(decision, r.topic, source, appended, where, routing, out)
+            self._route_event(decision, r.topic, source, where, routing, out)
         self._send_batches(sends, out)
         return routing
 
@@ -407,7 +412,6 @@ class InputValidator:
         decision: Admitted,
         topic: str,
         source: str,
-        appended: float,
         where: dict[str, Any],
         routing: Routing,
         out: dict[tuple[Stage, int], StageBatch],
@@ -420,7 +424,7 @@ class InputValidator:
             routing.pseudonymised.update(decision.pseudonymised)
         # The stages read the event as admitted: pseudonyms, never the raw value.
         record = decision.record
-        entry: Entry = (source, appended, record)
+        entry: Entry = (source, record)
         size = len(record) + len(source) + 32
         keys = stage_keys(parsed, learned_identity=self.settings.learned_identity)
         ts = parsed.timestamp.timestamp()
@@ -436,7 +440,7 @@ class InputValidator:
                 self._add(out, sends, stage, partition, entry, size, parsed, where)
         line = self.clocks.event(source, ts)
         if line is not None:
-            self._clock_entries(out, sends, topic, source, appended, line, where)
+            self._clock_entries(out, sends, topic, source, line, where)
 
     def _clock_mark(self, raw: bytes, appended: float) -> float:
         """A clock mark's time, capped as an event's would be: a mark is as
@@ -453,12 +457,11 @@ class InputValidator:
         sends: Sends,
         topic: str,
         source: str,
-        appended: float,
         ts: float,
         where: dict[str, Any],
     ) -> None:
         """An input partition's clock, to every stage partition it feeds."""
-        entry = (source, appended, TimeOnly(CLOCK, ts))
+        entry = (source, TimeOnly(CLOCK, ts))
         for stage in STAGES:
             if topic in self.feeds[stage]:
                 for p in range(self.partitions):
@@ -476,14 +479,14 @@ class InputValidator:
         where: dict[str, Any],
     ) -> None:
         """Put one admitted event in the batch for a stage partition."""
-        source, appended, _ = entry
+        source, _ = entry
         at = (stage, partition)
         item, item_size = entry, size
         if times_only(stage, parsed):
             # Its time moves the stage's clock; its bytes would only be
             # validated again there and set aside.
             time_only = TimeOnly(parsed.stream, parsed.timestamp.timestamp())
-            item, item_size = (source, appended, time_only), len(source) + 48
+            item, item_size = (source, time_only), len(source) + 48
         self._put(out, sends, at, item, item_size, where)
 
     def _put(

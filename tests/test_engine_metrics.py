@@ -9,7 +9,7 @@ from prometheus_client import REGISTRY
 
 from detectors import Engine
 from schemas.policy_file import load_policy
-from streams.topology import StageRunner
+from streams.stages.runner import StageRunner
 from tests import cases
 from tests.integration.conftest import POLICY
 

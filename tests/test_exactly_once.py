@@ -13,7 +13,8 @@ from detectors.pseudonyms import Pseudonymiser
 from schemas.policy_file import load_policy
 from streams.exactly_once import OwnTable, Written, _Event, forget_partition
 from streams.settings import Settings
-from streams.topology import PartitionStore, TableChanges, build_app
+from streams.stages.store import PartitionStore, TableChanges
+from streams.topology import build_app
 
 POLICY = Path(__file__).parents[1] / "deploy" / "policy" / "example.yaml"
 

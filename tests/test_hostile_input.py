@@ -31,8 +31,7 @@ from streams.admission import (
     capped_end,
 )
 from streams.replay import replay
-from streams.topics import Topics
-from streams.topology import STORES
+from streams.topics import STORES, Topics
 from tests.hostile import (
     BASE,
     TEMPLATES,

@@ -1,4 +1,5 @@
-"""The stage clock of the streaming topology: slowest active source, silence."""
+"""A stage partition's event clock (streams.stages.clock): slowest active
+source, silence."""
 
 from __future__ import annotations
 
@@ -9,35 +10,38 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.policy_file import load_policy
-from streams.topology import IDLE_SECONDS, StageRunner
+from streams.stages.clock import IDLE_SECONDS, StageClocks
+from streams.stages.runner import StageRunner
+from streams.stages.store import TableChanges
 from tests.integration.conftest import POLICY
 
 NEG = float("-inf")
+MONOTONIC = "streams.stages.clock.time.monotonic"
 
 
-def _runner() -> StageRunner:
-    return StageRunner("user", {}, load_policy(POLICY), 4, ["access:0", "dlp:0"])
+def _clocks(sources: int) -> StageClocks:
+    return StageClocks(sources, {}, TableChanges(None))
 
 
 def test_the_clock_holds_until_every_source_is_heard() -> None:
-    r = _runner()
-    assert r.clock(0, "access:0", 100.0) == NEG
-    assert r.clock(0, "access:0", 200.0) == NEG
-    assert r.clock(0, "dlp:0", 150.0) == 150.0  # the slowest source
+    c = _clocks(2)
+    assert c.clock(0, "access:0", 100.0) == NEG
+    assert c.clock(0, "access:0", 200.0) == NEG
+    assert c.clock(0, "dlp:0", 150.0) == 150.0  # the slowest source
 
 
 def test_partitions_keep_their_own_clocks_and_a_rebalance_forgets_them() -> None:
-    r = _runner()
-    r.clock(0, "access:0", 100.0)
-    r.clock(0, "dlp:0", 100.0)
-    assert r.clock(1, "access:0", 50.0) == NEG
-    r.forget({0})
-    assert r.clock(0, "access:0", 200.0) == NEG
+    r = StageRunner("user", {}, load_policy(POLICY), 4, ["access:0", "dlp:0"])
+    r.clocks.clock(0, "access:0", 100.0)
+    assert r.clocks.clock(0, "dlp:0", 100.0) == 100.0
+    assert r.clocks.clock(1, "access:0", 50.0) == NEG
+    r.forget({0})  # the runner's rebalance reaches its clocks
+    assert r.clocks.clock(0, "access:0", 200.0) == NEG
 
 
 class _Reference:
     """The clock as first written: every source asked at every call. The
-    runner keeps what the other sources say between one source's events;
+    clocks keep what the other sources say between one source's events;
     this is what it must still give."""
 
     def __init__(self, sources: int) -> None:
@@ -78,28 +82,28 @@ def test_the_clock_keeps_what_other_sources_hold_and_gives_what_asking_them_all_
     """Random runs of data, busy marks, rebalances and silences on
     two partitions; small times, so that sources overtake each other."""
     now = [1000.0]
-    runner = StageRunner("user", {}, load_policy(POLICY), 4, _SOURCES)
+    clocks = _clocks(len(_SOURCES))
     reference = _Reference(len(_SOURCES))
-    with patch("streams.topology.time.monotonic", lambda: now[0]):
+    with patch(MONOTONIC, lambda: now[0]):
         for _ in range(100):
             now[0] += rnd.choice([0.0, 0.0, 0.0, 0.5, IDLE_SECONDS / 2, IDLE_SECONDS + 1])
             kind = rnd.choice(["data", "data", "busy", "forget"])
             p, source = rnd.choice([0, 0, 0, 1]), rnd.choice(_SOURCES)
             if kind == "data":
                 ts = float(rnd.randint(0, 60))
-                assert runner.clock(p, source, ts) == reference.clock(now[0], p, source, ts)
+                assert clocks.clock(p, source, ts) == reference.clock(now[0], p, source, ts)
             elif kind == "busy":
-                runner.busy(p, source)
+                clocks.busy(p, source)
                 reference.busy(now[0], p, source)
             else:
-                runner.forget({p})
+                clocks.forget({p})
                 reference.forget(p)
 
 
 def test_a_source_marked_busy_holds_the_clock_again_amid_another_sources_events() -> None:
     now = [1000.0]
-    with patch("streams.topology.time.monotonic", lambda: now[0]):
-        r = StageRunner("user", {}, load_policy(POLICY), 4, _SOURCES)
+    with patch(MONOTONIC, lambda: now[0]):
+        r = _clocks(len(_SOURCES))
         r.clock(0, "access:1", 5.0)
         now[0] += IDLE_SECONDS / 2
         r.clock(0, "access:0", 10.0)
@@ -112,8 +116,8 @@ def test_a_source_marked_busy_holds_the_clock_again_amid_another_sources_events(
 
 def test_a_source_silent_too_long_stops_holding_amid_another_sources_events() -> None:
     now = [1000.0]
-    with patch("streams.topology.time.monotonic", lambda: now[0]):
-        r = StageRunner("user", {}, load_policy(POLICY), 4, _SOURCES)
+    with patch(MONOTONIC, lambda: now[0]):
+        r = _clocks(len(_SOURCES))
         r.clock(0, "dlp:0", 5.0)
         now[0] += IDLE_SECONDS / 2
         r.clock(0, "access:1", 50.0)

@@ -1,7 +1,7 @@
 """The order in which a stage record's table changes reach the changelogs:
 its clocks (the meta table) only once every other change is delivered, so a
 worker killed in between never leaves a restore with a clock ahead of its
-stores (streams.topology.TableChanges)."""
+stores (streams.stages.store.TableChanges)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from streams.topology import TableChanges, Undelivered
+from streams.stages.store import TableChanges, Undelivered
 
 META = "t.user-meta-changelog"
 PENDING = "t.user-pending-changelog"

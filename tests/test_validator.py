@@ -88,8 +88,8 @@ class Broker:
         else:
             delivery.set_exception(error)
 
-    def batches(self) -> dict[tuple[str, int | None], list[list[tuple[str, float, bytes]]]]:
-        out: dict[tuple[str, int | None], list[list[tuple[str, float, bytes]]]] = {}
+    def batches(self) -> dict[tuple[str, int | None], list[list[tuple[str, bytes]]]]:
+        out: dict[tuple[str, int | None], list[list[tuple[str, bytes]]]] = {}
         for s in self.sent:
             if s.key == EVENTS:
                 events = [e for e in read_events(s.value) if not clock_entry(e)]
@@ -102,14 +102,14 @@ class Broker:
         out: dict[tuple[str, int | None], list[tuple[str, float]]] = {}
         for s in self.sent:
             if s.key == EVENTS:
-                for source, _, raw in read_events(s.value):
+                for source, raw in read_events(s.value):
                     if isinstance(raw, TimeOnly) and raw.stream == CLOCK:
                         out.setdefault((s.topic, s.partition), []).append((source, raw.ts))
         return out
 
 
-def clock_entry(entry: tuple[str, float, Any]) -> bool:
-    return isinstance(entry[2], TimeOnly) and entry[2].stream == CLOCK
+def clock_entry(entry: tuple[str, Any]) -> bool:
+    return isinstance(entry[1], TimeOnly) and entry[1].stream == CLOCK
 
 
 MARKER_KEY = SecretStr("validator-test-key")
@@ -151,9 +151,8 @@ def test_events_reach_the_stage_partitions_that_judge_them_in_one_batch_each() -
             got = batches.get((TOPICS.stage(stage), p), [])
             assert len(got) == (1 if want else 0)
             entries = got[0] if got else []
-            assert [json.loads(raw)["event_id"] for _, _, raw in entries] == want
-            assert all(source == f"{TOPICS.input('saas_access')}:0" for source, _, _ in entries)
-            assert all(appended == APPENDED_MS / 1000 for _, appended, _ in entries)
+            assert [json.loads(raw)["event_id"] for _, raw in entries] == want
+            assert all(source == f"{TOPICS.input('saas_access')}:0" for source, _ in entries)
 
 
 def test_with_learned_identity_the_device_stage_is_one_partition_in_arrival_order() -> None:
@@ -170,7 +169,7 @@ def test_with_learned_identity_the_device_stage_is_one_partition_in_arrival_orde
     }
     assert len(device) == 1  # five devices, one partition
     (entries,) = next(iter(device.values()))
-    assert [json.loads(raw)["event_id"] for _, _, raw in entries] == [e["event_id"] for e in events]
+    assert [json.loads(raw)["event_id"] for _, raw in entries] == [e["event_id"] for e in events]
     assert len({p for (topic, p) in batches if topic == TOPICS.stage("user")}) > 1
 
 
@@ -195,7 +194,7 @@ def test_with_learned_identity_a_posture_with_aliases_reaches_every_user_partiti
         p: [
             json.loads(raw)["event_id"]
             for batch in batches.get((TOPICS.stage("user"), p), [])
-            for _, _, raw in batch
+            for _, raw in batch
         ]
         for p in range(PARTITIONS)
     }
@@ -218,7 +217,7 @@ def test_the_user_stage_gets_only_the_time_of_an_access_it_does_not_keep() -> No
             raw
             for p in range(PARTITIONS)
             for batch in batches.get((TOPICS.stage(stage), p), [])
-            for _, _, raw in batch
+            for _, raw in batch
         ]
         assert len(got) == len(events)
         whole = sorted(json.loads(raw)["event_id"] for raw in got if isinstance(raw, bytes))
@@ -253,7 +252,7 @@ def test_an_end_of_input_marker_follows_the_data_read_before_it() -> None:
                     reads.append("END")
                 else:
                     reads += [
-                        json.loads(e[2])["event_id"]
+                        json.loads(e[1])["event_id"]
                         for e in read_events(s.value)
                         if not clock_entry(e)
                     ]
@@ -288,7 +287,7 @@ def test_an_event_the_broker_refuses_as_too_large_becomes_a_dead_letter_without_
     assert where == (TOPICS.input("saas_access"), 0, 3)
     assert "MessageSizeTooLargeError" in letters[0]["reason"]
     assert "y" * 100 not in json.dumps(letters[0])
-    routed = [raw for batch in broker.batches().values() for b in batch for _, _, raw in b]
+    routed = [raw for batch in broker.batches().values() for b in batch for _, raw in b]
     assert any(json.loads(raw)["event_id"] == TEMPLATES[0]["event_id"] for raw in routed)
 
 
@@ -307,16 +306,33 @@ def test_a_record_that_is_not_an_event_is_a_dead_letter_and_the_rest_is_routed()
     assert sum(len(b) for bs in broker.batches().values() for b in bs) == 3  # three stages
 
 
+BATCH: list[Entry] = [
+    ("v.saas-access:0", b'{\n "stream": "saas_access",\n "note": "\xed\x95\x9c\\n"}'),
+    ("v.saas-access:2", TimeOnly("saas_access", 1795000000.123456)),
+    ("v.dlp-alerts:3", b"{}"),
+    ("v.saas-access:1", b'{"a": "\\u0000"}'),
+]
+
+
 def test_a_batch_record_gives_back_each_event_as_read_newlines_and_unicode_included() -> None:
-    entries: list[Entry] = [
-        ("v.saas-access:0", 1.5, b'{\n "stream": "saas_access",\n "note": "\xed\x95\x9c\\n"}'),
-        ("v.saas-access:2", 1.75, TimeOnly("saas_access", 1795000000.123456)),
-        ("v.dlp-alerts:3", 2.25, b"{}"),
-        ("v.saas-access:1", 3.0, b'{"a": "\\u0000"}'),
-    ]
-    assert read_events(events_record(entries)) == entries
+    assert read_events(events_record(BATCH)) == BATCH
     with pytest.raises(ValueError, match="not"):
-        read_events(events_record(entries)[:-2])
+        read_events(events_record(BATCH)[:-2])
+
+
+def test_a_batch_record_carries_no_append_time_and_one_written_with_them_still_reads() -> None:
+    """The stage records an older validator wrote, each entry with its input
+    record's append time second, are judged after an upgrade as before."""
+    value = events_record(BATCH)
+    head = json.loads(value.partition(b"\n")[0])
+    assert head[:2] == [
+        ["v.saas-access:0", len(BATCH[0][1])],
+        ["v.saas-access:2", None, "saas_access", 1795000000.123456],
+    ]
+    appended = [1.5, 1.75, 2.25, 3.0]
+    old_head = [[item[0], at, *item[1:]] for item, at in zip(head, appended, strict=True)]
+    old = json.dumps(old_head).encode() + value[value.index(b"\n") :]
+    assert read_events(old) == BATCH
 
 
 def routed_ids(broker: Broker, stage: str) -> list[str]:
@@ -326,7 +342,7 @@ def routed_ids(broker: Broker, stage: str) -> list[str]:
         for (topic, _), batches in broker.batches().items()
         if topic == TOPICS.stage(stage)
         for batch in batches
-        for _, _, raw in batch
+        for _, raw in batch
         if isinstance(raw, bytes)
     ]
 
@@ -509,7 +525,7 @@ def test_review_ticks_are_kept_per_input_partition() -> None:
         for (t, _), bs in broker.batches().items()
         if t == TOPICS.stage("review")
         for b_ in bs
-        for _, _, raw in b_
+        for _, raw in b_
     ]
     assert len(review) == 2
 
@@ -571,5 +587,5 @@ def test_a_stage_partition_gets_an_input_partitions_events_in_their_order() -> N
     asyncio.run(validator(broker).route([record(e, i) for i, e in enumerate(events)]))
     for p in range(PARTITIONS):
         got = [e for b in broker.batches().get((TOPICS.stage("user"), p), []) for e in b]
-        ids = [json.loads(raw)["event_id"] for _, _, raw in got]
+        ids = [json.loads(raw)["event_id"] for _, raw in got]
         assert ids == sorted(ids, key=lambda i: int(i[1:])), p

@@ -1,1 +1,4 @@
-"""The stages' runtime on Faust: compatibility with the pinned library."""
+"""The stages' runtime: a stage's engines and how it judges a record
+(runner.py), a partition's stores and their changelog writes (store.py), a
+partition's event clock (clock.py), and compatibility with the pinned Faust
+(faust_compat.py)."""

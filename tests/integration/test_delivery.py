@@ -138,7 +138,7 @@ def test_a_stage_raising_on_one_event_dead_letters_it_and_judges_the_rest(
     The stages are told to raise on one posture (SEPWATCH_TEST_FAULT_EVENT_ID):
     it is retried, then dead-lettered with the reason, and every other event
     is judged: the findings are replay's of the day without that event.
-    Both guarantees judge a record the same way (streams.topology.stage_judge)."""
+    Both guarantees judge a record the same way (streams.stages.runner.stage_judge)."""
     topics = Topics(prefix)
     lines = _day(users=40, hours=2, seed=4)
     postures = [n for n, line in enumerate(lines) if b'"device_posture"' in line]
