@@ -26,7 +26,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -34,7 +33,7 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -47,6 +46,7 @@ from elasticsearch import Elasticsearch
 from elasticsearch.helpers import scan
 from kafka import KafkaConsumer, TopicPartition
 
+from bench.harness import free_port, wait_until
 from bench.stream import unread
 from schemas.policy_file import load_policy
 from simulator.day import simulate
@@ -91,20 +91,6 @@ def replayed(lines: list[bytes]) -> dict[str, dict[str, Any]]:
     out = io.StringIO()
     replay(load_policy(POLICY), lines, out, io.StringIO())
     return {f["finding_id"]: f for f in map(json.loads, out.getvalue().splitlines())}
-
-
-def wait_until(check: Callable[[], object], what: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:.0f} s: {what}")
-        time.sleep(0.2)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Intake:

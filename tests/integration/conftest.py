@@ -17,10 +17,10 @@ import pytest
 from kafka import KafkaProducer
 from pydantic import SecretStr
 
+from bench.harness import free_port
 from streams.kafka_io import admin, ensure_topics
 from streams.topics import Topics
 from tests.adapters.conftest import MAPPING
-from tests.integration.receivers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 KAFKA = ROOT / "deploy" / "local" / "kafka.sh"

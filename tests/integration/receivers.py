@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
@@ -25,16 +24,10 @@ from typing import Any
 from aiohttp import web
 from aiosmtpd.controller import Controller
 
+from bench.harness import free_port
 from streams.alerts.channels import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
 
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass

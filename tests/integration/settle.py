@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Collection, Iterable
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
+from bench.harness import wait_until
 from streams.kafka_connection import Broker, connection
 from streams.kafka_io import admin
 from streams.settings import Settings
@@ -148,24 +149,6 @@ def members_holding(broker: Broker, group: str, names: Collection[str]) -> list[
         )
         for m in described["members"]
     ]
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 60, step: float = 0.2) -> bool:
-    """Whether `check` came true within `timeout` s: for a caller whose
-    assert shows more than a name on failure (the worker's log, say)."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(step)
-    return True
-
-
-def wait_until(
-    check: Callable[[], bool], what: str, timeout: float = 90, step: float = 0.2
-) -> None:
-    if not wait_for(check, timeout, step):
-        raise AssertionError(f"not within {timeout} s: {what}")
 
 
 def each_holds_partitions(

@@ -16,6 +16,7 @@ import pytest
 from kafka import TopicPartition
 
 from adapters.mapping import VendorMapping, load_mapping
+from bench.harness import wait_for
 from schemas.policy_file import load_policy
 from streams.end_of_input import signed_marker
 from streams.kafka_io import ensure_topics, read_dead_letters, read_events, read_topics
@@ -25,7 +26,7 @@ from streams.validator import END_OF_INPUT
 from tests.adapters.conftest import MAPPING
 from tests.adapters.day import EXPECTED, REVIEW_OVERDUE, canonical_day, judged, raw_arrivals
 from tests.integration.conftest import ADAPTER_PARTITIONS, MARKER_KEY, POLICY, AdapterWorker
-from tests.integration.settle import settled, wait_for
+from tests.integration.settle import settled
 
 pytestmark = pytest.mark.integration
 
@@ -68,7 +69,7 @@ def test_raw_topics_through_the_adapter_agent_give_the_findings_of_the_scenario(
     for arrival in arrivals:
         raw.send(topics.raw(arrival.source), arrival.record.raw).get(timeout=10)
         expected += arrival.events
-        assert wait_for(lambda n=expected: canonical() >= n), worker.log.read_text()[-3000:]
+        assert wait_for(lambda n=expected: canonical() >= n, 60), worker.log.read_text()[-3000:]
     assert canonical() == expected == 18
     # /metrics: every record counted by outcome, skips by vendor type.
     scraped = w.series()
@@ -105,7 +106,7 @@ def test_raw_topics_through_the_adapter_agent_give_the_findings_of_the_scenario(
     # on the stream as in the replay.
     want_sign_ins = _replayed_sign_ins(mapping)
     assert want_sign_ins == (1, 2)
-    assert wait_for(lambda: _sign_ins(w) == want_sign_ins), _sign_ins(w)
+    assert wait_for(lambda: _sign_ins(w) == want_sign_ins, 60), _sign_ins(w)
 
 
 def test_produce_format_publishes_canonical_events_or_raw_records(broker: str, prefix: str) -> None:

@@ -21,6 +21,7 @@ from elasticsearch import Elasticsearch
 from elasticsearch.helpers import bulk
 from PIL import Image
 
+from bench.harness import free_port
 from console.i18n import WORDS
 from console.serve import InThread as ConsoleServer
 from schemas import Finding
@@ -429,15 +430,12 @@ def test_the_console_command_says_where_and_stops_cleanly_on_ctrl_c(
     """`sepwatch console` (which `make demo` ends with): the address it prints
     answers, and Ctrl-C (SIGINT) ends it with status 0 and no traceback."""
     import signal
-    import socket
     import subprocess
     import sys
     import urllib.request
 
     _, index = plain
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {
         **os.environ,
         "SEPWATCH_ES_URL": elasticsearch,

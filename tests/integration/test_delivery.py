@@ -11,18 +11,18 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType
 
+from bench.harness import wait_for, wait_until
 from detectors.masking import mask_text
 from streams.kafka_io import admin, ensure_topics, produce, read_dead_letters
 from streams.topics import STAGES, Topics
 from tests.integration.conftest import MARKER_KEY, Worker
-from tests.integration.settle import settled, wait_until
+from tests.integration.settle import settled
 from tests.integration.test_stream import (
     PARTITIONS,
     _compare,
     _day,
     _exported,
     _replayed,
-    _wait_for,
 )
 
 pytestmark = pytest.mark.integration
@@ -106,7 +106,7 @@ def test_a_refused_finding_is_never_committed_past_and_appears_after_a_restart(
     first = workers("a", "at_least_once")
     first.wait_ready()
     produce(lines, broker, topics, end_of_input=True, marker_key=MARKER_KEY)
-    assert _wait_for(lambda: "was not delivered" in first.log.read_text(), timeout=120)
+    assert wait_for(lambda: "was not delivered" in first.log.read_text(), timeout=120)
     wait_until(lambda: _refused_a_commit(first), "a commit refused after the failed write")
     # The stage records are read (and some judged) but not all committed: the
     # judging that wanted to write a finding is not.
@@ -123,7 +123,7 @@ def test_a_refused_finding_is_never_committed_past_and_appears_after_a_restart(
     _findings_limit(broker, topics.findings, None)
     again = workers("c", "at_least_once")
     again.wait_ready()
-    _wait_for(lambda: len(_exported(broker, topics)) >= len(want), timeout=180)
+    wait_for(lambda: len(_exported(broker, topics)) >= len(want), timeout=180)
     settled(broker, topics)  # anything extra is on the topic by now
     _compare(want, _exported(broker, topics))
 
@@ -154,8 +154,8 @@ def test_a_stage_raising_on_one_event_dead_letters_it_and_judges_the_rest(
 
     # The device stage judges every posture (the review stage only a posture
     # that is its entity's first event of a minute, as a tick).
-    assert _wait_for(lambda: any(d["stage"] == "device" for d in stage_letters()), timeout=120)
-    _wait_for(lambda: len(_exported(broker, topics)) >= len(want), timeout=120)
+    assert wait_for(lambda: any(d["stage"] == "device" for d in stage_letters()), timeout=120)
+    wait_for(lambda: len(_exported(broker, topics)) >= len(want), timeout=120)
     settled(broker, topics)  # anything extra is on the topic by now
     _compare(want, _exported(broker, topics))
     letters = stage_letters()

@@ -14,12 +14,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from elasticsearch import Elasticsearch
 
+from bench.harness import wait_for
 from streams.elastic import content_digest
 from streams.kafka_io import read_topics
 from streams.lifecycle import records_of
 from tests.adapters.conftest import VENDORS
 from tests.integration.conftest import AdapterWorker
-from tests.integration.settle import wait_for
 
 pytestmark = pytest.mark.integration
 MATCH = "1c2d3e4f-5a6b-4c7d-8e9f-a0b1c2d3e4f5"

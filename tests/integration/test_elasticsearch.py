@@ -20,6 +20,7 @@ from elasticsearch import Elasticsearch
 from kafka import KafkaProducer
 from typer.testing import CliRunner
 
+from bench.harness import free_port, wait_for
 from cli.main import app as cli
 from streams.elastic import index_for
 from streams.kafka_io import ensure_topics, read_dead_letters, read_topics
@@ -28,7 +29,7 @@ from streams.sink import FindingsSink
 from streams.topics import Topics
 from tests.integration.conftest import ES, ES_PORT, MARKER_KEY, Worker
 from tests.integration.settle import committed_past, settled
-from tests.integration.test_stream import _day, _replayed, _wait_for
+from tests.integration.test_stream import _day, _replayed
 
 pytestmark = pytest.mark.integration
 PARTITIONS = 4
@@ -108,7 +109,7 @@ def test_every_finding_is_in_elasticsearch_once_with_ecs_fields_and_nothing_raw(
     w.wait_ready()
     _produce(broker, prefix, lines, end=True)
     index = _index(prefix)
-    assert _wait_for(lambda: _count(es, index) >= len(want), timeout=120), (
+    assert wait_for(lambda: _count(es, index) >= len(want), timeout=120), (
         f"{_count(es, index)} of {len(want)} findings in Elasticsearch"
     )
     settled(broker, Topics(prefix), sink=True)  # a duplicate or an extra is stored by now
@@ -145,14 +146,6 @@ def _scrape(port: int) -> dict[str, float]:
     return out
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _es_script(action: str) -> None:
     env = {**os.environ, "SEPWATCH_ES_PORT": ES_PORT, "SEPWATCH_ES_KEEP_DATA": "1"}
     subprocess.run([str(ES), action], check=True, env=env, timeout=900)
@@ -166,12 +159,12 @@ def test_elasticsearch_down_loses_nothing_and_duplicates_nothing(
     lines = _day(seed=13)
     want = _replayed(lines)
     half = len(lines) // 2
-    port = _free_port()
+    port = free_port()
     w = worker(web_port=port)
     w.wait_ready()
     index = _index(prefix)
     _produce(broker, prefix, lines[:half], end=False)
-    assert _wait_for(lambda: _count(es, index) > 0, timeout=120)
+    assert wait_for(lambda: _count(es, index) > 0, timeout=120)
     _es_script("down")
     try:
         _produce(broker, prefix, lines[half:], end=True)
@@ -187,19 +180,19 @@ def test_elasticsearch_down_loses_nothing_and_duplicates_nothing(
                 and now.get("sepwatch_es_sink_up") == 0
             )
 
-        assert _wait_for(holding_and_down, timeout=60)
+        assert wait_for(holding_and_down, timeout=60)
         seen = _scrape(port)
         assert seen['sepwatch_es_sink_errors_total{kind="unavailable"}'] >= 1
     finally:
         _es_script("up")
-    assert _wait_for(lambda: _count(es, index) >= len(want), timeout=180), (
+    assert wait_for(lambda: _count(es, index) >= len(want), timeout=180), (
         f"{_count(es, index)} of {len(want)} after Elasticsearch came back"
     )
     settled(broker, Topics(prefix), sink=True)
     assert set(_stored(es, index)) == set(want)
     after = _scrape(port)
     assert after["sepwatch_es_sink_up"] == 1
-    assert _wait_for(lambda: _scrape(port)["sepwatch_es_sink_backlog_findings"] == 0, timeout=30)
+    assert wait_for(lambda: _scrape(port)["sepwatch_es_sink_backlog_findings"] == 0, timeout=30)
 
 
 def _finding(fid: str, **over: Any) -> dict[str, Any]:

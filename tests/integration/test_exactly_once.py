@@ -17,12 +17,13 @@ from aiokafka.structs import TopicPartition
 from kafka import KafkaConsumer
 from kafka import TopicPartition as KafkaPartition
 
+from bench.harness import wait_until
 from streams.exactly_once import OwnTable, restore
 from streams.kafka_io import ensure_topics, produce, read_topics
 from streams.settings import Settings
 from streams.topics import Topics
 from tests.integration.conftest import MARKER_KEY, Worker
-from tests.integration.settle import settled, wait_until
+from tests.integration.settle import settled
 from tests.integration.test_delivery import _findings_limit, _stage_progress
 from tests.integration.test_stream import PARTITIONS, _compare, _day, _replayed
 

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from kafka import KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType
 
+from bench.harness import wait_until
 from schemas.policy_file import load_policy
 from simulator.day import simulate
 from streams.kafka_io import admin, ensure_topics, produce, read_topics
@@ -27,7 +28,7 @@ from streams.replay import replay
 from streams.topics import STAGES, Topics, input_key
 from tests.hostile import broker_hostile_records, leaks
 from tests.integration.conftest import MARKER_KEY, POLICY, Worker
-from tests.integration.settle import each_holds_partitions, settled, wait_until
+from tests.integration.settle import each_holds_partitions, settled
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 PARTITIONS = 4

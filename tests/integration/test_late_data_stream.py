@@ -20,6 +20,7 @@ from typing import Any
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from bench.harness import wait_for
 from streams.kafka_io import ensure_topics, export_findings, produce
 from streams.topics import Topics
 from tests.integration.conftest import MARKER_KEY, Worker
@@ -45,19 +46,11 @@ def _streamed(broker: str, lines: list[bytes], state: Path, want: int) -> set[st
     try:
         worker.wait_ready()
         produce(lines, broker, topics, end_of_input=True, marker_key=MARKER_KEY)
-        _wait_for_count(broker, topics, want)
+        wait_for(lambda: len(_exported(broker, topics)) >= want, timeout=120)
         settled(broker, topics)  # a duplicate or an extra is on the topic by now
         return set(_exported(broker, topics))
     finally:
         worker.stop()
-
-
-def _wait_for_count(broker: str, topics: Topics, want: int, timeout: float = 120) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and len(_exported(broker, topics)) < want:
-        time.sleep(0.5)
 
 
 def _diff(want: set[str], got: set[str]) -> str:

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from adapters.mapping import DEFAULT_MAPPING, load_mapping
+from bench.harness import wait_until
 from streams.kafka_io import ensure_topics, export_findings, produce
 from streams.topics import Topics
 from tests.integration.conftest import MARKER_KEY, ROOT, Worker
-from tests.integration.settle import settled, wait_until
+from tests.integration.settle import settled
 
 pytestmark = pytest.mark.integration
 

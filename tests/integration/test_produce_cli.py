@@ -8,21 +8,19 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from kafka import KafkaProducer
 
+from bench.harness import free_port, wait_until
 from streams.kafka_io import ensure_topics, read_events, read_topics
 from streams.topics import Topics
 from streams.validator import END_OF_INPUT
 from tests.cases import DEFAULTS
 from tests.integration.conftest import ROOT, Worker
-from tests.integration.receivers import free_port
 
 KEY = "produce-cli-test-key"
 T = datetime(2026, 11, 23, 1, 0, tzinfo=UTC)
@@ -58,16 +56,6 @@ def sepwatch_produce_file(broker: str, prefix: str, file: Path, *args: str) -> N
          "--prefix", prefix, "-e", str(file), *args],
         env=ENV, cwd=ROOT, timeout=120, check=True,
     )  # fmt: skip
-
-
-def _wait_for(check: Callable[[], Any], what: str, timeout: float = 90) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_produce_reads_a_pipe_to_its_end(broker: str, prefix: str) -> None:
@@ -123,7 +111,7 @@ def test_an_empty_produce_or_a_forged_marker_between_two_parts_loses_no_finding(
             found = [json.loads(r.value) for r in read_topics(broker, [topics.findings])]
             return [f for f in found if f["rule_id"] == "SEP-003"]
 
-        [finding] = _wait_for(sep003, "the SEP-003 of the alert and the upload")
+        [finding] = wait_until(sep003, "the SEP-003 of the alert and the upload")
         assert finding["evidence_event_ids"] == ["d1", "a1"]
         forged = 4 * len(topics.inputs)
         assert _metric(web, "sepwatch_end_of_input_ignored_total", 'reason="unsigned"') == forged

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
-import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
+from bench.harness import free_port, wait_until
 from schemas.policy_file import load_policy
 from simulator.day import simulate
 from streams.kafka_io import produce
@@ -29,31 +28,13 @@ from tests.test_deploy_artifacts import CATALOGUE_SERIES
 pytestmark = pytest.mark.integration
 RULES = ROOT / "deploy" / "prometheus" / "sepwatch-rules.yml"
 JOB = "sepwatch"  # the job name the rules select on
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+# Prometheus not listening yet, or its answer slow on a loaded machine: try again.
+NOT_YET = (OSError,)
 
 
 def _get(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=5) as r:
         return json.loads(r.read())
-
-
-def _wait_for(check: Callable[[], Any], what: str, timeout: float = 90) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-            if last:
-                return last
-        except OSError as exc:  # not listening yet
-            last = exc
-        time.sleep(0.5)
-    raise AssertionError(f"{what}: not in {timeout:.0f} s (last: {last!r})")
 
 
 class Prometheus:
@@ -69,7 +50,7 @@ class Prometheus:
             "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": [target]}]}],
         }
         (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
-        self.url = f"http://127.0.0.1:{_free_port()}"
+        self.url = f"http://127.0.0.1:{free_port()}"
         self.log = (workdir / "prometheus.log").open("wb")
         self.proc = subprocess.Popen(
             [
@@ -82,7 +63,7 @@ class Prometheus:
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
-        _wait_for(self._ready, "prometheus ready", timeout=30)
+        wait_until(self._ready, "prometheus ready", timeout=30, unready=NOT_YET)
 
     def _ready(self) -> bool:
         assert self.proc.poll() is None, f"prometheus exited {self.proc.returncode}"
@@ -111,7 +92,7 @@ class Prometheus:
 
 @pytest.fixture
 def scraped_worker(broker: str, prefix: str, tmp_path: Path) -> Iterator[tuple[Worker, Prometheus]]:
-    port = _free_port()
+    port = free_port()
     worker = Worker(broker, prefix, tmp_path / "state", tmp_path / "worker.log", web_port=port)
     prometheus: Prometheus | None = None
     try:
@@ -147,7 +128,9 @@ def test_prometheus_scrapes_events_per_stream_and_evaluates_the_rules(
     sent = produce(_events(), broker, Topics(prefix), end_of_input=True, marker_key=MARKER_KEY)
     assert set(sent) >= {"saas_access", "device_posture", "dlp_alert"}, sent
 
-    up = _wait_for(lambda: prom.query(f'up{{job="{JOB}"}} == 1'), "the worker scraped")
+    up = wait_until(
+        lambda: prom.query(f'up{{job="{JOB}"}} == 1'), "the worker scraped", unready=NOT_YET
+    )
     assert len(up) == 1
 
     def per_stream() -> dict[str, int] | None:
@@ -158,7 +141,7 @@ def test_prometheus_scrapes_events_per_stream_and_evaluates_the_rules(
         return got if got == sent else None
 
     try:
-        _wait_for(per_stream, "every produced event counted, per stream")
+        wait_until(per_stream, "every produced event counted, per stream", unready=NOT_YET)
     except AssertionError:
         raise AssertionError(
             f"produced {sent}, Prometheus has "
@@ -168,9 +151,10 @@ def test_prometheus_scrapes_events_per_stream_and_evaluates_the_rules(
 
     # Findings and decision latency reach Prometheus with labels the rules and
     # the dashboard group by.
-    findings = _wait_for(
+    findings = wait_until(
         lambda: prom.query("sum by (rule, severity, entity, status) (sepwatch_findings_total)"),
         "findings counted",
+        unready=NOT_YET,
     )
     assert all(r["metric"]["rule"].startswith("SEP-") for r in findings), findings
     # One latency observation per finding emitted.
@@ -186,11 +170,11 @@ def test_prometheus_scrapes_events_per_stream_and_evaluates_the_rules(
 
     # The project's rules evaluate against real series without errors, and a
     # worker without an Elasticsearch sink (es_sink_up stays 0) is not "down".
-    def evaluated() -> list[dict[str, Any]] | None:
+    def evaluated() -> list[dict[str, Any]]:
         rules = [r for g in prom.api("rules")["groups"] for r in g["rules"]]
-        return rules if rules and all(r["health"] != "unknown" for r in rules) else None
+        return rules if all(r["health"] != "unknown" for r in rules) else []
 
-    rules = _wait_for(evaluated, "every rule evaluated", timeout=30)
+    rules = wait_until(evaluated, "every rule evaluated", timeout=30, unready=NOT_YET)
     assert len(rules) == sum(len(g["rules"]) for g in yaml.safe_load(RULES.read_text())["groups"])
     broken = [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"]
     assert not broken, broken
@@ -204,6 +188,6 @@ def test_prometheus_scrapes_events_per_stream_and_evaluates_the_rules(
         evaluations.update(g["lastEvaluation"] for g in prom.api("rules")["groups"][:1])
         return len(evaluations) > 3
 
-    _wait_for(three_more, "three more evaluations of the rules", timeout=30)
+    wait_until(three_more, "three more evaluations of the rules", timeout=30, unready=NOT_YET)
     alerts = prom.api("alerts")["alerts"]
     assert not alerts, [(a["labels"], a["state"]) for a in alerts]

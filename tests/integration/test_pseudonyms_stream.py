@@ -17,12 +17,12 @@ import pytest
 import yaml
 from elasticsearch import Elasticsearch
 
+from bench.harness import free_port
 from detectors.pseudonyms import PSEUDONYM, pseudonym
 from streams.kafka_io import ensure_topics, export_findings, produce, read_dead_letters
 from streams.pseudonym_key import read_key
 from streams.topics import Topics
 from tests.integration.conftest import MARKER_KEY, POLICY, Worker
-from tests.integration.receivers import free_port
 from tests.integration.settle import settled
 from tests.integration.test_worker_alerts import SECRET, Receiver
 

@@ -11,8 +11,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from kafka.admin import NewTopic
 
+from bench.harness import wait_until
 from schemas.policy_file import load_policy
 from simulator.day import simulate
 from streams.kafka_io import (
@@ -67,15 +67,6 @@ def cluster() -> Iterator[str]:
 def _pid(node: int) -> int:
     home = RUN / f"kafka-{PORT}"
     return int((home if node == 1 else home / f"node-{node}").joinpath("kafka.pid").read_text())
-
-
-def _wait_for(check: Callable[[], Any], what: str, timeout: float = 180) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        time.sleep(1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_topics_are_replicated_and_a_worker_refuses_those_that_are_not(
@@ -164,7 +155,7 @@ def test_a_worker_loses_nothing_when_a_broker_is_killed_and_restarted(
     try:
         worker.wait_ready()
         produce(lines[:third], cluster, topics)
-        _wait_for(lambda: _findings(cluster, topics), "the first findings")
+        wait_until(lambda: _findings(cluster, topics), "the first findings", timeout=180)
         os.kill(_pid(2), signal.SIGKILL)  # mid-stream, with its replicas in sync
         produce(lines[third : 2 * third], cluster, topics)  # written with one broker gone
         assert _kafka("up").returncode == 0  # restarts the killed broker only
@@ -173,7 +164,7 @@ def test_a_worker_loses_nothing_when_a_broker_is_killed_and_restarted(
         def all_found() -> bool:
             return len(_findings(cluster, topics)) >= len(want)
 
-        _wait_for(all_found, "every finding replay makes", timeout=300)
+        wait_until(all_found, "every finding replay makes", timeout=300)
         got = _findings(cluster, topics)
         assert sorted(set(want) - set(got)) == [] and sorted(set(got) - set(want)) == []
         for key, finding in want.items():

@@ -10,16 +10,15 @@ import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
+from bench.harness import free_port, wait_until
 from schemas.policy_file import load_policy
 from streams.kafka_io import ensure_topics, produce
 from streams.topics import Topics, partition_of
 from tests.cases import DEFAULTS
 from tests.integration.conftest import POLICY, Worker
-from tests.integration.receivers import free_port
 
 PARTITIONS = 4
 DEVICE = "d-restore"
@@ -36,15 +35,6 @@ def _metric(port: int, name: str, labels: str) -> float | None:
             if line.startswith(f"{name}{{{labels}}} "):
                 return float(line.split()[-1])
     return None
-
-
-def _wait_for(check: Callable[[], Any], what: str, timeout: float = 90) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_a_stage_restored_after_sigkill_judges_a_late_ish_event_as_before(
@@ -77,17 +67,17 @@ def test_a_stage_restored_after_sigkill_judges_a_late_ish_event_as_before(
         # One move, then another within the same minute of event time.
         for event_id, at in (("p1", minute + timedelta(seconds=10)), ("p2", last)):
             produce([_posture(event_id, at)], broker, topics)
-            _wait_for(clock_at(at), f"the device stage's clock at {event_id}")
+            wait_until(clock_at(at), f"the device stage's clock at {event_id}")
         # Everything judged so far is committed, its table changes before it.
         end = group.end_offsets([stage])[stage]
-        _wait_for(lambda: (group.committed(stage) or 0) >= end, "the stage's commit")
+        wait_until(lambda: (group.committed(stage) or 0) >= end, "the stage's commit")
         first.kill()
         second = Worker(broker, prefix, tmp_path / "b", tmp_path / "b.log", web_port=second_port)
         second.wait_ready()
         # Late by 5 s against the clock before the crash (not against a minute earlier).
         late_ish = last - timedelta(seconds=lateness + 5)
         produce([_posture("p3", late_ish)], broker, topics)
-        _wait_for(
+        wait_until(
             lambda: _metric(second_port, "sepwatch_late_events_total", 'stage="device"') == 1.0,
             "the restored stage to judge the event late, as before the crash",
         )

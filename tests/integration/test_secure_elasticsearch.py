@@ -35,6 +35,7 @@ from elasticsearch import (
 from kafka import KafkaProducer
 from typer.testing import CliRunner
 
+from bench.harness import wait_for
 from cli.main import app as cli
 from schemas import Finding
 from streams.elastic import document, index_for
@@ -46,7 +47,7 @@ from streams.topics import Topics
 from tests.integration.conftest import ES, MARKER_KEY, Worker
 from tests.integration.settle import settled
 from tests.integration.test_elasticsearch import RAW_ID, _count, _finding, _run_sink, _stored
-from tests.integration.test_stream import _day, _replayed, _wait_for
+from tests.integration.test_stream import _day, _replayed
 
 pytestmark = pytest.mark.integration
 PORT = os.environ.get("SEPWATCH_TEST_SECURE_ES_PORT", "19280")
@@ -106,7 +107,7 @@ def secure_es() -> Iterator[SecureNode]:
         # The node reloads roles.yml (written for INDEX) within seconds: wait for it.
         writer = node.client("sepwatch-writer", node.writer_password)
         wanted = [{"names": [f"{INDEX}-x"], "privileges": ["create_doc"]}]
-        assert _wait_for(
+        assert wait_for(
             lambda: writer.security.has_privileges(index=wanted)["has_all_requested"], timeout=60
         ), "the node did not load the roles for this session's index"
         writer.close()
@@ -195,7 +196,7 @@ def test_a_least_privilege_worker_stores_every_finding_over_https(
         worker.wait_ready()
         cmdline = Path(f"/proc/{worker.proc.pid}/cmdline").read_bytes()
         produce(lines, broker, Topics(prefix), end_of_input=True, marker_key=MARKER_KEY)
-        assert _wait_for(lambda: _count(admin, INDEX) >= len(want), timeout=180), (
+        assert wait_for(lambda: _count(admin, INDEX) >= len(want), timeout=180), (
             f"{_count(admin, INDEX)} of {len(want)} findings in the secured Elasticsearch"
         )
         settled(broker, Topics(prefix), sink=True)  # a duplicate or an extra is stored by now
@@ -253,7 +254,7 @@ def test_a_worker_with_a_wrong_password_says_so_without_the_password(
             marker_key=MARKER_KEY,
         )
         said = "refused the sink's credentials (401"
-        assert _wait_for(lambda: said in worker.log.read_text(errors="replace"), timeout=120), (
+        assert wait_for(lambda: said in worker.log.read_text(errors="replace"), timeout=120), (
             worker.log.read_text(errors="replace")[-3000:]
         )
     finally:

@@ -16,12 +16,13 @@ from pathlib import Path
 
 import pytest
 
+from bench.harness import wait_for
 from streams.kafka_io import KafkaUnavailable, ensure_topics, produce, read_topics
 from streams.settings import Settings
 from streams.topics import Topics
 from tests.integration.conftest import KAFKA, MARKER_KEY, ROOT, Worker
 from tests.integration.settle import settled
-from tests.integration.test_stream import _compare, _day, _exported, _replayed, _wait_for
+from tests.integration.test_stream import _compare, _day, _exported, _replayed
 
 pytestmark = pytest.mark.integration
 PORT = os.environ.get("SEPWATCH_TEST_SECURE_KAFKA_PORT", "19093")
@@ -111,7 +112,7 @@ def test_worker_configured_by_settings_finds_over_sasl_ssl(
     try:
         worker.wait_ready(timeout=180)
         produce(lines, settings.kafka, topics, end_of_input=True, marker_key=MARKER_KEY)
-        _wait_for(lambda: len(_exported(settings.kafka, topics)) >= len(want), timeout=180)
+        wait_for(lambda: len(_exported(settings.kafka, topics)) >= len(want), timeout=180)
         settled(settings.kafka, topics)  # a duplicate or an extra is on the topic by now
         _compare(want, _exported(settings.kafka, topics))
         argv = Path(f"/proc/{worker.proc.pid}/cmdline").read_bytes()

@@ -6,7 +6,6 @@ import io
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,6 +14,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from kafka import KafkaProducer
 
+from bench.harness import wait_for
 from schemas.policy_file import load_policy
 from simulator.day import simulate
 from streams.kafka_io import (
@@ -82,15 +82,6 @@ def _exported(broker: str, topics: Topics) -> dict[str, dict[str, object]]:
     return {f["finding_id"]: f for f in map(json.loads, sink.getvalue().splitlines())}
 
 
-def _wait_for(check: Callable[[], bool], timeout: float = 90) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.5)
-    return False
-
-
 def _compare(want: dict[str, dict[str, object]], got: dict[str, dict[str, object]]) -> None:
     missing = sorted((want[k]["rule_id"], k) for k in set(want) - set(got))
     extra = sorted((got[k]["rule_id"], k) for k in set(got) - set(want))
@@ -131,7 +122,7 @@ def test_stream_gives_exactly_the_findings_of_replay(
     worker = workers("a")
     worker.wait_ready()
     produce(lines, broker, Topics(prefix), end_of_input=True, marker_key=MARKER_KEY)
-    _wait_for(lambda: len(_exported(broker, Topics(prefix))) >= len(want))
+    wait_for(lambda: len(_exported(broker, Topics(prefix))) >= len(want))
     settled(broker, Topics(prefix))  # a duplicate or an extra is on the topic by now
     _compare(want, _exported(broker, Topics(prefix)))
 
@@ -149,7 +140,7 @@ def test_partial_postures_from_access_logs_give_the_findings_of_replay(
     worker = workers("a")
     worker.wait_ready()
     produce(lines, broker, Topics(prefix), end_of_input=True, marker_key=MARKER_KEY)
-    _wait_for(lambda: len(_exported(broker, Topics(prefix))) >= len(want))
+    wait_for(lambda: len(_exported(broker, Topics(prefix))) >= len(want))
     settled(broker, Topics(prefix))  # a duplicate or an extra is on the topic by now
     got = _exported(broker, Topics(prefix))
     _compare(want, got)
@@ -170,7 +161,7 @@ def test_two_workers_find_what_one_finds(
     each_holds_partitions(broker, f"{prefix}worker", [topics.stage(s) for s in STAGES], 2)
     each_holds_partitions(broker, f"{prefix}validator", topics.inputs, 2)
     produce(lines, broker, Topics(prefix), end_of_input=True, marker_key=MARKER_KEY)
-    _wait_for(lambda: len(_exported(broker, Topics(prefix))) >= len(want))
+    wait_for(lambda: len(_exported(broker, Topics(prefix))) >= len(want))
     settled(broker, Topics(prefix))
     _compare(want, _exported(broker, Topics(prefix)))
 
@@ -193,12 +184,12 @@ def _found_across_a_kill(
     worker.wait_ready()
     half = len(lines) // 2
     produce(lines[:half], broker, topics, end_of_input=False)
-    _wait_for(lambda: len(_exported(broker, topics)) > 0, timeout=60)
+    wait_for(lambda: len(_exported(broker, topics)) > 0, timeout=60)
     worker.kill()
     produce(lines[half:], broker, topics, end_of_input=True, marker_key=MARKER_KEY)
     again = start("b")
     again.wait_ready()
-    _wait_for(lambda: len(_exported(broker, topics)) >= want, timeout=120)
+    wait_for(lambda: len(_exported(broker, topics)) >= want, timeout=120)
     settled(broker, topics)
     return _exported(broker, topics)
 
@@ -236,7 +227,7 @@ def test_idle_marks_of_a_dead_validator_release_nothing_early(
     produce(lines, broker, topics, end_of_input=True, marker_key=MARKER_KEY)
     worker = workers("a")
     worker.wait_ready()
-    _wait_for(lambda: len(_exported(broker, topics)) >= len(want), timeout=120)
+    wait_for(lambda: len(_exported(broker, topics)) >= len(want), timeout=120)
     settled(broker, topics)
     _compare(want, _exported(broker, topics))
 
@@ -274,14 +265,14 @@ def test_bad_records_go_to_the_dead_letters_and_the_worker_goes_on(
         }
     ).encode()
     produce([good], broker, topics, end_of_input=True, marker_key=MARKER_KEY)
-    _wait_for(lambda: len(read_dead_letters(broker, topics)) >= len(bad))
+    wait_for(lambda: len(read_dead_letters(broker, topics)) >= len(bad))
     letters = read_dead_letters(broker, topics)
     assert len(letters) == len(bad)
     reasons = " | ".join(d["reason"].lower() for d in letters)
     for word in ("json", "timestamp", "timezone", "limit"):
         assert word in reasons, reasons
     assert "1234568" not in json.dumps(letters)
-    _wait_for(lambda: any(f["rule_id"] == "SEP-001" for f in _exported(broker, topics).values()))
+    wait_for(lambda: any(f["rule_id"] == "SEP-001" for f in _exported(broker, topics).values()))
     assert any(
         f["evidence_event_ids"] == ["after-bad"] and f["rule_id"] == "SEP-001"
         for f in _exported(broker, topics).values()
@@ -322,7 +313,7 @@ def test_a_policy_edited_while_running_applies_to_events_from_then_on(
         }
 
     produce([access("under-old")], broker, topics, end_of_input=False)
-    assert _wait_for(lambda: "under-old" in sep001())
+    assert wait_for(lambda: "under-old" in sep001())
     # notion joins the registry: accesses stamped from the load on are fine.
     policy.write_text(
         original.replace(
@@ -334,11 +325,11 @@ def test_a_policy_edited_while_running_applies_to_events_from_then_on(
         ),
         encoding="utf-8",
     )
-    assert _wait_for(lambda: "it judges events stamped" in worker.log.read_text(), timeout=30)
+    assert wait_for(lambda: "it judges events stamped" in worker.log.read_text(), timeout=30)
     produce([access("under-new")], broker, topics, end_of_input=False)
     # A policy that does not validate is refused; the running one stays.
     policy.write_text(original.replace("max_age: 24h", "max_age: soon"), encoding="utf-8")
-    assert _wait_for(lambda: "the running policy stays" in worker.log.read_text(), timeout=30)
+    assert wait_for(lambda: "the running policy stays" in worker.log.read_text(), timeout=30)
     produce([access("still-new")], broker, topics, end_of_input=False)
     settled(broker, topics)  # all three judged: a finding for a later one is there now
     assert sep001() == {"under-old"}
@@ -380,7 +371,7 @@ def test_a_started_worker_judges_earlier_events_by_the_recorded_version_not_its_
             if f["rule_id"] == "SEP-001"
         }
 
-    assert _wait_for(lambda: "before" in sep001(), timeout=120)
+    assert wait_for(lambda: "before" in sep001(), timeout=120)
     assert sep001() == {"before"}, "the later access was judged by the older version"
     # Its file is the newest version already: nothing new recorded.
     assert len(read_versions(broker, topics.policy)) == 2

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import psutil
 
+from bench.harness import free_port
 from streams.kafka_io import ensure_topics
 from streams.topics import Topics
 from tests.integration.conftest import Worker
-from tests.integration.receivers import free_port
 
 
 def _status(url: str) -> int:
