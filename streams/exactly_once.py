@@ -215,7 +215,9 @@ class PartitionTxn:
             fut.add_done_callback(_retrieved)
         self.sent.clear()
         self.delivered.clear()
-        if self.open and not self.unusable():
+        if self.unusable():
+            _retrieve_fatal(self.producer)
+        elif self.open:
             self.open = False
             await self.producer.abort_transaction()
         self.open = False
@@ -232,6 +234,19 @@ class PartitionTxn:
 def _retrieved(fut: asyncio.Future[Any]) -> None:
     if not fut.cancelled():
         fut.exception()
+
+
+def _retrieve_fatal(producer: AIOKafkaProducer) -> None:
+    """A producer's fatal error (fenced), set by aiokafka 0.14 on futures no
+    one awaits once the producer is dropped: its transaction's waiter, and
+    each undelivered batch's drain waiter (MessageBatch.failure consumes its
+    batch future's exception, not that one's). Retrieved here, or asyncio
+    logs each at exit as "Future exception was never retrieved"."""
+    producer._txn_manager.wait_for_transaction_end().add_done_callback(_retrieved)
+    accumulator = producer._message_accumulator
+    for batches in [*accumulator._batches.values(), accumulator._pending_batches]:
+        for batch in batches:
+            batch._drain_waiter.add_done_callback(_retrieved)
 
 
 async def restore(
