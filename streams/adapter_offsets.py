@@ -17,17 +17,20 @@ running has done it, or its group has since moved on.
 from __future__ import annotations
 
 import logging
+import time
 
 from kafka import KafkaAdminClient, TopicPartition
 from kafka.errors import KafkaError, NoError
 from kafka.structs import OffsetAndMetadata
 
 from adapters import ADAPTERS
-from streams.kafka_io import admin
+from streams.kafka_io import KafkaUnavailable, admin
 from streams.settings import Settings
 from streams.topics import Topics
 
 log = logging.getLogger("sepwatch")
+# How long a group's offsets are asked for before the worker refuses to start.
+READ_S = 30.0
 
 
 def adapters_groups(settings: Settings) -> tuple[str, str]:
@@ -84,5 +87,15 @@ def carry_adapter_offsets(settings: Settings) -> dict[TopicPartition, int]:
 
 
 def _raw_offsets(client: KafkaAdminClient, group: str, raw: set[str]) -> dict[TopicPartition, int]:
-    found = client.list_group_offsets({group: None}).get(group, {})
-    return {tp: o.offset for tp, o in found.items() if tp.topic in raw and o.offset >= 0}
+    """The group's committed offsets of the raw topics. A group's coordinator
+    on a broker just lost moves within seconds: tried again until READ_S."""
+    deadline = time.monotonic() + READ_S
+    while True:
+        try:
+            found = client.list_group_offsets({group: None}).get(group, {})
+        except KafkaError as exc:
+            if not exc.retriable or time.monotonic() > deadline:
+                raise KafkaUnavailable(f"the offsets of group {group}: {exc!r}") from None
+            time.sleep(1.0)
+            continue
+        return {tp: o.offset for tp, o in found.items() if tp.topic in raw and o.offset >= 0}
