@@ -215,9 +215,7 @@ class PartitionTxn:
             fut.add_done_callback(_retrieved)
         self.sent.clear()
         self.delivered.clear()
-        if self.unusable():
-            _retrieve_fatal(self.producer)
-        elif self.open:
+        if self.open and not self.unusable():
             self.open = False
             await self.producer.abort_transaction()
         self.open = False
@@ -236,12 +234,16 @@ def _retrieved(fut: asyncio.Future[Any]) -> None:
         fut.exception()
 
 
-def _retrieve_fatal(producer: AIOKafkaProducer) -> None:
-    """A producer's fatal error (fenced), set by aiokafka 0.14 on futures no
-    one awaits once the producer is dropped: its transaction's waiter, and
-    each undelivered batch's drain waiter (MessageBatch.failure consumes its
-    batch future's exception, not that one's). Retrieved here, or asyncio
-    logs each at exit as "Future exception was never retrieved"."""
+async def stop_producer(producer: AIOKafkaProducer) -> None:
+    """Stopped, and a fatal error (fenced) retrieved where aiokafka 0.14 set
+    it on futures no one awaits once the producer is dropped: its
+    transaction's waiter, and each undelivered batch's drain waiter
+    (MessageBatch.failure consumes its batch future's exception, not that
+    one's). Else asyncio logs each, when it is collected, as "Future
+    exception was never retrieved"."""
+    await producer.stop()
+    if not producer._txn_manager.is_fatal_error():
+        return
     producer._txn_manager.wait_for_transaction_end().add_done_callback(_retrieved)
     accumulator = producer._message_accumulator
     for batches in [*accumulator._batches.values(), accumulator._pending_batches]:
@@ -502,7 +504,7 @@ class ExactlyOnceStages(ConsumerRebalanceListener):  # type: ignore[misc]
             # of batches the broker refused (a finding too large), and every
             # later transaction of that producer fails with
             # OutOfOrderSequenceNumber. A new one starts from a new epoch.
-            await txn.producer.stop()
+            await stop_producer(txn.producer)
             txn.producer = await self.producer(txn.stage, tp.partition)
             await asyncio.sleep(pause)
             await self.rebuild(tp)
@@ -580,7 +582,7 @@ class ExactlyOnceStages(ConsumerRebalanceListener):  # type: ignore[misc]
         # Fenced or gone, its transaction is the broker's to abort.
         with contextlib.suppress(Exception):
             await txn.abort()
-        await txn.producer.stop()
+        await stop_producer(txn.producer)
         runner = self.runners[txn.stage]
         forget_partition(runner.tables.values(), tp.partition)
         runner.forget({tp.partition})
@@ -625,7 +627,7 @@ class ExactlyOnceStages(ConsumerRebalanceListener):  # type: ignore[misc]
         started = [p for p in producers if isinstance(p, AIOKafkaProducer)]
         if len(started) < len(new):
             for producer in started:
-                await producer.stop()
+                await stop_producer(producer)
             raise next(p for p in producers if isinstance(p, BaseException))
         for tp, producer in zip(new, started, strict=True):
             stage = self.stage_of[tp.topic]
