@@ -20,8 +20,8 @@ from streams import metrics
 from streams.exactly_once import ExactlyOnceStages, OwnTable
 from streams.kafka_io import ensure_topics
 from streams.settings import Settings
+from streams.stages.runner import StageRunner
 from streams.topics import STORES, Topics
-from streams.topology import StageRunner
 from tests.integration.conftest import POLICY
 
 pytestmark = pytest.mark.integration
