@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -111,6 +112,36 @@ def test_a_rebalance_begun_during_the_wait_leaves_the_partition_to_it(
     assert tp not in stages.txns
     assert "not taken back: the group rebalanced since" in caplog.text
     assert "taken back\n" not in caplog.text.replace("not taken back", "")
+
+
+def test_a_partition_that_cannot_be_taken_is_paused_and_tried_again(
+    broker: str, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Taking a partition fails (here its producer cannot start: the
+    stages' settings name a port nothing listens on): it is not held with
+    half its state, it is paused (nothing fetched is judged without it), and
+    a reclaim is on its way."""
+    caplog.set_level(logging.INFO, logger="sepwatch")
+    stages = _stages(broker, prefix)
+    stages.settings = stages.settings.model_copy(update={"broker": f"127.0.0.1:{_closed_port()}"})
+    tp = TopicPartition(stages.topics.stage("device"), 0)
+
+    async def scenario(consumer: AIOKafkaConsumer) -> None:
+        consumer.assign([tp])
+        async with stages.lock:
+            assert not await stages.take([tp])
+        assert tp not in stages.txns
+        assert consumer.paused() == {tp}
+        assert len(stages.reclaiming) == 1
+
+    asyncio.run(_with_consumer(broker, stages, scenario))
+    assert "not taken (" in caplog.text and "tried again in a session" in caplog.text
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])  # closed again when the block ends
 
 
 def test_the_stage_backlog_is_the_stages_own_consumers(broker: str, prefix: str) -> None:
