@@ -590,15 +590,19 @@ def worker_cmd(
 
 
 def _worker_topics(settings: Settings) -> tuple[Settings, bytes]:
-    """Create or check the topics, and read (or make) the deployment's
-    pseudonym key; the settings with the replication the cluster gave the
-    defaults, so the topics Faust and the alert router create get the same."""
+    """Create or check the topics, read (or make) the deployment's pseudonym
+    key, and carry the adapters' raw topic offsets over a switch of the
+    guarantee (streams.adapter_offsets); the settings with the replication
+    the cluster gave the defaults, so the topics Faust and the alert router
+    create get the same."""
+    from streams.adapter_offsets import carry_adapter_offsets
     from streams.pseudonym_key import worker_key
     from streams.topics import Topics
 
     with kafka_errors("cannot start"):
         replication = create_topics(settings, retention_ms=7 * 24 * 3600 * 1000)
         key = worker_key(settings, Topics(settings.topic_prefix))
+        carry_adapter_offsets(settings)
     resolved = settings.model_copy(
         update={
             "replication_factor": replication.factor,

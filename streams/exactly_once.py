@@ -34,6 +34,8 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 from faust.utils import json as faust_json
 
 from detectors import Stage
+from streams import metrics
+from streams.lag import records_behind_by_topic
 from streams.settings import Settings
 from streams.topics import STORES, Topics
 
@@ -55,6 +57,9 @@ COMMIT_SECONDS = 1.0
 # copies do not move). Findings are rare among events; a few thousand ids in
 # that gap would already be a heavy day. About 60 bytes an id.
 WRITTEN_KEPT = 20_000
+# How often the stage topics' backlog is measured for /metrics (the
+# validator's and Faust's timers' period).
+METRICS_SECONDS = 5.0
 # Pauses before a stage partition whose transaction failed is judged again.
 RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0, 10.0)
 
@@ -194,6 +199,8 @@ class PartitionTxn:
     async def commit(self, tp: TopicPartition, group: str) -> None:
         """Every write delivered, then the offset and the commit; raises if not."""
         sent, self.sent = self.sent, []
+        for fut in sent:  # gather raises the first failure; the others are its echoes
+            fut.add_done_callback(_retrieved)
         await asyncio.gather(*sent)
         await self.producer.send_offsets_to_transaction({tp: self.offset}, group)
         await self.producer.commit_transaction()
@@ -225,6 +232,23 @@ class PartitionTxn:
 def _retrieved(fut: asyncio.Future[Any]) -> None:
     if not fut.cancelled():
         fut.exception()
+
+
+async def stop_producer(producer: AIOKafkaProducer) -> None:
+    """Stopped, and a fatal error (fenced) retrieved where aiokafka 0.14 set
+    it on futures no one awaits once the producer is dropped: its
+    transaction's waiter, and each undelivered batch's drain waiter
+    (MessageBatch.failure consumes its batch future's exception, not that
+    one's). Else asyncio logs each, when it is collected, as "Future
+    exception was never retrieved"."""
+    await producer.stop()
+    if not producer._txn_manager.is_fatal_error():
+        return
+    producer._txn_manager.wait_for_transaction_end().add_done_callback(_retrieved)
+    accumulator = producer._message_accumulator
+    for batches in [*accumulator._batches.values(), accumulator._pending_batches]:
+        for batch in batches:
+            batch._drain_waiter.add_done_callback(_retrieved)
 
 
 async def restore(
@@ -296,7 +320,7 @@ class ExactlyOnceStages(ConsumerRebalanceListener):  # type: ignore[misc]
         self.failing: set[TopicPartition] = set()
         self.lock = asyncio.Lock()  # a fetch's judging, or a rebalance
         self.consumer: AIOKafkaConsumer | None = None
-        self.rebalances = 0  # assignments so far
+        self.rebalances = 0  # revocations and assignments so far
         self.reclaiming: set[asyncio.Future[None]] = set()
 
     async def run(self) -> None:
@@ -309,6 +333,7 @@ class ExactlyOnceStages(ConsumerRebalanceListener):  # type: ignore[misc]
         )
         self.consumer.subscribe(list(self.stage_of), listener=self)
         await self.consumer.start()
+        reported = time.monotonic()
         try:
             while True:
                 for tp in list(self.reread):
@@ -319,8 +344,22 @@ class ExactlyOnceStages(ConsumerRebalanceListener):  # type: ignore[misc]
                     if batch:
                         await self.judge_fetch(batch)
                     self.commit_due()
+                if time.monotonic() - reported >= METRICS_SECONDS:
+                    reported = time.monotonic()
+                    await self.report_lag()
         finally:
             await self.close()
+
+    async def report_lag(self) -> None:
+        """The stage topics' backlog on /metrics: this consumer reads them
+        (Faust's, whose lag the at-least-once path reports, holds none)."""
+        assert self.consumer is not None
+        behind = await records_behind_by_topic(self.consumer)
+        if behind is None:
+            return  # rebalancing: the last values stand until the next round
+        for topic in self.stage_of:
+            # Topics lost in a rebalance read 0 here, not their last value.
+            metrics.CONSUMER_LAG.labels("rules", topic).set(behind.get(topic, 0))
 
     async def close(self) -> None:
         for reclaim in list(self.reclaiming):
@@ -399,24 +438,45 @@ class ExactlyOnceStages(ConsumerRebalanceListener):  # type: ignore[misc]
             exc,
         )
         await self.lose(tp)
+        self.reclaim_later(tp)
+
+    def reclaim_later(self, tp: TopicPartition) -> None:
+        """Paused until `reclaim` decides, a session from now."""
         assert self.consumer is not None
-        with contextlib.suppress(IllegalStateError):
+        with contextlib.suppress(IllegalStateError):  # no longer assigned: nothing to pause
             self.consumer.pause(tp)
         reclaim = asyncio.ensure_future(self.reclaim(tp, self.rebalances))
         self.reclaiming.add(reclaim)
         reclaim.add_done_callback(self.reclaiming.discard)
 
     async def reclaim(self, tp: TopicPartition, rebalances: int) -> None:
-        """After a session, by which a zombie has learnt of the rebalance."""
+        """After a session, by which a zombie has learnt of the rebalance. A
+        rebalance begun since (revoked, not yet assigned: the consumer's
+        assignment is then still the old one) decides instead."""
         await asyncio.sleep(self.settings.kafka_session_timeout_s)
         async with self.lock:
             assert self.consumer is not None
-            if rebalances != self.rebalances or tp in self.txns:
+            if tp in self.txns:
                 return
-            if tp in self.consumer.assignment():
-                log.warning("%s:%s: still this worker's; taken back", tp.topic, tp.partition)
-                await self.take([tp])
+            if rebalances != self.rebalances or tp not in self.consumer.assignment():
+                log.info(
+                    "%s:%s: not taken back: the group rebalanced since", tp.topic, tp.partition
+                )
+                return
+            log.warning("%s:%s: still this worker's; taken back", tp.topic, tp.partition)
+            if not await self.take([tp]):
+                return
+            try:
                 self.consumer.resume(tp)
+            except IllegalStateError:
+                # Assigned elsewhere while it was taken: its next holder fences
+                # the producer just started; nothing was judged with it.
+                log.warning(
+                    "%s:%s: assigned elsewhere while taken back; left to its holder",
+                    tp.topic,
+                    tp.partition,
+                )
+                await self.lose(tp)
 
     async def again(self, tp: TopicPartition, txn: PartitionTxn, exc: BaseException) -> None:
         """Abort, wait, rebuild the partition's state from the changelogs and
@@ -444,7 +504,7 @@ class ExactlyOnceStages(ConsumerRebalanceListener):  # type: ignore[misc]
             # of batches the broker refused (a finding too large), and every
             # later transaction of that producer fails with
             # OutOfOrderSequenceNumber. A new one starts from a new epoch.
-            await txn.producer.stop()
+            await stop_producer(txn.producer)
             txn.producer = await self.producer(txn.stage, tp.partition)
             await asyncio.sleep(pause)
             await self.rebuild(tp)
@@ -497,6 +557,9 @@ class ExactlyOnceStages(ConsumerRebalanceListener):  # type: ignore[misc]
         """Every commit under way finished; the partitions kept are known only
         at the assignment (then those not kept are dropped)."""
         async with self.lock:
+            # A rebalance has begun: a reclaim waiting for the lock must not
+            # read the assignment, which stays the old one until the next.
+            self.rebalances += 1
             self.commit_due(everything=True)
             await self.settle(set(revoked))
 
@@ -519,7 +582,7 @@ class ExactlyOnceStages(ConsumerRebalanceListener):  # type: ignore[misc]
         # Fenced or gone, its transaction is the broker's to abort.
         with contextlib.suppress(Exception):
             await txn.abort()
-        await txn.producer.stop()
+        await stop_producer(txn.producer)
         runner = self.runners[txn.stage]
         forget_partition(runner.tables.values(), tp.partition)
         runner.forget({tp.partition})
@@ -534,14 +597,39 @@ class ExactlyOnceStages(ConsumerRebalanceListener):  # type: ignore[misc]
                 ", ".join(sorted(f"{tp.topic}:{tp.partition}" for tp in self.txns)) or "nothing",
             )
 
-    async def take(self, new: list[TopicPartition]) -> None:
-        """Producers started, tables restored, positions at the committed offsets."""
+    async def take(self, new: list[TopicPartition]) -> bool:
+        """Producers started, tables restored, positions at the committed
+        offsets. If that fails (a broker lost meanwhile), the partitions are
+        not judged with half their state: dropped, paused and taken again a
+        session later, unless a rebalance decides first."""
+        try:
+            await self.start_partitions(new)
+        except Exception as exc:
+            log.error(
+                "%s: not taken (%s: %s); tried again in a session",
+                ", ".join(f"{tp.topic}:{tp.partition}" for tp in new),
+                type(exc).__name__,
+                exc,
+            )
+            for tp in new:
+                await self.lose(tp)
+                self.reclaim_later(tp)
+            return False
+        return True
+
+    async def start_partitions(self, new: list[TopicPartition]) -> None:
         # Fence first: the earlier holder's open transaction is aborted
         # before its changelog and offsets are read.
         producers = await asyncio.gather(
-            *(self.producer(self.stage_of[tp.topic], tp.partition) for tp in new)
+            *(self.producer(self.stage_of[tp.topic], tp.partition) for tp in new),
+            return_exceptions=True,
         )
-        for tp, producer in zip(new, producers, strict=True):
+        started = [p for p in producers if isinstance(p, AIOKafkaProducer)]
+        if len(started) < len(new):
+            for producer in started:
+                await stop_producer(producer)
+            raise next(p for p in producers if isinstance(p, BaseException))
+        for tp, producer in zip(new, started, strict=True):
             stage = self.stage_of[tp.topic]
             runner = self.runners[stage]
             written = Written(runner.tables["meta"], runner.changes, tp.partition)

@@ -101,7 +101,7 @@ def build_app(
         _policy_reload(app, settings, PolicyFile(policy_file, policy), applied)
     if settings.web_port > 0:
         _web_pages(app)
-    _lag_report(app, topics, runners)
+    _lag_report(app, settings, topics, runners)
     _sinks(app, settings, policy, pseudonyms, applied)
     app.sepwatch_topics = topics  # type: ignore[attr-defined]
     return app
@@ -394,9 +394,14 @@ def _web_pages(app: faust.App) -> None:
         return web.text("ok\n")
 
 
-def _lag_report(app: faust.App, topics: Topics, runners: dict[Stage, StageRunner]) -> None:
-    # The input topics' lag is the validator's to report.
-    watched_topics = {topics.stage(s) for s in STAGES}
+def _lag_report(
+    app: faust.App, settings: Settings, topics: Topics, runners: dict[Stage, StageRunner]
+) -> None:
+    # The input topics' lag is the validator's to report; with exactly once,
+    # the stage topics' is their own consumer's (ExactlyOnceStages.report_lag):
+    # Faust's holds none of them then, and would report 0.
+    exactly_once = settings.processing_guarantee == "exactly_once"
+    watched_topics = set() if exactly_once else {topics.stage(s) for s in STAGES}
 
     @app.timer(interval=METRICS_SECONDS)
     async def report_lag() -> None:

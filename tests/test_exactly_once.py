@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from detectors.pseudonyms import Pseudonymiser
 from schemas.policy_file import load_policy
+from streams.adapter_offsets import adapters_groups
 from streams.exactly_once import OwnTable, Written, _Event, forget_partition
 from streams.settings import Settings
 from streams.stages.store import PartitionStore, TableChanges
@@ -70,6 +71,18 @@ def test_exactly_once_the_stages_leave_faust_and_faust_joins_a_group_of_its_own(
         pseudonyms=Pseudonymiser(b"eos-test-key"),
     )
     assert before.conf.id == f"{settings.topic_prefix}worker"
+
+
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+def test_the_adapters_offsets_are_carried_into_the_group_faust_joins(
+    tmp_path: Path, guarantee: str
+) -> None:
+    """streams.adapter_offsets names the groups as streams.topology does."""
+    settings = Settings(state_dir=tmp_path, web_port=0, processing_guarantee=guarantee)
+    app = build_app(settings, load_policy(POLICY), pseudonyms=Pseudonymiser(b"eos-test-key"))
+    ours, theirs = adapters_groups(settings)
+    assert app.conf.id == ours
+    assert {ours, theirs} == {f"{settings.topic_prefix}worker", f"{settings.topic_prefix}adapters"}
 
 
 def test_a_finding_decided_again_is_not_written_again_until_the_state_is_rebuilt() -> None:

@@ -59,6 +59,15 @@ def _once_each(found: list[dict[str, object]]) -> dict[str, dict[str, object]]:
     return {str(f["finding_id"]): f for f in found}
 
 
+def _stopped_cleanly(worker: Worker) -> None:
+    """Stopped, its log holds no exception that nothing handled (a task's, a
+    future's never retrieved, aiokafka's IllegalStateError)."""
+    worker.stop()
+    text = worker.log.read_text(errors="replace")
+    for unhandled in ("Traceback", "never retrieved", "IllegalStateError"):
+        assert unhandled not in text, text[text.index(unhandled) - 2000 :][:4000]
+
+
 def _holding(worker: Worker, what: str) -> bool:
     return any(
         "exactly once: holding" in line and what in line
@@ -93,6 +102,7 @@ def test_a_refused_write_aborts_and_the_records_are_judged_again(
     )
     settled(broker, topics)  # anything extra is on the topic by now
     _compare(want, _once_each(committed_findings(broker, topics.findings)))
+    _stopped_cleanly(worker)
 
 
 def test_a_second_holder_of_a_partition_fences_the_first(
@@ -135,6 +145,7 @@ def test_a_second_holder_of_a_partition_fences_the_first(
     )
     settled(broker, topics)
     _compare(want, _once_each(committed_findings(broker, topics.findings)))
+    _stopped_cleanly(worker)
 
 
 def test_tables_are_restored_from_committed_changes_only(broker: str, prefix: str) -> None:

@@ -1,0 +1,101 @@
+"""The adapters' raw topic offsets carried over a switch of the processing
+guarantee (streams/adapter_offsets.py), on a real broker: Faust's group is
+PREFIXworker at least once and PREFIXadapters exactly once, and a group with
+no offsets would read the raw topics from their start again."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.structs import OffsetAndMetadata
+
+from streams.adapter_offsets import carry_adapter_offsets
+from streams.kafka_io import ensure_topics
+from streams.settings import Settings
+from streams.topics import Topics
+from tests.integration.conftest import Worker
+from tests.integration.settle import wait_until
+
+pytestmark = pytest.mark.integration
+PARTITIONS = 4  # the worker's default: it refuses others
+
+
+@pytest.fixture
+def client(broker: str, prefix: str) -> Iterator[KafkaAdminClient]:
+    ensure_topics(broker, Topics(prefix), PARTITIONS, retention_ms=3_600_000)
+    admin = KafkaAdminClient(bootstrap_servers=broker)
+    yield admin
+    admin.close()
+
+
+def _commit(client: KafkaAdminClient, group: str, offsets: dict[TopicPartition, int]) -> None:
+    done = client.alter_group_offsets(
+        group, {tp: OffsetAndMetadata(at, "", -1) for tp, at in offsets.items()}
+    )
+    assert all(e.errno == 0 for e in done.values()), done
+
+
+def _offsets(client: KafkaAdminClient, group: str) -> dict[TopicPartition, int]:
+    found = client.list_group_offsets({group: None}).get(group, {})
+    return {tp: o.offset for tp, o in found.items() if o.offset >= 0}
+
+
+def test_a_worker_switched_to_exactly_once_goes_on_where_the_adapters_were(
+    broker: str, prefix: str, client: KafkaAdminClient, tmp_path: Path
+) -> None:
+    """The adapters read the raw topics at least once (group PREFIXworker);
+    a worker started exactly once has its Faust group PREFIXadapters begin at
+    those offsets, not at the start of the raw topics."""
+    raw = Topics(prefix).raw("okta")
+    read = {TopicPartition(raw, 0): 5, TopicPartition(raw, 1): 3}
+    _commit(client, f"{prefix}worker", read)
+    worker = Worker(
+        broker,
+        prefix,
+        tmp_path / "state",
+        tmp_path / "w.log",
+        env={"SEPWATCH_PROCESSING_GUARANTEE": "exactly_once"},
+    )
+    try:
+        worker.wait_ready()
+        assert _offsets(client, f"{prefix}adapters") == read
+    finally:
+        worker.stop()
+
+
+def test_switching_back_carries_only_what_the_other_group_is_ahead_on(
+    broker: str, prefix: str, client: KafkaAdminClient
+) -> None:
+    """Back to at least once, PREFIXworker holds the offsets it had before
+    the first switch: those PREFIXadapters moved past are carried, one it is
+    ahead on stays; a second start carries nothing."""
+    raw = Topics(prefix).raw("okta")
+    p0, p1 = TopicPartition(raw, 0), TopicPartition(raw, 1)
+    _commit(client, f"{prefix}worker", {p0: 5, p1: 9})
+    _commit(client, f"{prefix}adapters", {p0: 8, p1: 4})
+    at_least_once = Settings(broker=broker, topic_prefix=prefix)
+    assert carry_adapter_offsets(at_least_once) == {p0: 8}
+    assert _offsets(client, f"{prefix}worker") == {p0: 8, p1: 9}
+    assert carry_adapter_offsets(at_least_once) == {}
+
+
+def test_a_group_with_members_keeps_its_offsets(
+    broker: str, prefix: str, client: KafkaAdminClient
+) -> None:
+    """A worker of the same guarantee already reading (the group has
+    members): nothing is carried, and the start goes on."""
+    raw = Topics(prefix).raw("okta")
+    p0 = TopicPartition(raw, 0)
+    _commit(client, f"{prefix}adapters", {p0: 6})
+    member = KafkaConsumer(
+        raw, bootstrap_servers=broker, group_id=f"{prefix}worker", enable_auto_commit=False
+    )
+    try:
+        wait_until(lambda: bool(member.poll(timeout_ms=200) or member.assignment()), "joined")
+        assert carry_adapter_offsets(Settings(broker=broker, topic_prefix=prefix)) == {}
+    finally:
+        member.close()
+    assert p0 not in _offsets(client, f"{prefix}worker")
