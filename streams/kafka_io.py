@@ -202,13 +202,16 @@ def ensure_topics(
         if new:
             with contextlib.suppress(TopicAlreadyExistsError):
                 client.create_topics(new)
-        evidence = [n for n in (topics.findings, topics.lifecycle) if n in existing]
-        _keep_evidence(client, evidence, evidence_retention_ms)
-        older = [name for name in wanted if name in existing]
-        if topics.notified in existing:  # the alert router's, created by it
-            older.append(topics.notified)
-        _check_replication(client, older, wanted_replication)
         _await_partitions(client, co_partitioned, raw, partitions, ready_s)
+        # Every topic is checked, not only those listed as existing: the broker
+        # that answered the listing may not know yet of a topic made a moment
+        # before (a KRaft broker learns the metadata after the controller), and
+        # a topic made by hand with one copy then passed unchecked as "already
+        # exists" (seen on the three-broker cluster under load). Those made just
+        # now pass: they have the replication asked for.
+        _keep_evidence(client, [topics.findings, topics.lifecycle], evidence_retention_ms)
+        checked = [*wanted, *([topics.notified] if topics.notified in existing else [])]
+        _check_replication(client, checked, wanted_replication)
         return wanted_replication
     finally:
         client.close()
