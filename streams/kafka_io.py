@@ -132,11 +132,19 @@ def replication(
     return Replication.for_cluster(brokers, factor, min_insync)
 
 
-def under_replicated(client: KafkaAdminClient, names: list[str], wanted: Replication) -> list[str]:
-    """Why each of the existing topics `names` keeps fewer copies than wanted."""
+def under_replicated(
+    client: KafkaAdminClient,
+    names: list[str],
+    wanted: Replication,
+    described: list[dict[str, Any]] | None = None,
+) -> list[str]:
+    """Why each of the existing topics `names` keeps fewer copies than wanted;
+    `described`: their descriptions as read already (default: asked now)."""
     problems = []
-    for info in client.describe_topics(names):
+    for info in client.describe_topics(names) if described is None else described:
         name = info.get("name") or info.get("topic")
+        if name not in names:
+            continue
         replicas = [
             len(p.get("replica_nodes") or p.get("replicas") or []) for p in info["partitions"]
         ]
@@ -202,16 +210,14 @@ def ensure_topics(
         if new:
             with contextlib.suppress(TopicAlreadyExistsError):
                 client.create_topics(new)
-        _await_partitions(client, co_partitioned, raw, partitions, ready_s)
-        # Every topic is checked, not only those listed as existing: the broker
-        # that answered the listing may not know yet of a topic made a moment
-        # before (a KRaft broker learns the metadata after the controller), and
-        # a topic made by hand with one copy then passed unchecked as "already
-        # exists" (seen on the three-broker cluster under load). Those made just
-        # now pass: they have the replication asked for.
+        # The alert router makes its own topic; it is checked when it exists.
+        router = [topics.notified] if topics.notified in existing else []
+        described = _await_partitions(client, co_partitioned, [*raw, *router], partitions, ready_s)
+        # Every topic, on the descriptions that showed it: the broker that answered
+        # the listing may not know yet of a topic made by hand a moment before,
+        # which then passed unchecked as "already exists" (seen under load).
         _keep_evidence(client, [topics.findings, topics.lifecycle], evidence_retention_ms)
-        checked = [*wanted, *([topics.notified] if topics.notified in existing else [])]
-        _check_replication(client, checked, wanted_replication)
+        _check_replication(client, [*wanted, *router], wanted_replication, described)
         return wanted_replication
     finally:
         client.close()
@@ -243,9 +249,14 @@ def _keep_evidence(client: KafkaAdminClient, names: list[str], retention_ms: int
         )
 
 
-def _check_replication(client: KafkaAdminClient, names: list[str], wanted: Replication) -> None:
+def _check_replication(
+    client: KafkaAdminClient,
+    names: list[str],
+    wanted: Replication,
+    described: list[dict[str, Any]] | None = None,
+) -> None:
     """Refuse existing topics that keep fewer copies than asked for."""
-    if names and (problems := under_replicated(client, names, wanted)):
+    if names and (problems := under_replicated(client, names, wanted, described)):
         raise KafkaUnavailable(
             "topics keep fewer copies than SEPWATCH_REPLICATION_FACTOR "
             f"{wanted.factor} / SEPWATCH_MIN_INSYNC_REPLICAS "
@@ -322,11 +333,13 @@ def _await_partitions(
     others: list[str],
     partitions: int,
     ready_s: float,
-) -> None:
+) -> list[dict[str, Any]]:
+    """Once every topic has its partitions in the metadata: their descriptions."""
     deadline = time.monotonic() + ready_s
     while True:
         wrong, pending = [], []
-        for info in client.describe_topics([*co_partitioned, *others]):
+        described = client.describe_topics([*co_partitioned, *others])
+        for info in described:
             name = info.get("name") or info.get("topic")  # kafka-python 3 says name
             count = len(info.get("partitions") or [])
             if not count:
@@ -340,7 +353,7 @@ def _await_partitions(
                 + " (use --partitions to match, or a new --prefix)"
             )
         if not pending:
-            return
+            return list(described)
         if time.monotonic() > deadline:
             raise KafkaUnavailable(
                 f"topics created but not ready after {ready_s:.0f} s: {', '.join(pending)}"
