@@ -45,6 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType
@@ -92,10 +93,11 @@ def day(n: int, seed: int) -> list[bytes]:
     return lines[:n]
 
 
-def replayed(lines: list[bytes]) -> dict[str, str]:
+def replayed(lines: list[bytes]) -> dict[str, dict[str, Any]]:
+    """Replay's findings by id."""
     out = io.StringIO()
     replay(load_policy(POLICY), lines, out, io.StringIO())
-    return {f["finding_id"]: f["rule_id"] for f in map(json.loads, out.getvalue().splitlines())}
+    return {f["finding_id"]: f for f in map(json.loads, out.getvalue().splitlines())}
 
 
 class Workers:
@@ -328,6 +330,8 @@ def one_run(
                 )
                 break
             time.sleep(5)
+        for fid in sorted(set(want) - set(got))[:20]:  # what a failed run lost, to look into
+            print(f"  lost {fid} evidence {want[fid]['evidence_event_ids']}", flush=True)
         # The id is masked in the reason, as any text in a dead letter is.
         letters = [
             d
