@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from kafka import KafkaAdminClient, TopicPartition
 from kafka.errors import KafkaError, NoError
@@ -54,9 +55,7 @@ def carry_adapter_offsets(settings: Settings) -> dict[TopicPartition, int]:
         if not ahead:
             return {}
         try:
-            result = client.alter_group_offsets(
-                ours, {tp: OffsetAndMetadata(at, "", -1) for tp, at in ahead.items()}
-            )
+            result = _alter_offsets(client, ours, ahead)
         except KafkaError as exc:
             log.warning(
                 "adapters: raw topic offsets of %s not carried to %s: %r", theirs, ours, exc
@@ -84,6 +83,24 @@ def carry_adapter_offsets(settings: Settings) -> dict[TopicPartition, int]:
             ours,
         )
     return carried
+
+
+def _alter_offsets(
+    client: KafkaAdminClient, group: str, ahead: dict[TopicPartition, int]
+) -> dict[TopicPartition, Any]:
+    """The group's offsets set, each partition's error class (NoError when
+    set). A coordinator still loading its offsets (a broker just started or
+    taken over) answers each partition with a retriable error: asked again
+    until READ_S."""
+    deadline = time.monotonic() + READ_S
+    while True:
+        result: dict[TopicPartition, Any] = client.alter_group_offsets(
+            group, {tp: OffsetAndMetadata(at, "", -1) for tp, at in ahead.items()}
+        )
+        loading = any(e is not NoError and e.retriable for e in result.values())
+        if not loading or time.monotonic() > deadline:
+            return result
+        time.sleep(1.0)
 
 
 def _raw_offsets(client: KafkaAdminClient, group: str, raw: set[str]) -> dict[TopicPartition, int]:
