@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -16,6 +15,7 @@ from aiokafka.errors import ProducerFenced
 from aiokafka.structs import TopicPartition
 from prometheus_client import REGISTRY
 
+from bench.harness import free_port
 from schemas.policy_file import load_policy
 from streams import metrics
 from streams.exactly_once import ExactlyOnceStages, OwnTable
@@ -67,6 +67,15 @@ async def _log_says(caplog: pytest.LogCaptureFixture, text: str, timeout: float 
     await asyncio.wait_for(seen(), timeout)
 
 
+async def _fenced_here(
+    stages: ExactlyOnceStages, consumer: AIOKafkaConsumer, tp: TopicPartition
+) -> None:
+    """The partition assigned to this worker, then its producer fenced."""
+    consumer.assign([tp])
+    async with stages.lock:
+        await stages.fenced(tp, ProducerFenced())
+
+
 def test_a_partition_assigned_elsewhere_while_it_is_taken_back_is_dropped(
     broker: str, prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -79,9 +88,7 @@ def test_a_partition_assigned_elsewhere_while_it_is_taken_back_is_dropped(
     tp = TopicPartition(stages.topics.stage("device"), 0)
 
     async def scenario(consumer: AIOKafkaConsumer) -> None:
-        consumer.assign([tp])
-        async with stages.lock:
-            await stages.fenced(tp, ProducerFenced())
+        await _fenced_here(stages, consumer, tp)
         await _log_says(caplog, "still this worker's; taken back")
         consumer.assign([TopicPartition(stages.topics.stage("user"), 0)])
         await asyncio.wait_for(asyncio.gather(*stages.reclaiming), 60)
@@ -102,9 +109,7 @@ def test_a_rebalance_begun_during_the_wait_leaves_the_partition_to_it(
     tp = TopicPartition(stages.topics.stage("device"), 0)
 
     async def scenario(consumer: AIOKafkaConsumer) -> None:
-        consumer.assign([tp])
-        async with stages.lock:
-            await stages.fenced(tp, ProducerFenced())
+        await _fenced_here(stages, consumer, tp)
         await stages.on_partitions_revoked({tp})  # what aiokafka calls as a rebalance begins
         await asyncio.wait_for(asyncio.gather(*stages.reclaiming), 60)
 
@@ -123,7 +128,7 @@ def test_a_partition_that_cannot_be_taken_is_paused_and_tried_again(
     a reclaim is on its way."""
     caplog.set_level(logging.INFO, logger="sepwatch")
     stages = _stages(broker, prefix)
-    stages.settings = stages.settings.model_copy(update={"broker": f"127.0.0.1:{_closed_port()}"})
+    stages.settings = stages.settings.model_copy(update={"broker": f"127.0.0.1:{free_port()}"})
     tp = TopicPartition(stages.topics.stage("device"), 0)
 
     async def scenario(consumer: AIOKafkaConsumer) -> None:
@@ -136,12 +141,6 @@ def test_a_partition_that_cannot_be_taken_is_paused_and_tried_again(
 
     asyncio.run(_with_consumer(broker, stages, scenario))
     assert "not taken (" in caplog.text and "tried again in a session" in caplog.text
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])  # closed again when the block ends
 
 
 def test_the_stage_backlog_is_the_stages_own_consumers(broker: str, prefix: str) -> None:
