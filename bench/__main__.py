@@ -22,7 +22,8 @@ Sections:
               successor (fresh state directory) restores from the changelog
   guarantee   the cost of exactly once (issue 19): one worker to Elasticsearch
               with SEPWATCH_PROCESSING_GUARANTEE=exactly_once and =at_least_once,
-              alternating, beside a Faust agent that only reads the same inputs
+              alternating, beside a Faust agent that only reads the same inputs;
+              every run must commit the same findings, each once
 
 It starts its own broker (port 19192, or SEPWATCH_BENCH_KAFKA_PORT) and
 Elasticsearch node (port 19250, or SEPWATCH_BENCH_ES_PORT) with
@@ -272,14 +273,20 @@ def throughput(s: Sizes, runs: int, workdir: Path, out: Results) -> None:
 
 
 def _throughput_run(
-    lines: list[bytes], workers: int, tag: str, workdir: Path, guarantee: str | None = None
+    lines: list[bytes],
+    workers: int,
+    tag: str,
+    workdir: Path,
+    guarantee: str | None = None,
+    topics: Any = None,
 ) -> tuple[float, float]:
-    """One run on fresh topics: (worker events/s, bare consumer records/s;
-    the bare consumer only beside one worker, else nan). `guarantee`: the
-    workers' SEPWATCH_PROCESSING_GUARANTEE (None: their default)."""
+    """One run on fresh topics (`topics`, or made here): (worker events/s,
+    bare consumer records/s; the bare consumer only beside one worker, else
+    nan). `guarantee`: the workers' SEPWATCH_PROCESSING_GUARANTEE (None:
+    their default)."""
     from streams.kafka_io import produce
 
-    topics = _topics(f"tp{workers}w{tag}-{uid()}.")
+    topics = topics or _topics(f"tp{workers}w{tag}-{uid()}.")
     produce(lines, BROKER, topics, end_of_input=True, marker_key=MARKER_KEY)
     bare = float("nan")
     if workers == 1:
@@ -316,12 +323,21 @@ def guarantee(s: Sizes, runs: int, workdir: Path, out: Results) -> None:
     print(f"guarantee: {s.events:,} events a run, {runs} runs of each", flush=True)
     lines = events(s.events, PERIOD_START, seed=21)
     rates: dict[str, list[float]] = {g: [] for g in GUARANTEES}
+    found: set[tuple[int, int]] = set()
     pairs: list[float] = []
     floor: list[float] = []
     for run in range(runs):
         for g in GUARANTEES if run % 2 == 0 else GUARANTEES[::-1]:
-            rates[g].append(_throughput_run(lines, 1, f"{g}{run}", workdir, guarantee=g)[0])
-            print(f"  run {run + 1}, {g}: {rates[g][-1]:,.0f} events/s", flush=True)
+            topics = _topics(f"tp1w{g}{run}-{uid()}.")
+            rate = _throughput_run(lines, 1, f"{g}{run}", workdir, guarantee=g, topics=topics)[0]
+            rates[g].append(rate)
+            records, distinct = committed_findings(topics)
+            found.add((records, distinct))
+            print(
+                f"  run {run + 1}, {g}: {rate:,.0f} events/s; {records:,} findings "
+                f"committed, {distinct:,} distinct",
+                flush=True,
+            )
         pairs.append(ratio(rates["exactly_once"][-1], rates["at_least_once"][-1]))
         topics = _topics(f"floor{run}-{uid()}.")
         produce(lines, BROKER, topics, end_of_input=False)
@@ -336,6 +352,13 @@ def guarantee(s: Sizes, runs: int, workdir: Path, out: Results) -> None:
         out.add("guarantee", f"one worker, {g}, to Elasticsearch", fmt_spread(spread, "events/s"))
     out.add(
         "guarantee", "Faust agent that only reads the same inputs", fmt_spread(bare, "events/s")
+    )
+    (records, distinct), *others = sorted(found)
+    out.add(
+        "guarantee",
+        "findings committed by every run (read committed)",
+        f"{records:,} records, {distinct:,} ids" + (f"; other runs: {others}" if others else ""),
+        verdict(not others and records == distinct, "the same in every run, each once"),
     )
     cost = Spread.of(pairs)
     out.add(
@@ -356,6 +379,16 @@ def guarantee(s: Sizes, runs: int, workdir: Path, out: Results) -> None:
             "Guarantee: this worker has no SEPWATCH_PROCESSING_GUARANTEE setting yet "
             "(docs/exactly-once.md): both of its runs were at least once."
         )
+
+
+def committed_findings(topics: Any) -> tuple[int, int]:
+    """Records on the findings topic, read committed as its consumers read
+    it, and the distinct finding ids among them."""
+    from streams.kafka_io import read_topics
+
+    records = read_topics(BROKER, [topics.findings], timeout_s=120)
+    ids = [json.loads(r.value)["finding_id"] for r in records]
+    return len(ids), len(set(ids))
 
 
 # -- decision latency -------------------------------------------------------------
@@ -915,7 +948,8 @@ How each figure is made (`python -m bench --help`):
   SEPWATCH_PROCESSING_GUARANTEE=exactly_once and =at_least_once alternately,
   the order swapped each run; the ratio is taken run by run (median and
   range). The Faust agent (bench/faust_floor.py) reads the same events from
-  fresh input topics and does nothing with them.
+  fresh input topics and does nothing with them. Each run's findings topic is
+  then read committed: every run must hold the same findings, each once.
 {notes}
 """
 
