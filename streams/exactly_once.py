@@ -41,12 +41,16 @@ from streams.topics import STORES, Topics
 
 log = logging.getLogger("sepwatch")
 
-# How long a stage partition's transaction takes in fetches before it commits:
-# each commit costs round trips and a marker in every partition written,
-# whatever the transaction holds. As often as the at-least-once path commits
-# (Faust's commit interval, build_app); read-committed readers see findings
-# up to this much later.
+# How long a stage partition's transaction takes in fetches before it
+# commits while its records keep coming: each commit costs round trips and a
+# marker in every partition written, whatever the transaction holds. As often
+# as the at-least-once path commits (Faust's commit interval, build_app).
 COMMIT_SECONDS = 1.0
+# ... and once it has judged everything its partition held at the last fetch:
+# read-committed readers (the sinks, the alerts) see a finding no later than
+# this after it is decided, unless a backlog is being worked off. Kafka
+# Streams' commit interval under exactly once.
+CAUGHT_UP_SECONDS = 0.1
 # Finding ids each stage partition keeps (Written), the newest. A finding is
 # decided again only for a stage record the validator routed twice: it routes
 # again what it routed after its last commit (a second's worth), once it or
@@ -339,7 +343,9 @@ class ExactlyOnceStages(ConsumerRebalanceListener):  # type: ignore[misc]
                 for tp in list(self.reread):
                     self.reread.discard(tp)
                     await self.seek_committed(tp)
-                batch = await self.consumer.getmany(timeout_ms=int(COMMIT_SECONDS * 1000))
+                # Woken in time for an open transaction's commit.
+                wait = CAUGHT_UP_SECONDS if self.any_open() else COMMIT_SECONDS
+                batch = await self.consumer.getmany(timeout_ms=int(wait * 1000))
                 async with self.lock:
                     if batch:
                         await self.judge_fetch(batch)
@@ -397,14 +403,31 @@ class ExactlyOnceStages(ConsumerRebalanceListener):  # type: ignore[misc]
         self.runners[txn.stage].keep_clocks()
         txn.offset = records[-1].offset + 1
 
+    def any_open(self) -> bool:
+        return any(txn.open for txn in self.txns.values())
+
     def commit_due(self, everything: bool = False) -> None:
-        """Start the commit of each transaction open for COMMIT_SECONDS (or of
-        every open one): the partition's next transaction begins after it."""
+        """Start the commit of each transaction open for COMMIT_SECONDS, or for
+        CAUGHT_UP_SECONDS once its partition is judged up to the end the last
+        fetch saw (or of every open one): the partition's next transaction
+        begins after it."""
         now = time.monotonic()
         for tp, txn in self.txns.items():
-            due = everything or now - txn.began >= COMMIT_SECONDS
-            if due and txn.open and tp not in self.committing:
+            if not txn.open or tp in self.committing:
+                continue
+            age = now - txn.began
+            due = age >= COMMIT_SECONDS or (age >= CAUGHT_UP_SECONDS and self.caught_up(tp, txn))
+            if everything or due:
                 self.committing[tp] = asyncio.ensure_future(self.commit(tp, txn))
+
+    def caught_up(self, tp: TopicPartition, txn: PartitionTxn) -> bool:
+        """Judged up to the partition's end as of the last fetch (its high
+        watermark then): nothing more of it is waiting in the consumer."""
+        assert self.consumer is not None
+        if tp not in self.consumer.assignment():
+            return False  # a rebalance under way: its revocation commits it
+        end = self.consumer.highwater(tp)
+        return end is not None and txn.offset >= end
 
     async def commit(self, tp: TopicPartition, txn: PartitionTxn) -> None:
         try:

@@ -3,18 +3,30 @@ themselves are tested on one: tests/integration/test_exactly_once.py)."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 
 import pytest
-from aiokafka.structs import ConsumerRecord
+from aiokafka.structs import ConsumerRecord, TopicPartition
 from pydantic import ValidationError
 
 from detectors.pseudonyms import Pseudonymiser
 from schemas.policy_file import load_policy
 from streams.adapter_offsets import adapters_groups
-from streams.exactly_once import OwnTable, Written, _Event, forget_partition
+from streams.exactly_once import (
+    CAUGHT_UP_SECONDS,
+    COMMIT_SECONDS,
+    ExactlyOnceStages,
+    OwnTable,
+    PartitionTxn,
+    Written,
+    _Event,
+    forget_partition,
+)
 from streams.settings import Settings
 from streams.stages.store import PartitionStore, TableChanges
+from streams.topics import Topics
 from streams.topology import build_app
 
 POLICY = Path(__file__).parents[1] / "deploy" / "policy" / "example.yaml"
@@ -129,3 +141,56 @@ def test_the_written_ids_are_bounded_and_the_oldest_dropped_with_a_tombstone() -
     again = Written(meta, TableChanges(None), 1, kept=3)
     assert again.add(b"SEP-005")
     assert "1|written|SEP-002" not in meta.data and "1|written|SEP-003" in meta.data
+
+
+class _Fetched:
+    """What commit_due asks of the stages' consumer: the assignment and each
+    partition's end (high watermark) as of the last fetch."""
+
+    def __init__(self, ends: dict[TopicPartition, int]) -> None:
+        self.ends = ends
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.ends)
+
+    def highwater(self, tp: TopicPartition) -> int:
+        return self.ends[tp]
+
+
+@pytest.mark.parametrize(
+    ("age", "judged_to", "due"),
+    [
+        (0.05, 100, False),  # caught up, but younger than CAUGHT_UP_SECONDS
+        (CAUGHT_UP_SECONDS, 100, True),  # caught up: its findings go out now
+        (0.5, 60, False),  # records still waiting: the transaction takes more
+        (COMMIT_SECONDS, 60, True),  # a backlog commits once a second
+    ],
+)
+def test_a_transaction_commits_soon_once_its_partition_is_caught_up(
+    tmp_path: Path, age: float, judged_to: int, due: bool
+) -> None:
+    """Read-committed readers see a finding only once its transaction
+    commits: a partition judged up to its end commits after
+    CAUGHT_UP_SECONDS, not COMMIT_SECONDS, and one with records still
+    waiting batches up to COMMIT_SECONDS (each commit costs round trips)."""
+    tp = TopicPartition("p.stage-device", 1)
+    stages = ExactlyOnceStages(
+        Settings(state_dir=tmp_path, web_port=0), {}, Topics("p."), judge_for=lambda r, p: None
+    )
+    stages.consumer = _Fetched({tp: 100})  # type: ignore[assignment]
+    meta = OwnTable("p.worker-device-meta-changelog")
+    txn = PartitionTxn("device", None, "p.findings", Written(meta, TableChanges(None), 1))  # type: ignore[arg-type]
+    txn.open, txn.began, txn.offset = True, time.monotonic() - age, judged_to
+    stages.txns[tp] = txn
+    committed: list[TopicPartition] = []
+
+    async def commit(tp: TopicPartition, txn: PartitionTxn) -> None:
+        committed.append(tp)
+
+    async def decide() -> None:
+        stages.commit = commit  # type: ignore[method-assign]
+        stages.commit_due()
+        await asyncio.gather(*stages.committing.values())
+
+    asyncio.run(decide())
+    assert committed == ([tp] if due else [])
