@@ -32,9 +32,9 @@ from streams.topology import build_app
 POLICY = Path(__file__).parents[1] / "deploy" / "policy" / "example.yaml"
 
 
-def test_the_guarantee_is_at_least_once_unless_asked_and_nothing_else_is_taken() -> None:
-    assert Settings().processing_guarantee == "at_least_once"
-    assert Settings(processing_guarantee="exactly_once").processing_guarantee == "exactly_once"
+def test_the_guarantee_is_exactly_once_unless_asked_and_nothing_else_is_taken() -> None:
+    assert Settings().processing_guarantee == "exactly_once"
+    assert Settings(processing_guarantee="at_least_once").processing_guarantee == "at_least_once"
     with pytest.raises(ValidationError):
         Settings(processing_guarantee="exactly-once")
 
@@ -78,7 +78,7 @@ def test_exactly_once_the_stages_leave_faust_and_faust_joins_a_group_of_its_own(
     assert not app.tables.changelog_topics
     assert not [a for a in app.agents if "stage-" in a]
     before = build_app(
-        Settings(state_dir=tmp_path, web_port=0),
+        Settings(state_dir=tmp_path, web_port=0, processing_guarantee="at_least_once"),
         load_policy(POLICY),
         pseudonyms=Pseudonymiser(b"eos-test-key"),
     )
