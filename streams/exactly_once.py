@@ -7,13 +7,14 @@ assigned stage partition has its own transactional producer, transactional id
 partition is assigned fences any earlier holder: a worker frozen past its
 session and resumed fails its next write or commit and writes nothing more.
 
-Per fetch and stage partition, one transaction holds the findings and dead
-letters of the partition's records, the changes they made to its tables (each
-key's last value, in the changelog format Faust restores) and the partition's
-next offset; the partitions of a fetch commit concurrently, each while the
-next partition is judged. A transaction that fails is aborted, the partition's
-tables are read again from the changelogs (read committed) and the partition
-is read again from its committed offset: nothing half-judged survives.
+Per stage partition, one transaction holds the findings and dead letters of
+the partition's records judged over 0.1 s (once it is caught up) to 1 s (a
+backlog), the changes they made to its tables (each key's last value, in the
+changelog format Faust restores) and the partition's next offset; the
+partitions commit concurrently, each while the others are judged. A
+transaction that fails is aborted, the partition's tables are read again from
+the changelogs (read committed) and the partition is read again from its
+committed offset: nothing half-judged survives.
 """
 
 from __future__ import annotations
