@@ -251,8 +251,8 @@ class Settings(BaseSettings):
     standby_replicas: int = Field(
         0,
         ge=0,
-        description="standby copies of each stage partition's tables kept by other workers "
-        "(faster takeover, each costs every table change read again)",
+        description="at_least_once only: standby copies of each stage partition's tables "
+        "kept by other workers (faster takeover, each costs every table change read again)",
     )
     partitions: int = Field(4, description="partitions of every sepwatch topic", ge=1)
     # README, "Streaming on Kafka": the device identity graph is per device
