@@ -104,7 +104,9 @@ def test_switching_back_carries_only_what_the_other_group_is_ahead_on(
     p0, p1 = TopicPartition(raw, 0), TopicPartition(raw, 1)
     _commit(client, f"{prefix}worker", {p0: 5, p1: 9})
     _commit(client, f"{prefix}adapters", {p0: 8, p1: 4})
-    at_least_once = Settings(broker=broker, topic_prefix=prefix)
+    at_least_once = Settings(
+        broker=broker, topic_prefix=prefix, processing_guarantee="at_least_once"
+    )
     assert carry_adapter_offsets(at_least_once) == {p0: 8}
     assert _offsets(client, f"{prefix}worker") == {p0: 8, p1: 9}
     assert carry_adapter_offsets(at_least_once) == {}
@@ -113,8 +115,9 @@ def test_switching_back_carries_only_what_the_other_group_is_ahead_on(
 def test_a_group_with_members_keeps_its_offsets(
     broker: str, prefix: str, client: KafkaAdminClient
 ) -> None:
-    """A worker of the same guarantee already reading (the group has
-    members): nothing is carried, and the start goes on."""
+    """A worker of the same guarantee (here at least once, the group
+    PREFIXworker) already reading (the group has members): nothing is
+    carried, and the start goes on."""
     raw = Topics(prefix).raw("okta")
     p0 = TopicPartition(raw, 0)
     _commit(client, f"{prefix}adapters", {p0: 6})
@@ -123,7 +126,10 @@ def test_a_group_with_members_keeps_its_offsets(
     )
     try:
         wait_until(lambda: bool(member.poll(timeout_ms=200) or member.assignment()), "joined")
-        assert carry_adapter_offsets(Settings(broker=broker, topic_prefix=prefix)) == {}
+        at_least_once = Settings(
+            broker=broker, topic_prefix=prefix, processing_guarantee="at_least_once"
+        )
+        assert carry_adapter_offsets(at_least_once) == {}
     finally:
         member.close()
     assert p0 not in _offsets(client, f"{prefix}worker")
