@@ -62,9 +62,6 @@ CAUGHT_UP_SECONDS = 0.1
 # copies do not move). Findings are rare among events; a few thousand ids in
 # that gap would already be a heavy day. About 60 bytes an id.
 WRITTEN_KEPT = 20_000
-# How often the stage topics' backlog is measured for /metrics (the
-# validator's and Faust's timers' period).
-METRICS_SECONDS = 5.0
 # Pauses before a stage partition whose transaction failed is judged again.
 RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0, 10.0)
 
@@ -351,7 +348,7 @@ class ExactlyOnceStages(ConsumerRebalanceListener):  # type: ignore[misc]
                     if batch:
                         await self.judge_fetch(batch)
                     self.commit_due()
-                if time.monotonic() - reported >= METRICS_SECONDS:
+                if time.monotonic() - reported >= metrics.REPORT_SECONDS:
                     reported = time.monotonic()
                     await self.report_lag()
         finally:

@@ -65,6 +65,10 @@ EVENT_TIME_LAG = Gauge(
     "Wall clock minus the event clock of the slowest stage partition this worker holds.",
     ["stage"],
 )
+# How often what is measured rather than counted (the backlogs, the event
+# clocks' lag) is set: one period for the validator, the stages under either
+# guarantee and Faust's timers, so the series move together.
+REPORT_SECONDS = 5.0
 CONSUMER_LAG = Gauge(
     "sepwatch_consumer_lag_records",
     "Records on the topic not yet consumed, by consumer (rules, es_sink, alerts) and topic.",

@@ -61,7 +61,6 @@ log = logging.getLogger("sepwatch")
 
 POLICY_POLL_SECONDS = 2.0
 HISTORY_EVERY_POLLS = 5
-METRICS_SECONDS = 5.0
 # How long a worker stopping after a refused write may take before it exits anyway.
 STOP_GRACE_SECONDS = 60.0
 
@@ -403,7 +402,7 @@ def _lag_report(
     exactly_once = settings.processing_guarantee == "exactly_once"
     watched_topics = set() if exactly_once else {topics.stage(s) for s in STAGES}
 
-    @app.timer(interval=METRICS_SECONDS)
+    @app.timer(interval=metrics.REPORT_SECONDS)
     async def report_lag() -> None:
         """Consumer lag of the rules' topics and how far each stage's event
         clock trails the wall clock, for /metrics."""

@@ -83,7 +83,6 @@ SOURCE = "sepwatch-source"
 # How often input partitions read here to their end are looked at for clock marks.
 QUIET_MARK_SECONDS = 1.0
 COMMIT_SECONDS = 1.0
-METRICS_SECONDS = 5.0
 # A stage record stays well under the broker's default 1 MiB; an event larger
 # than this goes in a record of its own.
 BATCH_BYTES = 256 * 1024
@@ -257,7 +256,7 @@ class InputValidator:
                 if now - committed >= COMMIT_SECONDS:
                     committed = now
                     await self.commit()
-                if now - reported >= METRICS_SECONDS:
+                if now - reported >= metrics.REPORT_SECONDS:
                     reported = now
                     await self._report_lag()
             with contextlib.suppress(Undeliverable):
