@@ -48,14 +48,21 @@ from pathlib import Path
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
-from kafka.admin import ConfigResource, ConfigResourceType
 from pydantic import SecretStr
 
 from bench.stream import unread
 from detectors.masking import mask_text
 from schemas.policy_file import load_policy
 from simulator.day import simulate
-from streams.kafka_io import admin, ensure_topics, paced, produce, read_dead_letters, read_topics
+from streams.kafka_io import (
+    admin,
+    ensure_topics,
+    paced,
+    produce,
+    read_dead_letters,
+    read_topics,
+    set_topic_configs,
+)
 from streams.replay import replay
 from streams.topics import STAGES, Topics
 
@@ -178,9 +185,7 @@ def refuse_findings(broker: str, topic: str, limit: int | None) -> None:
     client = admin(broker)
     try:
         value = str(limit) if limit else "1048588"
-        client.alter_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, topic, configs={"max.message.bytes": value})]
-        )
+        set_topic_configs(client, {topic: {"max.message.bytes": value}})
     finally:
         client.close()
 

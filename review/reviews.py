@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from detectors.calendar import Days, add_months, to_datetime
 from schemas import ControlReview, Policy
 from streams.kafka_connection import Broker
-from streams.kafka_io import KafkaUnavailable, admin, producer, read_topics
+from streams.kafka_io import KafkaUnavailable, admin, producer, read_topics, set_topic_configs
 from streams.topics import Topics
 from streams.validator import END_OF_INPUT
 
@@ -87,18 +87,12 @@ def new_review(
 def keep_forever(broker: Broker, topics: Topics) -> None:
     """The control-reviews topic is the audit record of the reviews, read back
     by the report years later: it must not expire like the traffic topics."""
-    from kafka.admin import ConfigResource, ConfigResourceType
     from kafka.errors import KafkaError
 
     client = admin(broker)
     try:
-        resource = ConfigResource(
-            ConfigResourceType.TOPIC,
-            topics.input("control_review"),
-            configs={"retention.ms": "-1"},
-        )
-        client.alter_configs([resource])
-    except KafkaError as exc:
+        set_topic_configs(client, {topics.input("control_review"): {"retention.ms": "-1"}})
+    except (KafkaError, KafkaUnavailable) as exc:
         raise KafkaUnavailable(f"cannot keep the control reviews: {exc}") from None
     finally:
         client.close()

@@ -238,14 +238,30 @@ def _topic_configs(topics: Topics, name: str, retention: dict[str, int]) -> dict
 
 def _keep_evidence(client: KafkaAdminClient, names: list[str], retention_ms: int) -> None:
     """The retention of evidence topics that exist already, set again."""
-    if names:
-        client.alter_configs(
-            [
-                ConfigResource(
-                    ConfigResourceType.TOPIC, n, configs={"retention.ms": str(retention_ms)}
-                )
-                for n in names
-            ]
+    set_topic_configs(client, {n: {"retention.ms": str(retention_ms)} for n in names})
+
+
+def set_topic_configs(client: KafkaAdminClient, configs: dict[str, dict[str, str]]) -> None:
+    """Set these keys on existing topics (by name), leaving their other settings as
+    they are (IncrementalAlterConfigs); raise KafkaUnavailable naming each topic the
+    broker refused.
+
+    kafka-python's own check of the keys (`raise_on_unknown`) is off: it accepts only
+    keys the topic has had set before, so it refused `retention.ms` on a findings
+    topic made by hand with the broker's defaults. The broker judges the keys.
+    """
+    if not configs:
+        return
+    resources = [
+        ConfigResource(ConfigResourceType.TOPIC, name, configs=dict(keys))
+        for name, keys in configs.items()
+    ]
+    result = client.alter_configs(resources, raise_on_unknown=False, incremental=True)
+    refused = {n: r for n, r in result.get("topic", {}).items() if r != "OK"}
+    if refused:
+        raise KafkaUnavailable(
+            "cannot set topic configs: "
+            + "; ".join(f"{name}: {reason}" for name, reason in sorted(refused.items()))
         )
 
 

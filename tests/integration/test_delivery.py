@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
-from kafka.admin import ConfigResource, ConfigResourceType
 
 from bench.harness import wait_for, wait_until
 from detectors.masking import mask_text
-from streams.kafka_io import admin, ensure_topics, produce, read_dead_letters
+from streams.kafka_io import admin, ensure_topics, produce, read_dead_letters, set_topic_configs
 from streams.topics import STAGES, Topics
 from tests.integration.conftest import MARKER_KEY, Worker
 from tests.integration.settle import settled
@@ -49,7 +48,7 @@ def _findings_limit(broker: str, topic: str, max_bytes: int | None) -> None:
     client = admin(broker)
     try:
         configs = {"max.message.bytes": str(max_bytes) if max_bytes else "1048588"}
-        client.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=configs)])
+        set_topic_configs(client, {topic: configs})
     finally:
         client.close()
 

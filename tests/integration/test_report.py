@@ -19,9 +19,11 @@ from zoneinfo import ZoneInfo
 import pytest
 from elasticsearch import Elasticsearch
 from elasticsearch.helpers import bulk
+from kafka.admin import ConfigResource, ConfigResourceType
 from PIL import Image
 from typer.testing import CliRunner
 
+from bench.harness import wait_until
 from cli.main import app as cli
 from detectors import mask_identifier
 from detectors.calendar import Days
@@ -36,7 +38,7 @@ from schemas.policy_file import load_policy
 from simulator.day import simulate
 from streams.elastic import document, index_for
 from streams.indices import put_template
-from streams.kafka_io import ensure_topics
+from streams.kafka_io import admin, ensure_topics
 from streams.lifecycle import os_actor, record
 from streams.policy_history import read_versions, record_if_changed
 from streams.replay import replay
@@ -56,6 +58,17 @@ def _sep008(policy: Any, lines: list[bytes]) -> list[dict[str, Any]]:
     return [f for f in found if f["rule_id"] == "SEP-008"]
 
 
+def _retention(broker: str, topic: str) -> str:
+    client = admin(broker)
+    try:
+        wanted = [ConfigResource(ConfigResourceType.TOPIC, topic, {"retention.ms": None})]
+        found = client.describe_configs(wanted, config_filter="all").get("topic", {})
+    finally:
+        client.close()
+    value: str = found[topic]["retention.ms"]["value"]
+    return value
+
+
 def test_a_recorded_review_is_on_the_topic_listed_with_its_next_due_date_and_resets_sep008(
     broker: str, prefix: str
 ) -> None:
@@ -69,6 +82,9 @@ def test_a_recorded_review_is_on_the_topic_listed_with_its_next_due_date_and_res
         env=env,
     )
     assert done.exit_code == 0, done.output
+    # Kept forever; the broker shows an accepted change a moment later.
+    reviews = Topics(prefix).input("control_review")
+    wait_until(lambda: _retention(broker, reviews) == "-1", f"{reviews} kept forever", 30)
     # The report to the committee, recorded afterwards for the same review.
     reported = completed + timedelta(hours=5)
     again = runner.invoke(
