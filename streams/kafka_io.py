@@ -216,8 +216,9 @@ def ensure_topics(
         # Every topic, on the descriptions that showed it: the broker that answered
         # the listing may not know yet of a topic made by hand a moment before,
         # which then passed unchecked as "already exists" (seen under load).
-        _keep_evidence(client, [topics.findings, topics.lifecycle], evidence_retention_ms)
+        # Refused before anything is changed: a deployment's topics are left as they were.
         _check_replication(client, [*wanted, *router], wanted_replication, described)
+        _keep_evidence(client, [topics.findings, topics.lifecycle], evidence_retention_ms)
         return wanted_replication
     finally:
         client.close()
