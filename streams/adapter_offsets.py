@@ -25,6 +25,7 @@ from kafka.errors import KafkaError, NoError
 from kafka.structs import OffsetAndMetadata
 
 from adapters import ADAPTERS
+from streams.backoff import Backoff
 from streams.kafka_io import KafkaUnavailable, admin
 from streams.settings import Settings
 from streams.topics import Topics
@@ -92,7 +93,7 @@ def _alter_offsets(
     set). A coordinator still loading its offsets (a broker just started or
     taken over) answers each partition with a retriable error: asked again
     until READ_S."""
-    deadline = time.monotonic() + READ_S
+    deadline, backoff = time.monotonic() + READ_S, Backoff(first=0.5, cap=4.0)
     while True:
         result: dict[TopicPartition, Any] = client.alter_group_offsets(
             group, {tp: OffsetAndMetadata(at, "", -1) for tp, at in ahead.items()}
@@ -100,19 +101,19 @@ def _alter_offsets(
         loading = any(e is not NoError and e.retriable for e in result.values())
         if not loading or time.monotonic() > deadline:
             return result
-        time.sleep(1.0)
+        time.sleep(backoff.next_delay())
 
 
 def _raw_offsets(client: KafkaAdminClient, group: str, raw: set[str]) -> dict[TopicPartition, int]:
     """The group's committed offsets of the raw topics. A group's coordinator
     on a broker just lost moves within seconds: tried again until READ_S."""
-    deadline = time.monotonic() + READ_S
+    deadline, backoff = time.monotonic() + READ_S, Backoff(first=0.5, cap=4.0)
     while True:
         try:
             found = client.list_group_offsets({group: None}).get(group, {})
         except KafkaError as exc:
             if not exc.retriable or time.monotonic() > deadline:
                 raise KafkaUnavailable(f"the offsets of group {group}: {exc!r}") from None
-            time.sleep(1.0)
+            time.sleep(backoff.next_delay())
             continue
         return {tp: o.offset for tp, o in found.items() if tp.topic in raw and o.offset >= 0}

@@ -213,10 +213,9 @@ def ensure_topics(
         # The alert router makes its own topic; it is checked when it exists.
         router = [topics.notified] if topics.notified in existing else []
         described = _await_partitions(client, co_partitioned, [*raw, *router], partitions, ready_s)
-        # Every topic, on the descriptions that showed it: the broker that answered
-        # the listing may not know yet of a topic made by hand a moment before,
-        # which then passed unchecked as "already exists" (seen under load).
-        # Refused before anything is changed: a deployment's topics are left as they were.
+        # Every topic, on the descriptions that showed it (the broker that answered the
+        # listing may not know yet of a topic made by hand a moment before: seen under
+        # load), and refused before anything changes: a refused deployment is left as is.
         _check_replication(client, [*wanted, *router], wanted_replication, described)
         _keep_evidence(client, [topics.findings, topics.lifecycle], evidence_retention_ms)
         return wanted_replication
