@@ -10,8 +10,9 @@
 # (27192 gives 27192, 27194, 27196 and 28192, 28194, 28196); its data, log and pid file
 # are under the run dir's kafka-PORT/ (broker 1, as a single broker) and
 # kafka-PORT/node-n/ (the others). `up` starts only the brokers not running, so a test
-# that SIGKILLs one restarts it with the same command. `down` and `status` take the same
-# --brokers (status exits 3 unless all N run). With N brokers the internal topics
+# that SIGKILLs one restarts it with the same command. `status` takes the same --brokers
+# (exits 3 unless all N run); `down` stops every broker of the cluster, with or without
+# it. With N brokers the internal topics
 # (offsets, transactions) have min(N, 3) replicas and min.insync.replicas N-1.
 #
 # The broker's jars come from Maven Central (org.apache.kafka:kafka_2.13 and its
@@ -329,11 +330,18 @@ stop_node() {
 }
 
 down() {
-  local n stopped=0
+  local n stopped=0 nodes dir
+  # Every node the cluster has, whatever --brokers says: a plain `down` after
+  # `up --brokers 3` stopped the first and left the other two running.
+  nodes=$BROKERS
+  for dir in "$CLUSTER_RUN"/node-*; do
+    n=${dir##*node-}
+    if [[ -d $dir && $n =~ ^[0-9]+$ ]] && (( n > nodes )); then nodes=$n; fi
+  done
   # The last broker first: the others keep their quorum while it leaves.
-  for n in $(seq "$BROKERS" -1 1); do stop_node "$n" && stopped=$((stopped + 1)); done
+  for n in $(seq "$nodes" -1 1); do stop_node "$n" && stopped=$((stopped + 1)); done
   if [[ "${SEPWATCH_KAFKA_KEEP_DATA:-0}" != 1 ]]; then
-    for n in $(seq 1 "$BROKERS"); do node "$n"; rm -rf "$RUN/data"; done
+    for n in $(seq 1 "$nodes"); do node "$n"; rm -rf "$RUN/data"; done
     rm -f "$CLUSTER_RUN/cluster.id"
   fi
   if (( stopped )); then echo "kafka stopped"; else echo "kafka not running on port $BASE_PORT"; fi

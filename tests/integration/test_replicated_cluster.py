@@ -46,22 +46,32 @@ RUN = Path(os.environ.get("SEPWATCH_RUN_DIR", Path.home() / ".cache" / "sepwatch
 
 def _kafka(*args: str) -> subprocess.CompletedProcess[bytes]:
     env = {**os.environ, "SEPWATCH_KAFKA_PORT": str(PORT)}
-    return subprocess.run(
-        [str(KAFKA), *args, "--brokers", str(BROKERS)], env=env, timeout=600, check=False
-    )
+    return subprocess.run([str(KAFKA), *args], env=env, timeout=600, check=False)
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[str]:
     """Three brokers, each its own controller too; stopped after unless they
     were running before."""
-    ours = _kafka("status").returncode != 0
-    assert _kafka("up").returncode == 0
+    brokers = ("--brokers", str(BROKERS))
+    ours = _kafka("status", *brokers).returncode != 0
+    assert _kafka("up", *brokers).returncode == 0
     try:
         yield ",".join(f"127.0.0.1:{PORT + 2 * n}" for n in range(BROKERS))
     finally:
         if ours:
-            _kafka("down")
+            pids = [_pid(n) for n in range(1, BROKERS + 1)]
+            # A plain `down`, as one types it, stops every broker of the cluster.
+            assert _kafka("down").returncode == 0
+            assert [p for p in pids if _alive(p)] == []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _pid(node: int) -> int:
@@ -158,7 +168,9 @@ def test_a_worker_loses_nothing_when_a_broker_is_killed_and_restarted(
         wait_until(lambda: _findings(cluster, topics), "the first findings", timeout=180)
         os.kill(_pid(2), signal.SIGKILL)  # mid-stream, with its replicas in sync
         produce(lines[third : 2 * third], cluster, topics)  # written with one broker gone
-        assert _kafka("up").returncode == 0  # restarts the killed broker only
+        assert (
+            _kafka("up", "--brokers", str(BROKERS)).returncode == 0
+        )  # restarts the killed broker only
         produce(lines[2 * third :], cluster, topics, end_of_input=True, marker_key=MARKER_KEY)
 
         def all_found() -> bool:
