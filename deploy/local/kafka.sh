@@ -71,7 +71,9 @@ bootstrap() {
   echo "$out"
 }
 
-running() { [[ -f "$PIDFILE" ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
+# A process that has exited but is not yet reaped (a zombie) counts as gone.
+alive() { kill -0 "$1" 2>/dev/null && [[ "$(ps -o stat= -p "$1" 2>/dev/null)" != Z* ]]; }
+running() { [[ -f "$PIDFILE" ]] && alive "$(cat "$PIDFILE")"; }
 
 fetch() {
   [[ -f "$LIBS/.complete" ]] && return
@@ -324,8 +326,13 @@ stop_node() {
   if ! running; then rm -f "$PIDFILE"; return 1; fi
   local pid; pid=$(cat "$PIDFILE")
   kill -TERM "$pid"
-  for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-  kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
+  for _ in $(seq 1 60); do alive "$pid" || break; sleep 0.5; done
+  # A broker whose quorum has left already may not finish its controlled
+  # shutdown: killed, and awaited, so that `down` returns with it gone.
+  if alive "$pid"; then
+    kill -KILL "$pid"
+    for _ in $(seq 1 20); do alive "$pid" || break; sleep 0.5; done
+  fi
   rm -f "$PIDFILE"
 }
 

@@ -67,11 +67,12 @@ def cluster() -> Iterator[str]:
 
 
 def _alive(pid: int) -> bool:
+    """Running: a process exited but not yet reaped (a zombie) is not."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
         return False
-    return True
+    return state != "Z"
 
 
 def _pid(node: int) -> int:
