@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -59,11 +60,24 @@ def _once_each(found: list[dict[str, object]]) -> dict[str, dict[str, object]]:
     return {str(f["finding_id"]): f for f in found}
 
 
+# Kafka 4.1.1's coordinator answers an EndTxn that meets its own epoch fence with
+# UNKNOWN_SERVER_ERROR (the broker logs an IllegalStateException, "PREPARE_COMMIT
+# while it already a pending state PREPARE_EPOCH_FENCE"); aiokafka's sender logs
+# that with its traceback, and the worker handles it as the fence it is: its very
+# next line says so. Seen once, in a clone run of the whole suite.
+FENCE_MET_BY_COMMIT = re.compile(
+    r"\[ERROR\] Unexpected error in sender routine \n"
+    r"Traceback \(most recent call last\):\n(?:[ \t][^\n]*\n)*"
+    r"aiokafka\.errors\.UnknownError: \[Error -1\] UnknownError\n"
+    r"(?=[^\n]*\[ERROR\] [^\n]*: fenced by a newer holder of the partition)"
+)
+
+
 def _stopped_cleanly(worker: Worker) -> None:
     """Stopped, its log holds no exception that nothing handled (a task's, a
     future's never retrieved, aiokafka's IllegalStateError)."""
     worker.stop()
-    text = worker.log.read_text(errors="replace")
+    text = FENCE_MET_BY_COMMIT.sub("", worker.log.read_text(errors="replace"))
     for unhandled in ("Traceback", "never retrieved", "IllegalStateError"):
         assert unhandled not in text, text[text.index(unhandled) - 2000 :][:4000]
 
