@@ -150,15 +150,17 @@ def under_replicated(
         ]
         if replicas and min(replicas) < wanted.factor:
             problems.append(f"{name} has {min(replicas)} replica(s), not {wanted.factor}")
-    resources = [
-        ConfigResource(ConfigResourceType.TOPIC, n, {"min.insync.replicas": None}) for n in names
-    ]
-    found = client.describe_configs(resources, config_filter="all").get("topic", {})
-    for name in names:
-        value = found.get(name, {}).get("min.insync.replicas", {}).get("value")
+    for name, value in topic_config(client, names, "min.insync.replicas").items():
         if value is not None and int(value) < wanted.min_insync:
             problems.append(f"{name} has min.insync.replicas {value}, not {wanted.min_insync}")
     return problems
+
+
+def topic_config(client: KafkaAdminClient, names: list[str], key: str) -> dict[str, str | None]:
+    """Each topic's value of `key`, as the broker answering has it (None: not described)."""
+    resources = [ConfigResource(ConfigResourceType.TOPIC, n, {key: None}) for n in names]
+    found = client.describe_configs(resources, config_filter="all").get("topic", {})
+    return {n: found.get(n, {}).get(key, {}).get("value") for n in names}
 
 
 def ensure_topics(

@@ -169,9 +169,8 @@ def test_a_worker_loses_nothing_when_a_broker_is_killed_and_restarted(
         wait_until(lambda: _findings(cluster, topics), "the first findings", timeout=180)
         os.kill(_pid(2), signal.SIGKILL)  # mid-stream, with its replicas in sync
         produce(lines[third : 2 * third], cluster, topics)  # written with one broker gone
-        assert (
-            _kafka("up", "--brokers", str(BROKERS)).returncode == 0
-        )  # restarts the killed broker only
+        # `up` restarts the killed broker only.
+        assert _kafka("up", "--brokers", str(BROKERS)).returncode == 0
         produce(lines[2 * third :], cluster, topics, end_of_input=True, marker_key=MARKER_KEY)
 
         def all_found() -> bool:

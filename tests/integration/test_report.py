@@ -19,7 +19,6 @@ from zoneinfo import ZoneInfo
 import pytest
 from elasticsearch import Elasticsearch
 from elasticsearch.helpers import bulk
-from kafka.admin import ConfigResource, ConfigResourceType
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -38,7 +37,7 @@ from schemas.policy_file import load_policy
 from simulator.day import simulate
 from streams.elastic import document, index_for
 from streams.indices import put_template
-from streams.kafka_io import admin, ensure_topics
+from streams.kafka_io import admin, ensure_topics, topic_config
 from streams.lifecycle import os_actor, record
 from streams.policy_history import read_versions, record_if_changed
 from streams.replay import replay
@@ -58,15 +57,12 @@ def _sep008(policy: Any, lines: list[bytes]) -> list[dict[str, Any]]:
     return [f for f in found if f["rule_id"] == "SEP-008"]
 
 
-def _retention(broker: str, topic: str) -> str:
+def _retention(broker: str, topic: str) -> str | None:
     client = admin(broker)
     try:
-        wanted = [ConfigResource(ConfigResourceType.TOPIC, topic, {"retention.ms": None})]
-        found = client.describe_configs(wanted, config_filter="all").get("topic", {})
+        return topic_config(client, [topic], "retention.ms")[topic]
     finally:
         client.close()
-    value: str = found[topic]["retention.ms"]["value"]
-    return value
 
 
 def test_a_recorded_review_is_on_the_topic_listed_with_its_next_due_date_and_resets_sep008(
